@@ -1,0 +1,56 @@
+"""Handle response codes (RFC 3652 §2.2.2.2) and their HTTP statuses (handle.net v9)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ResponseCode(IntEnum):
+    SUCCESS = 1
+    ERROR = 2
+    SERVER_TOO_BUSY = 3
+    PROTOCOL_ERROR = 4
+    OPERATION_NOT_SUPPORTED = 5
+    RECURSION_COUNT_TOO_HIGH = 6
+    HANDLE_NOT_FOUND = 100
+    HANDLE_ALREADY_EXISTS = 101
+    INVALID_HANDLE = 102
+    VALUES_NOT_FOUND = 200
+    VALUE_ALREADY_EXISTS = 201
+    INVALID_VALUE = 202
+    EXPIRED_SITE_INFO = 300
+    SERVER_NOT_RESPONSIBLE = 301
+    SERVICE_REFERRAL = 302
+    PREFIX_REFERRAL = 303
+    INVALID_ADMIN = 400
+    INSUFFICIENT_PERMISSIONS = 401
+    AUTHENTICATION_NEEDED = 402
+    AUTHENTICATION_FAILED = 403
+    INVALID_CREDENTIAL = 404
+    AUTHEN_TIMEOUT = 405
+
+
+_HTTP_STATUS: dict[ResponseCode, int] = {
+    ResponseCode.SUCCESS: 200,
+    ResponseCode.ERROR: 500,
+    ResponseCode.SERVER_TOO_BUSY: 503,
+    ResponseCode.PROTOCOL_ERROR: 400,
+    ResponseCode.OPERATION_NOT_SUPPORTED: 405,
+    ResponseCode.HANDLE_NOT_FOUND: 404,
+    ResponseCode.HANDLE_ALREADY_EXISTS: 409,
+    ResponseCode.INVALID_HANDLE: 400,
+    ResponseCode.VALUES_NOT_FOUND: 400,
+    ResponseCode.VALUE_ALREADY_EXISTS: 409,
+    ResponseCode.INVALID_VALUE: 400,
+    ResponseCode.SERVER_NOT_RESPONSIBLE: 400,
+    ResponseCode.AUTHENTICATION_NEEDED: 401,
+    ResponseCode.INVALID_ADMIN: 403,
+    ResponseCode.INSUFFICIENT_PERMISSIONS: 403,
+    ResponseCode.AUTHENTICATION_FAILED: 403,
+    ResponseCode.INVALID_CREDENTIAL: 403,
+}
+
+
+def http_status(code: ResponseCode) -> int:
+    """The HTTP status handle.net's REST API pairs with a response code."""
+    return _HTTP_STATUS.get(code, 400)

@@ -1,0 +1,74 @@
+"""One root exception for everything the Handle layer can refuse.
+
+Each subclass carries the response code it maps to; front-ends turn an error into a
+status and a body in one place and never look at the exception's type.
+"""
+
+from __future__ import annotations
+
+from protocol.codes import ResponseCode
+
+
+class HandleError(Exception):
+    """A request the node refuses, with the Handle response code that says why."""
+
+    code: ResponseCode = ResponseCode.ERROR
+
+    def __init__(self, message: str, *, handle: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.handle = handle
+
+
+class ProtocolViolation(HandleError):
+    code = ResponseCode.PROTOCOL_ERROR
+
+
+class OperationNotSupported(HandleError):
+    code = ResponseCode.OPERATION_NOT_SUPPORTED
+
+
+class HandleNotFound(HandleError):
+    code = ResponseCode.HANDLE_NOT_FOUND
+
+
+class HandleAlreadyExists(HandleError):
+    code = ResponseCode.HANDLE_ALREADY_EXISTS
+
+
+class InvalidHandle(HandleError):
+    code = ResponseCode.INVALID_HANDLE
+
+
+class ValuesNotFound(HandleError):
+    code = ResponseCode.VALUES_NOT_FOUND
+
+
+class ValueAlreadyExists(HandleError):
+    code = ResponseCode.VALUE_ALREADY_EXISTS
+
+
+class InvalidValue(HandleError):
+    code = ResponseCode.INVALID_VALUE
+
+
+class NotResponsible(HandleError):
+    code = ResponseCode.SERVER_NOT_RESPONSIBLE
+
+
+class AuthenticationNeeded(HandleError):
+    code = ResponseCode.AUTHENTICATION_NEEDED
+
+
+class AuthenticationFailed(HandleError):
+    code = ResponseCode.AUTHENTICATION_FAILED
+
+
+class InsufficientPermissions(HandleError):
+    code = ResponseCode.INSUFFICIENT_PERMISSIONS
+
+
+class StoreUnavailable(HandleError):
+    """The store failed or timed out; the request may be retried."""
+
+    code = ResponseCode.SERVER_TOO_BUSY

@@ -1,0 +1,134 @@
+"""Handle values and records (RFC 3651 §3), and their compact msgpack encoding.
+
+The msgpack form is what stores keep and caches hold. Its first element is a format
+version, so an encoding change can never be misread as the old one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import msgpack
+
+from protocol.errors import ProtocolViolation
+
+DEFAULT_TTL = 86400
+MAX_INDEX = 2**31 - 1
+MAX_TYPE_CHARS = 128
+
+# Value permission bits, written left to right as admin-read, admin-write,
+# public-read, public-write ("1110" is the default).
+ADMIN_READ = 0b1000
+ADMIN_WRITE = 0b0100
+PUBLIC_READ = 0b0010
+PUBLIC_WRITE = 0b0001
+DEFAULT_PERMISSIONS = ADMIN_READ | ADMIN_WRITE | PUBLIC_READ
+SECRET_PERMISSIONS = ADMIN_READ | ADMIN_WRITE
+
+# Conventional value types.
+HS_ADMIN = "HS_ADMIN"
+HS_SITE = "HS_SITE"
+HS_VLIST = "HS_VLIST"
+HS_PUBKEY = "HS_PUBKEY"
+HS_SECKEY = "HS_SECKEY"
+URL = "URL"
+
+_STORE_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class HandleValue:
+    """One typed value of a handle record."""
+
+    index: int
+    type: str
+    data: bytes
+    ttl: int = DEFAULT_TTL
+    ttl_absolute: bool = False  # ttl is then an expiry time in epoch seconds
+    timestamp: int = 0  # epoch seconds, set by the server on write
+    permissions: int = DEFAULT_PERMISSIONS
+    references: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def public_read(self) -> bool:
+        return bool(self.permissions & PUBLIC_READ)
+
+    @property
+    def admin_read(self) -> bool:
+        return bool(self.permissions & ADMIN_READ)
+
+    def type_matches(self, wanted: str) -> bool:
+        """handle.net type filter: exact (case-insensitive), or a subtype when ``wanted`` ends with '.'."""
+        mine = self.type.upper()
+        wanted = wanted.upper()
+        if wanted.endswith("."):
+            return mine == wanted[:-1] or mine.startswith(wanted)
+        return mine == wanted
+
+
+@dataclass(frozen=True, slots=True)
+class HandleRecord:
+    """A handle and its values, kept ordered by index."""
+
+    handle: str
+    values: tuple[HandleValue, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        indexes = [v.index for v in self.values]
+        if indexes != sorted(indexes):
+            object.__setattr__(self, "values", tuple(sorted(self.values, key=lambda v: v.index)))
+
+    def value_at(self, index: int) -> HandleValue | None:
+        for value in self.values:
+            if value.index == index:
+                return value
+        return None
+
+    def indexes(self) -> set[int]:
+        return {v.index for v in self.values}
+
+    def with_values(self, values: list[HandleValue] | tuple[HandleValue, ...]) -> HandleRecord:
+        return replace(self, values=tuple(sorted(values, key=lambda v: v.index)))
+
+
+def _value_row(v: HandleValue) -> list[Any]:
+    refs = [list(r) for r in v.references]
+    ttl = -v.ttl - 1 if v.ttl_absolute else v.ttl  # sign bit carries the TTL type
+    return [v.index, v.type, v.data, ttl, v.timestamp, v.permissions, refs]
+
+
+def _value_from_row(row: list[Any]) -> HandleValue:
+    index, vtype, data, ttl, timestamp, permissions, refs = row
+    absolute = ttl < 0
+    return HandleValue(
+        index=index,
+        type=vtype,
+        data=data,
+        ttl=-ttl - 1 if absolute else ttl,
+        ttl_absolute=absolute,
+        timestamp=timestamp,
+        permissions=permissions,
+        references=tuple((int(i), str(h)) for i, h in refs),
+    )
+
+
+def encode_record(record: HandleRecord) -> bytes:
+    """Encode a record as versioned msgpack."""
+    return msgpack.packb(  # type: ignore[no-any-return]
+        [_STORE_FORMAT, record.handle, [_value_row(v) for v in record.values]],
+        use_bin_type=True,
+    )
+
+
+def decode_record(blob: bytes) -> HandleRecord:
+    """Decode what encode_record wrote; raise ProtocolViolation on anything else."""
+    try:
+        version, handle, rows = msgpack.unpackb(blob, raw=False)
+        if version != _STORE_FORMAT:
+            raise ProtocolViolation(f"unknown record format version {version}")
+        return HandleRecord(handle, tuple(_value_from_row(r) for r in rows))
+    except ProtocolViolation:
+        raise
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ProtocolViolation(f"undecodable stored record: {exc}") from None

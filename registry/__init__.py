@@ -1,0 +1,1 @@
+"""The source of truth: stores, identities and secrets, permissions, registration rules."""

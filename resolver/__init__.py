@@ -1,0 +1,1 @@
+"""The serving path: configuration, processes, front-ends, the resolution engine, metrics."""

@@ -1,0 +1,70 @@
+"""The ``idnode`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from resolver import config as config_mod
+from resolver.server import serve
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="idnode", description="Secondary node of the identifier resolution system.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    s = commands.add_parser("serve", help="run the node")
+    s.add_argument("--config", type=Path, help="TOML configuration file")
+    s.add_argument("--listen", help="HOST:PORT to serve HTTP on (default 127.0.0.1:8000)")
+    s.add_argument("--data-dir", help="directory of the embedded store (default ./data)")
+    s.add_argument("--node-prefix", help="the prefix this node serves (default 88.118)")
+    s.add_argument(
+        "--case-sensitive",
+        action="store_const",
+        const=True,
+        default=None,
+        help="treat handle suffixes as case-sensitive",
+    )
+    s.add_argument(
+        "--allow-insecure-auth",
+        action="store_const",
+        const=True,
+        default=None,
+        help="accept credentials over plain HTTP on a non-loopback listener",
+    )
+    s.add_argument("--tls-cert", help="PEM certificate: serve HTTPS")
+    s.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    s.add_argument("--max-body-bytes", type=int, help="largest request body accepted")
+    s.add_argument("--log-level", choices=config_mod.LOG_LEVELS)
+    s.add_argument("--access-log", action="store_const", const=True, default=None, help="log every request")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    flags: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    try:
+        config = config_mod.load(args.config, os.environ, flags)
+    except config_mod.ConfigError as exc:
+        print(f"idnode: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        uvloop.run(serve(config, os.environ.get(config_mod.ADMIN_SECRET_ENV) or None))
+    except OSError as exc:
+        print(f"idnode: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""One typed, immutable configuration, loaded once: defaults < TOML file < IDNODE_* env < flags.
+
+A bad setting stops start-up with a ConfigError that names the setting.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from protocol.errors import HandleError
+from protocol.identifiers import parse_prefix
+
+ENV_PREFIX = "IDNODE_"
+ADMIN_SECRET_ENV = "IDNODE_ADMIN_SECRET"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    """A setting is missing, malformed or out of range; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen: str = "127.0.0.1:8000"
+    data_dir: Path = Path("data")
+    node_prefix: str = "88.118"
+    case_sensitive: bool = False
+    max_body_bytes: int = 1024 * 1024
+    allow_insecure_auth: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    store_readers: int = 4
+    access_log: bool = False
+    log_level: str = "info"
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def loopback_only(self) -> bool:
+        """True when the listener cannot be reached from another machine."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+_FIELDS = {f.name: f for f in fields(Config)}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    kind = _FIELDS[name].type
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return raw.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"setting {name!r}: expected true or false, got {raw!r}")
+    if kind == "int":
+        if isinstance(raw, bool):
+            raise ConfigError(f"setting {name!r}: expected an integer, got {raw!r}")
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"setting {name!r}: expected an integer, got {raw!r}") from None
+    if kind in ("Path", "Path | None"):
+        if not isinstance(raw, str | Path) or not str(raw):
+            raise ConfigError(f"setting {name!r}: expected a path, got {raw!r}")
+        return Path(raw)
+    if not isinstance(raw, str):
+        raise ConfigError(f"setting {name!r}: expected a string, got {raw!r}")
+    return raw
+
+
+def _validate(config: Config) -> Config:
+    host, colon, port = config.listen.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"setting 'listen': expected HOST:PORT, got {config.listen!r}")
+    try:
+        node_prefix = parse_prefix(config.node_prefix)
+    except HandleError as exc:
+        raise ConfigError(f"setting 'node_prefix': {exc.message}") from None
+    if config.max_body_bytes < 1024:
+        raise ConfigError("setting 'max_body_bytes': must be at least 1024")
+    if not 1 <= config.store_readers <= 64:
+        raise ConfigError("setting 'store_readers': must be between 1 and 64")
+    if config.log_level not in LOG_LEVELS:
+        raise ConfigError(f"setting 'log_level': expected one of {', '.join(LOG_LEVELS)}")
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise ConfigError("settings 'tls_cert' and 'tls_key' must be given together")
+    for name in ("tls_cert", "tls_key"):
+        path = getattr(config, name)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"setting {name!r}: no such file {str(path)!r}")
+    return replace(config, node_prefix=node_prefix)
+
+
+def _apply(config: Config, settings: Mapping[str, Any], source: str) -> Config:
+    changes = {}
+    for name, raw in settings.items():
+        if name not in _FIELDS:
+            raise ConfigError(f"{source}: unknown setting {name!r}")
+        if raw is not None:
+            changes[name] = _coerce(name, raw)
+    return replace(config, **changes)
+
+
+def load(
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the configuration from its three sources and validate it."""
+    config = Config()
+    if config_file is not None:
+        try:
+            with open(config_file, "rb") as fh:
+                config = _apply(config, tomllib.load(fh), f"config file {config_file}")
+        except OSError as exc:
+            raise ConfigError(f"config file {config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file}: {exc}") from None
+    env = os.environ if env is None else env
+    from_env = {name: env[ENV_PREFIX + name.upper()] for name in _FIELDS if ENV_PREFIX + name.upper() in env}
+    config = _apply(config, from_env, "environment")
+    config = _apply(config, flags or {}, "command line")
+    return _validate(config)

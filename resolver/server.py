@@ -1,0 +1,84 @@
+"""Process edge: wire the store, services and front-end together and run until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+import sys
+
+from aiohttp import web
+
+from registry.auth import Authenticator
+from registry.bootstrap import ensure_node_prefix
+from registry.service import RegistrationService
+from registry.sqlite import SqliteStore
+from resolver.config import Config
+from resolver.engine import ResolutionEngine
+from resolver.http import HttpFrontend
+
+log = logging.getLogger("idnode")
+
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+def _ssl_context(config: Config) -> ssl.SSLContext | None:
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
+
+
+def _announce_secret(config: Config, secret: str) -> None:
+    # Printed once, on first start, and never stored in clear.
+    print(
+        f"\nidnode: generated the node admin secret for identity 300:0.NA/{config.node_prefix}\n"
+        f"idnode:     {secret}\n"
+        "idnode: it is shown only this once; keep it safe (set IDNODE_ADMIN_SECRET before the\n"
+        "idnode: first start to choose it yourself)\n",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+async def serve(config: Config, admin_secret: str | None) -> None:
+    store = SqliteStore(config.data_dir / "idnode.sqlite3", readers=config.store_readers)
+    await store.open()
+    try:
+        generated = await ensure_node_prefix(store, config.node_prefix, admin_secret)
+        if generated:
+            _announce_secret(config, generated)
+        service = RegistrationService(store, node_prefix=config.node_prefix, case_sensitive=config.case_sensitive)
+        engine = ResolutionEngine(store, node_prefix=service.node_prefix)
+        authenticator = Authenticator(store, case_sensitive=config.case_sensitive)
+        app = HttpFrontend(config, engine, service, authenticator).app()
+        await _run_http(app, config)
+    finally:
+        await store.close()
+
+
+async def _run_http(app: web.Application, config: Config) -> None:
+    runner = web.AppRunner(
+        app,
+        access_log=log if config.access_log else None,
+        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+        handle_signals=False,
+    )
+    await runner.setup()
+    ssl_context = _ssl_context(config)
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context, backlog=1024)
+    await site.start()
+    scheme = "https" if ssl_context else "http"
+    for sock in runner.addresses:
+        host, port = sock[0], sock[1]
+        shown = f"[{host}]" if ":" in host else host
+        print(f"idnode: listening on {scheme}://{shown}:{port}", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: finishing requests in flight")
+    await runner.cleanup()
