@@ -143,8 +143,11 @@ def _settle(future: asyncio.Future[Any], ok: bool, result: Any) -> None:
 class SqliteStore(Store):
     """SQLite-backed store for one node process."""
 
-    def __init__(self, path: Path, *, readers: int = 4, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path, *, readers: int = 4, synchronous: str = "FULL", threaded_reads: bool = True) -> None:
         self.path = path
+        # threaded_reads=False reads on the event loop itself; kept only so the benchmark can
+        # compare the two (bench/read_modes.py): a cold read would then stall every request.
+        self._threaded_reads = threaded_reads
         self._writer = _Writer(path, synchronous)
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="idnode-sqlite-reader")
@@ -181,6 +184,8 @@ class SqliteStore(Store):
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"store read failed: {exc}") from exc
 
+        if not self._threaded_reads:
+            return run()
         return await asyncio.get_running_loop().run_in_executor(self._readers, run)
 
     async def get(self, key: str) -> HandleRecord | None:
