@@ -299,7 +299,7 @@ class HttpFrontend:
         if filtered and not chosen:
             raise ValuesNotFound(f"no value of {handle.text} matches the filter", handle=handle.text)
         if "noredirect" not in request.query:
-            target = next((v for v in chosen if v.type.upper() == URL), None)
+            target = next((v for v in chosen if v.type_matches(URL + ".")), None)
             location = None if target is None else target.data.decode("utf-8", "replace")
             if location and location.isprintable():
                 response = web.Response(status=302, headers={"Location": location})

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.nodeproc import Node
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """A node shared by the tests of one module (they use distinct handles)."""
+    proc = Node(tmp_path_factory.mktemp("node") / "data").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def fresh_node(tmp_path: Path) -> Iterator[Node]:
+    """A node of the test's own, for tests that restart or kill it."""
+    proc = Node(tmp_path / "data")
+    yield proc
+    if proc.proc is not None and proc.proc.poll() is None:
+        proc.stop()
+
+
+@pytest.fixture
+def name() -> str:
+    """A suffix no other test uses."""
+    return f"T{next(_names):05d}"

@@ -1,0 +1,156 @@
+"""A real idnode server process for tests, and a small blocking HTTP client for it."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+ADMIN_SECRET = "test-admin-secret-0123456789"
+NODE_PREFIX = "88.118"
+ADMIN_USER = "300:0.NA/88.118"
+START_TIMEOUT = 20.0
+
+Auth = tuple[str, str] | None
+
+
+def basic(user: str, secret: str) -> str:
+    """HTTP Basic as handle.net wants it: the identity percent-encoded, ':' as %3A."""
+    encoded = quote(user, safe="/").replace(":", "%3A")
+    return "Basic " + base64.b64encode(f"{encoded}:{secret}".encode()).decode()
+
+
+ADMIN: Auth = (ADMIN_USER, ADMIN_SECRET)
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def code(self) -> int:
+        return int(self.json["responseCode"])
+
+
+@dataclass
+class Node:
+    """One idnode process, started with ``serve`` on a free loopback port."""
+
+    data_dir: Path
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    admin_secret: str | None = ADMIN_SECRET
+    proc: subprocess.Popen[str] | None = None
+    url_host: str = "127.0.0.1"
+    port: int = 0
+    tls: bool = False
+    stderr_lines: list[str] = field(default_factory=list)
+
+    def start(self, listen: str = "127.0.0.1:0") -> Node:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IDNODE_")}
+        if self.admin_secret is not None:
+            env["IDNODE_ADMIN_SECRET"] = self.admin_secret
+        env.update(self.env)
+        cmd = [sys.executable, "-m", "resolver.cli", "serve", "--listen", listen, "--data-dir", str(self.data_dir)]
+        self.stderr_lines = []
+        self.proc = subprocess.Popen(cmd + self.args, env=env, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                raise RuntimeError(f"idnode exited during start-up:\n{''.join(self.stderr_lines)}")
+            self.stderr_lines.append(line)
+            if "idnode: listening on " in line:
+                address = line.rsplit("://", 1)[1].strip()
+                self.tls = "https://" in line
+                self.port = int(address.rsplit(":", 1)[1])
+                threading.Thread(target=self._drain, daemon=True).start()
+                return self
+        raise RuntimeError("idnode did not start in time")
+
+    def _drain(self) -> None:
+        proc = self.proc
+        assert proc is not None and proc.stderr is not None
+        for line in proc.stderr:
+            self.stderr_lines.append(line)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> Node:
+        self.stop()
+        return self.start()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        auth: Auth = None,
+        raw: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
+        if self.tls:
+            import ssl
+
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                self.url_host, self.port, timeout=30, context=ctx
+            )
+        else:
+            conn = http.client.HTTPConnection(self.url_host, self.port, timeout=30)
+        sent = dict(headers or {})
+        if auth is not None:
+            sent["Authorization"] = basic(*auth)
+        payload = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        if payload is not None:
+            sent.setdefault("Content-Type", "application/json")
+        try:
+            conn.request(method, path, body=payload, headers=sent)
+            resp = conn.getresponse()
+            return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+        finally:
+            conn.close()
+
+    def get(self, path: str, **kw: Any) -> Reply:
+        return self.request("GET", path, **kw)
+
+    def put(self, path: str, body: Any = None, **kw: Any) -> Reply:
+        return self.request("PUT", path, body, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Reply:
+        return self.request("DELETE", path, **kw)
+
+
+def url_value(index: int, url: str) -> dict[str, Any]:
+    return {"index": index, "type": "URL", "data": {"format": "string", "value": url}}
+
+
+def record(*values: dict[str, Any]) -> dict[str, Any]:
+    return {"values": list(values)}
