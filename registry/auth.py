@@ -45,6 +45,9 @@ class Authenticator:
         self._store = store
         self._case_sensitive = case_sensitive
         self._verifier = Verifier()
+        # scrypt is deliberately expensive: bound how many run at once so a flood of
+        # wrong secrets cannot take every core from the serving path.
+        self._slow_checks = asyncio.Semaphore(1)
 
     async def authenticate(self, user: str, secret: bytes) -> Identity:
         identity = parse_identity(user, case_sensitive=self._case_sensitive)
@@ -56,8 +59,10 @@ class Authenticator:
             raise failed
         if self._verifier.known(value.data, secret):
             return identity
-        loop = asyncio.get_running_loop()
-        if not await loop.run_in_executor(None, self._verifier.verify, value.data, secret):
+        async with self._slow_checks:
+            loop = asyncio.get_running_loop()
+            ok = await loop.run_in_executor(None, self._verifier.verify, value.data, secret)
+        if not ok:
             raise failed
         self._verifier.remember(value.data, secret)
         return identity

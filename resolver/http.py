@@ -193,6 +193,7 @@ class HttpFrontend:
         r.add_get("/api/prefixes", self.prefixes, name="prefixes")
         r.add_get("/healthz", self.healthz, name="healthz")
         r.add_get("/metrics", self.metrics, name="metrics")
+        r.add_get("/api/{tail:.*}", self.no_such_resource, name="unknown")
         r.add_get("/{handle:.+}", self.proxy, name="proxy")
         return app
 
@@ -289,6 +290,9 @@ class HttpFrontend:
         response = web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
         response["code"] = ResponseCode.SUCCESS
         return response
+
+    async def no_such_resource(self, request: web.Request) -> web.Response:
+        raise web.HTTPNotFound()
 
     async def proxy(self, request: web.Request) -> web.Response:
         """hdl.handle.net style: redirect to the first URL value, or show the record."""

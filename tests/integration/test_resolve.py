@@ -163,3 +163,10 @@ def test_pretty_output(node: Node, name: str) -> None:
     make(node, name, url_value(1, "https://x.example/"))
     reply = node.get(P + name + "?pretty")
     assert b'\n  "responseCode": 1' in reply.body
+
+
+def test_unknown_api_resources_are_404(node: Node) -> None:
+    for path in ("/api/handle/88.118/x", "/api/", "/api/handles/"):
+        reply = node.get(path)
+        assert reply.status == 404, path
+        assert "no such resource" in reply.json["message"]
