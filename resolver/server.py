@@ -14,6 +14,7 @@ from registry.auth import Authenticator
 from registry.bootstrap import ensure_node_prefix
 from registry.service import RegistrationService
 from registry.sqlite import SqliteStore
+from registry.store import Store
 from resolver.config import Config
 from resolver.engine import ResolutionEngine
 from resolver.http import HttpFrontend
@@ -43,8 +44,13 @@ def _announce_secret(config: Config, secret: str) -> None:
     )
 
 
-async def serve(config: Config, admin_secret: str | None) -> None:
-    store = SqliteStore(config.data_dir / "idnode.sqlite3", readers=config.store_readers)
+def default_store(config: Config) -> Store:
+    return SqliteStore(config.data_dir / "idnode.sqlite3", readers=config.store_readers)
+
+
+async def serve(config: Config, admin_secret: str | None, store: Store | None = None) -> None:
+    """Run the node until SIGTERM or SIGINT; ``store`` replaces the configured one (benchmarks)."""
+    store = store or default_store(config)
     await store.open()
     try:
         generated = await ensure_node_prefix(store, config.node_prefix, admin_secret)
