@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from protocol.codes import ResponseCode, http_status
 from protocol.errors import (
     AuthenticationFailed,
+    AuthenticationNeeded,
     HandleError,
     InvalidValue,
     ProtocolViolation,
@@ -171,6 +172,12 @@ def _select(request: web.Request, values: list[HandleValue]) -> tuple[list[Handl
 CONFIG = web.AppKey("config", Config)
 
 
+def _require_identity(caller: Caller, handle: str) -> None:
+    # Every write needs credentials, so refuse anonymous ones before reading a body.
+    if caller.identity is None:
+        raise AuthenticationNeeded(f"changing {handle} requires authentication")
+
+
 class HttpFrontend:
     """Routes and handlers; holds the shared core it calls."""
 
@@ -232,7 +239,7 @@ class HttpFrontend:
         handle = self.service.parse(request.match_info["handle"])
         caller = await self._caller(request)
         record = await self.engine.resolve(handle)
-        visible = self.service.visible_values(caller, record)
+        visible = await self.service.visible_values(caller, handle, record)
         if _flag(request, "publicOnly", False):
             visible = [v for v in visible if v.public_read]
         chosen, filtered = _select(request, visible)
@@ -244,8 +251,9 @@ class HttpFrontend:
         text = request.match_info["handle"]
         mint = _flag(request, "mintNewSuffix", False)
         handle = self.service.parse(text + "x" if mint else text)
+        self.service.check_target(handle)
         caller = await self._caller(request)
-        self.service.check_write(caller, handle)
+        _require_identity(caller, handle.text)
         incoming = values_from_body(await self._body(request))
         if mint:
             minted = await self.service.mint(caller, text, incoming)
@@ -261,7 +269,9 @@ class HttpFrontend:
         handle = self.service.parse(request.match_info["handle"])
         indexes, _ = _indexes(request, various_ok=False)
         caller = await self._caller(request)
-        await self.service.delete(caller, handle, indexes or None)
+        _require_identity(caller, handle.text)
+        force = _flag(request, "force", False)
+        await self.service.delete(caller, handle, indexes or None, force=force)
         return _render(request, {"responseCode": 1, "handle": handle.text}, 200)
 
     async def list_handles(self, request: web.Request) -> web.Response:
@@ -298,7 +308,7 @@ class HttpFrontend:
         """hdl.handle.net style: redirect to the first URL value, or show the record."""
         handle = self.service.parse(request.match_info["handle"])
         record = await self.engine.resolve(handle)
-        visible = self.service.visible_values(Caller(None, request.remote or ""), record)
+        visible = await self.service.visible_values(Caller(None, request.remote or ""), handle, record)
         chosen, filtered = _select(request, visible)
         if filtered and not chosen:
             raise ValuesNotFound(f"no value of {handle.text} matches the filter", handle=handle.text)

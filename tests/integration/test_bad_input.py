@@ -134,11 +134,11 @@ def test_wrong_credentials_are_403_code_403(node: Node, name: str, header: str) 
     assert_absent(node, P + name)
 
 
-def test_other_identities_may_not_write_yet(node: Node, name: str) -> None:
+def test_identities_without_grants_may_not_write(node: Node, name: str) -> None:
     user = f"88.118.6/{name}-user"
     node.put("/api/handles/" + user, record({"index": 300, "type": "HS_SECKEY", "data": "s3cret"}), auth=ADMIN)
     reply = node.put(P + name, record(GOOD), auth=(f"300:{user}", "s3cret"))
-    assert_refused(reply, 403, 401, "may not")
+    assert_refused(reply, 403, 401, "lacks the add handle permission")
     assert_absent(node, P + name)
 
 
