@@ -7,6 +7,10 @@ and survives ``kill -9``. Concurrent writers share one fsync.
 
 Reads run on a small thread pool with one read-only connection per thread, so a read
 that has to go to disk never stalls the event loop.
+
+A batch of writes is one job: the records it touches are read with one query per 500
+keys, the changes run in Python, and the results are written with ``executemany``
+together with their audit rows and the per-prefix counters, inside the same commit.
 """
 
 from __future__ import annotations
@@ -16,24 +20,19 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from protocol.errors import StoreUnavailable
+from protocol.errors import HandleError, StoreUnavailable
 from protocol.records import HandleRecord, decode_record, encode_record
-from registry.store import Change, Store
+from registry.sqlite_schema import migrate
+from registry.store import AuditEntry, BatchAborted, Outcome, PrefixStats, Store, StoredTemplate, Write
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS handles (
-    key TEXT PRIMARY KEY,
-    handle TEXT NOT NULL,
-    record BLOB NOT NULL
-) WITHOUT ROWID;
-"""
 _MAX_GROUP = 512  # writes folded into one commit at most
 
 Work = Callable[[sqlite3.Connection], Any]
@@ -56,6 +55,92 @@ def _range(prefix: str) -> tuple[str, str]:
     return f"{prefix}/", f"{prefix}0"
 
 
+_CHUNK = 500
+Stored = HandleRecord | None
+
+
+def _select_many(conn: sqlite3.Connection, keys: list[str]) -> dict[str, HandleRecord]:
+    found: dict[str, HandleRecord] = {}
+    for n in range(0, len(keys), _CHUNK):
+        chunk = keys[n : n + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for key, blob in conn.execute(f"SELECT key, record FROM handles WHERE key IN ({marks})", chunk):
+            found[key] = decode_record(blob)
+    return found
+
+
+def _day(moment: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(moment))
+
+
+def _apply_job(conn: sqlite3.Connection, writes: Sequence[Write], atomic: bool) -> list[Outcome]:
+    original = _select_many(conn, list(dict.fromkeys(w.key for w in writes)))
+    state: dict[str, HandleRecord | None] = dict(original)
+    outcomes: list[Outcome] = []
+    for write in writes:
+        old = state.get(write.key)
+        try:
+            new = write.change(old)
+        except HandleError as exc:
+            outcomes.append(exc)
+            continue
+        state[write.key] = new
+        outcomes.append(new)
+    failed = [n for n, o in enumerate(outcomes) if isinstance(o, HandleError)]
+    if atomic and failed:
+        aborted = BatchAborted(f"not applied: the atomic batch failed at item {failed[0]}")
+        outcomes = [o if isinstance(o, HandleError) else aborted for o in outcomes]
+    else:
+        _persist(conn, original, state)
+    _audit(conn, [(w.audit, o) for w, o in zip(writes, outcomes, strict=True) if w.audit is not None])
+    return outcomes
+
+
+def _persist(
+    conn: sqlite3.Connection, original: dict[str, HandleRecord], state: dict[str, HandleRecord | None]
+) -> None:
+    upserts, deletes = [], []
+    counts: dict[str, int] = {}
+    for key, new in state.items():
+        old = original.get(key)
+        if new is old:
+            continue
+        prefix = key.partition("/")[0]
+        if new is None:
+            deletes.append((key,))
+            counts[prefix] = counts.get(prefix, 0) - 1
+            continue
+        upserts.append((key, new.handle, encode_record(new)))
+        if old is None:
+            counts[prefix] = counts.get(prefix, 0) + 1
+    conn.executemany("INSERT OR REPLACE INTO handles (key, handle, record) VALUES (?, ?, ?)", upserts)
+    conn.executemany("DELETE FROM handles WHERE key = ?", deletes)
+    conn.executemany(
+        "INSERT INTO prefix_counts (prefix, handles) VALUES (?, ?) "
+        "ON CONFLICT (prefix) DO UPDATE SET handles = handles + excluded.handles",
+        counts.items(),
+    )
+    created = [(p, n) for p, n in counts.items() if n > 0]
+    conn.executemany(
+        "INSERT INTO daily_registrations (prefix, day, registrations) VALUES (?, ?, ?) "
+        "ON CONFLICT (prefix, day) DO UPDATE SET registrations = registrations + excluded.registrations",
+        [(p, _day(time.time()), n) for p, n in created],
+    )
+
+
+def _audit(conn: sqlite3.Connection, rows: list[tuple[AuditEntry, Outcome]]) -> None:
+    conn.executemany(
+        "INSERT INTO audit (time, prefix, identity, address, operation, handle, result, message) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (e.time, e.prefix, e.identity, e.address, e.operation, e.handle,
+             int(o.code) if isinstance(o, HandleError) else e.result,
+             o.message if isinstance(o, HandleError) else e.message)
+            for e, o in rows
+        ],
+    )  # fmt: skip
+
+
 class _Writer(threading.Thread):
     def __init__(self, path: Path, synchronous: str) -> None:
         super().__init__(name="idnode-sqlite-writer", daemon=True)
@@ -76,7 +161,7 @@ class _Writer(threading.Thread):
     def run(self) -> None:
         try:
             conn = _connect(self.path, readonly=False, synchronous=self.synchronous)
-            conn.executescript(_SCHEMA)
+            migrate(conn)
         except BaseException as exc:  # reported by open()
             self.failure = exc
             self.ready.set()
@@ -188,6 +273,8 @@ class SqliteStore(Store):
             return run()
         return await asyncio.get_running_loop().run_in_executor(self._readers, run)
 
+    # Records --------------------------------------------------------------------------
+
     async def get(self, key: str) -> HandleRecord | None:
         def read(conn: sqlite3.Connection) -> HandleRecord | None:
             row = conn.execute("SELECT record FROM handles WHERE key = ?", (key,)).fetchone()
@@ -196,23 +283,20 @@ class SqliteStore(Store):
         result: HandleRecord | None = await self._read(read)
         return result
 
-    async def apply(self, key: str, change: Change) -> HandleRecord | None:
-        def work(conn: sqlite3.Connection) -> HandleRecord | None:
-            row = conn.execute("SELECT record FROM handles WHERE key = ?", (key,)).fetchone()
-            old = None if row is None else decode_record(row[0])
-            new = change(old)
-            if new is None:
-                if old is not None:
-                    conn.execute("DELETE FROM handles WHERE key = ?", (key,))
-            elif new is not old:
-                conn.execute(
-                    "INSERT OR REPLACE INTO handles (key, handle, record) VALUES (?, ?, ?)",
-                    (key, new.handle, encode_record(new)),
-                )
-            return new
-
-        result: HandleRecord | None = await self._writer.submit(work)
+    async def get_many(self, keys: Iterable[str]) -> dict[str, HandleRecord]:
+        wanted = list(dict.fromkeys(keys))
+        result: dict[str, HandleRecord] = await self._read(lambda conn: _select_many(conn, wanted))
         return result
+
+    async def apply_many(self, writes: Sequence[Write], *, atomic: bool = False) -> list[Outcome]:
+        if not writes:
+            return []
+        result: list[Outcome] = await self._writer.submit(lambda conn: _apply_job(conn, writes, atomic))
+        return result
+
+    async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        rows: list[tuple[AuditEntry, Outcome]] = [(e, None) for e in entries]
+        await self._writer.submit(lambda conn: _audit(conn, rows))
 
     async def list_handles(self, prefix: str, offset: int = 0, limit: int | None = None) -> list[str]:
         lo, hi = _range(prefix)
@@ -228,10 +312,111 @@ class SqliteStore(Store):
         return result
 
     async def count_handles(self, prefix: str) -> int:
-        lo, hi = _range(prefix)
-
         def read(conn: sqlite3.Connection) -> int:
-            return int(conn.execute("SELECT count(*) FROM handles WHERE key >= ? AND key < ?", (lo, hi)).fetchone()[0])
+            row = conn.execute("SELECT handles FROM prefix_counts WHERE prefix = ?", (prefix,)).fetchone()
+            return 0 if row is None else int(row[0])
 
         result: int = await self._read(read)
         return result
+
+    # Audit and statistics -------------------------------------------------------------
+
+    async def audit_entries(self, prefixes: Sequence[str] | None, since: float, limit: int) -> list[AuditEntry]:
+        where, args = _under("prefix", prefixes)
+
+        def read(conn: sqlite3.Connection) -> list[AuditEntry]:
+            rows = conn.execute(
+                "SELECT time, identity, address, operation, handle, result, message FROM audit "
+                f"WHERE time >= ? AND ({where}) ORDER BY time, id LIMIT ?",
+                (since, *args, limit),
+            )
+            return [AuditEntry(*row) for row in rows]
+
+        result: list[AuditEntry] = await self._read(read)
+        return result
+
+    async def stats(self, prefixes: Sequence[str] | None) -> list[PrefixStats]:
+        where, args = _under("prefix", prefixes)
+
+        def read(conn: sqlite3.Connection) -> list[PrefixStats]:
+            counts = conn.execute(f"SELECT prefix, handles FROM prefix_counts WHERE {where} ORDER BY prefix", args)
+            found = {p: PrefixStats(p, n) for p, n in counts if p != "0.NA"}
+            daily = conn.execute(
+                f"SELECT prefix, day, registrations FROM daily_registrations WHERE {where} ORDER BY prefix, day", args
+            )
+            for prefix, day, n in daily:
+                if prefix in found:
+                    found[prefix].registrations_per_day[day] = n
+            return list(found.values())
+
+        result: list[PrefixStats] = await self._read(read)
+        return result
+
+    # Templates ------------------------------------------------------------------------
+
+    async def put_template(self, template: StoredTemplate, audit: AuditEntry) -> bool:
+        t = template
+
+        def work(conn: sqlite3.Connection) -> bool:
+            key = (t.prefix, t.name, t.version)
+            existed = conn.execute(
+                "SELECT 1 FROM templates WHERE prefix = ? AND name = ? AND version = ?", key
+            ).fetchone()
+            conn.execute(
+                "INSERT OR REPLACE INTO templates (prefix, name, version, body, updated) VALUES (?, ?, ?, ?, ?)",
+                (*key, t.body, t.updated),
+            )
+            _audit(conn, [(audit, None)])
+            return existed is None
+
+        result: bool = await self._writer.submit(work)
+        return result
+
+    async def get_template(self, prefix: str, name: str, version: str | None = None) -> StoredTemplate | None:
+        def read(conn: sqlite3.Connection) -> StoredTemplate | None:
+            query = "SELECT prefix, name, version, body, updated FROM templates WHERE prefix = ? AND name = ?"
+            if version is None:
+                row = conn.execute(query + " ORDER BY updated DESC, version DESC LIMIT 1", (prefix, name)).fetchone()
+            else:
+                row = conn.execute(query + " AND version = ?", (prefix, name, version)).fetchone()
+            return None if row is None else StoredTemplate(*row)
+
+        result: StoredTemplate | None = await self._read(read)
+        return result
+
+    async def list_templates(self, prefix: str) -> list[StoredTemplate]:
+        def read(conn: sqlite3.Connection) -> list[StoredTemplate]:
+            rows = conn.execute(
+                "SELECT prefix, name, version, body, updated FROM templates WHERE prefix = ? ORDER BY name, version",
+                (prefix,),
+            )
+            return [StoredTemplate(*row) for row in rows]
+
+        result: list[StoredTemplate] = await self._read(read)
+        return result
+
+    async def delete_template(self, prefix: str, name: str, version: str | None, audit: AuditEntry) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            if version is None:
+                cur = conn.execute("DELETE FROM templates WHERE prefix = ? AND name = ?", (prefix, name))
+            else:
+                cur = conn.execute(
+                    "DELETE FROM templates WHERE prefix = ? AND name = ? AND version = ?", (prefix, name, version)
+                )
+            _audit(conn, [(audit, None)])
+            return cur.rowcount
+
+        result: int = await self._writer.submit(work)
+        return result
+
+
+def _under(column: str, prefixes: Sequence[str] | None) -> tuple[str, list[str]]:
+    """SQL condition: ``column`` is one of ``prefixes`` or a prefix derived from one (any, when None)."""
+    if prefixes is None:
+        return "1", []
+    if not prefixes:
+        return "0", []
+    # Prefixes under P sort between "P." and "P/" ('/' follows '.').
+    clauses = [f"({column} = ? OR ({column} > ? AND {column} < ?))" for _ in prefixes]
+    args = [a for p in prefixes for a in (p, p + ".", p + "/")]
+    return " OR ".join(clauses), args

@@ -1,26 +1,78 @@
-"""The store interface every caller uses; backends implement four primitives.
+"""The store interface every caller uses.
 
-A backend provides ``get``, ``apply`` (an atomic read-modify-write of one record),
-``list_handles`` and ``count_handles``. The named operations (create, replace, delete,
-add / replace / remove values) are built on ``apply`` here, once, so a PostgreSQL
-backend inherits exactly the same semantics.
+A backend provides reads (``get``, ``get_many``, listing, counting), one write primitive
+(``apply_many``: a list of read-modify-write changes committed in one transaction, each
+recorded in the audit log with its outcome) and the small tables beside the records:
+audit, statistics and metadata templates. The named operations (create, replace, delete,
+add / replace / remove values) are built on ``apply`` here, once, so a PostgreSQL backend
+inherits exactly the same semantics.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
-from protocol.errors import HandleAlreadyExists, HandleNotFound, ValueAlreadyExists, ValuesNotFound
+from protocol.codes import ResponseCode
+from protocol.errors import HandleAlreadyExists, HandleError, HandleNotFound, ValueAlreadyExists, ValuesNotFound
 from protocol.records import HandleRecord, HandleValue
 
 # Given the stored record (None when absent) return the record to store (None deletes);
 # raise a HandleError to refuse, leaving the store untouched.
 Change = Callable[[HandleRecord | None], HandleRecord | None]
+Outcome = HandleRecord | None | HandleError
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """Who did what to which handle, from where, and how it ended (a Handle response code)."""
+
+    time: float
+    identity: str
+    address: str
+    operation: str
+    handle: str
+    result: int = 1
+    message: str = ""
+
+    @property
+    def prefix(self) -> str:
+        prefix, _, rest = self.handle.partition("/")
+        return rest if prefix.upper() == "0.NA" else prefix.upper()
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    key: str
+    change: Change
+    audit: AuditEntry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixStats:
+    prefix: str
+    handles: int
+    registrations_per_day: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTemplate:
+    prefix: str
+    name: str
+    version: str
+    body: bytes
+    updated: int
+
+
+class BatchAborted(HandleError):
+    """An atomic batch had a failing item, so this item was not applied either."""
+
+    code = ResponseCode.ERROR
 
 
 class Store(ABC):
-    """Durable map from normalised handle key to record."""
+    """Durable map from normalised handle key to record, with its audit trail and stats."""
 
     @abstractmethod
     async def open(self) -> None: ...
@@ -33,11 +85,22 @@ class Store(ABC):
         """The record stored under ``key``, or None."""
 
     @abstractmethod
-    async def apply(self, key: str, change: Change) -> HandleRecord | None:
-        """Atomically apply ``change`` to the record at ``key``; return what is now stored.
+    async def get_many(self, keys: Iterable[str]) -> dict[str, HandleRecord]:
+        """The records stored under ``keys`` (absent keys are left out)."""
 
+    @abstractmethod
+    async def apply_many(self, writes: Sequence[Write], *, atomic: bool = False) -> list[Outcome]:
+        """Apply the changes in order, in one transaction; one outcome per write.
+
+        A change that raises a HandleError fails alone (its outcome is the error), unless
+        ``atomic``, when any failure leaves everything unwritten. Later changes to the same
+        key see earlier ones. Every write with an audit entry is logged with its outcome.
         Returns only after the result is durable.
         """
+
+    @abstractmethod
+    async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        """Log refusals decided before the store was reached."""
 
     @abstractmethod
     async def list_handles(self, prefix: str, offset: int = 0, limit: int | None = None) -> list[str]:
@@ -47,17 +110,47 @@ class Store(ABC):
     async def count_handles(self, prefix: str) -> int:
         """How many handles are directly under normalised ``prefix``."""
 
-    # Named operations -----------------------------------------------------------
+    @abstractmethod
+    async def audit_entries(self, prefixes: Sequence[str] | None, since: float, limit: int) -> list[AuditEntry]:
+        """Audit entries at or after ``since`` for ``prefixes`` (and prefixes under them), oldest first."""
 
-    async def create(self, key: str, record: HandleRecord) -> None:
+    @abstractmethod
+    async def stats(self, prefixes: Sequence[str] | None) -> list[PrefixStats]:
+        """Identifiers registered and registrations per day, per prefix (under ``prefixes``)."""
+
+    @abstractmethod
+    async def put_template(self, template: StoredTemplate, audit: AuditEntry) -> bool:
+        """Store a template version; True when it is new."""
+
+    @abstractmethod
+    async def get_template(self, prefix: str, name: str, version: str | None = None) -> StoredTemplate | None:
+        """A template version, or the most recently updated one when ``version`` is None."""
+
+    @abstractmethod
+    async def list_templates(self, prefix: str) -> list[StoredTemplate]: ...
+
+    @abstractmethod
+    async def delete_template(self, prefix: str, name: str, version: str | None, audit: AuditEntry) -> int:
+        """Delete one version, or every version when None; how many were deleted."""
+
+    # Single writes ------------------------------------------------------------------
+
+    async def apply(self, key: str, change: Change, audit: AuditEntry | None = None) -> HandleRecord | None:
+        """Atomically apply one change; raise its HandleError if it refuses."""
+        (outcome,) = await self.apply_many([Write(key, change, audit)])
+        if isinstance(outcome, HandleError):
+            raise outcome
+        return outcome
+
+    async def create(self, key: str, record: HandleRecord, audit: AuditEntry | None = None) -> None:
         def change(old: HandleRecord | None) -> HandleRecord:
             if old is not None:
                 raise HandleAlreadyExists(f"handle {record.handle} already exists", handle=record.handle)
             return record
 
-        await self.apply(key, change)
+        await self.apply(key, change, audit)
 
-    async def replace(self, key: str, record: HandleRecord) -> bool:
+    async def replace(self, key: str, record: HandleRecord, audit: AuditEntry | None = None) -> bool:
         """Store ``record`` whole; True when it did not exist before."""
         existed = False
 
@@ -66,15 +159,15 @@ class Store(ABC):
             existed = old is not None
             return record
 
-        await self.apply(key, change)
+        await self.apply(key, change, audit)
         return not existed
 
-    async def delete(self, key: str, handle: str) -> None:
+    async def delete(self, key: str, handle: str, audit: AuditEntry | None = None) -> None:
         def change(old: HandleRecord | None) -> None:
             if old is None:
                 raise HandleNotFound(f"handle {handle} not found", handle=handle)
 
-        await self.apply(key, change)
+        await self.apply(key, change, audit)
 
     async def put_values(self, key: str, handle: str, values: Iterable[HandleValue], *, overwrite: bool = True) -> bool:
         """Add or replace the given values, keeping the others; True when the handle was created."""

@@ -1,0 +1,67 @@
+"""The SQLite schema, and its upgrades from earlier versions."""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA_VERSION = 2
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS handles (
+    key TEXT PRIMARY KEY,
+    handle TEXT NOT NULL,
+    record BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    prefix TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    address TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    handle TEXT NOT NULL,
+    result INTEGER NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_prefix ON audit (prefix, time);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (time);
+CREATE TABLE IF NOT EXISTS prefix_counts (prefix TEXT PRIMARY KEY, handles INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS daily_registrations (
+    prefix TEXT NOT NULL,
+    day TEXT NOT NULL,
+    registrations INTEGER NOT NULL,
+    PRIMARY KEY (prefix, day)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS templates (
+    prefix TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    body BLOB NOT NULL,
+    updated INTEGER NOT NULL,
+    PRIMARY KEY (prefix, name, version)
+) WITHOUT ROWID;
+"""
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring the database to SCHEMA_VERSION; idempotent."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _TABLES.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        version = 1 if row is None else int(row[0])
+        if version < 2:
+            # Version 1 kept no counts: derive them from the records once.
+            conn.execute("DELETE FROM prefix_counts")
+            conn.execute(
+                "INSERT INTO prefix_counts (prefix, handles) "
+                "SELECT substr(key, 1, instr(key, '/') - 1), count(*) FROM handles GROUP BY 1"
+            )
+        conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
