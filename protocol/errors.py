@@ -13,11 +13,13 @@ class HandleError(Exception):
     """A request the node refuses, with the Handle response code that says why."""
 
     code: ResponseCode = ResponseCode.ERROR
+    http_status: int | None = None  # when the status is not the code's usual one
 
     def __init__(self, message: str, *, handle: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.handle = handle
+        self.logged = False  # set once the refusal is in the audit log
 
 
 class ProtocolViolation(HandleError):

@@ -165,7 +165,7 @@ def change_permissions(
         before = current.get(value.index)
         if before is None:
             needed.add(f"add_{_kind(value.type)}")
-        elif not _same(before, value):
+        elif not same_value(before, value):
             needed |= _touch(before, "modify", _kind(value.type))
     for index in removed:
         if index in current:
@@ -173,7 +173,7 @@ def change_permissions(
     return needed
 
 
-def _same(a: HandleValue, b: HandleValue) -> bool:
+def same_value(a: HandleValue, b: HandleValue) -> bool:
     return (a.type, a.data, a.ttl, a.ttl_absolute, a.permissions, a.references) == (
         b.type, b.data, b.ttl, b.ttl_absolute, b.permissions, b.references,
     )  # fmt: skip

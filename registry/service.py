@@ -1,12 +1,10 @@
 """The registration service: every write to the node goes through here.
 
-It decides responsibility and permission, stamps and prepares values (secrets are
-hashed before they reach the store) and calls the store's atomic operations.
-
-Permissions depend on what is stored (create or replace, which values change), so a
-write reads the record, checks, and then applies a change that first verifies the
-record is still the one it checked against; if another write got in between, it
-starts again.
+It decides responsibility, prepares values (stamps them; secrets are hashed before they
+reach the store), plans the write against the stored record (``registry.writes``) and
+applies it, recording the outcome in the audit log. A write that was refused before it
+reached the store is logged here; one refused or done by the store is logged there, in
+the same transaction as the change.
 """
 
 from __future__ import annotations
@@ -14,18 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from protocol.errors import (
-    HandleAlreadyExists,
-    HandleNotFound,
-    InvalidValue,
-    NotResponsible,
-    StoreUnavailable,
-    ValueAlreadyExists,
-    ValuesNotFound,
-)
+from protocol.errors import HandleAlreadyExists, HandleError, InvalidValue, NotResponsible, StoreUnavailable
 from protocol.identifiers import (
     NA_PREFIX,
     Handle,
@@ -39,16 +29,16 @@ from protocol.jsonfmt import IncomingValue
 from protocol.records import HS_SECKEY, PUBLIC_READ, PUBLIC_WRITE, HandleRecord, HandleValue
 from registry import secrets
 from registry.auth import Identity
-from registry.authority import NODE_ADMIN_ONLY, Authority, change_permissions, enclosing_zones, zone_chain
+from registry.authority import Authority, enclosing_zones, zone_chain
 from registry.permissions import NODE_ADMIN_INDEX, Caller
-from registry.store import Change, Store
+from registry.store import AuditEntry, Store
+from registry.writes import Moved, Plan, Planner, guard
 
 MINT_ATTEMPTS = 3
-GUARD_ATTEMPTS = 5
+PLAN_ATTEMPTS = 5
 
-Stored = HandleRecord | None
-# Given the stored record, check permissions and return the change to apply.
-Decide = Callable[[HandleRecord | None], Awaitable[Change]]
+# Given the record as stored now, plan the write.
+PlanFor = Callable[[HandleRecord | None], Awaitable[Plan]]
 
 
 class RegistrationService:
@@ -64,9 +54,9 @@ class RegistrationService:
         self.node_prefix = parse_prefix(node_prefix)
         self.case_sensitive = case_sensitive
         self.node_admin = Identity(NODE_ADMIN_INDEX, prefix_handle(self.node_prefix).key)
-        self._clock = clock
+        self.clock = clock
 
-    # Naming -------------------------------------------------------------------------
+    # Naming ---------------------------------------------------------------------------
 
     def parse(self, text: str) -> Handle:
         return parse_handle(text, case_sensitive=self.case_sensitive)
@@ -81,11 +71,16 @@ class RegistrationService:
                 handle=handle.text,
             )
 
-    # Values ---------------------------------------------------------------------------
+    def check_target(self, handle: Handle) -> None:
+        """Refuse early (before a body is read) what no body or credential could make acceptable."""
+        self.check_responsible(handle)
+        check_registrable(handle)
 
-    async def _prepare(self, incoming: list[IncomingValue]) -> list[HandleValue]:
+    # Values and permissions -------------------------------------------------------------
+
+    async def prepare(self, incoming: list[IncomingValue]) -> list[HandleValue]:
         """Stamp values with the write time and hash any secret they carry."""
-        now = int(self._clock())
+        now = int(self.clock())
         out = []
         for value, fmt in incoming:
             value = replace(value, timestamp=now)
@@ -108,47 +103,49 @@ class RegistrationService:
         """A permission evaluator for one request."""
         return Authority(self.store, self.node_prefix, self.node_admin, case_sensitive=self.case_sensitive)
 
+    def planner(self, caller: Caller) -> Planner:
+        return Planner(self.store, self.authority(), caller, self.node_prefix)
+
     async def visible_values(self, caller: Caller, handle: Handle, record: HandleRecord) -> list[HandleValue]:
         """The values of ``record`` the caller may read."""
         public = [v for v in record.values if v.public_read]
         if caller.identity is None or len(public) == len(record.values):
             return public
-        readable = await self.authority().holds(caller, "read_value", enclosing_zones(handle, self.node_prefix), record)
-        if not readable:
+        zones = enclosing_zones(handle, self.node_prefix)
+        if not await self.authority().holds(caller, "read_value", zones, record):
             return public
         return [v for v in record.values if v.public_read or v.admin_read]
 
-    # Writes ---------------------------------------------------------------------------
+    # Audit ------------------------------------------------------------------------------
 
-    def check_target(self, handle: Handle) -> None:
-        """Refuse early (before a body is read) what no body or credential could make acceptable."""
-        self.check_responsible(handle)
-        check_registrable(handle)
+    def audit_entry(self, caller: Caller, operation: str, handle: str) -> AuditEntry:
+        identity = "anonymous" if caller.identity is None else str(caller.identity)
+        return AuditEntry(self.clock(), identity, caller.address, operation, handle)
 
-    async def _guarded(
-        self, handle: Handle, decide: Callable[[HandleRecord | None], Awaitable[Change]]
-    ) -> HandleRecord | None:
-        """Read, let ``decide`` check permissions and build the change, apply it if nothing moved."""
-        for _ in range(GUARD_ATTEMPTS):
-            seen = await self.store.get(handle.key)
-            change = await decide(seen)
+    async def log_refusal(self, caller: Caller, operation: str, handle: str, exc: HandleError) -> None:
+        entry = self.audit_entry(caller, operation, handle)
+        await self.store.append_audit([replace(entry, result=int(exc.code), message=exc.message)])
 
-            def guarded(
-                old: HandleRecord | None, change: Change = change, seen: HandleRecord | None = seen
-            ) -> HandleRecord | None:
-                if old != seen:
-                    raise _Moved()
-                return change(old)
+    # Writes -----------------------------------------------------------------------------
 
-            try:
-                return await self.store.apply(handle.key, guarded)
-            except _Moved:
-                continue
-        raise StoreUnavailable(f"{handle.text} is being changed by others; try again")
-
-    async def _require_create(self, caller: Caller, auth: Authority, handle: Handle) -> None:
-        permission = "add_prefix" if handle.is_prefix_handle else "add_handle"
-        await auth.require(caller, [permission], enclosing_zones(handle, self.node_prefix), f"create {handle.text}")
+    async def _write(self, caller: Caller, handle: Handle, verb: str, plan_for: PlanFor) -> Plan:
+        """Plan against the stored record and apply, again if the record moved meanwhile."""
+        try:
+            self.check_target(handle)
+            for _ in range(PLAN_ATTEMPTS):
+                seen = await self.store.get(handle.key)
+                plan = await plan_for(seen)
+                audit = self.audit_entry(caller, plan.operation, handle.text)
+                try:
+                    await self.store.apply(handle.key, guard(seen, plan.new), audit)
+                    return plan
+                except Moved:
+                    continue
+            raise StoreUnavailable(f"{handle.text} is being changed by others; try again")
+        except HandleError as exc:
+            if not exc.logged:
+                await self.log_refusal(caller, verb, handle.text, exc)
+            raise
 
     async def put(
         self,
@@ -160,57 +157,34 @@ class RegistrationService:
         indexes: set[int] | None = None,
     ) -> bool:
         """Create or replace a handle (or, with ``indexes``, only those values). True when created."""
-        self.check_target(handle)
         if indexes is not None:
             body = {v.value.index for v in incoming}
             if indexes - body:
-                raise InvalidValue(f"index {_join(indexes - body)} is not in the body")
+                raise InvalidValue(f"index {', '.join(map(str, sorted(indexes - body)))} is not in the body")
             if body - indexes:
-                raise InvalidValue(f"values at index {_join(body - indexes)} are not named by index=")
-        values = await self._prepare(incoming)
-        auth = self.authority()
-        zones = enclosing_zones(handle, self.node_prefix)
+                extra = ", ".join(map(str, sorted(body - indexes)))
+                raise InvalidValue(f"values at index {extra} are not named by index=")
+        values = await self.prepare(incoming)
+        planner = self.planner(caller)
 
-        async def decide(old: HandleRecord | None) -> Change:
-            if old is None:
-                await self._require_create(caller, auth, handle)
-                return lambda _: HandleRecord(handle.text, tuple(values))
-            if indexes is None and not overwrite:
-                raise HandleAlreadyExists(f"handle {handle.text} already exists", handle=handle.text)
-            if indexes is not None:
-                clash = sorted(v.index for v in values if v.index in old.indexes())
-                if clash and not overwrite:
-                    raise ValueAlreadyExists(f"values already exist at index {_join(clash)}", handle=handle.text)
-                needed = change_permissions(old, values)
-                merged = {v.index: v for v in old.values} | {v.index: v for v in values}
-                new = old.with_values(list(merged.values()))
-            else:
-                needed = change_permissions(old, values, removed=old.indexes() - {v.index for v in values})
-                new = HandleRecord(old.handle, tuple(values))
-            await auth.require(caller, sorted(needed), zones, f"change {handle.text}", old)
-            return lambda _: new
+        async def plan_for(old: HandleRecord | None) -> Plan:
+            return await planner.put(handle, values, old, overwrite=overwrite, indexes=indexes)
 
-        created = False
-
-        async def decide_and_note(old: HandleRecord | None) -> Change:
-            nonlocal created
-            created = old is None
-            return await decide(old)
-
-        await self._guarded(handle, decide_and_note)
-        return created
+        plan = await self._write(caller, handle, "put", plan_for)
+        return plan.operation == "create"
 
     async def mint(self, caller: Caller, base: str, incoming: list[IncomingValue]) -> Handle:
         """Create a handle named ``base`` plus a fresh unique suffix part."""
-        probe = self.parse(base + "x")  # validates the prefix and the given part of the suffix
-        self.check_target(probe)
-        await self._require_create(caller, self.authority(), probe)
-        values = await self._prepare(incoming)
+        values = await self.prepare(incoming)
+        planner = self.planner(caller)
         for _ in range(MINT_ATTEMPTS):
             handle = self.parse(base + str(uuid.uuid4()))
-            check_registrable(handle)
+
+            async def plan_for(old: HandleRecord | None, handle: Handle = handle) -> Plan:
+                return await planner.put(handle, values, old, overwrite=False)
+
             try:
-                await self.store.create(handle.key, HandleRecord(handle.text, tuple(values)))
+                await self._write(caller, handle, "mint", plan_for)
                 return handle
             except HandleAlreadyExists:
                 continue
@@ -219,61 +193,30 @@ class RegistrationService:
     async def delete(
         self, caller: Caller, handle: Handle, indexes: set[int] | None = None, *, force: bool = False
     ) -> None:
-        self.check_target(handle)
-        auth = self.authority()
-        zones = enclosing_zones(handle, self.node_prefix)
-        if indexes:
+        planner = self.planner(caller)
 
-            async def decide_values(old: HandleRecord | None) -> Change:
-                if old is None:
-                    raise HandleNotFound(f"handle {handle.text} not found", handle=handle.text)
-                missing = sorted(indexes - old.indexes())
-                if missing:
-                    raise ValuesNotFound(f"no value at index {_join(missing)}", handle=handle.text)
-                needed = change_permissions(old, [], removed=indexes)
-                await auth.require(caller, sorted(needed), zones, f"change {handle.text}", old)
-                return lambda _: old.with_values([v for v in old.values if v.index not in indexes])
+        async def plan_for(old: HandleRecord | None) -> Plan:
+            if indexes:
+                return await planner.remove_values(handle, indexes, old)
+            return await planner.delete(handle, old, force=force)
 
-            await self._guarded(handle, decide_values)
-            return
-        if handle.key == prefix_handle(self.node_prefix).key:
-            raise InvalidValue(f"{handle.text} is this node's own prefix handle and cannot be deleted")
-
-        async def decide(old: HandleRecord | None) -> Change:
-            if old is None:
-                raise HandleNotFound(f"handle {handle.text} not found", handle=handle.text)
-            permission = "delete_prefix" if handle.is_prefix_handle else "delete_handle"
-            await auth.require(caller, [permission], zones, f"delete {handle.text}")
-            if handle.is_prefix_handle:
-                await self._check_prefix_empty(caller, auth, handle, force)
-            return lambda _: None
-
-        await self._guarded(handle, decide)
-
-    async def _check_prefix_empty(self, caller: Caller, auth: Authority, handle: Handle, force: bool) -> None:
-        count = await self.store.count_handles(handle.zone)
-        if not count:
-            return
-        if force:
-            await auth.require(caller, [NODE_ADMIN_ONLY], [], f"force the deletion of {handle.text}")
-            return
-        raise InvalidValue(
-            f"prefix {handle.zone} still has {count} identifiers; delete them first, "
-            "or the node admin may force it with force=true"
-        )
+        await self._write(caller, handle, "delete", plan_for)
 
     # Listing --------------------------------------------------------------------------
+
+    def prefix_zones(self, prefix: str) -> list[str]:
+        """The zones whose admins govern ``prefix``; NotResponsible outside the node prefix."""
+        if prefix == NA_PREFIX:
+            return [self.node_prefix]
+        if not self.responsible_for(prefix):
+            raise NotResponsible(f"this node serves prefix {self.node_prefix}; {prefix} is not under it")
+        return zone_chain(prefix, self.node_prefix)
 
     async def list_handles(
         self, caller: Caller, prefix_text: str, page: int | None, page_size: int | None
     ) -> tuple[str, int, list[str]]:
         prefix = parse_prefix(prefix_text)
-        if prefix == NA_PREFIX:
-            zones = [self.node_prefix]
-        elif self.responsible_for(prefix):
-            zones = zone_chain(prefix, self.node_prefix)
-        else:
-            raise NotResponsible(f"this node serves prefix {self.node_prefix}; {prefix} is not under it")
+        zones = self.prefix_zones(prefix)
         await self.authority().require(caller, ["list_handles"], zones, f"list handles under {prefix}")
         total = await self.store.count_handles(prefix)
         if page_size == 0:
@@ -287,11 +230,3 @@ class RegistrationService:
         found = {self.node_prefix}
         found.update(p for h in held if self.responsible_for(p := h.partition("/")[2].upper()))
         return sorted(found)
-
-
-class _Moved(Exception):
-    """The record changed between the permission check and the write."""
-
-
-def _join(indexes: Iterable[int]) -> str:
-    return ", ".join(map(str, sorted(indexes)))

@@ -129,6 +129,9 @@ def _persist(
 
 
 def _audit(conn: sqlite3.Connection, rows: list[tuple[AuditEntry, Outcome]]) -> None:
+    for _, outcome in rows:
+        if isinstance(outcome, HandleError):
+            outcome.logged = True
     conn.executemany(
         "INSERT INTO audit (time, prefix, identity, address, operation, handle, result, message) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

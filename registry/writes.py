@@ -1,0 +1,174 @@
+"""Planning one write: given the record as stored now, what may the caller make of it?
+
+A plan is checked against permissions and yields the record to store. The caller applies
+it with ``guard`` so that it lands only if the record is still the one planned against;
+single writes and batches share every rule here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from protocol.errors import (
+    HandleAlreadyExists,
+    HandleNotFound,
+    InvalidValue,
+    StoreUnavailable,
+    ValueAlreadyExists,
+    ValuesNotFound,
+)
+from protocol.identifiers import Handle
+from protocol.records import HS_SECKEY, HandleRecord, HandleValue
+from registry.authority import NODE_ADMIN_ONLY, Authority, change_permissions, enclosing_zones, same_value
+from registry.permissions import Caller
+from registry.store import Change, Store
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    operation: str  # create, replace, update, remove_values, delete, unchanged
+    new: HandleRecord | None
+
+
+class Moved(StoreUnavailable):
+    """The record changed between planning and writing; plan again."""
+
+
+def guard(seen: HandleRecord | None, new: HandleRecord | None) -> Change:
+    """A change that stores ``new`` only if the record is still ``seen``."""
+
+    def change(old: HandleRecord | None) -> HandleRecord | None:
+        if old != seen:
+            raise Moved("the record changed while this write was checked; try again")
+        return new
+
+    return change
+
+
+def _join(indexes: Iterable[int]) -> str:
+    return ", ".join(map(str, sorted(indexes)))
+
+
+def _same_values(stored: HandleRecord, values: list[HandleValue]) -> bool:
+    """Equal but for timestamps; a secret matches when it verifies against the stored hash."""
+    if stored.indexes() != {v.index for v in values}:
+        return False
+    for value in values:
+        before = stored.value_at(value.index)
+        assert before is not None
+        if value.type.upper() == HS_SECKEY and before.type.upper() == HS_SECKEY:
+            continue  # compared by the caller through matches_secrets
+        if not same_value(before, value):
+            return False
+    return True
+
+
+class Planner:
+    """Plans writes for one caller within one request, reusing what it has read."""
+
+    def __init__(self, store: Store, auth: Authority, caller: Caller, node_prefix: str) -> None:
+        self.store = store
+        self.auth = auth
+        self.caller = caller
+        self.node_prefix = node_prefix
+
+    def _zones(self, handle: Handle) -> list[str]:
+        return enclosing_zones(handle, self.node_prefix)
+
+    async def _require_create(self, handle: Handle) -> None:
+        permission = "add_prefix" if handle.is_prefix_handle else "add_handle"
+        await self.auth.require(self.caller, [permission], self._zones(handle), f"create {handle.text}")
+
+    async def _require_change(self, handle: Handle, old: HandleRecord, needed: set[str]) -> None:
+        await self.auth.require(self.caller, sorted(needed), self._zones(handle), f"change {handle.text}", old)
+
+    async def put(
+        self,
+        handle: Handle,
+        values: list[HandleValue],
+        old: HandleRecord | None,
+        *,
+        overwrite: bool = True,
+        indexes: set[int] | None = None,
+    ) -> Plan:
+        """handle.net PUT: create, replace whole, or (with ``indexes``) add / replace those values."""
+        if old is None:
+            await self._require_create(handle)
+            return Plan("create", HandleRecord(handle.text, tuple(values)))
+        if indexes is None and not overwrite:
+            raise HandleAlreadyExists(f"handle {handle.text} already exists", handle=handle.text)
+        if indexes is None:
+            needed = change_permissions(old, values, removed=old.indexes() - {v.index for v in values})
+            await self._require_change(handle, old, needed)
+            return Plan("replace", HandleRecord(old.handle, tuple(values)))
+        clash = sorted(v.index for v in values if v.index in old.indexes())
+        if clash and not overwrite:
+            raise ValueAlreadyExists(f"values already exist at index {_join(clash)}", handle=handle.text)
+        await self._require_change(handle, old, change_permissions(old, values))
+        merged = {v.index: v for v in old.values} | {v.index: v for v in values}
+        return Plan("update", old.with_values(list(merged.values())))
+
+    async def create(self, handle: Handle, values: list[HandleValue], old: HandleRecord | None) -> Plan:
+        """Create, and report success without writing when the identical record exists (a retry)."""
+        if old is not None:
+            if _same_values(old, values) and await self._same_secrets(old, values):
+                await self._require_create(handle)
+                return Plan("unchanged", old)
+            raise HandleAlreadyExists(f"handle {handle.text} already exists with other values", handle=handle.text)
+        return await self.put(handle, values, None)
+
+    async def add_values(self, handle: Handle, values: list[HandleValue], old: HandleRecord | None) -> Plan:
+        """Add values; re-adding identical ones (a retry) is not a conflict."""
+        if old is None:
+            raise HandleNotFound(f"handle {handle.text} not found", handle=handle.text)
+        differing = [v.index for v in values if (b := old.value_at(v.index)) is not None and not same_value(b, v)]
+        if differing:
+            raise ValueAlreadyExists(f"other values already exist at index {_join(differing)}", handle=handle.text)
+        fresh = [v for v in values if v.index not in old.indexes()]
+        if not fresh:
+            return Plan("unchanged", old)
+        return await self.put(handle, fresh, old, indexes={v.index for v in fresh})
+
+    async def remove_values(self, handle: Handle, indexes: set[int], old: HandleRecord | None) -> Plan:
+        if old is None:
+            raise HandleNotFound(f"handle {handle.text} not found", handle=handle.text)
+        missing = sorted(indexes - old.indexes())
+        if missing:
+            raise ValuesNotFound(f"no value at index {_join(missing)}", handle=handle.text)
+        await self._require_change(handle, old, change_permissions(old, [], removed=indexes))
+        return Plan("remove_values", old.with_values([v for v in old.values if v.index not in indexes]))
+
+    async def delete(self, handle: Handle, old: HandleRecord | None, *, force: bool = False) -> Plan:
+        if old is None:
+            raise HandleNotFound(f"handle {handle.text} not found", handle=handle.text)
+        if handle.is_prefix_handle and handle.zone == self.node_prefix:
+            raise InvalidValue(f"{handle.text} is this node's own prefix handle and cannot be deleted")
+        permission = "delete_prefix" if handle.is_prefix_handle else "delete_handle"
+        await self.auth.require(self.caller, [permission], self._zones(handle), f"delete {handle.text}")
+        if handle.is_prefix_handle:
+            await self._check_prefix_empty(handle, force)
+        return Plan("delete", None)
+
+    async def _check_prefix_empty(self, handle: Handle, force: bool) -> None:
+        count = await self.store.count_handles(handle.zone)
+        if not count:
+            return
+        if force:
+            await self.auth.require(self.caller, [NODE_ADMIN_ONLY], [], f"force the deletion of {handle.text}")
+            return
+        raise InvalidValue(
+            f"prefix {handle.zone} still has {count} identifiers; delete them first, "
+            "or the node admin may force it with force=true"
+        )
+
+    async def _same_secrets(self, old: HandleRecord, values: list[HandleValue]) -> bool:
+        for value in values:
+            if value.type.upper() != HS_SECKEY:
+                continue
+            before = old.value_at(value.index)
+            if before is None or before.data != value.data:
+                # Secrets are hashed with a fresh salt on arrival, so a retry that sends the secret
+                # in clear does not match; one that sends the stored hash back (format "hash") does.
+                return False
+        return True
