@@ -53,6 +53,8 @@ def _parse_timestamp(text: str, where: str) -> int:
 
 def _int(obj: Any, where: str, lo: int, hi: int, *, digits_ok: bool = False) -> int:
     if digits_ok and isinstance(obj, str) and obj.isascii() and obj.isdigit():
+        if len(obj.lstrip("0")) > len(str(hi)):  # also keeps int() under its 4300-digit limit
+            raise InvalidValue(f"{where} must be between {lo} and {hi}")
         obj = int(obj)
     if not isinstance(obj, int) or isinstance(obj, bool):
         raise InvalidValue(f"{where} must be an integer")
@@ -84,6 +86,13 @@ def _utf8(text: str, where: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidValue(f"{where} is not valid UTF-8 text") from None
+
+
+def _text(obj: Any, where: str) -> str:
+    """A string that can be stored as UTF-8 (no lone surrogates)."""
+    text = _str(obj, where)
+    _utf8(text, where)
+    return text
 
 
 def _handle_ref(obj: Any, where: str) -> str:
@@ -156,7 +165,7 @@ def _site_from_json(obj: Any, where: str) -> bytes:
             raise InvalidValue(f"{where}.hashOption must be one of {', '.join(vd.HASH_OPTIONS)}")
         hash_option = vd.HASH_OPTIONS[hash_option.upper()]
     major, _, minor = str(obj.get("protocolVersion", "2.10")).partition(".")
-    if not (major.isdigit() and minor.isdigit()):
+    if not (major.isascii() and major.isdigit() and minor.isascii() and minor.isdigit()):
         raise InvalidValue(f"{where}.protocolVersion must look like '2.10'")
     attrs = _list(obj.get("attributes", []), f"{where}.attributes")
     servers = _list(obj.get("servers"), f"{where}.servers")
@@ -164,18 +173,18 @@ def _site_from_json(obj: Any, where: str) -> bytes:
         servers=tuple(_server_from_json(s, f"{where}.servers[{n}]") for n, s in enumerate(servers)),
         version=_int(obj.get("version", 1), f"{where}.version", 0, 65535),
         protocol_version=(
-            _int(int(major), f"{where}.protocolVersion", 0, 255),
-            _int(int(minor), f"{where}.protocolVersion", 0, 255),
+            _int(major, f"{where}.protocolVersion", 0, 255, digits_ok=True),
+            _int(minor, f"{where}.protocolVersion", 0, 255, digits_ok=True),
         ),
         serial_number=_int(obj.get("serialNumber", 1), f"{where}.serialNumber", 0, 65535),
         is_primary=bool(mask.get("isPrimary", True)),
         is_multi_primary=bool(mask.get("isMultiPrimary", False)),
         hash_option=_int(hash_option, f"{where}.hashOption", 0, 255),
-        hash_filter=_str(obj.get("hashFilter", ""), f"{where}.hashFilter"),
+        hash_filter=_text(obj.get("hashFilter", ""), f"{where}.hashFilter"),
         attributes=tuple(
             (
-                _str(_dict(a, f"{where}.attributes[{n}]").get("name"), f"{where}.attributes[{n}].name"),
-                _str(a.get("value"), f"{where}.attributes[{n}].value"),
+                _text(_dict(a, f"{where}.attributes[{n}]").get("name"), f"{where}.attributes[{n}].name"),
+                _text(a.get("value"), f"{where}.attributes[{n}].value"),
             )
             for n, a in enumerate(attrs)
         ),
@@ -213,7 +222,10 @@ def _ttl_from_json(obj: Any, where: str) -> tuple[int, bool]:
     if obj is None:
         return DEFAULT_TTL, False
     if isinstance(obj, str) and not obj.isdigit():
-        return _parse_timestamp(obj, where), True
+        expiry = _parse_timestamp(obj, where)
+        if not 0 <= expiry <= MAX_INDEX:  # the wire's TTL is a 4-byte count of seconds since 1970
+            raise InvalidValue(f"{where}: {obj!r} is not between 1970 and 2038")
+        return expiry, True
     return _int(obj, where, 0, MAX_INDEX, digits_ok=True), False
 
 
@@ -329,7 +341,10 @@ def _structured(value: HandleValue) -> dict[str, Any] | None:
     if vtype == HS_PUBKEY:
         return {"format": "key", "value": base64.b64encode(value.data).decode()}
     if vtype == HS_SECKEY:
-        return {"format": "hash", "value": value.data.decode("utf-8", "replace")}
+        try:
+            return {"format": "hash", "value": value.data.decode("utf-8")}
+        except UnicodeDecodeError:
+            return None  # not text: base64 shows it without loss
     return None
 
 

@@ -100,6 +100,10 @@ def _value_row(v: HandleValue) -> list[Any]:
 
 def _value_from_row(row: list[Any]) -> HandleValue:
     index, vtype, data, ttl, timestamp, permissions, refs = row
+    if not (_ints(index, ttl, timestamp, permissions) and isinstance(vtype, str) and isinstance(data, bytes)):
+        raise ProtocolViolation("stored value has a field of the wrong type")
+    if not all(isinstance(r, list) and len(r) == 2 and _ints(r[0]) and isinstance(r[1], str) for r in refs):
+        raise ProtocolViolation("stored value has a malformed reference")
     absolute = ttl < 0
     return HandleValue(
         index=index,
@@ -109,8 +113,12 @@ def _value_from_row(row: list[Any]) -> HandleValue:
         ttl_absolute=absolute,
         timestamp=timestamp,
         permissions=permissions,
-        references=tuple((int(i), str(h)) for i, h in refs),
+        references=tuple((i, h) for i, h in refs),
     )
+
+
+def _ints(*objs: Any) -> bool:
+    return all(type(o) is int for o in objs)
 
 
 def encode_record(record: HandleRecord) -> bytes:
@@ -127,6 +135,8 @@ def decode_record(blob: bytes) -> HandleRecord:
         version, handle, rows = msgpack.unpackb(blob, raw=False)
         if version != _STORE_FORMAT:
             raise ProtocolViolation(f"unknown record format version {version}")
+        if not isinstance(handle, str):
+            raise ProtocolViolation("stored record's handle is not text")
         return HandleRecord(handle, tuple(_value_from_row(r) for r in rows))
     except ProtocolViolation:
         raise

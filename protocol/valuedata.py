@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from protocol.errors import InvalidValue
 
-# HS_ADMIN permission bits (RFC 3651 §3.2.1), bit 0 first.
+# HS_ADMIN permission bits, bit 0 first, as handle.net reads and writes them (its Encoder's
+# PERM_* masks and RFC 3651 §3.2.1): read_value is bit 10 (0x0400), after the admin bits.
 ADMIN_PERMISSION_NAMES = (
     "add_handle",
     "delete_handle",
@@ -22,10 +23,10 @@ ADMIN_PERMISSION_NAMES = (
     "modify_value",
     "remove_value",
     "add_value",
-    "read_value",
     "modify_admin",
     "remove_admin",
     "add_admin",
+    "read_value",
     "list_handles",
 )
 ADMIN_PERMISSION_BITS = len(ADMIN_PERMISSION_NAMES)
