@@ -74,3 +74,14 @@ class StoreUnavailable(HandleError):
     """The store failed or timed out; the request may be retried."""
 
     code = ResponseCode.SERVER_TOO_BUSY
+
+
+class TooManyFailures(HandleError):
+    """Too many failed authentications from this identity or address; wait and retry."""
+
+    code = ResponseCode.AUTHENTICATION_FAILED
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -195,6 +195,8 @@ def _site_from_json(obj: Any, where: str) -> bytes:
 def _data_from_json(obj: Any, where: str) -> tuple[bytes, str]:
     if isinstance(obj, str):
         return _utf8(obj, where), "string"
+    if isinstance(obj, bytes):  # msgpack bodies may carry binary data as it is
+        return obj, "base64"
     obj = _dict(obj, where)
     fmt = _str(obj.get("format"), f"{where}.format")
     if "value" not in obj:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
-from protocol.errors import AuthenticationFailed, HandleError
+from protocol.errors import AuthenticationFailed, HandleError, TooManyFailures
 from protocol.identifiers import parse_handle
 from protocol.records import HS_SECKEY, MAX_INDEX
+from registry.ratelimit import FailureLimiter
 from registry.secrets import Verifier
 from registry.store import Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +45,8 @@ def parse_identity(text: str, *, case_sensitive: bool = False) -> Identity:
 class Authenticator:
     """Checks a claimed identity's secret against its stored HS_SECKEY hash."""
 
-    def __init__(self, store: Store, *, case_sensitive: bool = False) -> None:
+    def __init__(self, store: Store, *, case_sensitive: bool = False, limiter: FailureLimiter | None = None) -> None:
+        self.limiter = limiter or FailureLimiter()
         self._store = store
         self._case_sensitive = case_sensitive
         self._verifier = Verifier()
@@ -49,7 +54,22 @@ class Authenticator:
         # wrong secrets cannot take every core from the serving path.
         self._slow_checks = asyncio.Semaphore(1)
 
-    async def authenticate(self, user: str, secret: bytes) -> Identity:
+    async def authenticate(self, user: str, secret: bytes, address: str = "") -> Identity:
+        """The identity ``user`` names, if ``secret`` is its secret; AuthenticationFailed otherwise."""
+        keys = [f"identity:{user.upper()}", f"address:{address}"]
+        wait = self.limiter.retry_after(keys)
+        if wait is not None:
+            raise TooManyFailures(
+                f"too many failed authentications for {user} or from {address}; retry in {wait} s", retry_after=wait
+            )
+        try:
+            return await self._check(user, secret)
+        except AuthenticationFailed:
+            self.limiter.record(keys)
+            log.warning("authentication failed for identity %r from %s", user, address or "?")
+            raise
+
+    async def _check(self, user: str, secret: bytes) -> Identity:
         identity = parse_identity(user, case_sensitive=self._case_sensitive)
         record = await self._store.get(identity.handle)
         value = None if record is None else record.value_at(identity.index)

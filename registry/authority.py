@@ -67,6 +67,7 @@ class Authority:
         self._node_admin = node_admin
         self._case_sensitive = case_sensitive
         self._records: dict[str, HandleRecord | None] = {}
+        self._answers: dict[tuple[Identity, str, tuple[str, ...]], bool] = {}
 
     async def _get(self, key: str) -> HandleRecord | None:
         if key not in self._records:
@@ -128,9 +129,13 @@ class Authority:
             return True
         if permission == NODE_ADMIN_ONLY:
             return False
-        if await self._granted(identity, permission, admin_refs(target)):
+        if target is not None and await self._granted(identity, permission, admin_refs(target)):
             return True
-        return await self._granted(identity, permission, await self.prefix_grants(zones))
+        # A batch asks the same question of the same prefix many times: answer it once.
+        key = (identity, permission, tuple(zones))
+        if key not in self._answers:
+            self._answers[key] = await self._granted(identity, permission, await self.prefix_grants(zones))
+        return self._answers[key]
 
     async def require(
         self, caller: Caller, permissions: Iterable[str], zones: list[str], what: str,

@@ -15,7 +15,16 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from protocol.errors import HandleAlreadyExists, HandleError, InvalidValue, NotResponsible, StoreUnavailable
+from protocol.errors import (
+    AuthenticationNeeded,
+    HandleAlreadyExists,
+    HandleError,
+    HandleNotFound,
+    InsufficientPermissions,
+    InvalidValue,
+    NotResponsible,
+    StoreUnavailable,
+)
 from protocol.identifiers import (
     NA_PREFIX,
     Handle,
@@ -31,7 +40,8 @@ from registry import secrets
 from registry.auth import Identity
 from registry.authority import Authority, enclosing_zones, zone_chain
 from registry.permissions import NODE_ADMIN_INDEX, Caller
-from registry.store import AuditEntry, Store
+from registry.store import AuditEntry, PrefixStats, Store, StoredTemplate
+from registry.templates import Template, TemplateChecker, check_name, decode_template, encode_template, parse_template
 from registry.writes import Moved, Plan, Planner, guard
 
 MINT_ATTEMPTS = 3
@@ -104,7 +114,8 @@ class RegistrationService:
         return Authority(self.store, self.node_prefix, self.node_admin, case_sensitive=self.case_sensitive)
 
     def planner(self, caller: Caller) -> Planner:
-        return Planner(self.store, self.authority(), caller, self.node_prefix)
+        checker = TemplateChecker(self.store, lambda prefix: zone_chain(prefix, self.node_prefix))
+        return Planner(self.store, self.authority(), caller, self.node_prefix, checker)
 
     async def visible_values(self, caller: Caller, handle: Handle, record: HandleRecord) -> list[HandleValue]:
         """The values of ``record`` the caller may read."""
@@ -230,3 +241,71 @@ class RegistrationService:
         found = {self.node_prefix}
         found.update(p for h in held if self.responsible_for(p := h.partition("/")[2].upper()))
         return sorted(found)
+
+    # Templates ------------------------------------------------------------------------
+
+    async def _require_prefix_admin(self, caller: Caller, prefix: str, permission: str, what: str) -> None:
+        await self.authority().require(caller, [permission], self.prefix_zones(prefix), what)
+
+    async def put_template(self, caller: Caller, prefix_text: str, name: str, body: object) -> bool:
+        """Define (or redefine) one version of a template; True when that version is new."""
+        prefix = parse_prefix(prefix_text)
+        shown = f"template {prefix}/{name}"
+        try:
+            template = parse_template(name, body)
+            await self._require_prefix_admin(caller, prefix, "modify_value", f"define {shown}")
+        except HandleError as exc:
+            await self.log_refusal(caller, "put_template", shown, exc)
+            raise
+        stored = StoredTemplate(prefix, name, template.version, encode_template(template), int(self.clock()))
+        audit = self.audit_entry(caller, "put_template", f"{prefix}/{name}@{template.version}")
+        return await self.store.put_template(stored, audit)
+
+    async def delete_template(self, caller: Caller, prefix_text: str, name: str, version: str | None) -> int:
+        prefix = parse_prefix(prefix_text)
+        shown = f"template {prefix}/{name}"
+        try:
+            await self._require_prefix_admin(caller, prefix, "modify_value", f"delete {shown}")
+            if await self.store.get_template(prefix, name, version) is None:
+                raise HandleNotFound(f"{shown}{'' if version is None else '@' + version} is not defined")
+        except HandleError as exc:
+            await self.log_refusal(caller, "delete_template", shown, exc)
+            raise
+        audit = self.audit_entry(caller, "delete_template", f"{prefix}/{name}@{version or '*'}")
+        return await self.store.delete_template(prefix, name, version, audit)
+
+    async def get_template(self, prefix_text: str, name: str, version: str | None) -> Template:
+        prefix = parse_prefix(prefix_text)
+        self.prefix_zones(prefix)
+        stored = await self.store.get_template(prefix, check_name(name), version)
+        if stored is None:
+            raise HandleNotFound(f"template {prefix}/{name}{'' if version is None else '@' + version} is not defined")
+        return decode_template(stored)
+
+    async def list_templates(self, prefix_text: str) -> tuple[str, list[Template]]:
+        prefix = parse_prefix(prefix_text)
+        self.prefix_zones(prefix)
+        return prefix, [decode_template(t) for t in await self.store.list_templates(prefix)]
+
+    # Oversight ------------------------------------------------------------------------
+
+    async def _oversight_scope(self, caller: Caller, prefix_text: str | None, what: str) -> list[str] | None:
+        """The prefixes a caller may see ``what`` for: all (None) for the node admin."""
+        auth = self.authority()
+        if prefix_text is None:
+            if caller.identity is None:
+                raise AuthenticationNeeded(f"{what} requires authentication")
+            if caller.identity != self.node_admin:
+                raise InsufficientPermissions(f"only the node admin sees {what} of every prefix; give prefix=")
+            return None
+        prefix = parse_prefix(prefix_text)
+        await auth.require(caller, ["list_handles"], self.prefix_zones(prefix), f"see {what} of {prefix}")
+        return [prefix]
+
+    async def audit_log(self, caller: Caller, prefix: str | None, since: float, limit: int) -> list[AuditEntry]:
+        scope = await self._oversight_scope(caller, prefix, "the audit log")
+        return await self.store.audit_entries(scope, since, limit)
+
+    async def stats(self, caller: Caller, prefix: str | None) -> list[PrefixStats]:
+        scope = await self._oversight_scope(caller, prefix, "statistics")
+        return await self.store.stats(scope)

@@ -23,6 +23,7 @@ from protocol.records import HS_SECKEY, HandleRecord, HandleValue
 from registry.authority import NODE_ADMIN_ONLY, Authority, change_permissions, enclosing_zones, same_value
 from registry.permissions import Caller
 from registry.store import Change, Store
+from registry.templates import TemplateChecker
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +68,19 @@ def _same_values(stored: HandleRecord, values: list[HandleValue]) -> bool:
 class Planner:
     """Plans writes for one caller within one request, reusing what it has read."""
 
-    def __init__(self, store: Store, auth: Authority, caller: Caller, node_prefix: str) -> None:
+    def __init__(
+        self, store: Store, auth: Authority, caller: Caller, node_prefix: str, templates: TemplateChecker
+    ) -> None:
         self.store = store
         self.auth = auth
         self.caller = caller
         self.node_prefix = node_prefix
+        self.templates = templates
+
+    async def _checked(self, handle: Handle, plan: Plan) -> Plan:
+        if not handle.is_prefix_handle:
+            await self.templates.check(handle.prefix, plan.new)
+        return plan
 
     def _zones(self, handle: Handle) -> list[str]:
         return enclosing_zones(handle, self.node_prefix)
@@ -95,19 +104,19 @@ class Planner:
         """handle.net PUT: create, replace whole, or (with ``indexes``) add / replace those values."""
         if old is None:
             await self._require_create(handle)
-            return Plan("create", HandleRecord(handle.text, tuple(values)))
+            return await self._checked(handle, Plan("create", HandleRecord(handle.text, tuple(values))))
         if indexes is None and not overwrite:
             raise HandleAlreadyExists(f"handle {handle.text} already exists", handle=handle.text)
         if indexes is None:
             needed = change_permissions(old, values, removed=old.indexes() - {v.index for v in values})
             await self._require_change(handle, old, needed)
-            return Plan("replace", HandleRecord(old.handle, tuple(values)))
+            return await self._checked(handle, Plan("replace", HandleRecord(old.handle, tuple(values))))
         clash = sorted(v.index for v in values if v.index in old.indexes())
         if clash and not overwrite:
             raise ValueAlreadyExists(f"values already exist at index {_join(clash)}", handle=handle.text)
         await self._require_change(handle, old, change_permissions(old, values))
         merged = {v.index: v for v in old.values} | {v.index: v for v in values}
-        return Plan("update", old.with_values(list(merged.values())))
+        return await self._checked(handle, Plan("update", old.with_values(list(merged.values()))))
 
     async def create(self, handle: Handle, values: list[HandleValue], old: HandleRecord | None) -> Plan:
         """Create, and report success without writing when the identical record exists (a retry)."""
@@ -137,7 +146,8 @@ class Planner:
         if missing:
             raise ValuesNotFound(f"no value at index {_join(missing)}", handle=handle.text)
         await self._require_change(handle, old, change_permissions(old, [], removed=indexes))
-        return Plan("remove_values", old.with_values([v for v in old.values if v.index not in indexes]))
+        kept = old.with_values([v for v in old.values if v.index not in indexes])
+        return await self._checked(handle, Plan("remove_values", kept))
 
     async def delete(self, handle: Handle, old: HandleRecord | None, *, force: bool = False) -> Plan:
         if old is None:

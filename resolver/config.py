@@ -32,6 +32,9 @@ class Config:
     node_prefix: str = "88.118"
     case_sensitive: bool = False
     max_body_bytes: int = 1024 * 1024
+    max_batch_bytes: int = 16 * 1024 * 1024
+    auth_failure_limit: int = 10
+    auth_failure_window: int = 60
     allow_insecure_auth: bool = False
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -97,8 +100,11 @@ def _validate(config: Config) -> Config:
         node_prefix = parse_prefix(config.node_prefix)
     except HandleError as exc:
         raise ConfigError(f"setting 'node_prefix': {exc.message}") from None
-    if config.max_body_bytes < 1024:
-        raise ConfigError("setting 'max_body_bytes': must be at least 1024")
+    for name in ("max_body_bytes", "max_batch_bytes"):
+        if getattr(config, name) < 1024:
+            raise ConfigError(f"setting {name!r}: must be at least 1024")
+    if config.auth_failure_limit < 1 or config.auth_failure_window < 1:
+        raise ConfigError("settings 'auth_failure_limit' and 'auth_failure_window' must be at least 1")
     if not 1 <= config.store_readers <= 64:
         raise ConfigError("setting 'store_readers': must be between 1 and 64")
     if config.log_level not in LOG_LEVELS:

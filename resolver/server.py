@@ -12,6 +12,7 @@ from aiohttp import web
 
 from registry.auth import Authenticator
 from registry.bootstrap import ensure_node_prefix
+from registry.ratelimit import FailureLimiter
 from registry.service import RegistrationService
 from registry.sqlite import SqliteStore
 from registry.store import Store
@@ -58,7 +59,8 @@ async def serve(config: Config, admin_secret: str | None, store: Store | None = 
             _announce_secret(config, generated)
         service = RegistrationService(store, node_prefix=config.node_prefix, case_sensitive=config.case_sensitive)
         engine = ResolutionEngine(store, node_prefix=service.node_prefix)
-        authenticator = Authenticator(store, case_sensitive=config.case_sensitive)
+        limiter = FailureLimiter(config.auth_failure_limit, config.auth_failure_window)
+        authenticator = Authenticator(store, case_sensitive=config.case_sensitive, limiter=limiter)
         app = HttpFrontend(config, engine, service, authenticator).app()
         await _run_http(app, config)
     finally:

@@ -1,0 +1,222 @@
+"""What every HTTP route shares: rendering, the error edge, query parameters, credentials, bodies.
+
+Errors become a status and a JSON body in one place, ``edge``, the middleware that also
+times every request for the metrics.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import time
+from typing import Any
+from urllib.parse import unquote
+
+import msgpack
+from aiohttp import web
+
+from protocol.codes import ResponseCode, http_status
+from protocol.errors import (
+    AuthenticationFailed,
+    AuthenticationNeeded,
+    HandleError,
+    InvalidValue,
+    ProtocolViolation,
+    TooManyFailures,
+)
+from protocol.records import MAX_INDEX, HandleValue
+from registry.auth import Authenticator
+from registry.permissions import Caller
+from resolver import metrics
+from resolver.config import Config
+
+log = logging.getLogger("resolver.http")
+
+FRONTEND = "http"
+MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack")
+CONFIG = web.AppKey("config", Config)
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+def render(request: web.Request, body: dict[str, Any], status: int) -> web.Response:
+    if "pretty" in request.query:
+        text = json.dumps(body, ensure_ascii=False, indent=2)
+    else:
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    response = web.Response(body=text.encode(), status=status, content_type="application/json")
+    response["code"] = body.get("responseCode", ResponseCode.SUCCESS)
+    return response
+
+
+def error_response(
+    request: web.Request, code: ResponseCode, message: str, handle: str | None, status: int | None = None
+) -> web.Response:
+    body: dict[str, Any] = {"responseCode": int(code)}
+    if handle is not None:
+        body["handle"] = handle
+    body["message"] = message
+    response = render(request, body, status or http_status(code))
+    if code == ResponseCode.AUTHENTICATION_NEEDED:
+        response.headers["WWW-Authenticate"] = 'Basic realm="idnode"'
+    return response
+
+
+def http_exception(request: web.Request, exc: web.HTTPException) -> web.Response:
+    handle = request.match_info.get("handle")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        response = error_response(
+            request,
+            ResponseCode.OPERATION_NOT_SUPPORTED,
+            f"method {request.method} is not supported here; allowed: {allowed}",
+            handle,
+            405,
+        )
+        response.headers["Allow"] = allowed
+        return response
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return error_response(
+            request,
+            ResponseCode.PROTOCOL_ERROR,
+            f"request body is larger than the limit of {body_limit(request)} bytes",
+            handle,
+            413,
+        )
+    if exc.status == 404:
+        return error_response(request, ResponseCode.PROTOCOL_ERROR, f"no such resource {request.path}", None, 404)
+    return error_response(request, ResponseCode.PROTOCOL_ERROR, exc.reason, handle, exc.status)
+
+
+@web.middleware
+async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
+    started = time.perf_counter()
+    route = request.match_info.route
+    op = route.name or "unknown"
+    try:
+        if request.method == "OPTIONS":
+            response: web.StreamResponse = web.Response(status=204)
+            response["code"] = ResponseCode.SUCCESS
+        else:
+            response = await handler(request)
+    except HandleError as exc:
+        handle = exc.handle or request.match_info.get("handle")
+        response = error_response(request, exc.code, exc.message, handle, exc.http_status)
+        if isinstance(exc, TooManyFailures):
+            response.headers["Retry-After"] = str(exc.retry_after)
+    except web.HTTPException as exc:
+        response = http_exception(request, exc)
+    except Exception:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        response = error_response(
+            request, ResponseCode.ERROR, "unexpected server error", request.match_info.get("handle")
+        )
+    response.headers.update(CORS)
+    metrics.observe(FRONTEND, op, int(response.get("code", 0)), response.status, time.perf_counter() - started)
+    return response
+
+
+# Query parameters ------------------------------------------------------------------------
+
+TRUE_WORDS = ("", "true", "1", "yes")
+FALSE_WORDS = ("false", "0", "no")
+
+
+def flag(request: web.Request, name: str, default: bool) -> bool:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in TRUE_WORDS:
+        return True
+    if raw.lower() in FALSE_WORDS:
+        return False
+    raise ProtocolViolation(f"query parameter {name} must be true or false, not {raw!r}")
+
+
+def int_param(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isascii() or not raw.isdigit() or int(raw) > MAX_INDEX:
+        raise ProtocolViolation(f"query parameter {name} must be a non-negative integer, not {raw!r}")
+    return int(raw)
+
+
+def indexes_param(request: web.Request, *, various_ok: bool) -> tuple[set[int], bool]:
+    """The repeatable ``index=`` parameter: a set of indexes, and whether ``various`` was given."""
+    found: set[int] = set()
+    various = False
+    for raw in request.query.getall("index", []):
+        if raw == "various" and various_ok:
+            various = True
+        elif raw.isascii() and raw.isdigit() and 0 < int(raw) <= MAX_INDEX:
+            found.add(int(raw))
+        else:
+            raise ProtocolViolation(f"query parameter index must be an integer from 1 to {MAX_INDEX}, not {raw!r}")
+    return found, various
+
+
+def select_values(request: web.Request, values: list[HandleValue]) -> tuple[list[HandleValue], bool]:
+    """Apply ``index=`` / ``type=`` (either matches); True when a filter was given."""
+    indexes, _ = indexes_param(request, various_ok=False)
+    types = request.query.getall("type", [])
+    if not indexes and not types:
+        return values, False
+    chosen = [v for v in values if v.index in indexes or any(v.type_matches(t) for t in types)]
+    return chosen, True
+
+
+def require_identity(caller: Caller, handle: str) -> None:
+    # Every write needs credentials, so refuse anonymous ones before reading a body.
+    if caller.identity is None:
+        raise AuthenticationNeeded(f"changing {handle} requires authentication")
+
+
+def body_limit(request: web.Request) -> int:
+    config = request.app[CONFIG]
+    return config.max_batch_bytes if request.match_info.route.name == "batch" else config.max_body_bytes
+
+
+async def read_body(request: web.Request) -> Any:
+    """The request body as JSON (or msgpack, by Content-Type), within the route's size limit."""
+    raw = await request.read()
+    if len(raw) > body_limit(request):
+        raise web.HTTPRequestEntityTooLarge(max_size=body_limit(request), actual_size=len(raw))
+    if request.content_type in MSGPACK_TYPES:
+        try:
+            return msgpack.unpackb(raw, raw=False, strict_map_key=True)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise InvalidValue(f"request body is not valid msgpack: {exc}") from None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidValue(f"request body is not valid JSON: {exc}") from None
+
+
+async def caller_of(request: web.Request, authenticator: Authenticator) -> Caller:
+    """Who sent the request: anonymous, or the identity its Basic credentials prove."""
+    config = request.app[CONFIG]
+    address = request.remote or ""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return Caller(None, address)
+    if not (request.secure or config.loopback_only or config.allow_insecure_auth):
+        raise AuthenticationFailed("authentication over plain HTTP is refused; use HTTPS")
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        raise AuthenticationFailed(f"authorization scheme {scheme!r} is not supported; use Basic")
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise AuthenticationFailed("malformed Basic credentials") from None
+    user, colon, secret = decoded.partition(":")
+    if not colon:
+        raise AuthenticationFailed("Basic credentials carry no ':' between identity and secret")
+    identity = await authenticator.authenticate(unquote(user), secret.encode(), address)
+    return Caller(identity, address)
