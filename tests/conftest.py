@@ -14,7 +14,8 @@ _names = itertools.count()
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     """A node shared by the tests of one module (they use distinct handles)."""
-    proc = Node(tmp_path_factory.mktemp("node") / "data").start()
+    # Many tests send wrong credentials on purpose; the failure limit has its own test.
+    proc = Node(tmp_path_factory.mktemp("node") / "data", env={"IDNODE_AUTH_FAILURE_LIMIT": "100000"}).start()
     yield proc
     proc.stop()
 

@@ -114,6 +114,12 @@ def op_sub_prefix(node: Node, prefix: str, auth: Auth) -> tuple[Reply, str]:
     return node.put("/api/handles/" + handle, record({"index": 1, "type": "DESC", "data": "sub"}), auth=auth), handle
 
 
+def op_template(node: Node, prefix: str, auth: Auth) -> tuple[Reply, str]:
+    name = f"tpl{next(_unique)}"
+    spec = {"version": "1", "fields": [{"index": 2000, "type": "sku", "dataType": "string"}]}
+    return node.put(f"/api/templates/{prefix}/{name}", spec, auth=auth), f"{prefix}/{name}"
+
+
 OPS: dict[str, Op] = {
     "create": op_create,
     "replace": op_replace,
@@ -123,6 +129,7 @@ OPS: dict[str, Op] = {
     "delete": op_delete,
     "list": op_list,
     "create-sub-prefix": op_sub_prefix,
+    "define-template": op_template,
 }
 
 
@@ -140,6 +147,9 @@ def test_matrix(hierarchy: Node, op: str, target: str, caller: str) -> None:
         return
     expected = (401, 402) if auth is None else (403, 401)
     assert (reply.status, reply.code) == expected, (op, target, caller, reply.body)
+    if op == "define-template":
+        assert node.get("/api/templates/" + handle).status == 404
+        return
     after = node.get("/api/handles/" + handle, auth=ADMIN)
     if op in ("create", "create-sub-prefix"):
         assert after.status == 404
