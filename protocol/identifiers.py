@@ -8,6 +8,7 @@ The normalised ``key`` is what stores and caches are keyed by.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from protocol.errors import InvalidHandle
@@ -25,8 +26,12 @@ def ascii_upper(text: str) -> str:
     return text.upper() if text.isascii() else text.translate(_ASCII_UPPER)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f]|\s")
+
+
 def _has_control(text: str) -> bool:
-    return any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text)
+    return _CONTROL.search(text) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +69,7 @@ def parse_prefix(text: str) -> str:
         raise InvalidHandle("prefix is empty")
     if len(text) > MAX_PREFIX_CHARS:
         raise InvalidHandle(f"prefix is longer than {MAX_PREFIX_CHARS} characters")
-    if _has_control(text) or any(c.isspace() for c in text):
+    if _CONTROL_OR_SPACE.search(text):
         raise InvalidHandle("prefix contains control or white-space characters")
     if "/" in text:
         raise InvalidHandle("prefix contains '/'")

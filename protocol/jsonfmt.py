@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -27,6 +28,8 @@ from protocol.records import (
     HandleValue,
 )
 
+_C0 = re.compile(r"[\x00-\x1f]")
+_MISSING = object()
 DATA_FORMATS = ("string", "base64", "hex", "admin", "vlist", "site", "key", "hash")
 
 
@@ -255,41 +258,69 @@ def _references_from_json(obj: Any, where: str) -> tuple[tuple[int, str], ...]:
     return tuple(refs)
 
 
-def value_from_json(obj: Any, where: str = "value") -> IncomingValue:
-    """Parse one value object; the server sets its timestamp later."""
-    obj = _dict(obj, where)
-    index = _int(obj.get("index"), f"{where}.index", 1, MAX_INDEX)
-    where = f"value {index}"
-    vtype = _str(obj.get("type"), f"{where}: type")
+def _type_from_json(obj: Any, where: str) -> str:
+    vtype = _str(obj, f"{where}: type")
     if len(vtype) > MAX_TYPE_CHARS:
         raise InvalidValue(f"{where}: type is longer than {MAX_TYPE_CHARS} characters")
-    if any(ord(c) < 0x20 for c in vtype):
+    if _C0.search(vtype):
         raise InvalidValue(f"{where}: type contains control characters")
     _utf8(vtype, f"{where}: type")
-    if "data" not in obj:
-        raise InvalidValue(f"{where} has no data")
-    data, fmt = _data_from_json(obj["data"], f"{where}: data")
-    ttl, absolute = _ttl_from_json(obj.get("ttl"), f"{where}: ttl")
+    return vtype
+
+
+def value_from_json(obj: Any, where: str = "value", timestamp: int = 0) -> IncomingValue:
+    """Parse one value object, stamped with ``timestamp`` (the server's write time).
+
+    Registration pushes hundreds of thousands of values a second through here, so the
+    common shapes are checked inline and error messages are built only on failure.
+    """
+    if not isinstance(obj, dict):
+        raise InvalidValue(f"{where} must be an object")
+    index = obj.get("index")
+    if type(index) is not int or not 1 <= index <= MAX_INDEX:
+        _int(index, f"{where}.index", 1, MAX_INDEX)
+        raise InvalidValue(f"{where}.index must be an integer")  # pragma: no cover - _int raised
+    vtype = obj.get("type")
+    if type(vtype) is not str or not vtype.isascii() or len(vtype) > MAX_TYPE_CHARS or _C0.search(vtype):
+        vtype = _type_from_json(vtype, f"value {index}")
+    data = obj.get("data", _MISSING)
+    if type(data) is str:
+        try:
+            raw, fmt = data.encode("utf-8"), "string"
+        except UnicodeEncodeError:
+            raise InvalidValue(f"value {index}: data is not valid UTF-8 text") from None
+    elif data is _MISSING:
+        raise InvalidValue(f"value {index} has no data")
+    else:
+        raw, fmt = _data_from_json(data, f"value {index}: data")
+    ttl, absolute = DEFAULT_TTL, False
+    if "ttl" in obj:
+        ttl, absolute = _ttl_from_json(obj["ttl"], f"value {index}: ttl")
+    permissions = obj.get("permissions")
+    references = obj.get("references")
     value = HandleValue(
-        index=index,
-        type=vtype,
-        data=data,
-        ttl=ttl,
-        ttl_absolute=absolute,
-        permissions=_permissions_from_json(obj.get("permissions"), f"{where}: permissions"),
-        references=_references_from_json(obj.get("references"), f"{where}: references"),
+        index,
+        vtype,
+        raw,
+        ttl,
+        absolute,
+        timestamp,
+        DEFAULT_PERMISSIONS
+        if permissions is None
+        else _permissions_from_json(permissions, f"value {index}: permissions"),
+        () if references is None else _references_from_json(references, f"value {index}: references"),
     )
     return IncomingValue(value, fmt)
 
 
-def values_from_body(body: Any) -> list[IncomingValue]:
+def values_from_body(body: Any, timestamp: int = 0) -> list[IncomingValue]:
     """A PUT body: ``{"values": [...]}``, a bare array, or one value object."""
     if isinstance(body, dict) and "values" in body:
         body = body["values"]
     items = body if isinstance(body, list) else [body]
     if not items:
         raise InvalidValue("the request carries no values")
-    parsed = [value_from_json(item, f"values[{n}]") for n, item in enumerate(items)]
+    parsed = [value_from_json(item, f"values[{n}]", timestamp) for n, item in enumerate(items)]
     seen: set[int] = set()
     for incoming in parsed:
         if incoming.value.index in seen:

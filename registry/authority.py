@@ -12,6 +12,7 @@ handle, as in handle.net.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from protocol import valuedata as vd
@@ -31,11 +32,15 @@ def enclosing_zones(handle: Handle, node_prefix: str) -> list[str]:
     For ``88.118.8.1/x`` that is 88.118.8.1, 88.118.8, 88.118; for the prefix handle
     ``0.NA/88.118.8`` it starts one level up, at 88.118.
     """
-    zone = handle.zone
+    return list(_enclosing(handle.zone, handle.is_prefix_handle, node_prefix))
+
+
+@functools.lru_cache(maxsize=4096)
+def _enclosing(zone: str, strictly_above: bool, node_prefix: str) -> tuple[str, ...]:
     segments = zone.split(".")
-    start = len(segments) - 1 if handle.is_prefix_handle else len(segments)
+    start = len(segments) - 1 if strictly_above else len(segments)
     zones = [".".join(segments[:n]) for n in range(start, 0, -1)]
-    return [z for z in zones if is_at_or_under(z, node_prefix)]
+    return tuple(z for z in zones if is_at_or_under(z, node_prefix))
 
 
 def zone_chain(prefix: str, node_prefix: str) -> list[str]:

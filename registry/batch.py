@@ -66,6 +66,7 @@ class BatchRunner:
         self.service = service
         self.caller = caller
         self.planner: Planner = service.planner(caller)
+        self.now = service.now()
 
     async def _parse(self, raw: Any) -> _Item:
         if not isinstance(raw, dict):
@@ -86,7 +87,7 @@ class BatchRunner:
             if op != "delete":
                 if "values" not in raw:
                     raise InvalidValue(f"op {op} needs 'values'")
-                item.values = await self.service.prepare(values_from_body(raw["values"]))
+                item.values = await self.service.prepare(values_from_body(raw["values"], self.now))
         except HandleError as exc:
             item.error = exc
         return item

@@ -88,16 +88,17 @@ class RegistrationService:
 
     # Values and permissions -------------------------------------------------------------
 
+    def now(self) -> int:
+        """The write time values are stamped with."""
+        return int(self.clock())
+
     async def prepare(self, incoming: list[IncomingValue]) -> list[HandleValue]:
-        """Stamp values with the write time and hash any secret they carry."""
-        now = int(self.clock())
-        out = []
-        for value, fmt in incoming:
-            value = replace(value, timestamp=now)
-            if value.type.upper() == HS_SECKEY:
-                value = await self._seal_secret(value, fmt)
-            out.append(value)
-        return out
+        """The values to store: any secret among them hashed (values are stamped when parsed)."""
+        if not any(value.type.upper() == HS_SECKEY for value, _ in incoming):
+            return [value for value, _ in incoming]
+        return [
+            await self._seal_secret(value, fmt) if value.type.upper() == HS_SECKEY else value for value, fmt in incoming
+        ]
 
     async def _seal_secret(self, value: HandleValue, fmt: str) -> HandleValue:
         if fmt == "hash":

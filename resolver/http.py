@@ -88,7 +88,7 @@ class HttpFrontend:
         self.service.check_target(handle)
         caller = await self._caller(request)
         require_identity(caller, handle.text)
-        incoming = values_from_body(await read_body(request))
+        incoming = values_from_body(await read_body(request), self.service.now())
         if mint:
             minted = await self.service.mint(caller, text, incoming)
             return render(request, {"responseCode": 1, "handle": minted.text}, 201)
