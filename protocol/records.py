@@ -7,7 +7,7 @@ version, so an encoding change can never be misread as the old one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -37,11 +37,14 @@ URL = "URL"
 _STORE_FORMAT = 1
 
 
-@dataclass(frozen=True, slots=True)
-class HandleValue:
-    """One typed value of a handle record."""
+class HandleValue(NamedTuple):
+    """One typed value of a handle record.
 
-    index: int
+    A named tuple rather than a frozen dataclass: batch registration builds millions of
+    these, and a tuple is built several times faster.
+    """
+
+    index: int  # type: ignore[assignment]  # shadows tuple.index, deliberately: it is the Handle name
     type: str
     data: bytes
     ttl: int = DEFAULT_TTL

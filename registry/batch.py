@@ -137,8 +137,7 @@ class BatchRunner:
         for item in items:
             if item.error is not None and not item.error.logged:
                 entry = self.service.audit_entry(self.caller, f"batch_{item.op}", item.text)
-                entries.append(AuditEntry(entry.time, entry.identity, entry.address, entry.operation,
-                                          entry.handle, int(item.error.code), item.error.message))  # fmt: skip
+                entries.append(entry._replace(result=int(item.error.code), message=item.error.message))
         if entries:
             await self.service.store.append_audit(entries)
 

@@ -13,7 +13,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 
 from protocol.errors import (
     AuthenticationNeeded,
@@ -108,7 +107,7 @@ class RegistrationService:
                 raise InvalidValue(f"value {value.index}: HS_SECKEY data is empty")
             data = await asyncio.get_running_loop().run_in_executor(None, secrets.hash_secret, value.data)
         # A secret is never publicly readable or writable, whatever the request said.
-        return replace(value, data=data, permissions=value.permissions & ~(PUBLIC_READ | PUBLIC_WRITE))
+        return value._replace(data=data, permissions=value.permissions & ~(PUBLIC_READ | PUBLIC_WRITE))
 
     def authority(self) -> Authority:
         """A permission evaluator for one request."""
@@ -136,7 +135,7 @@ class RegistrationService:
 
     async def log_refusal(self, caller: Caller, operation: str, handle: str, exc: HandleError) -> None:
         entry = self.audit_entry(caller, operation, handle)
-        await self.store.append_audit([replace(entry, result=int(exc.code), message=exc.message)])
+        await self.store.append_audit([entry._replace(result=int(exc.code), message=exc.message)])
 
     # Writes -----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from protocol.codes import ResponseCode
 from protocol.errors import HandleAlreadyExists, HandleError, HandleNotFound, ValueAlreadyExists, ValuesNotFound
@@ -24,8 +25,7 @@ Change = Callable[[HandleRecord | None], HandleRecord | None]
 Outcome = HandleRecord | None | HandleError
 
 
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
+class AuditEntry(NamedTuple):
     """Who did what to which handle, from where, and how it ended (a Handle response code)."""
 
     time: float
@@ -42,8 +42,7 @@ class AuditEntry:
         return rest if prefix.upper() == "0.NA" else prefix.upper()
 
 
-@dataclass(frozen=True, slots=True)
-class Write:
+class Write(NamedTuple):
     key: str
     change: Change
     audit: AuditEntry | None = None
