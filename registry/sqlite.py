@@ -16,6 +16,7 @@ together with their audit rows and the per-prefix counters, inside the same comm
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import queue
 import sqlite3
@@ -196,6 +197,14 @@ class _Writer(threading.Thread):
                 return
 
     def _commit_group(self, conn: sqlite3.Connection, group: list[tuple[Work, asyncio.Future[Any]]]) -> None:
+        # Worker processes of one node share the file. SQLite's own busy handler makes a
+        # waiting writer sleep for growing intervals; a blocking flock wakes it as soon as
+        # the other process commits.
+        with open(self.path.with_suffix(".write-lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._commit_locked(conn, group)
+
+    def _commit_locked(self, conn: sqlite3.Connection, group: list[tuple[Work, asyncio.Future[Any]]]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")

@@ -6,13 +6,13 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import uvloop
 
 from resolver import config as config_mod
-from resolver.server import serve
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-body-bytes", type=int, help="largest request body accepted")
     s.add_argument("--log-level", choices=config_mod.LOG_LEVELS)
     s.add_argument("--access-log", action="store_const", const=True, default=None, help="log every request")
+    s.add_argument("--workers", type=int, help="serving processes sharing the port (default 1)")
     return parser
 
 
@@ -58,12 +59,32 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    admin_secret = os.environ.get(config_mod.ADMIN_SECRET_ENV) or None
     try:
-        uvloop.run(serve(config, os.environ.get(config_mod.ADMIN_SECRET_ENV) or None))
+        if config.workers > 1:
+            return _serve_workers(config, admin_secret)
+        from resolver.server import bootstrap, serve
+
+        async def single() -> None:
+            await bootstrap(config, admin_secret)
+            await serve(config)
+
+        uvloop.run(single())
     except OSError as exc:
         print(f"idnode: error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _serve_workers(config: config_mod.Config, admin_secret: str | None) -> int:
+    # prometheus_client reads this when first imported, so it is set before anything imports it.
+    with tempfile.TemporaryDirectory(prefix="idnode-metrics-") as metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        from resolver import workers
+        from resolver.server import bootstrap
+
+        uvloop.run(bootstrap(config, admin_secret))
+        return workers.run(config, config.workers)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ class Config:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     store_readers: int = 4
+    workers: int = 1
     access_log: bool = False
     log_level: str = "info"
 
@@ -105,6 +106,8 @@ def _validate(config: Config) -> Config:
             raise ConfigError(f"setting {name!r}: must be at least 1024")
     if config.auth_failure_limit < 1 or config.auth_failure_window < 1:
         raise ConfigError("settings 'auth_failure_limit' and 'auth_failure_window' must be at least 1")
+    if not 1 <= config.workers <= 64:
+        raise ConfigError("setting 'workers': must be between 1 and 64")
     if not 1 <= config.store_readers <= 64:
         raise ConfigError("setting 'store_readers': must be between 1 and 64")
     if config.log_level not in LOG_LEVELS:

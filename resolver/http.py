@@ -7,10 +7,11 @@ registration service, and renders the answer (helpers and the error edge are in
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from protocol.codes import ResponseCode
 from protocol.errors import ProtocolViolation, ValuesNotFound
@@ -131,7 +132,13 @@ class HttpFrontend:
         return render(request, {"responseCode": 1, "status": "ok"}, 200)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # several workers: add up what each wrote
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            text = generate_latest(registry)
+        else:
+            text = generate_latest()
+        response = web.Response(body=text, headers={"Content-Type": CONTENT_TYPE_LATEST})
         response["code"] = ResponseCode.SUCCESS
         return response
 

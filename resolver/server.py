@@ -7,6 +7,7 @@ import logging
 import signal
 import ssl
 import sys
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -49,25 +50,45 @@ def default_store(config: Config) -> Store:
     return SqliteStore(config.data_dir / "idnode.sqlite3", readers=config.store_readers)
 
 
-async def serve(config: Config, admin_secret: str | None, store: Store | None = None) -> None:
-    """Run the node until SIGTERM or SIGINT; ``store`` replaces the configured one (benchmarks)."""
+async def bootstrap(config: Config, admin_secret: str | None, store: Store | None = None) -> None:
+    """First start: create the node's prefix handle, showing a generated admin secret once."""
     store = store or default_store(config)
     await store.open()
     try:
         generated = await ensure_node_prefix(store, config.node_prefix, admin_secret)
         if generated:
             _announce_secret(config, generated)
+    finally:
+        await store.close()
+
+
+async def serve(
+    config: Config, store: Store | None = None, *, worker: bool = False, on_ready: Callable[[], None] | None = None
+) -> None:
+    """Run one serving process until SIGTERM or SIGINT (after ``bootstrap``).
+
+    ``store`` replaces the configured one (benchmarks); a ``worker`` shares its port with
+    its siblings (SO_REUSEPORT) and leaves announcing the address to its parent.
+    """
+    store = store or default_store(config)
+    await store.open()
+    try:
         service = RegistrationService(store, node_prefix=config.node_prefix, case_sensitive=config.case_sensitive)
         engine = ResolutionEngine(store, node_prefix=service.node_prefix)
         limiter = FailureLimiter(config.auth_failure_limit, config.auth_failure_window)
         authenticator = Authenticator(store, case_sensitive=config.case_sensitive, limiter=limiter)
         app = HttpFrontend(config, engine, service, authenticator).app()
-        await _run_http(app, config)
+        await _run_http(app, config, worker, on_ready)
     finally:
         await store.close()
 
 
-async def _run_http(app: web.Application, config: Config) -> None:
+def announce(scheme: str, host: str, port: int) -> None:
+    shown = f"[{host}]" if ":" in host else host
+    print(f"idnode: listening on {scheme}://{shown}:{port}", file=sys.stderr, flush=True)
+
+
+async def _run_http(app: web.Application, config: Config, worker: bool, on_ready: Callable[[], None] | None) -> None:
     runner = web.AppRunner(
         app,
         access_log=log if config.access_log else None,
@@ -76,13 +97,13 @@ async def _run_http(app: web.Application, config: Config) -> None:
     )
     await runner.setup()
     ssl_context = _ssl_context(config)
-    site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context, backlog=1024)
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context, backlog=1024, reuse_port=worker)
     await site.start()
-    scheme = "https" if ssl_context else "http"
-    for sock in runner.addresses:
-        host, port = sock[0], sock[1]
-        shown = f"[{host}]" if ":" in host else host
-        print(f"idnode: listening on {scheme}://{shown}:{port}", file=sys.stderr, flush=True)
+    if not worker:
+        for sock in runner.addresses:
+            announce("https" if ssl_context else "http", sock[0], sock[1])
+    if on_ready is not None:
+        on_ready()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,137 @@
+"""Several serving processes on one port: a parent that bootstraps, forks and supervises.
+
+The parent creates the store and the node's prefix handle once, reserves the port (a
+bound SO_REUSEPORT socket, so port 0 works too), then forks ``workers`` children that
+each listen on it with SO_REUSEPORT; the kernel spreads connections among them. A child
+that dies is replaced; SIGTERM or SIGINT is passed on to every child, which finishes its
+requests in flight, and the parent exits when they have. Metrics are aggregated across
+children through prometheus_client's multiprocess mode (the caller sets
+PROMETHEUS_MULTIPROC_DIR before anything imports prometheus_client).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from dataclasses import replace
+
+import uvloop
+
+from resolver.config import Config
+
+log = logging.getLogger("idnode")
+
+RESTART_BACKOFF_SECONDS = 1.0
+START_TIMEOUT_SECONDS = 30.0
+
+
+def _reserve(config: Config) -> socket.socket:
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((config.host, config.port))
+    return sock
+
+
+def _child(config: Config, ready_fd: int) -> int:
+    from resolver.server import serve
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    def ready() -> None:
+        os.write(ready_fd, b".")
+        os.close(ready_fd)
+
+    try:
+        uvloop.run(serve(config, worker=True, on_ready=ready))
+    except Exception:
+        log.exception("worker %d failed", os.getpid())
+        return 1
+    return 0
+
+
+def _spawn(config: Config, ready_fd: int) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = _child(config, ready_fd)
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _await_ready(read_fd: int, count: int) -> bool:
+    """Wait until ``count`` workers listen (each writes one byte); False if one died first."""
+    got = 0
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while got < count and time.monotonic() < deadline:
+        ready, _, _ = select.select([read_fd], [], [], 0.2)
+        if ready:
+            chunk = os.read(read_fd, count - got)
+            if not chunk:
+                return False
+            got += len(chunk)
+    return got == count
+
+
+def run(config: Config, workers: int) -> int:
+    """Serve with ``workers`` processes until told to stop; the exit status."""
+    from prometheus_client import multiprocess
+
+    reserved = _reserve(config)
+    port = reserved.getsockname()[1]
+    config = replace(config, listen=f"{config.host}:{port}" if ":" not in config.host else f"[{config.host}]:{port}")
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            _signal(pid, signum)
+
+    children: set[int] = set()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    read_fd, write_fd = os.pipe()
+    children.update(_spawn(config, write_fd) for _ in range(workers))
+    failed = not _await_ready(read_fd, workers)
+    if failed:
+        log.error("workers did not start; stopping")
+        stop(signal.SIGTERM, None)
+    else:
+        from resolver.server import announce
+
+        announce("https" if config.tls else "http", config.host, port)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:  # pragma: no cover - PEP 475 retries os.wait
+            continue
+        children.discard(pid)
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+        if not stopping:
+            log.error("worker %d exited (status %d); starting another", pid, os.waitstatus_to_exitcode(status))
+            time.sleep(RESTART_BACKOFF_SECONDS)
+            if not stopping:
+                children.add(_spawn(config, write_fd))
+    reserved.close()
+    os.close(read_fd)
+    os.close(write_fd)
+    print("idnode: stopped", file=sys.stderr, flush=True)
+    return 1 if failed else 0
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)

@@ -1,0 +1,61 @@
+"""--workers N: one port, N processes, one set of metrics, dead workers replaced."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+from tests.nodeproc import ADMIN, Node, record, url_value
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[1] == str(pid):
+            found.add(int(stat.parent.name))
+    return found
+
+
+def resolved_total(node: Node) -> float:
+    text = node.get("/metrics").body.decode()
+    match = re.search(r'idnode_requests_total\{code="1",frontend="http",op="resolve"\} (\S+)', text)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_workers_share_the_port_and_the_metrics(fresh_node: Node) -> None:
+    fresh_node.args = ["--workers", "2"]
+    node = fresh_node.start()
+    assert node.proc is not None
+    assert len(children(node.proc.pid)) == 2
+    assert node.put("/api/handles/88.118/w", record(url_value(1, "https://w.example/")), auth=ADMIN).status == 201
+    for _ in range(40):  # new connections each time: the kernel spreads them over both workers
+        assert node.get("/api/handles/88.118/w").status == 200
+    assert resolved_total(node) == 40
+    assert node.stop() == 0
+    assert "idnode: stopped" in "".join(node.stderr_lines)
+
+
+def test_a_dead_worker_is_replaced(fresh_node: Node) -> None:
+    fresh_node.args = ["--workers", "2"]
+    node = fresh_node.start()
+    assert node.proc is not None
+    first = children(node.proc.pid)
+    victim = min(first)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        now = children(node.proc.pid)
+        if len(now) == 2 and victim not in now:
+            break
+        time.sleep(0.1)
+    assert len(now) == 2 and victim not in now
+    for _ in range(20):
+        assert node.get("/api/handles/0.NA/88.118").status == 200
+    assert any("exited" in line for line in node.stderr_lines)
