@@ -1,0 +1,146 @@
+"""Fill a node's SQLite store with synthetic, realistic handle records, fast.
+
+Everything goes through ``SqliteStore`` itself: the node's prefix handle is created as
+``idnode serve`` creates it on first start, and the records are written with the store's
+batched write (``apply_many``, one transaction per batch), so the encoding, the keys and
+the tables kept beside the records (per-prefix counts, daily registrations) are exactly
+what the server would have written.
+
+Handle ``i`` is a pure function of ``i`` (``handle_for``), so drivers can pick handles
+without reading the store back::
+
+    IDNODE_ADMIN_SECRET=... python -m bench.load_store --data-dir /tmp/d --count 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+from protocol import valuedata as vd
+from protocol.errors import HandleError
+from protocol.identifiers import parse_handle, prefix_handle
+from protocol.records import HS_ADMIN, URL, HandleRecord, HandleValue
+from registry import secrets
+from registry.bootstrap import node_admin_record
+from registry.sqlite import SqliteStore
+from registry.store import Store, Write
+
+STORE_FILE = "idnode.sqlite3"  # the name resolver.server.serve() opens under --data-dir
+NODE_PREFIX = "88.118"
+ENTERPRISES = 1000  # enterprise codes 1..1000 under the node prefix
+BASE_TIME = 1_764_201_600  # 2025-11-27T00:00:00Z: fixed, so bodies are reproducible
+ADMIN_PERMISSIONS = vd.AdminRef.parse_permissions("011111110011")
+ADMIN_INDEX = 300
+BATCH = 10_000
+_PRODUCTS = ("轴承座", "Bearing housing", "Gear shaft", "液压阀", "Sensor module", "Cable harness")
+
+
+def _letters(n: int) -> str:
+    """Four upper-case letters naming enterprise ``n`` (like the JXDY of JXDY2106023)."""
+    out = ""
+    for _ in range(4):
+        n, r = divmod(n, 26)
+        out += chr(ord("A") + r)
+    return out
+
+
+def handle_for(i: int, node_prefix: str = NODE_PREFIX) -> str:
+    """The handle of synthetic record ``i`` (0-based), e.g. ``88.118.1/BAAA2106001-000001``."""
+    enterprise = i % ENTERPRISES + 1
+    serial = i // ENTERPRISES + 1
+    return f"{node_prefix}.{enterprise}/{_letters(enterprise)}{2106000 + enterprise:07d}-{serial:06d}"
+
+
+def record_for(i: int, node_prefix: str = NODE_PREFIX) -> HandleRecord:
+    """Record ``i``: a URL, a product name and an HS_ADMIN for the enterprise prefix's admin."""
+    text = handle_for(i, node_prefix)
+    prefix, _, suffix = text.partition("/")
+    url = f"https://trace.e{prefix.rpartition('.')[2]}.example.cn/p/{suffix}"
+    when = BASE_TIME + i
+    admin = vd.AdminRef(prefix_handle(prefix).text, ADMIN_INDEX, ADMIN_PERMISSIONS)
+    return HandleRecord(
+        text,
+        (
+            HandleValue(1, URL, url.encode(), timestamp=when),
+            HandleValue(2, "productName", f"{_PRODUCTS[i % len(_PRODUCTS)]} {suffix}".encode(), timestamp=when),
+            HandleValue(100, HS_ADMIN, vd.encode_admin(admin), timestamp=when),
+        ),
+    )
+
+
+async def _ensure_prefix_handle(store: Store, node_prefix: str, admin_secret: str) -> bool:
+    """Create ``0.NA/<node prefix>`` with the admin secret's hash; False when it already exists."""
+    handle = prefix_handle(node_prefix)
+    if await store.get(handle.key) is not None:
+        return False
+    digest = await asyncio.to_thread(secrets.hash_secret, admin_secret.encode())
+    await store.create(handle.key, node_admin_record(node_prefix, digest, int(time.time())))
+    return True
+
+
+def _write(record: HandleRecord) -> Write:
+    return Write(parse_handle(record.handle).key, lambda _old: record)
+
+
+async def _fill(store: Store, count: int, node_prefix: str) -> None:
+    started = time.perf_counter()
+    for start in range(0, count, BATCH):
+        stop = min(start + BATCH, count)
+        outcomes = await store.apply_many([_write(record_for(i, node_prefix)) for i in range(start, stop)], atomic=True)
+        failed = next((o for o in outcomes if isinstance(o, HandleError)), None)
+        if failed is not None:
+            raise failed
+        rate = stop / max(time.perf_counter() - started, 1e-9)
+        print(f"\rload_store: {stop:,}/{count:,} records ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+
+
+async def _load(path: Path, count: int, node_prefix: str, admin_secret: str) -> bool:
+    # synchronous=NORMAL: a benchmark fixture need not survive power loss between batches.
+    store = SqliteStore(path, synchronous="NORMAL")
+    await store.open()
+    try:
+        created = await _ensure_prefix_handle(store, node_prefix, admin_secret)
+        await _fill(store, count, node_prefix)
+        return created
+    finally:
+        await store.close()
+
+
+def load(data_dir: Path, count: int, node_prefix: str = NODE_PREFIX, admin_secret: str | None = None) -> str | None:
+    """Fill ``data_dir`` with ``count`` records; return the admin secret when one was generated."""
+    path = data_dir / STORE_FILE
+    generated = None if admin_secret else secrets.generate_secret()
+    secret = admin_secret or generated
+    assert secret is not None
+    started = time.perf_counter()
+    if not asyncio.run(_load(path, count, node_prefix, secret)):
+        generated = None  # the existing prefix handle keeps its secret
+    elapsed = time.perf_counter() - started
+    rate = count / max(elapsed, 1e-9)
+    print(f"load_store: wrote {count:,} records in {elapsed:.1f} s ({rate:,.0f}/s) to {path}", file=sys.stderr)
+    return generated
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.load_store", description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, required=True, help="the node's --data-dir")
+    parser.add_argument("--count", type=int, required=True, help="how many records to write")
+    parser.add_argument("--node-prefix", default=NODE_PREFIX, help=f"the node's prefix (default {NODE_PREFIX})")
+    args = parser.parse_args(argv)
+    if args.count < 0:
+        parser.error("--count must not be negative")
+    # Same variable the server reads, so `IDNODE_ADMIN_SECRET=... idnode serve` then just works.
+    generated = load(args.data_dir, args.count, args.node_prefix, os.environ.get("IDNODE_ADMIN_SECRET") or None)
+    if generated:
+        print(f"load_store: admin secret for 300:0.NA/{args.node_prefix}: {generated}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
