@@ -268,16 +268,18 @@ def _type_from_json(obj: Any, where: str) -> str:
     return vtype
 
 
-def value_from_json(obj: Any, where: str = "value", timestamp: int = 0) -> IncomingValue:
+def value_from_json(obj: Any, where: str | int = "value", timestamp: int = 0) -> IncomingValue:
     """Parse one value object, stamped with ``timestamp`` (the server's write time).
 
-    Registration pushes hundreds of thousands of values a second through here, so the
-    common shapes are checked inline and error messages are built only on failure.
+    ``where`` names the value in messages; an int n means "values[n]". Registration pushes
+    hundreds of thousands of values a second through here, so the common shapes are
+    checked inline and error messages are built only on failure.
     """
     if not isinstance(obj, dict):
-        raise InvalidValue(f"{where} must be an object")
+        raise InvalidValue(f"{_where(where)} must be an object")
     index = obj.get("index")
     if type(index) is not int or not 1 <= index <= MAX_INDEX:
+        where = _where(where)
         _int(index, f"{where}.index", 1, MAX_INDEX)
         raise InvalidValue(f"{where}.index must be an integer")  # pragma: no cover - _int raised
     vtype = obj.get("type")
@@ -313,6 +315,10 @@ def value_from_json(obj: Any, where: str = "value", timestamp: int = 0) -> Incom
     return IncomingValue(value, fmt)
 
 
+def _where(where: str | int) -> str:
+    return f"values[{where}]" if isinstance(where, int) else where
+
+
 def values_from_body(body: Any, timestamp: int = 0) -> list[IncomingValue]:
     """A PUT body: ``{"values": [...]}``, a bare array, or one value object."""
     if isinstance(body, dict) and "values" in body:
@@ -320,12 +326,13 @@ def values_from_body(body: Any, timestamp: int = 0) -> list[IncomingValue]:
     items = body if isinstance(body, list) else [body]
     if not items:
         raise InvalidValue("the request carries no values")
-    parsed = [value_from_json(item, f"values[{n}]", timestamp) for n, item in enumerate(items)]
-    seen: set[int] = set()
-    for incoming in parsed:
-        if incoming.value.index in seen:
-            raise InvalidValue(f"index {incoming.value.index} appears more than once")
-        seen.add(incoming.value.index)
+    parsed = [value_from_json(item, n, timestamp) for n, item in enumerate(items)]
+    if len({incoming.value.index for incoming in parsed}) != len(parsed):
+        seen: set[int] = set()
+        for incoming in parsed:
+            if incoming.value.index in seen:
+                raise InvalidValue(f"index {incoming.value.index} appears more than once")
+            seen.add(incoming.value.index)
     return parsed
 
 

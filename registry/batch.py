@@ -14,7 +14,7 @@ from typing import Any
 
 from protocol.errors import HandleError, InvalidHandle, InvalidValue, ProtocolViolation
 from protocol.identifiers import Handle
-from protocol.jsonfmt import values_from_body
+from protocol.jsonfmt import IncomingValue, values_from_body
 from protocol.records import HandleRecord, HandleValue
 from registry.permissions import Caller
 from registry.service import RegistrationService
@@ -43,6 +43,7 @@ class _Item:
     text: str
     handle: Handle | None = None
     values: list[HandleValue] = field(default_factory=list)
+    incoming: list[IncomingValue] = field(default_factory=list)
     error: HandleError | None = None
 
 
@@ -68,7 +69,7 @@ class BatchRunner:
         self.planner: Planner = service.planner(caller)
         self.now = service.now()
 
-    async def _parse(self, raw: Any) -> _Item:
+    def _parse(self, raw: Any) -> _Item:
         if not isinstance(raw, dict):
             return _Item("?", "", error=ProtocolViolation("an operation must be an object"))
         op, text = raw.get("op"), raw.get("handle")
@@ -87,7 +88,7 @@ class BatchRunner:
             if op != "delete":
                 if "values" not in raw:
                     raise InvalidValue(f"op {op} needs 'values'")
-                item.values = await self.service.prepare(values_from_body(raw["values"], self.now))
+                item.incoming = values_from_body(raw["values"], self.now)
         except HandleError as exc:
             item.error = exc
         return item
@@ -102,7 +103,13 @@ class BatchRunner:
         return await self.planner.create(handle, item.values, old)  # create, mint
 
     async def run(self, atomic: bool, operations: list[Any]) -> list[ItemResult]:
-        items = [await self._parse(raw) for raw in operations]
+        items = [self._parse(raw) for raw in operations]
+        for item in items:
+            if item.error is None and item.incoming:
+                try:
+                    item.values = await self.service.prepare(item.incoming)
+                except HandleError as exc:
+                    item.error = exc
         keys = [i.handle.key for i in items if i.handle is not None and i.error is None]
         state: dict[str, HandleRecord | None] = dict(await self.service.store.get_many(keys))
         writes: list[Write] = []
@@ -119,7 +126,7 @@ class BatchRunner:
                 continue
             state[item.handle.key] = plan.new
             plans[n] = plan
-            audit = self.service.audit_entry(self.caller, f"batch_{plan.operation}", item.handle.text)
+            audit = self.service.audit_entry(self.caller, f"batch_{plan.operation}", item.handle.text, self.now)
             writes.append(Write(item.handle.key, guard(old, plan.new), audit))
             slots.append(n)
         failed = [n for n, i in enumerate(items) if i.error is not None]
@@ -136,7 +143,7 @@ class BatchRunner:
         entries: list[AuditEntry] = []
         for item in items:
             if item.error is not None and not item.error.logged:
-                entry = self.service.audit_entry(self.caller, f"batch_{item.op}", item.text)
+                entry = self.service.audit_entry(self.caller, f"batch_{item.op}", item.text, self.now)
                 entries.append(entry._replace(result=int(item.error.code), message=item.error.message))
         if entries:
             await self.service.store.append_audit(entries)

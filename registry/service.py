@@ -88,7 +88,7 @@ class RegistrationService:
     # Values and permissions -------------------------------------------------------------
 
     def now(self) -> int:
-        """The write time values are stamped with."""
+        """The write time values are stamped with (whole seconds, as the wire carries)."""
         return int(self.clock())
 
     async def prepare(self, incoming: list[IncomingValue]) -> list[HandleValue]:
@@ -129,9 +129,9 @@ class RegistrationService:
 
     # Audit ------------------------------------------------------------------------------
 
-    def audit_entry(self, caller: Caller, operation: str, handle: str) -> AuditEntry:
+    def audit_entry(self, caller: Caller, operation: str, handle: str, when: float | None = None) -> AuditEntry:
         identity = "anonymous" if caller.identity is None else str(caller.identity)
-        return AuditEntry(self.clock(), identity, caller.address, operation, handle)
+        return AuditEntry(self.clock() if when is None else when, identity, caller.address, operation, handle)
 
     async def log_refusal(self, caller: Caller, operation: str, handle: str, exc: HandleError) -> None:
         entry = self.audit_entry(caller, operation, handle)

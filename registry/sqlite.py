@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 from protocol.errors import HandleError, StoreUnavailable
 from protocol.records import HandleRecord, decode_record, encode_record
 from registry.sqlite_schema import migrate
@@ -130,19 +132,25 @@ def _persist(
 
 
 def _audit(conn: sqlite3.Connection, rows: list[tuple[AuditEntry, Outcome]]) -> None:
-    for _, outcome in rows:
+    """Log entries with their outcomes. Entries alike but for the handle (a batch's items,
+    logged at one time) share one row: the first handle in ``handle``, the rest in ``more``."""
+    groups: dict[tuple[object, ...], list[str]] = {}
+    for entry, outcome in rows:
         if isinstance(outcome, HandleError):
             outcome.logged = True
+            result, message = int(outcome.code), outcome.message
+        else:
+            result, message = entry.result, entry.message
+        key = (entry.time, entry.prefix, entry.identity, entry.address, entry.operation, result, message)
+        groups.setdefault(key, []).append(entry.handle)
     conn.executemany(
-        "INSERT INTO audit (time, prefix, identity, address, operation, handle, result, message) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO audit (time, prefix, identity, address, operation, result, message, handle, more) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            (e.time, e.prefix, e.identity, e.address, e.operation, e.handle,
-             int(o.code) if isinstance(o, HandleError) else e.result,
-             o.message if isinstance(o, HandleError) else e.message)
-            for e, o in rows
+            (*key, handles[0], msgpack.packb(handles[1:]) if len(handles) > 1 else None)
+            for key, handles in groups.items()
         ],
-    )  # fmt: skip
+    )
 
 
 class _Writer(threading.Thread):
@@ -338,11 +346,18 @@ class SqliteStore(Store):
 
         def read(conn: sqlite3.Connection) -> list[AuditEntry]:
             rows = conn.execute(
-                "SELECT time, identity, address, operation, handle, result, message FROM audit "
+                "SELECT time, identity, address, operation, handle, result, message, more FROM audit "
                 f"WHERE time >= ? AND ({where}) ORDER BY time, id LIMIT ?",
                 (since, *args, limit),
             )
-            return [AuditEntry(*row) for row in rows]
+            entries: list[AuditEntry] = []
+            for *fields, more in rows:
+                entry = AuditEntry(*fields)
+                entries.append(entry)
+                entries.extend(entry._replace(handle=h) for h in (msgpack.unpackb(more) if more else ()))
+                if len(entries) >= limit:
+                    break
+            return entries[:limit]
 
         result: list[AuditEntry] = await self._read(read)
         return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS handles (
@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS audit (
     operation TEXT NOT NULL,
     handle TEXT NOT NULL,
     result INTEGER NOT NULL,
-    message TEXT NOT NULL
+    message TEXT NOT NULL,
+    more BLOB
 );
 CREATE INDEX IF NOT EXISTS audit_by_prefix ON audit (prefix, time);
 CREATE INDEX IF NOT EXISTS audit_by_time ON audit (time);
@@ -60,6 +61,10 @@ def migrate(conn: sqlite3.Connection) -> None:
                 "INSERT INTO prefix_counts (prefix, handles) "
                 "SELECT substr(key, 1, instr(key, '/') - 1), count(*) FROM handles GROUP BY 1"
             )
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(audit)")}
+        if "more" not in columns:
+            # Version 3 logs a batch's alike entries in one row (the other handles in "more").
+            conn.execute("ALTER TABLE audit ADD COLUMN more BLOB")
         conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
         conn.execute("COMMIT")
     except BaseException:
