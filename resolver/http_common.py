@@ -112,6 +112,8 @@ async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
             response.headers["Retry-After"] = str(exc.retry_after)
     except web.HTTPException as exc:
         response = http_exception(request, exc)
+    except ConnectionError:
+        raise  # the client went away mid-request: nobody to answer
     except Exception:
         log.exception("unexpected error serving %s %s", request.method, request.path)
         response = error_response(
@@ -197,6 +199,8 @@ async def read_body(request: web.Request) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidValue(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidValue("request body is nested too deeply") from None
 
 
 async def caller_of(request: web.Request, authenticator: Authenticator) -> Caller:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -26,9 +27,13 @@ def _since(request: web.Request) -> float:
     if not raw:
         return 0.0
     try:
-        return float(raw)
+        moment = float(raw)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(moment):
+            raise ProtocolViolation(f"query parameter since must be a finite time, not {raw!r}")
+        return moment
     try:
         return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
     except ValueError:

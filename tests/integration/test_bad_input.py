@@ -76,6 +76,16 @@ def test_malformed_json(node: Node, name: str) -> None:
     assert_absent(node, P + name)
 
 
+def test_deeply_nested_bodies_are_refused(node: Node, name: str) -> None:
+    for raw in (b"[" * 200_000, b'{"values": ' + b"[" * 50_000):
+        reply = node.request("PUT", P + name, raw=raw, auth=ADMIN)
+        assert_refused(reply, 400, 202)
+    deep_msgpack = b"\x91" * 200_000 + b"\xc0"
+    reply = node.request("POST", "/api/batch", raw=deep_msgpack, auth=ADMIN, headers={"Content-Type": "application/msgpack"})
+    assert_refused(reply, 400, 202, "msgpack")
+    assert_absent(node, P + name)
+
+
 def test_body_over_the_limit_is_413(node: Node, name: str) -> None:
     big = json.dumps(record({"index": 1, "type": "NOTE", "data": "x" * (1024 * 1024 + 10)})).encode()
     reply = node.request("PUT", P + name, raw=big, auth=ADMIN)
