@@ -81,7 +81,8 @@ def test_deeply_nested_bodies_are_refused(node: Node, name: str) -> None:
         reply = node.request("PUT", P + name, raw=raw, auth=ADMIN)
         assert_refused(reply, 400, 202)
     deep_msgpack = b"\x91" * 200_000 + b"\xc0"
-    reply = node.request("POST", "/api/batch", raw=deep_msgpack, auth=ADMIN, headers={"Content-Type": "application/msgpack"})
+    msgpack_type = {"Content-Type": "application/msgpack"}
+    reply = node.request("POST", "/api/batch", raw=deep_msgpack, auth=ADMIN, headers=msgpack_type)
     assert_refused(reply, 400, 202, "msgpack")
     assert_absent(node, P + name)
 
