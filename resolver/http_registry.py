@@ -59,16 +59,13 @@ class RegistryRoutes:
         require_identity(caller, "a batch")
         atomic, operations = parse_batch(await read_body(request))
         results = await BatchRunner(self.service, caller).run(atomic, operations)
-        failed = [r for r in results if r.code != ResponseCode.SUCCESS]
+        failed = [r for r in results if r.code != ResponseCode.SUCCESS and not r.aborted]
         body: dict[str, Any] = {"responseCode": 1}
         status = 200
         if atomic and failed:
-            first = next(r for r in failed if r.message and not r.message.startswith("not applied"))
-            body = {
-                "responseCode": first.code,
-                "message": f"atomic batch refused: {len(failed)} items failed; nothing was written",
-            }
-            status = http_status(ResponseCode(first.code))
+            message = f"atomic batch refused: {len(failed)} items failed; nothing was written"
+            body = {"responseCode": failed[0].code, "message": message}
+            status = http_status(ResponseCode(failed[0].code))
         body["results"] = [r.as_dict() for r in results]
         if any(t in request.headers.get("Accept", "") for t in MSGPACK_TYPES):
             response = web.Response(body=msgpack.packb(body), status=status, content_type="application/msgpack")
