@@ -95,10 +95,10 @@ class HandleRecord:
         return replace(self, values=tuple(sorted(values, key=lambda v: v.index)))
 
 
-def _value_row(v: HandleValue) -> list[Any]:
-    refs = [list(r) for r in v.references]
+def _value_row(v: HandleValue) -> tuple[Any, ...]:
+    # msgpack writes tuples as arrays, so the references need no copying.
     ttl = -v.ttl - 1 if v.ttl_absolute else v.ttl  # sign bit carries the TTL type
-    return [v.index, v.type, v.data, ttl, v.timestamp, v.permissions, refs]
+    return (v.index, v.type, v.data, ttl, v.timestamp, v.permissions, v.references)
 
 
 def _value_from_row(row: list[Any]) -> HandleValue:

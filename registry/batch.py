@@ -16,9 +16,11 @@ from protocol.errors import HandleError, InvalidHandle, InvalidValue, ProtocolVi
 from protocol.identifiers import Handle
 from protocol.jsonfmt import IncomingValue, values_from_body
 from protocol.records import HandleRecord, HandleValue
+from registry.authority import enclosing_zones
 from registry.permissions import Caller
 from registry.service import RegistrationService
 from registry.store import AuditEntry, BatchAborted, Write
+from registry.templates import TEMPLATE_INDEX
 from registry.writes import Plan, Planner, guard
 
 MAX_OPERATIONS = 2000
@@ -68,6 +70,7 @@ class BatchRunner:
         self.caller = caller
         self.planner: Planner = service.planner(caller)
         self.now = service.now()
+        self._create_checks: dict[tuple[object, ...], HandleError | None] = {}
 
     def _parse(self, raw: Any) -> _Item:
         if not isinstance(raw, dict):
@@ -93,7 +96,25 @@ class BatchRunner:
             item.error = exc
         return item
 
+    async def _may_create(self, handle: Handle) -> None:
+        """The create permission, asked once per enclosing prefix in a batch."""
+        zones = enclosing_zones(handle, self.service.node_prefix)
+        key = (handle.is_prefix_handle, *zones)
+        if key not in self._create_checks:
+            try:
+                await self.planner.require_create(handle)
+                self._create_checks[key] = None
+            except HandleError as exc:
+                self._create_checks[key] = exc
+        refusal = self._create_checks[key]
+        if refusal is not None:
+            raise type(refusal)(refusal.message, handle=handle.text)
+
     async def _plan(self, item: _Item, handle: Handle, old: HandleRecord | None) -> Plan:
+        if old is None and item.op in ("create", "mint") and all(v.index != TEMPLATE_INDEX for v in item.values):
+            # The common case of a factory batch: a new record naming no template.
+            await self._may_create(handle)
+            return Plan("create", HandleRecord(handle.text, tuple(item.values)))
         if item.op == "replace":
             return await self.planner.put(handle, item.values, old)
         if item.op == "delete":

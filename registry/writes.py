@@ -85,7 +85,7 @@ class Planner:
     def _zones(self, handle: Handle) -> list[str]:
         return enclosing_zones(handle, self.node_prefix)
 
-    async def _require_create(self, handle: Handle) -> None:
+    async def require_create(self, handle: Handle) -> None:
         permission = "add_prefix" if handle.is_prefix_handle else "add_handle"
         await self.auth.require(self.caller, [permission], self._zones(handle), f"create {handle.text}")
 
@@ -103,7 +103,7 @@ class Planner:
     ) -> Plan:
         """handle.net PUT: create, replace whole, or (with ``indexes``) add / replace those values."""
         if old is None:
-            await self._require_create(handle)
+            await self.require_create(handle)
             return await self._checked(handle, Plan("create", HandleRecord(handle.text, tuple(values))))
         if indexes is None and not overwrite:
             raise HandleAlreadyExists(f"handle {handle.text} already exists", handle=handle.text)
@@ -122,7 +122,7 @@ class Planner:
         """Create, and report success without writing when the identical record exists (a retry)."""
         if old is not None:
             if _same_values(old, values) and await self._same_secrets(old, values):
-                await self._require_create(handle)
+                await self.require_create(handle)
                 return Plan("unchanged", old)
             raise HandleAlreadyExists(f"handle {handle.text} already exists with other values", handle=handle.text)
         return await self.put(handle, values, None)

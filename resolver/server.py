@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import ssl
@@ -24,6 +25,11 @@ from resolver.http import HttpFrontend
 log = logging.getLogger("idnode")
 
 SHUTDOWN_GRACE_SECONDS = 10.0
+# A 2,000-item batch allocates tens of thousands of containers; with CPython's default
+# thresholds (700, 10, 10) the cyclic collector then runs hundreds of times per batch and
+# scans everything alive each time. The serving path makes few reference cycles, so collect
+# far less often (measured: +30% registration throughput, bench/RESULTS.md).
+GC_THRESHOLDS = (100_000, 50, 1000)
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
@@ -72,6 +78,8 @@ async def serve(
     """
     store = store or default_store(config)
     await store.open()
+    gc.freeze()  # what start-up allocated lives for the whole process: never scan it again
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         service = RegistrationService(store, node_prefix=config.node_prefix, case_sensitive=config.case_sensitive)
         engine = ResolutionEngine(store, node_prefix=service.node_prefix)
