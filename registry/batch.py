@@ -9,7 +9,7 @@ safe: a ``create`` of a record identical to the stored one succeeds as "unchange
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from protocol.errors import HandleError, InvalidHandle, InvalidValue, ProtocolViolation
@@ -25,6 +25,8 @@ from registry.writes import Plan, Planner, guard
 
 MAX_OPERATIONS = 2000
 OPERATIONS = ("create", "replace", "delete", "add_values", "mint")
+_new_tuple = tuple.__new__
+_AUDIT_OPS = {"create": "batch_create", "replace": "batch_replace", "update": "batch_update", "delete": "batch_delete"}
 _DONE = {"create": "created", "replace": "replaced", "update": "updated", "delete": "deleted", "unchanged": "unchanged"}
 
 
@@ -44,8 +46,8 @@ class _Item:
     op: str
     text: str
     handle: Handle | None = None
-    values: list[HandleValue] = field(default_factory=list)
-    incoming: list[IncomingValue] = field(default_factory=list)
+    values: list[HandleValue] | None = None
+    incoming: list[IncomingValue] | None = None
     error: HandleError | None = None
 
 
@@ -71,6 +73,11 @@ class BatchRunner:
         self.planner: Planner = service.planner(caller)
         self.now = service.now()
         self._create_checks: dict[tuple[object, ...], HandleError | None] = {}
+        self._identity = "anonymous" if caller.identity is None else str(caller.identity)
+
+    def _audit(self, operation: str, handle: str) -> AuditEntry:
+        # Built directly (tuple.__new__): a batch makes one per item, all alike but the handle.
+        return _new_tuple(AuditEntry, (self.now, self._identity, self.caller.address, operation, handle, 1, ""))
 
     def _parse(self, raw: Any) -> _Item:
         if not isinstance(raw, dict):
@@ -111,22 +118,23 @@ class BatchRunner:
             raise type(refusal)(refusal.message, handle=handle.text)
 
     async def _plan(self, item: _Item, handle: Handle, old: HandleRecord | None) -> Plan:
-        if old is None and item.op in ("create", "mint") and all(v.index != TEMPLATE_INDEX for v in item.values):
+        values = item.values or []
+        if old is None and item.op in ("create", "mint") and all(v.index != TEMPLATE_INDEX for v in values):
             # The common case of a factory batch: a new record naming no template.
             await self._may_create(handle)
-            return Plan("create", HandleRecord(handle.text, tuple(item.values)))
+            return Plan("create", HandleRecord(handle.text, tuple(values)))
         if item.op == "replace":
-            return await self.planner.put(handle, item.values, old)
+            return await self.planner.put(handle, values, old)
         if item.op == "delete":
             return await self.planner.delete(handle, old)
         if item.op == "add_values":
-            return await self.planner.add_values(handle, item.values, old)
-        return await self.planner.create(handle, item.values, old)  # create, mint
+            return await self.planner.add_values(handle, values, old)
+        return await self.planner.create(handle, values, old)  # create, mint
 
     async def run(self, atomic: bool, operations: list[Any]) -> list[ItemResult]:
         items = [self._parse(raw) for raw in operations]
         for item in items:
-            if item.error is None and item.incoming:
+            if item.error is None and item.incoming is not None:
                 try:
                     item.values = await self.service.prepare(item.incoming)
                 except HandleError as exc:
@@ -147,8 +155,8 @@ class BatchRunner:
                 continue
             state[item.handle.key] = plan.new
             plans[n] = plan
-            audit = self.service.audit_entry(self.caller, f"batch_{plan.operation}", item.handle.text, self.now)
-            writes.append(Write(item.handle.key, guard(old, plan.new), audit))
+            audit = self._audit(_AUDIT_OPS.get(plan.operation) or f"batch_{plan.operation}", item.handle.text)
+            writes.append(_new_tuple(Write, (item.handle.key, guard(old, plan.new), audit)))
             slots.append(n)
         failed = [n for n, i in enumerate(items) if i.error is not None]
         if atomic and failed:
@@ -164,7 +172,7 @@ class BatchRunner:
         entries: list[AuditEntry] = []
         for item in items:
             if item.error is not None and not item.error.logged:
-                entry = self.service.audit_entry(self.caller, f"batch_{item.op}", item.text, self.now)
+                entry = self._audit(f"batch_{item.op}", item.text)
                 entries.append(entry._replace(result=int(item.error.code), message=item.error.message))
         if entries:
             await self.service.store.append_audit(entries)
