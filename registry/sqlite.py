@@ -50,6 +50,9 @@ def _connect(path: Path, *, readonly: bool, synchronous: str = "FULL") -> sqlite
     else:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
+        # Checkpoint every 64 MiB of WAL rather than 4 MiB: registration rewrites the same
+        # B-tree pages many times between checkpoints, and each checkpoint stalls the writer.
+        conn.execute("PRAGMA wal_autocheckpoint = 16384")
     return conn
 
 
