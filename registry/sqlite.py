@@ -50,9 +50,9 @@ def _connect(path: Path, *, readonly: bool, synchronous: str = "FULL") -> sqlite
     else:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
-        # Checkpoint every 64 MiB of WAL rather than 4 MiB: registration rewrites the same
-        # B-tree pages many times between checkpoints, and each checkpoint stalls the writer.
-        conn.execute("PRAGMA wal_autocheckpoint = 16384")
+        # Commits never checkpoint: that would stall the writer (and, holding the write lock,
+        # every other worker) while pages go to disk. The checkpointer thread does it.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
     return conn
 
 
@@ -62,6 +62,7 @@ def _range(prefix: str) -> tuple[str, str]:
 
 
 _CHUNK = 500
+CHECKPOINT_INTERVAL_SECONDS = 0.5
 Stored = HandleRecord | None
 
 
@@ -248,6 +249,31 @@ def _settle(future: asyncio.Future[Any], ok: bool, result: Any) -> None:
         future.set_exception(result)
 
 
+class _Checkpointer(threading.Thread):
+    """Moves committed pages from the WAL into the database file, beside the writers.
+
+    A PASSIVE checkpoint takes no write lock, so registration goes on while it runs.
+    """
+
+    def __init__(self, path: Path, interval: float = CHECKPOINT_INTERVAL_SECONDS) -> None:
+        super().__init__(name="idnode-sqlite-checkpointer", daemon=True)
+        self.path = path
+        self.interval = interval
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        conn = _connect(self.path, readonly=False)
+        try:
+            while not self.stopping.wait(self.interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error:
+                    log.warning("WAL checkpoint failed; will try again", exc_info=True)
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            conn.close()
+
+
 class SqliteStore(Store):
     """SQLite-backed store for one node process."""
 
@@ -257,6 +283,7 @@ class SqliteStore(Store):
         # compare the two (bench/read_modes.py): a cold read would then stall every request.
         self._threaded_reads = threaded_reads
         self._writer = _Writer(path, synchronous)
+        self._checkpointer = _Checkpointer(path)
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="idnode-sqlite-reader")
         self._reader_conns: list[sqlite3.Connection] = []
@@ -268,10 +295,14 @@ class SqliteStore(Store):
         await asyncio.get_running_loop().run_in_executor(None, self._writer.ready.wait)
         if self._writer.failure is not None:
             raise StoreUnavailable(f"cannot open store {self.path}: {self._writer.failure}")
+        self._checkpointer.start()
 
     async def close(self) -> None:
         self._writer.stop()
         await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
+        self._checkpointer.stopping.set()
+        if self._checkpointer.is_alive():
+            await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
         self._readers.shutdown(wait=True)
         for conn in self._reader_conns:
             conn.close()

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
+import socket
 import ssl
 import sys
 from collections.abc import Callable
@@ -69,12 +70,16 @@ async def bootstrap(config: Config, admin_secret: str | None, store: Store | Non
 
 
 async def serve(
-    config: Config, store: Store | None = None, *, worker: bool = False, on_ready: Callable[[], None] | None = None
+    config: Config,
+    store: Store | None = None,
+    *,
+    listener: socket.socket | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Run one serving process until SIGTERM or SIGINT (after ``bootstrap``).
 
-    ``store`` replaces the configured one (benchmarks); a ``worker`` shares its port with
-    its siblings (SO_REUSEPORT) and leaves announcing the address to its parent.
+    ``store`` replaces the configured one (benchmarks). A worker of several serves on the
+    ``listener`` its parent opened, and leaves announcing the address to the parent.
     """
     store = store or default_store(config)
     await store.open()
@@ -86,7 +91,7 @@ async def serve(
         limiter = FailureLimiter(config.auth_failure_limit, config.auth_failure_window)
         authenticator = Authenticator(store, case_sensitive=config.case_sensitive, limiter=limiter)
         app = HttpFrontend(config, engine, service, authenticator).app()
-        await _run_http(app, config, worker, on_ready)
+        await _run_http(app, config, listener, on_ready)
     finally:
         await store.close()
 
@@ -96,7 +101,9 @@ def announce(scheme: str, host: str, port: int) -> None:
     print(f"idnode: listening on {scheme}://{shown}:{port}", file=sys.stderr, flush=True)
 
 
-async def _run_http(app: web.Application, config: Config, worker: bool, on_ready: Callable[[], None] | None) -> None:
+async def _run_http(
+    app: web.Application, config: Config, listener: socket.socket | None, on_ready: Callable[[], None] | None
+) -> None:
     runner = web.AppRunner(
         app,
         access_log=log if config.access_log else None,
@@ -105,9 +112,13 @@ async def _run_http(app: web.Application, config: Config, worker: bool, on_ready
     )
     await runner.setup()
     ssl_context = _ssl_context(config)
-    site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context, backlog=1024, reuse_port=worker)
+    site: web.BaseSite
+    if listener is not None:
+        site = web.SockSite(runner, listener, ssl_context=ssl_context)
+    else:
+        site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context, backlog=1024)
     await site.start()
-    if not worker:
+    if listener is None:
         for sock in runner.addresses:
             announce("https" if ssl_context else "http", sock[0], sock[1])
     if on_ready is not None:

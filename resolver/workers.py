@@ -1,8 +1,11 @@
 """Several serving processes on one port: a parent that bootstraps, forks and supervises.
 
-The parent creates the store and the node's prefix handle once, reserves the port (a
-bound SO_REUSEPORT socket, so port 0 works too), then forks ``workers`` children that
-each listen on it with SO_REUSEPORT; the kernel spreads connections among them. A child
+The parent creates the store and the node's prefix handle once, opens the listening
+socket (port 0 works too), then forks ``workers`` children that all accept from it, as
+nginx and gunicorn do: a worker busy with a request is not in accept(), so new
+connections go to the idle ones. (SO_REUSEPORT was measured first: the kernel hashes
+connections to workers regardless of load, and 32 client connections split 11 to 21,
+leaving one worker saturated and the other half idle.) A child
 that dies is replaced; SIGTERM or SIGINT is passed on to every child, which finishes its
 requests in flight, and the parent exits when they have. Metrics are aggregated across
 children through prometheus_client's multiprocess mode (the caller sets
@@ -27,20 +30,22 @@ from resolver.config import Config
 
 log = logging.getLogger("idnode")
 
+LISTEN_BACKLOG = 1024
 RESTART_BACKOFF_SECONDS = 1.0
 START_TIMEOUT_SECONDS = 30.0
 
 
-def _reserve(config: Config) -> socket.socket:
+def _listen(config: Config) -> socket.socket:
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((config.host, config.port))
+    sock.listen(LISTEN_BACKLOG)
+    sock.setblocking(False)
     return sock
 
 
-def _child(config: Config, ready_fd: int) -> int:
+def _child(config: Config, listener: socket.socket, ready_fd: int) -> int:
     from resolver.server import serve
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -51,19 +56,19 @@ def _child(config: Config, ready_fd: int) -> int:
         os.close(ready_fd)
 
     try:
-        uvloop.run(serve(config, worker=True, on_ready=ready))
+        uvloop.run(serve(config, listener=listener, on_ready=ready))
     except Exception:
         log.exception("worker %d failed", os.getpid())
         return 1
     return 0
 
 
-def _spawn(config: Config, ready_fd: int) -> int:
+def _spawn(config: Config, listener: socket.socket, ready_fd: int) -> int:
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
-            code = _child(config, ready_fd)
+            code = _child(config, listener, ready_fd)
         finally:
             os._exit(code)
     return pid
@@ -87,8 +92,8 @@ def run(config: Config, workers: int) -> int:
     """Serve with ``workers`` processes until told to stop; the exit status."""
     from prometheus_client import multiprocess
 
-    reserved = _reserve(config)
-    port = reserved.getsockname()[1]
+    listener = _listen(config)
+    port = listener.getsockname()[1]
     config = replace(config, listen=f"{config.host}:{port}" if ":" not in config.host else f"[{config.host}]:{port}")
     stopping = False
 
@@ -102,7 +107,7 @@ def run(config: Config, workers: int) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     read_fd, write_fd = os.pipe()
-    children.update(_spawn(config, write_fd) for _ in range(workers))
+    children.update(_spawn(config, listener, write_fd) for _ in range(workers))
     failed = not _await_ready(read_fd, workers)
     if failed:
         log.error("workers did not start; stopping")
@@ -124,8 +129,8 @@ def run(config: Config, workers: int) -> int:
             log.error("worker %d exited (status %d); starting another", pid, os.waitstatus_to_exitcode(status))
             time.sleep(RESTART_BACKOFF_SECONDS)
             if not stopping:
-                children.add(_spawn(config, write_fd))
-    reserved.close()
+                children.add(_spawn(config, listener, write_fd))
+    listener.close()
     os.close(read_fd)
     os.close(write_fd)
     print("idnode: stopped", file=sys.stderr, flush=True)
