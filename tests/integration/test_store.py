@@ -1,0 +1,75 @@
+"""The store interface against the real SQLite backend: named operations, batches, audit, counts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from protocol.errors import HandleAlreadyExists, HandleNotFound, ValueAlreadyExists, ValuesNotFound
+from protocol.records import HandleRecord, HandleValue
+from registry.sqlite import SqliteStore
+from registry.store import AuditEntry, BatchAborted, Change, Write
+
+
+def rec(handle: str, *indexes: int) -> HandleRecord:
+    return HandleRecord(handle, tuple(HandleValue(i, "URL", f"https://{i}.example/".encode()) for i in indexes))
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "store.sqlite3")
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_named_operations(store: SqliteStore) -> None:
+    await store.create("88.118/A", rec("88.118/a", 1))
+    with pytest.raises(HandleAlreadyExists):
+        await store.create("88.118/A", rec("88.118/a", 2))
+    assert await store.replace("88.118/A", rec("88.118/a", 3)) is False
+    assert await store.replace("88.118/B", rec("88.118/b", 1)) is True
+    assert await store.put_values("88.118/A", "88.118/a", rec("x", 4, 5).values) is False
+    with pytest.raises(ValueAlreadyExists):
+        await store.put_values("88.118/A", "88.118/a", rec("x", 4).values, overwrite=False)
+    assert (await store.remove_values("88.118/A", "88.118/a", [3, 4])).indexes() == {5}
+    with pytest.raises(ValuesNotFound):
+        await store.remove_values("88.118/A", "88.118/a", [9])
+    await store.delete("88.118/B", "88.118/b")
+    with pytest.raises(HandleNotFound):
+        await store.delete("88.118/B", "88.118/b")
+    assert await store.get("88.118/B") is None
+    assert await store.list_handles("88.118") == ["88.118/a"]
+    assert await store.count_handles("88.118") == 1
+
+
+async def test_batches_see_their_own_writes_and_atomic_ones_write_nothing(store: SqliteStore) -> None:
+    def put(record: HandleRecord) -> Write:
+        return Write(record.handle.upper(), lambda _old: record)
+
+    def fail(_old: HandleRecord | None) -> HandleRecord:
+        raise HandleAlreadyExists("no")
+
+    outcomes = await store.apply_many([put(rec("88.118/x", 1)), Write("88.118/Y", fail), put(rec("88.118/x", 2))])
+    assert isinstance(outcomes[1], HandleAlreadyExists)
+    stored = await store.get("88.118/X")
+    assert stored is not None and stored.indexes() == {2}
+    atomic = await store.apply_many([put(rec("88.118/z", 1)), Write("88.118/Y", fail)], atomic=True)
+    assert isinstance(atomic[0], BatchAborted)
+    assert await store.get("88.118/Z") is None
+    assert await store.count_handles("88.118") == 1
+
+
+async def test_audit_rows_of_a_batch_are_read_back_one_per_handle(store: SqliteStore) -> None:
+    entries = [AuditEntry(1000.0, "300:0.NA/88.118", "127.0.0.1", "batch_create", f"88.118.5/h{i}") for i in range(5)]
+    def create(handle: str) -> Change:
+        return lambda _old: rec(handle, 1)
+
+    writes = [Write(e.handle.upper(), create(e.handle), e) for e in entries]
+    await store.apply_many(writes)
+    back = await store.audit_entries(["88.118.5"], 0, 100)
+    assert [e.handle for e in back] == [e.handle for e in entries]
+    assert len(await store.audit_entries(None, 0, 3)) == 3
+    assert await store.audit_entries(["88.118.6"], 0, 100) == []
