@@ -64,6 +64,7 @@ async def test_batches_see_their_own_writes_and_atomic_ones_write_nothing(store:
 
 async def test_audit_rows_of_a_batch_are_read_back_one_per_handle(store: SqliteStore) -> None:
     entries = [AuditEntry(1000.0, "300:0.NA/88.118", "127.0.0.1", "batch_create", f"88.118.5/h{i}") for i in range(5)]
+
     def create(handle: str) -> Change:
         return lambda _old: rec(handle, 1)
 
