@@ -1,12 +1,9 @@
-"""The embedded store: SQLite in WAL mode, one writer thread with group commit.
+"""The embedded store: SQLite in WAL mode (its threads are in ``registry.sqlite_io``).
 
-Writes are queued to a single writer thread. It takes whatever is queued, runs each
-change in its own savepoint (a refused change rolls back alone), commits once and only
-then resolves the callers' futures, so an acknowledged write is on disk (synchronous=FULL)
-and survives ``kill -9``. Concurrent writers share one fsync.
-
-Reads run on a small thread pool with one read-only connection per thread, so a read
-that has to go to disk never stalls the event loop.
+Writes go to one writer thread that commits whatever is queued together and answers only
+after the commit, so an acknowledged write survives ``kill -9``. Reads run on a small
+thread pool with one read-only connection per thread, so a read that has to go to disk
+never stalls the event loop.
 
 A batch of writes is one job: the records it touches are read with one query per 500
 keys, the changes run in Python, and the results are written with ``executemany``
@@ -16,9 +13,6 @@ together with their audit rows and the per-prefix counters, inside the same comm
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import logging
-import queue
 import sqlite3
 import threading
 import time
@@ -31,29 +25,8 @@ import msgpack
 
 from protocol.errors import HandleError, StoreUnavailable
 from protocol.records import HandleRecord, decode_record, encode_record
-from registry.sqlite_schema import migrate
+from registry.sqlite_io import Checkpointer, Writer, connect
 from registry.store import AuditEntry, BatchAborted, Outcome, PrefixStats, Store, StoredTemplate, Write
-
-log = logging.getLogger(__name__)
-
-_MAX_GROUP = 512  # writes folded into one commit at most
-
-Work = Callable[[sqlite3.Connection], Any]
-
-
-def _connect(path: Path, *, readonly: bool, synchronous: str = "FULL") -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 10000")
-    conn.execute("PRAGMA mmap_size = 268435456")
-    if readonly:
-        conn.execute("PRAGMA query_only = 1")
-    else:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(f"PRAGMA synchronous = {synchronous}")
-        # Commits never checkpoint: that would stall the writer (and, holding the write lock,
-        # every other worker) while pages go to disk. The checkpointer thread does it.
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
-    return conn
 
 
 def _range(prefix: str) -> tuple[str, str]:
@@ -62,7 +35,6 @@ def _range(prefix: str) -> tuple[str, str]:
 
 
 _CHUNK = 500
-CHECKPOINT_INTERVAL_SECONDS = 0.5
 Stored = HandleRecord | None
 
 
@@ -157,123 +129,6 @@ def _audit(conn: sqlite3.Connection, rows: list[tuple[AuditEntry, Outcome]]) -> 
     )
 
 
-class _Writer(threading.Thread):
-    def __init__(self, path: Path, synchronous: str) -> None:
-        super().__init__(name="idnode-sqlite-writer", daemon=True)
-        self.path = path
-        self.synchronous = synchronous
-        self.jobs: queue.SimpleQueue[tuple[Work, asyncio.Future[Any]] | None] = queue.SimpleQueue()
-        self.ready = threading.Event()
-        self.failure: BaseException | None = None
-
-    def submit(self, work: Work) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.jobs.put((work, future))
-        return future
-
-    def stop(self) -> None:
-        self.jobs.put(None)
-
-    def run(self) -> None:
-        try:
-            conn = _connect(self.path, readonly=False, synchronous=self.synchronous)
-            migrate(conn)
-        except BaseException as exc:  # reported by open()
-            self.failure = exc
-            self.ready.set()
-            return
-        self.ready.set()
-        try:
-            self._loop(conn)
-        finally:
-            conn.close()
-
-    def _loop(self, conn: sqlite3.Connection) -> None:
-        while True:
-            job = self.jobs.get()
-            if job is None:
-                return
-            group = [job]
-            stopping = False
-            while len(group) < _MAX_GROUP:
-                try:
-                    nxt = self.jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stopping = True
-                    break
-                group.append(nxt)
-            self._commit_group(conn, group)
-            if stopping:
-                return
-
-    def _commit_group(self, conn: sqlite3.Connection, group: list[tuple[Work, asyncio.Future[Any]]]) -> None:
-        # Worker processes of one node share the file. SQLite's own busy handler makes a
-        # waiting writer sleep for growing intervals; a blocking flock wakes it as soon as
-        # the other process commits.
-        with open(self.path.with_suffix(".write-lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            self._commit_locked(conn, group)
-
-    def _commit_locked(self, conn: sqlite3.Connection, group: list[tuple[Work, asyncio.Future[Any]]]) -> None:
-        outcomes: list[tuple[bool, Any]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for work, _ in group:
-                conn.execute("SAVEPOINT job")
-                try:
-                    outcomes.append((True, work(conn)))
-                    conn.execute("RELEASE job")
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    outcomes.append((False, exc))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            log.exception("store commit failed")
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            failure = StoreUnavailable(f"the store could not commit: {exc}")
-            outcomes = [(False, failure)] * len(group)
-        for (_, future), (ok, result) in zip(group, outcomes, strict=True):
-            future.get_loop().call_soon_threadsafe(_settle, future, ok, result)
-
-
-def _settle(future: asyncio.Future[Any], ok: bool, result: Any) -> None:
-    if future.cancelled():
-        return
-    if ok:
-        future.set_result(result)
-    else:
-        future.set_exception(result)
-
-
-class _Checkpointer(threading.Thread):
-    """Moves committed pages from the WAL into the database file, beside the writers.
-
-    A PASSIVE checkpoint takes no write lock, so registration goes on while it runs.
-    """
-
-    def __init__(self, path: Path, interval: float = CHECKPOINT_INTERVAL_SECONDS) -> None:
-        super().__init__(name="idnode-sqlite-checkpointer", daemon=True)
-        self.path = path
-        self.interval = interval
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        conn = _connect(self.path, readonly=False)
-        try:
-            while not self.stopping.wait(self.interval):
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                except sqlite3.Error:
-                    log.warning("WAL checkpoint failed; will try again", exc_info=True)
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        finally:
-            conn.close()
-
-
 class SqliteStore(Store):
     """SQLite-backed store for one node process."""
 
@@ -282,8 +137,8 @@ class SqliteStore(Store):
         # threaded_reads=False reads on the event loop itself; kept only so the benchmark can
         # compare the two (bench/read_modes.py): a cold read would then stall every request.
         self._threaded_reads = threaded_reads
-        self._writer = _Writer(path, synchronous)
-        self._checkpointer = _Checkpointer(path)
+        self._writer = Writer(path, synchronous)
+        self._checkpointer = Checkpointer(path)
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="idnode-sqlite-reader")
         self._reader_conns: list[sqlite3.Connection] = []
@@ -310,7 +165,7 @@ class SqliteStore(Store):
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = _connect(self.path, readonly=True)
+            conn = connect(self.path, readonly=True)
             self._local.conn = conn
             with self._lock:
                 self._reader_conns.append(conn)
