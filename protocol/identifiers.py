@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from protocol.errors import InvalidHandle
+from protocol.errors import InvalidHandle, NotResponsible
 
 NA_PREFIX = "0.NA"
 MAX_HANDLE_BYTES = 2048  # Handle wire limit on any handle
@@ -110,6 +110,12 @@ def prefix_handle(prefix: str) -> Handle:
 def is_at_or_under(prefix: str, ancestor: str) -> bool:
     """True when normalised ``prefix`` equals ``ancestor`` or is derived from it."""
     return prefix == ancestor or prefix.startswith(ancestor + ".")
+
+
+def check_responsible(zone: str, node_prefix: str, shown: str, *, handle: str | None = None) -> None:
+    """Raise NotResponsible unless ``zone`` is ``node_prefix`` or derived from it."""
+    if not is_at_or_under(zone, node_prefix):
+        raise NotResponsible(f"this node serves prefix {node_prefix}; {shown} is not under it", handle=handle)
 
 
 def check_registrable(handle: Handle) -> None:

@@ -21,13 +21,13 @@ from protocol.errors import (
     HandleNotFound,
     InsufficientPermissions,
     InvalidValue,
-    NotResponsible,
     StoreUnavailable,
 )
 from protocol.identifiers import (
     NA_PREFIX,
     Handle,
     check_registrable,
+    check_responsible,
     is_at_or_under,
     parse_handle,
     parse_prefix,
@@ -74,11 +74,7 @@ class RegistrationService:
         return is_at_or_under(zone, self.node_prefix)
 
     def check_responsible(self, handle: Handle) -> None:
-        if not self.responsible_for(handle.zone):
-            raise NotResponsible(
-                f"this node serves prefix {self.node_prefix}; {handle.text} is not under it",
-                handle=handle.text,
-            )
+        check_responsible(handle.zone, self.node_prefix, handle.text, handle=handle.text)
 
     def check_target(self, handle: Handle) -> None:
         """Refuse early (before a body is read) what no body or credential could make acceptable."""
@@ -129,9 +125,9 @@ class RegistrationService:
 
     # Audit ------------------------------------------------------------------------------
 
-    def audit_entry(self, caller: Caller, operation: str, handle: str, when: float | None = None) -> AuditEntry:
+    def audit_entry(self, caller: Caller, operation: str, handle: str) -> AuditEntry:
         identity = "anonymous" if caller.identity is None else str(caller.identity)
-        return AuditEntry(self.clock() if when is None else when, identity, caller.address, operation, handle)
+        return AuditEntry(self.clock(), identity, caller.address, operation, handle)
 
     async def log_refusal(self, caller: Caller, operation: str, handle: str, exc: HandleError) -> None:
         entry = self.audit_entry(caller, operation, handle)
@@ -219,8 +215,7 @@ class RegistrationService:
         """The zones whose admins govern ``prefix``; NotResponsible outside the node prefix."""
         if prefix == NA_PREFIX:
             return [self.node_prefix]
-        if not self.responsible_for(prefix):
-            raise NotResponsible(f"this node serves prefix {self.node_prefix}; {prefix} is not under it")
+        check_responsible(prefix, self.node_prefix, prefix)
         return zone_chain(prefix, self.node_prefix)
 
     async def list_handles(

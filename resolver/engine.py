@@ -6,8 +6,8 @@ delegation up the hierarchy plug in here, behind ``resolve``.
 
 from __future__ import annotations
 
-from protocol.errors import HandleNotFound, NotResponsible
-from protocol.identifiers import Handle, is_at_or_under
+from protocol.errors import HandleNotFound
+from protocol.identifiers import Handle, check_responsible
 from protocol.records import HandleRecord
 from registry.store import Store
 from resolver import metrics
@@ -20,11 +20,7 @@ class ResolutionEngine:
 
     async def resolve(self, handle: Handle) -> HandleRecord:
         """The record for ``handle``; HandleNotFound or NotResponsible otherwise."""
-        if not is_at_or_under(handle.zone, self._node_prefix):
-            raise NotResponsible(
-                f"this node serves prefix {self._node_prefix}; {handle.text} is not under it",
-                handle=handle.text,
-            )
+        check_responsible(handle.zone, self._node_prefix, handle.text, handle=handle.text)
         metrics.STORE_READS.inc()
         record = await self._store.get(handle.key)
         if record is None:
