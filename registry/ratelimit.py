@@ -1,59 +1,55 @@
-"""Failed-authentication limits, per identity and per client address.
+"""Failed-authentication limits, per identity and per client address, for the whole node.
 
 After ``limit`` failures within ``window`` seconds a key is refused until its oldest
-failure leaves the window. Memory is bounded: past ``max_keys`` the least recently
-failing keys are forgotten first. Each worker process keeps its own counts.
+failure leaves the window. The failure times live in memory shared by every worker of
+the node (an anonymous shared mapping made before they fork), so spreading guesses over
+workers gains nothing. Each key hashes to a slot holding its last ``limit`` failure
+times in a ring; memory is fixed. Keys that share a slot share a limit, which errs on
+the side of refusing; the hash is salted per node, so nobody can aim for a collision.
+Two workers recording at the same instant may overwrite one time: the limit is then
+reached one failure later, never earlier.
 """
 
 from __future__ import annotations
 
 import math
+import mmap
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
+
+TABLE_WORDS = 1 << 20  # 8 MiB of shared memory, whatever the limit
 
 
 class FailureLimiter:
-    def __init__(
-        self,
-        limit: int = 10,
-        window: float = 60.0,
-        *,
-        max_keys: int = 100_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, limit: int = 10, window: float = 60.0, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
         self.window = window
-        self._max_keys = max_keys
-        self._clock = clock
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._clock = clock  # CLOCK_MONOTONIC is the same in every process of the machine
+        self._width = limit + 1  # the ring's next position, then the times
+        slots = 1 << max(4, (TABLE_WORDS // self._width).bit_length() - 1)
+        self._mask = slots - 1
+        self._map = mmap.mmap(-1, slots * self._width * 8)
+        self._words = memoryview(self._map).cast("d")
 
-    def _recent(self, key: str, now: float) -> deque[float] | None:
-        times = self._failures.get(key)
-        if times is None:
-            return None
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        if not times:
-            del self._failures[key]
-            return None
-        return times
+    def _base(self, key: str) -> int:
+        return (hash(key) & self._mask) * self._width
 
     def retry_after(self, keys: Iterable[str]) -> int | None:
         """Seconds to wait when any key is over its limit, else None."""
         now = self._clock()
         waits = []
         for key in keys:
-            times = self._recent(key, now)
-            if times is not None and len(times) >= self.limit:
-                waits.append(times[0] + self.window - now)
+            base = self._base(key) + 1
+            recent = [t for t in self._words[base : base + self.limit] if t > now - self.window]
+            if len(recent) >= self.limit:
+                waits.append(min(recent) + self.window - now)
         return max(1, math.ceil(max(waits))) if waits else None
 
     def record(self, keys: Iterable[str]) -> None:
         now = self._clock()
+        words = self._words
         for key in keys:
-            times = self._failures.setdefault(key, deque())
-            times.append(now)
-            self._failures.move_to_end(key)
-        while len(self._failures) > self._max_keys:
-            self._failures.popitem(last=False)
+            base = self._base(key)
+            position = int(words[base]) % self.limit
+            words[base + 1 + position] = now
+            words[base] = position + 1

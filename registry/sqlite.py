@@ -133,6 +133,7 @@ class SqliteStore(Store):
     """SQLite-backed store for one node process."""
 
     def __init__(self, path: Path, *, readers: int = 4, synchronous: str = "FULL", threaded_reads: bool = True) -> None:
+        super().__init__()
         self.path = path
         # threaded_reads=False reads on the event loop itself; kept only so the benchmark can
         # compare the two (bench/read_modes.py): a cold read would then stall every request.
@@ -197,7 +198,7 @@ class SqliteStore(Store):
         result: dict[str, HandleRecord] = await self._read(lambda conn: _select_many(conn, wanted))
         return result
 
-    async def apply_many(self, writes: Sequence[Write], *, atomic: bool = False) -> list[Outcome]:
+    async def _apply_many(self, writes: Sequence[Write], *, atomic: bool) -> list[Outcome]:
         if not writes:
             return []
         result: list[Outcome] = await self._writer.submit(lambda conn: _apply_job(conn, writes, atomic))

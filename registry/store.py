@@ -11,7 +11,7 @@ inherits exactly the same semantics.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -23,6 +23,11 @@ from protocol.records import HandleRecord, HandleValue
 # raise a HandleError to refuse, leaving the store untouched.
 Change = Callable[[HandleRecord | None], HandleRecord | None]
 Outcome = HandleRecord | None | HandleError
+WriteListener = Callable[[list[str]], Awaitable[None]]
+
+
+def _applied(outcome: Outcome) -> bool:
+    return not isinstance(outcome, HandleError)
 
 
 class AuditEntry(NamedTuple):
@@ -73,6 +78,9 @@ class BatchAborted(HandleError):
 class Store(ABC):
     """Durable map from normalised handle key to record, with its audit trail and stats."""
 
+    def __init__(self) -> None:
+        self._write_listeners: list[WriteListener] = []
+
     @abstractmethod
     async def open(self) -> None: ...
 
@@ -87,15 +95,29 @@ class Store(ABC):
     async def get_many(self, keys: Iterable[str]) -> dict[str, HandleRecord]:
         """The records stored under ``keys`` (absent keys are left out)."""
 
-    @abstractmethod
     async def apply_many(self, writes: Sequence[Write], *, atomic: bool = False) -> list[Outcome]:
         """Apply the changes in order, in one transaction; one outcome per write.
 
         A change that raises a HandleError fails alone (its outcome is the error), unless
         ``atomic``, when any failure leaves everything unwritten. Later changes to the same
         key see earlier ones. Every write with an audit entry is logged with its outcome.
-        Returns only after the result is durable.
+        Returns only after the result is durable and every write listener has been told
+        which keys changed (caches drop them before the writer is answered).
         """
+        outcomes = await self._apply_many(writes, atomic=atomic)
+        if listeners := self._write_listeners:
+            changed = list(dict.fromkeys(w.key for w, o in zip(writes, outcomes, strict=True) if _applied(o)))
+            for listener in listeners:
+                await listener(changed)
+        return outcomes
+
+    def add_write_listener(self, listener: WriteListener) -> None:
+        """Call ``listener`` with the keys of every committed write, before its writer hears back."""
+        self._write_listeners.append(listener)
+
+    @abstractmethod
+    async def _apply_many(self, writes: Sequence[Write], *, atomic: bool) -> list[Outcome]:
+        """``apply_many`` without telling the listeners."""
 
     @abstractmethod
     async def append_audit(self, entries: Sequence[AuditEntry]) -> None:

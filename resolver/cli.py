@@ -42,7 +42,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-body-bytes", type=int, help="largest request body accepted")
     s.add_argument("--log-level", choices=config_mod.LOG_LEVELS)
     s.add_argument("--access-log", action="store_const", const=True, default=None, help="log every request")
-    s.add_argument("--workers", type=int, help="serving processes sharing the port (default 1)")
+    s.add_argument(
+        "--workers", type=int, help=f"serving processes sharing the port (default: the cores, {config_mod.CORES})"
+    )
+    s.add_argument(
+        "--redis", help="shared cache: redis://HOST:PORT[/DB] or redis+cluster://HOST:PORT,... (default none)"
+    )
+    s.add_argument("--cache-entries", type=int, help="most answers each worker caches (default 1,000,000)")
+    s.add_argument("--cache-bytes", type=int, help="most bytes of answers each worker caches (default 512 MiB)")
     return parser
 
 

@@ -19,6 +19,8 @@ from protocol.identifiers import parse_prefix
 ENV_PREFIX = "IDNODE_"
 ADMIN_SECRET_ENV = "IDNODE_ADMIN_SECRET"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+CORES = min(len(os.sched_getaffinity(0)), 64)
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
 
 
 class ConfigError(Exception):
@@ -39,7 +41,17 @@ class Config:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     store_readers: int = 4
-    workers: int = 1
+    workers: int = CORES
+    redis: str | None = None
+    redis_namespace: str = "idnode"
+    redis_timeout: float = 0.05
+    cache_entries: int = 1_000_000
+    cache_bytes: int = 512 * 1024 * 1024
+    cache_min_ttl: float = 1.0
+    cache_max_ttl: float = 3600.0
+    cache_negative_ttl: float = 60.0
+    stale_window: float = 86400.0
+    store_timeout: float = 2.0
     access_log: bool = False
     log_level: str = "info"
 
@@ -84,6 +96,13 @@ def _coerce(name: str, raw: Any) -> Any:
             return int(raw)
         except (TypeError, ValueError):
             raise ConfigError(f"setting {name!r}: expected an integer, got {raw!r}") from None
+    if kind == "float":
+        if isinstance(raw, bool):
+            raise ConfigError(f"setting {name!r}: expected a number, got {raw!r}")
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"setting {name!r}: expected a number, got {raw!r}") from None
     if kind in ("Path", "Path | None"):
         if not isinstance(raw, str | Path) or not str(raw):
             raise ConfigError(f"setting {name!r}: expected a path, got {raw!r}")
@@ -110,6 +129,7 @@ def _validate(config: Config) -> Config:
         raise ConfigError("setting 'workers': must be between 1 and 64")
     if not 1 <= config.store_readers <= 64:
         raise ConfigError("setting 'store_readers': must be between 1 and 64")
+    _validate_cache(config)
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"setting 'log_level': expected one of {', '.join(LOG_LEVELS)}")
     if (config.tls_cert is None) != (config.tls_key is None):
@@ -119,6 +139,29 @@ def _validate(config: Config) -> Config:
         if path is not None and not path.is_file():
             raise ConfigError(f"setting {name!r}: no such file {str(path)!r}")
     return replace(config, node_prefix=node_prefix)
+
+
+def _validate_cache(config: Config) -> None:
+    if config.redis is not None:
+        scheme, sep, rest = config.redis.partition("://")
+        if not sep or scheme not in REDIS_SCHEMES or not rest:
+            raise ConfigError(
+                f"setting 'redis': expected a URL redis://HOST:PORT[/DB], rediss://..., unix://PATH "
+                f"or redis+cluster://HOST:PORT,HOST:PORT,..., got {config.redis!r}"
+            )
+    if not 0.001 <= config.redis_timeout <= 10:
+        raise ConfigError("setting 'redis_timeout': must be between 0.001 and 10 seconds")
+    if not config.redis_namespace or not config.redis_namespace.isprintable() or " " in config.redis_namespace:
+        raise ConfigError("setting 'redis_namespace': must be a non-empty word")
+    if config.cache_entries < 1 or config.cache_bytes < 1024 * 1024:
+        raise ConfigError("settings 'cache_entries' and 'cache_bytes' must be at least 1 and 1 MiB")
+    if not 0 <= config.cache_min_ttl <= config.cache_max_ttl:
+        raise ConfigError("settings 'cache_min_ttl' and 'cache_max_ttl': need 0 <= min <= max")
+    for name in ("cache_negative_ttl", "stale_window"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"setting {name!r}: must not be negative")
+    if not 0 < config.store_timeout <= 300:
+        raise ConfigError("setting 'store_timeout': must be between 0 and 300 seconds")
 
 
 def _apply(config: Config, settings: Mapping[str, Any], source: str) -> Config:

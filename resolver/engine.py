@@ -1,28 +1,307 @@
 """The resolution engine: the one place that decides how a handle is answered.
 
-Today the answer is local (the store) or "not responsible". The cache tiers and
-delegation up the hierarchy plug in here, behind ``resolve``.
+A handle is looked up in this worker's cache (``resolver.cache``), then in Redis when one
+is configured (``resolver.redis_tier``), then in the store. Around the store read:
+
+* coalescing: concurrent misses for one handle share one read (a task per handle key);
+* prefetch: a hit in the last tenth of an entry's TTL refreshes it in the background, once;
+* serve-stale (RFC 8767): when the store fails or times out, an expired answer still
+  inside the stale window is served with a 30 s TTL, and the store is not asked again
+  for that handle for those 30 s (RFC 8767's failure recheck);
+* negative caching: "not found" is cached too, for its own (capped) TTL.
+
+Writes reach the engine through the store's write listener (``changed``): the handle's
+generation word is bumped for every worker of the node before the writer is answered,
+and Redis is told, for the other nodes. Delegation up the hierarchy will plug in beside
+the store read, in ``_load``.
 """
 
 from __future__ import annotations
 
-from protocol.errors import HandleNotFound
-from protocol.identifiers import Handle, check_responsible
-from protocol.records import HandleRecord
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from protocol.codes import ResponseCode
+from protocol.errors import HandleError, HandleNotFound, ProtocolViolation, StoreUnavailable
+from protocol.identifiers import Handle, check_responsible, parse_handle
+from protocol.jsonfmt import value_to_json
+from protocol.records import HandleRecord, HandleValue, decode_record, encode_record
 from registry.store import Store
 from resolver import metrics
+from resolver.cache import Entry, Generations, LocalCache
+from resolver.redis_tier import RedisEntry, RedisTier
+
+log = logging.getLogger("resolver.engine")
+
+STALE_REPLY_TTL = 30  # RFC 8767: the TTL of a stale answer, and how long before the store is retried
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    max_entries: int = 1_000_000
+    max_bytes: int = 512 * 1024 * 1024
+    min_ttl: float = 1.0
+    max_ttl: float = 3600.0
+    negative_ttl: float = 60.0
+    stale_window: float = 86400.0
+    store_timeout: float = 2.0
+
+
+class Fetched(NamedTuple):
+    record: HandleRecord | None  # None: the handle does not exist
+    ttl: float
+    expires_at: float  # Unix time
+    gen: int  # the handle's generation word read before anything else
+    stale: bool = False
+
+
+class _StoreFailed(Exception):
+    def __init__(self, cause: HandleError, stale: Fetched | None) -> None:
+        super().__init__(cause.message)
+        self.cause = cause
+        self.stale = stale
+
+
+def record_ttl(record: HandleRecord, now: float, policy: CachePolicy) -> float:
+    """How long ``record`` may be cached: its shortest value TTL, clamped to the policy."""
+    shortest = policy.max_ttl
+    for v in record.values:
+        shortest = min(shortest, v.ttl - now if v.ttl_absolute else v.ttl)
+    return max(policy.min_ttl, shortest)
+
+
+def render_values(handle_text: str, values: Sequence[HandleValue], ttl: int | None = None) -> bytes:
+    """The body of a successful resolution; ``ttl`` overrides every value's (stale answers)."""
+    shown = []
+    for v in values:
+        item = value_to_json(v)
+        if ttl is not None:
+            item["ttl"] = ttl
+        shown.append(item)
+    body = {"responseCode": 1, "handle": handle_text, "values": shown}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def render_not_found(handle_text: str) -> bytes:
+    body = {"responseCode": int(ResponseCode.HANDLE_NOT_FOUND), "handle": handle_text}
+    body["message"] = f"handle {handle_text} not found"
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class ResolutionEngine:
-    def __init__(self, store: Store, *, node_prefix: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        node_prefix: str,
+        case_sensitive: bool = False,
+        policy: CachePolicy | None = None,
+        generations: Generations | None = None,
+        redis: RedisTier | None = None,
+    ) -> None:
         self._store = store
         self._node_prefix = node_prefix
+        self._case_sensitive = case_sensitive
+        self.policy = policy or CachePolicy()
+        self.generations = generations or Generations()
+        self.words = self.generations.words
+        self.local = LocalCache(self.policy.max_entries, self.policy.max_bytes)
+        self.redis = redis
+        self._inflight: dict[str, asyncio.Task[Fetched]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        store.add_write_listener(self.changed)
+
+    # Answers ----------------------------------------------------------------------------
+
+    def fresh(self, spelling: str) -> Entry | None:
+        """The cached answer for ``spelling`` if it may be served now (the hot path)."""
+        entry = self.local.entries.get(spelling)
+        if entry is None or entry.gen != self.words[entry.slot]:
+            return None
+        now = time.monotonic()
+        if now >= entry.expires:
+            return None
+        entry.used = True
+        if now >= entry.refresh_at and not entry.prefetching and not entry.stale:
+            self.prefetch(spelling, entry)
+        metrics.RECORDER.hits["local"] += 1
+        if entry.stale:
+            metrics.count("served_stale")
+        return entry
+
+    async def answer(self, spelling: str) -> Entry:
+        """The anonymous, unfiltered answer for ``spelling``, through every cache tier."""
+        entry = self.fresh(spelling)
+        if entry is not None:
+            return entry
+        handle = parse_handle(spelling, case_sensitive=self._case_sensitive)
+        check_responsible(handle.zone, self._node_prefix, handle.text, handle=handle.text)
+        try:
+            fetched = await self._fetch(handle)
+        except _StoreFailed as failed:
+            return self._stale_answer(spelling, handle, failed)
+        return self._remember(spelling, handle, fetched)
 
     async def resolve(self, handle: Handle) -> HandleRecord:
-        """The record for ``handle``; HandleNotFound or NotResponsible otherwise."""
+        """The whole record for ``handle`` (for callers that see more than the public view)."""
         check_responsible(handle.zone, self._node_prefix, handle.text, handle=handle.text)
-        metrics.STORE_READS.inc()
-        record = await self._store.get(handle.key)
-        if record is None:
+        try:
+            fetched = await self._fetch(handle)
+        except _StoreFailed as failed:
+            if failed.stale is None:
+                raise failed.cause from None
+            metrics.count("served_stale")
+            fetched = failed.stale
+        if fetched.record is None:
             raise HandleNotFound(f"handle {handle.text} not found", handle=handle.text)
-        return record
+        if fetched.stale:
+            values = [v._replace(ttl=STALE_REPLY_TTL, ttl_absolute=False) for v in fetched.record.values]
+            return fetched.record.with_values(values)
+        return fetched.record
+
+    def _entry(self, handle: Handle, fetched: Fetched, *, ttl: float | None = None, stale: bool = False) -> Entry:
+        record = fetched.record
+        if record is None:
+            body, status = render_not_found(handle.text), 404
+        else:
+            public = [v for v in record.values if v.public_read]
+            body, status = render_values(handle.text, public, STALE_REPLY_TTL if stale else None), 200
+        ttl = fetched.ttl if ttl is None else ttl
+        now = time.monotonic()
+        stale_until = now + (fetched.expires_at - time.time()) + self.policy.stale_window
+        entry = Entry(body, status, ttl, now + ttl, stale_until, self.generations.slot(handle.key), fetched.gen)
+        entry.stale = stale
+        return entry
+
+    def _remember(self, spelling: str, handle: Handle, fetched: Fetched) -> Entry:
+        entry = self._entry(handle, fetched)
+        self.local.put(spelling, entry)
+        return entry
+
+    def _stale_answer(self, spelling: str, handle: Handle, failed: _StoreFailed) -> Entry:
+        """The store failed: an expired answer still inside the stale window, or the failure."""
+        now = time.monotonic()
+        if failed.stale is not None:  # from Redis
+            entry = self._entry(handle, failed.stale, ttl=STALE_REPLY_TTL, stale=True)
+        else:
+            old = self.local.entries.get(spelling)
+            if old is None or old.gen != self.words[old.slot] or now >= old.stale_until:
+                raise failed.cause from None
+            body = _with_ttl(old.body, STALE_REPLY_TTL)
+            entry = Entry(body, old.status, STALE_REPLY_TTL, now + STALE_REPLY_TTL, old.stale_until, old.slot, old.gen)
+            entry.stale = True
+        log.warning("store failed (%s); serving a stale answer for %s", failed.cause.message, handle.text)
+        metrics.count("served_stale")
+        self.local.put(spelling, entry)
+        return entry
+
+    # Filling ----------------------------------------------------------------------------
+
+    async def _fetch(self, handle: Handle, *, refresh: bool = False) -> Fetched:
+        key = handle.key
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._load(handle, refresh))
+            self._inflight[key] = task
+            task.add_done_callback(lambda t: self._loaded(key, t))
+        else:
+            metrics.count("coalesced")
+        return await asyncio.shield(task)
+
+    def _loaded(self, key: str, task: asyncio.Task[Fetched]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here, so a failure nobody awaited is not reported twice
+
+    async def _load(self, handle: Handle, refresh: bool) -> Fetched:
+        key = handle.key
+        gen = self.words[self.generations.slot(key)]  # before reading anything: see resolver.cache
+        now = time.time()
+        stale: Fetched | None = None
+        if self.redis is not None and not refresh:
+            got = await self.redis.get(key)
+            record = _decoded(got.record) if got is not None and got.record is not None else None
+            if got is not None and (got.record is None or record is not None):
+                fetched = Fetched(record, got.ttl, got.expires_at, gen)
+                if got.expires_at > now:
+                    metrics.RECORDER.hits["redis"] += 1
+                    return fetched
+                if now < got.expires_at + self.policy.stale_window:
+                    stale = fetched._replace(stale=True)
+        if not refresh:
+            metrics.count("misses")
+        metrics.count("store_reads")
+        try:
+            async with asyncio.timeout(self.policy.store_timeout):
+                record = await self._store.get(key)
+        except StoreUnavailable as exc:
+            raise _StoreFailed(exc, stale) from None
+        except TimeoutError:
+            cause = StoreUnavailable(f"the store did not answer within {self.policy.store_timeout:g} s")
+            raise _StoreFailed(cause, stale) from None
+        ttl = self.policy.negative_ttl if record is None else record_ttl(record, now, self.policy)
+        fetched = Fetched(record, ttl, now + ttl, gen)
+        if self.redis is not None and self.words[self.generations.slot(key)] == gen:
+            # Not when the handle changed meanwhile: what we read may predate the change.
+            blob = None if record is None else encode_record(record)
+            self.redis.set_later(key, RedisEntry(now + ttl, ttl, blob), ttl + self.policy.stale_window)
+        return fetched
+
+    def prefetch(self, spelling: str, entry: Entry) -> None:
+        entry.prefetching = True
+        metrics.count("prefetches")
+        task = asyncio.create_task(self._refresh(spelling))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _refresh(self, spelling: str) -> None:
+        try:
+            handle = parse_handle(spelling, case_sensitive=self._case_sensitive)
+            self._remember(spelling, handle, await self._fetch(handle, refresh=True))
+        except (_StoreFailed, HandleError) as exc:
+            log.debug("prefetch of %s failed: %s", spelling, exc)
+
+    # Invalidation -----------------------------------------------------------------------
+
+    async def changed(self, keys: list[str]) -> None:
+        """The store committed writes to ``keys``: no worker may serve what it cached for them."""
+        bump = self.generations.bump
+        for key in keys:
+            bump(key)
+        metrics.CACHE_INVALIDATIONS.labels("local").inc(len(keys))
+        if self.redis is not None:
+            await self.redis.invalidate(keys)
+
+    def changed_elsewhere(self, keys: Sequence[str]) -> None:
+        """Another node announced writes to ``keys``."""
+        bump = self.generations.bump
+        for key in keys:
+            bump(key)
+        metrics.CACHE_INVALIDATIONS.labels("peer").inc(len(keys))
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _decoded(blob: Any) -> HandleRecord | None:
+    try:
+        return decode_record(blob)
+    except ProtocolViolation:
+        log.warning("redis: unreadable record in a cache entry; ignored")
+        return None
+
+
+def _with_ttl(body: bytes, ttl: int) -> bytes:
+    """A rendered answer with every value's TTL replaced (stale answers)."""
+    shown = json.loads(body)
+    for value in shown.get("values", ()):
+        value["ttl"] = ttl
+    return json.dumps(shown, ensure_ascii=False, separators=(",", ":")).encode()

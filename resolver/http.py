@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from protocol.codes import ResponseCode
@@ -20,6 +20,7 @@ from protocol.records import URL
 from registry.auth import Authenticator
 from registry.permissions import Caller
 from registry.service import RegistrationService
+from resolver import metrics
 from resolver.config import Config
 from resolver.engine import ResolutionEngine
 from resolver.http_common import (
@@ -35,6 +36,8 @@ from resolver.http_common import (
     select_values,
 )
 from resolver.http_registry import RegistryRoutes
+
+AUTHORIZATION = hdrs.AUTHORIZATION
 
 
 class HttpFrontend:
@@ -71,6 +74,19 @@ class HttpFrontend:
     # Handlers --------------------------------------------------------------------------
 
     async def get_handle(self, request: web.Request) -> web.Response:
+        if (
+            not request.raw_path.endswith(("?", "&"))
+            and not request.query_string
+            and AUTHORIZATION not in request.headers
+        ):
+            # The common case, anonymous and unfiltered, is answered from the cache as is.
+            spelling = request.match_info["handle"]
+            entry = self.engine.fresh(spelling) or await self.engine.answer(spelling)
+            response = web.Response(body=entry.body, status=entry.status, content_type="application/json")
+            response["code"] = ResponseCode.SUCCESS if entry.status == 200 else ResponseCode.HANDLE_NOT_FOUND
+            if entry.stale:
+                response.headers["Warning"] = '110 - "Response is Stale"'
+            return response
         handle = self.service.parse(request.match_info["handle"])
         caller = await self._caller(request)
         record = await self.engine.resolve(handle)
@@ -132,6 +148,7 @@ class HttpFrontend:
         return render(request, {"responseCode": 1, "status": "ok"}, 200)
 
     async def metrics(self, request: web.Request) -> web.Response:
+        metrics.RECORDER.flush()  # this worker's counts; the others flush twice a second
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # several workers: add up what each wrote
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

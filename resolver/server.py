@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import socket
 import ssl
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -19,13 +21,17 @@ from registry.ratelimit import FailureLimiter
 from registry.service import RegistrationService
 from registry.sqlite import SqliteStore
 from registry.store import Store
+from resolver import metrics
+from resolver.cache import Generations
 from resolver.config import Config
-from resolver.engine import ResolutionEngine
+from resolver.engine import CachePolicy, ResolutionEngine
 from resolver.http import HttpFrontend
+from resolver.redis_tier import RedisTier
 
 log = logging.getLogger("idnode")
 
 SHUTDOWN_GRACE_SECONDS = 10.0
+METRICS_FLUSH_SECONDS = 0.5
 # A 2,000-item batch allocates tens of thousands of containers; with CPython's default
 # thresholds (700, 10, 10) the cyclic collector then runs hundreds of times per batch and
 # scans everything alive each time. The serving path makes few reference cycles, so collect
@@ -69,31 +75,93 @@ async def bootstrap(config: Config, admin_secret: str | None, store: Store | Non
         await store.close()
 
 
+@dataclass(frozen=True)
+class NodeShared:
+    """What every worker of one node shares, made before they fork."""
+
+    limiter: FailureLimiter
+    generations: Generations = field(default_factory=Generations)
+    node_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}")
+
+
+def node_shared(config: Config) -> NodeShared:
+    return NodeShared(FailureLimiter(config.auth_failure_limit, config.auth_failure_window))
+
+
+def cache_policy(config: Config) -> CachePolicy:
+    return CachePolicy(
+        max_entries=config.cache_entries,
+        max_bytes=config.cache_bytes,
+        min_ttl=config.cache_min_ttl,
+        max_ttl=config.cache_max_ttl,
+        negative_ttl=config.cache_negative_ttl,
+        stale_window=config.stale_window,
+        store_timeout=config.store_timeout,
+    )
+
+
 async def serve(
     config: Config,
     store: Store | None = None,
     *,
     listener: socket.socket | None = None,
     on_ready: Callable[[], None] | None = None,
+    shared: NodeShared | None = None,
 ) -> None:
     """Run one serving process until SIGTERM or SIGINT (after ``bootstrap``).
 
-    ``store`` replaces the configured one (benchmarks). A worker of several serves on the
-    ``listener`` its parent opened, and leaves announcing the address to the parent.
+    ``store`` replaces the configured one (tests, benchmarks). A worker of several serves
+    on the ``listener`` its parent opened, with what the parent ``shared``, and leaves
+    announcing the address to the parent.
     """
     store = store or default_store(config)
+    shared = shared or node_shared(config)
     await store.open()
     gc.freeze()  # what start-up allocated lives for the whole process: never scan it again
     gc.set_threshold(*GC_THRESHOLDS)
+    redis: RedisTier | None = None
+    engine: ResolutionEngine | None = None
+    flusher = asyncio.create_task(_flush_metrics(), name="metrics-flush")
     try:
         service = RegistrationService(store, node_prefix=config.node_prefix, case_sensitive=config.case_sensitive)
-        engine = ResolutionEngine(store, node_prefix=service.node_prefix)
-        limiter = FailureLimiter(config.auth_failure_limit, config.auth_failure_window)
-        authenticator = Authenticator(store, case_sensitive=config.case_sensitive, limiter=limiter)
+        local: list[ResolutionEngine] = []
+        if config.redis is not None:
+            redis = RedisTier(
+                config.redis,
+                node_id=shared.node_id,
+                namespace=config.redis_namespace,
+                timeout=config.redis_timeout,
+                on_changed=lambda keys: local[0].changed_elsewhere(keys),
+                on_resubscribed=lambda: local[0].local.clear() if local else None,
+            )
+        engine = ResolutionEngine(
+            store,
+            node_prefix=service.node_prefix,
+            case_sensitive=config.case_sensitive,
+            policy=cache_policy(config),
+            generations=shared.generations,
+            redis=redis,
+        )
+        local.append(engine)
+        if redis is not None:
+            await redis.start()
+        authenticator = Authenticator(store, case_sensitive=config.case_sensitive, limiter=shared.limiter)
         app = HttpFrontend(config, engine, service, authenticator).app()
         await _run_http(app, config, listener, on_ready)
     finally:
+        flusher.cancel()
+        if engine is not None:
+            await engine.close()
+        if redis is not None:
+            await redis.close()
+        metrics.RECORDER.flush()
         await store.close()
+
+
+async def _flush_metrics() -> None:
+    while True:
+        await asyncio.sleep(METRICS_FLUSH_SECONDS)
+        metrics.RECORDER.flush()
 
 
 def announce(scheme: str, host: str, port: int) -> None:

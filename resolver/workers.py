@@ -23,10 +23,14 @@ import socket
 import sys
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import uvloop
 
 from resolver.config import Config
+
+if TYPE_CHECKING:
+    from resolver.server import NodeShared
 
 log = logging.getLogger("idnode")
 
@@ -45,7 +49,7 @@ def _listen(config: Config) -> socket.socket:
     return sock
 
 
-def _child(config: Config, listener: socket.socket, ready_fd: int) -> int:
+def _child(config: Config, listener: socket.socket, ready_fd: int, shared: NodeShared) -> int:
     from resolver.server import serve
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -56,19 +60,19 @@ def _child(config: Config, listener: socket.socket, ready_fd: int) -> int:
         os.close(ready_fd)
 
     try:
-        uvloop.run(serve(config, listener=listener, on_ready=ready))
+        uvloop.run(serve(config, listener=listener, on_ready=ready, shared=shared))
     except Exception:
         log.exception("worker %d failed", os.getpid())
         return 1
     return 0
 
 
-def _spawn(config: Config, listener: socket.socket, ready_fd: int) -> int:
+def _spawn(config: Config, listener: socket.socket, ready_fd: int, shared: NodeShared) -> int:
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
-            code = _child(config, listener, ready_fd)
+            code = _child(config, listener, ready_fd, shared)
         finally:
             os._exit(code)
     return pid
@@ -92,6 +96,9 @@ def run(config: Config, workers: int) -> int:
     """Serve with ``workers`` processes until told to stop; the exit status."""
     from prometheus_client import multiprocess
 
+    from resolver.server import node_shared
+
+    shared = node_shared(config)  # cache generations, failure counts, node id: inherited by every worker
     listener = _listen(config)
     port = listener.getsockname()[1]
     config = replace(config, listen=f"{config.host}:{port}" if ":" not in config.host else f"[{config.host}]:{port}")
@@ -107,7 +114,7 @@ def run(config: Config, workers: int) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     read_fd, write_fd = os.pipe()
-    children.update(_spawn(config, listener, write_fd) for _ in range(workers))
+    children.update(_spawn(config, listener, write_fd, shared) for _ in range(workers))
     failed = not _await_ready(read_fd, workers)
     if failed:
         log.error("workers did not start; stopping")
@@ -129,7 +136,7 @@ def run(config: Config, workers: int) -> int:
             log.error("worker %d exited (status %d); starting another", pid, os.waitstatus_to_exitcode(status))
             time.sleep(RESTART_BACKOFF_SECONDS)
             if not stopping:
-                children.add(_spawn(config, listener, write_fd))
+                children.add(_spawn(config, listener, write_fd, shared))
     listener.close()
     os.close(read_fd)
     os.close(write_fd)

@@ -6,6 +6,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,25 @@ NODE_PREFIX = "88.118"
 ADMIN_USER = "300:0.NA/88.118"
 START_TIMEOUT = 20.0
 
+METRICS_LAG = 0.7  # resolver.server.METRICS_FLUSH_SECONDS, and a margin
+
 Auth = tuple[str, str] | None
+
+
+def metric_value(text: str, name: str, labels: Mapping[str, str]) -> float:
+    """Add up the samples of ``name`` in a Prometheus text exposition that carry ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        series, _, value = line.rpartition(" ")
+        metric, _, label_text = series.partition("{")
+        if metric != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', label_text))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(value)
+    return total
 
 
 def basic(user: str, secret: str) -> str:
@@ -140,6 +159,12 @@ class Node:
 
     def get(self, path: str, **kw: Any) -> Reply:
         return self.request("GET", path, **kw)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the series of ``name`` whose labels include ``labels``, once every
+        worker has handed its counts over (they do so every METRICS_LAG seconds)."""
+        time.sleep(METRICS_LAG)
+        return metric_value(self.get("/metrics").body.decode(), name, labels)
 
     def put(self, path: str, body: Any = None, **kw: Any) -> Reply:
         return self.request("PUT", path, body, **kw)

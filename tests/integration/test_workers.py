@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import time
 from pathlib import Path
@@ -24,9 +23,7 @@ def children(pid: int) -> set[int]:
 
 
 def resolved_total(node: Node) -> float:
-    text = node.get("/metrics").body.decode()
-    match = re.search(r'idnode_requests_total\{code="1",frontend="http",op="resolve"\} (\S+)', text)
-    return float(match.group(1)) if match else 0.0
+    return node.metric("idnode_requests_total", code="1", frontend="http", op="resolve")
 
 
 def test_workers_share_the_port_and_the_metrics(fresh_node: Node) -> None:
