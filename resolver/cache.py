@@ -27,7 +27,19 @@ ENTRY_OVERHEAD = 200
 
 
 class Entry:
-    __slots__ = ("body", "expires", "gen", "prefetching", "slot", "stale", "stale_until", "status", "ttl", "used")
+    __slots__ = (
+        "body",
+        "expires",
+        "gen",
+        "prefetching",
+        "refresh_at",
+        "slot",
+        "stale",
+        "stale_until",
+        "status",
+        "ttl",
+        "used",
+    )
 
     def __init__(
         self, body: bytes, status: int, ttl: float, expires: float, stale_until: float, slot: int, gen: int
@@ -36,17 +48,13 @@ class Entry:
         self.status = status  # 200, or 404 for a negative answer
         self.ttl = ttl  # seconds this answer was cached for
         self.expires = expires  # time.monotonic() after which it is not served fresh
+        self.refresh_at = expires - ttl * 0.1  # a hit after this refreshes it in the background
         self.stale_until = stale_until  # ... nor stale (when the store fails)
         self.slot = slot
         self.gen = gen
         self.prefetching = False
         self.stale = False  # served in place of an answer the store could not give
         self.used = True
-
-    @property
-    def refresh_at(self) -> float:
-        """When a hit starts a background refresh: the last tenth of the TTL."""
-        return self.expires - self.ttl * 0.1
 
 
 class Generations:

@@ -114,6 +114,7 @@ class ResolutionEngine:
         self.redis = redis
         self._inflight: dict[str, asyncio.Task[Fetched]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._hits = metrics.RECORDER.hits
         store.add_write_listener(self.changed)
 
     # Answers ----------------------------------------------------------------------------
@@ -129,7 +130,7 @@ class ResolutionEngine:
         entry.used = True
         if now >= entry.refresh_at and not entry.prefetching and not entry.stale:
             self.prefetch(spelling, entry)
-        metrics.RECORDER.hits["local"] += 1
+        self._hits["local"] += 1
         if entry.stale:
             metrics.count("served_stale")
         return entry
@@ -230,7 +231,7 @@ class ResolutionEngine:
             if got is not None and (got.record is None or record is not None):
                 fetched = Fetched(record, got.ttl, got.expires_at, gen)
                 if got.expires_at > now:
-                    metrics.RECORDER.hits["redis"] += 1
+                    self._hits["redis"] += 1
                     return fetched
                 if now < got.expires_at + self.policy.stale_window:
                     stale = fetched._replace(stale=True)

@@ -16,7 +16,7 @@ from registry.auth import Authenticator
 from registry.batch import BatchRunner, parse_batch
 from registry.service import RegistrationService
 from registry.templates import template_to_json
-from resolver.http_common import MSGPACK_TYPES, caller_of, int_param, read_body, render, require_identity
+from resolver.http_common import MSGPACK_TYPES, Routes, caller_of, int_param, read_body, render, require_identity
 
 MAX_AUDIT_ENTRIES = 10_000
 DEFAULT_AUDIT_ENTRIES = 100
@@ -45,14 +45,14 @@ class RegistryRoutes:
         self.service = service
         self.authenticator = authenticator
 
-    def add_to(self, r: web.UrlDispatcher) -> None:
-        r.add_post("/api/batch", self.batch, name="batch")
-        r.add_get("/api/templates/{prefix}", self.list_templates, name="templates")
-        r.add_get("/api/templates/{prefix}/{name}", self.get_template, name="template")
-        r.add_put("/api/templates/{prefix}/{name}", self.put_template, name="put_template")
-        r.add_delete("/api/templates/{prefix}/{name}", self.delete_template, name="delete_template")
-        r.add_get("/api/audit", self.audit, name="audit")
-        r.add_get("/api/stats", self.stats, name="stats")
+    def add_to(self, r: Routes) -> None:
+        r.post("/api/batch", self.batch, "batch")
+        r.get("/api/templates/{prefix}", self.list_templates, "templates")
+        r.get("/api/templates/{prefix}/{name}", self.get_template, "template")
+        r.put("/api/templates/{prefix}/{name}", self.put_template, "put_template")
+        r.delete("/api/templates/{prefix}/{name}", self.delete_template, "delete_template")
+        r.get("/api/audit", self.audit, "audit")
+        r.get("/api/stats", self.stats, "stats")
 
     async def batch(self, request: web.Request) -> web.Response:
         caller = await caller_of(request, self.authenticator)

@@ -56,25 +56,23 @@ class Recorder:
     """Per-process tallies, handed to prometheus_client by ``flush``."""
 
     def __init__(self) -> None:
-        self.requests: Tally[tuple[str, str, int, int]] = Tally()
-        self.durations: dict[tuple[str, str], list[float]] = {}
+        # (frontend, op, code, status) -> [count per duration bucket ..., +Inf count, sum of seconds]
+        self.series: dict[tuple[str, str, int, int], list[float]] = {}
         self.events: Tally[str] = Tally()
         self.hits = {"local": 0, "redis": 0}
 
     def observe(self, frontend: str, op: str, code: int, status: int, seconds: float) -> None:
-        self.requests[frontend, op, code, status] += 1
-        slots = self.durations.get((frontend, op))
+        slots = self.series.get((frontend, op, code, status))
         if slots is None:
-            slots = self.durations[frontend, op] = [0.0] * (len(DURATION_BUCKETS) + 2)
+            slots = self.series[frontend, op, code, status] = [0.0] * (len(DURATION_BUCKETS) + 2)
         slots[bisect_left(DURATION_BUCKETS, seconds)] += 1
         slots[-1] += seconds
 
     def flush(self) -> None:
-        for (frontend, op, code, status), n in self.requests.items():
+        for (frontend, op, code, status), slots in self.series.items():
+            n = sum(slots[:-1])
             REQUESTS.labels(frontend, op, str(code)).inc(n)
             HTTP_RESPONSES.labels(op, str(status)).inc(n)
-        self.requests.clear()
-        for (frontend, op), slots in self.durations.items():
             child = REQUEST_DURATION.labels(frontend, op)
             # Histogram keeps one count per bucket (made cumulative when collected) and
             # the sum; the last bucket is +Inf. observe() has no "n at once" form.
@@ -82,7 +80,7 @@ class Recorder:
                 if count:
                     child._buckets[i].inc(count)
             child._sum.inc(slots[-1])
-        self.durations.clear()
+        self.series.clear()
         for name, n in self.events.items():
             _COUNTERS[name].inc(n)
         self.events.clear()

@@ -15,6 +15,7 @@ PROMETHEUS_MULTIPROC_DIR before anything imports prometheus_client).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import select
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("idnode")
 
 LISTEN_BACKLOG = 1024
+PR_SET_PDEATHSIG = 1
 RESTART_BACKOFF_SECONDS = 1.0
 START_TIMEOUT_SECONDS = 30.0
 
@@ -49,11 +51,20 @@ def _listen(config: Config) -> socket.socket:
     return sock
 
 
-def _child(config: Config, listener: socket.socket, ready_fd: int, shared: NodeShared) -> int:
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel send SIGTERM when the parent goes, even by SIGKILL (Linux prctl)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it went before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _child(config: Config, listener: socket.socket, ready_fd: int, shared: NodeShared, parent: int) -> int:
     from resolver.server import serve
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _die_with_parent(parent)
 
     def ready() -> None:
         os.write(ready_fd, b".")
@@ -68,28 +79,30 @@ def _child(config: Config, listener: socket.socket, ready_fd: int, shared: NodeS
 
 
 def _spawn(config: Config, listener: socket.socket, ready_fd: int, shared: NodeShared) -> int:
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
-            code = _child(config, listener, ready_fd, shared)
+            code = _child(config, listener, ready_fd, shared, parent)
         finally:
             os._exit(code)
     return pid
 
 
-def _await_ready(read_fd: int, count: int) -> bool:
-    """Wait until ``count`` workers listen (each writes one byte); False if one died first."""
+def _await_ready(read_fd: int, children: set[int]) -> bool:
+    """Wait until every child listens (each writes one byte); False if one died first."""
     got = 0
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while got < count and time.monotonic() < deadline:
+    while got < len(children) and time.monotonic() < deadline:
         ready, _, _ = select.select([read_fd], [], [], 0.2)
         if ready:
-            chunk = os.read(read_fd, count - got)
-            if not chunk:
+            got += len(os.read(read_fd, len(children) - got))
+        for pid in children:
+            if os.waitpid(pid, os.WNOHANG) != (0, 0):
+                children.discard(pid)
                 return False
-            got += len(chunk)
-    return got == count
+    return got == len(children)
 
 
 def run(config: Config, workers: int) -> int:
@@ -115,7 +128,7 @@ def run(config: Config, workers: int) -> int:
     signal.signal(signal.SIGINT, stop)
     read_fd, write_fd = os.pipe()
     children.update(_spawn(config, listener, write_fd, shared) for _ in range(workers))
-    failed = not _await_ready(read_fd, workers)
+    failed = not _await_ready(read_fd, children)
     if failed:
         log.error("workers did not start; stopping")
         stop(signal.SIGTERM, None)

@@ -89,7 +89,10 @@ class Node:
         env.update(self.env)
         cmd = [sys.executable, "-m", "resolver.cli", "serve", "--listen", listen, "--data-dir", str(self.data_dir)]
         self.stderr_lines = []
-        self.proc = subprocess.Popen(cmd + self.args, env=env, stderr=subprocess.PIPE, text=True)
+        # A session of its own, so that kill() takes the workers down with the parent.
+        self.proc = subprocess.Popen(
+            cmd + self.args, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         assert self.proc.stderr is not None
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -117,7 +120,10 @@ class Node:
         return self.proc.wait(timeout)
 
     def kill(self) -> None:
-        self.stop(signal.SIGKILL)
+        """kill -9 the node, every process of it at once (as systemd or a crash would)."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(15)
 
     def restart(self) -> Node:
         self.stop()

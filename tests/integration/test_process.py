@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import threading
@@ -121,7 +120,7 @@ def test_acknowledged_writes_survive_kill_9(fresh_node: Node) -> None:
             if len(acknowledged) >= 300:
                 break
         threading.Event().wait(0.01)
-    fresh_node.stop(signal.SIGKILL)
+    fresh_node.kill()
     stop.set()
     for t in threads:
         t.join(30)

@@ -56,3 +56,17 @@ def test_a_dead_worker_is_replaced(fresh_node: Node) -> None:
     for _ in range(20):
         assert node.get("/api/handles/0.NA/88.118").status == 200
     assert any("exited" in line for line in node.stderr_lines)
+
+
+def test_workers_go_when_the_parent_is_killed(fresh_node: Node) -> None:
+    fresh_node.args = ["--workers", "2"]
+    node = fresh_node.start()
+    assert node.proc is not None
+    workers = children(node.proc.pid)
+    assert len(workers) == 2
+    node.proc.send_signal(signal.SIGKILL)  # the parent alone
+    node.proc.wait(15)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}/stat").exists() for pid in workers)
