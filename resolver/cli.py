@@ -14,6 +14,8 @@ import uvloop
 
 from resolver import config as config_mod
 
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="idnode", description="Secondary node of the identifier resolution system.")
@@ -84,9 +86,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve_workers(config: config_mod.Config, admin_secret: str | None) -> int:
-    # prometheus_client reads this when first imported, so it is set before anything imports it.
+    # prometheus_client reads this when first imported, so it is set before anything imports
+    # it. A directory given in the environment is used (and emptied) instead of a new one.
+    given = os.environ.get(METRICS_DIR_ENV)
     with tempfile.TemporaryDirectory(prefix="idnode-metrics-") as metrics_dir:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        if given:
+            for stale in Path(given).glob("*.db"):
+                stale.unlink()
+        else:
+            os.environ[METRICS_DIR_ENV] = metrics_dir
         from resolver import workers
         from resolver.server import bootstrap
 

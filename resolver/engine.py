@@ -175,7 +175,8 @@ class ResolutionEngine:
         ttl = fetched.ttl if ttl is None else ttl
         now = time.monotonic()
         stale_until = now + (fetched.expires_at - time.time()) + self.policy.stale_window
-        entry = Entry(body, status, ttl, now + ttl, stale_until, self.generations.slot(handle.key), fetched.gen)
+        expires = min(now + ttl, stale_until) if stale else now + ttl
+        entry = Entry(body, status, ttl, expires, stale_until, self.generations.slot(handle.key), fetched.gen)
         entry.stale = stale
         return entry
 
@@ -194,7 +195,8 @@ class ResolutionEngine:
             if old is None or old.gen != self.words[old.slot] or now >= old.stale_until:
                 raise failed.cause from None
             body = _with_ttl(old.body, STALE_REPLY_TTL)
-            entry = Entry(body, old.status, STALE_REPLY_TTL, now + STALE_REPLY_TTL, old.stale_until, old.slot, old.gen)
+            expires = min(now + STALE_REPLY_TTL, old.stale_until)
+            entry = Entry(body, old.status, STALE_REPLY_TTL, expires, old.stale_until, old.slot, old.gen)
             entry.stale = True
         log.warning("store failed (%s); serving a stale answer for %s", failed.cause.message, handle.text)
         metrics.count("served_stale")

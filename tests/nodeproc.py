@@ -81,13 +81,14 @@ class Node:
     port: int = 0
     tls: bool = False
     stderr_lines: list[str] = field(default_factory=list)
+    module: str = "resolver.cli"  # what `python -m` runs; tests.flaky_node to make the store fail
 
     def start(self, listen: str = "127.0.0.1:0") -> Node:
         env = {k: v for k, v in os.environ.items() if not k.startswith("IDNODE_")}
         if self.admin_secret is not None:
             env["IDNODE_ADMIN_SECRET"] = self.admin_secret
         env.update(self.env)
-        cmd = [sys.executable, "-m", "resolver.cli", "serve", "--listen", listen, "--data-dir", str(self.data_dir)]
+        cmd = [sys.executable, "-m", self.module, "serve", "--listen", listen, "--data-dir", str(self.data_dir)]
         self.stderr_lines = []
         # A session of its own, so that kill() takes the workers down with the parent.
         self.proc = subprocess.Popen(

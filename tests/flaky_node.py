@@ -1,0 +1,39 @@
+"""``idnode`` with a store that fails on demand, for the serve-stale tests.
+
+Runs the real command line; only the store's record reads are wrapped: while the file
+``FAIL`` exists in the data directory they raise StoreUnavailable, as the SQLite store
+does when the disk errors. Everything else (workers, cache, HTTP) is the real node::
+
+    python -m tests.flaky_node serve --data-dir D ...
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+# Before prometheus_client is imported (by resolver.server, below), as `idnode serve` does.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="idnode-test-metrics-"))
+
+from protocol.errors import StoreUnavailable
+from protocol.records import HandleRecord
+from registry.sqlite import SqliteStore
+from resolver import cli, server
+from resolver.config import Config
+
+
+class FlakyStore(SqliteStore):
+    async def get(self, key: str) -> HandleRecord | None:
+        if (self.path.parent / "FAIL").exists():
+            raise StoreUnavailable("store read failed: disk I/O error (injected by the test)")
+        return await super().get(key)
+
+
+def flaky_store(config: Config) -> SqliteStore:
+    return FlakyStore(config.data_dir / "idnode.sqlite3", readers=config.store_readers)
+
+
+if __name__ == "__main__":
+    server.default_store = flaky_store
+    sys.exit(cli.main())

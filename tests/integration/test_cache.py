@@ -1,0 +1,264 @@
+"""The cache tiers, end to end: real node processes, real redis-server processes.
+
+Invalidation across workers and across nodes sharing a Redis, coalescing, prefetch,
+serve-stale with the store failing, Redis killed, paused and restarted under load, and
+graceful shutdown with requests in flight.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Node, Reply, basic, record, url_value
+from tests.redisproc import RedisServer
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[Node]]:
+    started: list[Node] = []
+    yield started
+    for node in started:
+        if node.proc is not None and node.proc.poll() is None:
+            node.stop()
+
+
+def ttl_value(index: int, url: str, ttl: int) -> dict[str, Any]:
+    return {**url_value(index, url), "ttl": ttl}
+
+
+def first_url(reply: Reply) -> str:
+    assert reply.status == 200, reply.body
+    value: str = reply.json["values"][0]["data"]["value"]
+    return value
+
+
+def spread_gets(node: Node, path: str, n: int) -> list[Reply]:
+    """``n`` GETs on new connections, so the kernel spreads them over the workers."""
+    return [node.get(path) for _ in range(n)]
+
+
+def test_a_write_is_seen_at_once_by_every_worker(fresh_node: Node) -> None:
+    fresh_node.args = ["--workers", "2"]
+    node = fresh_node.start()
+    path = "/api/handles/88.118/cache-workers"
+    assert node.put(path, record(url_value(1, "https://old.example/")), auth=ADMIN).status == 201
+    assert {first_url(r) for r in spread_gets(node, path, 20)} == {"https://old.example/"}  # both workers cache it
+    assert node.metric("idnode_cache_hits_total", tier="local") >= 10
+    assert node.put(path, record(url_value(1, "https://new.example/")), auth=ADMIN).status == 200
+    assert {first_url(r) for r in spread_gets(node, path, 20)} == {"https://new.example/"}
+    assert node.request("DELETE", path, auth=ADMIN).status == 200
+    assert {r.status for r in spread_gets(node, path, 20)} == {404}
+
+
+def test_a_write_on_one_node_reaches_another_through_redis(
+    tmp_path: Path, redis_server: RedisServer, nodes: list[Node]
+) -> None:
+    # Two nodes on one store and one Redis: like two machines in front of one PostgreSQL.
+    data = tmp_path / "data"
+    a = Node(data, args=["--workers", "1", "--redis", redis_server.url]).start()
+    nodes.append(a)
+    b = Node(data, args=["--workers", "2", "--redis", redis_server.url]).start()
+    nodes.append(b)
+    path = "/api/handles/88.118/cache-nodes"
+    assert a.put(path, record(url_value(1, "https://old.example/")), auth=ADMIN).status == 201
+    assert {first_url(r) for r in spread_gets(b, path, 10)} == {"https://old.example/"}
+    assert a.put(path, record(url_value(1, "https://new.example/")), auth=ADMIN).status == 200
+    written = time.monotonic()
+    seen = None
+    while time.monotonic() - written < 2:
+        if {first_url(r) for r in spread_gets(b, path, 4)} == {"https://new.example/"}:
+            seen = time.monotonic() - written
+            break
+    assert seen is not None and seen < 0.1, f"node B saw the write after {seen} s"
+    assert b.metric("idnode_cache_invalidations_total", source="peer") >= 1
+
+
+def test_concurrent_misses_make_one_store_read(fresh_node: Node) -> None:
+    fresh_node.args = ["--workers", "1"]
+    node = fresh_node.start()
+    path = "/api/handles/88.118/cache-coalesce"
+    assert node.put(path, record(url_value(1, "https://c.example/")), auth=ADMIN).status == 201
+    reads, coalesced = node.metric("idnode_store_reads_total"), node.metric("idnode_cache_coalesced_total")
+    start = threading.Barrier(40)
+
+    def one(_: int) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=30)
+        conn.connect()
+        start.wait()
+        conn.request("GET", path)
+        status = conn.getresponse().status
+        conn.close()
+        return status
+
+    with ThreadPoolExecutor(40) as pool:
+        assert set(pool.map(one, range(40))) == {200}
+    assert node.metric("idnode_store_reads_total") - reads == 1
+    assert node.metric("idnode_cache_coalesced_total") - coalesced >= 1
+
+
+def test_not_found_is_cached_and_undone_by_a_create(fresh_node: Node) -> None:
+    fresh_node.args = ["--workers", "1"]
+    node = fresh_node.start()
+    path = "/api/handles/88.118/cache-negative"
+    assert node.get(path).status == 404
+    reads = node.metric("idnode_store_reads_total")
+    assert [node.get(path).status for _ in range(5)] == [404] * 5
+    assert node.metric("idnode_store_reads_total") == reads  # answered from the cache
+    assert node.put(path, record(url_value(1, "https://n.example/")), auth=ADMIN).status == 201
+    assert node.get(path).status == 200
+
+
+def test_an_entry_read_near_its_expiry_is_refreshed_in_the_background(fresh_node: Node) -> None:
+    fresh_node.args = ["--workers", "1"]
+    fresh_node.env = {"IDNODE_CACHE_MIN_TTL": "0"}
+    node = fresh_node.start()
+    path = "/api/handles/88.118/cache-prefetch"
+    assert node.put(path, record(ttl_value(1, "https://p.example/", 4)), auth=ADMIN).status == 201
+    started = time.monotonic()
+    assert node.get(path).status == 200  # a miss: cached for 4 s
+    misses, prefetches = node.metric("idnode_cache_misses_total"), node.metric("idnode_cache_prefetches_total")
+    time.sleep(max(0.0, 3.75 - (time.monotonic() - started)))
+    assert node.get(path).status == 200  # in the last 10%: served, and refreshed behind
+    time.sleep(max(0.0, 4.6 - (time.monotonic() - started)))
+    assert node.get(path).status == 200  # past the first expiry: the refreshed entry
+    assert node.metric("idnode_cache_prefetches_total") - prefetches == 1
+    assert node.metric("idnode_cache_misses_total") == misses
+
+
+def test_stale_answers_are_served_while_the_store_fails(fresh_node: Node) -> None:
+    fresh_node.module = "tests.flaky_node"
+    fresh_node.args = ["--workers", "2"]
+    fresh_node.env = {"IDNODE_CACHE_MIN_TTL": "0", "IDNODE_STALE_WINDOW": "4"}
+    node = fresh_node.start()
+    path = "/api/handles/88.118/cache-stale"
+    assert node.put(path, record(ttl_value(1, "https://s.example/", 1)), auth=ADMIN).status == 201
+    assert {first_url(r) for r in spread_gets(node, path, 10)} == {"https://s.example/"}
+    (fresh_node.data_dir / "FAIL").touch()
+    time.sleep(1.3)  # expired, inside the stale window
+    replies = spread_gets(node, path, 10)
+    assert {first_url(r) for r in replies} == {"https://s.example/"}
+    assert {r.json["values"][0]["ttl"] for r in replies} == {30}
+    assert all("stale" in r.headers.get("warning", "").lower() for r in replies)
+    assert node.metric("idnode_cache_served_stale_total") >= 10
+    never_cached = node.get("/api/handles/88.118/cache-stale-never")
+    assert (never_cached.status, never_cached.code) == (503, 3)
+    assert "store" in never_cached.json["message"]
+    time.sleep(4)  # past the window: a clear failure, not an old answer
+    late = node.get(path)
+    assert (late.status, late.code) == (503, 3)
+    (fresh_node.data_dir / "FAIL").unlink()
+    assert first_url(node.get(path)) == "https://s.example/"
+
+
+def load(node: Node, paths: list[str], seconds: float, failures: list[str], counts: list[int]) -> None:
+    """GET the paths in turn on one keep-alive connection; record anything but a 200."""
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=10)
+    deadline = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < deadline:
+        path = paths[i % len(paths)]
+        i += 1
+        try:
+            conn.request("GET", path)
+            reply = conn.getresponse()
+            body = reply.read()
+            if reply.status != 200:
+                failures.append(f"{path}: {reply.status} {body[:200]!r}")
+        except (OSError, http.client.HTTPException) as exc:
+            failures.append(f"{path}: {exc!r}")
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=10)
+    counts.append(i)
+    conn.close()
+
+
+def test_redis_killed_paused_and_restarted_under_load_fails_no_resolution(
+    tmp_path: Path, redis_server: RedisServer, nodes: list[Node]
+) -> None:
+    # A small local tier, so that Redis is asked all the time.
+    node = Node(
+        tmp_path / "data",
+        args=["--workers", "2", "--redis", redis_server.url, "--cache-entries", "20"],
+    ).start()
+    nodes.append(node)
+    handles = [f"88.118/cache-redis-{i}" for i in range(200)]
+    paths = ["/api/handles/" + h for h in handles]
+    batch = [{"op": "create", "handle": h, "values": [url_value(1, "https://r.example/")]} for h in handles]
+    reply = node.request("POST", "/api/batch", {"operations": batch}, auth=ADMIN)
+    assert reply.status == 200, reply.body
+    failures: list[str] = []
+    counts: list[int] = []
+    threads = [threading.Thread(target=load, args=(node, paths, 9.0, failures, counts)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    redis_server.kill()
+    time.sleep(2.0)
+    redis_server.start()  # same port, empty
+    time.sleep(1.5)
+    redis_server.pause()  # a hung Redis: every call would time out
+    time.sleep(2.0)
+    redis_server.resume()
+    for t in threads:
+        t.join(30)
+    assert failures == []
+    assert sum(counts) > 400
+    assert node.metric("idnode_redis_errors_total") > 0
+    hits_after = node.metric("idnode_cache_hits_total", tier="redis")
+    for path in paths[:100]:
+        assert node.get(path).status == 200
+    assert node.metric("idnode_cache_hits_total", tier="redis") > hits_after  # reconnected by itself
+
+
+def test_sigterm_finishes_requests_in_flight(fresh_node: Node) -> None:
+    fresh_node.args = ["--workers", "2"]
+    node = fresh_node.start()
+    assert node.proc is not None
+    sent = threading.Barrier(7)
+    results: list[tuple[int, int]] = []
+
+    def register(worker: int) -> None:
+        ops = [
+            {"op": "create", "handle": f"88.118/shutdown-{worker}-{i}", "values": [url_value(1, "https://x.example/")]}
+            for i in range(2000)
+        ]
+        conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=60)
+        body = json.dumps({"operations": ops}).encode()
+        headers = {"Authorization": basic(ADMIN_USER, ADMIN_SECRET), "Content-Type": "application/json"}
+        conn.request("POST", "/api/batch", body=body, headers=headers)
+        sent.wait()
+        reply = conn.getresponse()
+        outcome = json.loads(reply.read())
+        results.append((reply.status, sum(1 for r in outcome["results"] if r["responseCode"] == 1)))
+        conn.close()
+
+    threads = [threading.Thread(target=register, args=(w,)) for w in range(6)]
+    for t in threads:
+        t.start()
+    sent.wait()  # every request is on the wire
+    time.sleep(0.05)
+    node.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(60)
+    assert node.proc.wait(30) == 0
+    assert sorted(results) == [(200, 2000)] * 6
+    node.start()
+    for w in range(6):
+        assert node.get(f"/api/handles/88.118/shutdown-{w}-1999").status == 200
