@@ -1,12 +1,20 @@
 -- wrk script: each request GETs the next path from a file (one path a line), cycling.
--- Usage: wrk ... -s bench/handles.lua http://HOST:PORT -- PATHS_FILE
+-- Usage: wrk ... -s bench/handles.lua http://HOST:PORT -- PATHS_FILE [RATE CONNECTIONS]
+-- With RATE (requests/s for this wrk thread) and its CONNECTIONS, each connection waits
+-- CONNECTIONS/RATE seconds between requests (wrk's delay(), whole milliseconds, dithered so
+-- the mean is exact): an offered load below the maximum, for latency at a given load.
 -- At the end it prints one line "wrk-json {...}" that bench/wrk.py parses.
 
 local paths = {}
 local n = 0
 local i = 0
 
+local interval_ms = nil
+
 function init(args)
+  if args[2] then
+    interval_ms = tonumber(args[3]) / tonumber(args[2]) * 1000
+  end
   for line in io.lines(args[1]) do
     n = n + 1
     paths[n] = line
@@ -16,6 +24,17 @@ function init(args)
   end
   -- Threads start at different offsets so they do not request in lockstep.
   i = math.random(n) - 1
+end
+
+function delay()
+  if interval_ms == nil then
+    return 0
+  end
+  local whole = math.floor(interval_ms)
+  if math.random() < interval_ms - whole then
+    whole = whole + 1
+  end
+  return whole
 end
 
 function request()

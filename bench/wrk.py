@@ -64,9 +64,17 @@ def _parse(report: str, cpu: float) -> WrkRun:
 
 
 def run(
-    url: str, paths_file: Path, *, threads: int = 1, connections: int = 50, seconds: int = 15, timeout_s: int = 5
+    url: str,
+    paths_file: Path,
+    *,
+    threads: int = 1,
+    connections: int = 50,
+    seconds: int = 15,
+    timeout_s: int = 5,
+    rate: float | None = None,
 ) -> WrkRun:
-    """Drive ``url`` for ``seconds``; wrk itself is killed if it overruns by 30 s."""
+    """Drive ``url`` for ``seconds`` (at most ``rate`` requests/s in all when given); wrk
+    itself is killed if it overruns by 30 s."""
     cmd = [
         "wrk",
         f"-t{threads}",
@@ -80,6 +88,8 @@ def run(
         "--",
         str(paths_file),
     ]
+    if rate is not None:
+        cmd += [str(rate / threads), str(connections // threads)]
     before = _children_cpu()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False)
     cpu = _children_cpu() - before

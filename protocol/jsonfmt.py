@@ -10,6 +10,7 @@ import base64
 import binascii
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from protocol import valuedata as vd
@@ -41,7 +42,9 @@ class IncomingValue(NamedTuple):
     format: str
 
 
+@lru_cache(maxsize=65536)
 def format_timestamp(epoch: int) -> str:
+    # Cached: strftime costs microseconds, and records written together share their times.
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 from protocol.errors import InvalidValue
 
@@ -104,6 +105,7 @@ def encode_admin(ref: AdminRef) -> bytes:
     return struct.pack(">H", ref.permissions) + _text(ref.handle) + struct.pack(">I", ref.index)
 
 
+@lru_cache(maxsize=65536)  # an enterprise's records share their HS_ADMIN; AdminRef is immutable
 def decode_admin(data: bytes) -> AdminRef:
     r = Reader(data, "HS_ADMIN")
     permissions = r.u16()
