@@ -195,7 +195,7 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
     header = f"{when}; {machine()}; code {revision()}; {args.count:,} records\n\n"
     (RESULTS / "cache_summary.md").write_text(header + summary + "\n")
     (RESULTS / "cache_sweep.json").write_text(json.dumps(points, indent=1))
-    plot(points, RESULTS / "cache_sweep.png", f"cached resolution, idnode --workers 2 ({when}, {revision()})")
+    plot(points, RESULTS / "cache_sweep.png", f"cached resolution, idnode --workers 2, {when}")
     print(header + summary)
 
 

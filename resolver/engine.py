@@ -39,6 +39,9 @@ from resolver.redis_tier import RedisEntry, RedisTier
 log = logging.getLogger("resolver.engine")
 
 STALE_REPLY_TTL = 30  # RFC 8767: the TTL of a stale answer, and how long before the store is retried
+SWEEP_INTERVAL = 0.1  # seconds between two slices of the cache sweep
+SWEEP_TICKS = 50  # slices per pass: an entry unused for ~5 s is packed
+SWEEP_MIN = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,47 @@ def render_not_found(handle_text: str) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+class BatchedReads:
+    """Store reads asked for in one turn of the event loop, made in one ``get_many``.
+
+    Under load many misses arrive together; one trip to the store's reader threads for
+    all of them costs far less than one each (the hop, not the lookup, dominates).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._pending: dict[str, asyncio.Future[HandleRecord | None]] = {}
+        self._reads: set[asyncio.Task[None]] = set()
+
+    def get(self, key: str) -> asyncio.Future[HandleRecord | None]:
+        future = self._pending.get(key)
+        if future is None:
+            loop = asyncio.get_running_loop()
+            if not self._pending:
+                loop.call_soon(self._flush)
+            future = self._pending[key] = loop.create_future()
+        return future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, {}
+        task = asyncio.create_task(self._read(batch))
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    async def _read(self, batch: dict[str, asyncio.Future[HandleRecord | None]]) -> None:
+        try:
+            found = await self._store.get_many(list(batch))
+        except Exception as exc:
+            for future in batch.values():
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # whoever waited may have given up: not "never retrieved"
+            return
+        for key, future in batch.items():
+            if not future.done():
+                future.set_result(found.get(key))
+
+
 class ResolutionEngine:
     def __init__(
         self,
@@ -115,6 +159,7 @@ class ResolutionEngine:
         self._inflight: dict[str, asyncio.Task[Fetched]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._hits = metrics.RECORDER.hits
+        self._reads = BatchedReads(store)
         store.add_write_listener(self.changed)
 
     # Answers ----------------------------------------------------------------------------
@@ -140,6 +185,10 @@ class ResolutionEngine:
         entry = self.fresh(spelling)
         if entry is not None:
             return entry
+        if self.local.take_cold(spelling) is not None:  # packed away since its last use
+            entry = self.fresh(spelling)
+            if entry is not None:
+                return entry
         handle = parse_handle(spelling, case_sensitive=self._case_sensitive)
         check_responsible(handle.zone, self._node_prefix, handle.text, handle=handle.text)
         try:
@@ -242,7 +291,7 @@ class ResolutionEngine:
         metrics.count("store_reads")
         try:
             async with asyncio.timeout(self.policy.store_timeout):
-                record = await self._store.get(key)
+                record = await self._reads.get(key)
         except StoreUnavailable as exc:
             raise _StoreFailed(exc, stale) from None
         except TimeoutError:
@@ -287,6 +336,17 @@ class ResolutionEngine:
         for key in keys:
             bump(key)
         metrics.CACHE_INVALIDATIONS.labels("peer").inc(len(keys))
+
+    def start(self) -> None:
+        """Start the background work: packing cold cache entries."""
+        self._sweeper = asyncio.create_task(self._sweep(), name="cache-sweeper")
+        self._background.add(self._sweeper)
+
+    async def _sweep(self) -> None:
+        # A slice every tick: a pass over the hot entries takes about SWEEP_TICKS ticks.
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            self.local.sweep(max(SWEEP_MIN, len(self.local.entries) // SWEEP_TICKS))
 
     async def close(self) -> None:
         for task in list(self._background):

@@ -143,6 +143,7 @@ async def serve(
             redis=redis,
         )
         local.append(engine)
+        engine.start()
         if redis is not None:
             await redis.start()
         authenticator = Authenticator(store, case_sensitive=config.case_sensitive, limiter=shared.limiter)

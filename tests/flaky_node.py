@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Iterable
 
 # Before prometheus_client is imported (by resolver.server, below), as `idnode serve` does.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="idnode-test-metrics-"))
@@ -24,10 +25,17 @@ from resolver.config import Config
 
 
 class FlakyStore(SqliteStore):
-    async def get(self, key: str) -> HandleRecord | None:
+    def _check(self) -> None:
         if (self.path.parent / "FAIL").exists():
             raise StoreUnavailable("store read failed: disk I/O error (injected by the test)")
+
+    async def get(self, key: str) -> HandleRecord | None:
+        self._check()
         return await super().get(key)
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, HandleRecord]:
+        self._check()
+        return await super().get_many(keys)
 
 
 def flaky_store(config: Config) -> SqliteStore:

@@ -34,6 +34,7 @@ class RedisServer:
     directory: Path
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    cluster: bool = False
 
     @property
     def url(self) -> str:
@@ -45,6 +46,8 @@ class RedisServer:
         self.port = self.port or free_port()
         self.directory.mkdir(parents=True, exist_ok=True)
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"]
         self.proc = subprocess.Popen(
             [binary, *args, "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -74,3 +77,27 @@ class RedisServer:
             self.proc.send_signal(signal.SIGCONT)
             self.proc.terminate()
             self.proc.wait(10)
+
+
+def make_cluster(directory: Path, size: int = 3) -> list[RedisServer]:
+    """``size`` cluster-enabled servers joined into one Redis Cluster with every slot served."""
+    servers = [RedisServer(directory / f"node{i}", cluster=True).start() for i in range(size)]
+    cli = shutil.which("redis-cli")
+    assert cli is not None, "redis-cli is not installed"
+    addresses = [f"127.0.0.1:{s.port}" for s in servers]
+    subprocess.run(
+        [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        states = [
+            subprocess.run([cli, "-p", str(s.port), "cluster", "info"], capture_output=True, text=True).stdout
+            for s in servers
+        ]
+        if all("cluster_state:ok" in state for state in states):
+            return servers
+        time.sleep(0.1)
+    raise RuntimeError("the Redis Cluster did not become ready")

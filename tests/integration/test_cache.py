@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Node, Reply, basic, record, url_value
-from tests.redisproc import RedisServer
+from tests.redisproc import RedisServer, make_cluster
 
 
 @pytest.fixture
@@ -262,3 +262,27 @@ def test_sigterm_finishes_requests_in_flight(fresh_node: Node) -> None:
     node.start()
     for w in range(6):
         assert node.get(f"/api/handles/88.118/shutdown-{w}-1999").status == 200
+
+
+def test_a_redis_cluster_serves_as_the_shared_tier(tmp_path: Path, nodes: list[Node]) -> None:
+    cluster = make_cluster(tmp_path / "cluster")
+    try:
+        url = "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in cluster[:2])
+        node = Node(tmp_path / "data", args=["--workers", "2", "--redis", url, "--cache-entries", "1"]).start()
+        nodes.append(node)
+        handles = [f"88.118/cache-cluster-{i}" for i in range(60)]
+        batch = [{"op": "create", "handle": h, "values": [url_value(1, f"https://k.example/{h}")]} for h in handles]
+        assert node.request("POST", "/api/batch", {"operations": batch}, auth=ADMIN).status == 200
+        for _ in range(2):
+            for h in handles:
+                assert first_url(node.get("/api/handles/" + h)) == f"https://k.example/{h}"
+        assert node.metric("idnode_cache_hits_total", tier="redis") >= 50  # the keys spread over all nodes
+        # A change deletes the entry wherever its slot lives.
+        changed = [{"op": "replace", "handle": h, "values": [url_value(1, "https://changed.example/")]} for h in handles]
+        assert node.request("POST", "/api/batch", {"operations": changed}, auth=ADMIN).status == 200
+        for h in handles:
+            assert first_url(node.get("/api/handles/" + h)) == "https://changed.example/"
+        assert node.metric("idnode_redis_errors_total") == 0
+    finally:
+        for server in cluster:
+            server.stop()

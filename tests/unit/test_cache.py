@@ -1,0 +1,117 @@
+"""The in-process cache tier and the Redis breaker, without processes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from protocol.records import HandleRecord, HandleValue
+from resolver.cache import Entry, Generations, LocalCache
+from resolver.engine import CachePolicy, record_ttl
+from resolver.redis_tier import Breaker
+
+
+def entry(n: int, *, gen: int = 0, ttl: float = 60.0) -> Entry:
+    body = (b'{"responseCode":1,"handle":"88.118.1/P%06d","values":[{"index":1,"type":"URL",' % n) + (
+        b'"data":{"format":"string","value":"https://factory.example/p/%06d"},"ttl":86400}]}' % n
+    )
+    now = time.monotonic()
+    return Entry(body, 200, ttl, now + ttl, now + ttl + 100, n, gen)
+
+
+def test_entries_and_bytes_stay_within_bounds() -> None:
+    cache = LocalCache(max_entries=100, max_bytes=10 * 1024 * 1024)
+    for n in range(1000):
+        cache.put(f"88.118.1/P{n:06d}", entry(n))
+        assert len(cache) <= 100
+    small = LocalCache(max_entries=10_000, max_bytes=50_000)
+    for n in range(1000):
+        small.put(f"88.118.1/P{n:06d}", entry(n))
+        assert small.bytes <= 50_000
+    assert 0 < len(small) < 1000
+
+
+def test_second_chance_keeps_entries_in_use() -> None:
+    cache = LocalCache(max_entries=10, max_bytes=1 << 30)
+    cache.put("hot", entry(0))
+    for n in range(1, 50):
+        cache.entries["hot"].used = True  # read between every insertion
+        cache.put(f"k{n}", entry(n))
+    assert "hot" in cache.entries
+
+
+def test_unused_entries_are_packed_and_come_back_whole() -> None:
+    cache = LocalCache(max_entries=10_000, max_bytes=1 << 30)
+    originals = {f"88.118.1/P{n:06d}": entry(n, gen=n * 7) for n in range(500)}
+    for spelling, e in originals.items():
+        cache.put(spelling, e)
+    hot_bytes = cache.bytes
+    cache.entries["88.118.1/P000003"].used = True
+    for _ in range(2):  # one pass clears the "used" marks, the next packs what stayed unused
+        while cache.sweep(10_000) or cache._pass:
+            pass
+    assert len(cache.cold) >= 499 and len(cache) == 500
+    assert cache.bytes < hot_bytes / 2
+    back = cache.take_cold("88.118.1/P000042")
+    assert back is not None and "88.118.1/P000042" in cache.entries
+    want = originals["88.118.1/P000042"]
+    assert (back.body, back.status, back.gen, back.slot) == (want.body, want.status, want.gen, want.slot)
+    assert back.expires == pytest.approx(want.expires) and back.stale_until == pytest.approx(want.stale_until)
+    assert cache.take_cold("88.118.1/P000042") is None
+    cache.drop("88.118.1/P000043")
+    assert cache.take_cold("88.118.1/P000043") is None
+
+
+def test_cold_entries_are_evicted_first() -> None:
+    cache = LocalCache(max_entries=300, max_bytes=1 << 30)
+    for n in range(300):
+        cache.put(f"old{n}", entry(n))
+    for _ in range(2):
+        while cache.sweep(10_000) or cache._pass:
+            pass
+    for n in range(100):
+        cache.put(f"new{n}", entry(n))
+    assert len(cache) == 300
+    assert all(f"new{n}" in cache.entries for n in range(100))
+
+
+def test_generations_change_on_every_bump() -> None:
+    gens = Generations(slots=1 << 10)
+    slot = gens.slot("88.118/X")
+    seen = {gens.words[slot]}
+    for _ in range(100):
+        gens.bump("88.118/X")
+        assert gens.words[slot] not in seen
+        seen.add(gens.words[slot])
+
+
+def test_record_ttl_is_the_smallest_value_ttl_clamped() -> None:
+    policy = CachePolicy(min_ttl=5, max_ttl=600)
+    now = 1_000_000.0
+
+    def rec(*ttls: tuple[int, bool]) -> HandleRecord:
+        values = tuple(HandleValue(i + 1, "URL", b"x", ttl, absolute) for i, (ttl, absolute) in enumerate(ttls))
+        return HandleRecord("88.118/X", values)
+
+    assert record_ttl(rec((300, False), (100, False)), now, policy) == 100
+    assert record_ttl(rec((86400, False)), now, policy) == 600
+    assert record_ttl(rec((0, False)), now, policy) == 5
+    assert record_ttl(rec((int(now) + 50, True)), now, policy) == 50
+
+
+def test_breaker_opens_after_failures_and_probes_after_the_cooldown() -> None:
+    breaker = Breaker(threshold=3, cooldown=0.05, max_cooldown=0.2)
+    for _ in range(3):
+        assert breaker.allow()
+        breaker.failure()
+    assert not breaker.allow()
+    time.sleep(0.06)
+    assert breaker.allow()  # the probe
+    assert not breaker.allow()  # only one at a time
+    breaker.failure()  # probe failed: open again, for longer
+    assert breaker.cooldown == pytest.approx(0.1)
+    time.sleep(0.11)
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.allow() and breaker.allow()
