@@ -95,8 +95,17 @@ async def _fill(store: Store, count: int, node_prefix: str) -> None:
         failed = next((o for o in outcomes if isinstance(o, HandleError)), None)
         if failed is not None:
             raise failed
-        rate = stop / max(time.perf_counter() - started, 1e-9)
-        print(f"\rload_store: {stop:,}/{count:,} records ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        rate = stop / elapsed
+        filled = stop * 30 // count
+        left = (count - stop) / rate
+        print(
+            f"\rload_store: [{'#' * filled}{'.' * (30 - filled)}] {stop:,}/{count:,} records "
+            f"({rate:,.0f}/s, {left:,.0f} s left)   ",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
     print(file=sys.stderr)
 
 
