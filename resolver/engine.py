@@ -40,8 +40,8 @@ log = logging.getLogger("resolver.engine")
 
 STALE_REPLY_TTL = 30  # RFC 8767: the TTL of a stale answer, and how long before the store is retried
 SWEEP_INTERVAL = 0.1  # seconds between two slices of the cache sweep
-SWEEP_TICKS = 50  # slices per pass: an entry unused for ~5 s is packed
-SWEEP_MIN = 256
+SWEEP_TICKS = 300  # slices per pass: an entry unused for ~30 s is packed
+SWEEP_MIN = 64
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ registration service, and renders the answer (helpers and the error edge are in
 from __future__ import annotations
 
 import os
-import time
+from time import perf_counter
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -55,6 +55,7 @@ class HttpFrontend:
     ) -> None:
         self.config = config
         self.engine = engine
+        self._fresh = engine.fresh  # bound once: the hot path calls it on every request
         self.service = service
         self.authenticator = authenticator
 
@@ -63,9 +64,10 @@ class HttpFrontend:
         app = web.Application(client_max_size=limit)
         app[CONFIG] = self.config
         r = Routes(app.router)
-        r.get("/api/handles", self.list_handles, "list")
+        # First: aiohttp tries the routes under one path prefix in the order they were added.
         self._resolve = edged("resolve", self.get_handle)
         app.router.add_get("/api/handles/{handle:.+}", self.resolve, name="resolve")
+        r.get("/api/handles", self.list_handles, "list")
         r.put("/api/handles/{handle:.+}", self.put_handle, "put")
         r.delete("/api/handles/{handle:.+}", self.delete_handle, "delete")
         r.get("/api/prefixes", self.prefixes, "prefixes")
@@ -89,8 +91,8 @@ class HttpFrontend:
         than through ``edged``: the cached answer cannot raise.
         """
         if "?" not in request.raw_path and AUTHORIZATION not in request.headers:
-            started = time.perf_counter()
-            entry = self.engine.fresh(request.match_info["handle"])
+            started = perf_counter()
+            entry = self._fresh(request.match_info["handle"])
             if entry is not None and not entry.stale:
                 # Headers copied from one prebuilt set: 1.7 µs less than setting them one by one.
                 if entry.status == 200:
@@ -99,7 +101,7 @@ class HttpFrontend:
                 else:
                     response = web.Response(body=entry.body, status=entry.status, headers=CACHED_HEADERS)
                     code = ResponseCode.HANDLE_NOT_FOUND
-                observe(FRONTEND, "resolve", code, entry.status, time.perf_counter() - started)
+                observe(FRONTEND, "resolve", code, entry.status, perf_counter() - started)
                 return response
         return await self._resolve(request)
 

@@ -278,7 +278,8 @@ def test_a_redis_cluster_serves_as_the_shared_tier(tmp_path: Path, nodes: list[N
                 assert first_url(node.get("/api/handles/" + h)) == f"https://k.example/{h}"
         assert node.metric("idnode_cache_hits_total", tier="redis") >= 50  # the keys spread over all nodes
         # A change deletes the entry wherever its slot lives.
-        changed = [{"op": "replace", "handle": h, "values": [url_value(1, "https://changed.example/")]} for h in handles]
+        new = [url_value(1, "https://changed.example/")]
+        changed = [{"op": "replace", "handle": h, "values": new} for h in handles]
         assert node.request("POST", "/api/batch", {"operations": changed}, auth=ADMIN).status == 200
         for h in handles:
             assert first_url(node.get("/api/handles/" + h)) == "https://changed.example/"
