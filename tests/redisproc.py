@@ -20,6 +20,20 @@ def free_port() -> int:
         return port
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is a valid free port too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+
+
 def ping(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
@@ -43,7 +57,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
         assert binary is not None, "redis-server is not installed"
-        self.port = self.port or free_port()
+        self.port = self.port or (free_cluster_port() if self.cluster else free_port())
         self.directory.mkdir(parents=True, exist_ok=True)
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         if self.cluster:
