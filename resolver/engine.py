@@ -223,8 +223,9 @@ class ResolutionEngine:
             body, status = render_values(handle.text, public, STALE_REPLY_TTL if stale else None), 200
         ttl = fetched.ttl if ttl is None else ttl
         now = time.monotonic()
-        stale_until = now + (fetched.expires_at - time.time()) + self.policy.stale_window
-        expires = min(now + ttl, stale_until) if stale else now + ttl
+        left = fetched.expires_at - time.time()  # less than the TTL for an entry Redis has held a while
+        stale_until = now + left + self.policy.stale_window
+        expires = min(now + ttl, stale_until) if stale else now + min(ttl, left)
         entry = Entry(body, status, ttl, expires, stale_until, self.generations.slot(handle.key), fetched.gen)
         entry.stale = stale
         return entry

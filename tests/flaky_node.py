@@ -2,13 +2,15 @@
 
 Runs the real command line; only the store's record reads are wrapped: while the file
 ``FAIL`` exists in the data directory they raise StoreUnavailable, as the SQLite store
-does when the disk errors. Everything else (workers, cache, HTTP) is the real node::
+does when the disk errors, and while ``SLOW`` exists they take half a second more.
+Everything else (workers, cache, HTTP) is the real node::
 
     python -m tests.flaky_node serve --data-dir D ...
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import tempfile
@@ -25,16 +27,18 @@ from resolver.config import Config
 
 
 class FlakyStore(SqliteStore):
-    def _check(self) -> None:
+    async def _check(self) -> None:
+        if (self.path.parent / "SLOW").exists():
+            await asyncio.sleep(0.5)
         if (self.path.parent / "FAIL").exists():
             raise StoreUnavailable("store read failed: disk I/O error (injected by the test)")
 
     async def get(self, key: str) -> HandleRecord | None:
-        self._check()
+        await self._check()
         return await super().get(key)
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, HandleRecord]:
-        self._check()
+        await self._check()
         return await super().get_many(keys)
 
 
