@@ -324,19 +324,19 @@ class ResolutionEngine:
 
     async def changed(self, keys: list[str]) -> None:
         """The store committed writes to ``keys``: no worker may serve what it cached for them."""
-        bump = self.generations.bump
-        for key in keys:
-            bump(key)
-        metrics.CACHE_INVALIDATIONS.labels("local").inc(len(keys))
+        self._bump(keys, "local")
         if self.redis is not None:
             await self.redis.invalidate(keys)
 
     def changed_elsewhere(self, keys: Sequence[str]) -> None:
         """Another node announced writes to ``keys``."""
+        self._bump(keys, "peer")
+
+    def _bump(self, keys: Sequence[str], source: str) -> None:
         bump = self.generations.bump
         for key in keys:
             bump(key)
-        metrics.CACHE_INVALIDATIONS.labels("peer").inc(len(keys))
+        metrics.CACHE_INVALIDATIONS.labels(source).inc(len(keys))
 
     def start(self) -> None:
         """Start the background work: packing cold cache entries."""

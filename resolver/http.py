@@ -45,6 +45,7 @@ from resolver.metrics import observe
 
 AUTHORIZATION = hdrs.AUTHORIZATION
 CACHED_HEADERS = CIMultiDictProxy(CIMultiDict({hdrs.CONTENT_TYPE: "application/json", **CORS}))
+STALE_HEADERS = CIMultiDictProxy(CIMultiDict({**CACHED_HEADERS, "Warning": '110 - "Response is Stale"'}))
 
 
 class HttpFrontend:
@@ -85,7 +86,7 @@ class HttpFrontend:
     # Handlers --------------------------------------------------------------------------
 
     async def resolve(self, request: web.Request) -> web.StreamResponse:
-        """GET /api/handles/{h}: a fresh cached answer at once, anything else by ``get_handle``.
+        """GET /api/handles/{h}: a cached answer at once, anything else by ``get_handle``.
 
         The hot path of the node, so it does the edge's work (CORS, metrics) itself rather
         than through ``edged``: the cached answer cannot raise.
@@ -93,13 +94,14 @@ class HttpFrontend:
         if "?" not in request.raw_path and AUTHORIZATION not in request.headers:
             started = perf_counter()
             entry = self._fresh(request.match_info["handle"])
-            if entry is not None and not entry.stale:
+            if entry is not None:
                 # Headers copied from one prebuilt set: 1.7 µs less than setting them one by one.
+                headers = STALE_HEADERS if entry.stale else CACHED_HEADERS
                 if entry.status == 200:
-                    response = web.Response(body=entry.body, headers=CACHED_HEADERS)
+                    response = web.Response(body=entry.body, headers=headers)
                     code = ResponseCode.SUCCESS
                 else:
-                    response = web.Response(body=entry.body, status=entry.status, headers=CACHED_HEADERS)
+                    response = web.Response(body=entry.body, status=entry.status, headers=headers)
                     code = ResponseCode.HANDLE_NOT_FOUND
                 observe(FRONTEND, "resolve", code, entry.status, perf_counter() - started)
                 return response
@@ -110,11 +112,10 @@ class HttpFrontend:
         if "?" not in request.raw_path and AUTHORIZATION not in request.headers:
             # Anonymous and unfiltered: the answer is cached as a whole.
             spelling = request.match_info["handle"]
-            entry = self.engine.fresh(spelling) or await self.engine.answer(spelling)
-            response = web.Response(body=entry.body, status=entry.status, content_type="application/json")
+            entry = await self.engine.answer(spelling)
+            headers = STALE_HEADERS if entry.stale else CACHED_HEADERS
+            response = web.Response(body=entry.body, status=entry.status, headers=headers)
             response["code"] = ResponseCode.SUCCESS if entry.status == 200 else ResponseCode.HANDLE_NOT_FOUND
-            if entry.stale:
-                response.headers["Warning"] = '110 - "Response is Stale"'
             return response
         handle = self.service.parse(request.match_info["handle"])
         caller = await self._caller(request)
