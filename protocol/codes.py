@@ -43,6 +43,7 @@ _HTTP_STATUS: dict[ResponseCode, int] = {
     ResponseCode.VALUE_ALREADY_EXISTS: 409,
     ResponseCode.INVALID_VALUE: 400,
     ResponseCode.SERVER_NOT_RESPONSIBLE: 400,
+    ResponseCode.RECURSION_COUNT_TOO_HIGH: 508,
     ResponseCode.AUTHENTICATION_NEEDED: 401,
     ResponseCode.INVALID_ADMIN: 403,
     ResponseCode.INSUFFICIENT_PERMISSIONS: 403,

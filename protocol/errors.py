@@ -76,6 +76,23 @@ class StoreUnavailable(HandleError):
     code = ResponseCode.SERVER_TOO_BUSY
 
 
+class UpstreamFailed(HandleError):
+    """A node this one delegated to failed, timed out or answered what it may not (bailiwick)."""
+
+    code = ResponseCode.ERROR
+    http_status = 502
+
+
+class UpstreamTimeout(UpstreamFailed):
+    http_status = 504
+
+
+class RecursionLoop(HandleError):
+    """Delegation went round in a loop between nodes, or deeper than allowed."""
+
+    code = ResponseCode.RECURSION_COUNT_TOO_HIGH
+
+
 class TooManyFailures(HandleError):
     """Too many failed authentications from this identity or address; wait and retry."""
 

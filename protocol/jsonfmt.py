@@ -347,6 +347,24 @@ def values_from_body(body: Any, timestamp: int = 0) -> list[IncomingValue]:
     return parsed
 
 
+def values_from_answer(items: Any) -> list[HandleValue]:
+    """The values of another server's resolution answer, with the timestamps it gave them.
+
+    As hostile as any request body: every value is checked as one sent to be stored.
+    """
+    if not isinstance(items, list):
+        raise InvalidValue("the answer's values are not a list")
+    values = []
+    for n, item in enumerate(items):
+        stamp = item.get("timestamp") if isinstance(item, dict) else None
+        timestamp = _parse_timestamp(stamp, f"values[{n}].timestamp") if isinstance(stamp, str) else 0
+        timestamp = min(max(timestamp, 0), 2**32 - 1)  # the record format keeps 32 bits
+        values.append(value_from_json(item, n, timestamp).value)
+    if len({v.index for v in values}) != len(values):
+        raise InvalidValue("the answer carries an index more than once")
+    return values
+
+
 # Output -------------------------------------------------------------------------------
 
 
