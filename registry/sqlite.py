@@ -24,9 +24,19 @@ from typing import Any
 import msgpack
 
 from protocol.errors import HandleError, StoreUnavailable
+from protocol.identifiers import NA_PREFIX
 from protocol.records import HandleRecord, decode_record, encode_record
 from registry.sqlite_io import Checkpointer, Writer, connect
-from registry.store import AuditEntry, BatchAborted, Outcome, PrefixStats, Store, StoredTemplate, Write
+from registry.store import (
+    AuditEntry,
+    BatchAborted,
+    Outcome,
+    PrefixStats,
+    Publication,
+    Store,
+    StoredTemplate,
+    Write,
+)
 
 
 def _range(prefix: str) -> tuple[str, str]:
@@ -93,6 +103,14 @@ def _persist(
         if old is None:
             counts[prefix] = counts.get(prefix, 0) + 1
     conn.executemany("INSERT OR REPLACE INTO handles (key, handle, record) VALUES (?, ?, ?)", upserts)
+    conn.executemany(
+        "INSERT INTO prefix_outbox (prefix, seq) VALUES (?, 1) ON CONFLICT (prefix) DO UPDATE SET seq = seq + 1",
+        [
+            (key[len(OUTBOX_KEY_START) :],)
+            for key, new in state.items()
+            if key.startswith(OUTBOX_KEY_START) and new is not original.get(key)
+        ],
+    )
     conn.executemany("DELETE FROM handles WHERE key = ?", deletes)
     conn.executemany(
         "INSERT INTO prefix_counts (prefix, handles) VALUES (?, ?) "
@@ -105,6 +123,9 @@ def _persist(
         "ON CONFLICT (prefix, day) DO UPDATE SET registrations = registrations + excluded.registrations",
         [(p, _day(time.time()), n) for p, n in created],
     )
+
+
+OUTBOX_KEY_START = NA_PREFIX + "/"
 
 
 def _audit(conn: sqlite3.Connection, rows: list[tuple[AuditEntry, Outcome]]) -> None:
@@ -203,6 +224,44 @@ class SqliteStore(Store):
             return []
         result: list[Outcome] = await self._writer.submit(lambda conn: _apply_job(conn, writes, atomic))
         return result
+
+    # Publication outbox --------------------------------------------------------------
+
+    async def prefix_outbox(self) -> dict[str, int]:
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            return dict(conn.execute("SELECT prefix, seq FROM prefix_outbox"))
+
+        result: dict[str, int] = await self._read(read)
+        return result
+
+    async def touch_prefix(self, prefix: str) -> None:
+        await self._writer.submit(
+            lambda conn: conn.execute(
+                "INSERT INTO prefix_outbox (prefix, seq) VALUES (?, 1) "
+                "ON CONFLICT (prefix) DO UPDATE SET seq = seq + 1",
+                (prefix,),
+            )
+        )
+
+    async def publications(self) -> list[Publication]:
+        def read(conn: sqlite3.Connection) -> list[Publication]:
+            rows = conn.execute(
+                "SELECT prefix, upstream, seq, state, attempts, error, updated FROM publications ORDER BY prefix"
+            )
+            return [Publication(*row) for row in rows]
+
+        result: list[Publication] = await self._read(read)
+        return result
+
+    async def record_publication(self, publication: Publication) -> None:
+        p = publication
+        await self._writer.submit(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO publications (prefix, upstream, seq, state, attempts, error, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (p.prefix, p.upstream, p.seq, p.state, p.attempts, p.error, p.updated),
+            )
+        )
 
     async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
         rows: list[tuple[AuditEntry, Outcome]] = [(e, None) for e in entries]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS handles (
@@ -33,6 +33,17 @@ CREATE TABLE IF NOT EXISTS daily_registrations (
     day TEXT NOT NULL,
     registrations INTEGER NOT NULL,
     PRIMARY KEY (prefix, day)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS prefix_outbox (prefix TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS publications (
+    prefix TEXT NOT NULL,
+    upstream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (prefix, upstream)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS templates (
     prefix TEXT NOT NULL,
@@ -65,6 +76,12 @@ def migrate(conn: sqlite3.Connection) -> None:
         if "more" not in columns:
             # Version 3 logs a batch's alike entries in one row (the other handles in "more").
             conn.execute("ALTER TABLE audit ADD COLUMN more BLOB")
+        if version < 4:
+            # Version 4 keeps an outbox of changed prefix handles: start it with those held.
+            conn.execute(
+                "INSERT OR IGNORE INTO prefix_outbox (prefix, seq) "
+                "SELECT substr(key, 6), 1 FROM handles WHERE key >= '0.NA/' AND key < '0.NA0'"
+            )
         conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
         conn.execute("COMMIT")
     except BaseException:

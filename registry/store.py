@@ -3,7 +3,10 @@
 A backend provides reads (``get``, ``get_many``, listing, counting), one write primitive
 (``apply_many``: a list of read-modify-write changes committed in one transaction, each
 recorded in the audit log with its outcome) and the small tables beside the records:
-audit, statistics and metadata templates. The named operations (create, replace, delete,
+audit, statistics, metadata templates and the publication outbox: every committed change
+to a prefix handle ``0.NA/<prefix>`` bumps that prefix's outbox sequence number in the same
+transaction, so that publishing it to the top-level node can never be lost (see
+``resolver.publisher``). The named operations (create, replace, delete,
 add / replace / remove values) are built on ``apply`` here, once, so a PostgreSQL backend
 inherits exactly the same semantics.
 """
@@ -51,6 +54,19 @@ class Write(NamedTuple):
     key: str
     change: Change
     audit: AuditEntry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """How far publishing one prefix to one upstream has got."""
+
+    prefix: str
+    upstream: str
+    seq: int  # the outbox sequence number the state is for
+    state: str  # published, withdrawn or failed
+    attempts: int = 0  # failures since the last success
+    error: str = ""
+    updated: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +134,20 @@ class Store(ABC):
     @abstractmethod
     async def _apply_many(self, writes: Sequence[Write], *, atomic: bool) -> list[Outcome]:
         """``apply_many`` without telling the listeners."""
+
+    @abstractmethod
+    async def prefix_outbox(self) -> dict[str, int]:
+        """Every prefix whose prefix handle has changed, with the sequence number of its last change."""
+
+    @abstractmethod
+    async def touch_prefix(self, prefix: str) -> None:
+        """Bump ``prefix``'s outbox sequence number without a change (republish it)."""
+
+    @abstractmethod
+    async def publications(self) -> list[Publication]: ...
+
+    @abstractmethod
+    async def record_publication(self, publication: Publication) -> None: ...
 
     @abstractmethod
     async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
