@@ -52,6 +52,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--cache-entries", type=int, help="most answers each worker caches (default 1,000,000)")
     s.add_argument("--cache-bytes", type=int, help="most bytes of answers each worker caches (default 512 MiB)")
+    s.add_argument(
+        "--role", choices=config_mod.ROLES, help="secondary (default) or top-level: the node for the country prefix"
+    )
+    s.add_argument(
+        "--upstream",
+        action="append",
+        help="a top-level node's URL, http://HOST:PORT (repeatable; identity and secret from "
+        "upstream_identity / IDNODE_UPSTREAM_SECRET)",
+    )
+    s.add_argument("--advertise", help="HOST:PORT other nodes reach this one at (default: the listener)")
+    recursion = s.add_mutually_exclusive_group()
+    recursion.add_argument(
+        "--recursion", action="store_const", const=True, default=None, help="resolve others' handles for clients"
+    )
+    recursion.add_argument(
+        "--no-recursion", dest="recursion", action="store_const", const=False, help="answer 301 for others' handles"
+    )
     return parser
 
 

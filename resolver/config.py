@@ -21,6 +21,7 @@ ADMIN_SECRET_ENV = "IDNODE_ADMIN_SECRET"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 CORES = min(len(os.sched_getaffinity(0)), 64)
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
+ROLES = ("secondary", "top-level")
 
 
 class ConfigError(Exception):
@@ -52,6 +53,15 @@ class Config:
     cache_negative_ttl: float = 60.0
     stale_window: float = 86400.0
     store_timeout: float = 2.0
+    role: str = "secondary"
+    upstream: tuple[str, ...] = ()  # the top-level node(s), tried in order
+    upstream_identity: str | None = None  # default 300:0.NA/<node prefix>
+    upstream_secret: str | None = None
+    advertise: str | None = None  # HOST:PORT other nodes reach this one at (default: the listener)
+    recursion: bool | None = None  # default: on for a secondary node, off for a top-level one
+    upstream_timeout: float = 2.0  # per request to another node
+    resolve_timeout: float = 5.0  # for a whole delegated resolution
+    max_delegation_depth: int = 8  # nodes a query may pass through
     access_log: bool = False
     log_level: str = "info"
 
@@ -83,7 +93,12 @@ _FIELDS = {f.name: f for f in fields(Config)}
 
 def _coerce(name: str, raw: Any) -> Any:
     kind = _FIELDS[name].type
-    if kind == "bool":
+    if kind == "tuple[str, ...]":
+        items = raw.split(",") if isinstance(raw, str) else raw
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"setting {name!r}: expected a list of strings, got {raw!r}")
+        return tuple(i.strip() for i in items if i.strip())
+    if kind in ("bool", "bool | None"):
         if isinstance(raw, bool):
             return raw
         if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
@@ -138,7 +153,49 @@ def _validate(config: Config) -> Config:
         path = getattr(config, name)
         if path is not None and not path.is_file():
             raise ConfigError(f"setting {name!r}: no such file {str(path)!r}")
-    return replace(config, node_prefix=node_prefix)
+    return _validate_hierarchy(replace(config, node_prefix=node_prefix))
+
+
+def _host_port(text: str, name: str) -> tuple[str, int]:
+    host, colon, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(f"setting {name!r}: expected HOST:PORT, got {text!r}")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"setting {name!r}: {host!r} is not an IP address (HS_SITE carries addresses)") from None
+    return host, int(port)
+
+
+def _validate_hierarchy(config: Config) -> Config:
+    if config.role not in ROLES:
+        raise ConfigError(f"setting 'role': expected one of {', '.join(ROLES)}, got {config.role!r}")
+    upstreams = []
+    for url in config.upstream:
+        scheme, sep, rest = url.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or "?" in rest or "#" in rest:
+            raise ConfigError(f"setting 'upstream': expected http://HOST:PORT or https://HOST:PORT, got {url!r}")
+        upstreams.append(url.rstrip("/"))
+    if config.role == "top-level" and upstreams:
+        raise ConfigError("setting 'upstream': a top-level node has no upstream")
+    if upstreams and not config.upstream_secret:
+        raise ConfigError(
+            "setting 'upstream_secret' (IDNODE_UPSTREAM_SECRET) is required with 'upstream': "
+            "the secret of the identity the top-level node granted this node"
+        )
+    if config.advertise is not None:
+        _host_port(config.advertise, "advertise")
+    elif upstreams and config.host in ("0.0.0.0", "::", ""):
+        raise ConfigError("setting 'advertise': the node listens on every address; say which one others reach")
+    for name in ("upstream_timeout", "resolve_timeout"):
+        if not 0 < getattr(config, name) <= 300:
+            raise ConfigError(f"setting {name!r}: must be between 0 and 300 seconds")
+    if not 1 <= config.max_delegation_depth <= 32:
+        raise ConfigError("setting 'max_delegation_depth': must be between 1 and 32")
+    recursion = config.role == "secondary" if config.recursion is None else config.recursion
+    identity = config.upstream_identity or f"300:0.NA/{config.node_prefix}"
+    return replace(config, upstream=tuple(upstreams), recursion=recursion, upstream_identity=identity)
 
 
 def _validate_cache(config: Config) -> None:
