@@ -12,8 +12,22 @@ is configured (``resolver.redis_tier``), then in the store. Around the store rea
 
 Writes reach the engine through the store's write listener (``changed``): the handle's
 generation word is bumped for every worker of the node before the writer is answered,
-and Redis is told, for the other nodes. Delegation up the hierarchy will plug in beside
-the store read, in ``_load``.
+and Redis is told, for the other nodes.
+
+Delegation (``_route``) decides, beside the store read, who holds a handle:
+
+* under the node prefix, the nearest prefix handle held here decides: no HS_SITE, or one
+  naming this node, and the handle is ours; any other site holds it (delegated down);
+* elsewhere, with recursion allowed, the top-level node(s) are asked for the prefix
+  handles ``0.NA/<zone>``, nearest first, until one exists: its HS_SITE (or the HS_SITE of
+  the prefix handle its HS_SERV names) designates the servers, one without sites leaves
+  the prefix to the top-level node itself, and none at all means the prefix is not
+  registered (not found).
+
+Referrals are records like any other (same cache tiers, coalescing, serve-stale) and
+are kept decoded per worker besides (``_referrals``). A remote answer is accepted only
+for the handle asked and only from a server the referral designated; queries carry the
+nodes they passed through (``Idnode-Via``) so that loops and over-deep chains are cut.
 """
 
 from __future__ import annotations
@@ -26,15 +40,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from protocol import valuedata as vd
 from protocol.codes import ResponseCode
-from protocol.errors import HandleError, HandleNotFound, ProtocolViolation, StoreUnavailable
-from protocol.identifiers import Handle, check_responsible, parse_handle
+from protocol.errors import (
+    HandleError,
+    HandleNotFound,
+    NotResponsible,
+    ProtocolViolation,
+    RecursionLoop,
+    StoreUnavailable,
+    UpstreamFailed,
+    UpstreamTimeout,
+)
+from protocol.identifiers import NA_PREFIX, Handle, check_responsible, is_at_or_under, parse_handle, prefix_handle
 from protocol.jsonfmt import value_to_json
-from protocol.records import HandleRecord, HandleValue, decode_record, encode_record
+from protocol.records import HS_SERV, HandleRecord, HandleValue, decode_record, encode_record
 from registry.store import Store
 from resolver import metrics
 from resolver.cache import Entry, Generations, LocalCache
 from resolver.redis_tier import RedisEntry, RedisTier
+from resolver.upstream import HopFailed, NodeClient, Target, serves, sites_of, targets
 
 log = logging.getLogger("resolver.engine")
 
@@ -42,6 +67,8 @@ STALE_REPLY_TTL = 30  # RFC 8767: the TTL of a stale answer, and how long before
 SWEEP_INTERVAL = 0.1  # seconds between two slices of the cache sweep
 SWEEP_TICKS = 300  # slices per pass: an entry unused for ~30 s is packed
 SWEEP_MIN = 64
+MAX_REFERRALS = 65_536  # decoded referrals kept per worker
+MAX_WALK = 16  # prefix levels looked at, nearest first, when looking for a referral
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +80,32 @@ class CachePolicy:
     negative_ttl: float = 60.0
     stale_window: float = 86400.0
     store_timeout: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class DelegationPolicy:
+    recursion: bool = False  # resolve handles held elsewhere for clients
+    upstreams: tuple[Target, ...] = ()  # the top-level node(s)
+    hop_timeout: float = 2.0
+    total_timeout: float = 5.0
+    max_depth: int = 8  # nodes one query may pass through
+
+
+@dataclass(slots=True)
+class Referral:
+    """Who serves one prefix, as its prefix handle says."""
+
+    exists: bool  # False: no prefix handle
+    sites: tuple[vd.Site, ...]
+    expires: float  # monotonic
+    stale_until: float
+    slot: int
+    gen: int
+
+
+class Route(NamedTuple):
+    zone: str  # the prefix whose referral designated the servers
+    targets: tuple[Target, ...]  # empty: the prefix is not registered anywhere
 
 
 class Fetched(NamedTuple):
@@ -147,6 +200,8 @@ class ResolutionEngine:
         policy: CachePolicy | None = None,
         generations: Generations | None = None,
         redis: RedisTier | None = None,
+        delegation: DelegationPolicy | None = None,
+        node_id: str = "",
     ) -> None:
         self._store = store
         self._node_prefix = node_prefix
@@ -161,6 +216,11 @@ class ResolutionEngine:
         self._hits = metrics.RECORDER.hits
         self._reads = BatchedReads(store)
         store.add_write_listener(self.changed)
+        self.delegation = delegation or DelegationPolicy()
+        self.node_id = node_id or "idnode"
+        self.client = NodeClient(self.node_id, self.delegation.hop_timeout)
+        self.advertised: tuple[str, int] | None = None  # set once the node listens
+        self._referrals: dict[str, Referral] = {}
 
     # Answers ----------------------------------------------------------------------------
 
@@ -180,8 +240,11 @@ class ResolutionEngine:
             metrics.count("served_stale")
         return entry
 
-    async def answer(self, spelling: str) -> Entry:
-        """The anonymous, unfiltered answer for ``spelling``, through every cache tier."""
+    async def answer(self, spelling: str, via: Sequence[str] = ()) -> Entry:
+        """The anonymous, unfiltered answer for ``spelling``, through every cache tier.
+
+        ``via``: the nodes the query passed through before this one (another node asking).
+        """
         entry = self.fresh(spelling)
         if entry is not None:
             return entry
@@ -190,18 +253,18 @@ class ResolutionEngine:
             if entry is not None:
                 return entry
         handle = parse_handle(spelling, case_sensitive=self._case_sensitive)
-        check_responsible(handle.zone, self._node_prefix, handle.text, handle=handle.text)
+        self._admit(handle, via)
         try:
-            fetched = await self._fetch(handle)
+            fetched = await self._fetch(handle, via=via)
         except _StoreFailed as failed:
             return self._stale_answer(spelling, handle, failed)
         return self._remember(spelling, handle, fetched)
 
-    async def resolve(self, handle: Handle) -> HandleRecord:
+    async def resolve(self, handle: Handle, via: Sequence[str] = ()) -> HandleRecord:
         """The whole record for ``handle`` (for callers that see more than the public view)."""
-        check_responsible(handle.zone, self._node_prefix, handle.text, handle=handle.text)
+        self._admit(handle, via)
         try:
-            fetched = await self._fetch(handle)
+            fetched = await self._fetch(handle, via=via)
         except _StoreFailed as failed:
             if failed.stale is None:
                 raise failed.cause from None
@@ -213,6 +276,23 @@ class ResolutionEngine:
             values = [v._replace(ttl=STALE_REPLY_TTL, ttl_absolute=False) for v in fetched.record.values]
             return fetched.record.with_values(values)
         return fetched.record
+
+    def _admit(self, handle: Handle, via: Sequence[str]) -> None:
+        """Refuse at once what this node will not look up: others' handles without recursion, loops."""
+        if not self.delegation.recursion:
+            check_responsible(handle.zone, self._node_prefix, handle.text, handle=handle.text)
+        if via:
+            if self.node_id in via:
+                raise RecursionLoop(
+                    f"delegation loop: the query for {handle.text} came back to this node through {', '.join(via)}",
+                    handle=handle.text,
+                )
+            if len(via) >= self.delegation.max_depth:
+                raise RecursionLoop(
+                    f"the query for {handle.text} passed through {len(via)} nodes; the limit is "
+                    f"{self.delegation.max_depth}",
+                    handle=handle.text,
+                )
 
     def _entry(self, handle: Handle, fetched: Fetched, *, ttl: float | None = None, stale: bool = False) -> Entry:
         record = fetched.record
@@ -255,11 +335,11 @@ class ResolutionEngine:
 
     # Filling ----------------------------------------------------------------------------
 
-    async def _fetch(self, handle: Handle, *, refresh: bool = False) -> Fetched:
+    async def _fetch(self, handle: Handle, *, refresh: bool = False, via: Sequence[str] = ()) -> Fetched:
         key = handle.key
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.create_task(self._load(handle, refresh))
+            task = asyncio.create_task(self._load(handle, refresh, via))
             self._inflight[key] = task
             task.add_done_callback(lambda t: self._loaded(key, t))
         else:
@@ -272,7 +352,7 @@ class ResolutionEngine:
         if not task.cancelled():
             task.exception()  # retrieved here, so a failure nobody awaited is not reported twice
 
-    async def _load(self, handle: Handle, refresh: bool) -> Fetched:
+    async def _load(self, handle: Handle, refresh: bool, via: Sequence[str] = ()) -> Fetched:
         key = handle.key
         gen = self.words[self.generations.slot(key)]  # before reading anything: see resolver.cache
         now = time.time()
@@ -289,15 +369,10 @@ class ResolutionEngine:
                     stale = fetched._replace(stale=True)
         if not refresh:
             metrics.count("misses")
-        metrics.count("store_reads")
-        try:
-            async with asyncio.timeout(self.policy.store_timeout):
-                record = await self._reads.get(key)
-        except StoreUnavailable as exc:
-            raise _StoreFailed(exc, stale) from None
-        except TimeoutError:
-            cause = StoreUnavailable(f"the store did not answer within {self.policy.store_timeout:g} s")
-            raise _StoreFailed(cause, stale) from None
+        if self._held_here(handle):
+            record = await self._read_store(key, stale)
+        else:
+            record = await self._delegated(handle, via, stale)
         ttl = self.policy.negative_ttl if record is None else record_ttl(record, now, self.policy)
         fetched = Fetched(record, ttl, now + ttl, gen)
         if self.redis is not None and self.words[self.generations.slot(key)] == gen:
@@ -305,6 +380,164 @@ class ResolutionEngine:
             blob = None if record is None else encode_record(record)
             self.redis.set_later(key, RedisEntry(now + ttl, ttl, blob), ttl + self.policy.stale_window)
         return fetched
+
+    async def _read_store(self, key: str, stale: Fetched | None) -> HandleRecord | None:
+        metrics.count("store_reads")
+        try:
+            async with asyncio.timeout(self.policy.store_timeout):
+                return await self._reads.get(key)
+        except StoreUnavailable as exc:
+            raise _StoreFailed(exc, stale) from None
+        except TimeoutError:
+            cause = StoreUnavailable(f"the store did not answer within {self.policy.store_timeout:g} s")
+            raise _StoreFailed(cause, stale) from None
+
+    # Delegation -------------------------------------------------------------------------
+
+    def _held_here(self, handle: Handle) -> bool:
+        """True when no prefix handle can send ``handle`` elsewhere (no referral to look at)."""
+        if handle.is_prefix_handle:
+            return is_at_or_under(handle.zone, self._node_prefix)
+        return handle.zone == self._node_prefix
+
+    async def _delegated(self, handle: Handle, via: Sequence[str], stale: Fetched | None) -> HandleRecord | None:
+        """The record of a handle that may be held elsewhere: from the store or the node holding it."""
+        budget = self.delegation.total_timeout
+        try:
+            async with asyncio.timeout(budget):
+                route = await self._route(handle, via)
+                if route is None:
+                    return await self._read_store(handle.key, stale)
+                if not route.targets:
+                    return None  # no prefix handle anywhere on the way up: not registered
+                return await self._ask(handle, route, via)
+        except _StoreFailed as failed:  # a referral could not be had: this answer's stale copy, if any
+            raise _StoreFailed(failed.cause, stale) from None
+        except (UpstreamFailed, RecursionLoop) as exc:
+            raise _StoreFailed(exc, stale) from None
+        except TimeoutError:
+            cause = UpstreamTimeout(f"resolving {handle.text} took longer than {budget:g} s", handle=handle.text)
+            raise _StoreFailed(cause, stale) from None
+
+    def _is_self(self, sites: Sequence[vd.Site]) -> bool:
+        return self.advertised is not None and serves(sites, *self.advertised)
+
+    async def _route(self, handle: Handle, via: Sequence[str]) -> Route | None:
+        """Where ``handle`` is held: None for this node's store, else the servers to ask."""
+        zone = handle.zone
+        if is_at_or_under(zone, self._node_prefix):
+            if handle.is_prefix_handle or zone == self._node_prefix:
+                return None
+            segments = zone.split(".")
+            below = len(segments) - len(self._node_prefix.split("."))
+            for n in range(len(segments), len(segments) - min(below, MAX_WALK), -1):
+                at = ".".join(segments[:n])
+                referral = await self._referral(at, via)
+                if referral.exists:
+                    if not referral.sites or self._is_self(referral.sites):
+                        return None
+                    if not self.delegation.recursion:
+                        raise NotResponsible(
+                            f"prefix {at} is delegated to {_peers(referral.sites, handle)}", handle=handle.text
+                        )
+                    return Route(at, targets(referral.sites, handle))
+            return None
+        if not self.delegation.recursion or not self.delegation.upstreams:
+            why = "recursion is off" if not self.delegation.recursion else "it has no upstream to ask"
+            raise NotResponsible(
+                f"this node serves prefix {self._node_prefix} and {why}; {handle.text} is not under it",
+                handle=handle.text,
+            )
+        if handle.is_prefix_handle:
+            return Route(NA_PREFIX, self.delegation.upstreams)  # the top-level node holds every prefix handle
+        segments = zone.split(".")
+        for n in range(len(segments), max(0, len(segments) - MAX_WALK), -1):
+            at = ".".join(segments[:n])
+            referral = await self._referral(at, via)
+            if referral.exists:
+                if not referral.sites:
+                    return Route(at, self.delegation.upstreams)  # held by the node that holds the prefix handle
+                if self._is_self(referral.sites):
+                    raise RecursionLoop(
+                        f"the referral for prefix {at} names this node, which does not serve it", handle=handle.text
+                    )
+                return Route(at, targets(referral.sites, handle))
+        return Route(zone, ())
+
+    async def _referral(self, zone: str, via: Sequence[str]) -> Referral:
+        """Who serves ``zone``: from this worker's referrals, else its prefix handle, fetched."""
+        known = self._referrals.get(zone)
+        now = time.monotonic()
+        if known is not None and known.gen == self.words[known.slot] and now < known.expires:
+            metrics.count("referral_hits")
+            return known
+        handle = prefix_handle(zone)
+        try:
+            fetched = await self._fetch(handle, via=via)
+        except _StoreFailed as failed:
+            if known is not None and known.gen == self.words[known.slot] and now < known.stale_until:
+                log.warning("cannot refresh the referral for %s (%s); using the expired one", zone, failed.cause)
+                return known
+            if failed.stale is None:
+                raise
+            fetched = failed.stale
+        sites: tuple[vd.Site, ...] = ()
+        if fetched.record is not None:
+            sites = tuple(sites_of(fetched.record)) or await self._service_sites(fetched.record, via)
+        left = fetched.expires_at - time.time()
+        now = time.monotonic()
+        referral = Referral(
+            fetched.record is not None,
+            sites,
+            now + min(fetched.ttl, left),
+            now + left + self.policy.stale_window,
+            self.generations.slot(handle.key),
+            fetched.gen,
+        )
+        if zone not in self._referrals and len(self._referrals) >= MAX_REFERRALS:
+            del self._referrals[next(iter(self._referrals))]  # the oldest
+        self._referrals[zone] = referral
+        return referral
+
+    async def _service_sites(self, record: HandleRecord, via: Sequence[str]) -> tuple[vd.Site, ...]:
+        """The sites of the prefix handle an HS_SERV value names (one level: no chains, no loops)."""
+        for value in record.values:
+            if not value.type_matches(HS_SERV):
+                continue
+            try:
+                service = parse_handle(value.data.decode("utf-8"), case_sensitive=self._case_sensitive)
+            except (UnicodeDecodeError, HandleError):
+                continue
+            if not service.is_prefix_handle:
+                log.warning("%s: HS_SERV names %s, not a prefix handle; ignored", record.handle, service.text)
+                continue
+            fetched = await self._fetch(service, via=via)
+            if fetched.record is not None:
+                return tuple(sites_of(fetched.record))
+        return ()
+
+    async def _ask(self, handle: Handle, route: Route, via: Sequence[str]) -> HandleRecord | None:
+        """Ask the servers ``route`` designates, in turn, until one answers."""
+        failures: list[str] = []
+        loop = False
+        for target in route.targets:
+            try:
+                record = await self.client.resolve(target, handle, via, case_sensitive=self._case_sensitive)
+            except HopFailed as exc:
+                metrics.DELEGATIONS.labels(exc.result).inc()
+                if handle.is_prefix_handle and exc.code == ResponseCode.SERVER_NOT_RESPONSIBLE:
+                    return None  # the top-level node knows nothing of this prefix
+                log.info("delegation of %s: %s", handle.text, exc.message)
+                failures.append(exc.message)
+                loop = loop or exc.result == "loop"
+                continue
+            metrics.DELEGATIONS.labels("answered" if record is not None else "not_found").inc()
+            return record
+        shown = "; ".join(failures)
+        if loop:
+            raise RecursionLoop(f"delegation loop while resolving {handle.text}: {shown}", handle=handle.text)
+        where = "the top-level node" if route.zone == NA_PREFIX else f"the servers of prefix {route.zone}"
+        raise UpstreamFailed(f"{where} did not answer for {handle.text}: {shown}", handle=handle.text)
 
     def prefetch(self, spelling: str, entry: Entry) -> None:
         entry.prefetching = True
@@ -353,6 +586,11 @@ class ResolutionEngine:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.client.close()
+
+
+def _peers(sites: Sequence[vd.Site], handle: Handle) -> str:
+    return ", ".join(t.url for t in targets(sites, handle)) or "servers without an HTTP interface"
 
 
 def _decoded(blob: Any) -> HandleRecord | None:

@@ -16,7 +16,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from protocol.codes import ResponseCode
-from protocol.errors import ProtocolViolation, ValuesNotFound
+from protocol.errors import ProtocolViolation, RecursionLoop, ValuesNotFound
 from protocol.jsonfmt import value_to_json, values_from_body
 from protocol.records import URL
 from registry.auth import Authenticator
@@ -42,6 +42,22 @@ from resolver.http_common import (
 )
 from resolver.http_registry import RegistryRoutes
 from resolver.metrics import observe
+from resolver.publisher import publication_report
+from resolver.upstream import VIA_HEADER
+
+MAX_VIA = 64
+
+
+def via_of(request: web.Request) -> tuple[str, ...]:
+    """The nodes a query passed through before this one (``Idnode-Via``); loops are cut on it."""
+    header = request.headers.get(VIA_HEADER)
+    if not header:
+        return ()
+    via = tuple(part.strip() for part in header.split(",") if part.strip())
+    if len(via) > MAX_VIA:
+        raise RecursionLoop(f"the query passed through {len(via)} nodes")
+    return via
+
 
 AUTHORIZATION = hdrs.AUTHORIZATION
 CACHED_HEADERS = CIMultiDictProxy(CIMultiDict({hdrs.CONTENT_TYPE: "application/json", **CORS}))
@@ -112,14 +128,14 @@ class HttpFrontend:
         if "?" not in request.raw_path and AUTHORIZATION not in request.headers:
             # Anonymous and unfiltered: the answer is cached as a whole.
             spelling = request.match_info["handle"]
-            entry = await self.engine.answer(spelling)
+            entry = await self.engine.answer(spelling, via_of(request))
             headers = STALE_HEADERS if entry.stale else CACHED_HEADERS
             response = web.Response(body=entry.body, status=entry.status, headers=headers)
             response["code"] = ResponseCode.SUCCESS if entry.status == 200 else ResponseCode.HANDLE_NOT_FOUND
             return response
         handle = self.service.parse(request.match_info["handle"])
         caller = await self._caller(request)
-        record = await self.engine.resolve(handle)
+        record = await self.engine.resolve(handle, via_of(request))
         visible = await self.service.visible_values(caller, handle, record)
         if flag(request, "publicOnly", False):
             visible = [v for v in visible if v.public_read]
@@ -172,7 +188,11 @@ class HttpFrontend:
 
     async def prefixes(self, request: web.Request) -> web.Response:
         found = await self.service.homed_prefixes()
-        return render(request, {"responseCode": 1, "prefixes": found}, 200)
+        body: dict[str, Any] = {"responseCode": 1, "role": self.config.role, "prefixes": found}
+        if self.config.upstream:
+            upstreams = self.engine.delegation.upstreams
+            body["publication"] = await publication_report(self.service.store, upstreams)
+        return render(request, body, 200)
 
     async def healthz(self, request: web.Request) -> web.Response:
         return render(request, {"responseCode": 1, "status": "ok"}, 200)

@@ -41,6 +41,27 @@ REDIS_ERRORS = Counter("idnode_redis_errors", "Redis operations that failed or t
 CACHE_INVALIDATIONS = Counter(
     "idnode_cache_invalidations", "Handles invalidated in the cache, by where the change came from.", ["source"]
 )
+DELEGATIONS = Counter(
+    "idnode_delegations",
+    "Queries sent to other nodes for handles this node does not hold, by outcome "
+    "(answered, not_found, error, timeout, bailiwick, loop).",
+    ["result"],
+)
+UPSTREAM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+UPSTREAM_DURATION = Histogram(
+    "idnode_upstream_request_duration_seconds",
+    "Time of each HTTP request to another node (resolution, referral or publication), by peer.",
+    ["peer"],
+    buckets=UPSTREAM_BUCKETS,
+)
+REFERRAL_CACHE_HITS = Counter(
+    "idnode_referral_cache_hits", "Prefix referrals (which servers serve a prefix) found in this worker's cache."
+)
+PUBLICATIONS = Counter(
+    "idnode_publications",
+    "Prefix publications to a top-level node, by outcome (published, withdrawn, failed).",
+    ["result"],
+)
 
 _COUNTERS = {
     "store_reads": STORE_READS,
@@ -49,6 +70,7 @@ _COUNTERS = {
     "prefetches": CACHE_PREFETCHES,
     "served_stale": CACHE_SERVED_STALE,
     "redis_errors": REDIS_ERRORS,
+    "referral_hits": REFERRAL_CACHE_HITS,
 }
 
 
