@@ -10,7 +10,7 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -24,9 +24,11 @@ from registry.store import Store
 from resolver import metrics
 from resolver.cache import Generations
 from resolver.config import Config
-from resolver.engine import CachePolicy, ResolutionEngine
+from resolver.engine import CachePolicy, DelegationPolicy, ResolutionEngine
 from resolver.http import HttpFrontend
+from resolver.publisher import Publisher
 from resolver.redis_tier import RedisTier
+from resolver.upstream import Target
 
 log = logging.getLogger("idnode")
 
@@ -100,6 +102,24 @@ def cache_policy(config: Config) -> CachePolicy:
     )
 
 
+def delegation_policy(config: Config) -> DelegationPolicy:
+    return DelegationPolicy(
+        recursion=bool(config.recursion),
+        upstreams=tuple(Target.from_url(url) for url in config.upstream),
+        hop_timeout=config.upstream_timeout,
+        total_timeout=config.resolve_timeout,
+        max_depth=config.max_delegation_depth,
+    )
+
+
+def advertised(config: Config, bound: tuple[str, int]) -> tuple[str, int]:
+    """The address other nodes reach this one at: ``advertise``, else the listener's."""
+    if config.advertise is None:
+        return bound
+    host, _, port = config.advertise.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 async def serve(
     config: Config,
     store: Store | None = None,
@@ -107,12 +127,14 @@ async def serve(
     listener: socket.socket | None = None,
     on_ready: Callable[[], None] | None = None,
     shared: NodeShared | None = None,
+    publish: bool = True,
 ) -> None:
     """Run one serving process until SIGTERM or SIGINT (after ``bootstrap``).
 
     ``store`` replaces the configured one (tests, benchmarks). A worker of several serves
     on the ``listener`` its parent opened, with what the parent ``shared``, and leaves
-    announcing the address to the parent.
+    announcing the address to the parent. One process of a node ``publish``es its
+    prefixes to the upstream (when one is configured).
     """
     store = store or default_store(config)
     shared = shared or node_shared(config)
@@ -122,6 +144,7 @@ async def serve(
     redis: RedisTier | None = None
     engine: ResolutionEngine | None = None
     flusher = asyncio.create_task(_flush_metrics(), name="metrics-flush")
+    background: list[asyncio.Task[None]] = []
     try:
         service = RegistrationService(store, node_prefix=config.node_prefix, case_sensitive=config.case_sensitive)
         local: list[ResolutionEngine] = []
@@ -141,6 +164,8 @@ async def serve(
             policy=cache_policy(config),
             generations=shared.generations,
             redis=redis,
+            delegation=delegation_policy(config),
+            node_id=shared.node_id,
         )
         local.append(engine)
         engine.start()
@@ -148,8 +173,28 @@ async def serve(
             await redis.start()
         authenticator = Authenticator(store, case_sensitive=config.case_sensitive, limiter=shared.limiter)
         app = HttpFrontend(config, engine, service, authenticator).app()
-        await _run_http(app, config, listener, on_ready)
+        started = engine  # for the closure below: mypy cannot see engine is set
+
+        def listening(bound: tuple[str, int]) -> None:
+            started.advertised = advertised(config, bound)
+            if publish and config.upstream:
+                publisher = Publisher(
+                    store,
+                    started.client,
+                    node_prefix=service.node_prefix,
+                    upstreams=started.delegation.upstreams,
+                    identity=config.upstream_identity or "",
+                    secret=config.upstream_secret or "",
+                    address=started.advertised,
+                    protocol="HTTPS" if config.tls else "HTTP",
+                )
+                store.add_write_listener(_listener(publisher.prefix_changed))
+                background.append(asyncio.create_task(publisher.run(), name="publisher"))
+
+        await _run_http(app, config, listener, on_ready, listening)
     finally:
+        for task in background:
+            task.cancel()
         flusher.cancel()
         if engine is not None:
             await engine.close()
@@ -157,6 +202,13 @@ async def serve(
             await redis.close()
         metrics.RECORDER.flush()
         await store.close()
+
+
+def _listener(notify: Callable[[list[str]], None]) -> Callable[[list[str]], Awaitable[None]]:
+    async def listener(keys: list[str]) -> None:
+        notify(keys)
+
+    return listener
 
 
 async def _flush_metrics() -> None:
@@ -171,7 +223,11 @@ def announce(scheme: str, host: str, port: int) -> None:
 
 
 async def _run_http(
-    app: web.Application, config: Config, listener: socket.socket | None, on_ready: Callable[[], None] | None
+    app: web.Application,
+    config: Config,
+    listener: socket.socket | None,
+    on_ready: Callable[[], None] | None,
+    listening: Callable[[tuple[str, int]], None],
 ) -> None:
     runner = web.AppRunner(
         app,
@@ -187,6 +243,8 @@ async def _run_http(
     else:
         site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context, backlog=1024)
     await site.start()
+    bound = listener.getsockname() if listener is not None else runner.addresses[0]
+    listening((bound[0], bound[1]))
     if listener is None:
         for sock in runner.addresses:
             announce("https" if ssl_context else "http", sock[0], sock[1])

@@ -59,7 +59,9 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _child(config: Config, listener: socket.socket, ready_fd: int, shared: NodeShared, parent: int) -> int:
+def _child(
+    config: Config, listener: socket.socket, ready_fd: int, shared: NodeShared, parent: int, publish: bool
+) -> int:
     from resolver.server import serve
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -71,20 +73,20 @@ def _child(config: Config, listener: socket.socket, ready_fd: int, shared: NodeS
         os.close(ready_fd)
 
     try:
-        uvloop.run(serve(config, listener=listener, on_ready=ready, shared=shared))
+        uvloop.run(serve(config, listener=listener, on_ready=ready, shared=shared, publish=publish))
     except Exception:
         log.exception("worker %d failed", os.getpid())
         return 1
     return 0
 
 
-def _spawn(config: Config, listener: socket.socket, ready_fd: int, shared: NodeShared) -> int:
+def _spawn(config: Config, listener: socket.socket, ready_fd: int, shared: NodeShared, publish: bool) -> int:
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
-            code = _child(config, listener, ready_fd, shared, parent)
+            code = _child(config, listener, ready_fd, shared, parent, publish)
         finally:
             os._exit(code)
     return pid
@@ -127,7 +129,10 @@ def run(config: Config, workers: int) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     read_fd, write_fd = os.pipe()
-    children.update(_spawn(config, listener, write_fd, shared) for _ in range(workers))
+    # One worker publishes the node's prefixes upstream; its replacement takes over if it dies.
+    publisher = _spawn(config, listener, write_fd, shared, True)
+    children.add(publisher)
+    children.update(_spawn(config, listener, write_fd, shared, False) for _ in range(workers - 1))
     failed = not _await_ready(read_fd, children)
     if failed:
         log.error("workers did not start; stopping")
@@ -149,7 +154,10 @@ def run(config: Config, workers: int) -> int:
             log.error("worker %d exited (status %d); starting another", pid, os.waitstatus_to_exitcode(status))
             time.sleep(RESTART_BACKOFF_SECONDS)
             if not stopping:
-                children.add(_spawn(config, listener, write_fd, shared))
+                pid_new = _spawn(config, listener, write_fd, shared, pid == publisher)
+                children.add(pid_new)
+                if pid == publisher:
+                    publisher = pid_new
     listener.close()
     os.close(read_fd)
     os.close(write_fd)

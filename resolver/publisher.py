@@ -1,0 +1,170 @@
+"""Publishing this node's prefixes to its top-level node(s).
+
+Every committed change to a prefix handle ``0.NA/<prefix>`` bumps that prefix's sequence
+number in the store's outbox, in the transaction of the change (``registry.store``). The
+publisher compares the outbox with what each upstream was last sent (the publications
+table) and brings the upstream up to date: a prefix handle held here is published as
+``0.NA/<prefix>`` at the upstream with its HS_SITE values (this node's own site when it has
+none: it serves the prefix itself; an enterprise's server when it delegates the prefix
+down), a deleted one is withdrawn. Each publication sends the state of the record as it is
+now, so repeating one is harmless and a later change supersedes an earlier one that failed.
+Failures are retried with exponential back-off, also across restarts: the outbox is durable.
+
+The node's own prefix is republished on every start, so that a changed address reaches the
+top-level node. Only its site value is written there: the rest of that record is the
+top-level admin's grant. Runs in one process of the node (``resolver.server``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from typing import Any
+from urllib.parse import quote
+
+from protocol.errors import HandleError
+from protocol.identifiers import is_at_or_under, prefix_handle
+from protocol.jsonfmt import format_timestamp, value_to_json
+from protocol.records import HS_SITE, HandleRecord
+from registry.store import Publication, Store
+from resolver import metrics
+from resolver.upstream import HopFailed, NodeClient, Target, site_value
+
+log = logging.getLogger("resolver.publisher")
+
+POLL_SECONDS = 1.0  # other processes of the node write prefix handles too: look this often
+RETRY_MIN_SECONDS = 1.0
+RETRY_MAX_SECONDS = 60.0
+SITE_INDEX = 1
+SITE_TTL = 3600
+
+
+def basic_credentials(identity: str, secret: str) -> str:
+    """HTTP Basic as handle.net wants it: the identity percent-encoded, its ':' as %3A."""
+    user = quote(identity, safe="/").replace(":", "%3A")
+    return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+
+
+class Publisher:
+    def __init__(
+        self,
+        store: Store,
+        client: NodeClient,
+        *,
+        node_prefix: str,
+        upstreams: tuple[Target, ...],
+        identity: str,
+        secret: str,
+        address: tuple[str, int],
+        protocol: str = "HTTP",
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.node_prefix = node_prefix
+        self.upstreams = upstreams
+        self.identity = identity
+        self._authorization = basic_credentials(identity, secret)
+        self.address = address
+        self.protocol = protocol
+        self.wake = asyncio.Event()
+        self._retry_at: dict[tuple[str, str], float] = {}
+
+    def prefix_changed(self, keys: list[str]) -> None:
+        """A write listener: a prefix handle changed in this process, so look now."""
+        if any(key.startswith("0.NA/") for key in keys):
+            self.wake.set()
+
+    async def run(self) -> None:
+        await self.store.touch_prefix(self.node_prefix)
+        while True:
+            try:
+                delay = await self.publish_due()
+            except HandleError as exc:  # the store failed: try again shortly
+                log.warning("publication: %s", exc.message)
+                delay = RETRY_MIN_SECONDS
+            try:
+                async with asyncio.timeout(delay):
+                    await self.wake.wait()
+            except TimeoutError:
+                pass
+            self.wake.clear()
+
+    async def publish_due(self) -> float:
+        """Send every publication that is behind and due; seconds until the next is due."""
+        outbox = await self.store.prefix_outbox()
+        sent = {(p.prefix, p.upstream): p for p in await self.store.publications()}
+        wait = POLL_SECONDS
+        for prefix, seq in sorted(outbox.items()):
+            if not is_at_or_under(prefix, self.node_prefix):
+                continue
+            for upstream in self.upstreams:
+                last = sent.get((prefix, upstream.url))
+                if last is not None and last.seq >= seq and last.state != "failed":
+                    continue
+                due = self._retry_at.get((prefix, upstream.url), 0.0) - time.monotonic()
+                if due > 0:
+                    wait = min(wait, due)
+                    continue
+                await self._publish(prefix, seq, upstream, last)
+        return wait
+
+    def _values(self, prefix: str, record: HandleRecord) -> list[dict[str, Any]]:
+        sites = [value_to_json(v) for v in record.values if v.type_matches(HS_SITE + ".")]
+        if sites:
+            return sites
+        host, port = self.address
+        return [site_value(SITE_INDEX, host, port, self.protocol, SITE_TTL)]
+
+    async def _publish(self, prefix: str, seq: int, upstream: Target, last: Publication | None) -> None:
+        name = prefix_handle(prefix).text
+        record = await self.store.get(prefix_handle(prefix).key)
+        try:
+            if record is None:
+                await self.client.write("DELETE", upstream, name, self._authorization)
+                state = "withdrawn"
+            else:
+                values = self._values(prefix, record)
+                query = ""
+                if prefix == self.node_prefix:  # the rest of that record is the top-level admin's grant
+                    query = "?" + "&".join(f"index={v['index']}" for v in values)
+                await self.client.write("PUT", upstream, name, self._authorization, query=query, body=values)
+                state = "published"
+            attempts, error = 0, ""
+            self._retry_at.pop((prefix, upstream.url), None)
+            log.info("%s %s at %s", state, name, upstream.url)
+        except HopFailed as exc:
+            state, error = "failed", exc.message
+            attempts = (last.attempts if last is not None and last.state == "failed" else 0) + 1
+            backoff = min(RETRY_MAX_SECONDS, RETRY_MIN_SECONDS * 2 ** (attempts - 1))
+            self._retry_at[prefix, upstream.url] = time.monotonic() + backoff
+            log.warning("publishing %s at %s failed (attempt %d, next in %g s): %s", name, upstream.url, attempts,
+                        backoff, exc.message)  # fmt: skip
+        metrics.PUBLICATIONS.labels(state).inc()
+        await self.store.record_publication(Publication(prefix, upstream.url, seq, state, attempts, error, time.time()))
+
+
+async def publication_report(store: Store, upstreams: tuple[Target, ...]) -> dict[str, list[dict[str, Any]]]:
+    """Per prefix, how its publication at each upstream stands (``GET /api/prefixes``)."""
+    if not upstreams:
+        return {}
+    outbox = await store.prefix_outbox()
+    sent = {(p.prefix, p.upstream): p for p in await store.publications()}
+    report: dict[str, list[dict[str, Any]]] = {}
+    for prefix, seq in sorted(outbox.items()):
+        rows = []
+        for upstream in upstreams:
+            last = sent.get((prefix, upstream.url))
+            row: dict[str, Any] = {"upstream": upstream.url}
+            if last is None:
+                row["state"] = "pending"
+            else:
+                row["state"] = "pending" if last.seq < seq and last.state != "failed" else last.state
+                row["attempts"] = last.attempts
+                row["updated"] = format_timestamp(int(last.updated))
+                if last.error:
+                    row["error"] = last.error
+            rows.append(row)
+        report[prefix] = rows
+    return report
