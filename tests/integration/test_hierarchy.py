@@ -1,0 +1,379 @@
+"""Delegation across a real hierarchy: a top-level node and secondary nodes, each its own process.
+
+Register on node B, resolve through node A; the top-level node or B stopped; an upstream
+that answers for the wrong handle; a loop between two nodes; publication retried when the
+top-level node comes back, also after A was killed with -9.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from tests.nodeproc import ADMIN_SECRET, Auth, Node, Reply, record, url_value
+
+TOP_ADMIN: Auth = ("300:0.NA/88", ADMIN_SECRET)
+A_ADMIN: Auth = ("300:0.NA/88.118", ADMIN_SECRET)
+B_ADMIN: Auth = ("300:0.NA/88.200", ADMIN_SECRET)
+UPSTREAM_REQUESTS = "idnode_upstream_request_duration_seconds_count"
+
+
+def site(port: int) -> dict[str, Any]:
+    """An HS_SITE value for one HTTP server on loopback."""
+    server = {"serverId": 1, "address": "127.0.0.1", "interfaces": [{"protocol": "HTTP", "port": port}]}
+    return {"index": 1, "type": "HS_SITE", "data": {"format": "site", "value": {"servers": [server]}}}
+
+
+def admin_of(prefix: str) -> dict[str, Any]:
+    ref = {"handle": f"0.NA/{prefix}", "index": 300, "permissions": "111111111111"}
+    return {"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": ref}}
+
+
+def grant(top: Node, prefix: str) -> None:
+    """The top-level admin lets identity 300:0.NA/<prefix> publish <prefix> and what is under it."""
+    secret = {"index": 300, "type": "HS_SECKEY", "data": {"format": "string", "value": ADMIN_SECRET}}
+    reply = top.put(f"/api/handles/0.NA/{prefix}?index=100&index=300", record(admin_of(prefix), secret), auth=TOP_ADMIN)
+    assert reply.status in (200, 201), reply.body
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+def publication(node: Node, prefix: str) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = node.get("/api/prefixes").json["publication"].get(prefix, [{}])
+    return rows[0]
+
+
+def published(node: Node, prefix: str) -> bool:
+    return publication(node, prefix).get("state") == "published"
+
+
+def peer(node: Node) -> str:
+    return f"127.0.0.1:{node.port}"
+
+
+@dataclass
+class Hierarchy:
+    top: Node
+    a: Node
+    b: Node
+    started: list[Node] = field(default_factory=list)
+
+    def upstream_requests(self, node: Node, to: Node) -> float:
+        return node.metric(UPSTREAM_REQUESTS, peer=peer(to))
+
+
+def start_hierarchy(tmp: Path, *, a_env: dict[str, str] | None = None) -> Hierarchy:
+    top = Node(tmp / "top", args=["--role", "top-level", "--node-prefix", "88", "--workers", "1"]).start()
+    grant(top, "88.118")
+    grant(top, "88.200")
+    upstream = ["--upstream", f"http://127.0.0.1:{top.port}"]
+    env = {"IDNODE_UPSTREAM_SECRET": ADMIN_SECRET}
+    # One worker each: a second one would fill its own cache with its own upstream queries.
+    a = Node(tmp / "a", args=[*upstream, "--workers", "1"], env={**env, **(a_env or {})}).start()
+    b = Node(tmp / "b", args=[*upstream, "--node-prefix", "88.200", "--workers", "1"], env=env).start()
+    wait_for("both node prefixes are published", lambda: published(a, "88.118") and published(b, "88.200"))
+    return Hierarchy(top, a, b, [top, a, b])
+
+
+def stop_all(h: Hierarchy) -> None:
+    for node in h.started:
+        if node.proc is not None and node.proc.poll() is None:
+            node.stop()
+
+
+@pytest.fixture(scope="module")
+def hierarchy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hierarchy]:
+    h = start_hierarchy(tmp_path_factory.mktemp("hierarchy"))
+    # An enterprise prefix allocated on B, published by B to the top-level node.
+    assert h.b.put("/api/handles/0.NA/88.200.1", record(admin_of("88.200")), auth=B_ADMIN).status == 201
+    wait_for("88.200.1 is published", lambda: published(h.b, "88.200.1"))
+    yield h
+    stop_all(h)
+
+
+@pytest.fixture
+def own_hierarchy(tmp_path: Path) -> Iterator[Callable[..., Hierarchy]]:
+    made: list[Hierarchy] = []
+
+    def make(**kw: Any) -> Hierarchy:
+        made.append(start_hierarchy(tmp_path, **kw))
+        return made[-1]
+
+    yield make
+    for h in made:
+        stop_all(h)
+
+
+def register(node: Node, handle: str, url: str, auth: Auth, ttl: int = 86400) -> None:
+    reply = node.put(f"/api/handles/{handle}", record({**url_value(1, url), "ttl": ttl}), auth=auth)
+    assert reply.status == 201, reply.body
+
+
+def first_url(reply: Reply) -> str:
+    assert reply.status == 200, reply.body
+    value: str = reply.json["values"][0]["data"]["value"]
+    return value
+
+
+# Publication -------------------------------------------------------------------------------
+
+
+def test_a_secondary_node_publishes_its_prefix_site_at_the_top(hierarchy: Hierarchy) -> None:
+    reply = hierarchy.top.get("/api/handles/0.NA/88.200")
+    assert reply.status == 200, reply.body
+    sites = [v for v in reply.json["values"] if v["type"] == "HS_SITE"]
+    assert len(sites) == 1
+    servers = sites[0]["data"]["value"]["servers"]
+    assert [(s["address"], s["interfaces"][0]["port"]) for s in servers] == [("127.0.0.1", hierarchy.b.port)]
+    # The grant is kept beside it: publishing wrote only the site value.
+    assert any(v["type"] == "HS_ADMIN" for v in reply.json["values"])
+
+
+def test_an_enterprise_prefix_is_published_and_withdrawn(hierarchy: Hierarchy) -> None:
+    b, top = hierarchy.b, hierarchy.top
+    assert b.put("/api/handles/0.NA/88.200.77", record(admin_of("88.200")), auth=B_ADMIN).status == 201
+    wait_for("88.200.77 is published", lambda: top.get("/api/handles/0.NA/88.200.77").status == 200)
+    sites = [v for v in top.get("/api/handles/0.NA/88.200.77").json["values"] if v["type"] == "HS_SITE"]
+    assert sites[0]["data"]["value"]["servers"][0]["interfaces"][0]["port"] == b.port
+    assert b.delete("/api/handles/0.NA/88.200.77", auth=B_ADMIN).status == 200
+    wait_for("88.200.77 is withdrawn", lambda: top.get("/api/handles/0.NA/88.200.77").status == 404)
+    assert publication(b, "88.200.77")["state"] == "withdrawn"
+
+
+def test_a_granted_identity_cannot_publish_outside_its_prefix(hierarchy: Hierarchy) -> None:
+    reply = hierarchy.top.put("/api/handles/0.NA/88.200.66", record(site(1)), auth=A_ADMIN)
+    assert reply.status == 403, reply.body
+    assert reply.code == 401
+
+
+# Resolution through the hierarchy ------------------------------------------------------------
+
+
+def test_cold_then_warm_resolution_through_another_node(hierarchy: Hierarchy) -> None:
+    h = hierarchy
+    register(h.b, "88.200.1/COLD-WARM", "https://example.com/cold-warm", B_ADMIN)
+    to_top, to_b = h.upstream_requests(h.a, h.top), h.upstream_requests(h.a, h.b)
+
+    reply = h.a.get("/api/handles/88.200.1/cold-warm")
+    assert first_url(reply) == "https://example.com/cold-warm"
+    assert reply.json["handle"] == "88.200.1/cold-warm"  # answered as if it were local
+    # Cold: one referral (0.NA/88.200.1 at the top) and one query (at B).
+    assert h.upstream_requests(h.a, h.top) - to_top == 1
+    assert h.upstream_requests(h.a, h.b) - to_b == 1
+
+    hits = h.a.metric("idnode_cache_hits_total", tier="local")
+    for _ in range(20):
+        assert first_url(h.a.get("/api/handles/88.200.1/cold-warm")) == "https://example.com/cold-warm"
+    # Warm: no upstream traffic at all; every answer from A's cache.
+    assert h.upstream_requests(h.a, h.top) - to_top == 1
+    assert h.upstream_requests(h.a, h.b) - to_b == 1
+    assert h.a.metric("idnode_cache_hits_total", tier="local") - hits == 20
+
+
+def test_a_second_handle_under_a_known_prefix_uses_the_cached_referral(hierarchy: Hierarchy) -> None:
+    h = hierarchy
+    register(h.b, "88.200.1/REF-1", "https://example.com/ref-1", B_ADMIN)
+    register(h.b, "88.200.1/REF-2", "https://example.com/ref-2", B_ADMIN)
+    assert first_url(h.a.get("/api/handles/88.200.1/REF-1")) == "https://example.com/ref-1"
+    to_top, hits = h.upstream_requests(h.a, h.top), h.a.metric("idnode_referral_cache_hits_total")
+    assert first_url(h.a.get("/api/handles/88.200.1/REF-2")) == "https://example.com/ref-2"
+    assert h.upstream_requests(h.a, h.top) == to_top
+    assert h.a.metric("idnode_referral_cache_hits_total") > hits
+
+
+def test_not_found_remotely_is_not_found_here(hierarchy: Hierarchy) -> None:
+    reply = hierarchy.a.get("/api/handles/88.200.1/NO-SUCH-THING")
+    assert reply.status == 404 and reply.code == 100, reply.body
+    before = hierarchy.a.metric("idnode_delegations_total", result="not_found")
+    assert hierarchy.a.get("/api/handles/88.200.1/NO-SUCH-THING").status == 404  # cached negative answer
+    assert hierarchy.a.metric("idnode_delegations_total", result="not_found") == before
+
+
+def test_an_unregistered_prefix_is_not_found(hierarchy: Hierarchy) -> None:
+    reply = hierarchy.a.get("/api/handles/99.1/X")
+    assert reply.status == 404 and reply.code == 100, reply.body
+
+
+def test_a_prefix_handle_of_another_node_resolves_through_the_top(hierarchy: Hierarchy) -> None:
+    reply = hierarchy.a.get("/api/handles/0.NA/88.200.1")
+    assert reply.status == 200, reply.body
+    assert any(v["type"] == "HS_SITE" for v in reply.json["values"])
+
+
+def test_the_top_level_node_refers_instead_of_recursing(hierarchy: Hierarchy) -> None:
+    register(hierarchy.b, "88.200.1/AT-TOP", "https://example.com/at-top", B_ADMIN)
+    reply = hierarchy.top.get("/api/handles/88.200.1/AT-TOP")
+    assert reply.status == 400 and reply.code == 301, reply.body
+    assert f"127.0.0.1:{hierarchy.b.port}" in reply.json["message"]
+
+
+def test_authenticated_and_filtered_reads_resolve_remotely_too(hierarchy: Hierarchy) -> None:
+    register(hierarchy.b, "88.200.1/FILTERED", "https://example.com/filtered", B_ADMIN)
+    reply = hierarchy.a.get("/api/handles/88.200.1/FILTERED?type=URL", auth=A_ADMIN)
+    assert first_url(reply) == "https://example.com/filtered"
+
+
+def test_a_downward_delegation_to_an_enterprise_server(hierarchy: Hierarchy, tmp_path: Path) -> None:
+    """An HS_SITE on an enterprise prefix sends its handles to the enterprise's own server."""
+    h = hierarchy
+    enterprise = Node(tmp_path / "e", args=["--node-prefix", "88.118.42", "--no-recursion", "--workers", "1"]).start()
+    try:
+        register(enterprise, "88.118.42/X", "https://example.com/enterprise", ("300:0.NA/88.118.42", ADMIN_SECRET))
+        values = record(site(enterprise.port), admin_of("88.118"))
+        assert h.a.put("/api/handles/0.NA/88.118.42", values, auth=A_ADMIN).status == 201
+        assert first_url(h.a.get("/api/handles/88.118.42/X")) == "https://example.com/enterprise"
+        # A published the enterprise's site for 88.118.42, so B finds the server through the top.
+        wait_for("88.118.42 is published", lambda: published(h.a, "88.118.42"))
+        assert first_url(h.b.get("/api/handles/88.118.42/X")) == "https://example.com/enterprise"
+        top_copy = h.top.get("/api/handles/0.NA/88.118.42").json["values"]
+        assert top_copy[0]["data"]["value"]["servers"][0]["interfaces"][0]["port"] == enterprise.port
+    finally:
+        enterprise.stop()
+
+
+def test_without_recursion_others_handles_are_refused(tmp_path: Path) -> None:
+    node = Node(tmp_path / "n", args=["--no-recursion", "--workers", "1"]).start()
+    try:
+        reply = node.get("/api/handles/88.200.1/X")
+        assert reply.status == 400 and reply.code == 301, reply.body
+    finally:
+        node.stop()
+
+
+# Safety ------------------------------------------------------------------------------------
+
+
+class Hijacker(BaseHTTPRequestHandler):
+    """A server designated for 88.300 that answers every query with another handle's record."""
+
+    asked: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        Hijacker.asked.append(self.path)
+        value = {**url_value(1, "https://evil.example/"), "timestamp": "2026-01-01T00:00:00Z"}
+        body = json.dumps({"responseCode": 1, "handle": "88.118/HIJACK", "values": [value]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_an_answer_for_a_handle_outside_the_designation_is_refused_and_not_cached(hierarchy: Hierarchy) -> None:
+    h = hierarchy
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hijacker)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        assert h.top.put("/api/handles/0.NA/88.300", record(site(port)), auth=TOP_ADMIN).status == 201
+        Hijacker.asked.clear()
+        before = h.a.metric("idnode_delegations_total", result="bailiwick")
+        for _ in range(2):
+            reply = h.a.get("/api/handles/88.300/X")
+            assert reply.status == 502 and reply.code == 2, reply.body
+            assert "88.118/HIJACK" in reply.json["message"]
+        assert len(Hijacker.asked) == 2  # nothing was cached: the second query went out again
+        assert h.a.metric("idnode_delegations_total", result="bailiwick") - before == 2
+        hijacked = h.a.get("/api/handles/88.118/HIJACK")
+        assert hijacked.status == 404, hijacked.body
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_referral_loop_between_two_nodes_is_cut(hierarchy: Hierarchy) -> None:
+    h = hierarchy
+    # A sends 88.118.9 down to B; the top-level node (overriding what A published) sends it to A.
+    assert h.a.put("/api/handles/0.NA/88.118.9", record(site(h.b.port)), auth=A_ADMIN).status == 201
+    wait_for("88.118.9 is published", lambda: published(h.a, "88.118.9"))
+    assert h.top.put("/api/handles/0.NA/88.118.9", record(site(h.a.port)), auth=TOP_ADMIN).status == 200
+    started = time.monotonic()
+    for node in (h.a, h.b):
+        reply = node.get("/api/handles/88.118.9/LOOP")
+        assert reply.status == 508 and reply.code == 6, reply.body
+        assert "loop" in reply.json["message"]
+    assert time.monotonic() - started < 5  # cut at once, not by a timeout
+    assert h.a.metric("idnode_delegations_total", result="loop") >= 1
+
+
+def test_a_query_that_already_passed_through_too_many_nodes_is_refused(hierarchy: Hierarchy) -> None:
+    via = ",".join(f"node-{n}" for n in range(8))
+    reply = hierarchy.a.get("/api/handles/88.200.1/DEEP", headers={"Idnode-Via": via})
+    assert reply.status == 508 and reply.code == 6, reply.body
+
+
+# Failures ----------------------------------------------------------------------------------
+
+
+def test_with_the_top_level_node_down_known_prefixes_still_resolve(own_hierarchy: Callable[..., Hierarchy]) -> None:
+    h = own_hierarchy()
+    assert h.b.put("/api/handles/0.NA/88.200.1", record(admin_of("88.200")), auth=B_ADMIN).status == 201
+    wait_for("88.200.1 is published", lambda: published(h.b, "88.200.1"))
+    register(h.b, "88.200.1/BEFORE", "https://example.com/before", B_ADMIN)
+    register(h.b, "88.200.1/AFTER", "https://example.com/after", B_ADMIN)
+    assert first_url(h.a.get("/api/handles/88.200.1/BEFORE")) == "https://example.com/before"
+    h.top.stop()
+    # Never resolved before, but its prefix's referral is known: straight to B.
+    assert first_url(h.a.get("/api/handles/88.200.1/AFTER")) == "https://example.com/after"
+    # A prefix A has no referral for now fails clearly, naming the top-level node.
+    reply = h.a.get("/api/handles/88.200.2/X")
+    assert reply.status == 502 and reply.code == 2, reply.body
+    assert "top-level" in reply.json["message"]
+
+
+def test_with_the_holder_down_answers_are_served_stale_then_fail_clearly(
+    own_hierarchy: Callable[..., Hierarchy],
+) -> None:
+    h = own_hierarchy(a_env={"IDNODE_CACHE_MAX_TTL": "1", "IDNODE_STALE_WINDOW": "4"})
+    assert h.b.put("/api/handles/0.NA/88.200.1", record(admin_of("88.200")), auth=B_ADMIN).status == 201
+    wait_for("88.200.1 is published", lambda: published(h.b, "88.200.1"))
+    register(h.b, "88.200.1/STALE", "https://example.com/stale", B_ADMIN)
+    fetched = time.monotonic()
+    assert first_url(h.a.get("/api/handles/88.200.1/STALE")) == "https://example.com/stale"
+    h.b.stop()
+    time.sleep(1.3)  # the answer's TTL (capped at 1 s) is over
+    reply = h.a.get("/api/handles/88.200.1/STALE")
+    assert first_url(reply) == "https://example.com/stale"
+    assert "110" in reply.headers.get("warning", "")
+    assert reply.json["values"][0]["ttl"] == 30
+    time.sleep(max(0.0, fetched + 1 + 4 + 0.5 - time.monotonic()))  # past the stale window
+    reply = h.a.get("/api/handles/88.200.1/STALE")
+    assert reply.status == 502 and reply.code == 2, reply.body
+    assert f"127.0.0.1:{h.b.port}" in reply.json["message"]
+
+
+def test_publication_is_retried_until_the_top_level_node_is_back_even_across_kill_9(
+    own_hierarchy: Callable[..., Hierarchy],
+) -> None:
+    h = own_hierarchy()
+    top_port = h.top.port
+    h.top.stop()
+    assert h.a.put("/api/handles/0.NA/88.118.5", record(admin_of("88.118")), auth=A_ADMIN).status == 201
+    wait_for("the publication has failed", lambda: publication(h.a, "88.118.5").get("state") == "failed")
+    shown = publication(h.a, "88.118.5")
+    assert shown["attempts"] >= 1 and "127.0.0.1" in shown["error"]
+    h.a.kill()  # the outbox is in the store: the publication survives
+    h.top.start(f"127.0.0.1:{top_port}")
+    h.a.start()
+    wait_for("88.118.5 is published", lambda: published(h.a, "88.118.5"))
+    reply = h.top.get("/api/handles/0.NA/88.118.5")
+    assert reply.status == 200, reply.body
+    assert reply.json["values"][0]["data"]["value"]["servers"][0]["interfaces"][0]["port"] == h.a.port
