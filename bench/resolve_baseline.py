@@ -49,10 +49,11 @@ class Target:
     proc: subprocess.Popen[str] | None = None
     port: int = 0
     log: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> Target:
         env = {k: v for k, v in os.environ.items() if not k.startswith("IDNODE_")}
-        env.update(IDNODE_ADMIN_SECRET=ADMIN_SECRET, PYTHONPATH=str(REPO))
+        env.update(IDNODE_ADMIN_SECRET=ADMIN_SECRET, PYTHONPATH=str(REPO), **self.env)
         self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
         assert self.proc.stderr is not None
         deadline = time.monotonic() + START_TIMEOUT_S
