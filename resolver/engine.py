@@ -328,7 +328,7 @@ class ResolutionEngine:
             expires = min(now + STALE_REPLY_TTL, old.stale_until)
             entry = Entry(body, old.status, STALE_REPLY_TTL, expires, old.stale_until, old.slot, old.gen)
             entry.stale = True
-        log.warning("store failed (%s); serving a stale answer for %s", failed.cause.message, handle.text)
+        log.warning("lookup failed (%s); serving a stale answer for %s", failed.cause.message, handle.text)
         metrics.count("served_stale")
         self.local.put(spelling, entry)
         return entry

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from protocol.errors import HandleAlreadyExists, HandleNotFound, ValueAlreadyExists, ValuesNotFound
 from protocol.records import HandleRecord, HandleValue
 from registry.sqlite import SqliteStore
-from registry.store import AuditEntry, BatchAborted, Change, Write
+from registry.store import AuditEntry, BatchAborted, Change, Publication, Write
 
 
 def rec(handle: str, *indexes: int) -> HandleRecord:
@@ -74,3 +76,46 @@ async def test_audit_rows_of_a_batch_are_read_back_one_per_handle(store: SqliteS
     assert [e.handle for e in back] == [e.handle for e in entries]
     assert len(await store.audit_entries(None, 0, 3)) == 3
     assert await store.audit_entries(["88.118.6"], 0, 100) == []
+
+
+async def test_changes_to_prefix_handles_bump_the_outbox_in_their_transaction(store: SqliteStore) -> None:
+    await store.create("0.NA/88.118.1", rec("0.NA/88.118.1", 100))
+    await store.create("88.118.1/X", rec("88.118.1/X", 1))
+    assert await store.prefix_outbox() == {"88.118.1": 1}
+    await store.put_values("0.NA/88.118.1", "0.NA/88.118.1", [HandleValue(1, "URL", b"u")])
+    await store.delete("0.NA/88.118.1", "0.NA/88.118.1")
+    assert await store.prefix_outbox() == {"88.118.1": 3}
+    # A refused change bumps nothing.
+    with pytest.raises(HandleNotFound):
+        await store.delete("0.NA/88.118.1", "0.NA/88.118.1")
+    await store.touch_prefix("88.118")
+    assert await store.prefix_outbox() == {"88.118.1": 3, "88.118": 1}
+
+
+async def test_publications_are_kept(store: SqliteStore) -> None:
+    first = Publication("88.118.1", "http://127.0.0.1:8100", 3, "failed", 2, "refused", 1.5)
+    await store.record_publication(first)
+    await store.record_publication(replace(first, upstream="http://127.0.0.2:8100", state="published", attempts=0))
+    await store.record_publication(replace(first, state="published", attempts=0, error=""))
+    shown = {p.upstream: p for p in await store.publications()}
+    assert shown["http://127.0.0.1:8100"] == replace(first, state="published", attempts=0, error="")
+    assert shown["http://127.0.0.2:8100"].state == "published"
+
+
+async def test_upgrading_to_schema_4_puts_the_prefix_handles_held_in_the_outbox(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    await store.create("0.NA/88.118", rec("0.NA/88.118", 100))
+    await store.create("0.NA/88.118.7", rec("0.NA/88.118.7", 100))
+    await store.create("88.118.7/X", rec("88.118.7/X", 1))
+    await store.close()
+    with sqlite3.connect(path) as conn:  # as a version 3 database was: no outbox
+        conn.execute("DROP TABLE prefix_outbox")
+        conn.execute("UPDATE meta SET value = 3 WHERE name = 'schema_version'")
+    upgraded = SqliteStore(path)
+    await upgraded.open()
+    try:
+        assert await upgraded.prefix_outbox() == {"88.118": 1, "88.118.7": 1}
+    finally:
+        await upgraded.close()
