@@ -5,9 +5,11 @@ node measured) and node B (88.200); registers ``--handles`` identifiers under 88
 A and as many under 88.200.1 on B, then:
 
 * warm: wrk (one thread, 50 connections) drives A with its own identifiers (``local``)
-  and with B's (``delegated``, every one resolved through A), round after round, after a
-  warm-up that has both of A's workers cache both sets. A's requests to other nodes are
-  counted (its /metrics) across the measured rounds: warm means none;
+  and with B's (``delegated``, every one resolved through A), round after round, the
+  order alternating by round, after a warm-up that has both of A's workers cache both
+  sets (several wrk runs: each shares its connections between the workers anew). A's
+  requests to other nodes are counted (its /metrics) across the measured rounds: warm
+  means none;
 * cold: ``--cold`` identifiers, each under an enterprise prefix of its own allocated on B
   and published to the top-level node, are resolved through A one by one: the upstream
   round trips per resolution (A's metrics) and the latency, beside the latency of the same
@@ -37,7 +39,7 @@ from bench import wrk
 from bench.resolve_baseline import ADMIN_SECRET, RESULTS, Target, machine, revision
 
 WORKERS = "2"
-UPSTREAM_COUNT = "idnode_upstream_request_duration_seconds_count"
+UPSTREAM_METRIC = "idnode_upstream_request_duration_seconds"
 
 
 def call(url: str, method: str = "GET", body: Any = None, user: str | None = None) -> tuple[int, Any]:
@@ -88,10 +90,13 @@ def wait_published(node: Target, prefixes: list[str], timeout: float = 60.0) -> 
     raise RuntimeError(f"{node.name}: not all of {len(prefixes)} prefixes were published in {timeout:.0f} s")
 
 
-def upstream_requests(node: Target) -> float:
+def upstream_requests(node: Target, peer: Target | None = None, series: str = "count") -> float:
+    """Requests ``node`` has sent to other nodes (to ``peer`` only, when given), or their seconds."""
     with urllib.request.urlopen(f"{node.url}/metrics", timeout=10) as reply:
         text = reply.read().decode()
-    return sum(float(m) for m in re.findall(rf"^{UPSTREAM_COUNT}{{[^}}]*}} (\S+)$", text, re.MULTILINE))
+    label = "[^}]*" if peer is None else f'peer="127.0.0.1:{peer.port}"'
+    name = f"{UPSTREAM_METRIC}_{series}"
+    return sum(float(m) for m in re.findall(rf"^{name}{{{label}}} (\S+)$", text, re.MULTILINE))
 
 
 def timed_get(url: str) -> float:
@@ -134,7 +139,10 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
         cold_prefixes = [f"88.200.{1000 + n}" for n in range(args.cold)]
         for prefix in cold_prefixes:
             allocate(b, prefix, "88.200")
-        cold_remote = [register(b, p, 1, "300:0.NA/88.200")[0] for p in cold_prefixes]
+        # Two identifiers per prefix: one resolved through A, the other asked of B directly, each
+        # for the first time (so B reads both from its store).
+        cold_pairs = [register(b, p, 2, "300:0.NA/88.200") for p in cold_prefixes]
+        cold_remote, cold_direct = [pair[0] for pair in cold_pairs], [pair[1] for pair in cold_pairs]
         cold_local = register(a, "88.118.2", args.cold, "300:0.NA/88.118")
         wait_published(b, ["88.200.1", *cold_prefixes])
         paths = {}
@@ -143,23 +151,32 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
             paths[name].write_text("".join(f"/api/handles/{h}\n" for h in handles))
 
         # Cold first, while nothing is cached: one at a time, each a first resolution.
-        before = upstream_requests(a)
+        before = [upstream_requests(a, peer, series) for peer in (top, b) for series in ("count", "sum")]
         cold = {
-            "delegated through A": [timed_get(f"{a.url}/api/handles/{h}") for h in cold_remote],
-            "B directly": [timed_get(f"{b.url}/api/handles/{h}") for h in cold_remote],
-            "A's own": [timed_get(f"{a.url}/api/handles/{h}") for h in cold_local],
+            "delegated: A, referral at the top-level node, query at B": [
+                timed_get(f"{a.url}/api/handles/{h}") for h in cold_remote
+            ],
+            "B directly (one round trip of the kind A makes to B)": [
+                timed_get(f"{b.url}/api/handles/{h}") for h in cold_direct
+            ],
+            "local: A's own identifiers": [timed_get(f"{a.url}/api/handles/{h}") for h in cold_local],
         }
-        time.sleep(1.0)  # metrics are handed over twice a second
-        trips = (upstream_requests(a) - before) / args.cold
+        after = [upstream_requests(a, peer, series) for peer in (top, b) for series in ("count", "sum")]
+        spent = [x - y for x, y in zip(after, before, strict=True)]
+        trips = (spent[0] + spent[2]) / args.cold
+        per_trip_ms = {"top": spent[1] / spent[0] * 1000, "B": spent[3] / spent[2] * 1000}
 
+        # Each worker caches for itself (no Redis here), and each wrk run shares its connections
+        # between the workers afresh: several runs, so that both workers have seen every handle.
         for name in ("local", "delegated"):
-            for _ in range(2):
+            for _ in range(args.warmups):
                 wrk.run(a.url, paths[name], connections=args.connections, seconds=args.warmup)
         time.sleep(1.0)
-        warm_before = upstream_requests(a)
+        warm_before = upstream_requests(a, top), upstream_requests(a, b)
         runs: dict[str, list[wrk.WrkRun]] = {"local": [], "delegated": []}
         for n in range(1, args.rounds + 1):
-            for name in ("local", "delegated"):
+            # ABBA: whichever goes first in a round does not always go first.
+            for name in ("local", "delegated") if n % 2 else ("delegated", "local"):
                 run = wrk.run(a.url, paths[name], connections=args.connections, seconds=args.duration)
                 if run.errors or run.bad_status:
                     raise RuntimeError(f"{name}: {run.errors} errors, {run.bad_status} bad statuses\n{run.report}")
@@ -167,7 +184,7 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
                 (RESULTS / f"delegation-round{n}-{name}.txt").write_text(run.report)
                 print(f"round {n} {name:<9} {run.rps:>9,.0f} req/s  p99 {run.p99_ms:6.2f} ms", file=sys.stderr)
         time.sleep(1.0)
-        warm_upstream = upstream_requests(a) - warm_before
+        warm_upstream = upstream_requests(a, top) - warm_before[0], upstream_requests(a, b) - warm_before[1]
     finally:
         for node in (a, b, top):
             node.stop()
@@ -189,7 +206,8 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
     rows += [
         "",
         f"- warm delegated / local cached (target >= 0.9): **{ratio:.2f}**",
-        f"- requests from A to other nodes during the measured warm rounds: **{warm_upstream:.0f}**",
+        f"- requests from A to other nodes during the measured warm rounds: **{sum(warm_upstream):.0f}** "
+        f"({warm_upstream[0]:.0f} to the top-level node, {warm_upstream[1]:.0f} to B)",
         "",
         "| first resolution, one at a time | median ms | p90 ms | max ms |",
         "|---|---:|---:|---:|",
@@ -201,6 +219,8 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
         "",
         f"- upstream round trips per cold delegated resolution (target <= 3): **{trips:.2f}** "
         f"(referral from the top-level node + query to B)",
+        f"- mean time of those requests as A saw them: {per_trip_ms['top']:.2f} ms to the top-level node, "
+        f"{per_trip_ms['B']:.2f} ms to B",
     ]
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     header = f"{when}; {machine()}; code {revision()}; {args.handles:,} handles per node, {args.cold} cold\n\n"
@@ -214,8 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--handles", type=int, default=10_000, help="identifiers per node for the warm runs")
     parser.add_argument("--cold", type=int, default=100, help="enterprise prefixes (one identifier each), cold")
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run (default 10)")
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=5, help="seconds per warm-up run")
+    parser.add_argument("--warmups", type=int, default=4, help="warm-up runs per set of handles")
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--connections", type=int, default=50)
     args = parser.parse_args(argv)
     RESULTS.mkdir(exist_ok=True)
