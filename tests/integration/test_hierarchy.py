@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any, ClassVar
 import pytest
 
 from tests.nodeproc import ADMIN_SECRET, Auth, Node, Reply, record, url_value
+from tests.redisproc import RedisServer
 
 TOP_ADMIN: Auth = ("300:0.NA/88", ADMIN_SECRET)
 A_ADMIN: Auth = ("300:0.NA/88.118", ADMIN_SECRET)
@@ -77,14 +79,14 @@ class Hierarchy:
         return node.metric(UPSTREAM_REQUESTS, peer=peer(to))
 
 
-def start_hierarchy(tmp: Path, *, a_env: dict[str, str] | None = None) -> Hierarchy:
+def start_hierarchy(tmp: Path, *, a_env: dict[str, str] | None = None, a_workers: int = 1) -> Hierarchy:
     top = Node(tmp / "top", args=["--role", "top-level", "--node-prefix", "88", "--workers", "1"]).start()
     grant(top, "88.118")
     grant(top, "88.200")
     upstream = ["--upstream", f"http://127.0.0.1:{top.port}"]
     env = {"IDNODE_UPSTREAM_SECRET": ADMIN_SECRET}
     # One worker each: a second one would fill its own cache with its own upstream queries.
-    a = Node(tmp / "a", args=[*upstream, "--workers", "1"], env={**env, **(a_env or {})}).start()
+    a = Node(tmp / "a", args=[*upstream, "--workers", str(a_workers)], env={**env, **(a_env or {})}).start()
     b = Node(tmp / "b", args=[*upstream, "--node-prefix", "88.200", "--workers", "1"], env=env).start()
     wait_for("both node prefixes are published", lambda: published(a, "88.118") and published(b, "88.200"))
     return Hierarchy(top, a, b, [top, a, b])
@@ -194,6 +196,33 @@ def test_a_second_handle_under_a_known_prefix_uses_the_cached_referral(hierarchy
     assert first_url(h.a.get("/api/handles/88.200.1/REF-2")) == "https://example.com/ref-2"
     assert h.upstream_requests(h.a, h.top) == to_top
     assert h.a.metric("idnode_referral_cache_hits_total") > hits
+
+
+def test_concurrent_misses_for_a_remote_handle_make_one_upstream_query(hierarchy: Hierarchy) -> None:
+    h = hierarchy
+    register(h.b, "88.200.1/CROWD", "https://example.com/crowd", B_ADMIN)
+    h.a.get("/api/handles/88.200.1/WARM-THE-REFERRAL")
+    to_b = h.upstream_requests(h.a, h.b)
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        replies = list(pool.map(lambda _: h.a.get("/api/handles/88.200.1/CROWD"), range(20)))
+    assert {first_url(r) for r in replies} == {"https://example.com/crowd"}
+    assert h.upstream_requests(h.a, h.b) - to_b == 1
+
+
+def test_remote_answers_are_shared_through_redis(own_hierarchy: Callable[..., Hierarchy], tmp_path: Path) -> None:
+    redis = RedisServer(tmp_path / "redis").start()
+    try:
+        h = own_hierarchy(a_env={"IDNODE_REDIS": redis.url}, a_workers=2)
+        assert h.b.put("/api/handles/0.NA/88.200.1", record(admin_of("88.200")), auth=B_ADMIN).status == 201
+        wait_for("88.200.1 is published", lambda: published(h.b, "88.200.1"))
+        register(h.b, "88.200.1/SHARED", "https://example.com/shared", B_ADMIN)
+        # New connections, spread over A's two workers: one asks B, the other finds it in Redis.
+        replies = [h.a.get("/api/handles/88.200.1/SHARED") for _ in range(30)]
+        assert {first_url(r) for r in replies} == {"https://example.com/shared"}
+        assert h.upstream_requests(h.a, h.b) == 1
+        assert h.a.metric("idnode_cache_hits_total", tier="redis") >= 1
+    finally:
+        redis.stop()
 
 
 def test_not_found_remotely_is_not_found_here(hierarchy: Hierarchy) -> None:
