@@ -520,6 +520,7 @@ class ResolutionEngine:
         """Ask the servers ``route`` designates, in turn, until one answers."""
         failures: list[str] = []
         loop = False
+        timeouts = 0
         for target in route.targets:
             try:
                 record = await self.client.resolve(target, handle, via, case_sensitive=self._case_sensitive)
@@ -530,6 +531,7 @@ class ResolutionEngine:
                 log.info("delegation of %s: %s", handle.text, exc.message)
                 failures.append(exc.message)
                 loop = loop or exc.result == "loop"
+                timeouts += exc.result == "timeout"
                 continue
             metrics.DELEGATIONS.labels("answered" if record is not None else "not_found").inc()
             return record
@@ -537,7 +539,8 @@ class ResolutionEngine:
         if loop:
             raise RecursionLoop(f"delegation loop while resolving {handle.text}: {shown}", handle=handle.text)
         where = "the top-level node" if route.zone == NA_PREFIX else f"the servers of prefix {route.zone}"
-        raise UpstreamFailed(f"{where} did not answer for {handle.text}: {shown}", handle=handle.text)
+        failed = UpstreamTimeout if timeouts == len(failures) else UpstreamFailed
+        raise failed(f"{where} did not answer for {handle.text}: {shown}", handle=handle.text)
 
     def prefetch(self, spelling: str, entry: Entry) -> None:
         entry.prefetching = True

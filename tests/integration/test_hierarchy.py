@@ -8,6 +8,7 @@ top-level node comes back, also after A was killed with -9.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -323,6 +324,65 @@ def test_an_answer_for_a_handle_outside_the_designation_is_refused_and_not_cache
         assert h.a.metric("idnode_delegations_total", result="bailiwick") - before == 2
         hijacked = h.a.get("/api/handles/88.118/HIJACK")
         assert hijacked.status == 404, hijacked.body
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def dead_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_failover_to_the_next_server_through_an_hs_serv_service_handle(hierarchy: Hierarchy, tmp_path: Path) -> None:
+    """0.NA/88.400 names a service handle (HS_SERV) whose site has a dead server and a live one."""
+    h = hierarchy
+    enterprise = Node(tmp_path / "e", args=["--node-prefix", "88.400", "--no-recursion", "--workers", "1"]).start()
+    try:
+        names = [f"88.400/ITEM-{n}" for n in range(8)]
+        for name in names:
+            register(enterprise, name, f"https://example.com/{name}", ("300:0.NA/88.400", ADMIN_SECRET))
+        servers = [
+            {"serverId": n, "address": "127.0.0.1", "interfaces": [{"protocol": "HTTP", "port": port}]}
+            for n, port in enumerate((dead_port(), enterprise.port), start=1)
+        ]
+        service = {"index": 1, "type": "HS_SITE", "data": {"format": "site", "value": {"servers": servers}}}
+        assert h.top.put("/api/handles/0.NA/88.400.SERVICE", record(service), auth=TOP_ADMIN).status == 201
+        serv = {"index": 1, "type": "HS_SERV", "data": "0.NA/88.400.SERVICE"}
+        assert h.top.put("/api/handles/0.NA/88.400", record(serv), auth=TOP_ADMIN).status == 201
+        errors = h.a.metric("idnode_delegations_total", result="error")
+        for name in names:  # the handle hash sends about half of them to the dead server first
+            assert first_url(h.a.get(f"/api/handles/{name}")) == f"https://example.com/{name}"
+        assert h.a.metric("idnode_delegations_total", result="error") > errors
+    finally:
+        enterprise.stop()
+
+
+class Silent(BaseHTTPRequestHandler):
+    """A server that accepts queries and never answers them."""
+
+    def do_GET(self) -> None:
+        time.sleep(6)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_server_that_does_not_answer_times_out_clearly(hierarchy: Hierarchy) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Silent)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        assert hierarchy.top.put("/api/handles/0.NA/88.600", record(site(port)), auth=TOP_ADMIN).status == 201
+        started = time.monotonic()
+        reply = hierarchy.a.get("/api/handles/88.600/X")
+        assert reply.status == 504 and reply.code == 2, reply.body
+        assert "did not answer within 2 s" in reply.json["message"]
+        assert time.monotonic() - started < 4  # the per-hop timeout (2 s), not the silent server, ended it
     finally:
         server.shutdown()
         server.server_close()
