@@ -104,7 +104,7 @@ def _persist(
             counts[prefix] = counts.get(prefix, 0) + 1
     conn.executemany("INSERT OR REPLACE INTO handles (key, handle, record) VALUES (?, ?, ?)", upserts)
     conn.executemany(
-        "INSERT INTO prefix_outbox (prefix, seq) VALUES (?, 1) ON CONFLICT (prefix) DO UPDATE SET seq = seq + 1",
+        OUTBOX_BUMP,
         [
             (key[len(OUTBOX_KEY_START) :],)
             for key, new in state.items()
@@ -126,6 +126,11 @@ def _persist(
 
 
 OUTBOX_KEY_START = NA_PREFIX + "/"
+# One sequence for the whole outbox, so a reader can ask for what changed after what it saw.
+OUTBOX_BUMP = (
+    "INSERT INTO prefix_outbox (prefix, seq) VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM prefix_outbox)) "
+    "ON CONFLICT (prefix) DO UPDATE SET seq = excluded.seq"
+)
 
 
 def _audit(conn: sqlite3.Connection, rows: list[tuple[AuditEntry, Outcome]]) -> None:
@@ -227,21 +232,15 @@ class SqliteStore(Store):
 
     # Publication outbox --------------------------------------------------------------
 
-    async def prefix_outbox(self) -> dict[str, int]:
+    async def prefix_outbox(self, after: int = 0) -> dict[str, int]:
         def read(conn: sqlite3.Connection) -> dict[str, int]:
-            return dict(conn.execute("SELECT prefix, seq FROM prefix_outbox"))
+            return dict(conn.execute("SELECT prefix, seq FROM prefix_outbox WHERE seq > ? ORDER BY seq", (after,)))
 
         result: dict[str, int] = await self._read(read)
         return result
 
     async def touch_prefix(self, prefix: str) -> None:
-        await self._writer.submit(
-            lambda conn: conn.execute(
-                "INSERT INTO prefix_outbox (prefix, seq) VALUES (?, 1) "
-                "ON CONFLICT (prefix) DO UPDATE SET seq = seq + 1",
-                (prefix,),
-            )
-        )
+        await self._writer.submit(lambda conn: conn.execute(OUTBOX_BUMP, (prefix,)))
 
     async def publications(self) -> list[Publication]:
         def read(conn: sqlite3.Connection) -> list[Publication]:

@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS daily_registrations (
     PRIMARY KEY (prefix, day)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS prefix_outbox (prefix TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS prefix_outbox_by_seq ON prefix_outbox (seq);
 CREATE TABLE IF NOT EXISTS publications (
     prefix TEXT NOT NULL,
     upstream TEXT NOT NULL,
@@ -80,7 +81,8 @@ def migrate(conn: sqlite3.Connection) -> None:
             # Version 4 keeps an outbox of changed prefix handles: start it with those held.
             conn.execute(
                 "INSERT OR IGNORE INTO prefix_outbox (prefix, seq) "
-                "SELECT substr(key, 6), 1 FROM handles WHERE key >= '0.NA/' AND key < '0.NA0'"
+                "SELECT substr(key, 6), row_number() OVER (ORDER BY key) FROM handles "
+                "WHERE key >= '0.NA/' AND key < '0.NA0'"
             )
         conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
         conn.execute("COMMIT")

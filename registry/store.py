@@ -4,8 +4,8 @@ A backend provides reads (``get``, ``get_many``, listing, counting), one write p
 (``apply_many``: a list of read-modify-write changes committed in one transaction, each
 recorded in the audit log with its outcome) and the small tables beside the records:
 audit, statistics, metadata templates and the publication outbox: every committed change
-to a prefix handle ``0.NA/<prefix>`` bumps that prefix's outbox sequence number in the same
-transaction, so that publishing it to the top-level node can never be lost (see
+to a prefix handle ``0.NA/<prefix>`` gives that prefix the outbox's next sequence number in
+the same transaction, so that publishing it to the top-level node can never be lost (see
 ``resolver.publisher``). The named operations (create, replace, delete,
 add / replace / remove values) are built on ``apply`` here, once, so a PostgreSQL backend
 inherits exactly the same semantics.
@@ -136,12 +136,13 @@ class Store(ABC):
         """``apply_many`` without telling the listeners."""
 
     @abstractmethod
-    async def prefix_outbox(self) -> dict[str, int]:
-        """Every prefix whose prefix handle has changed, with the sequence number of its last change."""
+    async def prefix_outbox(self, after: int = 0) -> dict[str, int]:
+        """Prefixes whose prefix handle changed, each with the sequence number of its last change,
+        for changes numbered above ``after`` (one sequence for the whole outbox), oldest first."""
 
     @abstractmethod
     async def touch_prefix(self, prefix: str) -> None:
-        """Bump ``prefix``'s outbox sequence number without a change (republish it)."""
+        """Give ``prefix`` a new outbox sequence number without a change (republish it)."""
 
     @abstractmethod
     async def publications(self) -> list[Publication]: ...

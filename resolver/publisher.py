@@ -69,6 +69,10 @@ class Publisher:
         self.address = address
         self.protocol = protocol
         self.wake = asyncio.Event()
+        self._by_url = {u.url: u for u in upstreams}
+        self._seen = 0  # the highest outbox sequence number read
+        self._todo: dict[tuple[str, str], int] = {}  # (prefix, upstream URL) -> outbox seq to publish
+        self._attempts: dict[tuple[str, str], int] = {}  # failures in a row
         self._retry_at: dict[tuple[str, str], float] = {}
 
     def prefix_changed(self, keys: list[str]) -> None:
@@ -92,22 +96,33 @@ class Publisher:
             self.wake.clear()
 
     async def publish_due(self) -> float:
-        """Send every publication that is behind and due; seconds until the next is due."""
-        outbox = await self.store.prefix_outbox()
-        sent = {(p.prefix, p.upstream): p for p in await self.store.publications()}
+        """Send every publication that is behind and due; seconds until the next is due.
+
+        Only what changed since the last look is read from the outbox (one sequence orders
+        it); the first look also reads what earlier runs of the node already published.
+        """
+        changed = await self.store.prefix_outbox(after=self._seen)
+        if changed:
+            first = self._seen == 0
+            done = {(p.prefix, p.upstream): p for p in await self.store.publications()} if first else {}
+            for prefix, seq in changed.items():
+                self._seen = max(self._seen, seq)
+                if not is_at_or_under(prefix, self.node_prefix):
+                    continue
+                for url in self._by_url:
+                    last = done.get((prefix, url))
+                    if last is not None and last.seq >= seq and last.state != "failed":
+                        continue
+                    self._todo[prefix, url] = seq
+                    if last is not None and last.state == "failed":
+                        self._attempts[prefix, url] = last.attempts
         wait = POLL_SECONDS
-        for prefix, seq in sorted(outbox.items()):
-            if not is_at_or_under(prefix, self.node_prefix):
+        for (prefix, url), seq in list(self._todo.items()):
+            due = self._retry_at.get((prefix, url), 0.0) - time.monotonic()
+            if due > 0:
+                wait = min(wait, due)
                 continue
-            for upstream in self.upstreams:
-                last = sent.get((prefix, upstream.url))
-                if last is not None and last.seq >= seq and last.state != "failed":
-                    continue
-                due = self._retry_at.get((prefix, upstream.url), 0.0) - time.monotonic()
-                if due > 0:
-                    wait = min(wait, due)
-                    continue
-                await self._publish(prefix, seq, upstream, last)
+            await self._publish(prefix, seq, self._by_url[url])
         return wait
 
     def _values(self, prefix: str, record: HandleRecord) -> list[dict[str, Any]]:
@@ -117,7 +132,8 @@ class Publisher:
         host, port = self.address
         return [site_value(SITE_INDEX, host, port, self.protocol, SITE_TTL)]
 
-    async def _publish(self, prefix: str, seq: int, upstream: Target, last: Publication | None) -> None:
+    async def _publish(self, prefix: str, seq: int, upstream: Target) -> None:
+        key = (prefix, upstream.url)
         name = prefix_handle(prefix).text
         record = await self.store.get(prefix_handle(prefix).key)
         try:
@@ -132,13 +148,15 @@ class Publisher:
                 await self.client.write("PUT", upstream, name, self._authorization, query=query, body=values)
                 state = "published"
             attempts, error = 0, ""
-            self._retry_at.pop((prefix, upstream.url), None)
+            self._retry_at.pop(key, None)
+            self._attempts.pop(key, None)
+            del self._todo[key]
             log.info("%s %s at %s", state, name, upstream.url)
         except HopFailed as exc:
             state, error = "failed", exc.message
-            attempts = (last.attempts if last is not None and last.state == "failed" else 0) + 1
+            attempts = self._attempts[key] = self._attempts.get(key, 0) + 1
             backoff = min(RETRY_MAX_SECONDS, RETRY_MIN_SECONDS * 2 ** (attempts - 1))
-            self._retry_at[prefix, upstream.url] = time.monotonic() + backoff
+            self._retry_at[key] = time.monotonic() + backoff
             log.warning("publishing %s at %s failed (attempt %d, next in %g s): %s", name, upstream.url, attempts,
                         backoff, exc.message)  # fmt: skip
         metrics.PUBLICATIONS.labels(state).inc()

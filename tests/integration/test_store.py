@@ -81,15 +81,18 @@ async def test_audit_rows_of_a_batch_are_read_back_one_per_handle(store: SqliteS
 async def test_changes_to_prefix_handles_bump_the_outbox_in_their_transaction(store: SqliteStore) -> None:
     await store.create("0.NA/88.118.1", rec("0.NA/88.118.1", 100))
     await store.create("88.118.1/X", rec("88.118.1/X", 1))
-    assert await store.prefix_outbox() == {"88.118.1": 1}
+    await store.create("0.NA/88.118.2", rec("0.NA/88.118.2", 100))
+    assert await store.prefix_outbox() == {"88.118.1": 1, "88.118.2": 2}
     await store.put_values("0.NA/88.118.1", "0.NA/88.118.1", [HandleValue(1, "URL", b"u")])
     await store.delete("0.NA/88.118.1", "0.NA/88.118.1")
-    assert await store.prefix_outbox() == {"88.118.1": 3}
+    assert await store.prefix_outbox() == {"88.118.2": 2, "88.118.1": 4}
     # A refused change bumps nothing.
     with pytest.raises(HandleNotFound):
         await store.delete("0.NA/88.118.1", "0.NA/88.118.1")
     await store.touch_prefix("88.118")
-    assert await store.prefix_outbox() == {"88.118.1": 3, "88.118": 1}
+    assert await store.prefix_outbox() == {"88.118.2": 2, "88.118.1": 4, "88.118": 5}
+    # A reader asks for what changed after what it saw, oldest first.
+    assert list((await store.prefix_outbox(after=2)).items()) == [("88.118.1", 4), ("88.118", 5)]
 
 
 async def test_publications_are_kept(store: SqliteStore) -> None:
@@ -116,6 +119,6 @@ async def test_upgrading_to_schema_4_puts_the_prefix_handles_held_in_the_outbox(
     upgraded = SqliteStore(path)
     await upgraded.open()
     try:
-        assert await upgraded.prefix_outbox() == {"88.118": 1, "88.118.7": 1}
+        assert await upgraded.prefix_outbox() == {"88.118": 1, "88.118.7": 2}
     finally:
         await upgraded.close()
