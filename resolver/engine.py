@@ -255,9 +255,12 @@ class ResolutionEngine:
         handle = parse_handle(spelling, case_sensitive=self._case_sensitive)
         self._admit(handle, via)
         try:
-            fetched = await self._fetch(handle, via=via)
+            fetched = await self._fetch(handle, via=via, spelling=spelling)
         except _StoreFailed as failed:
             return self._stale_answer(spelling, handle, failed)
+        entry = self.local.entries.get(spelling)
+        if entry is not None and entry.gen == fetched.gen and not entry.stale:
+            return entry  # the fetch cached it (for this spelling) before it woke us
         return self._remember(spelling, handle, fetched)
 
     async def resolve(self, handle: Handle, via: Sequence[str] = ()) -> HandleRecord:
@@ -335,11 +338,18 @@ class ResolutionEngine:
 
     # Filling ----------------------------------------------------------------------------
 
-    async def _fetch(self, handle: Handle, *, refresh: bool = False, via: Sequence[str] = ()) -> Fetched:
+    async def _fetch(
+        self, handle: Handle, *, refresh: bool = False, via: Sequence[str] = (), spelling: str | None = None
+    ) -> Fetched:
+        """The record for ``handle``: one load per handle at a time, whoever else asks meanwhile.
+
+        With ``spelling``, the load caches the answer under it before it completes: a request
+        arriving between the load's end and its waiters' wake-up then finds it cached.
+        """
         key = handle.key
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.create_task(self._load(handle, refresh, via))
+            task = asyncio.create_task(self._load_and_remember(handle, refresh, via, spelling))
             self._inflight[key] = task
             task.add_done_callback(lambda t: self._loaded(key, t))
         else:
@@ -351,6 +361,14 @@ class ResolutionEngine:
             del self._inflight[key]
         if not task.cancelled():
             task.exception()  # retrieved here, so a failure nobody awaited is not reported twice
+
+    async def _load_and_remember(
+        self, handle: Handle, refresh: bool, via: Sequence[str], spelling: str | None
+    ) -> Fetched:
+        fetched = await self._load(handle, refresh, via)
+        if spelling is not None:
+            self._remember(spelling, handle, fetched)
+        return fetched
 
     async def _load(self, handle: Handle, refresh: bool, via: Sequence[str] = ()) -> Fetched:
         key = handle.key
