@@ -4,9 +4,9 @@ Every committed change to a prefix handle ``0.NA/<prefix>`` bumps that prefix's 
 number in the store's outbox, in the transaction of the change (``registry.store``). The
 publisher compares the outbox with what each upstream was last sent (the publications
 table) and brings the upstream up to date: a prefix handle held here is published as
-``0.NA/<prefix>`` at the upstream with its HS_SITE values (this node's own site when it has
-none: it serves the prefix itself; an enterprise's server when it delegates the prefix
-down), a deleted one is withdrawn. Each publication sends the state of the record as it is
+``0.NA/<prefix>`` at the upstream with its HS_SITE and HS_SERV values (this node's own site
+when it has none: it serves the prefix itself; an enterprise's server when it delegates the
+prefix down), a deleted one is withdrawn. Each publication sends the state of the record as it is
 now, so repeating one is harmless and a later change supersedes an earlier one that failed.
 Failures are retried with exponential back-off, also across restarts: the outbox is durable.
 
@@ -27,7 +27,7 @@ from urllib.parse import quote
 from protocol.errors import HandleError
 from protocol.identifiers import is_at_or_under, prefix_handle
 from protocol.jsonfmt import format_timestamp, value_to_json
-from protocol.records import HS_SITE, HandleRecord
+from protocol.records import HS_SERV, HS_SITE, HandleRecord
 from registry.store import Publication, Store
 from resolver import metrics
 from resolver.upstream import HopFailed, NodeClient, Target, site_value
@@ -126,7 +126,8 @@ class Publisher:
         return wait
 
     def _values(self, prefix: str, record: HandleRecord) -> list[dict[str, Any]]:
-        sites = [value_to_json(v) for v in record.values if v.type_matches(HS_SITE + ".")]
+        # The prefix's own service values (an enterprise's server), as the engine reads them.
+        sites = [value_to_json(v) for v in record.values if v.type_matches(HS_SITE + ".") or v.type_matches(HS_SERV)]
         if sites:
             return sites
         host, port = self.address
