@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--config", type=Path, help="TOML configuration file")
     s.add_argument("--listen", help="HOST:PORT to serve HTTP on (default 127.0.0.1:8000)")
     s.add_argument("--data-dir", help="directory of the embedded store (default ./data)")
-    s.add_argument("--node-prefix", help="the prefix this node serves (default 88.118)")
+    s.add_argument("--node-prefix", help="the prefix this node serves (default 88.118; 88 for a top-level node)")
     s.add_argument(
         "--case-sensitive",
         action="store_const",

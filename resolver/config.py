@@ -22,6 +22,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 CORES = min(len(os.sched_getaffinity(0)), 64)
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
 ROLES = ("secondary", "top-level")
+DEFAULT_PREFIXES = {"secondary": "88.118", "top-level": "88"}
 
 
 class ConfigError(Exception):
@@ -32,7 +33,7 @@ class ConfigError(Exception):
 class Config:
     listen: str = "127.0.0.1:8000"
     data_dir: Path = Path("data")
-    node_prefix: str = "88.118"
+    node_prefix: str = ""  # default: 88.118, or 88 for a top-level node
     case_sensitive: bool = False
     max_body_bytes: int = 1024 * 1024
     max_batch_bytes: int = 16 * 1024 * 1024
@@ -132,7 +133,7 @@ def _validate(config: Config) -> Config:
     if not colon or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"setting 'listen': expected HOST:PORT, got {config.listen!r}")
     try:
-        node_prefix = parse_prefix(config.node_prefix)
+        node_prefix = parse_prefix(config.node_prefix or DEFAULT_PREFIXES.get(config.role, "88.118"))
     except HandleError as exc:
         raise ConfigError(f"setting 'node_prefix': {exc.message}") from None
     for name in ("max_body_bytes", "max_batch_bytes"):

@@ -125,8 +125,9 @@ def test_a_malformed_answer_is_refused(items: Any) -> None:
 
 def test_a_secondary_node_recurses_and_a_top_level_node_does_not_by_default() -> None:
     assert config.load(env={}).recursion is True
-    top = config.load(env={}, flags={"role": "top-level", "node_prefix": "88"})
-    assert top.recursion is False
+    top = config.load(env={}, flags={"role": "top-level"})
+    assert (top.recursion, top.node_prefix) == (False, "88")
+    assert config.load(env={}).node_prefix == "88.118"
     assert config.load(env={}, flags={"recursion": False}).recursion is False
 
 
