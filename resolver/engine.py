@@ -114,6 +114,8 @@ class Fetched(NamedTuple):
     expires_at: float  # Unix time
     gen: int  # the handle's generation word read before anything else
     stale: bool = False
+    spelling: str | None = None  # the load cached ``entry`` for this spelling
+    entry: Entry | None = None
 
 
 class _StoreFailed(Exception):
@@ -258,9 +260,8 @@ class ResolutionEngine:
             fetched = await self._fetch(handle, via=via, spelling=spelling)
         except _StoreFailed as failed:
             return self._stale_answer(spelling, handle, failed)
-        entry = self.local.entries.get(spelling)
-        if entry is not None and entry.gen == fetched.gen and not entry.stale:
-            return entry  # the fetch cached it (for this spelling) before it woke us
+        if fetched.spelling == spelling and fetched.entry is not None:
+            return fetched.entry  # the load made (and cached) it before it woke us
         return self._remember(spelling, handle, fetched)
 
     async def resolve(self, handle: Handle, via: Sequence[str] = ()) -> HandleRecord:
@@ -367,7 +368,7 @@ class ResolutionEngine:
     ) -> Fetched:
         fetched = await self._load(handle, refresh, via)
         if spelling is not None:
-            self._remember(spelling, handle, fetched)
+            return fetched._replace(spelling=spelling, entry=self._remember(spelling, handle, fetched))
         return fetched
 
     async def _load(self, handle: Handle, refresh: bool, via: Sequence[str] = ()) -> Fetched:
@@ -422,11 +423,17 @@ class ResolutionEngine:
         """The record of a handle that may be held elsewhere: from the store or the node holding it."""
         budget = self.delegation.total_timeout
         try:
-            async with asyncio.timeout(budget):
+            if is_at_or_under(handle.zone, self._node_prefix):
+                # Only this node's prefix handles are read (each store read has its own
+                # timeout): the common case, a handle held here, pays for no other timer.
                 route = await self._route(handle, via)
                 if route is None:
                     return await self._read_store(handle.key, stale)
-                if not route.targets:
+                async with asyncio.timeout(budget):
+                    return await self._ask(handle, route, via)
+            async with asyncio.timeout(budget):
+                route = await self._route(handle, via)
+                if route is None or not route.targets:
                     return None  # no prefix handle anywhere on the way up: not registered
                 return await self._ask(handle, route, via)
         except _StoreFailed as failed:  # a referral could not be had: this answer's stale copy, if any
