@@ -223,6 +223,7 @@ class ResolutionEngine:
         self.client = NodeClient(self.node_id, self.delegation.hop_timeout)
         self.advertised: tuple[str, int] | None = None  # set once the node listens
         self._referrals: dict[str, Referral] = {}
+        self._events = metrics.RECORDER.events
 
     # Answers ----------------------------------------------------------------------------
 
@@ -350,7 +351,7 @@ class ResolutionEngine:
         key = handle.key
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.create_task(self._load_and_remember(handle, refresh, via, spelling))
+            task = asyncio.create_task(self._load(handle, refresh, via, spelling))
             self._inflight[key] = task
             task.add_done_callback(lambda t: self._loaded(key, t))
         else:
@@ -363,15 +364,16 @@ class ResolutionEngine:
         if not task.cancelled():
             task.exception()  # retrieved here, so a failure nobody awaited is not reported twice
 
-    async def _load_and_remember(
-        self, handle: Handle, refresh: bool, via: Sequence[str], spelling: str | None
-    ) -> Fetched:
-        fetched = await self._load(handle, refresh, via)
-        if spelling is not None:
-            return fetched._replace(spelling=spelling, entry=self._remember(spelling, handle, fetched))
-        return fetched
+    def _kept(self, fetched: Fetched, handle: Handle, spelling: str | None) -> Fetched:
+        """``fetched``, with the answer cached for ``spelling`` when there is one."""
+        if spelling is None:
+            return fetched
+        entry = self._remember(spelling, handle, fetched)
+        return Fetched(fetched.record, fetched.ttl, fetched.expires_at, fetched.gen, False, spelling, entry)
 
-    async def _load(self, handle: Handle, refresh: bool, via: Sequence[str] = ()) -> Fetched:
+    async def _load(
+        self, handle: Handle, refresh: bool, via: Sequence[str] = (), spelling: str | None = None
+    ) -> Fetched:
         key = handle.key
         gen = self.words[self.generations.slot(key)]  # before reading anything: see resolver.cache
         now = time.time()
@@ -383,12 +385,12 @@ class ResolutionEngine:
                 fetched = Fetched(record, got.ttl, got.expires_at, gen)
                 if got.expires_at > now:
                     self._hits["redis"] += 1
-                    return fetched
+                    return self._kept(fetched, handle, spelling)
                 if now < got.expires_at + self.policy.stale_window:
                     stale = fetched._replace(stale=True)
         if not refresh:
             metrics.count("misses")
-        if self._held_here(handle):
+        if self._held_here(handle) or self._known_here(handle):
             record = await self._read_store(key, stale)
         else:
             record = await self._delegated(handle, via, stale)
@@ -398,7 +400,7 @@ class ResolutionEngine:
             # Not when the handle changed meanwhile: what we read may predate the change.
             blob = None if record is None else encode_record(record)
             self.redis.set_later(key, RedisEntry(now + ttl, ttl, blob), ttl + self.policy.stale_window)
-        return fetched
+        return self._kept(fetched, handle, spelling)
 
     async def _read_store(self, key: str, stale: Fetched | None) -> HandleRecord | None:
         metrics.count("store_reads")
@@ -418,6 +420,30 @@ class ResolutionEngine:
         if handle.is_prefix_handle:
             return is_at_or_under(handle.zone, self._node_prefix)
         return handle.zone == self._node_prefix
+
+    def _known_here(self, handle: Handle) -> bool:
+        """True when this worker's fresh referrals already say ``handle`` is held here.
+
+        The synchronous twin of ``_route`` for the common case (a handle under one of this
+        node's own enterprise prefixes): no coroutine, no timer. False means "find out".
+        """
+        zone = handle.zone
+        if not zone.startswith(self._node_prefix + "."):
+            return False
+        now = time.monotonic()
+        words = self.words
+        at = zone
+        for _ in range(MAX_WALK):
+            referral = self._referrals.get(at)
+            if referral is None or referral.gen != words[referral.slot] or now >= referral.expires:
+                return False
+            self._events["referral_hits"] += 1
+            if referral.exists:
+                return not referral.sites or self._is_self(referral.sites)
+            at = at.rpartition(".")[0]
+            if at == self._node_prefix:
+                return True
+        return False
 
     async def _delegated(self, handle: Handle, via: Sequence[str], stale: Fetched | None) -> HandleRecord | None:
         """The record of a handle that may be held elsewhere: from the store or the node holding it."""
