@@ -50,11 +50,13 @@ class Target:
     port: int = 0
     log: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = REPO  # where it runs: `python -m` imports from there first
 
     def start(self) -> Target:
         env = {k: v for k, v in os.environ.items() if not k.startswith("IDNODE_")}
-        env.update(IDNODE_ADMIN_SECRET=ADMIN_SECRET, PYTHONPATH=str(REPO), **self.env)
-        self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+        env.update(IDNODE_ADMIN_SECRET=ADMIN_SECRET, PYTHONPATH=str(self.cwd))
+        env.update(self.env)
+        self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, env=env, stderr=subprocess.PIPE, text=True)
         assert self.proc.stderr is not None
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
