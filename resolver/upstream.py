@@ -194,8 +194,8 @@ class NodeClient:
             metrics.UPSTREAM_DURATION.labels(target.peer).observe(time.perf_counter() - started)
         try:
             answer = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise HopFailed(f"{target.peer} answered HTTP {status} without a JSON body") from None
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: nested too deep
+            raise HopFailed(f"{target.peer} answered HTTP {status} without a usable JSON body") from None
         if not isinstance(answer, dict) or type(answer.get("responseCode")) is not int:
             raise HopFailed(f"{target.peer} answered HTTP {status} without a responseCode")
         return status, answer

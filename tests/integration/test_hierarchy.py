@@ -388,6 +388,56 @@ def test_a_server_that_does_not_answer_times_out_clearly(hierarchy: Hierarchy) -
         server.server_close()
 
 
+class Hostile(BaseHTTPRequestHandler):
+    """A server designated for 88.700 whose answers are each wrong in their own way."""
+
+    def do_GET(self) -> None:
+        kind = self.path.rsplit("/", 1)[1]
+        handle = f"88.700/{kind}"
+        bodies = {
+            "NESTED": b"[" * 100_000 + b"]" * 100_000,
+            "GARBAGE": b"\xff\xfe not json",
+            "HUGE": b'{"responseCode": 1, "pad": "' + b"x" * (2 * 1024 * 1024) + b'"}',
+            "NOCODE": json.dumps({"handle": handle, "values": []}).encode(),
+            "BADVALUES": json.dumps({"responseCode": 1, "handle": handle, "values": [{"index": -1}]}).encode(),
+            "BOOLCODE": json.dumps({"responseCode": True, "handle": handle, "values": []}).encode(),
+        }
+        if kind == "REDIRECT":
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:1/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = bodies[kind]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def hostile(hierarchy: Hierarchy) -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    assert hierarchy.top.put("/api/handles/0.NA/88.700", record(site(port)), auth=TOP_ADMIN).status == 201
+    yield port
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("kind", ["NESTED", "GARBAGE", "HUGE", "NOCODE", "BADVALUES", "BOOLCODE", "REDIRECT"])
+def test_a_hostile_answer_is_a_clear_error(hierarchy: Hierarchy, hostile: int, kind: str) -> None:
+    reply = hierarchy.a.get(f"/api/handles/88.700/{kind}")
+    assert reply.status == 502 and reply.code == 2, reply.body
+    assert f"127.0.0.1:{hostile}" in reply.json["message"]
+    assert hierarchy.a.get("/healthz").status == 200
+
+
 def test_a_referral_loop_between_two_nodes_is_cut(hierarchy: Hierarchy) -> None:
     h = hierarchy
     # A sends 88.118.9 down to B; the top-level node (overriding what A published) sends it to A.
