@@ -105,7 +105,10 @@ class Referral:
 
 class Route(NamedTuple):
     zone: str  # the prefix whose referral designated the servers
-    targets: tuple[Target, ...]  # empty: the prefix is not registered anywhere
+    targets: tuple[Target, ...]  # in the order to try them
+
+
+UNREGISTERED = Route("", ())  # no prefix handle anywhere on the way up
 
 
 class Fetched(NamedTuple):
@@ -459,8 +462,8 @@ class ResolutionEngine:
                     return await self._ask(handle, route, via)
             async with asyncio.timeout(budget):
                 route = await self._route(handle, via)
-                if route is None or not route.targets:
-                    return None  # no prefix handle anywhere on the way up: not registered
+                if route is None or route is UNREGISTERED:
+                    return None
                 return await self._ask(handle, route, via)
         except _StoreFailed as failed:  # a referral could not be had: this answer's stale copy, if any
             raise _StoreFailed(failed.cause, stale) from None
@@ -513,7 +516,7 @@ class ResolutionEngine:
                         f"the referral for prefix {at} names this node, which does not serve it", handle=handle.text
                     )
                 return Route(at, targets(referral.sites, handle))
-        return Route(zone, ())
+        return UNREGISTERED
 
     async def _referral(self, zone: str, via: Sequence[str]) -> Referral:
         """Who serves ``zone``: from this worker's referrals, else its prefix handle, fetched."""
@@ -569,6 +572,12 @@ class ResolutionEngine:
 
     async def _ask(self, handle: Handle, route: Route, via: Sequence[str]) -> HandleRecord | None:
         """Ask the servers ``route`` designates, in turn, until one answers."""
+        if not route.targets:
+            raise UpstreamFailed(
+                f"no server of prefix {route.zone} has an HTTP(S) query interface; {handle.text} cannot be "
+                "resolved from here (the Handle binary protocol is not supported yet)",
+                handle=handle.text,
+            )
         failures: list[str] = []
         loop = False
         timeouts = 0
