@@ -23,7 +23,6 @@ Writes the table to stdout and bench/results/delegation_summary.md::
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import re
 import statistics
@@ -37,6 +36,7 @@ from typing import Any
 
 from bench import wrk
 from bench.resolve_baseline import ADMIN_SECRET, RESULTS, Target, machine, revision
+from resolver.publisher import basic_credentials
 
 WORKERS = "2"
 UPSTREAM_METRIC = "idnode_upstream_request_duration_seconds"
@@ -45,8 +45,7 @@ UPSTREAM_METRIC = "idnode_upstream_request_duration_seconds"
 def call(url: str, method: str = "GET", body: Any = None, user: str | None = None) -> tuple[int, Any]:
     headers = {"Content-Type": "application/json"}
     if user is not None:
-        token = base64.b64encode(f"{user.replace(':', '%3A')}:{ADMIN_SECRET}".encode()).decode()
-        headers["Authorization"] = "Basic " + token
+        headers["Authorization"] = basic_credentials(user, ADMIN_SECRET)
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:

@@ -68,6 +68,10 @@ class Publication:
     error: str = ""
     updated: float = 0.0
 
+    def covers(self, seq: int) -> bool:
+        """True when the upstream has the change numbered ``seq`` (or a later one)."""
+        return self.seq >= seq and self.state != "failed"
+
 
 @dataclass(frozen=True, slots=True)
 class PrefixStats:

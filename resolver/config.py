@@ -157,7 +157,8 @@ def _validate(config: Config) -> Config:
     return _validate_hierarchy(replace(config, node_prefix=node_prefix))
 
 
-def _host_port(text: str, name: str) -> tuple[str, int]:
+def host_port(text: str, name: str) -> tuple[str, int]:
+    """``HOST:PORT`` (host an IP address, IPv6 in brackets or not), or ConfigError naming ``name``."""
     host, colon, port = text.rpartition(":")
     host = host.strip("[]")
     if not colon or not host or not port.isdigit() or not 0 < int(port) <= 65535:
@@ -186,7 +187,7 @@ def _validate_hierarchy(config: Config) -> Config:
             "the secret of the identity the top-level node granted this node"
         )
     if config.advertise is not None:
-        _host_port(config.advertise, "advertise")
+        host_port(config.advertise, "advertise")
     elif upstreams and config.host in ("0.0.0.0", "::", ""):
         raise ConfigError("setting 'advertise': the node listens on every address; say which one others reach")
     for name in ("upstream_timeout", "resolve_timeout"):

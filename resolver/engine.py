@@ -102,6 +102,10 @@ class Referral:
     slot: int
     gen: int
 
+    def usable(self, words: memoryview, now: float, until: float | None = None) -> bool:
+        """Not invalidated by a write, and not past ``until`` (by default its expiry)."""
+        return self.gen == words[self.slot] and now < (self.expires if until is None else until)
+
 
 class Route(NamedTuple):
     zone: str  # the prefix whose referral designated the servers
@@ -438,7 +442,7 @@ class ResolutionEngine:
         at = zone
         for _ in range(MAX_WALK):
             referral = self._referrals.get(at)
-            if referral is None or referral.gen != words[referral.slot] or now >= referral.expires:
+            if referral is None or not referral.usable(words, now):
                 return False
             self._events["referral_hits"] += 1
             if referral.exists:
@@ -522,14 +526,14 @@ class ResolutionEngine:
         """Who serves ``zone``: from this worker's referrals, else its prefix handle, fetched."""
         known = self._referrals.get(zone)
         now = time.monotonic()
-        if known is not None and known.gen == self.words[known.slot] and now < known.expires:
+        if known is not None and known.usable(self.words, now):
             metrics.count("referral_hits")
             return known
         handle = prefix_handle(zone)
         try:
             fetched = await self._fetch(handle, via=via)
         except _StoreFailed as failed:
-            if known is not None and known.gen == self.words[known.slot] and now < known.stale_until:
+            if known is not None and known.usable(self.words, now, known.stale_until):
                 log.warning("cannot refresh the referral for %s (%s); using the expired one", zone, failed.cause)
                 return known
             if failed.stale is None:

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 from protocol.errors import HandleError
-from protocol.identifiers import is_at_or_under, prefix_handle
+from protocol.identifiers import NA_PREFIX, is_at_or_under, prefix_handle
 from protocol.jsonfmt import format_timestamp, value_to_json
 from protocol.records import HS_SERV, HS_SITE, HandleRecord
 from registry.store import Publication, Store
@@ -64,7 +64,6 @@ class Publisher:
         self.client = client
         self.node_prefix = node_prefix
         self.upstreams = upstreams
-        self.identity = identity
         self._authorization = basic_credentials(identity, secret)
         self.address = address
         self.protocol = protocol
@@ -75,9 +74,9 @@ class Publisher:
         self._attempts: dict[tuple[str, str], int] = {}  # failures in a row
         self._retry_at: dict[tuple[str, str], float] = {}
 
-    def prefix_changed(self, keys: list[str]) -> None:
+    async def prefix_changed(self, keys: list[str]) -> None:
         """A write listener: a prefix handle changed in this process, so look now."""
-        if any(key.startswith("0.NA/") for key in keys):
+        if any(key.startswith(NA_PREFIX + "/") for key in keys):
             self.wake.set()
 
     async def run(self) -> None:
@@ -111,7 +110,7 @@ class Publisher:
                     continue
                 for url in self._by_url:
                     last = done.get((prefix, url))
-                    if last is not None and last.seq >= seq and last.state != "failed":
+                    if last is not None and last.covers(seq):
                         continue
                     self._todo[prefix, url] = seq
                     if last is not None and last.state == "failed":
@@ -179,7 +178,7 @@ async def publication_report(store: Store, upstreams: tuple[Target, ...]) -> dic
             if last is None:
                 row["state"] = "pending"
             else:
-                row["state"] = "pending" if last.seq < seq and last.state != "failed" else last.state
+                row["state"] = last.state if last.covers(seq) or last.state == "failed" else "pending"
                 row["attempts"] = last.attempts
                 row["updated"] = format_timestamp(int(last.updated))
                 if last.error:

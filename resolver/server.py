@@ -10,7 +10,7 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -23,7 +23,7 @@ from registry.sqlite import SqliteStore
 from registry.store import Store
 from resolver import metrics
 from resolver.cache import Generations
-from resolver.config import Config
+from resolver.config import Config, host_port
 from resolver.engine import CachePolicy, DelegationPolicy, ResolutionEngine
 from resolver.http import HttpFrontend
 from resolver.publisher import Publisher
@@ -114,10 +114,7 @@ def delegation_policy(config: Config) -> DelegationPolicy:
 
 def advertised(config: Config, bound: tuple[str, int]) -> tuple[str, int]:
     """The address other nodes reach this one at: ``advertise``, else the listener's."""
-    if config.advertise is None:
-        return bound
-    host, _, port = config.advertise.rpartition(":")
-    return host.strip("[]"), int(port)
+    return bound if config.advertise is None else host_port(config.advertise, "advertise")
 
 
 async def serve(
@@ -188,7 +185,7 @@ async def serve(
                     address=started.advertised,
                     protocol="HTTPS" if config.tls else "HTTP",
                 )
-                store.add_write_listener(_listener(publisher.prefix_changed))
+                store.add_write_listener(publisher.prefix_changed)
                 background.append(asyncio.create_task(publisher.run(), name="publisher"))
 
         await _run_http(app, config, listener, on_ready, listening)
@@ -202,13 +199,6 @@ async def serve(
             await redis.close()
         metrics.RECORDER.flush()
         await store.close()
-
-
-def _listener(notify: Callable[[list[str]], None]) -> Callable[[list[str]], Awaitable[None]]:
-    async def listener(keys: list[str]) -> None:
-        notify(keys)
-
-    return listener
 
 
 async def _flush_metrics() -> None:

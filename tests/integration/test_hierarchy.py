@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -288,17 +289,13 @@ def test_without_recursion_others_handles_are_refused(tmp_path: Path) -> None:
 # Safety ------------------------------------------------------------------------------------
 
 
-class Hijacker(BaseHTTPRequestHandler):
-    """A server designated for 88.300 that answers every query with another handle's record."""
+class FakeServer(BaseHTTPRequestHandler):
+    """A bare HTTP server standing in for a node, quiet, answering what a test decides."""
 
-    asked: ClassVar[list[str]] = []
-
-    def do_GET(self) -> None:
-        Hijacker.asked.append(self.path)
-        value = {**url_value(1, "https://evil.example/"), "timestamp": "2026-01-01T00:00:00Z"}
-        body = json.dumps({"responseCode": 1, "handle": "88.118/HIJACK", "values": [value]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+    def reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -307,12 +304,33 @@ class Hijacker(BaseHTTPRequestHandler):
         pass
 
 
-def test_an_answer_for_a_handle_outside_the_designation_is_refused_and_not_cached(hierarchy: Hierarchy) -> None:
-    h = hierarchy
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hijacker)
+@contextmanager
+def serving(handler: type[FakeServer]) -> Iterator[int]:
+    """Run ``handler`` on a free loopback port (yielded) for the block."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        port = server.server_address[1]
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class Hijacker(FakeServer):
+    """A server designated for 88.300 that answers every query with another handle's record."""
+
+    asked: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        Hijacker.asked.append(self.path)
+        value = {**url_value(1, "https://evil.example/"), "timestamp": "2026-01-01T00:00:00Z"}
+        self.reply(200, json.dumps({"responseCode": 1, "handle": "88.118/HIJACK", "values": [value]}).encode())
+
+
+def test_an_answer_for_a_handle_outside_the_designation_is_refused_and_not_cached(hierarchy: Hierarchy) -> None:
+    h = hierarchy
+    with serving(Hijacker) as port:
         assert h.top.put("/api/handles/0.NA/88.300", record(site(port)), auth=TOP_ADMIN).status == 201
         Hijacker.asked.clear()
         before = h.a.metric("idnode_delegations_total", result="bailiwick")
@@ -324,9 +342,6 @@ def test_an_answer_for_a_handle_outside_the_designation_is_refused_and_not_cache
         assert h.a.metric("idnode_delegations_total", result="bailiwick") - before == 2
         hijacked = h.a.get("/api/handles/88.118/HIJACK")
         assert hijacked.status == 404, hijacked.body
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def dead_port() -> int:
@@ -361,34 +376,24 @@ def test_failover_to_the_next_server_through_an_hs_serv_service_handle(hierarchy
         enterprise.stop()
 
 
-class Silent(BaseHTTPRequestHandler):
+class Silent(FakeServer):
     """A server that accepts queries and never answers them."""
 
     def do_GET(self) -> None:
         time.sleep(6)
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 def test_a_server_that_does_not_answer_times_out_clearly(hierarchy: Hierarchy) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Silent)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        port = server.server_address[1]
+    with serving(Silent) as port:
         assert hierarchy.top.put("/api/handles/0.NA/88.600", record(site(port)), auth=TOP_ADMIN).status == 201
         started = time.monotonic()
         reply = hierarchy.a.get("/api/handles/88.600/X")
         assert reply.status == 504 and reply.code == 2, reply.body
         assert "did not answer within 2 s" in reply.json["message"]
         assert time.monotonic() - started < 4  # the per-hop timeout (2 s), not the silent server, ended it
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
-class Hostile(BaseHTTPRequestHandler):
+class Hostile(FakeServer):
     """A server designated for 88.700 whose answers are each wrong in their own way."""
 
     def do_GET(self) -> None:
@@ -403,31 +408,16 @@ class Hostile(BaseHTTPRequestHandler):
             "BOOLCODE": json.dumps({"responseCode": True, "handle": handle, "values": []}).encode(),
         }
         if kind == "REDIRECT":
-            self.send_response(302)
-            self.send_header("Location", "http://127.0.0.1:1/")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = bodies[kind]
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+            self.reply(302, b"", {"Location": "http://127.0.0.1:1/"})
+        else:
+            self.reply(200, bodies[kind])
 
 
 @pytest.fixture(scope="module")
 def hostile(hierarchy: Hierarchy) -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
-    assert hierarchy.top.put("/api/handles/0.NA/88.700", record(site(port)), auth=TOP_ADMIN).status == 201
-    yield port
-    server.shutdown()
-    server.server_close()
+    with serving(Hostile) as port:
+        assert hierarchy.top.put("/api/handles/0.NA/88.700", record(site(port)), auth=TOP_ADMIN).status == 201
+        yield port
 
 
 @pytest.mark.parametrize("kind", ["NESTED", "GARBAGE", "HUGE", "NOCODE", "BADVALUES", "BOOLCODE", "REDIRECT"])
