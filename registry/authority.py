@@ -142,6 +142,24 @@ class Authority:
             self._answers[key] = await self._granted(identity, permission, await self.prefix_grants(zones))
         return self._answers[key]
 
+    async def missing(
+        self, caller: Caller, permissions: Iterable[str], zones: list[str], target: HandleRecord | None = None
+    ) -> str | None:
+        """The first of ``permissions`` the caller does not hold, or None when it holds them all."""
+        for permission in permissions:
+            if not await self.holds(caller, permission, zones, target):
+                return permission
+        return None
+
+    @staticmethod
+    def refusal(caller: Caller, permission: str, what: str) -> HandleError:
+        """The error for a caller without ``permission`` to do ``what``."""
+        if caller.identity is None:
+            return AuthenticationNeeded(f"{what} requires authentication")
+        return InsufficientPermissions(
+            f"identity {caller.identity} lacks the {permission.replace('_', ' ')} permission to {what}"
+        )
+
     async def require(
         self, caller: Caller, permissions: Iterable[str], zones: list[str], what: str,
         target: HandleRecord | None = None,
@@ -149,14 +167,12 @@ class Authority:
         """Raise unless the caller holds every one of ``permissions``."""
         if caller.identity is None:
             raise AuthenticationNeeded(f"{what} requires authentication")
-        for permission in permissions:
-            if not await self.holds(caller, permission, zones, target):
-                raise InsufficientPermissions(
-                    f"identity {caller.identity} lacks the {permission.replace('_', ' ')} permission to {what}"
-                )
+        missing = await self.missing(caller, permissions, zones, target)
+        if missing is not None:
+            raise self.refusal(caller, missing, what)
 
 
-def _kind(value_type: str) -> str:
+def value_kind(value_type: str) -> str:
     return "admin" if value_type.upper() == HS_ADMIN else "value"
 
 
@@ -174,12 +190,12 @@ def change_permissions(
     for value in new_values:
         before = current.get(value.index)
         if before is None:
-            needed.add(f"add_{_kind(value.type)}")
+            needed.add(f"add_{value_kind(value.type)}")
         elif not same_value(before, value):
-            needed |= _touch(before, "modify", _kind(value.type))
+            needed |= _touch(before, "modify", value_kind(value.type))
     for index in removed:
         if index in current:
-            needed |= _touch(current[index], "remove", _kind(current[index].type))
+            needed |= _touch(current[index], "remove", value_kind(current[index].type))
     return needed
 
 

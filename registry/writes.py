@@ -19,8 +19,15 @@ from protocol.errors import (
     ValuesNotFound,
 )
 from protocol.identifiers import Handle
-from protocol.records import HS_SECKEY, HandleRecord, HandleValue
-from registry.authority import NODE_ADMIN_ONLY, Authority, change_permissions, enclosing_zones, same_value
+from protocol.records import HS_SECKEY, PUBLIC_READ, PUBLIC_WRITE, HandleRecord, HandleValue
+from registry.authority import (
+    NODE_ADMIN_ONLY,
+    Authority,
+    change_permissions,
+    enclosing_zones,
+    same_value,
+    value_kind,
+)
 from registry.permissions import Caller
 from registry.store import Change, Store
 from registry.templates import TemplateChecker
@@ -89,6 +96,25 @@ class Planner:
         permission = "add_prefix" if handle.is_prefix_handle else "add_handle"
         await self.auth.require(self.caller, [permission], self._zones(handle), f"create {handle.text}")
 
+    async def _authorise(
+        self, handle: Handle, old: HandleRecord, asks: Iterable[str], touched: Iterable[int], what: str
+    ) -> bool:
+        """Authorise a change of ``old`` by what the request asks for, before any value is compared.
+
+        ``asks`` are the permissions the operation needs whatever the stored values (derived from
+        the request alone). A caller holding them is an administrator of the handle and may go on
+        to the value-by-value check. Anyone else may only touch values open to the public (readable
+        and writable by anyone); otherwise the refusal is the same whatever is stored, so that it
+        tells nothing about values the caller may not read. Returns whether the caller is an admin.
+        """
+        missing = await self.auth.missing(self.caller, asks, self._zones(handle), old)
+        if missing is None:
+            return True
+        open_values = [old.value_at(i) for i in touched]
+        if not all(v is not None and v.permissions & PUBLIC_READ and v.permissions & PUBLIC_WRITE for v in open_values):
+            raise self.auth.refusal(self.caller, missing, f"{what} {handle.text}")
+        return False
+
     async def _require_change(self, handle: Handle, old: HandleRecord, needed: set[str]) -> None:
         await self.auth.require(self.caller, sorted(needed), self._zones(handle), f"change {handle.text}", old)
 
@@ -105,12 +131,11 @@ class Planner:
         if old is None:
             await self.require_create(handle)
             return await self._checked(handle, Plan("create", HandleRecord(handle.text, tuple(values))))
-        if indexes is None and not overwrite:
-            raise HandleAlreadyExists(f"handle {handle.text} already exists", handle=handle.text)
         if indexes is None:
-            needed = change_permissions(old, values, removed=old.indexes() - {v.index for v in values})
-            await self._require_change(handle, old, needed)
-            return await self._checked(handle, Plan("replace", HandleRecord(old.handle, tuple(values))))
+            return await self._replace(handle, values, old, overwrite=overwrite)
+        kinds = {value_kind(v.type) for v in values}
+        asks = {f"add_{k}" for k in kinds} | ({f"modify_{k}" for k in kinds} if overwrite else set())
+        await self._authorise(handle, old, sorted(asks), indexes, "change values of")
         clash = sorted(v.index for v in values if v.index in old.indexes())
         if clash and not overwrite:
             raise ValueAlreadyExists(f"values already exist at index {_join(clash)}", handle=handle.text)
@@ -118,11 +143,23 @@ class Planner:
         merged = {v.index: v for v in old.values} | {v.index: v for v in values}
         return await self._checked(handle, Plan("update", old.with_values(list(merged.values()))))
 
+    async def _replace(self, handle: Handle, values: list[HandleValue], old: HandleRecord, *, overwrite: bool) -> Plan:
+        if not overwrite:
+            # Creating is what was asked: whoever may not create here learns nothing more.
+            await self.require_create(handle)
+            raise HandleAlreadyExists(f"handle {handle.text} already exists", handle=handle.text)
+        asks = sorted({f"modify_{value_kind(v.type)}" for v in values} | {"modify_value"})
+        touched = old.indexes() | {v.index for v in values}
+        await self._authorise(handle, old, asks, touched, "replace")
+        needed = change_permissions(old, values, removed=old.indexes() - {v.index for v in values})
+        await self._require_change(handle, old, needed)
+        return await self._checked(handle, Plan("replace", HandleRecord(old.handle, tuple(values))))
+
     async def create(self, handle: Handle, values: list[HandleValue], old: HandleRecord | None) -> Plan:
         """Create, and report success without writing when the identical record exists (a retry)."""
         if old is not None:
+            await self.require_create(handle)  # before comparing: a refusal must not depend on what is stored
             if _same_values(old, values) and await self._same_secrets(old, values):
-                await self.require_create(handle)
                 return Plan("unchanged", old)
             raise HandleAlreadyExists(f"handle {handle.text} already exists with other values", handle=handle.text)
         return await self.put(handle, values, None)
@@ -131,6 +168,8 @@ class Planner:
         """Add values; re-adding identical ones (a retry) is not a conflict."""
         if old is None:
             raise HandleNotFound(f"handle {handle.text} not found", handle=handle.text)
+        asks = sorted({f"add_{value_kind(v.type)}" for v in values})
+        await self._authorise(handle, old, asks, [v.index for v in values], "add values to")
         differing = [v.index for v in values if (b := old.value_at(v.index)) is not None and not same_value(b, v)]
         if differing:
             raise ValueAlreadyExists(f"other values already exist at index {_join(differing)}", handle=handle.text)
@@ -142,6 +181,7 @@ class Planner:
     async def remove_values(self, handle: Handle, indexes: set[int], old: HandleRecord | None) -> Plan:
         if old is None:
             raise HandleNotFound(f"handle {handle.text} not found", handle=handle.text)
+        await self._authorise(handle, old, ["remove_value"], indexes, "remove values of")
         missing = sorted(indexes - old.indexes())
         if missing:
             raise ValuesNotFound(f"no value at index {_join(missing)}", handle=handle.text)
@@ -152,10 +192,10 @@ class Planner:
     async def delete(self, handle: Handle, old: HandleRecord | None, *, force: bool = False) -> Plan:
         if old is None:
             raise HandleNotFound(f"handle {handle.text} not found", handle=handle.text)
-        if handle.is_prefix_handle and handle.zone == self.node_prefix:
-            raise InvalidValue(f"{handle.text} is this node's own prefix handle and cannot be deleted")
         permission = "delete_prefix" if handle.is_prefix_handle else "delete_handle"
         await self.auth.require(self.caller, [permission], self._zones(handle), f"delete {handle.text}")
+        if handle.is_prefix_handle and handle.zone == self.node_prefix:
+            raise InvalidValue(f"{handle.text} is this node's own prefix handle and cannot be deleted")
         if handle.is_prefix_handle:
             await self._check_prefix_empty(handle, force)
         return Plan("delete", None)

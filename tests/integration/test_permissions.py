@@ -234,3 +234,101 @@ def test_enterprise_admin_can_manage_its_own_credentials(hierarchy: Node, tmp_pa
     assert rotated.status == 200
     assert node.get("/api/handles/" + user, auth=(f"300:{user}", "op-1")).status == 403
     assert node.get("/api/handles/" + user, auth=(f"300:{user}", "op-2")).status == 200
+
+
+# No-op writes --------------------------------------------------------------------------
+#
+# A write must be authorised by what it asks for, before anything is compared with what is
+# stored. Each case below is sent twice by every caller, on two seeded records: once with
+# values identical to the stored ones (or naming indexes that exist), once with others. A
+# caller without rights must get the same refusal both times (so the answer is no oracle
+# for values it may not read), and neither record may change, timestamps included.
+
+HIDDEN = {"index": 3, "type": "NOTE", "data": {"format": "string", "value": "hidden note"}, "permissions": "1100"}
+OTHER_HIDDEN = {**HIDDEN, "data": {"format": "string", "value": "a guess"}}
+SEEDED = [url_value(1, "https://one.example/"), {"index": 2, "type": "EMAIL", "data": "x@example.com"}, HIDDEN]
+
+
+def seed_hidden(node: Node, prefix: str) -> str:
+    handle = f"{prefix}/h{next(_unique)}"
+    assert node.put("/api/handles/" + handle, {"values": SEEDED}, auth=ADMIN).status == 201
+    return handle
+
+
+def one_batch_op(node: Node, auth: Auth, op: str, handle: str, values: list[dict[str, object]]) -> Reply:
+    operation = {"op": op, "handle": handle, "values": values}
+    return node.request("POST", "/api/batch", {"operations": [operation]}, auth=auth)
+
+
+# name -> (request with the stored values, request with other values); each takes (node, handle, auth).
+NoopOp = Callable[[Node, str, Auth], Reply]
+NOOPS: dict[str, tuple[NoopOp, NoopOp]] = {
+    "replace": (
+        lambda n, h, a: n.put("/api/handles/" + h, {"values": SEEDED}, auth=a),
+        lambda n, h, a: n.put("/api/handles/" + h, {"values": [*SEEDED[:2], OTHER_HIDDEN]}, auth=a),
+    ),
+    "put-index": (
+        lambda n, h, a: n.put(f"/api/handles/{h}?index=3", record(HIDDEN), auth=a),
+        lambda n, h, a: n.put(f"/api/handles/{h}?index=3", record(OTHER_HIDDEN), auth=a),
+    ),
+    "put-index-no-overwrite": (  # index 3 exists, index 9 does not
+        lambda n, h, a: n.put(f"/api/handles/{h}?index=3&overwrite=false", record(HIDDEN), auth=a),
+        lambda n, h, a: n.put(f"/api/handles/{h}?index=9&overwrite=false", record({**HIDDEN, "index": 9}), auth=a),
+    ),
+    "put-no-overwrite": (
+        lambda n, h, a: n.put(f"/api/handles/{h}?overwrite=false", {"values": SEEDED}, auth=a),
+        lambda n, h, a: n.put(f"/api/handles/{h}?overwrite=false", record(OTHER_HIDDEN), auth=a),
+    ),
+    "delete-index": (  # index 3 exists, index 9 does not
+        lambda n, h, a: n.delete(f"/api/handles/{h}?index=3", auth=a),
+        lambda n, h, a: n.delete(f"/api/handles/{h}?index=9", auth=a),
+    ),
+    "batch-add-values": (
+        lambda n, h, a: one_batch_op(n, a, "add_values", h, [HIDDEN]),
+        lambda n, h, a: one_batch_op(n, a, "add_values", h, [OTHER_HIDDEN]),
+    ),
+    "batch-create": (
+        lambda n, h, a: one_batch_op(n, a, "create", h, SEEDED),
+        lambda n, h, a: one_batch_op(n, a, "create", h, [*SEEDED[:2], OTHER_HIDDEN]),
+    ),
+    "batch-replace": (
+        lambda n, h, a: one_batch_op(n, a, "replace", h, SEEDED),
+        lambda n, h, a: one_batch_op(n, a, "replace", h, [*SEEDED[:2], OTHER_HIDDEN]),
+    ),
+}
+# What the rightful callers get for the request with the stored values.
+NOOP_ALLOWED = {"put-index-no-overwrite": 409, "put-no-overwrite": 409}
+
+
+def outcome(reply: Reply, handle: str) -> tuple[int, int, str]:
+    """Status, response code and message of a reply (of the batch item for a batch), the handle blanked."""
+    body = reply.json
+    if "results" in body and reply.status == 200:
+        body = body["results"][0]
+    return reply.status, int(body["responseCode"]), str(body.get("message", "")).replace(handle, "<h>")
+
+
+def refusals_logged(node: Node, handle: str) -> list[int]:
+    entries = node.get(f"/api/audit?prefix={handle.partition('/')[0]}&limit=10000", auth=ADMIN).json["entries"]
+    return [e["responseCode"] for e in entries if e["handle"] == handle and e["responseCode"] != 1]
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+@pytest.mark.parametrize("caller", list(CALLERS))
+@pytest.mark.parametrize("op", list(NOOPS))
+def test_noop_writes_are_authorised_by_what_they_ask(hierarchy: Node, op: str, target: str, caller: str) -> None:
+    node, prefix, auth = hierarchy, TARGETS[target], CALLERS[caller]
+    same_op, other_op = NOOPS[op]
+    same_handle, other_handle = seed_hidden(node, prefix), seed_hidden(node, prefix)
+    before = snapshot(node, same_handle), snapshot(node, other_handle)
+    same, other = same_op(node, same_handle, auth), other_op(node, other_handle, auth)
+    if target in ALLOWED[caller]:
+        assert outcome(same, same_handle)[0] == NOOP_ALLOWED.get(op, 200), (op, same.body)
+        return
+    refused = outcome(same, same_handle)
+    assert refused == outcome(other, other_handle), (op, target, caller)
+    expected = (401, 402) if auth is None else (403, 401)
+    assert refused[:2] in (expected, (200, expected[1])), (op, target, caller, same.body)  # (200, …): a batch item
+    assert (snapshot(node, same_handle), snapshot(node, other_handle)) == before
+    if auth is not None:
+        assert refusals_logged(node, same_handle), "the refusal is in the audit log"
