@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from dataclasses import dataclass
 
 from protocol.errors import AuthenticationFailed, HandleError, TooManyFailures
 from protocol.identifiers import parse_handle
 from protocol.records import HS_SECKEY, MAX_INDEX
 from registry.ratelimit import FailureLimiter
-from registry.secrets import Verifier
+from registry.secrets import DECOY_HASH, Verifier
 from registry.store import Store
 
 log = logging.getLogger(__name__)
+
+BRAKE_LIMIT = 30  # failures in the window on one identity before its failures are slowed
+NODE_BRAKE_FACTOR = 10  # the node-wide brake engages at this many times the per-identity one
+BRAKE_DELAY = 1.0  # seconds added to each failed attempt while braking
+BRAKE_LOG_KEYS = 10_000  # forget when each brake was last logged beyond this many
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,46 +50,104 @@ def parse_identity(text: str, *, case_sensitive: bool = False) -> Identity:
 
 
 class Authenticator:
-    """Checks a claimed identity's secret against its stored HS_SECKEY hash."""
+    """Checks a claimed identity's secret against its stored HS_SECKEY hash.
 
-    def __init__(self, store: Store, *, case_sensitive: bool = False, limiter: FailureLimiter | None = None) -> None:
+    Failures are limited per identity *and* client address, and per address: a third party
+    guessing from its own addresses locks out only itself, never the owner coming from
+    elsewhere. Guessing spread over many addresses meets a brake instead: once an identity
+    sees more than ``brake`` failures in the window (the whole node ten times that), every further failed
+    attempt is answered only after ``brake_delay`` seconds. The brake slows, it never refuses,
+    and a right secret is answered at once.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        case_sensitive: bool = False,
+        limiter: FailureLimiter | None = None,
+        brake: FailureLimiter | None = None,
+        node_brake: FailureLimiter | None = None,
+        brake_delay: float = BRAKE_DELAY,
+    ) -> None:
         self.limiter = limiter or FailureLimiter()
+        self.brake = brake or FailureLimiter(limit=BRAKE_LIMIT)
+        self.node_brake = node_brake or FailureLimiter(limit=NODE_BRAKE_FACTOR * BRAKE_LIMIT)
+        self.brake_delay = brake_delay
         self._store = store
         self._case_sensitive = case_sensitive
         self._verifier = Verifier()
         # scrypt is deliberately expensive: bound how many run at once so a flood of
         # wrong secrets cannot take every core from the serving path.
         self._slow_checks = asyncio.Semaphore(1)
+        self._braking_logged: dict[str, float] = {}
 
     async def authenticate(self, user: str, secret: bytes, address: str = "") -> Identity:
         """The identity ``user`` names, if ``secret`` is its secret; AuthenticationFailed otherwise."""
-        keys = [f"identity:{user.upper()}", f"address:{address}"]
+        malformed: AuthenticationFailed | None = None
+        try:
+            identity: Identity | None = parse_identity(user, case_sensitive=self._case_sensitive)
+        except AuthenticationFailed as exc:
+            identity, malformed = None, exc  # counted against the address alone
+        # Limits are kept by the identity as parsed, so respelling it (0300:, 0.na, %2F) gains nothing.
+        name = str(identity) if identity is not None else "?"
+        keys = [f"address:{address}"] + ([f"identity:{name}@{address}"] if identity is not None else [])
         wait = self.limiter.retry_after(keys)
         if wait is not None:
             raise TooManyFailures(
-                f"too many failed authentications for {user} or from {address}; retry in {wait} s", retry_after=wait
+                f"too many failed authentications for {name} from {address}; retry in {wait} s", retry_after=wait
             )
         try:
-            return await self._check(user, secret)
+            if malformed is not None or identity is None:
+                raise malformed or AuthenticationFailed(f"identity {user!r} is malformed")
+            return await self._check(identity, secret)
         except AuthenticationFailed:
             self.limiter.record(keys)
-            log.warning("authentication failed for identity %r from %s", user, address or "?")
+            self.brake.record([f"identity:{name}"])
+            self.node_brake.record(["node"])
+            log.warning("authentication failed for identity %s from %s", name, address or "?")
+            await self._slow_down(name)
             raise
 
-    async def _check(self, user: str, secret: bytes) -> Identity:
-        identity = parse_identity(user, case_sensitive=self._case_sensitive)
+    async def _slow_down(self, name: str) -> None:
+        """Hold a failure back while its identity, or the whole node, is under a guessing flood."""
+        braking = [
+            (what, limiter)
+            for what, limiter, key in (
+                (name, self.brake, f"identity:{name}"),
+                ("the whole node", self.node_brake, "node"),
+            )
+            if limiter.retry_after([key]) is not None
+        ]
+        if not braking:
+            return
+        now = time.monotonic()
+        for what, limiter in braking:
+            if now - self._braking_logged.get(what, -math.inf) >= limiter.window:
+                self._braking_logged[what] = now
+                log.warning(
+                    "authentication brake on for %s: over %d failures in %d s from any address; "
+                    "failed attempts are answered after %.1f s",
+                    what, limiter.limit, limiter.window, self.brake_delay,
+                )  # fmt: skip
+        if len(self._braking_logged) > BRAKE_LOG_KEYS:
+            self._braking_logged.clear()
+        await asyncio.sleep(self.brake_delay)
+
+    async def _check(self, identity: Identity, secret: bytes) -> Identity:
         record = await self._store.get(identity.handle)
         value = None if record is None else record.value_at(identity.index)
         # One message for every failure, so a caller cannot probe which identities exist.
-        failed = AuthenticationFailed(f"authentication failed for identity {user}")
-        if value is None or value.type.upper() != HS_SECKEY:
-            raise failed
-        if self._verifier.known(value.data, secret):
+        failed = AuthenticationFailed(f"authentication failed for identity {identity}")
+        stored = value.data if value is not None and value.type.upper() == HS_SECKEY else None
+        if stored is not None and self._verifier.known(stored, secret):
             return identity
+        # An unknown identity costs the same scrypt run as a wrong secret: the time taken
+        # must not tell which identities exist.
         async with self._slow_checks:
             loop = asyncio.get_running_loop()
-            ok = await loop.run_in_executor(None, self._verifier.verify, value.data, secret)
-        if not ok:
+            ok = await loop.run_in_executor(None, self._verifier.verify, stored or DECOY_HASH, secret)
+        if not ok or stored is None:
             raise failed
-        self._verifier.remember(value.data, secret)
+        self._verifier.remember(stored, secret)
         return identity

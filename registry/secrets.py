@@ -19,7 +19,13 @@ from protocol.errors import InvalidValue
 _SCHEME = "scrypt"
 _LOG2_N, _R, _P = 14, 8, 1
 _DKLEN = 32
+_SALT_BYTES = 16
 _MAXMEM = 64 * 1024 * 1024
+
+
+DECOY_SALT = bytes(_SALT_BYTES)
+# Verified against when an identity has no secret, so that its failure takes as long as a wrong secret.
+DECOY_HASH = f"{_SCHEME}${_LOG2_N}${_R}${_P}${base64.b64encode(DECOY_SALT).decode()}${'A' * 43}=".encode()
 
 
 def generate_secret() -> str:
@@ -27,42 +33,43 @@ def generate_secret() -> str:
     return secrets.token_urlsafe(24)
 
 
-def _derive(secret: bytes, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(secret, salt=salt, n=1 << log2_n, r=r, p=p, dklen=_DKLEN, maxmem=_MAXMEM)
+def _derive(secret: bytes, salt: bytes) -> bytes:
+    return hashlib.scrypt(secret, salt=salt, n=1 << _LOG2_N, r=_R, p=_P, dklen=_DKLEN, maxmem=_MAXMEM)
 
 
 def hash_secret(secret: bytes) -> bytes:
-    salt = os.urandom(16)
-    digest = _derive(secret, salt, _LOG2_N, _R, _P)
+    salt = os.urandom(_SALT_BYTES)
+    digest = _derive(secret, salt)
     b64 = base64.b64encode
     return f"{_SCHEME}${_LOG2_N}${_R}${_P}${b64(salt).decode()}${b64(digest).decode()}".encode()
 
 
-def _parse(stored: bytes) -> tuple[int, int, int, bytes, bytes]:
+_FORM = f"{_SCHEME}${_LOG2_N}${_R}${_P}$<{_SALT_BYTES}-byte salt, base64>$<{_DKLEN}-byte hash, base64>"
+
+
+def _parse(stored: bytes) -> tuple[bytes, bytes]:
+    """Salt and digest of a hash made with exactly this node's parameters.
+
+    The cost parameters are part of the stored text, and a client may send a hash back
+    (format "hash"): accepting other costs would let it set what a verification costs the
+    node (a huge one exhausted memory, a large one burned a core per attempt).
+    """
     try:
-        scheme, log2_n, r, p, salt, digest = stored.decode("ascii").split("$")
-        if scheme != _SCHEME:
-            raise ValueError(scheme)
-        params = int(log2_n), int(r), int(p)
-        if not (10 <= params[0] <= 20 and 1 <= params[1] <= 16 and 1 <= params[2] <= 4):
-            raise ValueError("parameters out of range")
-        return (*params, base64.b64decode(salt, validate=True), base64.b64decode(digest, validate=True))
+        scheme, log2_n, r, p, salt_b64, digest_b64 = stored.decode("ascii").split("$")
+        if (scheme, log2_n, r, p) != (_SCHEME, str(_LOG2_N), str(_R), str(_P)):
+            raise ValueError("not this node's scheme and parameters")
+        salt, digest = base64.b64decode(salt_b64, validate=True), base64.b64decode(digest_b64, validate=True)
+        if len(salt) != _SALT_BYTES or len(digest) != _DKLEN:
+            raise ValueError("salt or hash of the wrong length")
+        return salt, digest
     except (ValueError, UnicodeDecodeError):
-        raise InvalidValue("not a secret hash of the form scrypt$n$r$p$salt$hash") from None
+        raise InvalidValue(f"a secret in format hash must read {_FORM}, as this node makes them") from None
 
 
 def check_hash(stored: bytes) -> bytes:
     """Validate a hash a client sends back (format "hash"); return it unchanged."""
     _parse(stored)
     return stored
-
-
-def is_hash(stored: bytes) -> bool:
-    try:
-        _parse(stored)
-    except InvalidValue:
-        return False
-    return True
 
 
 class Verifier:
@@ -88,10 +95,10 @@ class Verifier:
     def verify(stored: bytes, secret: bytes) -> bool:
         """Slow path: run scrypt. Touches no shared state, so it may run in a worker thread."""
         try:
-            log2_n, r, p, salt, digest = _parse(stored)
+            salt, digest = _parse(stored)
         except InvalidValue:
-            return False
-        return hmac.compare_digest(_derive(secret, salt, log2_n, r, p), digest)
+            salt, digest = DECOY_SALT, b""  # never matches, and costs what a real check costs
+        return hmac.compare_digest(_derive(secret, salt), digest)
 
     def remember(self, stored: bytes, secret: bytes) -> None:
         self._ok[self._token(stored, secret)] = None

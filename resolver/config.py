@@ -39,6 +39,7 @@ class Config:
     max_batch_bytes: int = 16 * 1024 * 1024
     auth_failure_limit: int = 10
     auth_failure_window: int = 60
+    auth_brake_limit: int = 30  # failures per window on one identity (node-wide: 10x) before failures are slowed
     allow_insecure_auth: bool = False
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -139,8 +140,9 @@ def _validate(config: Config) -> Config:
     for name in ("max_body_bytes", "max_batch_bytes"):
         if getattr(config, name) < 1024:
             raise ConfigError(f"setting {name!r}: must be at least 1024")
-    if config.auth_failure_limit < 1 or config.auth_failure_window < 1:
-        raise ConfigError("settings 'auth_failure_limit' and 'auth_failure_window' must be at least 1")
+    for name in ("auth_failure_limit", "auth_failure_window", "auth_brake_limit"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"setting {name!r}: must be at least 1")
     if not 1 <= config.workers <= 64:
         raise ConfigError("setting 'workers': must be between 1 and 64")
     if not 1 <= config.store_readers <= 64:

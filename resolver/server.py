@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from registry.auth import Authenticator
+from registry.auth import NODE_BRAKE_FACTOR, Authenticator
 from registry.bootstrap import ensure_node_prefix
 from registry.ratelimit import FailureLimiter
 from registry.service import RegistrationService
@@ -81,13 +81,19 @@ async def bootstrap(config: Config, admin_secret: str | None, store: Store | Non
 class NodeShared:
     """What every worker of one node shares, made before they fork."""
 
-    limiter: FailureLimiter
+    limiter: FailureLimiter  # failed authentications per identity and address, and per address: refuses
+    brake: FailureLimiter  # failed authentications per identity: slows
+    node_brake: FailureLimiter  # failed authentications on the whole node: slows
     generations: Generations = field(default_factory=Generations)
     node_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}")
 
 
 def node_shared(config: Config) -> NodeShared:
-    return NodeShared(FailureLimiter(config.auth_failure_limit, config.auth_failure_window))
+    return NodeShared(
+        FailureLimiter(config.auth_failure_limit, config.auth_failure_window),
+        FailureLimiter(config.auth_brake_limit, config.auth_failure_window),
+        FailureLimiter(NODE_BRAKE_FACTOR * config.auth_brake_limit, config.auth_failure_window),
+    )
 
 
 def cache_policy(config: Config) -> CachePolicy:
@@ -168,7 +174,13 @@ async def serve(
         engine.start()
         if redis is not None:
             await redis.start()
-        authenticator = Authenticator(store, case_sensitive=config.case_sensitive, limiter=shared.limiter)
+        authenticator = Authenticator(
+            store,
+            case_sensitive=config.case_sensitive,
+            limiter=shared.limiter,
+            brake=shared.brake,
+            node_brake=shared.node_brake,
+        )
         app = HttpFrontend(config, engine, service, authenticator).app()
         started = engine  # for the closure below: mypy cannot see engine is set
 

@@ -9,13 +9,14 @@ import pytest
 from tests.nodeproc import Node
 
 _names = itertools.count()
+# Many tests send wrong credentials on purpose; the failure limit and the brake have tests of their own.
+LIMITS_OFF = {"IDNODE_AUTH_FAILURE_LIMIT": "100000", "IDNODE_AUTH_BRAKE_LIMIT": "100000"}
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     """A node shared by the tests of one module (they use distinct handles)."""
-    # Many tests send wrong credentials on purpose; the failure limit has its own test.
-    proc = Node(tmp_path_factory.mktemp("node") / "data", env={"IDNODE_AUTH_FAILURE_LIMIT": "100000"}).start()
+    proc = Node(tmp_path_factory.mktemp("node") / "data", env=LIMITS_OFF).start()
     yield proc
     proc.stop()
 

@@ -139,7 +139,10 @@ class Node:
         auth: Auth = None,
         raw: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        source: str | None = None,
     ) -> Reply:
+        """One request on a connection of its own; ``source`` picks the loopback address it comes from."""
+        where = None if source is None else (source, 0)
         if self.tls:
             import ssl
 
@@ -147,10 +150,10 @@ class Node:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                self.url_host, self.port, timeout=30, context=ctx
+                self.url_host, self.port, timeout=30, context=ctx, source_address=where
             )
         else:
-            conn = http.client.HTTPConnection(self.url_host, self.port, timeout=30)
+            conn = http.client.HTTPConnection(self.url_host, self.port, timeout=30, source_address=where)
         sent = dict(headers or {})
         if auth is not None:
             sent["Authorization"] = basic(*auth)
