@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import ipaddress
 import struct
 from typing import Any
 
@@ -14,6 +16,7 @@ from protocol.identifiers import parse_handle
 from protocol.jsonfmt import values_from_answer
 from protocol.records import HandleRecord, HandleValue
 from resolver import config
+from resolver.target_policy import TargetPolicy, TargetRefused
 from resolver.upstream import Target, hash_index, serves, sites_of, targets
 
 
@@ -158,3 +161,97 @@ def test_upstreams_come_from_flags_or_a_comma_separated_variable() -> None:
 def test_bad_hierarchy_settings_are_refused_by_name(flags: dict[str, Any], named: str) -> None:
     with pytest.raises(config.ConfigError, match=named):
         config.load(env={}, flags=flags)
+
+
+def test_a_bad_delegation_allow_network_is_refused_by_name() -> None:
+    with pytest.raises(config.ConfigError, match="delegation_allow"):
+        config.load(env={"IDNODE_DELEGATION_ALLOW": "10.1.2.3/8"})
+    with pytest.raises(config.ConfigError, match="delegation_allow"):
+        config.load(env={}, flags={"delegation_allow": ["localhost"]})
+
+
+def test_delegation_allow_comes_from_flags_or_a_comma_separated_variable() -> None:
+    assert config.load(env={}).delegation_allow == ()
+    loaded = config.load(env={"IDNODE_DELEGATION_ALLOW": "127.0.0.0/8, fd00::/8,10.20.0.7"})
+    assert loaded.delegation_allow == ("127.0.0.0/8", "fd00::/8", "10.20.0.7/32")
+    assert config.load(env={}, flags={"delegation_allow": ["::1"]}).delegation_allow == ("::1/128",)
+
+
+# Where delegation may send queries ----------------------------------------------------------
+
+DEFAULT = TargetPolicy()
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("127.255.0.9", "loopback"),
+        ("::1", "loopback"),
+        ("10.1.2.3", "private"),
+        ("172.16.0.1", "private"),
+        ("172.31.255.254", "private"),
+        ("192.168.1.1", "private"),
+        ("100.64.0.1", "private"),
+        ("fd12:3456::1", "private"),
+        ("fc00::1", "private"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("224.0.0.1", "multicast"),
+        ("ff02::1", "multicast"),
+        ("255.255.255.255", "reserved"),
+        ("240.0.0.1", "reserved"),
+        ("192.0.2.10", "reserved"),
+        ("2001:db8::1", "reserved"),
+        # IPv6 forms that reach an IPv4 address are judged by it.
+        ("::ffff:127.0.0.1", "loopback"),
+        ("::ffff:10.0.0.1", "private"),
+        ("64:ff9b::a9fe:a9fe", "link-local"),  # NAT64 of 169.254.169.254
+        ("2002:7f00:1::1", "loopback"),  # 6to4 of 127.0.0.1
+    ],
+)
+def test_addresses_from_records_that_reach_inside_are_refused_by_default(address: str, why: str) -> None:
+    assert DEFAULT.refusal(ipaddress.ip_address(address)) == why
+
+
+@pytest.mark.parametrize(
+    "address", ["8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2400:3200::1", "::ffff:8.8.8.8", "64:ff9b::808:808"]
+)
+def test_public_addresses_are_allowed(address: str) -> None:
+    assert DEFAULT.refusal(ipaddress.ip_address(address)) is None
+
+
+def test_delegation_allow_opens_exactly_its_networks() -> None:
+    policy = TargetPolicy.from_text(["10.20.0.0/16", "127.0.0.0/8"])
+    assert policy.refusal(ipaddress.ip_address("10.20.3.4")) is None
+    assert policy.refusal(ipaddress.ip_address("127.0.0.1")) is None
+    assert policy.refusal(ipaddress.ip_address("::ffff:127.0.0.1")) is None
+    assert policy.refusal(ipaddress.ip_address("10.21.0.1")) == "private"
+    assert policy.refusal(ipaddress.ip_address("169.254.169.254")) == "link-local"
+    assert policy.refusal(ipaddress.ip_address("::1")) == "loopback"  # IPv6 loopback not listed
+
+
+def test_a_host_name_is_judged_by_every_address_it_resolves_to() -> None:
+    async def check(policy: TargetPolicy, host: str) -> str:
+        return await policy.address(host)
+
+    with pytest.raises(TargetRefused, match="resolves to .*loopback"):
+        asyncio.run(check(DEFAULT, "localhost"))
+    with pytest.raises(TargetRefused, match="loopback"):
+        asyncio.run(check(DEFAULT, "127.0.0.1"))
+    with pytest.raises(TargetRefused, match="private"):
+        asyncio.run(check(DEFAULT, "10.0.0.1"))
+    # Allowed, the name is answered with the address it was checked at (no second lookup).
+    allowed = TargetPolicy.from_text(["127.0.0.0/8", "::1/128"])
+    assert ipaddress.ip_address(asyncio.run(check(allowed, "localhost"))).is_loopback
+    assert asyncio.run(check(allowed, "127.0.0.1")) == "127.0.0.1"
+
+
+def test_targets_named_by_records_share_one_metrics_label_and_upstreams_keep_theirs() -> None:
+    handle = parse_handle("88.1/x")
+    labels = {t.label for n in range(1, 50) for t in targets([site(http_server(n, 9000 + n))], handle)}
+    assert labels == {"site"}
+    upstream = Target.from_url("http://127.0.0.1:8100")
+    assert (upstream.trusted, upstream.label) == (True, "127.0.0.1:8100")
