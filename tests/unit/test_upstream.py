@@ -237,7 +237,7 @@ def test_a_host_name_is_judged_by_every_address_it_resolves_to() -> None:
     async def check(policy: TargetPolicy, host: str) -> str:
         return await policy.address(host)
 
-    with pytest.raises(TargetRefused, match="resolves to .*loopback"):
+    with pytest.raises(TargetRefused, match=r"resolves to .*loopback"):
         asyncio.run(check(DEFAULT, "localhost"))
     with pytest.raises(TargetRefused, match="loopback"):
         asyncio.run(check(DEFAULT, "127.0.0.1"))
