@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import ipaddress
+import socket
 import struct
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from protocol import valuedata as vd
 from protocol.errors import InvalidValue
@@ -17,7 +21,7 @@ from protocol.jsonfmt import values_from_answer
 from protocol.records import HandleRecord, HandleValue
 from resolver import config
 from resolver.target_policy import TargetPolicy, TargetRefused
-from resolver.upstream import Target, hash_index, serves, sites_of, targets
+from resolver.upstream import HopFailed, NodeClient, Target, hash_index, serves, sites_of, targets
 
 
 def http_server(n: int, port: int, *, protocol: str = "HTTP") -> vd.Server:
@@ -233,20 +237,17 @@ def test_delegation_allow_opens_exactly_its_networks() -> None:
     assert policy.refusal(ipaddress.ip_address("::1")) == "loopback"  # IPv6 loopback not listed
 
 
-def test_a_host_name_is_judged_by_every_address_it_resolves_to() -> None:
-    async def check(policy: TargetPolicy, host: str) -> str:
-        return await policy.address(host)
-
+async def test_a_host_name_is_judged_by_every_address_it_resolves_to() -> None:
     with pytest.raises(TargetRefused, match=r"resolves to .*loopback"):
-        asyncio.run(check(DEFAULT, "localhost"))
+        await DEFAULT.address("localhost")
     with pytest.raises(TargetRefused, match="loopback"):
-        asyncio.run(check(DEFAULT, "127.0.0.1"))
+        await DEFAULT.address("127.0.0.1")
     with pytest.raises(TargetRefused, match="private"):
-        asyncio.run(check(DEFAULT, "10.0.0.1"))
+        await DEFAULT.address("10.0.0.1")  # judged, never connected to
     # Allowed, the name is answered with the address it was checked at (no second lookup).
     allowed = TargetPolicy.from_text(["127.0.0.0/8", "::1/128"])
-    assert ipaddress.ip_address(asyncio.run(check(allowed, "localhost"))).is_loopback
-    assert asyncio.run(check(allowed, "127.0.0.1")) == "127.0.0.1"
+    assert ipaddress.ip_address(await allowed.address("localhost")).is_loopback
+    assert await allowed.address("127.0.0.1") == "127.0.0.1"
 
 
 def test_targets_named_by_records_share_one_metrics_label_and_upstreams_keep_theirs() -> None:
@@ -255,3 +256,60 @@ def test_targets_named_by_records_share_one_metrics_label_and_upstreams_keep_the
     assert labels == {"site"}
     upstream = Target.from_url("http://127.0.0.1:8100")
     assert (upstream.trusted, upstream.label) == (True, "127.0.0.1:8100")
+
+
+# The client against a loopback server, in-process -------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def handle_server() -> AsyncIterator[tuple[int, list[str]]]:
+    """An aiohttp server on 127.0.0.1 answering every query for 88.1/x; yields its port and the Host headers seen."""
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Host", ""))
+        return web.json_response({"responseCode": 1, "handle": "88.1/x", "values": []})
+
+    app = web.Application()
+    app.router.add_get("/api/handles/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield runner.addresses[0][1], seen
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_client_never_connects_to_a_refused_target_and_says_the_same_for_any_port() -> None:
+    client = NodeClient("test")
+    try:
+        async with handle_server() as (port, seen):
+            target = Target(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}")
+            with pytest.raises(HopFailed) as refused:
+                await client.resolve(target, parse_handle("88.1/x"), ())
+        assert seen == []
+        assert refused.value.result == "refused"
+        # An upstream the operator configured is trusted: asked on loopback too.
+        async with handle_server() as (port, seen):
+            record = await client.resolve(Target.from_url(f"http://127.0.0.1:{port}"), parse_handle("88.1/x"), ())
+        assert record is not None and len(seen) == 1
+    finally:
+        await client.close()
+
+
+async def test_a_server_named_by_a_host_name_is_asked_at_the_address_checked() -> None:
+    first = (await asyncio.get_running_loop().getaddrinfo("localhost", None, type=socket.SOCK_STREAM))[0][4][0]
+    if first != "127.0.0.1":
+        pytest.skip(f"localhost resolves to {first} first here; the server listens on 127.0.0.1")
+    client = NodeClient("test", policy=TargetPolicy.from_text(["127.0.0.0/8", "::1/128"]))
+    try:
+        async with handle_server() as (port, seen):
+            named = Target(f"http://localhost:{port}", f"localhost:{port}")
+            # The URL asked holds the checked address: the name is not looked up again (rebinding).
+            assert await client._destination(named) == (f"http://127.0.0.1:{port}", "localhost")
+            assert await client.resolve(named, parse_handle("88.1/x"), ()) is not None
+        assert seen == [f"localhost:{port}"]  # the name kept in Host, the checked address connected to
+    finally:
+        await client.close()
