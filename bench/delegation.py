@@ -90,10 +90,13 @@ def wait_published(node: Target, prefixes: list[str], timeout: float = 60.0) -> 
 
 
 def upstream_requests(node: Target, peer: Target | None = None, series: str = "count") -> float:
-    """Requests ``node`` has sent to other nodes (to ``peer`` only, when given), or their seconds."""
+    """Requests ``node`` has sent to other nodes (to ``peer`` only, when given), or their seconds.
+
+    The top-level node, A's upstream, has a label of its own; B, named by a record, is a "site".
+    """
     with urllib.request.urlopen(f"{node.url}/metrics", timeout=10) as reply:
         text = reply.read().decode()
-    label = "[^}]*" if peer is None else f'peer="127.0.0.1:{peer.port}"'
+    label = "[^}]*" if peer is None else 'peer="site"' if peer.name != "top" else f'peer="127.0.0.1:{peer.port}"'
     name = f"{UPSTREAM_METRIC}_{series}"
     return sum(float(m) for m in re.findall(rf"^{name}{{{label}}} (\S+)$", text, re.MULTILINE))
 
@@ -122,7 +125,8 @@ def start_nodes(work: Path) -> tuple[Target, Target, Target]:
         if status not in (200, 201):
             raise RuntimeError(f"granting {prefix}: HTTP {status}: {body}")
     up = ["--upstream", top.url]
-    env = {"IDNODE_UPSTREAM_SECRET": ADMIN_SECRET}
+    # Every node is on loopback, which delegation refuses by default: allowed explicitly.
+    env = {"IDNODE_UPSTREAM_SECRET": ADMIN_SECRET, "IDNODE_DELEGATION_ALLOW": "127.0.0.0/8"}
     a = Target("a", f"node A (88.118), --workers {WORKERS}", node("a", *up, "--workers", WORKERS), env=env).start()
     b = Target("b", "node B (88.200)", node("b", *up, "--node-prefix", "88.200", "--workers", WORKERS), env=env).start()
     return top, a, b

@@ -75,8 +75,10 @@ start() {
     start_node top 8100 88 --role top-level
     grant 88.118
     grant 88.200
-    start_node a 8101 88.118 --upstream "$TOP"
-    start_node b 8102 88.200 --upstream "$TOP"
+    # Every node is on loopback, where delegation does not go unless allowed: a real node
+    # leaves delegation_allow empty (or names the private network its enterprises are on).
+    start_node a 8101 88.118 --upstream "$TOP" --delegation-allow 127.0.0.0/8
+    start_node b 8102 88.200 --upstream "$TOP" --delegation-allow 127.0.0.0/8
 }
 
 stop() {

@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
         "upstream_identity / IDNODE_UPSTREAM_SECRET)",
     )
     s.add_argument("--advertise", help="HOST:PORT other nodes reach this one at (default: the listener)")
+    s.add_argument(
+        "--delegation-allow",
+        action="append",
+        metavar="NETWORK",
+        help="a network (CIDR, e.g. 10.20.0.0/16) where servers named by records may be although it is "
+        "loopback, private, link-local or reserved (repeatable; default none)",
+    )
     recursion = s.add_mutually_exclusive_group()
     recursion.add_argument(
         "--recursion", action="store_const", const=True, default=None, help="resolve others' handles for clients"

@@ -66,6 +66,10 @@ class Config:
     max_delegation_depth: int = 8  # nodes a query may pass through
     access_log: bool = False
     log_level: str = "info"
+    # Delegation targets (issue 10). Servers named by records (HS_SITE, HS_SERV) at
+    # loopback, private, link-local or reserved addresses are refused unless one of these
+    # networks (CIDR) covers them; the configured upstreams are not checked.
+    delegation_allow: tuple[str, ...] = ()
 
     @property
     def host(self) -> str:
@@ -197,9 +201,20 @@ def _validate_hierarchy(config: Config) -> Config:
             raise ConfigError(f"setting {name!r}: must be between 0 and 300 seconds")
     if not 1 <= config.max_delegation_depth <= 32:
         raise ConfigError("setting 'max_delegation_depth': must be between 1 and 32")
+    allow = tuple(_network(text, "delegation_allow") for text in config.delegation_allow)
     recursion = config.role == "secondary" if config.recursion is None else config.recursion
     identity = config.upstream_identity or f"300:0.NA/{config.node_prefix}"
-    return replace(config, upstream=tuple(upstreams), recursion=recursion, upstream_identity=identity)
+    return replace(
+        config, upstream=tuple(upstreams), recursion=recursion, upstream_identity=identity, delegation_allow=allow
+    )
+
+
+def _network(text: str, name: str) -> str:
+    """A network in CIDR form (an address alone: just that address), normalised; ConfigError naming ``name``."""
+    try:
+        return str(ipaddress.ip_network(text))
+    except ValueError as exc:
+        raise ConfigError(f"setting {name!r}: expected networks like 10.20.0.0/16, got {text!r} ({exc})") from None
 
 
 def _validate_cache(config: Config) -> None:

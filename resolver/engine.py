@@ -28,6 +28,9 @@ Referrals are records like any other (same cache tiers, coalescing, serve-stale)
 are kept decoded per worker besides (``_referrals``). A remote answer is accepted only
 for the handle asked and only from a server the referral designated; queries carry the
 nodes they passed through (``Idnode-Via``) so that loops and over-deep chains are cut.
+A designated server is asked only at an address ``DelegationPolicy.destinations`` allows
+(``resolver.target_policy``); one it refuses counts as a failed server, like one that
+cannot be reached, and the next is tried.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from protocol import valuedata as vd
@@ -59,6 +62,7 @@ from registry.store import Store
 from resolver import metrics
 from resolver.cache import Entry, Generations, LocalCache
 from resolver.redis_tier import RedisEntry, RedisTier
+from resolver.target_policy import TargetPolicy
 from resolver.upstream import HopFailed, NodeClient, Target, serves, sites_of, targets
 
 log = logging.getLogger("resolver.engine")
@@ -89,6 +93,7 @@ class DelegationPolicy:
     hop_timeout: float = 2.0
     total_timeout: float = 5.0
     max_depth: int = 8  # nodes one query may pass through
+    destinations: TargetPolicy = field(default_factory=TargetPolicy)  # where servers named by records may be
 
 
 @dataclass(slots=True)
@@ -227,7 +232,7 @@ class ResolutionEngine:
         store.add_write_listener(self.changed)
         self.delegation = delegation or DelegationPolicy()
         self.node_id = node_id or "idnode"
-        self.client = NodeClient(self.node_id, self.delegation.hop_timeout)
+        self.client = NodeClient(self.node_id, self.delegation.hop_timeout, self.delegation.destinations)
         self.advertised: tuple[str, int] | None = None  # set once the node listens
         self._referrals: dict[str, Referral] = {}
         self._events = metrics.RECORDER.events
@@ -584,7 +589,6 @@ class ResolutionEngine:
             )
         failures: list[str] = []
         loop = False
-        timeouts = 0
         for target in route.targets:
             try:
                 record = await self.client.resolve(target, handle, via, case_sensitive=self._case_sensitive)
@@ -592,10 +596,9 @@ class ResolutionEngine:
                 metrics.DELEGATIONS.labels(exc.result).inc()
                 if handle.is_prefix_handle and exc.code == ResponseCode.SERVER_NOT_RESPONSIBLE:
                     return None  # the top-level node knows nothing of this prefix
-                log.info("delegation of %s: %s", handle.text, exc.message)
+                log.info("delegation of %s: %s", handle.text, exc.detail)
                 failures.append(exc.message)
                 loop = loop or exc.result == "loop"
-                timeouts += exc.result == "timeout"
                 continue
             metrics.DELEGATIONS.labels("answered" if record is not None else "not_found").inc()
             return record
@@ -603,8 +606,9 @@ class ResolutionEngine:
         if loop:
             raise RecursionLoop(f"delegation loop while resolving {handle.text}: {shown}", handle=handle.text)
         where = "the top-level node" if route.zone == NA_PREFIX else f"the servers of prefix {route.zone}"
-        failed = UpstreamTimeout if timeouts == len(failures) else UpstreamFailed
-        raise failed(f"{where} did not answer for {handle.text}: {shown}", handle=handle.text)
+        # Always 502, also when every server timed out: a 504 would tell a server that
+        # accepted the connection and kept silent from a closed port (see resolver.upstream.unreachable).
+        raise UpstreamFailed(f"{where} did not answer for {handle.text}: {shown}", handle=handle.text)
 
     def prefetch(self, spelling: str, entry: Entry) -> None:
         entry.prefetching = True

@@ -158,7 +158,7 @@ class Publisher:
             backoff = min(RETRY_MAX_SECONDS, RETRY_MIN_SECONDS * 2 ** (attempts - 1))
             self._retry_at[key] = time.monotonic() + backoff
             log.warning("publishing %s at %s failed (attempt %d, next in %g s): %s", name, upstream.url, attempts,
-                        backoff, exc.message)  # fmt: skip
+                        backoff, exc.detail)  # fmt: skip
         metrics.PUBLICATIONS.labels(state).inc()
         await self.store.record_publication(Publication(prefix, upstream.url, seq, state, attempts, error, time.time()))
 

@@ -28,6 +28,7 @@ from resolver.engine import CachePolicy, DelegationPolicy, ResolutionEngine
 from resolver.http import HttpFrontend
 from resolver.publisher import Publisher
 from resolver.redis_tier import RedisTier
+from resolver.target_policy import TargetPolicy
 from resolver.upstream import Target
 
 log = logging.getLogger("idnode")
@@ -115,6 +116,7 @@ def delegation_policy(config: Config) -> DelegationPolicy:
         hop_timeout=config.upstream_timeout,
         total_timeout=config.resolve_timeout,
         max_depth=config.max_delegation_depth,
+        destinations=TargetPolicy.from_text(config.delegation_allow),
     )
 
 

@@ -11,6 +11,12 @@ protocol arrives.
 Every answer is hostile until checked: size-capped, parsed strictly, and a resolution
 answer is accepted only for the handle that was asked (bailiwick). Failures raise
 ``HopFailed`` with a message naming the peer; the engine decides about failover.
+
+A server named by a record is asked only at an address ``resolver.target_policy`` allows.
+Every failure to get an HTTP answer from a server (refused, reset, timed out before or
+after connecting, TLS, not HTTP at all) is one message (``unreachable``): a client who
+wrote the record must not learn from the answer whether a port is open; the cause goes to
+the log. Metrics name the operator's upstreams and nothing else (``Target.label``).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from protocol.identifiers import Handle, ascii_upper, parse_handle
 from protocol.jsonfmt import values_from_answer
 from protocol.records import HS_SITE, HandleRecord, HandleValue
 from resolver import metrics
+from resolver.target_policy import TargetPolicy, TargetRefused
 
 log = logging.getLogger("resolver.upstream")
 
@@ -41,26 +48,51 @@ MAX_ANSWER_BYTES = 1024 * 1024
 USER_AGENT = "idnode"
 
 
+SITE_LABEL = "site"  # the metrics label of every server not configured by the operator
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """One server interface to send queries to."""
 
     url: str  # http://HOST:PORT, no trailing slash
-    peer: str  # HOST:PORT, the metrics label
+    peer: str  # HOST:PORT, as messages name it
+    trusted: bool = False  # an upstream the operator configured, not a server a record names
 
     @classmethod
     def from_url(cls, url: str) -> Target:
-        return cls(url, url.partition("://")[2])
+        """A configured upstream: trusted, and its own metrics label."""
+        return cls(url, url.partition("://")[2], trusted=True)
+
+    @property
+    def label(self) -> str:
+        """The ``peer`` metrics label: records choose the other servers, so they share one."""
+        return self.peer if self.trusted else SITE_LABEL
+
+    @property
+    def host(self) -> str:
+        """HOST of a server named by a record (whose ``peer`` always has a port)."""
+        return self.peer.rpartition(":")[0].strip("[]")
+
+
+def unreachable(peer: str, timeout: float) -> str:
+    """The one message for every way of not getting an HTTP answer from ``peer``."""
+    return f"{peer} could not be reached or did not answer within {timeout:.3g} s"
 
 
 class HopFailed(Exception):
-    """One request to one server failed; ``result`` is the delegation metric's label."""
+    """One request to one server failed; ``result`` is the delegation metric's label.
 
-    def __init__(self, message: str, result: str = "error", code: ResponseCode | None = None) -> None:
+    ``message`` may reach the client; ``detail`` (the message, or the cause it hides) is for
+    the log only.
+    """
+
+    def __init__(self, message: str, result: str = "error", code: ResponseCode | None = None, detail: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.result = result
         self.code = code
+        self.detail = detail or message
 
 
 # Sites -----------------------------------------------------------------------------------
@@ -140,9 +172,10 @@ def serves(sites: Iterable[vd.Site], host: str, port: int) -> bool:
 class NodeClient:
     """HTTP to other nodes, with connections kept alive; one per process."""
 
-    def __init__(self, node_id: str, hop_timeout: float = 2.0) -> None:
+    def __init__(self, node_id: str, hop_timeout: float = 2.0, policy: TargetPolicy | None = None) -> None:
         self.node_id = node_id
         self.hop_timeout = hop_timeout
+        self.policy = policy or TargetPolicy()
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -167,16 +200,20 @@ class NodeClient:
         body: Any = None,
     ) -> tuple[int, dict[str, Any]]:
         """One request; the status and the JSON object answered, or HopFailed."""
+        url, name = await self._destination(target)
+        if name is not None:  # asked at the address the name was checked at
+            headers = {**(headers or {}), "Host": target.peer}
         started = time.perf_counter()
         timeout = self.hop_timeout
         try:
             async with self._client().request(
                 method,
-                target.url + path,
+                url + path,
                 headers=headers,
                 data=None if body is None else json.dumps(body, separators=(",", ":")).encode(),
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 allow_redirects=False,
+                server_hostname=name if url.startswith("https:") else None,
             ) as response:
                 raw = bytearray()
                 async for chunk in response.content.iter_chunked(65536):
@@ -184,14 +221,11 @@ class NodeClient:
                     if len(raw) > MAX_ANSWER_BYTES:
                         raise HopFailed(f"{target.peer} answered more than {MAX_ANSWER_BYTES} bytes")
                 status = response.status
-        except TimeoutError:
-            raise HopFailed(f"{target.peer} did not answer within {timeout:.3g} s", "timeout") from None
-        except aiohttp.ClientError as exc:
-            raise HopFailed(f"{target.peer}: {exc.__class__.__name__}: {exc}") from None
-        except OSError as exc:
-            raise HopFailed(f"{target.peer}: {exc.strerror or exc}") from None
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            cause = f"{target.peer}: {exc.__class__.__name__}" + (f": {exc}" if str(exc) else "")
+            raise HopFailed(unreachable(target.peer, timeout), "unreachable", detail=cause) from None
         finally:
-            metrics.UPSTREAM_DURATION.labels(target.peer).observe(time.perf_counter() - started)
+            metrics.UPSTREAM_DURATION.labels(target.label).observe(time.perf_counter() - started)
         try:
             answer = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: nested too deep
@@ -199,6 +233,26 @@ class NodeClient:
         if not isinstance(answer, dict) or type(answer.get("responseCode")) is not int:
             raise HopFailed(f"{target.peer} answered HTTP {status} without a responseCode")
         return status, answer
+
+    async def _destination(self, target: Target) -> tuple[str, str | None]:
+        """scheme://HOST:PORT to ask ``target`` at, and its host name when HOST is the checked address.
+
+        A trusted target is asked as configured. Any other is asked at an address the
+        policy allows: a host name is resolved and checked once, then its address is used
+        (with the name in Host, and for TLS in SNI and the certificate check).
+        """
+        if target.trusted:
+            return target.url, None
+        try:
+            address = await self.policy.address(target.host)
+        except TargetRefused as exc:
+            message = f"{target.peer} was not asked: {exc.message}"
+            raise HopFailed(message, "refused", detail=f"{message} ({exc.detail})" if exc.detail else "") from None
+        if address == target.host:
+            return target.url, None
+        scheme, port = target.url.partition("://")[0], target.peer.rpartition(":")[2]
+        shown = f"[{address}]" if ":" in address else address
+        return f"{scheme}://{shown}:{port}", target.host
 
     async def resolve(
         self, target: Target, handle: Handle, via: Sequence[str], *, case_sensitive: bool = False

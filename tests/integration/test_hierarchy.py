@@ -3,11 +3,16 @@
 Register on node B, resolve through node A; the top-level node or B stopped; an upstream
 that answers for the wrong handle; a loop between two nodes; publication retried when the
 top-level node comes back, also after A was killed with -9.
+
+Every node here is on loopback, which the delegation policy refuses by default: A and B
+allow 127.0.0.0/8 (``delegation_allow``) explicitly. A node with the default policy
+(``strict``) shows that servers on loopback named by records are never asked.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -21,13 +26,14 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tests.nodeproc import ADMIN_SECRET, Auth, Node, Reply, record, url_value
+from tests.nodeproc import ADMIN_SECRET, METRICS_LAG, Auth, Node, Reply, record, url_value
 from tests.redisproc import RedisServer
 
 TOP_ADMIN: Auth = ("300:0.NA/88", ADMIN_SECRET)
 A_ADMIN: Auth = ("300:0.NA/88.118", ADMIN_SECRET)
 B_ADMIN: Auth = ("300:0.NA/88.200", ADMIN_SECRET)
 UPSTREAM_REQUESTS = "idnode_upstream_request_duration_seconds_count"
+LOOPBACK_ALLOWED = {"IDNODE_DELEGATION_ALLOW": "127.0.0.0/8"}  # the test nodes all live there
 
 
 def site(port: int) -> dict[str, Any]:
@@ -78,7 +84,8 @@ class Hierarchy:
     started: list[Node] = field(default_factory=list)
 
     def upstream_requests(self, node: Node, to: Node) -> float:
-        return node.metric(UPSTREAM_REQUESTS, peer=peer(to))
+        """Requests ``node`` sent ``to`` the top-level node (its upstream), or to any server a record names."""
+        return node.metric(UPSTREAM_REQUESTS, peer=peer(to) if to is self.top else "site")
 
 
 def start_hierarchy(tmp: Path, *, a_env: dict[str, str] | None = None, a_workers: int = 1) -> Hierarchy:
@@ -86,7 +93,7 @@ def start_hierarchy(tmp: Path, *, a_env: dict[str, str] | None = None, a_workers
     grant(top, "88.118")
     grant(top, "88.200")
     upstream = ["--upstream", f"http://127.0.0.1:{top.port}"]
-    env = {"IDNODE_UPSTREAM_SECRET": ADMIN_SECRET}
+    env = {"IDNODE_UPSTREAM_SECRET": ADMIN_SECRET, **LOOPBACK_ALLOWED}
     # One worker each: a second one would fill its own cache with its own upstream queries.
     a = Node(tmp / "a", args=[*upstream, "--workers", str(a_workers)], env={**env, **(a_env or {})}).start()
     b = Node(tmp / "b", args=[*upstream, "--node-prefix", "88.200", "--workers", "1"], env=env).start()
@@ -368,10 +375,10 @@ def test_failover_to_the_next_server_through_an_hs_serv_service_handle(hierarchy
         assert h.top.put("/api/handles/0.NA/88.400.SERVICE", record(service), auth=TOP_ADMIN).status == 201
         serv = {"index": 1, "type": "HS_SERV", "data": "0.NA/88.400.SERVICE"}
         assert h.top.put("/api/handles/0.NA/88.400", record(serv), auth=TOP_ADMIN).status == 201
-        errors = h.a.metric("idnode_delegations_total", result="error")
+        errors = h.a.metric("idnode_delegations_total", result="unreachable")
         for name in names:  # the handle hash sends about half of them to the dead server first
             assert first_url(h.a.get(f"/api/handles/{name}")) == f"https://example.com/{name}"
-        assert h.a.metric("idnode_delegations_total", result="error") > errors
+        assert h.a.metric("idnode_delegations_total", result="unreachable") > errors
     finally:
         enterprise.stop()
 
@@ -388,7 +395,8 @@ def test_a_server_that_does_not_answer_times_out_clearly(hierarchy: Hierarchy) -
         assert hierarchy.top.put("/api/handles/0.NA/88.600", record(site(port)), auth=TOP_ADMIN).status == 201
         started = time.monotonic()
         reply = hierarchy.a.get("/api/handles/88.600/X")
-        assert reply.status == 504 and reply.code == 2, reply.body
+        # 502 like a closed port, not 504: the status must not tell that something listens.
+        assert reply.status == 502 and reply.code == 2, reply.body
         assert "did not answer within 2 s" in reply.json["message"]
         assert time.monotonic() - started < 4  # the per-hop timeout (2 s), not the silent server, ended it
 
@@ -515,3 +523,128 @@ def test_publication_is_retried_until_the_top_level_node_is_back_even_across_kil
     reply = h.top.get("/api/handles/0.NA/88.118.5")
     assert reply.status == 200, reply.body
     assert reply.json["values"][0]["data"]["value"]["servers"][0]["interfaces"][0]["port"] == h.a.port
+
+
+# Delegation targets: no internal port scanner ------------------------------------------------
+
+STRICT_ADMIN: Auth = ("300:0.NA/88.250", ADMIN_SECRET)
+
+
+@pytest.fixture(scope="module")
+def strict(hierarchy: Hierarchy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """A node for 88.250 with the default delegation policy; its upstream (trusted) is the top-level node."""
+    grant(hierarchy.top, "88.250")
+    args = ["--upstream", f"http://127.0.0.1:{hierarchy.top.port}", "--node-prefix", "88.250", "--workers", "1"]
+    node = Node(tmp_path_factory.mktemp("strict"), args=args, env={"IDNODE_UPSTREAM_SECRET": ADMIN_SECRET}).start()
+    yield node
+    node.stop()
+
+
+@contextmanager
+def listening() -> Iterator[tuple[int, Callable[[], bool]]]:
+    """A loopback port something listens on (yielded) and a check: did anyone connect to it?
+
+    Nothing accepts: a connection would wait in the backlog, where the check finds it.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+
+        def connected() -> bool:
+            sock.setblocking(False)
+            try:
+                sock.accept()[0].close()
+            except BlockingIOError:
+                return False
+            return True
+
+        yield sock.getsockname()[1], connected
+
+
+def test_by_default_an_enterprise_site_on_loopback_is_never_asked_open_port_or_closed(strict: Node) -> None:
+    """An enterprise writes HS_SITE -> 127.0.0.1:PORT; anonymous lookups must not probe PORT."""
+    with listening() as (port, connected):
+        values = record(site(port), admin_of("88.250"))
+        assert strict.put("/api/handles/0.NA/88.250.5", values, auth=STRICT_ADMIN).status == 201
+        open_port = strict.get("/api/handles/88.250.5/X")
+        assert not connected()
+    closed_port = strict.get("/api/handles/88.250.5/X")  # the same port, nothing listening now
+    assert open_port.status == 502 and open_port.code == 2, open_port.body
+    assert (closed_port.status, closed_port.body) == (open_port.status, open_port.body)
+    assert "loopback address, which this node does not delegate to" in open_port.json["message"]
+    assert strict.get("/healthz").status == 200
+
+
+def test_by_default_a_referral_from_the_trusted_upstream_to_loopback_is_not_followed(
+    hierarchy: Hierarchy, strict: Node
+) -> None:
+    """Trusting the upstream (asked on loopback here) does not extend to the servers its records name."""
+    with listening() as (port, connected):
+        assert hierarchy.top.put("/api/handles/0.NA/88.901", record(site(port)), auth=TOP_ADMIN).status == 201
+        asked = strict.metric(UPSTREAM_REQUESTS, peer=peer(hierarchy.top))
+        reply = strict.get("/api/handles/88.901/X")
+        assert reply.status == 502 and reply.code == 2, reply.body
+        assert "loopback" in reply.json["message"]
+        assert not connected()
+    assert strict.metric(UPSTREAM_REQUESTS, peer=peer(hierarchy.top)) > asked  # the referral came from it
+    assert strict.metric("idnode_delegations_total", result="refused") >= 1
+
+
+def test_the_peer_label_stays_bounded_whatever_servers_records_name(hierarchy: Hierarchy) -> None:
+    h = hierarchy
+    ports = {dead_port() for _ in range(20)}
+    servers = [
+        {"serverId": n, "address": "127.0.0.1", "interfaces": [{"protocol": "HTTP", "port": port}]}
+        for n, port in enumerate(ports, start=1)
+    ]
+    many = {"index": 1, "type": "HS_SITE", "data": {"format": "site", "value": {"servers": servers}}}
+    assert h.top.put("/api/handles/0.NA/88.902", record(many), auth=TOP_ADMIN).status == 201
+    before = h.a.metric(UPSTREAM_REQUESTS, peer="site")
+    reply = h.a.get("/api/handles/88.902/X")
+    assert reply.status == 502 and reply.code == 2, reply.body
+    time.sleep(METRICS_LAG)
+    exposition = h.a.get("/metrics").body.decode()
+    assert h.a.metric(UPSTREAM_REQUESTS, peer="site") - before == len(ports)  # every server was tried
+    labels = set(re.findall(r'^idnode_upstream_request_duration_seconds_count\{peer="([^"]*)"', exposition, re.M))
+    assert labels == {peer(h.top), "site"}
+
+
+class Accepting:
+    """A loopback TCP server that is not HTTP: each connection gets ``banner`` (or a reset) and is closed."""
+
+    def __init__(self, banner: bytes | None) -> None:
+        self.banner = banner
+        self.accepted = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            self.accepted += 1
+            if self.banner is None:  # RST instead of FIN
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            else:
+                conn.sendall(self.banner)
+            conn.close()
+
+
+@pytest.mark.parametrize(("prefix", "banner"), [("88.903", b"SSH-2.0-OpenSSH_9.6\r\n"), ("88.904", None)])
+def test_with_loopback_allowed_every_connection_failure_reads_the_same(
+    hierarchy: Hierarchy, prefix: str, banner: bytes | None
+) -> None:
+    """A (delegation_allow 127.0.0.0/8) asks a port where a non-HTTP service listens, then the closed port."""
+    h = hierarchy
+    server = Accepting(banner)
+    assert h.top.put(f"/api/handles/0.NA/{prefix}", record(site(server.port)), auth=TOP_ADMIN).status == 201
+    open_port = h.a.get(f"/api/handles/{prefix}/X")
+    assert server.accepted >= 1  # allowed: it was asked
+    server.sock.close()
+    closed_port = h.a.get(f"/api/handles/{prefix}/X")
+    assert open_port.status == 502 and open_port.code == 2, open_port.body
+    assert (closed_port.status, closed_port.body) == (open_port.status, open_port.body)
+    assert f"127.0.0.1:{server.port} could not be reached" in open_port.json["message"]

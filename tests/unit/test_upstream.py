@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import ipaddress
+import socket
 import struct
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from protocol import valuedata as vd
 from protocol.errors import InvalidValue
@@ -14,7 +20,8 @@ from protocol.identifiers import parse_handle
 from protocol.jsonfmt import values_from_answer
 from protocol.records import HandleRecord, HandleValue
 from resolver import config
-from resolver.upstream import Target, hash_index, serves, sites_of, targets
+from resolver.target_policy import TargetPolicy, TargetRefused
+from resolver.upstream import HopFailed, NodeClient, Target, hash_index, serves, sites_of, targets
 
 
 def http_server(n: int, port: int, *, protocol: str = "HTTP") -> vd.Server:
@@ -158,3 +165,151 @@ def test_upstreams_come_from_flags_or_a_comma_separated_variable() -> None:
 def test_bad_hierarchy_settings_are_refused_by_name(flags: dict[str, Any], named: str) -> None:
     with pytest.raises(config.ConfigError, match=named):
         config.load(env={}, flags=flags)
+
+
+def test_a_bad_delegation_allow_network_is_refused_by_name() -> None:
+    with pytest.raises(config.ConfigError, match="delegation_allow"):
+        config.load(env={"IDNODE_DELEGATION_ALLOW": "10.1.2.3/8"})
+    with pytest.raises(config.ConfigError, match="delegation_allow"):
+        config.load(env={}, flags={"delegation_allow": ["localhost"]})
+
+
+def test_delegation_allow_comes_from_flags_or_a_comma_separated_variable() -> None:
+    assert config.load(env={}).delegation_allow == ()
+    loaded = config.load(env={"IDNODE_DELEGATION_ALLOW": "127.0.0.0/8, fd00::/8,10.20.0.7"})
+    assert loaded.delegation_allow == ("127.0.0.0/8", "fd00::/8", "10.20.0.7/32")
+    assert config.load(env={}, flags={"delegation_allow": ["::1"]}).delegation_allow == ("::1/128",)
+
+
+# Where delegation may send queries ----------------------------------------------------------
+
+DEFAULT = TargetPolicy()
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("127.255.0.9", "loopback"),
+        ("::1", "loopback"),
+        ("10.1.2.3", "private"),
+        ("172.16.0.1", "private"),
+        ("172.31.255.254", "private"),
+        ("192.168.1.1", "private"),
+        ("100.64.0.1", "private"),
+        ("fd12:3456::1", "private"),
+        ("fc00::1", "private"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("224.0.0.1", "multicast"),
+        ("ff02::1", "multicast"),
+        ("255.255.255.255", "reserved"),
+        ("240.0.0.1", "reserved"),
+        ("192.0.2.10", "reserved"),
+        ("2001:db8::1", "reserved"),
+        # IPv6 forms that reach an IPv4 address are judged by it.
+        ("::ffff:127.0.0.1", "loopback"),
+        ("::ffff:10.0.0.1", "private"),
+        ("64:ff9b::a9fe:a9fe", "link-local"),  # NAT64 of 169.254.169.254
+        ("2002:7f00:1::1", "loopback"),  # 6to4 of 127.0.0.1
+    ],
+)
+def test_addresses_from_records_that_reach_inside_are_refused_by_default(address: str, why: str) -> None:
+    assert DEFAULT.refusal(ipaddress.ip_address(address)) == why
+
+
+@pytest.mark.parametrize(
+    "address", ["8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2400:3200::1", "::ffff:8.8.8.8", "64:ff9b::808:808"]
+)
+def test_public_addresses_are_allowed(address: str) -> None:
+    assert DEFAULT.refusal(ipaddress.ip_address(address)) is None
+
+
+def test_delegation_allow_opens_exactly_its_networks() -> None:
+    policy = TargetPolicy.from_text(["10.20.0.0/16", "127.0.0.0/8"])
+    assert policy.refusal(ipaddress.ip_address("10.20.3.4")) is None
+    assert policy.refusal(ipaddress.ip_address("127.0.0.1")) is None
+    assert policy.refusal(ipaddress.ip_address("::ffff:127.0.0.1")) is None
+    assert policy.refusal(ipaddress.ip_address("10.21.0.1")) == "private"
+    assert policy.refusal(ipaddress.ip_address("169.254.169.254")) == "link-local"
+    assert policy.refusal(ipaddress.ip_address("::1")) == "loopback"  # IPv6 loopback not listed
+
+
+async def test_a_host_name_is_judged_by_every_address_it_resolves_to() -> None:
+    with pytest.raises(TargetRefused, match=r"resolves to .*loopback"):
+        await DEFAULT.address("localhost")
+    with pytest.raises(TargetRefused, match="loopback"):
+        await DEFAULT.address("127.0.0.1")
+    with pytest.raises(TargetRefused, match="private"):
+        await DEFAULT.address("10.0.0.1")  # judged, never connected to
+    # Allowed, the name is answered with the address it was checked at (no second lookup).
+    allowed = TargetPolicy.from_text(["127.0.0.0/8", "::1/128"])
+    assert ipaddress.ip_address(await allowed.address("localhost")).is_loopback
+    assert await allowed.address("127.0.0.1") == "127.0.0.1"
+
+
+def test_targets_named_by_records_share_one_metrics_label_and_upstreams_keep_theirs() -> None:
+    handle = parse_handle("88.1/x")
+    labels = {t.label for n in range(1, 50) for t in targets([site(http_server(n, 9000 + n))], handle)}
+    assert labels == {"site"}
+    upstream = Target.from_url("http://127.0.0.1:8100")
+    assert (upstream.trusted, upstream.label) == (True, "127.0.0.1:8100")
+
+
+# The client against a loopback server, in-process -------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def handle_server() -> AsyncIterator[tuple[int, list[str]]]:
+    """An aiohttp server on 127.0.0.1 answering every query for 88.1/x; yields its port and the Host headers seen."""
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Host", ""))
+        return web.json_response({"responseCode": 1, "handle": "88.1/x", "values": []})
+
+    app = web.Application()
+    app.router.add_get("/api/handles/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield runner.addresses[0][1], seen
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_client_never_connects_to_a_refused_target_and_says_the_same_for_any_port() -> None:
+    client = NodeClient("test")
+    try:
+        async with handle_server() as (port, seen):
+            target = Target(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}")
+            with pytest.raises(HopFailed) as refused:
+                await client.resolve(target, parse_handle("88.1/x"), ())
+        assert seen == []
+        assert refused.value.result == "refused"
+        # An upstream the operator configured is trusted: asked on loopback too.
+        async with handle_server() as (port, seen):
+            record = await client.resolve(Target.from_url(f"http://127.0.0.1:{port}"), parse_handle("88.1/x"), ())
+        assert record is not None and len(seen) == 1
+    finally:
+        await client.close()
+
+
+async def test_a_server_named_by_a_host_name_is_asked_at_the_address_checked() -> None:
+    first = (await asyncio.get_running_loop().getaddrinfo("localhost", None, type=socket.SOCK_STREAM))[0][4][0]
+    if first != "127.0.0.1":
+        pytest.skip(f"localhost resolves to {first} first here; the server listens on 127.0.0.1")
+    client = NodeClient("test", policy=TargetPolicy.from_text(["127.0.0.0/8", "::1/128"]))
+    try:
+        async with handle_server() as (port, seen):
+            named = Target(f"http://localhost:{port}", f"localhost:{port}")
+            # The URL asked holds the checked address: the name is not looked up again (rebinding).
+            assert await client._destination(named) == (f"http://127.0.0.1:{port}", "localhost")
+            assert await client.resolve(named, parse_handle("88.1/x"), ()) is not None
+        assert seen == [f"localhost:{port}"]  # the name kept in Host, the checked address connected to
+    finally:
+        await client.close()
