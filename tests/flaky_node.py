@@ -43,7 +43,12 @@ class FlakyStore(SqliteStore):
 
 
 def flaky_store(config: Config) -> SqliteStore:
-    return FlakyStore(config.data_dir / "idnode.sqlite3", readers=config.store_readers)
+    return FlakyStore(
+        config.data_dir / "idnode.sqlite3",
+        readers=config.store_readers,
+        min_free_bytes=config.min_free_bytes,
+        wal_max_bytes=config.wal_max_bytes,
+    )
 
 
 if __name__ == "__main__":
