@@ -246,14 +246,18 @@ class Checkpointer(threading.Thread):
     def run(self) -> None:
         conn = connect(self.path, readonly=False)
         conn.execute(f"PRAGMA busy_timeout = {TRUNCATE_WAIT_MS}")
+        failed = ""
         try:
             while not self.stopping.wait(self.interval):
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     if self.wal_max_bytes and self._wal_size() > self.wal_max_bytes:
                         self._truncate(conn)
+                    failed = ""
                 except sqlite3.Error as exc:
-                    log.warning("WAL checkpoint failed (%s); will try again", exc)
+                    if str(exc) != failed:  # once while it lasts: a full disk must not flood the log
+                        log.warning("WAL checkpoint failed (%s); will try again", exc)
+                    failed = str(exc)
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         finally:
             conn.close()
