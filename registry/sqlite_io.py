@@ -68,17 +68,20 @@ def create_private(path: Path) -> None:
 
 
 def space_problem(directory: Path, min_free_bytes: int) -> str | None:
-    """Why writes in ``directory`` would fail (read-only, too little free space), or None."""
+    """Why writes in ``directory`` would fail (read-only, too little free space), or None.
+
+    The text leaves the path out: it reaches clients (a write's 503, /healthz).
+    """
     try:
         fs = os.statvfs(directory)
     except OSError as exc:
-        return f"cannot examine data directory {directory}: {exc.strerror}"
+        return f"cannot examine the data directory: {exc.strerror}"
     if fs.f_flag & os.ST_RDONLY:
-        return f"data directory {directory} is on a read-only file system"
+        return "the data directory is on a read-only file system"
     free = fs.f_bavail * fs.f_frsize
     if free < min_free_bytes:
         return (
-            f"data directory {directory} has {free // 1024} KiB free, "
+            f"the data directory has {free // 1024} KiB free, "
             f"under min_free_bytes ({min_free_bytes // 1024} KiB): the disk is full or nearly"
         )
     return None
@@ -178,12 +181,12 @@ class Writer(threading.Thread):
 
     def _failed(self, reason: str) -> None:
         if reason != self.write_failure:  # once per kind of failure: a full disk must not flood the log
-            log.error("store writes fail: %s", reason)
+            log.error("store writes in %s fail: %s", self.path.parent, reason)
         self.write_failure = reason
 
     def _succeeded(self) -> None:
         if self.write_failure is not None:
-            log.warning("store writes succeed again (they failed: %s)", self.write_failure)
+            log.warning("store writes in %s succeed again (they failed: %s)", self.path.parent, self.write_failure)
             self.write_failure = None
 
     def _commit_locked(self, conn: sqlite3.Connection, group: list[tuple[Work, asyncio.Future[Any]]]) -> None:

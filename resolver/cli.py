@@ -144,7 +144,7 @@ def _check_data_dir(config: config_mod.Config) -> None:
         raise StartupError(f"setting 'data_dir': cannot create {directory}: {exc.strerror}") from None
     problem = sqlite_io.space_problem(directory, config.min_free_bytes)
     if problem is not None:
-        raise StartupError(f"setting 'data_dir': {problem}")
+        raise StartupError(f"setting 'data_dir': {directory}: {problem}")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise StartupError(f"setting 'data_dir': {directory} is not writable by this user")
     try:
