@@ -46,6 +46,7 @@ def _range(prefix: str) -> tuple[str, str]:
 
 _CHUNK = 500
 PROBE_TIMEOUT_SECONDS = 2.0
+PROBE_INTERVAL_SECONDS = 1.0
 
 
 def _probe(conn: sqlite3.Connection) -> None:
@@ -187,6 +188,7 @@ class SqliteStore(Store):
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="idnode-sqlite-reader")
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._probed = -PROBE_INTERVAL_SECONDS
 
     async def open(self) -> None:
         try:
@@ -211,14 +213,21 @@ class SqliteStore(Store):
             conn.close()
 
     async def write_problem(self) -> str | None:
-        """Why writes fail now (read-only or full data directory, the last commit failed), or None.
+        """Why writes fail now (read-only or full data directory, a failed write), or None.
 
-        After a failed commit, a small write tries again, so that the answer turns back to
-        None as soon as writes succeed, without waiting for a client to write.
+        A small write (it joins the next group commit) tries the disk, at most once per
+        PROBE_INTERVAL_SECONDS: each worker has its own writer, and one that has not
+        written lately would otherwise not know that another one's writes fail. After a
+        failure the same probe turns the answer back to None once writes succeed, without
+        waiting for a client to write.
         """
         problem = space_problem(self.path.parent, self.min_free_bytes)
-        if problem is not None or self._writer.write_failure is None:
+        if problem is not None:
             return problem
+        now = time.monotonic()
+        if now - self._probed < PROBE_INTERVAL_SECONDS:
+            return self._writer.write_failure
+        self._probed = now
         try:
             await asyncio.wait_for(self._writer.submit(_probe), PROBE_TIMEOUT_SECONDS)
         except StoreUnavailable as exc:

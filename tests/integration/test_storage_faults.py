@@ -59,10 +59,12 @@ def test_healthz_fails_while_the_disk_is_full_and_nothing_acknowledged_is_lost(t
             assert "full" in refusal.json["message"]
             sick = health(node)
             assert (sick.status, sick.code) == (503, 3) and "full" in sick.json["message"]
+            time.sleep(1.1)
             assert health(node).status == 503  # the probe write fails too: it stays failing
             # Reads go on while writes fail.
             assert node.get(f"/api/handles/88.118/{acknowledged[0]}").status == 200
             filler.unlink()
+            time.sleep(1.1)  # probes are a second apart
             assert health(node).status == 200  # the probe write succeeds: no client write needed
             assert node.put("/api/handles/88.118/full-after", record(big(1)), auth=ADMIN).status == 201
             acknowledged.append("full-after")
