@@ -34,6 +34,7 @@ CHECKPOINT_INTERVAL_SECONDS = 0.5
 # it waits, holds new writers back). Under the writers' own busy timeout (10 s), so that a
 # reader longer than this makes the checkpoint give up and retry, not the writes fail.
 TRUNCATE_WAIT_MS = 5000
+WAL_CHECK_SECONDS = 0.1
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
 SQLITE_SUFFIXES = ("", "-wal", "-shm")
@@ -250,10 +251,15 @@ class Checkpointer(threading.Thread):
         conn = connect(self.path, readonly=False)
         conn.execute(f"PRAGMA busy_timeout = {TRUNCATE_WAIT_MS}")
         failed = ""
+        last = time.monotonic()
         try:
-            while not self.stopping.wait(self.interval):
+            # The WAL's size is looked at more often than it is checkpointed (a stat is
+            # cheap), so that it overshoots the cap by what is written in WAL_CHECK_SECONDS.
+            while not self.stopping.wait(min(self.interval, WAL_CHECK_SECONDS)):
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if time.monotonic() - last >= self.interval:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                        last = time.monotonic()
                     if self.wal_max_bytes and self._wal_size() > self.wal_max_bytes:
                         self._truncate(conn)
                     failed = ""

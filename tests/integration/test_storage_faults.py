@@ -167,8 +167,9 @@ CAP = 1024 * 1024
 async def test_the_wal_stays_under_its_cap_while_long_readers_overlap(tmp_path: Path) -> None:
     peak, written = await peak_wal(tmp_path, CAP, 6.0)
     print(f"\nWAL cap {CAP // 1024} KiB: peak {peak // 1024} KiB over {written} writes under overlapping readers")
-    # The margin: what is written between two checks of the checkpointer plus the longest read.
-    assert peak < 4 * CAP
+    # The margin: what is written between two looks at the WAL (0.1 s) and while the longest
+    # read finishes (0.3 s), when new writes wait.
+    assert peak < 2 * CAP
 
 
 async def test_without_a_cap_overlapping_readers_grow_the_wal(tmp_path: Path) -> None:
