@@ -26,7 +26,7 @@ import msgpack
 from protocol.errors import HandleError, StoreUnavailable
 from protocol.identifiers import NA_PREFIX
 from protocol.records import HandleRecord, decode_record, encode_record
-from registry.sqlite_io import Checkpointer, Writer, connect
+from registry.sqlite_io import Checkpointer, Writer, connect, create_private, prepare_directory, space_problem
 from registry.store import (
     AuditEntry,
     BatchAborted,
@@ -45,6 +45,14 @@ def _range(prefix: str) -> tuple[str, str]:
 
 
 _CHUNK = 500
+PROBE_TIMEOUT_SECONDS = 2.0
+PROBE_INTERVAL_SECONDS = 1.0
+
+
+def _probe(conn: sqlite3.Connection) -> None:
+    conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('write_probe', ?)", (time.time(),))
+
+
 Stored = HandleRecord | None
 
 
@@ -158,21 +166,36 @@ def _audit(conn: sqlite3.Connection, rows: list[tuple[AuditEntry, Outcome]]) -> 
 class SqliteStore(Store):
     """SQLite-backed store for one node process."""
 
-    def __init__(self, path: Path, *, readers: int = 4, synchronous: str = "FULL", threaded_reads: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        readers: int = 4,
+        synchronous: str = "FULL",
+        threaded_reads: bool = True,
+        min_free_bytes: int = 0,
+        wal_max_bytes: int = 0,
+    ) -> None:
         super().__init__()
         self.path = path
+        self.min_free_bytes = min_free_bytes
         # threaded_reads=False reads on the event loop itself; kept only so the benchmark can
         # compare the two (bench/read_modes.py): a cold read would then stall every request.
         self._threaded_reads = threaded_reads
-        self._writer = Writer(path, synchronous)
-        self._checkpointer = Checkpointer(path)
+        self._writer = Writer(path, synchronous, min_free_bytes=min_free_bytes, wal_max_bytes=wal_max_bytes)
+        self._checkpointer = Checkpointer(path, wal_max_bytes=wal_max_bytes)
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="idnode-sqlite-reader")
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._probed = -PROBE_INTERVAL_SECONDS
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            prepare_directory(self.path.parent)
+            create_private(self.path)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot open store {self.path}: {exc.strerror}") from None
         self._writer.start()
         await asyncio.get_running_loop().run_in_executor(None, self._writer.ready.wait)
         if self._writer.failure is not None:
@@ -188,6 +211,30 @@ class SqliteStore(Store):
         self._readers.shutdown(wait=True)
         for conn in self._reader_conns:
             conn.close()
+
+    async def write_problem(self) -> str | None:
+        """Why writes fail now (read-only or full data directory, a failed write), or None.
+
+        A small write (it joins the next group commit) tries the disk, at most once per
+        PROBE_INTERVAL_SECONDS: each worker has its own writer, and one that has not
+        written lately would otherwise not know that another one's writes fail. After a
+        failure the same probe turns the answer back to None once writes succeed, without
+        waiting for a client to write.
+        """
+        problem = space_problem(self.path.parent, self.min_free_bytes)
+        if problem is not None:
+            return problem
+        now = time.monotonic()
+        if now - self._probed < PROBE_INTERVAL_SECONDS:
+            return self._writer.write_failure
+        self._probed = now
+        try:
+            await asyncio.wait_for(self._writer.submit(_probe), PROBE_TIMEOUT_SECONDS)
+        except StoreUnavailable as exc:
+            return exc.message
+        except TimeoutError:
+            return f"a store write took longer than {PROBE_TIMEOUT_SECONDS} s"
+        return self._writer.write_failure
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

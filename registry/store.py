@@ -131,6 +131,10 @@ class Store(ABC):
                 await listener(changed)
         return outcomes
 
+    async def write_problem(self) -> str | None:
+        """Why writes would fail now (disk full, read-only, I/O error), or None when they work."""
+        return None
+
     def add_write_listener(self, listener: WriteListener) -> None:
         """Call ``listener`` with the keys of every committed write, before its writer hears back."""
         self._write_listeners.append(listener)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 
 import uvloop
 
+from protocol.errors import HandleError
+from registry import sqlite_io
 from resolver import config as config_mod
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -42,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--tls-cert", help="PEM certificate: serve HTTPS")
     s.add_argument("--tls-key", help="PEM private key for --tls-cert")
     s.add_argument("--max-body-bytes", type=int, help="largest request body accepted")
+    s.add_argument(
+        "--min-free-bytes", type=int, help="free space kept in the data directory: below it writes are refused"
+    )
+    s.add_argument("--wal-max-bytes", type=int, help="the SQLite WAL is emptied (waiting for readers) past this")
     s.add_argument("--log-level", choices=config_mod.LOG_LEVELS)
     s.add_argument("--access-log", action="store_const", const=True, default=None, help="log every request")
     s.add_argument(
@@ -79,11 +86,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class StartupError(Exception):
+    """The machine refuses what the configuration asks (port taken, data directory unusable);
+    the message names the setting and the path."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     flags: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:
         config = config_mod.load(args.config, os.environ, flags)
+        admin_secret = config_mod.admin_secret(os.environ)
     except config_mod.ConfigError as exc:
         print(f"idnode: error: {exc}", file=sys.stderr)
         return 2
@@ -92,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    admin_secret = os.environ.get(config_mod.ADMIN_SECRET_ENV) or None
     try:
+        _check_data_dir(config)
+        _check_listen(config)
         if config.workers > 1:
             return _serve_workers(config, admin_secret)
         from resolver.server import bootstrap, serve
@@ -103,10 +117,47 @@ def main(argv: list[str] | None = None) -> int:
             await serve(config)
 
         uvloop.run(single())
+    except StartupError as exc:
+        print(f"idnode: error: {exc}", file=sys.stderr)
+        return 1
+    except HandleError as exc:  # the store could not be opened
+        print(f"idnode: error: setting 'data_dir': {exc.message}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"idnode: error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_listen(config: config_mod.Config) -> None:
+    """Say which setting is at fault when the port is taken, before any work is done."""
+    if config.port == 0:
+        return
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((config.host, config.port))
+        except OSError as exc:
+            raise StartupError(f"setting 'listen': cannot listen on {config.listen}: {exc.strerror}") from None
+
+
+def _check_data_dir(config: config_mod.Config) -> None:
+    """The data directory exists, is writable, has room, and is private to this user."""
+    directory = config.data_dir
+    try:
+        directory.mkdir(mode=sqlite_io.PRIVATE_DIR, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"setting 'data_dir': cannot create {directory}: {exc.strerror}") from None
+    problem = sqlite_io.space_problem(directory, config.min_free_bytes)
+    if problem is not None:
+        raise StartupError(f"setting 'data_dir': {directory}: {problem}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StartupError(f"setting 'data_dir': {directory} is not writable by this user")
+    try:
+        sqlite_io.prepare_directory(directory)
+    except OSError as exc:
+        raise StartupError(f"setting 'data_dir': cannot make {directory} private: {exc.strerror}") from None
 
 
 def _serve_workers(config: config_mod.Config, admin_secret: str | None) -> int:

@@ -5,6 +5,7 @@ A bad setting stops start-up with a ConfigError that names the setting.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import tomllib
@@ -18,6 +19,11 @@ from protocol.identifiers import parse_prefix
 
 ENV_PREFIX = "IDNODE_"
 ADMIN_SECRET_ENV = "IDNODE_ADMIN_SECRET"
+ADMIN_SECRET_MIN_LENGTH = 16
+# IDNODE_* variables that are not settings but are read legitimately: the admin secret
+# (read on first start only, never kept in the Config) and the benchmark's record count
+# (read by bench/locustfile.py, which often runs from the same shell as the node).
+OTHER_ENV = frozenset({ADMIN_SECRET_ENV, "IDNODE_BENCH_COUNT"})
 LOG_LEVELS = ("debug", "info", "warning", "error")
 CORES = min(len(os.sched_getaffinity(0)), 64)
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
@@ -70,6 +76,9 @@ class Config:
     # loopback, private, link-local or reserved addresses are refused unless one of these
     # networks (CIDR) covers them; the configured upstreams are not checked.
     delegation_allow: tuple[str, ...] = ()
+    # Storage and start-up hardening (issue 10).
+    min_free_bytes: int = 64 * 1024 * 1024  # below this free in data_dir, writes are refused and /healthz is 503
+    wal_max_bytes: int = 64 * 1024 * 1024  # a WAL past this is checkpointed to empty, waiting for readers
 
     @property
     def host(self) -> str:
@@ -152,6 +161,7 @@ def _validate(config: Config) -> Config:
     if not 1 <= config.store_readers <= 64:
         raise ConfigError("setting 'store_readers': must be between 1 and 64")
     _validate_cache(config)
+    _validate_storage(config)
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"setting 'log_level': expected one of {', '.join(LOG_LEVELS)}")
     if (config.tls_cert is None) != (config.tls_key is None):
@@ -240,6 +250,36 @@ def _validate_cache(config: Config) -> None:
         raise ConfigError("setting 'store_timeout': must be between 0 and 300 seconds")
 
 
+def _validate_storage(config: Config) -> None:
+    if not 0 <= config.min_free_bytes <= 1 << 50:
+        raise ConfigError("setting 'min_free_bytes': must be between 0 and 1 PiB")
+    if not 1024 * 1024 <= config.wal_max_bytes <= 1 << 40:
+        raise ConfigError("setting 'wal_max_bytes': must be between 1 MiB and 1 TiB")
+
+
+def _env_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """The settings given as IDNODE_<NAME>; any other IDNODE_ variable is refused, since a
+    misspelt one would otherwise be ignored in silence and the node run with the default."""
+    known = {ENV_PREFIX + name.upper(): name for name in _FIELDS}
+    for var in sorted(env):
+        if var.startswith(ENV_PREFIX) and var not in known and var not in OTHER_ENV:
+            close = difflib.get_close_matches(var, [*known, *OTHER_ENV], n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"environment: unknown variable {var}{hint}")
+    return {name: env[var] for var, name in known.items() if var in env}
+
+
+def admin_secret(env: Mapping[str, str]) -> str | None:
+    """The admin secret chosen for the first start (IDNODE_ADMIN_SECRET), if any."""
+    secret = env.get(ADMIN_SECRET_ENV) or None
+    if secret is not None and len(secret) < ADMIN_SECRET_MIN_LENGTH:
+        raise ConfigError(
+            f"{ADMIN_SECRET_ENV}: the admin secret must be at least {ADMIN_SECRET_MIN_LENGTH} characters "
+            f"(got {len(secret)}); unset it to have the node generate one"
+        )
+    return secret
+
+
 def _apply(config: Config, settings: Mapping[str, Any], source: str) -> Config:
     changes = {}
     for name, raw in settings.items():
@@ -266,7 +306,6 @@ def load(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config_file}: {exc}") from None
     env = os.environ if env is None else env
-    from_env = {name: env[ENV_PREFIX + name.upper()] for name in _FIELDS if ENV_PREFIX + name.upper() in env}
-    config = _apply(config, from_env, "environment")
+    config = _apply(config, _env_settings(env), "environment")
     config = _apply(config, flags or {}, "command line")
     return _validate(config)

@@ -195,6 +195,12 @@ class HttpFrontend:
         return render(request, body, 200)
 
     async def healthz(self, request: web.Request) -> web.Response:
+        # "ok" means the node can take writes too: a load balancer or operator watching this
+        # must learn that the disk is full while cached resolutions still succeed.
+        problem = await self.service.store.write_problem()
+        if problem is not None:
+            body = {"responseCode": int(ResponseCode.SERVER_TOO_BUSY), "status": "failing", "message": problem}
+            return render(request, body, 503)
         return render(request, {"responseCode": 1, "status": "ok"}, 200)
 
     async def metrics(self, request: web.Request) -> web.Response:

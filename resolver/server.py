@@ -63,7 +63,12 @@ def _announce_secret(config: Config, secret: str) -> None:
 
 
 def default_store(config: Config) -> Store:
-    return SqliteStore(config.data_dir / "idnode.sqlite3", readers=config.store_readers)
+    return SqliteStore(
+        config.data_dir / "idnode.sqlite3",
+        readers=config.store_readers,
+        min_free_bytes=config.min_free_bytes,
+        wal_max_bytes=config.wal_max_bytes,
+    )
 
 
 async def bootstrap(config: Config, admin_secret: str | None, store: Store | None = None) -> None:

@@ -37,7 +37,12 @@ log = logging.getLogger("idnode")
 
 LISTEN_BACKLOG = 1024
 PR_SET_PDEATHSIG = 1
+# A worker that dies is replaced at once, so that the node is back to full strength within
+# a fraction of a second (tests/integration/test_faults.py measures it); a replacement due
+# within CRASH_LOOP_SECONDS of the previous one waits RESTART_BACKOFF_SECONDS first, so that
+# workers failing at start-up do not make the parent fork in a tight loop.
 RESTART_BACKOFF_SECONDS = 1.0
+CRASH_LOOP_SECONDS = 5.0
 START_TIMEOUT_SECONDS = 30.0
 
 
@@ -126,6 +131,7 @@ def run(config: Config, workers: int) -> int:
             _signal(pid, signum)
 
     children: set[int] = set()
+    last_restart = -CRASH_LOOP_SECONDS
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     read_fd, write_fd = os.pipe()
@@ -152,7 +158,9 @@ def run(config: Config, workers: int) -> int:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
         if not stopping:
             log.error("worker %d exited (status %d); starting another", pid, os.waitstatus_to_exitcode(status))
-            time.sleep(RESTART_BACKOFF_SECONDS)
+            if time.monotonic() - last_restart < CRASH_LOOP_SECONDS:
+                time.sleep(RESTART_BACKOFF_SECONDS)
+            last_restart = time.monotonic()
             if not stopping:
                 pid_new = _spawn(config, listener, write_fd, shared, pid == publisher)
                 children.add(pid_new)

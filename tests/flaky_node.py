@@ -1,8 +1,9 @@
 """``idnode`` with a store that fails on demand, for the serve-stale tests.
 
-Runs the real command line; only the store's record reads are wrapped: while the file
-``FAIL`` exists in the data directory they raise StoreUnavailable, as the SQLite store
-does when the disk errors, and while ``SLOW`` exists they take half a second more.
+Runs the real command line; only the store's record reads and writes are wrapped: while
+the file ``FAIL`` exists in the data directory they raise StoreUnavailable, as the SQLite
+store does when the disk errors, and while ``SLOW`` exists they take half a second more;
+``FAIL_WRITES`` makes only the writes fail.
 Everything else (workers, cache, HTTP) is the real node::
 
     python -m tests.flaky_node serve --data-dir D ...
@@ -14,7 +15,7 @@ import asyncio
 import os
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 # Before prometheus_client is imported (by resolver.server, below), as `idnode serve` does.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="idnode-test-metrics-"))
@@ -22,6 +23,7 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="idnod
 from protocol.errors import StoreUnavailable
 from protocol.records import HandleRecord
 from registry.sqlite import SqliteStore
+from registry.store import Outcome, Write
 from resolver import cli, server
 from resolver.config import Config
 
@@ -41,9 +43,20 @@ class FlakyStore(SqliteStore):
         await self._check()
         return await super().get_many(keys)
 
+    async def _apply_many(self, writes: Sequence[Write], *, atomic: bool) -> list[Outcome]:
+        if (self.path.parent / "FAIL_WRITES").exists():
+            raise StoreUnavailable("the store could not commit: disk I/O error (injected by the test)")
+        await self._check()
+        return await super()._apply_many(writes, atomic=atomic)
+
 
 def flaky_store(config: Config) -> SqliteStore:
-    return FlakyStore(config.data_dir / "idnode.sqlite3", readers=config.store_readers)
+    return FlakyStore(
+        config.data_dir / "idnode.sqlite3",
+        readers=config.store_readers,
+        min_free_bytes=config.min_free_bytes,
+        wal_max_bytes=config.wal_max_bytes,
+    )
 
 
 if __name__ == "__main__":
