@@ -62,6 +62,16 @@ def _parser() -> argparse.ArgumentParser:
         "upstream_identity / IDNODE_UPSTREAM_SECRET)",
     )
     s.add_argument("--advertise", help="HOST:PORT other nodes reach this one at (default: the listener)")
+    s.add_argument(
+        "--header-timeout", type=float, help="seconds a request line and headers may take to arrive (default 10)"
+    )
+    s.add_argument("--body-timeout", type=float, help="seconds a request body may take to arrive (default 60)")
+    s.add_argument(
+        "--keepalive-timeout", type=float, help="seconds an idle connection is kept open between requests (default 75)"
+    )
+    s.add_argument(
+        "--max-connections", type=int, help="open connections per worker; more are refused with 503 (default 1024)"
+    )
     recursion = s.add_mutually_exclusive_group()
     recursion.add_argument(
         "--recursion", action="store_const", const=True, default=None, help="resolve others' handles for clients"

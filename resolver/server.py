@@ -26,6 +26,7 @@ from resolver.cache import Generations
 from resolver.config import Config, host_port
 from resolver.engine import CachePolicy, DelegationPolicy, ResolutionEngine
 from resolver.http import HttpFrontend
+from resolver.http_connections import ConnectionLimits, GuardedRunner
 from resolver.publisher import Publisher
 from resolver.redis_tier import RedisTier
 from resolver.upstream import Target
@@ -219,11 +220,13 @@ async def _run_http(
     on_ready: Callable[[], None] | None,
     listening: Callable[[tuple[str, int]], None],
 ) -> None:
-    runner = web.AppRunner(
+    runner = GuardedRunner(
         app,
+        ConnectionLimits.of(config),
         access_log=log if config.access_log else None,
         shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
         handle_signals=False,
+        keepalive_timeout=config.keepalive_timeout,
     )
     await runner.setup()
     ssl_context = _ssl_context(config)
