@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import msgpack
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from protocol.codes import ResponseCode, http_status
 from protocol.errors import (
@@ -230,6 +230,10 @@ class BodyTooSlow(ProtocolViolation):
     http_status = 408
 
 
+class CompressedBody(ProtocolViolation):
+    http_status = 415
+
+
 def body_limit(request: web.Request) -> int:
     config = request.app[CONFIG]
     return config.max_batch_bytes if request.match_info.route.name == "batch" else config.max_body_bytes
@@ -237,6 +241,9 @@ def body_limit(request: web.Request) -> int:
 
 async def read_body(request: web.Request) -> Any:
     """The request body as JSON (or msgpack, by Content-Type), within the route's size limit."""
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
+    if encoding not in ("identity", ""):
+        raise CompressedBody(f"request bodies are not accepted compressed (Content-Encoding: {encoding[:40]})")
     try:
         raw = await request.read()
     except BodyTimeout:

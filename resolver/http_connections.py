@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -44,6 +45,8 @@ from resolver.config import Config
 from resolver.metrics import connection_closed
 
 log = logging.getLogger("resolver.http")
+
+QUOTED_BYTES = re.compile(r"(bytearray\()?b'[^']*'\)?\.?")  # how aiohttp quotes what it read
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +184,15 @@ class GuardedHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
+        if isinstance(exc, ConnectionError):
+            # The client went away mid-request (a body cut short): no one to answer and
+            # nothing wrong here, though aiohttp would log it as an error with a traceback.
+            log.debug("client %s went away mid-request: %s", request.remote, exc)
+            if request.writer.output_size > 0:
+                raise ConnectionError("the client went away") from exc
+            gone = web.Response(status=400)
+            gone.force_close()
+            return gone
         if not isinstance(exc, HttpProcessingError) or request.writer.output_size > 0:
             return super().handle_error(request, status, exc, message)
         connection_closed("malformed")
@@ -201,7 +213,7 @@ def malformed_reason(exc: HttpProcessingError, max_headers: int) -> str:
     if isinstance(exc, LineTooLong):
         return f"the request line or a header line is longer than {exc.args[1]} bytes"
     summary = " ".join(line.strip() for line in exc.message.split("\n\n")[0].splitlines())
-    summary = summary.split("'")[0].split('"')[0].strip().rstrip(":").strip()
+    summary = QUOTED_BYTES.sub("", summary).strip().rstrip(":.").strip()
     if summary.startswith("Too many headers"):
         return f"more than {max_headers} header lines"
     if not any(c.isalpha() for c in summary):

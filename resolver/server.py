@@ -227,6 +227,9 @@ async def _run_http(
         shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
         handle_signals=False,
         keepalive_timeout=config.keepalive_timeout,
+        # Bodies are read as sent: no client of the API compresses them, and refusing
+        # Content-Encoding (read_body) leaves no decompression to bound.
+        auto_decompress=False,
     )
     await runner.setup()
     ssl_context = _ssl_context(config)

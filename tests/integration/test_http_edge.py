@@ -275,6 +275,12 @@ MALFORMED = [
     (b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", "longer than 8190 bytes"),
     (b"GET /api/handles/88.118?" + b"type=URL&" * 2000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", "longer than 8190 bytes"),
     (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", "longer than 8190 bytes"),
+    (b"GET / HTTP/1.1\r\n\r\n", "host"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", "whitespace"),  # obsolete line folding
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n", "header value"),
+    (b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n", "content-length"),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", "https"),  # a TLS hello on the plain port
+    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "pri"),  # an HTTP/2 preface
     (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(3000)) + b"\r\n", "128 header"),
 ]
 
@@ -309,3 +315,72 @@ def test_malformed_requests_are_counted(node: Node) -> None:
         assert read_reply(sock)[0] == 400
         sock.close()
     assert node.metric("idnode_http_connections_closed_total", reason="malformed") == before + 3
+
+
+def raw_exchange(node: Node, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    sock = connect(node)
+    try:
+        sock.sendall(raw)
+        return read_reply(sock)
+    finally:
+        sock.close()
+
+
+def assert_quiet_since(node: Node, logged: int) -> None:
+    time.sleep(0.3)  # the node's stderr reaches the test through a thread
+    after = "".join(node.stderr_lines[logged:])
+    assert "Traceback" not in after and " ERROR " not in after, after
+
+
+AUTH = b"Authorization: " + basic(ADMIN_USER, ADMIN_SECRET).encode() + b"\r\n"
+PUT_HEAD = b"PUT /api/handles/88.118/edge HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+
+
+def test_compressed_request_bodies_are_refused_415(node: Node) -> None:
+    logged = len(node.stderr_lines)
+    for encoding in (b"gzip", b"deflate", b"br"):
+        raw = PUT_HEAD + AUTH + b"Content-Encoding: " + encoding + b"\r\nContent-Length: 4\r\n\r\nJUNK"
+        status, _, body = raw_exchange(node, raw)
+        assert status == 415, body
+        assert json.loads(body)["responseCode"] == 4
+        assert "compressed" in json.loads(body)["message"]
+    assert node.get("/api/handles/88.118/edge").status == 404
+    assert_quiet_since(node, logged)
+
+
+@pytest.mark.parametrize("auth", [AUTH, b""], ids=["read-by-handler", "drained-after-answer"])
+def test_a_chunked_body_broken_midway_is_refused_without_a_traceback(node: Node, auth: bytes) -> None:
+    logged = len(node.stderr_lines)
+    raw = PUT_HEAD + auth + b'Transfer-Encoding: chunked\r\n\r\n3\r\n{"v\r\nzz\r\n'
+    status, _, body = raw_exchange(node, raw)
+    assert status in (400, 401), body  # anonymous: refused before its body is read
+    assert json.loads(body)["responseCode"] in (4, 402)
+    assert node.get("/api/handles/88.118/edge").status == 404
+    assert node.get("/healthz").status == 200
+    assert_quiet_since(node, logged)
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [b'Content-Length: 100\r\n\r\n{"v', b'Transfer-Encoding: chunked\r\n\r\n3\r\n{"v\r\n'],
+    ids=["content-length", "chunked"],
+)
+def test_a_client_leaving_mid_body_is_not_logged_as_an_error(node: Node, framing: bytes) -> None:
+    logged = len(node.stderr_lines)
+    for _ in range(3):
+        sock = connect(node)
+        sock.sendall(PUT_HEAD + AUTH + framing)
+        sock.shutdown(socket.SHUT_WR)  # the body is cut short
+        read_reply(sock)
+        sock.close()
+    assert node.get("/api/handles/88.118/edge").status == 404
+    assert node.get("/healthz").status == 200
+    assert_quiet_since(node, logged)
+
+
+def test_a_long_but_legal_query_is_answered(node: Node) -> None:
+    query = "&".join(f"index={i}" for i in range(1, 800))  # about 7,600 bytes: under the line limit
+    reply = node.get("/api/handles/0.NA/88.118?" + query)
+    assert reply.status == 200 and reply.code == 1
+    reply = node.get("/api/handles/0.NA/88.118?" + "&".join(["type=HS_ADMIN"] * 500))
+    assert reply.status == 200 and [v["type"] for v in reply.json["values"]] == ["HS_ADMIN"]
