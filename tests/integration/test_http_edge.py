@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import resource
 import socket
 import statistics
 import threading
@@ -384,3 +385,46 @@ def test_a_long_but_legal_query_is_answered(node: Node) -> None:
     assert reply.status == 200 and reply.code == 1
     reply = node.get("/api/handles/0.NA/88.118?" + "&".join(["type=HS_ADMIN"] * 500))
     assert reply.status == 200 and [v["type"] for v in reply.json["values"]] == ["HS_ADMIN"]
+
+
+def open_file_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError("no open-file limit")
+
+
+def worker_pids(node: Node) -> list[int]:
+    assert node.proc is not None
+    return [int(p) for p in Path(f"/proc/{node.proc.pid}/task/{node.proc.pid}/children").read_text().split()]
+
+
+def test_workers_lift_the_open_file_limit_the_connection_cap_needs(tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2000:
+        pytest.skip(f"the hard open-file limit here is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (300, hard))  # inherited by the node
+    try:
+        node = Node(tmp_path / "data", args=["--workers", "2", "--max-connections", "1500"]).start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        workers = worker_pids(node)
+        assert len(workers) == 2
+        assert all(open_file_limit(pid) >= 1500 for pid in workers)
+        assert node.get("/healthz").status == 200
+    finally:
+        node.stop()
+
+
+def test_an_open_file_limit_below_the_cap_is_a_warning_naming_the_setting(tmp_path: Path) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard >= 1_000_000:
+        pytest.skip("no hard open-file limit to exceed")
+    node = Node(tmp_path / "data", args=["--workers", "1", "--max-connections", str(hard)]).start()
+    try:
+        assert node.get("/healthz").status == 200
+        log = "".join(node.stderr_lines)
+        assert "WARNING" in log and "'max_connections'" in log and "ulimit" in log, log
+    finally:
+        node.stop()
