@@ -17,11 +17,13 @@ server classes to add, per connection:
 It also answers a request the HTTP parser rejects (bad bytes in the URL, a duplicate
 Content-Length, a header line that is not one, over-long lines, too many headers) with a
 400 in the node's JSON form and one debug line, where aiohttp logs a traceback at ERROR
-for each: anyone could flood the log. Every connection closed for one of these reasons is
-counted in ``idnode_http_connections_closed_total{reason}``.
+for each: anyone could flood the log. A client leaving mid-request (its body cut short) is
+a debug line too, not an ERROR traceback. Every connection closed for one of these reasons
+is counted in ``idnode_http_connections_closed_total{reason}``.
 
-The hooks use attributes of aiohttp's ``RequestHandler`` that are not public API
-(``_request_count``, ``_messages``, ``_waiter``); tests/integration/test_slow_clients.py
+The hooks use attributes of aiohttp's ``RequestHandler`` and ``Server`` that are not
+public API (``_request_count``, ``_messages``, ``_waiter``, ``_request_in_progress``,
+``_kwargs``; checked against aiohttp 3.14); tests/integration/test_http_edge.py
 exercises each through a real node, so an aiohttp upgrade that moves them fails there.
 """
 
