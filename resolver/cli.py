@@ -76,6 +76,16 @@ def _parser() -> argparse.ArgumentParser:
         help="a network (CIDR, e.g. 10.20.0.0/16) where servers named by records may be although it is "
         "loopback, private, link-local or reserved (repeatable; default none)",
     )
+    s.add_argument(
+        "--header-timeout", type=float, help="seconds a request line and headers may take to arrive (default 10)"
+    )
+    s.add_argument("--body-timeout", type=float, help="seconds a request body may take to arrive (default 60)")
+    s.add_argument(
+        "--keepalive-timeout", type=float, help="seconds an idle connection is kept open between requests (default 75)"
+    )
+    s.add_argument(
+        "--max-connections", type=int, help="open connections per worker; more are refused with 503 (default 1024)"
+    )
     recursion = s.add_mutually_exclusive_group()
     recursion.add_argument(
         "--recursion", action="store_const", const=True, default=None, help="resolve others' handles for clients"

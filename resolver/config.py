@@ -79,6 +79,11 @@ class Config:
     # Storage and start-up hardening (issue 10).
     min_free_bytes: int = 64 * 1024 * 1024  # below this free in data_dir, writes are refused and /healthz is 503
     wal_max_bytes: int = 64 * 1024 * 1024  # a WAL past this is checkpointed to empty, waiting for readers
+    # The HTTP edge against slow and greedy clients (resolver/http_connections.py), per connection
+    header_timeout: float = 10.0  # request line and headers complete, from the first byte (or the connection)
+    body_timeout: float = 60.0  # whole body complete, from the end of its header: 16 MiB needs 280 KB/s
+    keepalive_timeout: float = 75.0  # idle between requests before the node closes the connection
+    max_connections: int = 1024  # open connections per worker; more are answered 503 and closed
 
     @property
     def host(self) -> str:
@@ -162,6 +167,7 @@ def _validate(config: Config) -> Config:
         raise ConfigError("setting 'store_readers': must be between 1 and 64")
     _validate_cache(config)
     _validate_storage(config)
+    _validate_edge(config)
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"setting 'log_level': expected one of {', '.join(LOG_LEVELS)}")
     if (config.tls_cert is None) != (config.tls_key is None):
@@ -278,6 +284,14 @@ def admin_secret(env: Mapping[str, str]) -> str | None:
             f"(got {len(secret)}); unset it to have the node generate one"
         )
     return secret
+
+
+def _validate_edge(config: Config) -> None:
+    for name, most in (("header_timeout", 300), ("body_timeout", 3600), ("keepalive_timeout", 3600)):
+        if not 0 < getattr(config, name) <= most:
+            raise ConfigError(f"setting {name!r}: must be more than 0 and at most {most} seconds")
+    if not 1 <= config.max_connections <= 1_000_000:
+        raise ConfigError("setting 'max_connections': must be between 1 and 1000000")
 
 
 def _apply(config: Config, settings: Mapping[str, Any], source: str) -> Config:

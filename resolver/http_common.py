@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import msgpack
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from protocol.codes import ResponseCode, http_status
 from protocol.errors import (
@@ -31,6 +31,7 @@ from protocol.records import MAX_INDEX, HandleValue
 from registry.auth import Authenticator
 from registry.permissions import Caller
 from resolver.config import Config
+from resolver.http_connections import BodyTimeout
 from resolver.metrics import observe
 
 log = logging.getLogger("resolver.http")
@@ -225,6 +226,14 @@ def require_identity(caller: Caller, handle: str) -> None:
         raise AuthenticationNeeded(f"changing {handle} requires authentication")
 
 
+class BodyTooSlow(ProtocolViolation):
+    http_status = 408
+
+
+class CompressedBody(ProtocolViolation):
+    http_status = 415
+
+
 def body_limit(request: web.Request) -> int:
     config = request.app[CONFIG]
     return config.max_batch_bytes if request.match_info.route.name == "batch" else config.max_body_bytes
@@ -232,7 +241,13 @@ def body_limit(request: web.Request) -> int:
 
 async def read_body(request: web.Request) -> Any:
     """The request body as JSON (or msgpack, by Content-Type), within the route's size limit."""
-    raw = await request.read()
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
+    if encoding not in ("identity", ""):
+        raise CompressedBody(f"request bodies are not accepted compressed (Content-Encoding: {encoding[:40]})")
+    try:
+        raw = await request.read()
+    except BodyTimeout:
+        raise BodyTooSlow(f"the request body did not arrive within {request.app[CONFIG].body_timeout:g} s") from None
     if len(raw) > body_limit(request):
         raise web.HTTPRequestEntityTooLarge(max_size=body_limit(request), actual_size=len(raw))
     if request.content_type in MSGPACK_TYPES:

@@ -63,6 +63,11 @@ PUBLICATIONS = Counter(
     "Prefix publications to a top-level node, by outcome (published, withdrawn, failed).",
     ["result"],
 )
+CONNECTIONS_CLOSED = Counter(
+    "idnode_http_connections_closed",
+    "HTTP connections the node closed itself, by reason (header_timeout, body_timeout, limit, malformed).",
+    ["reason"],
+)
 
 _COUNTERS = {
     "store_reads": STORE_READS,
@@ -83,6 +88,7 @@ class Recorder:
         self.series: dict[tuple[str, str, int, int], list[float]] = {}
         self.events: Tally[str] = Tally()
         self.hits = {"local": 0, "redis": 0}
+        self.closed: Tally[str] = Tally()
 
     def observe(self, frontend: str, op: str, code: int, status: int, seconds: float) -> None:
         slots = self.series.get((frontend, op, code, status))
@@ -111,6 +117,9 @@ class Recorder:
             if n:
                 CACHE_HITS.labels(tier).inc(n)
                 self.hits[tier] = 0
+        for reason, n in self.closed.items():
+            CONNECTIONS_CLOSED.labels(reason).inc(n)
+        self.closed.clear()
 
 
 RECORDER = Recorder()
@@ -119,3 +128,8 @@ observe = RECORDER.observe
 
 def count(event: str, n: int = 1) -> None:
     RECORDER.events[event] += n
+
+
+def connection_closed(reason: str) -> None:
+    """Count a connection the HTTP edge closed (a flood of them costs no file write each)."""
+    RECORDER.closed[reason] += 1

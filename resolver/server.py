@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -26,6 +27,7 @@ from resolver.cache import Generations
 from resolver.config import Config, host_port
 from resolver.engine import CachePolicy, DelegationPolicy, ResolutionEngine
 from resolver.http import HttpFrontend
+from resolver.http_connections import ConnectionLimits, GuardedRunner
 from resolver.publisher import Publisher
 from resolver.redis_tier import RedisTier
 from resolver.target_policy import TargetPolicy
@@ -60,6 +62,32 @@ def _announce_secret(config: Config, secret: str) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+# Descriptors a worker needs beside its client connections: the store's readers and WAL,
+# Redis, connections to other nodes, the metrics files, and a margin.
+FDS_BESIDE_CONNECTIONS = 256
+
+
+def raise_fd_limit(config: Config) -> None:
+    """Lift this process's open-file limit to what ``max_connections`` needs, if allowed.
+
+    Many systems start processes with a soft limit of 1024, which would run out before the
+    connection cap and make accept() fail for every client instead of the excess.
+    """
+    want = config.max_connections + FDS_BESIDE_CONNECTIONS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        soft = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft != resource.RLIM_INFINITY and soft < want:
+        log.warning(
+            "setting 'max_connections' (%d) needs about %d open files but the limit is %d: "
+            "lower max_connections or raise the limit (ulimit -n, LimitNOFILE=)",
+            config.max_connections,
+            want,
+            soft,
+        )
 
 
 def default_store(config: Config) -> Store:
@@ -146,6 +174,7 @@ async def serve(
     announcing the address to the parent. One process of a node ``publish``es its
     prefixes to the upstream (when one is configured).
     """
+    raise_fd_limit(config)
     store = store or default_store(config)
     shared = shared or node_shared(config)
     await store.open()
@@ -238,11 +267,16 @@ async def _run_http(
     on_ready: Callable[[], None] | None,
     listening: Callable[[tuple[str, int]], None],
 ) -> None:
-    runner = web.AppRunner(
+    runner = GuardedRunner(
         app,
+        ConnectionLimits.of(config),
         access_log=log if config.access_log else None,
         shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
         handle_signals=False,
+        keepalive_timeout=config.keepalive_timeout,
+        # Bodies are read as sent: no client of the API compresses them, and refusing
+        # Content-Encoding (read_body) leaves no decompression to bound.
+        auto_decompress=False,
     )
     await runner.setup()
     ssl_context = _ssl_context(config)
