@@ -46,6 +46,7 @@ from bench.fuzzgen import Case, Generator, World, basic
 from bench.resolve_baseline import ADMIN_SECRET, RESULTS, Target
 
 HANG_SECONDS = 5.0
+OVERSIZE = 1024 * 1024  # a request this long may be refused, and its connection closed, before it is all sent
 # 508: the node's answer to a query that passed through too many nodes (Idnode-Via), a loop.
 LEGITIMATE_5XX = (502, 503, 504, 508)
 ENTERPRISE_SECRET = "fuzz-enterprise-secret-42"
@@ -65,7 +66,7 @@ class Tally:
     kinds: collections.Counter[str] = field(default_factory=collections.Counter)
     parser_400: int = 0  # aiohttp's plain-text 400 for a request it could not parse
     parser_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
-    closed: int = 0  # malformed requests answered by closing the connection
+    closed: int = 0  # malformed or oversize requests answered by closing the connection
     failures: list[dict[str, Any]] = field(default_factory=list)
     reasons: collections.Counter[str] = field(default_factory=collections.Counter)
     seconds: float = 0.0
@@ -241,7 +242,7 @@ async def fuzz(
                 tally.fail(case, f"hang: no answer in {HANG_SECONDS:.0f} s", None)
                 continue
             except Closed as exc:
-                if case.malformed:
+                if case.malformed or len(case.wire()) > OVERSIZE:  # refused and closed while it was sent
                     tally.closed += 1
                 else:
                     tally.fail(case, f"closed: connection closed without an answer ({exc})", None)
@@ -375,7 +376,7 @@ def summary(tally: Tally, restarts: int, log_found: list[str], aiohttp_log: coll
         f"({tally.sent / max(tally.seconds, 1e-9):.0f}/s); statuses {statuses}; "
         f"failures {len(tally.failures)} {dict(tally.reasons)}; worker restarts {restarts}; "
         f"node log errors {len(log_found)} (+{sum(aiohttp_log.values())} of aiohttp's own: {dict(aiohttp_log)}); "
-        f"aiohttp plain 400s {tally.parser_400}; malformed closed {tally.closed}"
+        f"aiohttp plain 400s {tally.parser_400}; malformed or oversize closed {tally.closed}"
     )
 
 

@@ -217,6 +217,7 @@ class Generator:
         self.seed = seed
         self.world = world
         self.r = random.Random()
+        self.clean = False  # this case is well-formed throughout, so that it reaches past validation
         self._families: list[tuple[Callable[[Case], None], int]] = [
             (self._resolve, 22),
             (self._put, 16),
@@ -233,6 +234,7 @@ class Generator:
 
     def case(self, n: int) -> Case:
         self.r.seed(f"{self.seed}:{n}")
+        self.clean = self.chance(0.2)
         family = self.r.choices([f for f, _ in self._families], [w for _, w in self._families])[0]
         case = Case(n, family.__name__.strip("_"))
         family(case)
@@ -250,7 +252,7 @@ class Generator:
 
     def handle_text(self, *, for_write: bool = False) -> str:
         r, w = self.r, self.world
-        pick = r.random()
+        pick = r.random() * (0.6 if self.clean else 1.0)
         if pick < 0.35 and w.handles:
             text = r.choice(w.handles)
         elif pick < 0.6:
@@ -303,7 +305,7 @@ class Generator:
 
     def respell(self, text: str) -> str:
         r = self.r
-        pick = r.random()
+        pick = 1.0 if self.clean else r.random()
         if pick < 0.08:
             return text.upper()
         if pick < 0.16:
@@ -319,7 +321,7 @@ class Generator:
     def encode_path(self, text: str) -> bytes:
         """The path as it goes on the wire: quoted, over-quoted, raw, or with broken escapes."""
         r = self.r
-        pick = r.random()
+        pick = 0.0 if self.clean else r.random()
         if pick < 0.6:
             return quote(text, safe="/:@!$&'()*+,;=", errors="surrogatepass").encode()
         if pick < 0.72:
@@ -340,7 +342,7 @@ class Generator:
 
     def query(self, names: list[str]) -> bytes:
         r = self.r
-        if self.chance(0.45):
+        if self.clean or self.chance(0.45):
             return b""
         if self.chance(0.05):
             return r.choice([b"?", b"??", b"?&&&", b"?=", b"?a=b=c", b"?;", b"?%", b"?index=%ff", b"?index=1&&index"])
@@ -359,6 +361,11 @@ class Generator:
     def authorization(self, case: Case, *, writer: bool = False) -> None:
         r, w = self.r, self.world
         pick = r.random()
+        if self.clean:
+            if writer or pick < 0.3:
+                user, secret = r.choice([w.admin, w.enterprise])
+                case.headers.append((b"Authorization", basic(user, secret)))
+            return
         if pick < (0.2 if writer else 0.55):
             return
         if pick < 0.75:
@@ -396,6 +403,8 @@ class Generator:
 
     def extra_headers(self, case: Case, *, body: bool) -> None:
         r = self.r
+        if self.clean:
+            return
         if (body or self.chance(0.1)) and self.chance(0.9):
             case.headers.append((b"Content-Type", r.choice(CONTENT_TYPES)))
         if self.chance(0.2):
@@ -481,6 +490,9 @@ class Generator:
 
     def value(self) -> dict[str, Any]:
         r = self.r
+        if self.clean or self.chance(0.35):  # a valid value, so that whole records get past validation
+            vtype, data = r.choice([("URL", "https://example.com/p"), ("EMAIL", "a@example.com"), ("batchNo", "B-1")])
+            return {"index": r.choice([1, 2, 3, 4, 5, 6]), "type": vtype, "data": data}
         vtype = r.choice(TYPES) if self.chance(0.3) else "URL"
         if vtype == "HS_SECKEY" and not self.chance(0.05):
             vtype = "EMAIL"  # every new secret is hashed at a cost the node pays on purpose: keep them few
@@ -584,7 +596,7 @@ class Generator:
     def encode(self, case: Case, obj: Any) -> None:
         """Serialise ``obj`` as JSON or msgpack (the Content-Type mostly agreeing), maybe mangled."""
         r = self.r
-        if self.chance(0.3):
+        if not self.clean and self.chance(0.3):
             obj = self.mutate(obj)
         as_msgpack = self.chance(0.25)
         if as_msgpack:
@@ -597,10 +609,10 @@ class Generator:
             text = json.dumps(obj, ensure_ascii=self.chance(0.5), default=str)
             body = text.encode("utf-8", "surrogatepass")
             declared = b"application/json"
-        if self.chance(0.12):
+        if not self.clean and self.chance(0.12):
             body = self.mangle(body)
         case.body = body
-        if self.chance(0.85):
+        if self.clean or self.chance(0.85):
             case.headers.append((b"Content-Type", declared))
         else:
             case.headers.append((b"Content-Type", r.choice(CONTENT_TYPES)))

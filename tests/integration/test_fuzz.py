@@ -16,7 +16,7 @@ import pytest
 
 from bench.fuzz_http import fuzz, log_problems, prepare, worker_pids
 from bench.fuzzgen import Generator
-from tests.nodeproc import ADMIN, Node, record, url_value
+from tests.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Node, record, url_value
 
 SEED = 7
 COUNT = 3000
@@ -34,7 +34,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
 
 def test_seeded_fuzz_run_meets_the_oracle(fuzzed: Node) -> None:
     assert fuzzed.proc is not None
-    world = prepare(fuzzed.port, ADMIN)
+    world = prepare(fuzzed.port, (ADMIN_USER, ADMIN_SECRET))
     before = worker_pids(fuzzed.proc.pid)
     tally = asyncio.run(fuzz("127.0.0.1", fuzzed.port, Generator(SEED, world), COUNT, SECONDS, 8))
     assert tally.sent >= 500, "too few requests to mean anything"
