@@ -103,6 +103,16 @@ def _error_body(answer: Answer) -> str | None:
     return None
 
 
+def parser_reason(case: Case, answer: Answer) -> str:
+    """What aiohttp's plain-text answer says, in a few words (for counting)."""
+    text = answer.body[:200].decode("utf-8", "replace")
+    if text.startswith("*"):
+        return f"target * with {case.method.decode('latin-1')[:16]}"
+    if case.method == b"CONNECT":
+        return "CONNECT (authority-form target)"
+    return text.split(":")[0].split("\n")[0][:60]
+
+
 def judge(case: Case, answer: Answer, tally: Tally, strict: bool = False) -> str | None:
     """The oracle's verdict on one answer: None, or why it fails."""
     status = answer.status
@@ -122,7 +132,7 @@ def judge(case: Case, answer: Answer, tally: Tally, strict: bool = False) -> str
             # aiohttp's own, before any route: unparseable HTTP, and CONNECT's authority-form
             # target (no path, so no resource of the router can take it)
             tally.parser_400 += 1
-            tally.parser_reasons[answer.body[:28].decode("utf-8", "replace").split(":")[0]] += 1
+            tally.parser_reasons[parser_reason(case, answer)] += 1
             return None
         return f"{status} without a clear error: {problem}"
     if answer.headers.get("content-type", "").startswith("application/json"):
