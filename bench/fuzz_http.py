@@ -415,9 +415,10 @@ def run(args: argparse.Namespace) -> int:
     log_found, aiohttp_log = log_problems(node.log)
     restarts = len(before - after)
     line = summary(tally, restarts, log_found, aiohttp_log, args.seed)
+    reasons = f"aiohttp plain 400s by message: {dict(tally.parser_reasons.most_common())}"
     print(line)
-    print(f"aiohttp plain 400s by message: {dict(tally.parser_reasons.most_common())}")
-    (RESULTS / "fuzz_summary.txt").write_text(line + "\n")
+    print(reasons)
+    (RESULTS / "fuzz_summary.txt").write_text(f"{line}\n{reasons}\n")
     with open(RESULTS / "fuzz_failures.jsonl", "w") as out:
         for entry in tally.failures:
             out.write(json.dumps(entry, ensure_ascii=False) + "\n")
