@@ -19,6 +19,20 @@ from urllib.parse import quote
 
 import msgpack
 
+from bench.fuzzdata import (
+    ACCEPTS,
+    CONTENT_TYPES,
+    JUNK_STRINGS,
+    JUNK_VALUES,
+    MALFORMED,
+    ODD_METHODS,
+    PERMISSION_BITS,
+    QUERY_NAMES,
+    QUERY_VALUES,
+    ROUTE_METHODS,
+    TYPES,
+)
+
 MAX_INDEX = 2**31 - 1
 PLAIN_PATH_BYTES = frozenset(range(0x21, 0x7F))
 
@@ -67,142 +81,6 @@ class Case:
 
 
 # Building blocks ---------------------------------------------------------------------------
-
-ODD_METHODS = [b"PATCH", b"TRACE", b"OPTIONS", b"HEAD", b"POST", b"PROPFIND", b"FOO", b"get", b"M-SEARCH", b"X" * 64]
-ROUTE_METHODS = [b"GET", b"PUT", b"DELETE", b"POST"]
-JUNK_STRINGS = [
-    "",
-    " ",
-    "x" * 300,
-    "\x00",
-    "a\x00b",
-    "\ud800",
-    "\udcff\udcfe",
-    "中文标识",
-    "🚀",
-    "\u202e",
-    "%00",
-    "%ff",
-    "../..",
-    "null",
-    "true",
-    "-1",
-    "1e999",
-    "NaN",
-    "\t\r\n",
-]
-JUNK_VALUES: list[Any] = [
-    None,
-    True,
-    False,
-    0,
-    -1,
-    -(2**31),
-    2**31,
-    2**63,
-    2**64 + 1,
-    10**30,
-    1.5,
-    -0.0,
-    1e308,
-    float("nan"),
-    float("inf"),
-    [],
-    {},
-    [None],
-    {"": None},
-    *JUNK_STRINGS,
-]
-TYPES = [
-    "URL",
-    "EMAIL",
-    "HS_ADMIN",
-    "HS_VLIST",
-    "HS_SITE",
-    "HS_SERV",
-    "HS_PUBKEY",
-    "HS_ALIAS",
-    "HS_TEMPLATE",
-    "productName",
-    "URL.mirror",
-    "0.TYPE/URL",
-    "",
-    "T" * 129,
-    "类型",
-    "a\x00b",
-    "HS_SECKEY",
-]
-PERMISSION_BITS = ["111111111111", "011111110011", "000000000000", "1", "1" * 13, "abcdefghijkl", ""]
-QUERY_NAMES = [
-    "index",
-    "type",
-    "publicOnly",
-    "pretty",
-    "overwrite",
-    "mintNewSuffix",
-    "force",
-    "prefix",
-    "page",
-    "pageSize",
-    "version",
-    "since",
-    "limit",
-    "noredirect",
-    "auth",
-    "callback",
-    "INDEX",
-    "",
-    "index[]",
-    "a" * 200,
-]
-QUERY_VALUES = [
-    "1",
-    "2",
-    "100",
-    "300",
-    "various",
-    "0",
-    "-1",
-    "1.5",
-    "1e3",
-    "abc",
-    "true",
-    "false",
-    "yes",
-    "TRUE",
-    "",
-    "2147483647",
-    "2147483648",
-    "99999999999999999999999",
-    "٣",
-    "¹",
-    "URL",
-    "HS_ADMIN",
-    "88.118",
-    "88.118.5",
-    "0.NA/88.118",
-    "2026-01-01T00:00:00Z",
-    "nan",
-    "inf",
-    "1" * 5000,
-    "\x00",
-    "中",
-]
-CONTENT_TYPES = [
-    b"application/json",
-    b"application/json; charset=utf-8",
-    b"application/msgpack",
-    b"application/x-msgpack",
-    b"text/plain",
-    b"application/x-www-form-urlencoded",
-    b"multipart/form-data; boundary=zz",
-    b"",
-    b";;;",
-    b"application/json; charset=latin-1",
-    b"APPLICATION/JSON",
-    b"application/msgpack; q=0.1",
-]
-ACCEPTS = [b"application/json", b"application/msgpack", b"*/*", b"text/html", b"application/x-msgpack;q=0.5, */*", b""]
 
 
 def basic(user: str, secret: str, *, escape: bool = True) -> bytes:
@@ -746,41 +624,6 @@ class Generator:
 
     def _malformed(self, case: Case) -> None:
         """Broken HTTP framing, sent as it is."""
-        r = self.r
-        good = b"GET /api/handles/88.118.5/x HTTP/1.1\r\nHost: a\r\n"
-        chunked = b"POST /api/batch HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: "
         case.malformed = True
-        case.raw = r.choice(
-            [
-                b"PUT /api/handles/88.118.5/x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
-                b"PUT /api/handles/88.118.5/x HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
-                b"PUT /api/handles/88.118.5/x HTTP/1.1\r\nHost: a\r\nContent-Length: 1x\r\n\r\n",
-                chunked + b"chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
-                chunked + b"chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
-                chunked + b"gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
-                chunked + b"chunked\r\nContent-Type: application/json\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
-                b"GET\r\n\r\n",
-                b"GET / HTTP/9.9\r\nHost: a\r\n\r\n",
-                b"GET / HTTP/1.1 extra\r\nHost: a\r\n\r\n",
-                b"GET  /healthz  HTTP/1.1\r\nHost: a\r\n\r\n",
-                b"GET /healthz HTTP/1.0\r\n\r\n",
-                b"GET http://127.0.0.1/api/handles/88.118.5/x HTTP/1.1\r\nHost: a\r\n\r\n",
-                b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
-                b"CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: a\r\n\r\n",
-                good + b"NoColon\r\n\r\n",
-                good + b"Bad Name: x\r\n\r\n",
-                good + b"X: a\r\n folded\r\n\r\n",
-                good + b"X: a\x00b\r\n\r\n",
-                good + b"X: " + b"v" * 9000 + b"\r\n\r\n",
-                good + b"".join(b"X%d: y\r\n" % i for i in range(200)) + b"\r\n",
-                b"GET /api/handles/88.118.5/\xff\xfe HTTP/1.1\r\nHost: a\r\n\r\n",
-                b"GET /api/handles/88.118.5/a\x00b HTTP/1.1\r\nHost: a\r\n\r\n",
-                b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: a\r\n\r\n",
-                b"GET /healthz HTTP/1.1\nHost: a\n\n",
-                good + b"\r\n" + good + b"\r\n",
-                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32) + b"\r\n\r\n",
-                b"\x00\x00\x00\x00\r\n\r\n",
-                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            ]
-        )
+        case.raw = self.r.choice(MALFORMED)
         case.method = case.raw.split(b" ", 1)[0]
