@@ -4,7 +4,7 @@ Pure: no I/O. ``Generator(seed, world).case(n)`` is a function of (seed, n) alon
 failing case can be rebuilt from its number (``python -m bench.fuzz_http --replay N``).
 A ``Case`` is the bytes of one HTTP/1.1 request; a ``malformed`` one carries bytes an HTTP
 parser may refuse before any route sees them (raw control or non-ASCII bytes in the request
-line or a header, broken framing), where aiohttp's own plain-text 400 is a fair answer.
+line or a header, broken framing), and so may fairly be answered by a closed connection.
 """
 
 from __future__ import annotations
