@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,6 +18,9 @@ from urllib.parse import unquote
 
 import msgpack
 from aiohttp import hdrs, web
+from aiohttp.web_protocol import RequestPayloadError
+from aiohttp.web_urldispatcher import Resource, _InfoDict
+from yarl import URL
 
 from protocol.codes import ResponseCode, http_status
 from protocol.errors import (
@@ -132,6 +136,34 @@ def edged(op: str, handler: Handler) -> Handler:
     return edge
 
 
+class OtherForms(Resource):
+    """Request targets that are not a path: ``*`` (``OPTIONS * HTTP/1.1``) and the
+    ``host:port`` of ``CONNECT``. aiohttp's parser lets them through and its router then
+    answers a plain-text 404 of its own; this resource sends them to ``_unrouted`` instead."""
+
+    def __init__(self) -> None:
+        super().__init__(name=None)
+
+    @property
+    def canonical(self) -> str:
+        return "/"  # the router looks it up under "/", where every such target ends its search
+
+    def add_prefix(self, prefix: str) -> None:
+        raise NotImplementedError("a target that is not a path takes no prefix")
+
+    def _match(self, path: str) -> dict[str, str] | None:
+        return None if path.startswith("/") else {}
+
+    def raw_match(self, path: str) -> bool:
+        return not path.startswith("/")
+
+    def get_info(self) -> _InfoDict:
+        return {"path": "*"}
+
+    def url_for(self) -> URL:  # type: ignore[override]
+        return URL.build(path="*", encoded=True)
+
+
 class Routes:
     """Registers routes with the edge around each, and answers what no route matches."""
 
@@ -153,6 +185,9 @@ class Routes:
     def finish(self) -> None:
         """Last: any method on any path no route took; 404, 405 or a CORS preflight."""
         self._rest = self.router.add_route("*", "/{tail:.*}", edged("unknown", self._unrouted), name="unrouted")
+        self._star = OtherForms()
+        self.router.register_resource(self._star)
+        self._star.add_route("*", edged("unknown", self._unrouted))
 
     async def _unrouted(self, request: web.Request) -> web.StreamResponse:
         if request.method == "OPTIONS":
@@ -161,7 +196,7 @@ class Routes:
             return response
         allowed: set[str] = set()
         for resource in self.router.resources():
-            if resource is not self._rest.resource:
+            if resource is not self._rest.resource and resource is not self._star:
                 match, methods = await resource.resolve(request)
                 if match is None:
                     allowed |= methods
@@ -173,6 +208,14 @@ class Routes:
 # Query parameters ------------------------------------------------------------------------
 
 TRUE_WORDS = ("", "true", "1", "yes")
+SHOWN_CHARS = 100
+
+
+def _shown(raw: str) -> str:
+    """A parameter's value for a message: quoted, and cut short (it may be 8 KiB long)."""
+    return repr(raw) if len(raw) <= SHOWN_CHARS else f"{raw[:SHOWN_CHARS]!r}... ({len(raw)} characters)"
+
+
 FALSE_WORDS = ("false", "0", "no")
 
 
@@ -184,16 +227,25 @@ def flag(request: web.Request, name: str, default: bool) -> bool:
         return True
     if raw.lower() in FALSE_WORDS:
         return False
-    raise ProtocolViolation(f"query parameter {name} must be true or false, not {raw!r}")
+    raise ProtocolViolation(f"query parameter {name} must be true or false, not {_shown(raw)}")
+
+
+def _count(raw: str, high: int) -> int | None:
+    """``raw`` as an integer from 0 to ``high``, or None. Checked by length first: ``int()``
+    refuses strings over 4,300 digits with a ValueError (CPython's conversion limit)."""
+    if raw.isascii() and raw.isdigit() and len(raw) <= len(str(high)) and int(raw) <= high:
+        return int(raw)
+    return None
 
 
 def int_param(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
-    if not raw.isascii() or not raw.isdigit() or int(raw) > MAX_INDEX:
-        raise ProtocolViolation(f"query parameter {name} must be a non-negative integer, not {raw!r}")
-    return int(raw)
+    value = _count(raw, MAX_INDEX)
+    if value is None:
+        raise ProtocolViolation(f"query parameter {name} must be a non-negative integer, not {_shown(raw)}")
+    return value
 
 
 def indexes_param(request: web.Request, *, various_ok: bool) -> tuple[set[int], bool]:
@@ -203,10 +255,12 @@ def indexes_param(request: web.Request, *, various_ok: bool) -> tuple[set[int], 
     for raw in request.query.getall("index", []):
         if raw == "various" and various_ok:
             various = True
-        elif raw.isascii() and raw.isdigit() and 0 < int(raw) <= MAX_INDEX:
+        elif _count(raw, MAX_INDEX):  # neither None nor 0
             found.add(int(raw))
         else:
-            raise ProtocolViolation(f"query parameter index must be an integer from 1 to {MAX_INDEX}, not {raw!r}")
+            raise ProtocolViolation(
+                f"query parameter index must be an integer from 1 to {MAX_INDEX}, not {_shown(raw)}"
+            )
     return found, various
 
 
@@ -234,6 +288,15 @@ class CompressedBody(ProtocolViolation):
     http_status = 415
 
 
+# A \\uD800-\\uDBFF escape not followed by a \\uDC00-\\uDFFF one, or the reverse. Python's
+# decoder turns them into str that no UTF-8 encoder takes: a handle in a batch carrying one
+# failed deep in the store's audit log (500). Valid pairs (emoji escaped by ensure_ascii) pass.
+LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
 def body_limit(request: web.Request) -> int:
     config = request.app[CONFIG]
     return config.max_batch_bytes if request.match_info.route.name == "batch" else config.max_body_bytes
@@ -248,6 +311,8 @@ async def read_body(request: web.Request) -> Any:
         raw = await request.read()
     except BodyTimeout:
         raise BodyTooSlow(f"the request body did not arrive within {request.app[CONFIG].body_timeout:g} s") from None
+    except RequestPayloadError as exc:  # a body cut short or framed wrongly
+        raise ProtocolViolation(f"request body could not be read: {exc}") from None
     if len(raw) > body_limit(request):
         raise web.HTTPRequestEntityTooLarge(max_size=body_limit(request), actual_size=len(raw))
     if request.content_type in MSGPACK_TYPES:
@@ -256,11 +321,16 @@ async def read_body(request: web.Request) -> Any:
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise InvalidValue(f"request body is not valid msgpack: {exc}") from None
     try:
-        return json.loads(raw)
+        # Decoded here, strictly: json.loads(bytes) decodes with "surrogatepass" and lets
+        # UTF-8-encoded surrogates through as str that no encoder takes later.
+        body = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidValue(f"request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise InvalidValue("request body is nested too deeply") from None
+    if b"\\u" in raw and LONE_SURROGATE.search(raw):
+        raise InvalidValue("request body is not valid JSON: a \\u escape is half a surrogate pair (not text)")
+    return body
 
 
 async def caller_of(request: web.Request, authenticator: Authenticator) -> Caller:
