@@ -396,7 +396,7 @@ def run(args: argparse.Namespace) -> int:
         cmd = [sys.executable, "-m", "resolver.cli", "serve", "--listen", "127.0.0.1:0", "--data-dir", f"{work}/data"]
         node = Target("node", "idnode serve", [*cmd, "--workers", str(args.workers)])
         # The fuzzer sends wrong credentials on purpose: the failure limit has tests of its own.
-        node.env = {"IDNODE_AUTH_FAILURE_LIMIT": "100000"}
+        node.env = {"IDNODE_AUTH_FAILURE_LIMIT": "10000", "IDNODE_AUTH_BRAKE_LIMIT": "10000"}
         node.start()
         try:
             assert node.proc is not None

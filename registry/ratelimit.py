@@ -35,14 +35,19 @@ class FailureLimiter:
         return (hash(key) & self._mask) * self._width
 
     def retry_after(self, keys: Iterable[str]) -> int | None:
-        """Seconds to wait when any key is over its limit, else None."""
+        """Seconds to wait when any key is over its limit, else None.
+
+        The ring holds a key's last ``limit`` failure times, oldest at the next write
+        position: the key is over its limit exactly when that oldest one is still in the
+        window, so one look answers whatever the limit.
+        """
         now = self._clock()
         waits = []
         for key in keys:
-            base = self._base(key) + 1
-            recent = [t for t in self._words[base : base + self.limit] if t > now - self.window]
-            if len(recent) >= self.limit:
-                waits.append(min(recent) + self.window - now)
+            base = self._base(key)
+            oldest = self._words[base + 1 + int(self._words[base]) % self.limit]
+            if oldest > now - self.window:
+                waits.append(oldest + self.window - now)
         return max(1, math.ceil(max(waits))) if waits else None
 
     def record(self, keys: Iterable[str]) -> None:

@@ -31,6 +31,10 @@ ROLES = ("secondary", "top-level")
 DEFAULT_PREFIXES = {"secondary": "88.118", "top-level": "88"}
 
 
+# Failure limits keep that many times per key in memory shared by the workers (registry.ratelimit).
+MAX_AUTH_LIMIT = 10_000
+
+
 class ConfigError(Exception):
     """A setting is missing, malformed or out of range; the message names it."""
 
@@ -158,9 +162,10 @@ def _validate(config: Config) -> Config:
     for name in ("max_body_bytes", "max_batch_bytes"):
         if getattr(config, name) < 1024:
             raise ConfigError(f"setting {name!r}: must be at least 1024")
-    for name in ("auth_failure_limit", "auth_failure_window", "auth_brake_limit"):
-        if getattr(config, name) < 1:
-            raise ConfigError(f"setting {name!r}: must be at least 1")
+    for name, most in (("auth_failure_limit", MAX_AUTH_LIMIT), ("auth_brake_limit", MAX_AUTH_LIMIT),
+                       ("auth_failure_window", 86400)):  # fmt: skip
+        if not 1 <= getattr(config, name) <= most:
+            raise ConfigError(f"setting {name!r}: must be between 1 and {most}")
     if not 1 <= config.workers <= 64:
         raise ConfigError("setting 'workers': must be between 1 and 64")
     if not 1 <= config.store_readers <= 64:

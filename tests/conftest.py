@@ -10,7 +10,7 @@ from tests.nodeproc import Node
 
 _names = itertools.count()
 # Many tests send wrong credentials on purpose; the failure limit and the brake have tests of their own.
-LIMITS_OFF = {"IDNODE_AUTH_FAILURE_LIMIT": "100000", "IDNODE_AUTH_BRAKE_LIMIT": "100000"}
+LIMITS_OFF = {"IDNODE_AUTH_FAILURE_LIMIT": "10000", "IDNODE_AUTH_BRAKE_LIMIT": "10000"}
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ SECONDS = 20.0  # a slow machine sends fewer; the oracle still judges every one 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     # The fuzzer sends wrong credentials on purpose; the failure limit has its own test.
-    env = {"IDNODE_AUTH_FAILURE_LIMIT": "100000"}
+    env = {"IDNODE_AUTH_FAILURE_LIMIT": "10000", "IDNODE_AUTH_BRAKE_LIMIT": "10000"}
     node = Node(tmp_path_factory.mktemp("fuzz") / "data", args=["--workers", "2"], env=env).start()
     yield node
     node.stop()
