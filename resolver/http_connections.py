@@ -36,8 +36,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, cast
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
@@ -82,6 +83,9 @@ def raw_answer(status: int, reason: str, code: ResponseCode, message: str) -> by
 
 TOO_MANY_CONNECTIONS = raw_answer(
     503, "Service Unavailable", ResponseCode.SERVER_TOO_BUSY, "too many open connections to this server; retry later"
+)
+CONNECT_REFUSED = raw_answer(
+    405, "Method Not Allowed", ResponseCode.OPERATION_NOT_SUPPORTED, "CONNECT is not supported: this is no proxy"
 )
 HEADER_TIMEOUT = raw_answer(
     408, "Request Timeout", ResponseCode.PROTOCOL_ERROR, "the request header did not arrive in time"
@@ -136,6 +140,11 @@ class GuardedHandler(RequestHandler):
         super().data_received(data)
         if self._request_count != parsed:  # a header (or a parse error) is complete
             self._disarm()
+            messages = self._messages
+            first = messages[0][0] if len(messages) == 1 and not self._request_in_progress else None
+            if isinstance(first, RawRequestMessage) and first.method == hdrs.METH_CONNECT:
+                self._refuse_connect()
+                return
             self._watch_body()
         elif self._waiting_for == "body":
             if self._body is not None and self._body.is_eof():
@@ -145,6 +154,13 @@ class GuardedHandler(RequestHandler):
         elif data and self._idle():  # the first bytes of the next request
             self._started = True
             self._arm("header", self._guard.limits.header_timeout)
+
+    def _refuse_connect(self) -> None:
+        """CONNECT names a host, not a path: aiohttp would route it nowhere and answer a
+        plain-text 404 of its own. This is no proxy: say so, in JSON, and close."""
+        if self.transport is not None:
+            self.transport.write(CONNECT_REFUSED)
+        self.force_close()
 
     def _idle(self) -> bool:
         """Waiting for a request: none in progress, none parsed and queued."""

@@ -116,3 +116,15 @@ def test_options_asterisk_is_answered_by_the_node(fuzzed: Node) -> None:
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 204"), answer
     assert b"Access-Control-Allow-Methods" in answer
+
+
+def test_connect_is_a_clear_405(fuzzed: Node) -> None:
+    """CONNECT's target is a host, not a path: aiohttp routed it nowhere, a plain-text 404."""
+    with socket.create_connection(("127.0.0.1", fuzzed.port), timeout=10) as sock:
+        sock.sendall(b"CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405"), answer
+    assert json.loads(body) == {"responseCode": 5, "message": "CONNECT is not supported: this is no proxy"}
