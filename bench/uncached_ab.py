@@ -1,4 +1,4 @@
-"""Uncached resolution over HTTP, this checkout against another, alternately on one store.
+"""Uncached (or cached) resolution over HTTP, this checkout against another, alternately on one store.
 
 Starts ``idnode serve --workers 2 --cache-entries 1`` from each checkout on the same store
 (fill one with ``bench.load_store``) and drives them in turn with wrk (one thread, 50
@@ -30,17 +30,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tree", type=Path, required=True, help="the other checkout")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--cached", action="store_true", help="cached resolution instead: 10,000 handles, cache on")
     args = parser.parse_args(argv)
     rng = random.Random(SEED)
     node = ["-m", "resolver.cli", "serve", "--listen", "127.0.0.1:0", "--data-dir", str(args.data_dir.resolve())]
-    node += ["--workers", "2", "--cache-entries", "1"]
+    node += ["--workers", "2"] + ([] if args.cached else ["--cache-entries", "1"])
     targets = {
         "this": Target("this", "this checkout", [sys.executable, *node]),
         "other": Target("other", str(args.tree), [sys.executable, *node], cwd=args.tree.resolve()),
     }
     with tempfile.TemporaryDirectory() as work:
         paths = Path(work) / "paths.txt"
-        paths.write_text("".join(f"/api/handles/{handle_for(rng.randrange(args.count))}\n" for _ in range(100_000)))
+        drawn = (
+            rng.sample(range(args.count), 10_000)
+            if args.cached
+            else (rng.randrange(args.count) for _ in range(100_000))
+        )
+        paths.write_text("".join(f"/api/handles/{handle_for(i)}\n" for i in drawn))
         runs: dict[str, list[float]] = {name: [] for name in targets}
         try:
             for target in targets.values():

@@ -39,7 +39,7 @@ from typing import Any, cast
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.http_parser import RawRequestMessage
-from aiohttp.streams import StreamReader
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -137,15 +137,25 @@ class GuardedHandler(RequestHandler):
         if self._refused:
             return
         parsed = self._request_count
-        super().data_received(data)
+        RequestHandler.data_received(self, data)  # not super(): this runs for every request
         if self._request_count != parsed:  # a header (or a parse error) is complete
-            self._disarm()
+            if self._waiting_for:
+                self._disarm()
             messages = self._messages
-            first = messages[0][0] if len(messages) == 1 and not self._request_in_progress else None
-            if isinstance(first, RawRequestMessage) and first.method == hdrs.METH_CONNECT:
-                self._refuse_connect()
+            if not messages:
                 return
-            self._watch_body()
+            message, payload = messages[-1]
+            if payload is EMPTY_PAYLOAD:  # a GET: nothing more to wait for
+                return
+            if (
+                isinstance(message, RawRequestMessage)
+                and message.method == hdrs.METH_CONNECT  # its "body" is a tunnel
+                and len(messages) == 1
+                and not self._request_in_progress
+            ):
+                self._refuse_connect()
+            else:
+                self._watch_body(payload)
         elif self._waiting_for == "body":
             if self._body is not None and self._body.is_eof():
                 self._disarm()
@@ -167,11 +177,9 @@ class GuardedHandler(RequestHandler):
         waiter = self._waiter
         return waiter is not None and not waiter.done() and not self._messages
 
-    def _watch_body(self) -> None:
-        if not self._messages:
-            return
-        payload = self._messages[-1][1]  # only the last one parsed can be incomplete
-        if isinstance(payload, StreamReader) and not payload.is_eof():
+    def _watch_body(self, payload: StreamReader) -> None:
+        """Arm the body deadline for the last request parsed (only it can be incomplete)."""
+        if not payload.is_eof():
             self._arm("body", self._guard.limits.body_timeout)
             self._body = payload
 
