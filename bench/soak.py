@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,47 +66,65 @@ def processes(parent: int) -> dict[int, int]:
 
 @dataclass
 class Writer:
-    """Single PUTs at a steady rate and a 2,000-item batch now and then, counting failures."""
+    """Single PUTs at a steady rate from a few keep-alive connections, and a 2,000-item batch
+    now and then from one more, counting failures."""
 
     port: int
     rate: float
     batch_every: float
+    threads: int = 4
     stop: threading.Event = field(default_factory=threading.Event)
     singles: int = 0
     batches: int = 0
     failures: list[str] = field(default_factory=list)
+    _serial: Iterator[int] = field(default_factory=itertools.count)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _send(self, method: str, path: str, body: dict[str, Any]) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+    def start(self) -> None:
+        for _ in range(self.threads):
+            threading.Thread(target=self._singles, daemon=True).start()
+        threading.Thread(target=self._batches, daemon=True).start()
+
+    def _send(self, conn: http.client.HTTPConnection, method: str, path: str, body: dict[str, Any]) -> bool:
         try:
             headers = {"Authorization": ADMIN, "Content-Type": "application/json"}
             conn.request(method, path, json.dumps(body).encode(), headers)
             resp = conn.getresponse()
             data = resp.read()
-            if resp.status not in (200, 201) or (path == "/api/batch" and b'"responseCode":1,' not in data):
-                self.failures.append(f"{method} {path}: {resp.status} {data[:200]!r}")
+            if resp.status in (200, 201) and (path != "/api/batch" or b'"responseCode":1,' in data):
+                return True
+            failure = f"{method} {path}: {resp.status} {data[:200]!r}"
         except OSError as exc:
-            self.failures.append(f"{method} {path}: {exc!r}")
-        finally:
-            conn.close()
+            conn.close()  # reconnects on the next request
+            failure = f"{method} {path}: {exc!r}"
+        with self._lock:
+            self.failures.append(failure)
+        return False
 
-    def run(self) -> None:
-        serial = itertools.count()
-        next_batch = time.monotonic() + self.batch_every
+    def _singles(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        interval = self.threads / self.rate
+        due = time.monotonic()
         while not self.stop.is_set():
-            n = next(serial)
+            n = next(self._serial)
             url = {"index": 1, "type": "URL", "data": f"https://soak.example/{n}"}
-            self._send("PUT", f"/api/handles/88.118/soak-{n % 5000}", {"values": [url]})
-            self.singles += 1
-            if time.monotonic() >= next_batch:
-                ops = [
-                    {"op": "replace", "handle": f"88.118/soak-batch-{i}", "values": [{**url, "data": f"b{n}-{i}"}]}
-                    for i in range(2000)
-                ]
-                self._send("POST", "/api/batch", {"operations": ops})
+            if self._send(conn, "PUT", f"/api/handles/88.118/soak-{n % 5000}", {"values": [url]}):
+                with self._lock:
+                    self.singles += 1
+            due += interval
+            self.stop.wait(max(0.0, due - time.monotonic()))
+
+    def _batches(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        while not self.stop.wait(self.batch_every):
+            n = next(self._serial)
+            ops = [
+                {"op": "replace", "handle": f"88.118/soak-batch-{i}", "values": [{"index": 1, "type": "URL",
+                                                                                   "data": f"b{n}-{i}"}]}
+                for i in range(2000)
+            ]  # fmt: skip
+            if self._send(conn, "POST", "/api/batch", {"operations": ops}):
                 self.batches += 1
-                next_batch += self.batch_every
-            self.stop.wait(1 / self.rate)
 
 
 def calibrate(node: Target, paths: Path, target: float) -> float:
@@ -116,7 +135,7 @@ def calibrate(node: Target, paths: Path, target: float) -> float:
         got = wrk.run(node.url, paths, connections=CONNECTIONS, seconds=8, rate=rate).rps
         if abs(got - target) < 0.03 * target:
             break
-        rate *= target / got
+        rate = min(rate * target / got, 3 * target)  # past that the node is simply saturated
     return rate
 
 
@@ -163,10 +182,13 @@ def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     try:
         wrk.run(node.url, paths, seconds=10)  # warm the caches
         maximum = wrk.run(node.url, paths, seconds=15).rps
-        target = args.fraction * maximum
-        writer = Writer(node.port, max(1.0, args.write_share * target), args.batch_every)
-        threading.Thread(target=writer.run, daemon=True).start()  # calibrated with the writes going on
+        total = args.fraction * maximum  # resolutions and single writes together
+        writer = Writer(node.port, max(1.0, args.write_share * total), args.batch_every)
+        writer.start()  # calibrated with the writes going on
+        target = total - writer.rate
         rate = calibrate(node, paths, target)
+        with writer._lock:  # count the soak's writes only
+            writer.singles = writer.batches = 0
         print(f"cached maximum {maximum:,.0f} req/s; {target:,.0f} resolutions/s (wrk asked for {rate:,.0f}) "
               f"for {args.seconds} s")  # fmt: skip
         result: dict[str, wrk.WrkRun] = {}
@@ -211,6 +233,7 @@ def summarise(
         "cached_max_rps": round(maximum),
         "target_rps": round(args.fraction * maximum),
         "resolved_rps": round(run.rps),
+        "single_writes_per_s": round(writer.singles / args.seconds),
         "p50_ms": run.p50_ms,
         "p99_ms": run.p99_ms,
         "resolution_errors": run.errors + run.bad_status,
@@ -233,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=600, help="length of the soak")
     parser.add_argument("--warmup", type=float, default=120, help="seconds before memory is held to the limit")
     parser.add_argument("--fraction", type=float, default=0.7, help="offered load, as a fraction of the maximum")
-    parser.add_argument("--write-share", type=float, default=0.03, help="single writes per resolution")
+    parser.add_argument("--write-share", type=float, default=0.01, help="share of single writes in the requests")
     parser.add_argument("--batch-every", type=float, default=20, help="seconds between 2,000-item batches")
     parser.add_argument("--sample", type=float, default=10, help="seconds between memory samples")
     parser.add_argument("--zipf", type=float, default=1.1, help="exponent of the handles' popularity")
