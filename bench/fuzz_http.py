@@ -37,13 +37,13 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import msgpack
 
 from bench.fuzzgen import Case, Generator, World, basic
 from bench.resolve_baseline import ADMIN_SECRET, RESULTS, Target
+from tests.nodeproc import child_pids
 
 HANG_SECONDS = 5.0
 OVERSIZE = 1024 * 1024  # a request this long may be refused, and its connection closed, before it is all sent
@@ -341,18 +341,6 @@ def prepare(port: int, admin: tuple[str, str], node_prefix: str = "88.118") -> W
     )
 
 
-def worker_pids(parent: int) -> set[int]:
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if fields[1] == str(parent):
-            found.add(int(stat.parent.name))
-    return found
-
-
 LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ (?P<level>[A-Z]+) (?P<logger>[\w.]+): (?P<message>.*)")
 
 
@@ -401,7 +389,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             assert node.proc is not None
             world = prepare(node.port, ("300:0.NA/88.118", ADMIN_SECRET))
-            before = worker_pids(node.proc.pid)
+            before = child_pids(node.proc.pid)
             generator = Generator(args.seed, world)
             if args.replay is not None:
                 return replay(node.port, generator.case(args.replay))
@@ -409,7 +397,7 @@ def run(args: argparse.Namespace) -> int:
                 fuzz("127.0.0.1", node.port, generator, args.count, args.seconds, args.concurrency, args.strict_http)
             )
             time.sleep(0.5)  # let the log drain
-            after = worker_pids(node.proc.pid)
+            after = child_pids(node.proc.pid)
         finally:
             node.stop()
     log_found, aiohttp_log = log_problems(node.log)

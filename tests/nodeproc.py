@@ -44,6 +44,19 @@ def metric_value(text: str, name: str, labels: Mapping[str, str]) -> float:
     return total
 
 
+def child_pids(parent: int) -> set[int]:
+    """The processes whose parent is ``parent``: a node's workers."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # the process ended while we looked
+        if fields[1] == str(parent):
+            found.add(int(stat.parent.name))
+    return found
+
+
 def basic(user: str, secret: str) -> str:
     """HTTP Basic as handle.net wants it: the identity percent-encoded, ':' as %3A."""
     encoded = quote(user, safe="/").replace(":", "%3A")

@@ -14,8 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from tests.integration.test_workers import children
-from tests.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Node, basic, record, url_value
+from tests.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Node, basic, child_pids, record, url_value
 
 CLIENTS = 4
 
@@ -95,7 +94,7 @@ def test_kill_9_of_a_worker_fails_only_its_requests_in_flight(fresh_node: Node) 
     assert node.put("/api/handles/88.118/kill9", record(url_value(1, "https://k.example/")), auth=ADMIN).status == 201
     clients = [Client(node, ["/api/handles/88.118/kill9", "/api/handles/0.NA/88.118"]) for _ in range(CLIENTS)]
     time.sleep(1.0)
-    before = children(node.proc.pid)
+    before = child_pids(node.proc.pid)
     victim, survivor = sorted(before)
     # The survivor is paused, so that the only process able to answer the probe is the
     # replacement (the parent holds the listening socket: new connections wait in it).
@@ -113,7 +112,7 @@ def test_kill_9_of_a_worker_fails_only_its_requests_in_flight(fresh_node: Node) 
         f"\nkill -9 of one of 2 workers under {CLIENTS} keep-alive clients: {total} requests answered, "
         f"{len(failures)} failed; the replacement answered {served * 1000:.0f} ms after the kill"
     )
-    assert len(children(node.proc.pid) - before) == 1, "no replacement"
+    assert len(child_pids(node.proc.pid) - before) == 1, "no replacement"
     assert len(failures) <= CLIENTS, failures
     assert all(len(c.failed) <= 1 for c in clients), failures  # one in flight each, at most
     assert all(c.ok and c.ok[-1] > killed + 1.5 for c in clients)  # every client served again

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.fuzz_http import fuzz, log_problems, prepare, worker_pids
+from bench.fuzz_http import fuzz, log_problems, prepare
 from bench.fuzzgen import Generator
-from tests.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Node, record, url_value
+from tests.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Node, child_pids, record, url_value
 
 SEED = 7
 COUNT = 3000
@@ -35,11 +35,11 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
 def test_seeded_fuzz_run_meets_the_oracle(fuzzed: Node) -> None:
     assert fuzzed.proc is not None
     world = prepare(fuzzed.port, (ADMIN_USER, ADMIN_SECRET))
-    before = worker_pids(fuzzed.proc.pid)
+    before = child_pids(fuzzed.proc.pid)
     tally = asyncio.run(fuzz("127.0.0.1", fuzzed.port, Generator(SEED, world), COUNT, SECONDS, 8))
     assert tally.sent >= 500, "too few requests to mean anything"
     assert tally.failures == [], json.dumps(tally.failures[:5], indent=1, ensure_ascii=False)
-    assert worker_pids(fuzzed.proc.pid) == before, "a worker died and was replaced"
+    assert child_pids(fuzzed.proc.pid) == before, "a worker died and was replaced"
     problems, _ = log_problems(fuzzed.stderr_lines)
     assert problems == [], problems[:3]
     assert len(tally.statuses) >= 8, f"the generator reached too few outcomes: {tally.statuses}"
@@ -108,23 +108,25 @@ def test_a_compressed_body_is_a_clear_415(fuzzed: Node, name: str) -> None:
     _assert_clear(reply.status, reply.body, 415, "Content-Encoding")
 
 
-def test_options_asterisk_is_answered_by_the_node(fuzzed: Node) -> None:
-    with socket.create_connection(("127.0.0.1", fuzzed.port), timeout=10) as sock:
-        sock.sendall(b"OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+def exchange(node: Node, request: bytes) -> bytes:
+    """Send raw bytes on a connection of their own; everything the node sends until it closes."""
+    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as sock:
+        sock.sendall(request)
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
+    return answer
+
+
+def test_options_asterisk_is_answered_by_the_node(fuzzed: Node) -> None:
+    answer = exchange(fuzzed, b"OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 204"), answer
     assert b"Access-Control-Allow-Methods" in answer
 
 
 def test_connect_is_a_clear_405(fuzzed: Node) -> None:
     """CONNECT's target is a host, not a path: aiohttp routed it nowhere, a plain-text 404."""
-    with socket.create_connection(("127.0.0.1", fuzzed.port), timeout=10) as sock:
-        sock.sendall(b"CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: a\r\n\r\n")
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+    answer = exchange(fuzzed, b"CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: a\r\n\r\n")
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 405"), answer
     assert json.loads(body) == {"responseCode": 5, "message": "CONNECT is not supported: this is no proxy"}

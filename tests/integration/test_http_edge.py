@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.nodeproc import ADMIN_SECRET, ADMIN_USER, Node, basic
+from tests.nodeproc import ADMIN_SECRET, ADMIN_USER, Node, basic, child_pids
 
 HEADER_TIMEOUT = 3.0
 BODY_TIMEOUT = 4.0
@@ -394,11 +394,6 @@ def open_file_limit(pid: int) -> int:
     raise AssertionError("no open-file limit")
 
 
-def worker_pids(node: Node) -> list[int]:
-    assert node.proc is not None
-    return [int(p) for p in Path(f"/proc/{node.proc.pid}/task/{node.proc.pid}/children").read_text().split()]
-
-
 def test_workers_lift_the_open_file_limit_the_connection_cap_needs(tmp_path: Path) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 2000:
@@ -409,7 +404,8 @@ def test_workers_lift_the_open_file_limit_the_connection_cap_needs(tmp_path: Pat
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     try:
-        workers = worker_pids(node)
+        assert node.proc is not None
+        workers = sorted(child_pids(node.proc.pid))
         assert len(workers) == 2
         assert all(open_file_limit(pid) >= 1500 for pid in workers)
         assert node.get("/healthz").status == 200

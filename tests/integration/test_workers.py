@@ -7,19 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from tests.nodeproc import ADMIN, Node, record, url_value
-
-
-def children(pid: int) -> set[int]:
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if fields[1] == str(pid):
-            found.add(int(stat.parent.name))
-    return found
+from tests.nodeproc import ADMIN, Node, child_pids, record, url_value
 
 
 def resolved_total(node: Node) -> float:
@@ -30,7 +18,7 @@ def test_workers_share_the_port_and_the_metrics(fresh_node: Node) -> None:
     fresh_node.args = ["--workers", "2"]
     node = fresh_node.start()
     assert node.proc is not None
-    assert len(children(node.proc.pid)) == 2
+    assert len(child_pids(node.proc.pid)) == 2
     assert node.put("/api/handles/88.118/w", record(url_value(1, "https://w.example/")), auth=ADMIN).status == 201
     for _ in range(40):  # new connections each time: the kernel spreads them over both workers
         assert node.get("/api/handles/88.118/w").status == 200
@@ -43,12 +31,12 @@ def test_a_dead_worker_is_replaced(fresh_node: Node) -> None:
     fresh_node.args = ["--workers", "2"]
     node = fresh_node.start()
     assert node.proc is not None
-    first = children(node.proc.pid)
+    first = child_pids(node.proc.pid)
     victim = min(first)
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        now = children(node.proc.pid)
+        now = child_pids(node.proc.pid)
         if len(now) == 2 and victim not in now:
             break
         time.sleep(0.1)
@@ -62,7 +50,7 @@ def test_workers_go_when_the_parent_is_killed(fresh_node: Node) -> None:
     fresh_node.args = ["--workers", "2"]
     node = fresh_node.start()
     assert node.proc is not None
-    workers = children(node.proc.pid)
+    workers = child_pids(node.proc.pid)
     assert len(workers) == 2
     node.proc.send_signal(signal.SIGKILL)  # the parent alone
     node.proc.wait(15)
