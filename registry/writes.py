@@ -98,22 +98,21 @@ class Planner:
 
     async def _authorise(
         self, handle: Handle, old: HandleRecord, asks: Iterable[str], touched: Iterable[int], what: str
-    ) -> bool:
+    ) -> None:
         """Authorise a change of ``old`` by what the request asks for, before any value is compared.
 
         ``asks`` are the permissions the operation needs whatever the stored values (derived from
         the request alone). A caller holding them is an administrator of the handle and may go on
         to the value-by-value check. Anyone else may only touch values open to the public (readable
         and writable by anyone); otherwise the refusal is the same whatever is stored, so that it
-        tells nothing about values the caller may not read. Returns whether the caller is an admin.
+        tells nothing about values the caller may not read.
         """
         missing = await self.auth.missing(self.caller, asks, self._zones(handle), old)
         if missing is None:
-            return True
+            return
         open_values = [old.value_at(i) for i in touched]
         if not all(v is not None and v.permissions & PUBLIC_READ and v.permissions & PUBLIC_WRITE for v in open_values):
             raise self.auth.refusal(self.caller, missing, f"{what} {handle.text}")
-        return False
 
     async def _require_change(self, handle: Handle, old: HandleRecord, needed: set[str]) -> None:
         await self.auth.require(self.caller, sorted(needed), self._zones(handle), f"change {handle.text}", old)
