@@ -76,11 +76,11 @@ class Config:
     max_delegation_depth: int = 8  # nodes a query may pass through
     access_log: bool = False
     log_level: str = "info"
-    # Delegation targets (issue 10). Servers named by records (HS_SITE, HS_SERV) at
+    # Delegation targets. Servers named by records (HS_SITE, HS_SERV) at
     # loopback, private, link-local or reserved addresses are refused unless one of these
     # networks (CIDR) covers them; the configured upstreams are not checked.
     delegation_allow: tuple[str, ...] = ()
-    # Storage and start-up hardening (issue 10).
+    # Storage: free space kept, and the WAL bounded.
     min_free_bytes: int = 64 * 1024 * 1024  # below this free in data_dir, writes are refused and /healthz is 503
     wal_max_bytes: int = 64 * 1024 * 1024  # a WAL past this is checkpointed to empty, waiting for readers
     # The HTTP edge against slow and greedy clients (resolver/http_connections.py), per connection

@@ -137,9 +137,10 @@ def edged(op: str, handler: Handler) -> Handler:
 
 
 class OtherForms(Resource):
-    """Request targets that are not a path: ``*`` (``OPTIONS * HTTP/1.1``) and the
-    ``host:port`` of ``CONNECT``. aiohttp's parser lets them through and its router then
-    answers a plain-text 404 of its own; this resource sends them to ``_unrouted`` instead."""
+    """The request target ``*`` (``OPTIONS * HTTP/1.1``), which is not a path: aiohttp's
+    parser lets it through and its router would answer a plain-text 404 of its own; this
+    resource sends it to ``_unrouted`` instead. (CONNECT's ``host:port`` reaches no resource
+    at all: resolver.http_connections answers it.)"""
 
     def __init__(self) -> None:
         super().__init__(name=None)
@@ -208,15 +209,13 @@ class Routes:
 # Query parameters ------------------------------------------------------------------------
 
 TRUE_WORDS = ("", "true", "1", "yes")
+FALSE_WORDS = ("false", "0", "no")
 SHOWN_CHARS = 100
 
 
 def _shown(raw: str) -> str:
     """A parameter's value for a message: quoted, and cut short (it may be 8 KiB long)."""
     return repr(raw) if len(raw) <= SHOWN_CHARS else f"{raw[:SHOWN_CHARS]!r}... ({len(raw)} characters)"
-
-
-FALSE_WORDS = ("false", "0", "no")
 
 
 def flag(request: web.Request, name: str, default: bool) -> bool:
@@ -255,8 +254,8 @@ def indexes_param(request: web.Request, *, various_ok: bool) -> tuple[set[int], 
     for raw in request.query.getall("index", []):
         if raw == "various" and various_ok:
             various = True
-        elif _count(raw, MAX_INDEX):  # neither None nor 0
-            found.add(int(raw))
+        elif index := _count(raw, MAX_INDEX):  # neither None nor 0
+            found.add(index)
         else:
             raise ProtocolViolation(
                 f"query parameter index must be an integer from 1 to {MAX_INDEX}, not {_shown(raw)}"
