@@ -21,15 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
-from protocol.errors import HandleError, StoreUnavailable
-from protocol.identifiers import NA_PREFIX
-from protocol.records import HandleRecord, decode_record, encode_record
+from protocol.errors import StoreUnavailable
+from protocol.records import HandleRecord, decode_record
+from registry import changeset
 from registry.sqlite_io import Checkpointer, Writer, connect, create_private, prepare_directory, space_problem
 from registry.store import (
     AuditEntry,
-    BatchAborted,
     Outcome,
     PrefixStats,
     Publication,
@@ -53,9 +50,6 @@ def _probe(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('write_probe', ?)", (time.time(),))
 
 
-Stored = HandleRecord | None
-
-
 def _select_many(conn: sqlite3.Connection, keys: list[str]) -> dict[str, HandleRecord]:
     found: dict[str, HandleRecord] = {}
     for n in range(0, len(keys), _CHUNK):
@@ -66,74 +60,29 @@ def _select_many(conn: sqlite3.Connection, keys: list[str]) -> dict[str, HandleR
     return found
 
 
-def _day(moment: float) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(moment))
-
-
 def _apply_job(conn: sqlite3.Connection, writes: Sequence[Write], atomic: bool) -> list[Outcome]:
-    original = _select_many(conn, list(dict.fromkeys(w.key for w in writes)))
-    state: dict[str, HandleRecord | None] = dict(original)
-    outcomes: list[Outcome] = []
-    for write in writes:
-        old = state.get(write.key)
-        try:
-            new = write.change(old)
-        except HandleError as exc:
-            outcomes.append(exc)
-            continue
-        state[write.key] = new
-        outcomes.append(new)
-    failed = [n for n, o in enumerate(outcomes) if isinstance(o, HandleError)]
-    if atomic and failed:
-        aborted = BatchAborted(f"not applied: the atomic batch failed at item {failed[0]}")
-        outcomes = [o if isinstance(o, HandleError) else aborted for o in outcomes]
-    else:
-        _persist(conn, original, state)
-    _audit(conn, [(w.audit, o) for w, o in zip(writes, outcomes, strict=True) if w.audit is not None])
-    return outcomes
+    changes = changeset.plan(_select_many(conn, list(dict.fromkeys(w.key for w in writes))), writes, atomic=atomic)
+    _run(conn, changes)
+    return changes.outcomes
 
 
-def _persist(
-    conn: sqlite3.Connection, original: dict[str, HandleRecord], state: dict[str, HandleRecord | None]
-) -> None:
-    upserts, deletes = [], []
-    counts: dict[str, int] = {}
-    for key, new in state.items():
-        old = original.get(key)
-        if new is old:
-            continue
-        prefix = key.partition("/")[0]
-        if new is None:
-            deletes.append((key,))
-            counts[prefix] = counts.get(prefix, 0) - 1
-            continue
-        upserts.append((key, new.handle, encode_record(new)))
-        if old is None:
-            counts[prefix] = counts.get(prefix, 0) + 1
-    conn.executemany("INSERT OR REPLACE INTO handles (key, handle, record) VALUES (?, ?, ?)", upserts)
-    conn.executemany(
-        OUTBOX_BUMP,
-        [
-            (key[len(OUTBOX_KEY_START) :],)
-            for key, new in state.items()
-            if key.startswith(OUTBOX_KEY_START) and new is not original.get(key)
-        ],
-    )
-    conn.executemany("DELETE FROM handles WHERE key = ?", deletes)
+def _run(conn: sqlite3.Connection, changes: changeset.ChangeSet) -> None:
+    conn.executemany("INSERT OR REPLACE INTO handles (key, handle, record) VALUES (?, ?, ?)", changes.upserts)
+    conn.executemany(OUTBOX_BUMP, [(p,) for p in changes.outbox])
+    conn.executemany("DELETE FROM handles WHERE key = ?", [(k,) for k in changes.deletes])
     conn.executemany(
         "INSERT INTO prefix_counts (prefix, handles) VALUES (?, ?) "
         "ON CONFLICT (prefix) DO UPDATE SET handles = handles + excluded.handles",
-        counts.items(),
+        changes.counts.items(),
     )
-    created = [(p, n) for p, n in counts.items() if n > 0]
     conn.executemany(
         "INSERT INTO daily_registrations (prefix, day, registrations) VALUES (?, ?, ?) "
         "ON CONFLICT (prefix, day) DO UPDATE SET registrations = registrations + excluded.registrations",
-        [(p, _day(time.time()), n) for p, n in created],
+        [(p, changes.day, n) for p, n in changes.created.items()],
     )
+    _audit(conn, changes.audit)
 
 
-OUTBOX_KEY_START = NA_PREFIX + "/"
 # One sequence for the whole outbox, so a reader can ask for what changed after what it saw.
 OUTBOX_BUMP = (
     "INSERT INTO prefix_outbox (prefix, seq) VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM prefix_outbox)) "
@@ -141,25 +90,11 @@ OUTBOX_BUMP = (
 )
 
 
-def _audit(conn: sqlite3.Connection, rows: list[tuple[AuditEntry, Outcome]]) -> None:
-    """Log entries with their outcomes. Entries alike but for the handle (a batch's items,
-    logged at one time) share one row: the first handle in ``handle``, the rest in ``more``."""
-    groups: dict[tuple[object, ...], list[str]] = {}
-    for entry, outcome in rows:
-        if isinstance(outcome, HandleError):
-            outcome.logged = True
-            result, message = int(outcome.code), outcome.message
-        else:
-            result, message = entry.result, entry.message
-        key = (entry.time, entry.prefix, entry.identity, entry.address, entry.operation, result, message)
-        groups.setdefault(key, []).append(entry.handle)
+def _audit(conn: sqlite3.Connection, rows: Sequence[changeset.AuditRow]) -> None:
     conn.executemany(
         "INSERT INTO audit (time, prefix, identity, address, operation, result, message, handle, more) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (*key, handles[0], msgpack.packb(handles[1:]) if len(handles) > 1 else None)
-            for key, handles in groups.items()
-        ],
+        rows,
     )
 
 
@@ -310,7 +245,7 @@ class SqliteStore(Store):
         )
 
     async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
-        rows: list[tuple[AuditEntry, Outcome]] = [(e, None) for e in entries]
+        rows = changeset.audit_rows([(e, None) for e in entries])
         await self._writer.submit(lambda conn: _audit(conn, rows))
 
     async def list_handles(self, prefix: str, offset: int = 0, limit: int | None = None) -> list[str]:
@@ -347,9 +282,7 @@ class SqliteStore(Store):
             )
             entries: list[AuditEntry] = []
             for *fields, more in rows:
-                entry = AuditEntry(*fields)
-                entries.append(entry)
-                entries.extend(entry._replace(handle=h) for h in (msgpack.unpackb(more) if more else ()))
+                entries.extend(changeset.expand_audit(fields, more))
                 if len(entries) >= limit:
                     break
             return entries[:limit]
@@ -388,7 +321,7 @@ class SqliteStore(Store):
                 "INSERT OR REPLACE INTO templates (prefix, name, version, body, updated) VALUES (?, ?, ?, ?, ?)",
                 (*key, t.body, t.updated),
             )
-            _audit(conn, [(audit, None)])
+            _audit(conn, changeset.audit_rows([(audit, None)]))
             return existed is None
 
         result: bool = await self._writer.submit(work)
@@ -425,7 +358,7 @@ class SqliteStore(Store):
                 cur = conn.execute(
                     "DELETE FROM templates WHERE prefix = ? AND name = ? AND version = ?", (prefix, name, version)
                 )
-            _audit(conn, [(audit, None)])
+            _audit(conn, changeset.audit_rows([(audit, None)]))
             return cur.rowcount
 
         result: int = await self._writer.submit(work)

@@ -1,0 +1,126 @@
+"""The write rules every backend shares: from the stored records and a list of changes, the
+rows to write in one transaction.
+
+A backend reads the records the writes touch, calls ``plan`` and runs the resulting
+``ChangeSet`` as SQL inside the same transaction; it decides nothing itself. The rules:
+
+- the changes run in order, each seeing the ones before it on the same key;
+- a change that raises a HandleError fails alone, unless the batch is atomic, when one
+  failure leaves everything unwritten (the other items fail with ``BatchAborted``);
+- per-prefix counts and registrations per day move by what was created and deleted;
+- a changed prefix handle (``0.NA/<prefix>``) is queued in the publication outbox;
+- every write with an audit entry is logged with its outcome, applied or not; entries alike
+  but for the handle (a batch's items) share one audit row.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import msgpack
+
+from protocol.errors import HandleError
+from protocol.identifiers import NA_PREFIX
+from protocol.records import HandleRecord, encode_record
+from registry.store import AuditEntry, BatchAborted, Outcome, Write
+
+OUTBOX_KEY_START = NA_PREFIX + "/"
+
+# time, prefix, identity, address, operation, result, message, handle, more
+AuditRow = tuple[float, str, str, str, str, int, str, str, bytes | None]
+
+
+def key_prefix(key: str) -> str:
+    return key.partition("/")[0]
+
+
+def day_of(moment: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(moment))
+
+
+@dataclass(slots=True)
+class ChangeSet:
+    """What one batch of writes does to the tables, ready to run as SQL."""
+
+    outcomes: list[Outcome]
+    inserts: list[tuple[str, str, bytes]] = field(default_factory=list)  # key, handle, packed record
+    updates: list[tuple[str, str, bytes]] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # per prefix: handles added minus removed
+    created: dict[str, int] = field(default_factory=dict)  # per prefix: handles created (registrations)
+    outbox: list[str] = field(default_factory=list)  # prefixes whose prefix handle changed
+    audit: list[AuditRow] = field(default_factory=list)
+    day: str = ""
+
+    @property
+    def upserts(self) -> list[tuple[str, str, bytes]]:
+        return self.inserts + self.updates
+
+
+def plan(stored: Mapping[str, HandleRecord], writes: Sequence[Write], *, atomic: bool) -> ChangeSet:
+    """Run the changes against ``stored`` (the records of the keys they touch, absent ones left out)."""
+    state: dict[str, HandleRecord | None] = dict(stored)
+    outcomes: list[Outcome] = []
+    for write in writes:
+        try:
+            new = write.change(state.get(write.key))
+        except HandleError as exc:
+            outcomes.append(exc)
+            continue
+        state[write.key] = new
+        outcomes.append(new)
+    failed = [n for n, o in enumerate(outcomes) if isinstance(o, HandleError)]
+    if atomic and failed:
+        aborted = BatchAborted(f"not applied: the atomic batch failed at item {failed[0]}")
+        changes = ChangeSet([o if isinstance(o, HandleError) else aborted for o in outcomes])
+    else:
+        changes = ChangeSet(outcomes)
+        _diff(changes, stored, state)
+    changes.audit = audit_rows([(w.audit, o) for w, o in zip(writes, changes.outcomes, strict=True) if w.audit])
+    return changes
+
+
+def _diff(changes: ChangeSet, stored: Mapping[str, HandleRecord], state: dict[str, HandleRecord | None]) -> None:
+    for key, new in state.items():
+        old = stored.get(key)
+        if new is old:
+            continue
+        prefix = key_prefix(key)
+        if key.startswith(OUTBOX_KEY_START):
+            changes.outbox.append(key[len(OUTBOX_KEY_START) :])
+        if new is None:
+            changes.deletes.append(key)
+            changes.counts[prefix] = changes.counts.get(prefix, 0) - 1
+        elif old is None:
+            changes.inserts.append((key, new.handle, encode_record(new)))
+            changes.counts[prefix] = changes.counts.get(prefix, 0) + 1
+            changes.created[prefix] = changes.created.get(prefix, 0) + 1
+        else:
+            changes.updates.append((key, new.handle, encode_record(new)))
+    changes.counts = {p: n for p, n in changes.counts.items() if n}
+    changes.day = day_of(time.time())
+
+
+def audit_rows(entries: Sequence[tuple[AuditEntry, Outcome]]) -> list[AuditRow]:
+    """Audit rows for entries with their outcomes; alike entries (a batch's items, logged at one
+    time) share one row: the first handle in ``handle``, the rest msgpack-packed in ``more``."""
+    groups: dict[tuple[float, str, str, str, str, int, str], list[str]] = {}
+    for entry, outcome in entries:
+        if isinstance(outcome, HandleError):
+            outcome.logged = True
+            result, message = int(outcome.code), outcome.message
+        else:
+            result, message = entry.result, entry.message
+        key = (entry.time, entry.prefix, entry.identity, entry.address, entry.operation, result, message)
+        groups.setdefault(key, []).append(entry.handle)
+    return [
+        (*key, handles[0], msgpack.packb(handles[1:]) if len(handles) > 1 else None) for key, handles in groups.items()
+    ]
+
+
+def expand_audit(fields: Sequence[object], more: bytes | None) -> list[AuditEntry]:
+    """The entries one audit row stands for (time, identity, address, operation, handle, result, message)."""
+    entry = AuditEntry(*fields)  # type: ignore[arg-type]
+    return [entry, *(entry._replace(handle=h) for h in (msgpack.unpackb(more) if more else ()))]
