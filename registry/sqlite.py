@@ -261,6 +261,19 @@ class SqliteStore(Store):
         result: list[str] = await self._read(read)
         return result
 
+    async def list_after(self, prefix: str, after: str | None, limit: int) -> list[tuple[str, str]]:
+        lo, hi = _range(prefix)
+
+        def read(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            if after is not None and after >= lo:
+                query, start = "SELECT key, handle FROM handles WHERE key > ? AND key < ? ORDER BY key LIMIT ?", after
+            else:
+                query, start = "SELECT key, handle FROM handles WHERE key >= ? AND key < ? ORDER BY key LIMIT ?", lo
+            return [(k, h) for k, h in conn.execute(query, (start, hi, limit))]
+
+        result: list[tuple[str, str]] = await self._read(read)
+        return result
+
     async def count_handles(self, prefix: str) -> int:
         def read(conn: sqlite3.Connection) -> int:
             row = conn.execute("SELECT handles FROM prefix_counts WHERE prefix = ?", (prefix,)).fetchone()

@@ -167,6 +167,12 @@ class Store(ABC):
         """Handles directly under normalised ``prefix``, in key order."""
 
     @abstractmethod
+    async def list_after(self, prefix: str, after: str | None, limit: int) -> list[tuple[str, str]]:
+        """Up to ``limit`` (key, handle) pairs directly under ``prefix`` whose key sorts after
+        ``after`` (from the start when None), in key order: a keyset cursor's page, which costs
+        the same however deep into the listing it is."""
+
+    @abstractmethod
     async def count_handles(self, prefix: str) -> int:
         """How many handles are directly under normalised ``prefix``."""
 

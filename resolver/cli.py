@@ -27,6 +27,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--config", type=Path, help="TOML configuration file")
     s.add_argument("--listen", help="HOST:PORT to serve HTTP on (default 127.0.0.1:8000)")
     s.add_argument("--data-dir", help="directory of the embedded store (default ./data)")
+    s.add_argument(
+        "--store",
+        help="where records live: sqlite:///DIR (default: --data-dir) or postgresql://USER@HOST:PORT/DB",
+    )
+    s.add_argument(
+        "--store-replica",
+        action="append",
+        help="postgresql:// URL of a streaming replica to read from (repeatable)",
+    )
+    s.add_argument("--store-pool-size", type=int, help="PostgreSQL connections per worker (default 8)")
+    s.add_argument("--store-partitions", type=int, help="hash partitions of a new PostgreSQL store (default 64)")
+    s.add_argument("--audit-retention-days", type=int, help="PostgreSQL: drop audit months older than this")
     s.add_argument("--node-prefix", help="the prefix this node serves (default 88.118; 88 for a top-level node)")
     s.add_argument(
         "--case-sensitive",
@@ -116,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        _check_data_dir(config)
+        if not config.postgres:
+            _check_data_dir(config)
         _check_listen(config)
         if config.workers > 1:
             return _serve_workers(config, admin_secret)
@@ -131,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"idnode: error: {exc}", file=sys.stderr)
         return 1
     except HandleError as exc:  # the store could not be opened
-        print(f"idnode: error: setting 'data_dir': {exc.message}", file=sys.stderr)
+        setting = "store" if config.postgres else "data_dir"
+        print(f"idnode: error: setting {setting!r}: {exc.message}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"idnode: error: {exc}", file=sys.stderr)

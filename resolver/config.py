@@ -9,6 +9,7 @@ import difflib
 import ipaddress
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -28,6 +29,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 CORES = min(len(os.sched_getaffinity(0)), 64)
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
 ROLES = ("secondary", "top-level")
+PG_SCHEMES = ("postgresql://", "postgres://")
+SQLITE_SCHEME = "sqlite://"
 DEFAULT_PREFIXES = {"secondary": "88.118", "top-level": "88"}
 
 
@@ -54,6 +57,13 @@ class Config:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     store_readers: int = 4
+    # Where records live: sqlite:///DIR (the embedded store; default: data_dir) or
+    # postgresql://USER@HOST:PORT/DB, with reads optionally spread over streaming replicas.
+    store: str = ""
+    store_replica: tuple[str, ...] = ()
+    store_pool_size: int = 8  # PostgreSQL connections per worker process
+    store_partitions: int = 64  # hash partitions of the PostgreSQL records table, fixed when it is created
+    audit_retention_days: int = 0  # PostgreSQL drops audit months older than this (0: keep everything)
     workers: int = CORES
     redis: str | None = None
     redis_namespace: str = "idnode"
@@ -96,6 +106,10 @@ class Config:
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+    @property
+    def postgres(self) -> bool:
+        return self.store.startswith(PG_SCHEMES)
 
     @property
     def tls(self) -> bool:
@@ -171,7 +185,7 @@ def _validate(config: Config) -> Config:
     if not 1 <= config.store_readers <= 64:
         raise ConfigError("setting 'store_readers': must be between 1 and 64")
     _validate_cache(config)
-    _validate_storage(config)
+    config = _validate_storage(config)
     _validate_edge(config)
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"setting 'log_level': expected one of {', '.join(LOG_LEVELS)}")
@@ -261,11 +275,56 @@ def _validate_cache(config: Config) -> None:
         raise ConfigError("setting 'store_timeout': must be between 0 and 300 seconds")
 
 
-def _validate_storage(config: Config) -> None:
+def _validate_storage(config: Config) -> Config:
+    if not config.store:
+        config = replace(config, store=SQLITE_SCHEME + str(config.data_dir.absolute()))
+    elif config.store.startswith(SQLITE_SCHEME):
+        path = config.store[len(SQLITE_SCHEME) :]
+        if not path:
+            raise ConfigError(f"setting 'store': expected sqlite:///DIRECTORY, got {config.store!r}")
+        config = replace(config, data_dir=Path(path))
+    else:
+        _database_url(config.store, "store")
+    for url in config.store_replica:
+        _database_url(url, "store_replica")
+    if config.store_replica and not config.postgres:
+        raise ConfigError("setting 'store_replica': replicas need a PostgreSQL store (setting 'store')")
+    if not 1 <= config.store_pool_size <= 1000:
+        raise ConfigError("setting 'store_pool_size': must be between 1 and 1000")
+    if not 1 <= config.store_partitions <= 4096:
+        raise ConfigError("setting 'store_partitions': must be between 1 and 4096")
+    if config.audit_retention_days < 0:
+        raise ConfigError("setting 'audit_retention_days': must not be negative (0 keeps everything)")
     if not 0 <= config.min_free_bytes <= 1 << 50:
         raise ConfigError("setting 'min_free_bytes': must be between 0 and 1 PiB")
     if not 1024 * 1024 <= config.wal_max_bytes <= 1 << 40:
         raise ConfigError("setting 'wal_max_bytes': must be between 1 MiB and 1 TiB")
+    return config
+
+
+def _database_url(url: str, name: str) -> None:
+    """A postgresql://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE URL, or ConfigError naming ``name``."""
+    shown = redact_url(url)
+    if not url.startswith(PG_SCHEMES):
+        raise ConfigError(
+            f"setting {name!r}: expected sqlite:///DIRECTORY or postgresql://USER@HOST:PORT/DATABASE, got {shown!r}"
+        )
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"setting {name!r}: {shown!r} is not a valid URL ({exc})") from None
+    if not parts.hostname or not parts.path.strip("/") or port == 0:
+        raise ConfigError(f"setting {name!r}: expected postgresql://USER@HOST:PORT/DATABASE, got {shown!r}")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ***, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    auth, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in auth:
+        return url
+    return f"{scheme}{sep}{auth.partition(':')[0]}:***@{host}"
 
 
 def _env_settings(env: Mapping[str, str]) -> dict[str, str]:

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from registry.auth import NODE_BRAKE_FACTOR, Authenticator
 from registry.bootstrap import ensure_node_prefix
+from registry.postgres import PostgresStore
 from registry.ratelimit import FailureLimiter
 from registry.service import RegistrationService
 from registry.sqlite import SqliteStore
@@ -91,6 +92,15 @@ def raise_fd_limit(config: Config) -> None:
 
 
 def default_store(config: Config) -> Store:
+    if config.postgres:
+        return PostgresStore(
+            config.store,
+            replicas=config.store_replica,
+            pool_size=config.store_pool_size,
+            partitions=config.store_partitions,
+            audit_retention_days=config.audit_retention_days,
+            timeout=max(config.store_timeout, 5.0),
+        )
     return SqliteStore(
         config.data_dir / "idnode.sqlite3",
         readers=config.store_readers,

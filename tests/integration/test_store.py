@@ -1,7 +1,10 @@
-"""The store interface against the real SQLite backend: named operations, batches, audit, counts."""
+"""The store interface against both real backends (SQLite, and PostgreSQL in a database of the
+test's own): named operations, batches, audit, counts, the outbox, listing."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -11,23 +14,29 @@ import pytest
 
 from protocol.errors import HandleAlreadyExists, HandleNotFound, ValueAlreadyExists, ValuesNotFound
 from protocol.records import HandleRecord, HandleValue
+from registry.postgres import PostgresStore
 from registry.sqlite import SqliteStore
-from registry.store import AuditEntry, BatchAborted, Change, Publication, Write
+from registry.store import AuditEntry, BatchAborted, Change, Publication, Store, Write
+from tests.pgproc import temp_database
 
 
 def rec(handle: str, *indexes: int) -> HandleRecord:
     return HandleRecord(handle, tuple(HandleValue(i, "URL", f"https://{i}.example/".encode()) for i in indexes))
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "store.sqlite3")
-    await s.open()
-    yield s
-    await s.close()
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            s: Store = SqliteStore(tmp_path / "store.sqlite3")
+        else:
+            s = PostgresStore(stack.enter_context(temp_database()), partitions=8)
+        await s.open()
+        yield s
+        await s.close()
 
 
-async def test_named_operations(store: SqliteStore) -> None:
+async def test_named_operations(store: Store) -> None:
     await store.create("88.118/A", rec("88.118/a", 1))
     with pytest.raises(HandleAlreadyExists):
         await store.create("88.118/A", rec("88.118/a", 2))
@@ -47,7 +56,7 @@ async def test_named_operations(store: SqliteStore) -> None:
     assert await store.count_handles("88.118") == 1
 
 
-async def test_batches_see_their_own_writes_and_atomic_ones_write_nothing(store: SqliteStore) -> None:
+async def test_batches_see_their_own_writes_and_atomic_ones_write_nothing(store: Store) -> None:
     def put(record: HandleRecord) -> Write:
         return Write(record.handle.upper(), lambda _old: record)
 
@@ -64,7 +73,7 @@ async def test_batches_see_their_own_writes_and_atomic_ones_write_nothing(store:
     assert await store.count_handles("88.118") == 1
 
 
-async def test_audit_rows_of_a_batch_are_read_back_one_per_handle(store: SqliteStore) -> None:
+async def test_audit_rows_of_a_batch_are_read_back_one_per_handle(store: Store) -> None:
     entries = [AuditEntry(1000.0, "300:0.NA/88.118", "127.0.0.1", "batch_create", f"88.118.5/h{i}") for i in range(5)]
 
     def create(handle: str) -> Change:
@@ -78,7 +87,7 @@ async def test_audit_rows_of_a_batch_are_read_back_one_per_handle(store: SqliteS
     assert await store.audit_entries(["88.118.6"], 0, 100) == []
 
 
-async def test_changes_to_prefix_handles_bump_the_outbox_in_their_transaction(store: SqliteStore) -> None:
+async def test_changes_to_prefix_handles_bump_the_outbox_in_their_transaction(store: Store) -> None:
     await store.create("0.NA/88.118.1", rec("0.NA/88.118.1", 100))
     await store.create("88.118.1/X", rec("88.118.1/X", 1))
     await store.create("0.NA/88.118.2", rec("0.NA/88.118.2", 100))
@@ -95,7 +104,7 @@ async def test_changes_to_prefix_handles_bump_the_outbox_in_their_transaction(st
     assert list((await store.prefix_outbox(after=2)).items()) == [("88.118.1", 4), ("88.118", 5)]
 
 
-async def test_publications_are_kept(store: SqliteStore) -> None:
+async def test_publications_are_kept(store: Store) -> None:
     first = Publication("88.118.1", "http://127.0.0.1:8100", 3, "failed", 2, "refused", 1.5)
     await store.record_publication(first)
     await store.record_publication(replace(first, upstream="http://127.0.0.2:8100", state="published", attempts=0))
@@ -122,3 +131,53 @@ async def test_upgrading_to_schema_4_puts_the_prefix_handles_held_in_the_outbox(
         assert await upgraded.prefix_outbox() == {"88.118": 1, "88.118.7": 2}
     finally:
         await upgraded.close()
+
+
+async def test_listing_by_keyset_cursor_walks_every_handle_once(store: Store) -> None:
+    await store.apply_many([Write(f"88.118/K{i:03d}", lambda _o, i=i: rec(f"88.118/k{i:03d}", 1)) for i in range(25)])
+    await store.create("88.118.1/OTHER", rec("88.118.1/other", 1))  # a derived prefix is not "under"
+    await store.create("88.1180/NEAR", rec("88.1180/near", 1))
+    seen: list[str] = []
+    after: str | None = None
+    while page := await store.list_after("88.118", after, 10):
+        seen += [h for _, h in page]
+        after = page[-1][0]
+    assert seen == [f"88.118/k{i:03d}" for i in range(25)]
+    assert await store.list_handles("88.118", 20, 10) == seen[20:]
+    # A cursor from elsewhere in the key space starts at the prefix, or ends the listing.
+    assert [h for _, h in await store.list_after("88.118", "0", 2)] == seen[:2]
+    assert await store.list_after("88.118", "88.118/ZZZ", 2) == []
+
+
+async def test_counts_and_daily_registrations_follow_creates_and_deletes(store: Store) -> None:
+    await store.apply_many([Write(f"88.118.3/C{i}", lambda _o, i=i: rec(f"88.118.3/C{i}", 1)) for i in range(7)])
+    await store.delete("88.118.3/C0", "88.118.3/C0")
+    assert await store.count_handles("88.118.3") == 6
+    (stats,) = await store.stats(["88.118.3"])
+    assert stats.handles == 6 and sum(stats.registrations_per_day.values()) == 7
+
+
+async def test_two_postgresql_workers_racing_on_the_same_new_keys_create_each_once(tmp_path: Path) -> None:
+    with temp_database() as url:
+        stores = [PostgresStore(url, partitions=8) for _ in range(2)]
+        for s in stores:
+            await s.open()
+        try:
+
+            def create(handle: str) -> Change:
+                def change(old: HandleRecord | None) -> HandleRecord:
+                    if old is not None:
+                        raise HandleAlreadyExists(f"{handle} exists")
+                    return rec(handle, 1)
+
+                return change
+
+            keys = [f"88.118.9/R{i}" for i in range(300)]
+            rounds = [s.apply_many([Write(k, create(k)) for k in keys]) for s in stores for _ in range(3)]
+            results = await asyncio.gather(*rounds)
+            created = [sum(not isinstance(o, HandleAlreadyExists) for o in outcomes) for outcomes in results]
+            assert sum(created) == 300
+            assert await stores[0].count_handles("88.118.9") == 300
+        finally:
+            for s in stores:
+                await s.close()

@@ -1,0 +1,521 @@
+"""The production store: PostgreSQL through asyncpg, a pool per worker process.
+
+Writes run the shared rules of ``registry.changeset`` in one transaction and are answered
+after COMMIT (``synchronous_commit`` as the server has it, on by default). Concurrency
+between workers and nodes is the database's: the records a batch touches are locked
+(``FOR UPDATE``, in key order, so batches cannot deadlock on them); a record created
+meanwhile by someone else makes the insert find a conflict, and the whole transaction
+runs again against what is stored now.
+
+Reads may go to streaming replicas (``replicas``). A worker reads what it wrote itself
+from the primary for ``READ_YOUR_WRITES_SECONDS`` after writing it, since a replica may
+not have replayed it yet; a replica that fails is skipped for that read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+import asyncpg
+
+from protocol.errors import StoreUnavailable
+from protocol.records import HandleRecord, decode_record
+from registry import changeset
+from registry import postgres_schema as schema
+from registry.store import AuditEntry, Outcome, PrefixStats, Publication, Store, StoredTemplate, Write
+
+log = logging.getLogger("registry.postgres")
+
+WRITE_ATTEMPTS = 5
+READ_YOUR_WRITES_SECONDS = 10.0
+RECENT_WRITES_MAX = 100_000
+MAINTENANCE_SECONDS = 3600.0
+PROBE_INTERVAL_SECONDS = 1.0
+# Lost races, retried: a concurrent insert of the same new key, a deadlock PostgreSQL broke.
+_RETRY = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+# The database is unreachable, restarting, read-only or out of space: the request may be retried.
+_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+_GET = "SELECT record FROM handles WHERE key = $1"
+# A nested loop of index lookups: each key is routed to its partition at run time, where
+# "key = ANY($1)" would probe every partition's index for every key.
+_GET_MANY = (
+    "SELECT h.key, h.record FROM unnest($1::text[]) AS u(k), "
+    "LATERAL (SELECT key, record FROM handles WHERE key = u.k OFFSET 0) h"
+)
+_LOCK_MANY = (
+    "SELECT h.key, h.record FROM unnest($1::text[]) AS u(k), "
+    "LATERAL (SELECT key, record FROM handles WHERE key = u.k OFFSET 0 FOR UPDATE) h"
+)
+_INSERT = (
+    "INSERT INTO handles (key, handle, record) SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) "
+    "ON CONFLICT (key) DO NOTHING"
+)
+_UPDATE = "UPDATE handles SET handle = $2, record = $3 WHERE key = $1"
+_DELETE = "DELETE FROM handles WHERE key = $1"
+_COUNTS = (
+    "INSERT INTO prefix_counts (prefix, slot, handles) "
+    "SELECT p, $3, n FROM unnest($1::text[], $2::bigint[]) AS u(p, n) "
+    "ON CONFLICT (prefix, slot) DO UPDATE SET handles = prefix_counts.handles + excluded.handles"
+)
+_DAILY = (
+    "INSERT INTO daily_registrations (prefix, day, slot, registrations) "
+    "SELECT p, $3, $4, n FROM unnest($1::text[], $2::bigint[]) AS u(p, n) "
+    "ON CONFLICT (prefix, day, slot) DO UPDATE SET registrations = daily_registrations.registrations + "
+    "excluded.registrations"
+)
+_OUTBOX_BUMP = (
+    "INSERT INTO prefix_outbox (prefix, seq) SELECT p, nextval('prefix_outbox_seq') FROM unnest($1::text[]) AS u(p) "
+    "ON CONFLICT (prefix) DO UPDATE SET seq = excluded.seq"
+)
+_AUDIT_COLUMNS = ("time", "prefix", "identity", "address", "operation", "result", "message", "handle", "more")
+
+
+class _Conflict(Exception):
+    """Another transaction created a key this one saw absent."""
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    auth, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in auth:
+        return url
+    return f"{scheme}{sep}{auth.partition(':')[0]}:***@{host}"
+
+
+def stored_handle(key: str, handle: str) -> str | None:
+    return None if handle == key else handle
+
+
+class PostgresStore(Store):
+    """PostgreSQL-backed store; any number of worker processes and nodes may share one database."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        replicas: Sequence[str] = (),
+        pool_size: int = 8,
+        partitions: int = 64,
+        audit_retention_days: int = 0,
+        timeout: float = 5.0,
+    ) -> None:
+        super().__init__()
+        self.url = url
+        self.replica_urls = tuple(replicas)
+        self.pool_size = pool_size
+        self.partitions = partitions
+        self.audit_retention_days = audit_retention_days
+        self.timeout = timeout
+        self._pool: asyncpg.Pool | None = None
+        self._replicas: list[asyncpg.Pool] = []
+        self._next_replica = itertools.count()
+        self._recent: OrderedDict[str, float] = OrderedDict()  # key -> when this worker wrote it
+        self._maintenance: asyncio.Task[None] | None = None
+        self._probed = -PROBE_INTERVAL_SECONDS
+        self._problem: str | None = None
+
+    # Connections ----------------------------------------------------------------------
+
+    async def _connect(self, url: str) -> asyncpg.Pool:
+        try:
+            pool: asyncpg.Pool = await asyncpg.create_pool(
+                url,
+                min_size=1,
+                max_size=self.pool_size,
+                timeout=self.timeout,
+                command_timeout=max(30.0, self.timeout),
+                # Every query is prepared once per connection; generic plans keep the batch
+                # lookups nested loops with run-time partition routing (bench/RESULTS.md).
+                server_settings={"plan_cache_mode": "force_generic_plan", "application_name": "idnode"},
+            )
+        except (*_UNAVAILABLE, ValueError) as exc:
+            raise StoreUnavailable(f"cannot open store {redact(url)}: {_reason(exc)}") from None
+        return pool
+
+    async def open(self) -> None:
+        self._pool = await self._connect(self.url)
+        try:
+            async with self._primary() as conn:
+                await self._migrate(conn)
+                await self._maintain(conn)
+            self._replicas = [await self._connect(url) for url in self.replica_urls]
+        except BaseException:
+            await self.close()
+            raise
+        self._maintenance = asyncio.get_running_loop().create_task(self._maintain_forever())
+
+    async def close(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        for pool in [*self._replicas, *([self._pool] if self._pool else [])]:
+            with contextlib.suppress(*_UNAVAILABLE):
+                await asyncio.wait_for(pool.close(), self.timeout)
+        self._replicas, self._pool = [], None
+
+    @contextlib.asynccontextmanager
+    async def _using(self, pool: asyncpg.Pool | None) -> AsyncIterator[asyncpg.Connection]:
+        if pool is None:
+            raise StoreUnavailable("the store is not open")
+        try:
+            async with pool.acquire(timeout=self.timeout) as conn:
+                yield conn
+        except _RETRY:
+            raise
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"the store failed: {_reason(exc)}") from exc
+
+    def _primary(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        return self._using(self._pool)
+
+    async def _read(self, query: str, *args: Any, keys: Iterable[str] = (), fetch: str = "fetch") -> Any:
+        """Run a read on a replica when there is one and no key was written here lately."""
+        if self._replicas and not self._wrote_lately(keys):
+            replica = self._replicas[next(self._next_replica) % len(self._replicas)]
+            try:
+                async with self._using(replica) as conn:
+                    return await getattr(conn, fetch)(query, *args)
+            except StoreUnavailable as exc:
+                log.warning("replica read failed, reading from the primary: %s", exc.message)
+        async with self._primary() as conn:
+            return await getattr(conn, fetch)(query, *args)
+
+    def _wrote_lately(self, keys: Iterable[str]) -> bool:
+        if not self._recent:
+            return False
+        horizon = time.monotonic() - READ_YOUR_WRITES_SECONDS
+        while self._recent and next(iter(self._recent.values())) < horizon:
+            self._recent.popitem(last=False)
+        return any(k in self._recent for k in keys)
+
+    def _remember(self, keys: Iterable[str]) -> None:
+        if not self._replicas:
+            return
+        now = time.monotonic()
+        for key in keys:
+            self._recent.pop(key, None)
+            self._recent[key] = now
+        while len(self._recent) > RECENT_WRITES_MAX:
+            self._recent.popitem(last=False)
+
+    # Schema and maintenance -----------------------------------------------------------
+
+    async def _migrate(self, conn: asyncpg.Connection) -> None:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", schema.MIGRATION_LOCK)
+            exists = await conn.fetchval("SELECT to_regclass('idnode_meta') IS NOT NULL")
+            stored = await conn.fetchval("SELECT value FROM idnode_meta WHERE name = 'partitions'") if exists else None
+            partitions = int(stored) if stored is not None else self.partitions
+            if partitions != self.partitions:
+                log.warning(
+                    "setting 'store_partitions' is %d but the database was created with %d partitions; keeping %d",
+                    self.partitions,
+                    partitions,
+                    partitions,
+                )
+            for statement in schema.statements(partitions):
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO idnode_meta (name, value) VALUES ('schema_version', $1), ('partitions', $2) "
+                "ON CONFLICT (name) DO NOTHING",
+                str(schema.SCHEMA_VERSION),
+                str(partitions),
+            )
+
+    async def _maintain(self, conn: asyncpg.Connection) -> None:
+        """Audit partitions for this month and the next; months past the retention dropped."""
+        now = time.time()
+        this = schema.month_start(now)
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", schema.MIGRATION_LOCK)
+            for start in (this, schema.next_month(this)):
+                await conn.execute(schema.audit_partition(start))
+            if self.audit_retention_days <= 0:
+                return
+            cutoff = now - self.audit_retention_days * 86400
+            rows = await conn.fetch(
+                "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+                "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'audit'::regclass"
+            )
+            for name, bound in rows:
+                upper = _upper_bound(bound)
+                if upper is not None and upper <= cutoff:
+                    await conn.execute(f'DROP TABLE "{name}"')
+                    log.info("dropped audit partition %s (older than %d days)", name, self.audit_retention_days)
+            await conn.execute("DELETE FROM audit_default WHERE time < $1", cutoff)
+
+    async def _maintain_forever(self) -> None:
+        while True:
+            await asyncio.sleep(MAINTENANCE_SECONDS)
+            try:
+                async with self._primary() as conn:
+                    await self._maintain(conn)
+            except StoreUnavailable as exc:
+                log.warning("audit partition maintenance failed: %s", exc.message)
+
+    async def write_problem(self) -> str | None:
+        now = time.monotonic()
+        if now - self._probed < PROBE_INTERVAL_SECONDS:
+            return self._problem
+        self._probed = now
+        try:
+            async with self._primary() as conn:
+                await conn.execute(
+                    "INSERT INTO idnode_meta (name, value) VALUES ('write_probe', $1) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    str(time.time()),
+                    timeout=self.timeout,
+                )
+            self._problem = None
+        except StoreUnavailable as exc:
+            self._problem = exc.message
+        return self._problem
+
+    # Records --------------------------------------------------------------------------
+
+    async def get(self, key: str) -> HandleRecord | None:
+        blob = await self._read(_GET, key, keys=(key,), fetch="fetchval")
+        return None if blob is None else decode_record(blob)
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, HandleRecord]:
+        wanted = sorted(set(keys))
+        rows = await self._read(_GET_MANY, wanted, keys=wanted)
+        return {key: decode_record(blob) for key, blob in rows}
+
+    async def _apply_many(self, writes: Sequence[Write], *, atomic: bool) -> list[Outcome]:
+        if not writes:
+            return []
+        keys = sorted({w.key for w in writes})
+        for _ in range(WRITE_ATTEMPTS):
+            try:
+                async with self._primary() as conn, conn.transaction():
+                    rows = await conn.fetch(_LOCK_MANY, keys)
+                    changes = changeset.plan({k: decode_record(b) for k, b in rows}, writes, atomic=atomic)
+                    await self._run(conn, changes)
+            except (_Conflict, *_RETRY):
+                continue
+            self._remember(keys)
+            return changes.outcomes
+        raise StoreUnavailable(f"the store kept losing races for {len(keys)} records; try again")
+
+    async def _run(self, conn: asyncpg.Connection, changes: changeset.ChangeSet) -> None:
+        if changes.inserts:
+            keys, handles, blobs = zip(*changes.inserts, strict=True)
+            spelt = [stored_handle(k, h) for k, h in zip(keys, handles, strict=True)]
+            status = await conn.execute(_INSERT, keys, spelt, blobs)
+            if int(status.rsplit(" ", 1)[1]) != len(keys):
+                raise _Conflict
+        if changes.updates:
+            await conn.executemany(_UPDATE, [(k, stored_handle(k, h), b) for k, h, b in changes.updates])
+        if changes.deletes:
+            await conn.executemany(_DELETE, [(k,) for k in changes.deletes])
+        slot = random.randrange(schema.COUNT_SLOTS)
+        if changes.counts:
+            prefixes = sorted(changes.counts)
+            await conn.execute(_COUNTS, prefixes, [changes.counts[p] for p in prefixes], slot)
+        if changes.created:
+            prefixes = sorted(changes.created)
+            await conn.execute(_DAILY, prefixes, [changes.created[p] for p in prefixes], changes.day, slot)
+        if changes.outbox:
+            await self._bump(conn, changes.outbox)
+        await _audit(conn, changes.audit)
+
+    @staticmethod
+    async def _bump(conn: asyncpg.Connection, prefixes: Sequence[str]) -> None:
+        # Held to COMMIT, so outbox numbers become visible in the order they were given:
+        # the publisher reads "everything after the last number seen" and must not skip one
+        # that a slower transaction commits later. Prefix handles change rarely.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", schema.OUTBOX_LOCK)
+        await conn.execute(_OUTBOX_BUMP, sorted(prefixes))
+
+    # Publication outbox --------------------------------------------------------------
+
+    async def prefix_outbox(self, after: int = 0) -> dict[str, int]:
+        async with self._primary() as conn:
+            rows = await conn.fetch("SELECT prefix, seq FROM prefix_outbox WHERE seq > $1 ORDER BY seq", after)
+        return {p: s for p, s in rows}
+
+    async def touch_prefix(self, prefix: str) -> None:
+        async with self._primary() as conn, conn.transaction():
+            await self._bump(conn, [prefix])
+
+    async def publications(self) -> list[Publication]:
+        async with self._primary() as conn:
+            rows = await conn.fetch(
+                "SELECT prefix, upstream, seq, state, attempts, error, updated FROM publications ORDER BY prefix"
+            )
+        return [Publication(*row) for row in rows]
+
+    async def record_publication(self, publication: Publication) -> None:
+        p = publication
+        async with self._primary() as conn:
+            await conn.execute(
+                "INSERT INTO publications (prefix, upstream, seq, state, attempts, error, updated) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (prefix, upstream) DO UPDATE SET "
+                "seq = excluded.seq, state = excluded.state, attempts = excluded.attempts, "
+                "error = excluded.error, updated = excluded.updated",
+                p.prefix,
+                p.upstream,
+                p.seq,
+                p.state,
+                p.attempts,
+                p.error,
+                p.updated,
+            )
+
+    async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        async with self._primary() as conn:
+            await _audit(conn, changeset.audit_rows([(e, None) for e in entries]))
+
+    # Listing and counting ---------------------------------------------------------------
+
+    async def list_handles(self, prefix: str, offset: int = 0, limit: int | None = None) -> list[str]:
+        rows = await self._read(
+            "SELECT coalesce(handle, key) FROM handles WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3 OFFSET $4",
+            f"{prefix}/",
+            f"{prefix}0",
+            limit,
+            offset,
+        )
+        return [r[0] for r in rows]
+
+    async def list_after(self, prefix: str, after: str | None, limit: int) -> list[tuple[str, str]]:
+        start = f"{prefix}/" if after is None or after < f"{prefix}/" else after
+        op = ">=" if after is None or start != after else ">"
+        rows = await self._read(
+            f"SELECT key, coalesce(handle, key) FROM handles WHERE key {op} $1 AND key < $2 ORDER BY key LIMIT $3",
+            start,
+            f"{prefix}0",
+            limit,
+        )
+        return [(k, h) for k, h in rows]
+
+    async def count_handles(self, prefix: str) -> int:
+        n = await self._read(
+            "SELECT coalesce(sum(handles), 0) FROM prefix_counts WHERE prefix = $1", prefix, fetch="fetchval"
+        )
+        return int(n)
+
+    # Audit and statistics -------------------------------------------------------------
+
+    async def audit_entries(self, prefixes: Sequence[str] | None, since: float, limit: int) -> list[AuditEntry]:
+        where, args = _under("prefix", prefixes, first=2)
+        rows = await self._read(
+            "SELECT time, identity, address, operation, handle, result, message, more FROM audit "
+            f"WHERE time >= $1 AND ({where}) ORDER BY time, id LIMIT ${len(args) + 2}",
+            since,
+            *args,
+            limit,
+        )
+        entries: list[AuditEntry] = []
+        for *fields, more in rows:
+            entries.extend(changeset.expand_audit(fields, more))
+            if len(entries) >= limit:
+                break
+        return entries[:limit]
+
+    async def stats(self, prefixes: Sequence[str] | None) -> list[PrefixStats]:
+        where, args = _under("prefix", prefixes, first=1)
+        counts = await self._read(
+            f"SELECT prefix, sum(handles) FROM prefix_counts WHERE {where} GROUP BY prefix ORDER BY prefix", *args
+        )
+        found = {p: PrefixStats(p, int(n)) for p, n in counts if p != "0.NA"}
+        daily = await self._read(
+            f"SELECT prefix, day, sum(registrations) FROM daily_registrations WHERE {where} "
+            "GROUP BY prefix, day ORDER BY prefix, day",
+            *args,
+        )
+        for prefix, day, n in daily:
+            if prefix in found:
+                found[prefix].registrations_per_day[day] = int(n)
+        return list(found.values())
+
+    # Templates ------------------------------------------------------------------------
+
+    async def put_template(self, template: StoredTemplate, audit: AuditEntry) -> bool:
+        t = template
+        async with self._primary() as conn, conn.transaction():
+            inserted = await conn.fetchval(
+                "INSERT INTO templates (prefix, name, version, body, updated) VALUES ($1, $2, $3, $4, $5) "
+                "ON CONFLICT (prefix, name, version) DO UPDATE SET body = excluded.body, updated = excluded.updated "
+                "RETURNING xmax = 0",
+                t.prefix,
+                t.name,
+                t.version,
+                t.body,
+                t.updated,
+            )
+            await _audit(conn, changeset.audit_rows([(audit, None)]))
+        return bool(inserted)
+
+    async def get_template(self, prefix: str, name: str, version: str | None = None) -> StoredTemplate | None:
+        query = "SELECT prefix, name, version, body, updated FROM templates WHERE prefix = $1 AND name = $2"
+        if version is None:
+            latest = query + " ORDER BY updated DESC, version DESC LIMIT 1"
+            row = await self._read(latest, prefix, name, fetch="fetchrow")
+        else:
+            row = await self._read(query + " AND version = $3", prefix, name, version, fetch="fetchrow")
+        return None if row is None else StoredTemplate(*row)
+
+    async def list_templates(self, prefix: str) -> list[StoredTemplate]:
+        rows = await self._read(
+            "SELECT prefix, name, version, body, updated FROM templates WHERE prefix = $1 ORDER BY name, version",
+            prefix,
+        )
+        return [StoredTemplate(*row) for row in rows]
+
+    async def delete_template(self, prefix: str, name: str, version: str | None, audit: AuditEntry) -> int:
+        async with self._primary() as conn, conn.transaction():
+            if version is None:
+                status = await conn.execute("DELETE FROM templates WHERE prefix = $1 AND name = $2", prefix, name)
+            else:
+                status = await conn.execute(
+                    "DELETE FROM templates WHERE prefix = $1 AND name = $2 AND version = $3", prefix, name, version
+                )
+            await _audit(conn, changeset.audit_rows([(audit, None)]))
+        return int(status.rsplit(" ", 1)[1])
+
+
+async def _audit(conn: asyncpg.Connection, rows: Sequence[changeset.AuditRow]) -> None:
+    if rows:
+        await conn.copy_records_to_table("audit", records=rows, columns=_AUDIT_COLUMNS)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _upper_bound(bound: str) -> float | None:
+    # "FOR VALUES FROM ('1764547200') TO ('1767225600')"; the default partition has none.
+    _, sep, upper = bound.partition(" TO (")
+    try:
+        return float(upper.strip(")' ")) if sep else None
+    except ValueError:
+        return None
+
+
+def _under(column: str, prefixes: Sequence[str] | None, *, first: int) -> tuple[str, list[str]]:
+    """SQL condition: ``column`` is one of ``prefixes`` or a prefix derived from one (any, when None)."""
+    if prefixes is None:
+        return "true", []
+    if not prefixes:
+        return "false", []
+    # Prefixes under P sort between "P." and "P/" ('/' follows '.').
+    clauses = []
+    for n in range(len(prefixes)):
+        a = first + 3 * n
+        clauses.append(f"({column} = ${a} OR ({column} > ${a + 1} AND {column} < ${a + 2}))")
+    return " OR ".join(clauses), [a for p in prefixes for a in (p, p + ".", p + "/")]

@@ -1,0 +1,118 @@
+"""The PostgreSQL schema: built for billions of records and for distributed PostgreSQL.
+
+- ``handles``: one row per identifier, keyed by the normalised handle, its values packed
+  (msgpack, as in SQLite), hash-partitioned on the key so that partitions can later move
+  to other servers (Citus distributes such a table on the same column). Keys compare
+  byte by byte (``COLLATE "C"``): prefix ranges are scanned as key ranges, and a
+  locale's ordering would both break them and cost more. ``handle`` is NULL when the
+  handle is spelled as its key (most are), which saves its bytes on billions of rows.
+- ``prefix_counts`` and ``daily_registrations`` keep a few slots per prefix that
+  transactions pick at random and readers add up, so concurrent batches under one prefix
+  do not queue for one row.
+- ``audit`` is partitioned by month (``time`` in seconds since the epoch): retention drops
+  whole partitions; rows outside every month land in the default partition.
+- Only plain tables, btree indexes and ``INSERT ... ON CONFLICT``: nothing a Citus-style
+  engine refuses on distributed or reference tables (deploy/POSTGRESQL.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+SCHEMA_VERSION = 1
+COUNT_SLOTS = 16
+MIGRATION_LOCK = 0x1D0DE001  # pg_advisory_xact_lock key: one worker migrates at a time
+OUTBOX_LOCK = 0x1D0DE002  # taken by a transaction that bumps the outbox (see PostgresStore)
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS idnode_meta (name text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS handles (
+    key text COLLATE "C" NOT NULL,
+    handle text,
+    record bytea NOT NULL,
+    PRIMARY KEY (key)
+) PARTITION BY HASH (key);
+CREATE TABLE IF NOT EXISTS prefix_counts (
+    prefix text COLLATE "C" NOT NULL,
+    slot smallint NOT NULL,
+    handles bigint NOT NULL,
+    PRIMARY KEY (prefix, slot)
+);
+CREATE TABLE IF NOT EXISTS daily_registrations (
+    prefix text COLLATE "C" NOT NULL,
+    day text NOT NULL,
+    slot smallint NOT NULL,
+    registrations bigint NOT NULL,
+    PRIMARY KEY (prefix, day, slot)
+);
+CREATE SEQUENCE IF NOT EXISTS prefix_outbox_seq;
+CREATE TABLE IF NOT EXISTS prefix_outbox (prefix text COLLATE "C" PRIMARY KEY, seq bigint NOT NULL);
+CREATE INDEX IF NOT EXISTS prefix_outbox_by_seq ON prefix_outbox (seq);
+CREATE TABLE IF NOT EXISTS publications (
+    prefix text COLLATE "C" NOT NULL,
+    upstream text NOT NULL,
+    seq bigint NOT NULL,
+    state text NOT NULL,
+    attempts integer NOT NULL,
+    error text NOT NULL,
+    updated double precision NOT NULL,
+    PRIMARY KEY (prefix, upstream)
+);
+CREATE TABLE IF NOT EXISTS templates (
+    prefix text COLLATE "C" NOT NULL,
+    name text NOT NULL,
+    version text NOT NULL,
+    body bytea NOT NULL,
+    updated bigint NOT NULL,
+    PRIMARY KEY (prefix, name, version)
+);
+CREATE SEQUENCE IF NOT EXISTS audit_id_seq;
+CREATE TABLE IF NOT EXISTS audit (
+    id bigint NOT NULL DEFAULT nextval('audit_id_seq'),
+    time double precision NOT NULL,
+    prefix text COLLATE "C" NOT NULL,
+    identity text NOT NULL,
+    address text NOT NULL,
+    operation text NOT NULL,
+    handle text NOT NULL,
+    result integer NOT NULL,
+    message text NOT NULL,
+    more bytea
+) PARTITION BY RANGE (time);
+CREATE TABLE IF NOT EXISTS audit_default PARTITION OF audit DEFAULT;
+CREATE INDEX IF NOT EXISTS audit_by_prefix ON audit (prefix, time);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (time, id)
+"""
+
+
+def statements(partitions: int) -> list[str]:
+    """Everything ``migrate`` runs, idempotent, for a records table of ``partitions`` partitions."""
+    found = [s.strip() for s in TABLES.split(";") if s.strip()]
+    found += [
+        f"CREATE TABLE IF NOT EXISTS handles_p{n:03d} PARTITION OF handles "
+        f"FOR VALUES WITH (MODULUS {partitions}, REMAINDER {n})"
+        for n in range(partitions)
+    ]
+    return found
+
+
+def month_start(moment: float) -> dt.datetime:
+    t = dt.datetime.fromtimestamp(moment, dt.UTC)
+    return dt.datetime(t.year, t.month, 1, tzinfo=dt.UTC)
+
+
+def next_month(start: dt.datetime) -> dt.datetime:
+    return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+
+
+def audit_partition_name(start: dt.datetime) -> str:
+    return f"audit_{start:%Y_%m}"
+
+
+def audit_partition(start: dt.datetime) -> str:
+    """DDL for the month that begins at ``start``."""
+    end = next_month(start)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {audit_partition_name(start)} PARTITION OF audit "
+        f"FOR VALUES FROM ({start.timestamp():.0f}) TO ({end.timestamp():.0f})"
+    )
