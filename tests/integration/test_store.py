@@ -24,6 +24,10 @@ def rec(handle: str, *indexes: int) -> HandleRecord:
     return HandleRecord(handle, tuple(HandleValue(i, "URL", f"https://{i}.example/".encode()) for i in indexes))
 
 
+def stored(record: HandleRecord) -> Change:
+    return lambda _old: record
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     with contextlib.ExitStack() as stack:
@@ -134,7 +138,7 @@ async def test_upgrading_to_schema_4_puts_the_prefix_handles_held_in_the_outbox(
 
 
 async def test_listing_by_keyset_cursor_walks_every_handle_once(store: Store) -> None:
-    await store.apply_many([Write(f"88.118/K{i:03d}", lambda _o, i=i: rec(f"88.118/k{i:03d}", 1)) for i in range(25)])
+    await store.apply_many([Write(f"88.118/K{i:03d}", stored(rec(f"88.118/k{i:03d}", 1))) for i in range(25)])
     await store.create("88.118.1/OTHER", rec("88.118.1/other", 1))  # a derived prefix is not "under"
     await store.create("88.1180/NEAR", rec("88.1180/near", 1))
     seen: list[str] = []
@@ -150,7 +154,7 @@ async def test_listing_by_keyset_cursor_walks_every_handle_once(store: Store) ->
 
 
 async def test_counts_and_daily_registrations_follow_creates_and_deletes(store: Store) -> None:
-    await store.apply_many([Write(f"88.118.3/C{i}", lambda _o, i=i: rec(f"88.118.3/C{i}", 1)) for i in range(7)])
+    await store.apply_many([Write(f"88.118.3/C{i}", stored(rec(f"88.118.3/C{i}", 1))) for i in range(7)])
     await store.delete("88.118.3/C0", "88.118.3/C0")
     assert await store.count_handles("88.118.3") == 6
     (stats,) = await store.stats(["88.118.3"])
