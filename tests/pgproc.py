@@ -46,12 +46,9 @@ def free_port() -> int:
         return port
 
 
-def _as_postgres() -> dict[str, object]:
+def _postgres_user() -> int | None:
     """initdb and postgres refuse to run as root: run them as the postgres user then."""
-    if os.geteuid() != 0:
-        return {}
-    user = pwd.getpwnam("postgres")
-    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+    return pwd.getpwnam("postgres").pw_uid if os.geteuid() == 0 else None
 
 
 @dataclass
@@ -66,12 +63,16 @@ class PgServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        uid = _postgres_user()
+        gid = None if uid is None else pwd.getpwuid(uid).pw_gid
         return subprocess.run(
             [str(BIN / args[0]), *args[1:]],
             check=check,
             capture_output=True,
             text=True,
-            **_as_postgres(),  # type: ignore[call-overload]
+            user=uid,
+            group=gid,
+            extra_groups=None if uid is None else [],
         )
 
     def _own(self) -> None:
