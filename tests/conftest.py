@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -7,27 +8,53 @@ from pathlib import Path
 import pytest
 
 from tests.nodeproc import Node
+from tests.pgproc import temp_database
 
 _names = itertools.count()
 # Many tests send wrong credentials on purpose; the failure limit and the brake have tests of their own.
 LIMITS_OFF = {"IDNODE_AUTH_FAILURE_LIMIT": "10000", "IDNODE_AUTH_BRAKE_LIMIT": "10000"}
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules that set STORE_BACKENDS run their node tests once per store backend."""
+    backends = getattr(metafunc.module, "STORE_BACKENDS", None)
+    if backends and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", backends, indirect=True, scope="module")
+
+
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store the nodes of a module use: "sqlite" (the default) or "postgresql"."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@contextlib.contextmanager
+def store_for(backend: str) -> Iterator[str | None]:
+    """A --store URL for ``backend``: None for SQLite (the data directory), else a new database."""
+    if backend == "sqlite":
+        yield None
+    else:
+        with temp_database() as url:
+            yield url
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Node]:
     """A node shared by the tests of one module (they use distinct handles)."""
-    proc = Node(tmp_path_factory.mktemp("node") / "data", env=LIMITS_OFF).start()
-    yield proc
-    proc.stop()
+    with store_for(backend) as store:
+        proc = Node(tmp_path_factory.mktemp("node") / "data", env=LIMITS_OFF, store=store).start()
+        yield proc
+        proc.stop()
 
 
 @pytest.fixture
-def fresh_node(tmp_path: Path) -> Iterator[Node]:
+def fresh_node(tmp_path: Path, backend: str) -> Iterator[Node]:
     """A node of the test's own, for tests that restart or kill it."""
-    proc = Node(tmp_path / "data")
-    yield proc
-    if proc.proc is not None and proc.proc.poll() is None:
-        proc.stop()
+    with store_for(backend) as store:
+        proc = Node(tmp_path / "data", store=store)
+        yield proc
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.stop()
 
 
 @pytest.fixture

@@ -95,6 +95,7 @@ class Node:
     tls: bool = False
     stderr_lines: list[str] = field(default_factory=list)
     module: str = "resolver.cli"  # what `python -m` runs; tests.flaky_node to make the store fail
+    store: str | None = None  # --store URL (default: SQLite in data_dir)
 
     def start(self, listen: str = "127.0.0.1:0") -> Node:
         env = {k: v for k, v in os.environ.items() if not k.startswith("IDNODE_")}
@@ -102,6 +103,8 @@ class Node:
             env["IDNODE_ADMIN_SECRET"] = self.admin_secret
         env.update(self.env)
         cmd = [sys.executable, "-m", self.module, "serve", "--listen", listen, "--data-dir", str(self.data_dir)]
+        if self.store is not None:
+            cmd += ["--store", self.store]
         self.stderr_lines = []
         # A session of its own, so that kill() takes the workers down with the parent.
         self.proc = subprocess.Popen(

@@ -14,6 +14,9 @@ from registry import secrets
 from tests.conftest import LIMITS_OFF
 from tests.nodeproc import ADMIN, Auth, Node, record, url_value
 
+# Run against both store backends (PostgreSQL: a database of this module's own).
+STORE_BACKENDS = ("sqlite", "postgresql")
+
 ENTERPRISE = "88.118.66"
 OWNER: tuple[str, str] = (f"300:0.NA/{ENTERPRISE}", "owner-of-66-secret")
 OWNER_HANDLE = f"/api/handles/0.NA/{ENTERPRISE}"

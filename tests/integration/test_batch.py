@@ -10,6 +10,9 @@ import pytest
 
 from tests.nodeproc import ADMIN, Node, Reply, record, url_value
 
+# Run against both store backends (PostgreSQL: a database of this module's own).
+STORE_BACKENDS = ("sqlite", "postgresql")
+
 _n = itertools.count()
 
 

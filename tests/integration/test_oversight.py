@@ -8,6 +8,9 @@ from urllib.parse import quote
 
 from tests.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Node, record, url_value
 
+# Run against both store backends (PostgreSQL: a database of this module's own).
+STORE_BACKENDS = ("sqlite", "postgresql")
+
 ENTERPRISE = "88.118.50"
 ENT: tuple[str, str] = (f"300:0.NA/{ENTERPRISE}", "ent-50-secret")
 

@@ -14,6 +14,9 @@ import pytest
 
 from tests.nodeproc import ADMIN, Auth, Node, Reply, record, url_value
 
+# Run against both store backends (PostgreSQL: a database of this module's own).
+STORE_BACKENDS = ("sqlite", "postgresql")
+
 A_SECRET, B_SECRET = "secret-of-enterprise-a", "secret-of-enterprise-b"
 A: Auth = ("300:0.NA/88.118.10.1", A_SECRET)
 B: Auth = ("300:0.NA/88.118.10.2", B_SECRET)

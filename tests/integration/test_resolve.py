@@ -6,6 +6,9 @@ import pytest
 
 from tests.nodeproc import ADMIN, Node, record, url_value
 
+# Run against both store backends (PostgreSQL: a database of this module's own).
+STORE_BACKENDS = ("sqlite", "postgresql")
+
 P = "/api/handles/88.118.8/"
 
 

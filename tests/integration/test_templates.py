@@ -9,6 +9,9 @@ import pytest
 
 from tests.nodeproc import ADMIN, Node, record, url_value
 
+# Run against both store backends (PostgreSQL: a database of this module's own).
+STORE_BACKENDS = ("sqlite", "postgresql")
+
 _n = itertools.count()
 PREFIX = "88.118.40"
 TEMPLATE = {
