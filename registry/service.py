@@ -221,14 +221,24 @@ class RegistrationService:
     async def list_handles(
         self, caller: Caller, prefix_text: str, page: int | None, page_size: int | None
     ) -> tuple[str, int, list[str]]:
-        prefix = parse_prefix(prefix_text)
-        zones = self.prefix_zones(prefix)
-        await self.authority().require(caller, ["list_handles"], zones, f"list handles under {prefix}")
-        total = await self.store.count_handles(prefix)
+        prefix, total = await self._listing(caller, prefix_text)
         if page_size == 0:
             return prefix, total, []
         offset = 0 if page is None or page_size is None else page * page_size
         return prefix, total, await self.store.list_handles(prefix, offset, page_size)
+
+    async def list_after(
+        self, caller: Caller, prefix_text: str, after: str | None, page_size: int
+    ) -> tuple[str, int, list[tuple[str, str]]]:
+        """A keyset page: up to ``page_size`` (key, handle) pairs after the key ``after``."""
+        prefix, total = await self._listing(caller, prefix_text)
+        return prefix, total, await self.store.list_after(prefix, after, page_size) if page_size else []
+
+    async def _listing(self, caller: Caller, prefix_text: str) -> tuple[str, int]:
+        prefix = parse_prefix(prefix_text)
+        zones = self.prefix_zones(prefix)
+        await self.authority().require(caller, ["list_handles"], zones, f"list handles under {prefix}")
+        return prefix, await self.store.count_handles(prefix)
 
     async def homed_prefixes(self) -> list[str]:
         """Prefixes this node serves: its own and every prefix handle held under it."""

@@ -28,10 +28,14 @@ from resolver.engine import ResolutionEngine
 from resolver.http_common import (
     CONFIG,
     CORS,
+    CURSOR_PAGE_SIZE,
     FRONTEND,
+    MAX_CURSOR_PAGE_SIZE,
     Routes,
     caller_of,
+    decode_cursor,
     edged,
+    encode_cursor,
     flag,
     indexes_param,
     int_param,
@@ -177,6 +181,8 @@ class HttpFrontend:
             raise ProtocolViolation("query parameter prefix is required")
         page, page_size = int_param(request, "page"), int_param(request, "pageSize")
         caller = await self._caller(request)
+        if "cursor" in request.query:
+            return await self._list_by_cursor(request, caller, prefix, page, page_size)
         prefix, total, handles = await self.service.list_handles(caller, prefix, page, page_size)
         body: dict[str, Any] = {"responseCode": 1, "prefix": prefix, "totalCount": str(total)}
         if page is not None:
@@ -184,6 +190,24 @@ class HttpFrontend:
         if page_size is not None:
             body["pageSize"] = page_size
         body["handles"] = handles
+        return render(request, body, 200)
+
+    async def _list_by_cursor(
+        self, request: web.Request, caller: Caller, prefix: str, page: int | None, page_size: int | None
+    ) -> web.Response:
+        """Keyset listing: ``cursor=`` (empty to start) in, ``nextCursor`` out while more may follow;
+        each page costs the same however deep the walk is, unlike ``page``'s offset."""
+        if page is not None:
+            raise ProtocolViolation("query parameters cursor and page cannot be combined")
+        size = CURSOR_PAGE_SIZE if page_size is None else page_size
+        if size > MAX_CURSOR_PAGE_SIZE:
+            raise ProtocolViolation(f"query parameter pageSize must be at most {MAX_CURSOR_PAGE_SIZE} with cursor")
+        after = decode_cursor(request.query["cursor"])
+        prefix, total, rows = await self.service.list_after(caller, prefix, after, size)
+        body: dict[str, Any] = {"responseCode": 1, "prefix": prefix, "totalCount": str(total), "pageSize": size}
+        body["handles"] = [h for _, h in rows]
+        if rows and len(rows) == size:
+            body["nextCursor"] = encode_cursor(rows[-1][0])
         return render(request, body, 200)
 
     async def prefixes(self, request: web.Request) -> web.Response:

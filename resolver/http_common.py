@@ -237,6 +237,30 @@ def _count(raw: str, high: int) -> int | None:
     return None
 
 
+CURSOR_PAGE_SIZE = 1000  # handles per keyset page when pageSize is not given
+MAX_CURSOR_PAGE_SIZE = 100_000
+
+
+def encode_cursor(key: str) -> str:
+    """The opaque ``nextCursor`` for a listing that ended at ``key``."""
+    return base64.urlsafe_b64encode(key.encode()).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> str | None:
+    """The key a ``cursor=`` continues after (None: from the start); ProtocolViolation if it is not one of ours."""
+    if not cursor:
+        return None
+    try:
+        if len(cursor) > 4 * MAX_CURSOR_KEY_BYTES // 3 + 4:
+            raise ValueError("too long")
+        return base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolViolation(f"query parameter cursor is not a cursor this node gave: {_shown(cursor)}") from None
+
+
+MAX_CURSOR_KEY_BYTES = 4096
+
+
 def int_param(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":

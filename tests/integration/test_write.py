@@ -170,6 +170,30 @@ def test_list_handles_with_paging(node: Node) -> None:
     assert count_only["handles"] == [] and count_only["totalCount"] == "5"
 
 
+def test_list_handles_by_cursor_walks_every_handle_once(node: Node) -> None:
+    prefix = "88.118.78"
+    names = [f"{prefix}/Item{i:02d}" for i in range(7)]
+    for handle in names:
+        node.put(f"/api/handles/{handle}", record(url_value(1, "https://x.example/")), auth=ADMIN)
+    node.put(f"/api/handles/{prefix}.1/other", record(url_value(1, "https://x.example/")), auth=ADMIN)
+    seen, cursor, pages = [], "", 0
+    while True:
+        reply = node.get(f"/api/handles?prefix={prefix}&pageSize=3&cursor={cursor}", auth=ADMIN)
+        assert reply.status == 200 and reply.json["totalCount"] == "7"
+        seen += reply.json["handles"]
+        pages += 1
+        if "nextCursor" not in reply.json:
+            break
+        cursor = reply.json["nextCursor"]
+    assert seen == names and pages == 3  # 3 + 3 + 1: the short page says it is the last
+    first = node.get(f"/api/handles?prefix={prefix}&cursor=", auth=ADMIN).json
+    assert first["handles"] == names and "nextCursor" not in first  # the default page holds them all
+    for bad in ("cursor=%25%25%25&pageSize=2", "cursor=&page=1", "cursor=&pageSize=100001"):
+        refused = node.get(f"/api/handles?prefix={prefix}&{bad}", auth=ADMIN)
+        assert refused.status == 400, bad
+        assert "cursor" in refused.json["message"] or "pageSize" in refused.json["message"]
+
+
 def test_list_requires_authentication_and_a_prefix(node: Node) -> None:
     anonymous = node.get("/api/handles?prefix=88.118")
     assert (anonymous.status, anonymous.code) == (401, 402)
