@@ -97,40 +97,84 @@ def send_all(port: int, payloads: list[bytes], fmt: str, connections: int) -> tu
     return time.perf_counter() - started, latencies, failures[0]
 
 
+def run_once(
+    payloads: list[bytes], args: argparse.Namespace, store: str | None
+) -> tuple[float, float, int, list[float]]:
+    """One node on a fresh store (SQLite in a temporary directory, or the PostgreSQL URL given):
+    wall seconds, server CPU seconds, client CPU, batch latencies, failed items, store bytes."""
+    with tempfile.TemporaryDirectory(prefix="idnode-batch-") as work:
+        data = Path(work) / "data"
+        cmd = [sys.executable, "-m", "resolver.cli", "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data)]
+        cmd += ["--workers", str(args.workers)] + (["--store", store] if store else [])
+        server = Target("server", "idnode serve", cmd).start()
+        try:
+            cpu_before = server.cpu_seconds()
+            wall, latencies, failed = send_all(server.port, payloads, args.format, args.connections)
+            cpu = server.cpu_seconds() - cpu_before
+        finally:
+            server.stop()
+    return wall, cpu, failed, latencies
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--format", choices=("msgpack", "json"), default="msgpack")
     parser.add_argument("--connections", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1, help="idnode serve --workers")
+    parser.add_argument(
+        "--compare-postgres",
+        metavar="SERVER_URL",
+        help="also run on PostgreSQL (a fresh database on this server each round), alternating with SQLite",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of each store with --compare-postgres")
     args = parser.parse_args(argv)
     print(f"encoding {args.count:,} identifiers as {args.format} ...", file=sys.stderr)
     payloads = bodies(args.count, args.format)
+    if args.compare_postgres:
+        return compare(payloads, args)
     size = sum(len(p) for p in payloads)
-    with tempfile.TemporaryDirectory(prefix="idnode-batch-") as work:
-        data = Path(work) / "data"
-        cmd = [sys.executable, "-m", "resolver.cli", "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data)]
-        server = Target("server", "idnode serve", [*cmd, "--workers", str(args.workers)]).start()
-        try:
-            cpu_before, client_before = server.cpu_seconds(), time.process_time()
-            wall, latencies, failed = send_all(server.port, payloads, args.format, args.connections)
-            cpu, client_cpu = server.cpu_seconds() - cpu_before, time.process_time() - client_before
-        finally:
-            server.stop()
-        db_bytes = sum(p.stat().st_size for p in data.iterdir())
+    client_before = time.process_time()
+    wall, cpu, failed, latencies = run_once(payloads, args, None)
+    client_cpu = time.process_time() - client_before
     rate = args.count / wall
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     print(
         f"| {args.format} | {args.count:,} | {wall:.1f} | **{rate:,.0f}** | {statistics.median(latencies) * 1000:.0f} "
         f"| {p99 * 1000:.0f} | {cpu / wall:.2f} | {client_cpu / wall:.2f} | {size / args.count:.0f} "
-        f"| {db_bytes / args.count:.0f} "
         f"| {TOTAL_IDENTIFIERS_PLANNED / rate / 3600:.1f} h | {failed} |"
     )
     print(
         f"machine: {machine()}; revision {revision()}; workers {args.workers}; connections {args.connections}",
         file=sys.stderr,
     )
+    return 0 if failed == 0 else 1
+
+
+def compare(payloads: list[bytes], args: argparse.Namespace) -> int:
+    """SQLite and PostgreSQL in turn (the order alternating by round); the ratio of the medians."""
+    from tests.pgproc import temp_database
+
+    rates: dict[str, list[float]] = {"sqlite": [], "postgresql": []}
+    failed = 0
+    for n in range(args.rounds):
+        for kind in ("sqlite", "postgresql") if n % 2 == 0 else ("postgresql", "sqlite"):
+            if kind == "sqlite":
+                wall, cpu, bad, latencies = run_once(payloads, args, None)
+            else:
+                with temp_database(args.compare_postgres) as url:
+                    wall, cpu, bad, latencies = run_once(payloads, args, url)
+            failed += bad
+            rates[kind].append(args.count / wall)
+            print(
+                f"round {n + 1} {kind:<10} {args.count / wall:>9,.0f} identifiers/s, p50 batch "
+                f"{statistics.median(latencies) * 1000:.0f} ms, node CPU {cpu / wall:.2f} cores, {bad} failed",
+                flush=True,
+            )
+    sqlite, pg = (statistics.median(rates[k]) for k in ("sqlite", "postgresql"))
+    print(f"postgresql / sqlite: {pg:,.0f} / {sqlite:,.0f} identifiers/s = {pg / sqlite:.2f}")
+    print(f"machine: {machine()}; revision {revision()}; workers {args.workers}; connections {args.connections}")
     return 0 if failed == 0 else 1
 
 

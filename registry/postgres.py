@@ -55,10 +55,7 @@ _LOCK_MANY = (
     "SELECT h.key, h.record FROM unnest($1::text[]) AS u(k), "
     "LATERAL (SELECT key, record FROM handles WHERE key = u.k OFFSET 0 FOR UPDATE) h"
 )
-_INSERT = (
-    "INSERT INTO handles (key, handle, record) SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) "
-    "ON CONFLICT (key) DO NOTHING"
-)
+_RECORD_COLUMNS = ("key", "handle", "record")
 _UPDATE = "UPDATE handles SET handle = $2, record = $3 WHERE key = $1"
 _DELETE = "DELETE FROM handles WHERE key = $1"
 _COUNTS = (
@@ -77,10 +74,6 @@ _OUTBOX_BUMP = (
     "ON CONFLICT (prefix) DO UPDATE SET seq = excluded.seq"
 )
 _AUDIT_COLUMNS = ("time", "prefix", "identity", "address", "operation", "result", "message", "handle", "more")
-
-
-class _Conflict(Exception):
-    """Another transaction created a key this one saw absent."""
 
 
 def redact(url: str) -> str:
@@ -303,7 +296,7 @@ class PostgresStore(Store):
                     rows = await conn.fetch(_LOCK_MANY, keys)
                     changes = changeset.plan({k: decode_record(b) for k, b in rows}, writes, atomic=atomic)
                     await self._run(conn, changes)
-            except (_Conflict, *_RETRY):
+            except _RETRY:
                 continue
             self._remember(keys)
             return changes.outcomes
@@ -311,11 +304,11 @@ class PostgresStore(Store):
 
     async def _run(self, conn: asyncpg.Connection, changes: changeset.ChangeSet) -> None:
         if changes.inserts:
-            keys, handles, blobs = zip(*changes.inserts, strict=True)
-            spelt = [stored_handle(k, h) for k, h in zip(keys, handles, strict=True)]
-            status = await conn.execute(_INSERT, keys, spelt, blobs)
-            if int(status.rsplit(" ", 1)[1]) != len(keys):
-                raise _Conflict
+            # COPY (binary) rather than INSERT: the keys were absent when locked, so a
+            # duplicate means another transaction created one meanwhile, and the unique
+            # violation makes this one run again against what is stored now.
+            rows = [(k, stored_handle(k, h), b) for k, h, b in changes.inserts]
+            await conn.copy_records_to_table("handles", records=rows, columns=_RECORD_COLUMNS)
         if changes.updates:
             await conn.executemany(_UPDATE, [(k, stored_handle(k, h), b) for k, h, b in changes.updates])
         if changes.deletes:
