@@ -51,9 +51,15 @@ def operations(start: int, count: int) -> list[dict[str, Any]]:
 
 
 def bodies(count: int, fmt: str) -> list[bytes]:
+    return bodies_from(0, count, fmt)
+
+
+def bodies_from(start: int, count: int, fmt: str) -> list[bytes]:
+    """Request bodies creating identifiers ``start`` .. ``start + count - 1``, BATCH a body."""
     encode = msgpack.packb if fmt == "msgpack" else (lambda o: json.dumps(o, ensure_ascii=False).encode())
     return [
-        encode({"atomic": False, "operations": operations(n, min(BATCH, count - n))}) for n in range(0, count, BATCH)
+        encode({"atomic": False, "operations": operations(start + n, min(BATCH, count - n))})
+        for n in range(0, count, BATCH)
     ]
 
 

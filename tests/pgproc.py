@@ -82,6 +82,12 @@ class PgServer:
                 if path.exists():
                     os.chown(path, user.pw_uid, user.pw_gid)
 
+    @classmethod
+    def existing(cls, directory: Path) -> PgServer:
+        """The server ``init`` made in ``directory`` before, on the port it was given then."""
+        ports = [ln for ln in (directory / "postgresql.conf").read_text().splitlines() if ln.startswith("port =")]
+        return cls(directory, int(ports[-1].split("=")[1]))
+
     def init(self) -> PgServer:
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         self.directory.parent.chmod(0o755)
