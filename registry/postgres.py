@@ -91,9 +91,15 @@ _STAGE = (
     'CREATE TEMP TABLE IF NOT EXISTS import_stage (key text COLLATE "C", handle text, record bytea) '
     "ON COMMIT DELETE ROWS"
 )
-_FROM_STAGE = (
+# Which rows an upsert created cannot be told by xmax on a partitioned table (PostgreSQL
+# refuses system columns there): insert the new ones first, then update the others.
+_STAGE_INSERT = (
     "INSERT INTO handles (key, handle, record) SELECT key, handle, record FROM import_stage "
-    "ON CONFLICT (key) DO UPDATE SET handle = excluded.handle, record = excluded.record RETURNING key, xmax = 0"
+    "ON CONFLICT (key) DO NOTHING RETURNING key"
+)
+_STAGE_UPDATE = (
+    "UPDATE handles h SET handle = s.handle, record = s.record FROM import_stage s "
+    "WHERE h.key = s.key AND NOT s.key = ANY($1::text[])"
 )
 _MARK = "INSERT INTO idnode_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
 _AUDIT_COLUMNS = ("time", "prefix", "identity", "address", "operation", "result", "message", "handle", "more")
@@ -387,8 +393,9 @@ class PostgresStore(Store):
             pass
         await conn.execute(_STAGE)
         await conn.copy_records_to_table("import_stage", records=records, columns=_HANDLE_COLUMNS)
-        rows = await conn.fetch(_FROM_STAGE)  # the staged rows go at COMMIT (ON COMMIT DELETE ROWS)
-        return {key for key, inserted in rows if inserted}
+        created = [key for (key,) in await conn.fetch(_STAGE_INSERT)]
+        await conn.execute(_STAGE_UPDATE, created)  # the staged rows go at COMMIT (ON COMMIT DELETE ROWS)
+        return set(created)
 
     async def import_progress(self, source: str) -> int:
         async with self._primary() as conn:
