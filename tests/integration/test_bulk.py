@@ -110,7 +110,7 @@ def varied() -> list[dict[str, Any]]:
                         "value": {"handle": "0.NA/88.118", "index": 300, "permissions": "011111110011"},
                     },
                 }
-            ],  # noqa: E501
+            ],
         },
         {
             "handle": "88.118.77/Mixed-Case/with:colon",
