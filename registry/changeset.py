@@ -124,3 +124,23 @@ def expand_audit(fields: Sequence[object], more: bytes | None) -> list[AuditEntr
     """The entries one audit row stands for (time, identity, address, operation, handle, result, message)."""
     entry = AuditEntry(*fields)  # type: ignore[arg-type]
     return [entry, *(entry._replace(handle=h) for h in (msgpack.unpackb(more) if more else ()))]
+
+
+def imported(rows: Sequence[tuple[str, str, bytes]], created: set[str], entry: AuditEntry) -> ChangeSet:
+    """The side tables' share of a bulk import chunk: ``rows`` (key, handle, packed record) were
+    upserted, ``created`` are the keys that were new. Counts and registrations move by the
+    created ones; every prefix handle among them is queued for publishing; the chunk is
+    audited as one batch (one row per prefix)."""
+    changes = ChangeSet([None] * len(rows), day=day_of(entry.time))
+    for key, handle, blob in rows:
+        if key.startswith(OUTBOX_KEY_START):
+            changes.outbox.append(key[len(OUTBOX_KEY_START) :])
+        if key in created:
+            prefix = key_prefix(key)
+            changes.inserts.append((key, handle, blob))
+            changes.counts[prefix] = changes.counts.get(prefix, 0) + 1
+            changes.created[prefix] = changes.created.get(prefix, 0) + 1
+        else:
+            changes.updates.append((key, handle, blob))
+    changes.audit = audit_rows([(entry._replace(handle=handle), None) for _, handle, _ in rows])
+    return changes

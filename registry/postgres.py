@@ -30,7 +30,17 @@ from protocol.errors import StoreUnavailable
 from protocol.records import HandleRecord, decode_record
 from registry import changeset
 from registry import postgres_schema as schema
-from registry.store import AuditEntry, Outcome, PrefixStats, Publication, Store, StoredTemplate, Write
+from registry.store import (
+    AuditEntry,
+    ImportMarker,
+    Outcome,
+    PrefixStats,
+    Publication,
+    Store,
+    StoredTemplate,
+    Write,
+    marker_name,
+)
 
 log = logging.getLogger("registry.postgres")
 
@@ -73,6 +83,22 @@ _OUTBOX_BUMP = (
     "INSERT INTO prefix_outbox (prefix, seq) SELECT p, nextval('prefix_outbox_seq') FROM unnest($1::text[]) AS u(p) "
     "ON CONFLICT (prefix) DO UPDATE SET seq = excluded.seq"
 )
+_HANDLE_COLUMNS = ("key", "handle", "record")
+_STAGE = (
+    'CREATE TEMP TABLE IF NOT EXISTS import_stage (key text COLLATE "C", handle text, record bytea) '
+    "ON COMMIT DELETE ROWS"
+)
+# Which rows an upsert created cannot be told by xmax on a partitioned table (PostgreSQL
+# refuses system columns there): insert the new ones first, then update the others.
+_STAGE_INSERT = (
+    "INSERT INTO handles (key, handle, record) SELECT key, handle, record FROM import_stage "
+    "ON CONFLICT (key) DO NOTHING RETURNING key"
+)
+_STAGE_UPDATE = (
+    "UPDATE handles h SET handle = s.handle, record = s.record FROM import_stage s "
+    "WHERE h.key = s.key AND NOT s.key = ANY($1::text[])"
+)
+_MARK = "INSERT INTO idnode_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
 _AUDIT_COLUMNS = ("time", "prefix", "identity", "address", "operation", "result", "message", "handle", "more")
 
 
@@ -313,6 +339,10 @@ class PostgresStore(Store):
             await conn.executemany(_UPDATE, [(k, stored_handle(k, h), b) for k, h, b in changes.updates])
         if changes.deletes:
             await conn.executemany(_DELETE, [(k,) for k in changes.deletes])
+        await self._run_tables(conn, changes)
+
+    async def _run_tables(self, conn: asyncpg.Connection, changes: changeset.ChangeSet) -> None:
+        """Everything beside the records themselves: counts, registrations, outbox, audit."""
         slot = random.randrange(schema.COUNT_SLOTS)
         if changes.counts:
             prefixes = sorted(changes.counts)
@@ -331,6 +361,48 @@ class PostgresStore(Store):
         # that a slower transaction commits later. Prefix handles change rarely.
         await conn.execute("SELECT pg_advisory_xact_lock($1)", schema.OUTBOX_LOCK)
         await conn.execute(_OUTBOX_BUMP, sorted(prefixes))
+
+    # Bulk import and export ------------------------------------------------------------
+
+    async def import_rows(self, rows: Sequence[tuple[str, str, bytes]], entry: AuditEntry, marker: ImportMarker) -> int:
+        records = [(k, stored_handle(k, h), b) for k, h, b in rows]
+        async with self._primary() as conn, conn.transaction():
+            created = await self._copy_in(conn, records)
+            changes = changeset.imported(rows, created, entry)
+            await self._run_tables(conn, changes)
+            await conn.execute(_MARK, marker.name, str(marker.items))
+        self._remember(r[0] for r in rows)
+        return len(changes.inserts)
+
+    @staticmethod
+    async def _copy_in(conn: asyncpg.Connection, records: list[tuple[str, str | None, bytes]]) -> set[str]:
+        """COPY the rows in; the keys that were created. Into ``handles`` straight when none is
+        there yet (a fresh load: the fast path), else through a staging table and an upsert."""
+        try:
+            async with conn.transaction():  # a savepoint: a clash undoes only the COPY
+                await conn.copy_records_to_table("handles", records=records, columns=_HANDLE_COLUMNS)
+            return {r[0] for r in records}
+        except asyncpg.UniqueViolationError:
+            pass
+        await conn.execute(_STAGE)
+        await conn.copy_records_to_table("import_stage", records=records, columns=_HANDLE_COLUMNS)
+        created = [key for (key,) in await conn.fetch(_STAGE_INSERT)]
+        await conn.execute(_STAGE_UPDATE, created)  # the staged rows go at COMMIT (ON COMMIT DELETE ROWS)
+        return set(created)
+
+    async def import_progress(self, source: str) -> int:
+        async with self._primary() as conn:
+            value = await conn.fetchval("SELECT value FROM idnode_meta WHERE name = $1", marker_name(source))
+        return 0 if value is None else int(value)
+
+    async def export_after(self, prefix: str | None, after: str | None, limit: int) -> list[tuple[str, HandleRecord]]:
+        lo, hi = (f"{prefix}/", f"{prefix}0") if prefix is not None else ("", None)
+        start, op = (after, ">") if after is not None and after >= lo else (lo, ">=")
+        upper = "" if hi is None else " AND key < $3"
+        query = f"SELECT key, record FROM handles WHERE key {op} $1{upper} ORDER BY key LIMIT $2"
+        async with self._primary() as conn:
+            rows = await conn.fetch(query, start, limit, *([] if hi is None else [hi]))
+        return [(k, decode_record(b)) for k, b in rows]
 
     # Publication outbox --------------------------------------------------------------
 

@@ -27,12 +27,14 @@ from registry import changeset
 from registry.sqlite_io import Checkpointer, Writer, connect, create_private, prepare_directory, space_problem
 from registry.store import (
     AuditEntry,
+    ImportMarker,
     Outcome,
     PrefixStats,
     Publication,
     Store,
     StoredTemplate,
     Write,
+    marker_name,
 )
 
 
@@ -66,10 +68,18 @@ def _apply_job(conn: sqlite3.Connection, writes: Sequence[Write], atomic: bool) 
     return changes.outcomes
 
 
+_UPSERT = "INSERT OR REPLACE INTO handles (key, handle, record) VALUES (?, ?, ?)"
+
+
 def _run(conn: sqlite3.Connection, changes: changeset.ChangeSet) -> None:
-    conn.executemany("INSERT OR REPLACE INTO handles (key, handle, record) VALUES (?, ?, ?)", changes.upserts)
-    conn.executemany(OUTBOX_BUMP, [(p,) for p in changes.outbox])
+    conn.executemany(_UPSERT, changes.upserts)
     conn.executemany("DELETE FROM handles WHERE key = ?", [(k,) for k in changes.deletes])
+    _run_tables(conn, changes)
+
+
+def _run_tables(conn: sqlite3.Connection, changes: changeset.ChangeSet) -> None:
+    """Everything beside the records themselves: counts, registrations, outbox, audit."""
+    conn.executemany(OUTBOX_BUMP, [(p,) for p in changes.outbox])
     conn.executemany(
         "INSERT INTO prefix_counts (prefix, handles) VALUES (?, ?) "
         "ON CONFLICT (prefix) DO UPDATE SET handles = handles + excluded.handles",
@@ -88,6 +98,26 @@ OUTBOX_BUMP = (
     "INSERT INTO prefix_outbox (prefix, seq) VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM prefix_outbox)) "
     "ON CONFLICT (prefix) DO UPDATE SET seq = excluded.seq"
 )
+
+
+def _existing(conn: sqlite3.Connection, keys: list[str]) -> set[str]:
+    found: set[str] = set()
+    for n in range(0, len(keys), _CHUNK):
+        chunk = keys[n : n + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        found.update(k for (k,) in conn.execute(f"SELECT key FROM handles WHERE key IN ({marks})", chunk))
+    return found
+
+
+def _import_job(
+    conn: sqlite3.Connection, rows: Sequence[tuple[str, str, bytes]], entry: AuditEntry, marker: ImportMarker
+) -> int:
+    existed = _existing(conn, [r[0] for r in rows])
+    conn.executemany(_UPSERT, rows)
+    changes = changeset.imported(rows, {r[0] for r in rows} - existed, entry)
+    _run_tables(conn, changes)
+    conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (marker.name, marker.items))
+    return len(changes.inserts)
 
 
 def _audit(conn: sqlite3.Connection, rows: Sequence[changeset.AuditRow]) -> None:
@@ -210,6 +240,33 @@ class SqliteStore(Store):
         if not writes:
             return []
         result: list[Outcome] = await self._writer.submit(lambda conn: _apply_job(conn, writes, atomic))
+        return result
+
+    # Bulk import and export ------------------------------------------------------------
+
+    async def import_rows(self, rows: Sequence[tuple[str, str, bytes]], entry: AuditEntry, marker: ImportMarker) -> int:
+        result: int = await self._writer.submit(lambda conn: _import_job(conn, rows, entry, marker))
+        return result
+
+    async def import_progress(self, source: str) -> int:
+        def read(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT value FROM meta WHERE name = ?", (marker_name(source),)).fetchone()
+            return 0 if row is None else int(row[0])
+
+        result: int = await self._read(read)
+        return result
+
+    async def export_after(self, prefix: str | None, after: str | None, limit: int) -> list[tuple[str, HandleRecord]]:
+        lo, hi = _range(prefix) if prefix is not None else ("", "\U0010ffff")
+        start, op = (after, ">") if after is not None and after >= lo else (lo, ">=")
+
+        def read(conn: sqlite3.Connection) -> list[tuple[str, HandleRecord]]:
+            rows = conn.execute(
+                f"SELECT key, record FROM handles WHERE key {op} ? AND key < ? ORDER BY key LIMIT ?", (start, hi, limit)
+            )
+            return [(k, decode_record(b)) for k, b in rows]
+
+        result: list[tuple[str, HandleRecord]] = await self._read(read)
         return result
 
     # Publication outbox --------------------------------------------------------------

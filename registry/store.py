@@ -50,6 +50,22 @@ class AuditEntry(NamedTuple):
         return rest if prefix.upper() == "0.NA" else prefix.upper()
 
 
+class ImportMarker(NamedTuple):
+    """How far a bulk import has got: ``items`` of the input whose digest is ``source`` are in."""
+
+    source: str
+    items: int
+
+    @property
+    def name(self) -> str:
+        return marker_name(self.source)
+
+
+def marker_name(source: str) -> str:
+    """The metadata name an import's progress is kept under."""
+    return f"import:{source}"
+
+
 class Write(NamedTuple):
     key: str
     change: Change
@@ -198,6 +214,23 @@ class Store(ABC):
     @abstractmethod
     async def delete_template(self, prefix: str, name: str, version: str | None, audit: AuditEntry) -> int:
         """Delete one version, or every version when None; how many were deleted."""
+
+    # Bulk import and export (registry.bulk, resolver.bulk) -------------------------------
+
+    @abstractmethod
+    async def import_rows(self, rows: Sequence[tuple[str, str, bytes]], entry: AuditEntry, marker: ImportMarker) -> int:
+        """Upsert (key, handle, packed record) rows with their counts, registrations, outbox and
+        audit (``changeset.imported``), and record ``marker`` as the import's progress, all in
+        one transaction; how many rows were created. Keys must be distinct."""
+
+    @abstractmethod
+    async def import_progress(self, source: str) -> int:
+        """How many items of the input ``source`` (its digest) earlier runs committed."""
+
+    @abstractmethod
+    async def export_after(self, prefix: str | None, after: str | None, limit: int) -> list[tuple[str, HandleRecord]]:
+        """Up to ``limit`` (key, record) pairs in key order whose key sorts after ``after``: every
+        record (``prefix`` None) or those directly under ``prefix``; a keyset page."""
 
     # Single writes ------------------------------------------------------------------
 

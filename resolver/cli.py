@@ -14,6 +14,7 @@ from typing import Any
 import uvloop
 
 from protocol.errors import HandleError
+from registry import bulk as bulk_fmt
 from registry import sqlite_io
 from resolver import config as config_mod
 
@@ -105,7 +106,71 @@ def _parser() -> argparse.ArgumentParser:
     recursion.add_argument(
         "--no-recursion", dest="recursion", action="store_const", const=False, help="answer 301 for others' handles"
     )
+    _bulk_parsers(commands)
     return parser
+
+
+BULK_HELP = (
+    "It talks to the store directly (no running node is needed). A node may be running on the same "
+    "store meanwhile: its caches (each worker's, and Redis) keep the answers they hold until their "
+    "TTL runs out, so an imported record may be served as it was before for up to cache_max_ttl."
+)
+_STORE_FLAGS = ("config", "data_dir", "store", "node_prefix", "case_sensitive", "log_level", "max_body_bytes")
+
+
+def _store_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML configuration file (the node's)")
+    p.add_argument("--data-dir", help="directory of the embedded store (default ./data)")
+    p.add_argument("--store", help="sqlite:///DIR (default: --data-dir) or postgresql://USER@HOST:PORT/DB")
+    p.add_argument("--node-prefix", help="the prefix this node serves: records must be under it (default 88.118)")
+    p.add_argument("--case-sensitive", action="store_const", const=True, default=None)
+    p.add_argument("--max-body-bytes", type=int, help="largest record accepted, as for a PUT")
+    p.add_argument("--log-level", choices=config_mod.LOG_LEVELS)
+    p.add_argument("--format", choices=bulk_fmt.FORMATS, help="jsonl or msgpack (default: by the file's extension)")
+
+
+def _bulk_parsers(commands: Any) -> None:
+    i = commands.add_parser(
+        "import",
+        help="load records from a file",
+        description="Load handle records (JSON lines or msgpack, as GET /api/handles/{h} shows them), "
+        "replacing those that exist. Every item is checked first; any bad one and nothing is written "
+        "(exit 1). Records are written in chunks, each recorded with the input's SHA-256: "
+        "after an interruption the same command resumes. " + BULK_HELP,
+    )
+    i.add_argument("file", metavar="FILE", help="the input, or - for standard input")
+    _store_flags(i)
+    i.add_argument("--chunk", type=int, default=10_000, help="records per transaction (default 10000)")
+    i.add_argument("--identity", default="import", help="who the audit log names (default: import)")
+    i.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes checking the input")
+    i.add_argument("--restart", action="store_true", help="write everything again, ignoring earlier progress")
+    e = commands.add_parser(
+        "export",
+        help="write records to a file",
+        description="Write every record (or those directly under --prefix) as an import reads them. " + BULK_HELP,
+    )
+    e.add_argument("file", metavar="FILE", nargs="?", default="-", help="the output (default -: standard output)")
+    _store_flags(e)
+    e.add_argument("--prefix", help="only the handles directly under this prefix")
+
+
+def _bulk(args: argparse.Namespace) -> int:
+    from resolver import bulk
+
+    flags = {k: v for k, v in vars(args).items() if k in _STORE_FLAGS and k != "config"}
+    try:
+        config = config_mod.load(args.config, os.environ, flags)
+        if args.command == "import" and not 1 <= args.chunk <= 1_000_000:
+            raise config_mod.ConfigError("--chunk: must be between 1 and 1000000")
+    except config_mod.ConfigError as exc:
+        print(f"idnode {args.command}: error: {exc}", file=sys.stderr)
+        return bulk.BAD_SETTINGS
+    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr)
+    fmt = bulk_fmt.format_of(args.file, args.format)
+    if args.command == "export":
+        return bulk.run_export(config, args.file, fmt, args.prefix)
+    options = bulk.ImportOptions(args.file, fmt, args.chunk, args.identity, max(args.jobs, 1), args.restart)
+    return bulk.run_import(config, options)
 
 
 class StartupError(Exception):
@@ -115,6 +180,8 @@ class StartupError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("import", "export"):
+        return _bulk(args)
     flags: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:
         config = config_mod.load(args.config, os.environ, flags)

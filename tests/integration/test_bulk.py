@@ -1,0 +1,272 @@
+"""``idnode import`` / ``idnode export`` as operators run them: real subprocesses against a store
+of each test's own (a fresh SQLite data directory, or a PostgreSQL database of its own)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from bench.load_store import record_for
+from protocol.records import HandleRecord
+from registry import bulk
+from registry.postgres import PostgresStore
+from registry.sqlite import SqliteStore
+from registry.store import PrefixStats, Store
+from tests.nodeproc import Node
+from tests.pgproc import temp_database
+
+STORE_BACKENDS = ("sqlite", "postgresql")
+HASH = "scrypt$14$8$1$" + "A" * 22 + "==$" + "B" * 43 + "="
+
+
+@dataclass
+class Stores:
+    """Fresh stores for one test: each ``new()`` is another empty one."""
+
+    backend: str
+    tmp: Path
+    stack: contextlib.ExitStack
+    made: list[list[str]] = field(default_factory=list)
+
+    def new(self) -> list[str]:
+        if self.backend == "sqlite":
+            args = ["--data-dir", str(self.tmp / f"data{len(self.made)}")]
+        else:
+            args = ["--store", self.stack.enter_context(temp_database())]
+        self.made.append(args)
+        return args
+
+
+@pytest.fixture
+def stores(backend: str, tmp_path: Path) -> Iterator[Stores]:
+    with contextlib.ExitStack() as stack:
+        yield Stores(backend, tmp_path, stack)
+
+
+def idnode(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "resolver.cli", *args], input=stdin, capture_output=True, timeout=300, check=False
+    )
+
+
+def open_store(where: list[str]) -> Store:
+    flag, value = where
+    return SqliteStore(Path(value) / "idnode.sqlite3") if flag == "--data-dir" else PostgresStore(value)
+
+
+def look(where: list[str], fn: Any) -> Any:
+    """Run ``fn(store)`` against the store, opened beside the commands."""
+
+    async def go() -> Any:
+        store = open_store(where)
+        await store.open()
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def write_items(path: Path, items: list[dict[str, Any]], fmt: str = "jsonl") -> Path:
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
+    else:
+        path.write_bytes(b"".join(msgpack.packb(i) for i in items))
+    return path
+
+
+def synthetic(n: int, start: int = 0) -> list[dict[str, Any]]:
+    return [bulk.item_of(record_for(i)) for i in range(start, start + n)]
+
+
+def varied() -> list[dict[str, Any]]:
+    """Records using what the format offers: a prefix handle, a secret hash, binary data, an
+    absolute TTL, references, permissions."""
+    return [
+        *synthetic(20),
+        {
+            "handle": "0.NA/88.118.77",
+            "values": [
+                {
+                    "index": 100,
+                    "type": "HS_ADMIN",
+                    "data": {
+                        "format": "admin",
+                        "value": {"handle": "0.NA/88.118", "index": 300, "permissions": "011111110011"},
+                    },
+                }
+            ],
+        },
+        {
+            "handle": "88.118.77/Mixed-Case/with:colon",
+            "values": [
+                {"index": 1, "type": "URL", "data": "https://x.example/", "ttl": "2030-01-01T00:00:00Z"},
+                {"index": 2, "type": "BLOB", "data": {"format": "base64", "value": "AP8Q"}, "permissions": "1111"},
+                {"index": 3, "type": "REF", "data": "r", "references": [{"index": 1, "handle": "88.118/a"}]},
+                {"index": 300, "type": "HS_SECKEY", "data": {"format": "hash", "value": HASH}},
+            ],
+        },
+    ]
+
+
+def lines_of(out: bytes) -> list[str]:
+    return sorted(out.decode().splitlines())
+
+
+def test_export_of_an_import_imports_to_the_same_records(stores: Stores, tmp_path: Path) -> None:
+    first, second = stores.new(), stores.new()
+    source = write_items(tmp_path / "in.jsonl", varied())
+    done = idnode("import", str(source), *first)
+    assert done.returncode == 0, done.stderr
+    assert b"imported 22 records (22 created, 0 replaced)" in done.stderr
+    exported = idnode("export", "--format", "msgpack", *first)
+    assert exported.returncode == 0, exported.stderr
+    again = idnode("import", "-", "--format", "msgpack", *second, stdin=exported.stdout)
+    assert again.returncode == 0, again.stderr
+    assert lines_of(idnode("export", *first).stdout) == lines_of(idnode("export", *second).stdout)
+    assert len(lines_of(idnode("export", *second).stdout)) == 22
+    secret = look(second, lambda s: s.get("88.118.77/MIXED-CASE/WITH:COLON"))
+    assert secret.value_at(300).data == HASH.encode() and secret.value_at(300).permissions == 0b1100
+    only = idnode("export", "--prefix", "88.118.77", *second)
+    assert [json.loads(line)["handle"] for line in lines_of(only.stdout)] == ["88.118.77/Mixed-Case/with:colon"]
+
+
+def test_bad_items_are_reported_by_line_and_nothing_is_written(stores: Stores, tmp_path: Path) -> None:
+    where = stores.new()
+    items: list[Any] = synthetic(5)
+    items[1] = {"handle": "99.7/elsewhere", "values": [{"index": 1, "type": "URL", "data": "x"}]}
+    items[3] = {"handle": "88.118/dup", "values": [{"index": 1, "type": "URL", "data": "x"}] * 2}
+    source = write_items(tmp_path / "in.jsonl", items)
+    with source.open("a") as fh:
+        fh.write("{not json\n")
+    done = idnode("import", str(source), *where)
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert "line 2: this node serves prefix 88.118; 99.7/elsewhere is not under it" in err
+    assert "line 4: index 1 appears more than once" in err
+    assert "line 6: not JSON" in err
+    assert "3 bad items; nothing was written" in err
+    assert idnode("export", *where).stdout == b""
+
+
+def test_a_finished_import_run_again_changes_nothing(stores: Stores, tmp_path: Path) -> None:
+    where = stores.new()
+    source = write_items(tmp_path / "in.jsonl", synthetic(3000))
+    assert idnode("import", str(source), "--chunk", "500", *where).returncode == 0
+    before = look(where, lambda s: s.stats(None))
+    again = idnode("import", str(source), "--chunk", "500", *where)
+    assert again.returncode == 0 and b"imported 0 records" in again.stderr
+    assert look(where, lambda s: s.stats(None)) == before
+    assert sum(p.handles for p in before) == 3000
+    restarted = idnode("import", str(source), "--restart", *where)
+    assert b"imported 3,000 records (0 created, 3,000 replaced)" in restarted.stderr
+    assert look(where, lambda s: s.stats(None)) == before
+
+
+def test_existing_records_are_replaced_and_counts_move_by_creations(stores: Stores, tmp_path: Path) -> None:
+    where = stores.new()
+    assert idnode("import", str(write_items(tmp_path / "a.jsonl", synthetic(100))), *where).returncode == 0
+    changed = synthetic(150)
+    for item in changed[:50]:
+        item["values"][0]["data"]["value"] = "https://moved.example/"
+    done = idnode("import", str(write_items(tmp_path / "b.msgpack", changed, "msgpack")), *where)
+    assert b"imported 150 records (50 created, 100 replaced)" in done.stderr
+    stats: list[PrefixStats] = look(where, lambda s: s.stats(None))
+    assert sum(p.handles for p in stats) == 150
+    assert sum(sum(p.registrations_per_day.values()) for p in stats) == 150
+    moved = look(where, lambda s: s.get(record_for(7).handle.upper()))
+    assert moved.value_at(1).data == b"https://moved.example/"
+    audit = look(where, lambda s: s.audit_entries(None, 0, 10_000))
+    assert {(e.identity, e.operation) for e in audit} == {("import", "import")}
+    assert len(audit) == 250
+
+
+def test_a_prefix_handle_imported_is_queued_for_publishing(stores: Stores, tmp_path: Path) -> None:
+    where = stores.new()
+    assert idnode("import", str(write_items(tmp_path / "in.jsonl", varied())), *where).returncode == 0
+    outbox = look(where, lambda s: s.prefix_outbox())
+    assert "88.118.77" in outbox
+
+
+def _progress(where: list[str], digest: str) -> int:
+    """The import's committed progress, read without opening a store (which would queue for
+    the writer's lock): the poll must be quick to land between two chunks."""
+    flag, value = where
+    name = f"import:{digest}"
+    if flag == "--data-dir":
+        with (
+            contextlib.suppress(sqlite3.Error),
+            contextlib.closing(sqlite3.connect(f"file:{value}/idnode.sqlite3?mode=ro", uri=True)) as conn,
+        ):
+            row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+            return 0 if row is None else int(row[0])
+        return 0
+    query = f"SELECT value FROM idnode_meta WHERE name = '{name}'"
+    done = subprocess.run(["psql", value, "-qAtc", query], capture_output=True, check=False)
+    return int(done.stdout or 0)
+
+
+def test_an_import_killed_mid_way_resumes_after_its_last_chunk(stores: Stores, tmp_path: Path) -> None:
+    where = stores.new()
+    source = write_items(tmp_path / "in.jsonl", synthetic(30_000))
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    cmd = [sys.executable, "-m", "resolver.cli", "import", str(source), "--chunk", "200", *where]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while _progress(where, digest) == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = _progress(where, digest)
+    assert 0 < done_before < 30_000, "the import was not killed between its first and its last chunk"
+    assert proc.stderr is not None and proc.stderr.read() == b""
+    resumed = idnode("import", str(source), "--chunk", "200", *where)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{done_before:,} items were in already".encode() in resumed.stderr
+    exported = lines_of(idnode("export", *where).stdout)
+    assert len(exported) == len(set(exported)) == 30_000
+    stats: list[PrefixStats] = look(where, lambda s: s.stats(None))
+    assert sum(p.handles for p in stats) == 30_000
+    assert sum(sum(p.registrations_per_day.values()) for p in stats) == 30_000
+
+
+def test_imported_records_resolve_through_a_node(stores: Stores, tmp_path: Path) -> None:
+    where = stores.new()
+    assert idnode("import", str(write_items(tmp_path / "in.jsonl", varied())), *where).returncode == 0
+    flag, value = where
+    node = Node(Path(value) if flag == "--data-dir" else tmp_path / "data", store=value if flag == "--store" else None)
+    node.start()
+    try:
+        reply = node.get("/api/handles/88.118.5/FAAA2106005-000001")
+        assert reply.status == 200
+        expected: HandleRecord = record_for(4)
+        assert reply.json["values"] == bulk.item_of(expected)["values"]
+        assert node.get("/api/handles/88.118.77/mixed-case/with:colon?type=URL").json["values"][0]["ttl"] == (
+            "2030-01-01T00:00:00Z"
+        )
+    finally:
+        node.stop()
+
+
+def test_bad_settings_and_an_unreachable_store_have_their_exit_codes(tmp_path: Path) -> None:
+    source = write_items(tmp_path / "in.jsonl", synthetic(3))
+    assert idnode("import", str(source), "--store", "mysql://x").returncode == 2
+    assert idnode("import", str(source), "--chunk", "0", "--data-dir", str(tmp_path / "d")).returncode == 2
+    down = idnode("import", str(source), "--store", "postgresql://postgres@127.0.0.1:1/none")
+    assert down.returncode == 3, down.stderr
+    assert idnode("export", "--store", "postgresql://postgres@127.0.0.1:1/none").returncode == 3
