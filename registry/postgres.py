@@ -83,7 +83,6 @@ _OUTBOX_BUMP = (
     "INSERT INTO prefix_outbox (prefix, seq) SELECT p, nextval('prefix_outbox_seq') FROM unnest($1::text[]) AS u(p) "
     "ON CONFLICT (prefix) DO UPDATE SET seq = excluded.seq"
 )
-_HANDLE_COLUMNS = ("key", "handle", "record")
 _STAGE = (
     'CREATE TEMP TABLE IF NOT EXISTS import_stage (key text COLLATE "C", handle text, record bytea) '
     "ON COMMIT DELETE ROWS"
@@ -380,12 +379,12 @@ class PostgresStore(Store):
         there yet (a fresh load: the fast path), else through a staging table and an upsert."""
         try:
             async with conn.transaction():  # a savepoint: a clash undoes only the COPY
-                await conn.copy_records_to_table("handles", records=records, columns=_HANDLE_COLUMNS)
+                await conn.copy_records_to_table("handles", records=records, columns=_RECORD_COLUMNS)
             return {r[0] for r in records}
         except asyncpg.UniqueViolationError:
             pass
         await conn.execute(_STAGE)
-        await conn.copy_records_to_table("import_stage", records=records, columns=_HANDLE_COLUMNS)
+        await conn.copy_records_to_table("import_stage", records=records, columns=_RECORD_COLUMNS)
         created = [key for (key,) in await conn.fetch(_STAGE_INSERT)]
         await conn.execute(_STAGE_UPDATE, created)  # the staged rows go at COMMIT (ON COMMIT DELETE ROWS)
         return set(created)
