@@ -121,10 +121,13 @@ class PgServer:
             conf.write(f"port = {replica.port}\nunix_socket_directories = '{directory}'\nhot_standby = on\n")
         return replica
 
+    def ready(self) -> bool:
+        return self._run("pg_isready", "-h", "127.0.0.1", "-p", str(self.port), check=False).returncode == 0
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._run("pg_isready", "-h", "127.0.0.1", "-p", str(self.port), check=False).returncode == 0:
+            if self.ready():
                 return
             time.sleep(0.1)
         raise RuntimeError(f"PostgreSQL on port {self.port} did not become ready")

@@ -1,0 +1,238 @@
+"""Issue 11: the PostgreSQL store from 1M to 50M identifiers, measured in one run.
+
+Runs a PostgreSQL server of its own (``--server-dir``, initdb on first use, tuned for a
+benchmark machine: see TUNING) with one store (database) per size, filled through the
+store's bulk import path (``PostgresStore.import_rows``, COPY; what ``idnode import`` runs)
+by ``--load``, resumable. ``--measure`` then measures each size, with
+``idnode serve --workers 2`` on that store:
+
+- uncached resolution: wrk (one thread, 50 connections) over 100,000 handles drawn uniformly
+  from everything stored, node cache off (``--cache-entries 1``), median of ``--rounds``;
+- batch registration: ``POST /api/batch``, msgpack, 2,000 new identifiers a batch, over
+  2 connections, ``--batch-count`` identifiers;
+- bytes on disk per identifier: the records table and its indexes, over the rows stored.
+
+Every figure at a size is also given as a ratio to the first size's, so that the curve
+means something on a machine whose speed varies from day to day::
+
+    timeout 7200 python -m bench.pg_scale --load --sizes 1000000,10000000,50000000
+    timeout 3600 python -m bench.pg_scale --measure --sizes 1000000,10000000,50000000
+
+Loading is not measured, so it may run while the machine does other work; measuring needs
+a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench import wrk
+from bench.batch_register import bodies_from, send_all
+from bench.load_store import NODE_PREFIX, handle_for, record_for
+from bench.resolve_baseline import ADMIN_SECRET, RESULTS, SEED, Target, machine, revision
+from protocol.identifiers import parse_handle
+from protocol.records import encode_record
+from registry.bootstrap import ensure_node_prefix
+from registry.postgres import PostgresStore
+from registry.store import AuditEntry, ImportMarker
+from tests.pgproc import PgServer
+
+TUNING = (
+    "shared_buffers = 4GB\neffective_cache_size = 16GB\nmaintenance_work_mem = 1GB\nmax_wal_size = 32GB\n"
+    "checkpoint_timeout = 30min\nwal_compression = on\nmax_connections = 200\n"
+)
+CHUNK = 20_000
+DATABASE = "idnode_scale"
+SOURCE = "bench.pg_scale"  # the import marker's name: records 0..N-1 of bench.load_store are in
+
+
+@dataclass
+class SizeResult:
+    size: int
+    table_bytes: int
+    index_bytes: int
+    uncached_rps: float
+    uncached_p99_ms: float
+    batch_rate: float
+    batch_p50_ms: float
+
+    @property
+    def bytes_per_identifier(self) -> float:
+        return (self.table_bytes + self.index_bytes) / self.size
+
+
+def server(directory: Path) -> PgServer:
+    if (directory / "PG_VERSION").exists():
+        pg = PgServer.existing(directory)
+    else:
+        pg = PgServer(directory).init()
+        with open(directory / "postgresql.conf", "a") as conf:
+            conf.write(TUNING)
+    if not pg.ready():
+        pg.start()
+        pg.wait_ready()
+    return pg
+
+
+async def stored(url: str) -> int:
+    """How many records earlier runs loaded (the import's own resume marker)."""
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        return await store.import_progress(SOURCE)
+    finally:
+        await store.close()
+
+
+def rows_for(first: int) -> list[tuple[str, str, bytes]]:
+    """The encoded rows of records first .. first + CHUNK - 1 (made in a pool process)."""
+    rows = []
+    for i in range(first, first + CHUNK):
+        record = record_for(i)
+        rows.append((parse_handle(record.handle).key, record.handle, encode_record(record)))
+    return rows
+
+
+async def load(url: str, start: int, stop: int) -> float:
+    """Records start..stop-1 through the bulk import path; seconds taken."""
+    began, have = time.perf_counter(), start
+    # Two processes make the rows (started before any connection exists) while this one COPYs.
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        store = PostgresStore(url)
+        await store.open()
+        try:
+            await ensure_node_prefix(store, NODE_PREFIX, ADMIN_SECRET)
+            for rows in pool.imap(rows_for, range(start, stop, CHUNK)):
+                rows = rows[: stop - start]
+                entry = AuditEntry(time.time(), "bench", "127.0.0.1", "import", rows[0][1])
+                start += len(rows)
+                await store.import_rows(rows, entry, ImportMarker(SOURCE, start))
+                rate = (start - have) / (time.perf_counter() - began)
+                print(f"\rpg_scale: loaded {start:,}/{stop:,} ({rate:,.0f}/s)  ", end="", file=sys.stderr, flush=True)
+        finally:
+            await store.close()
+    print(file=sys.stderr)
+    return time.perf_counter() - began
+
+
+async def analyse(url: str) -> tuple[int, int]:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("VACUUM ANALYZE handles")
+        table, index = await conn.fetchrow(
+            "SELECT sum(pg_table_size(c.oid)), sum(pg_indexes_size(c.oid)) FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'handles'::regclass"
+        )
+        return int(table), int(index)
+    finally:
+        await conn.close()
+
+
+def node(url: str, cache: bool) -> Target:
+    cmd = [sys.executable, "-m", "resolver.cli", "serve", "--listen", "127.0.0.1:0", "--store", url]
+    cmd += ["--workers", "2", "--data-dir", tempfile.mkdtemp(prefix="idnode-scale-")]
+    return Target("node", "idnode serve", cmd + ([] if cache else ["--cache-entries", "1"])).start()
+
+
+def uncached(url: str, size: int, rounds: int, duration: int) -> tuple[float, float]:
+    rng = random.Random(SEED + size)
+    with tempfile.TemporaryDirectory() as work:
+        paths = Path(work) / "paths.txt"
+        paths.write_text("".join(f"/api/handles/{handle_for(rng.randrange(size))}\n" for _ in range(100_000)))
+        target = node(url, cache=False)
+        try:
+            wrk.run(target.url, paths, seconds=3)  # warm the connections and the pools
+            runs = [wrk.run(target.url, paths, seconds=duration) for _ in range(rounds)]
+        finally:
+            target.stop()
+    for run in runs:
+        if run.errors or run.bad_status:
+            raise RuntimeError(f"uncached run at {size:,}: {run.errors} errors, {run.bad_status} bad statuses")
+    return statistics.median(r.rps for r in runs), statistics.median(r.p99_ms for r in runs)
+
+
+def batches(url: str, size: int, count: int) -> tuple[float, float]:
+    payloads = bodies_from(size * 10, count, "msgpack")  # handles no load and no earlier size used
+    target = node(url, cache=True)
+    try:
+        wall, latencies, failed = send_all(target.port, payloads, "msgpack", 2)
+    finally:
+        target.stop()
+    if failed:
+        raise RuntimeError(f"batch registration at {size:,}: {failed} items failed")
+    return count / wall, statistics.median(latencies) * 1000
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.pg_scale", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000000,10000000,50000000")
+    parser.add_argument("--load", action="store_true", help="fill the store of each size (resumable)")
+    parser.add_argument("--measure", action="store_true", help="measure each size")
+    parser.add_argument("--server-dir", type=Path, default=Path("/work/pgbench"))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--batch-count", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    pg = server(args.server_dir)
+    urls = {size: pg.url.rsplit("/", 1)[0] + f"/{DATABASE}_{size}" for size in sizes}
+    if args.load:
+        for size, url in urls.items():
+            subprocess.run(["psql", pg.url, "-qc", f"CREATE DATABASE {DATABASE}_{size}"], capture_output=True)
+            have = asyncio.run(stored(url))
+            seconds = asyncio.run(load(url, have, size)) if have < size else 0.0
+            if seconds:
+                print(f"loaded {size - have:,} records in {seconds:,.0f} s ({(size - have) / seconds:,.0f}/s)")
+    if args.measure:
+        results = [measure(size, url, args) for size, url in urls.items()]
+        report(results)
+        with open(RESULTS / "pg_scale.jsonl", "a") as out:
+            for result in results:
+                out.write(json.dumps({**asdict(result), "machine": machine(), "revision": revision(),
+                                      "date": time.strftime("%Y-%m-%d %H:%M")}) + "\n")  # fmt: skip
+        print(f"machine: {machine()}; revision {revision()}")
+    return 0
+
+
+def measure(size: int, url: str, args: argparse.Namespace) -> SizeResult:
+    have = asyncio.run(stored(url))
+    if have < size:
+        raise SystemExit(f"the {size:,} store holds {have:,} records: run --load first")
+    table, index = asyncio.run(analyse(url))
+    rps, p99 = uncached(url, size, args.rounds, args.duration)
+    batch_rate, batch_p50 = batches(url, size, args.batch_count)
+    result = SizeResult(size, table, index, rps, p99, batch_rate, batch_p50)
+    print(f"{size:,}: {rps:,.0f} uncached req/s (p99 {p99:.1f} ms), {batch_rate:,.0f} identifiers/s "
+          f"registered, {(table + index) / size:.0f} bytes/identifier", flush=True)  # fmt: skip
+    return result
+
+
+def report(results: list[SizeResult]) -> None:
+    base = results[0]
+    print("| identifiers | uncached req/s | ratio | p99 ms | batch ids/s | ratio | bytes/identifier (table + index) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        ratio = r.uncached_rps / base.uncached_rps
+        print(
+            f"| {r.size:,} | {r.uncached_rps:,.0f} | {ratio:.2f} | {r.uncached_p99_ms:.1f} "
+            f"| {r.batch_rate:,.0f} | {r.batch_rate / base.batch_rate:.2f} | {r.bytes_per_identifier:.0f} "
+            f"({r.table_bytes / r.size:.0f} + {r.index_bytes / r.size:.0f}) |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
