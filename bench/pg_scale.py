@@ -8,6 +8,7 @@ by ``--load``, resumable. ``--measure`` then measures each size, with
 
 - uncached resolution: wrk (one thread, 50 connections) over 100,000 handles drawn uniformly
   from everything stored, node cache off (``--cache-entries 1``), median of ``--rounds``;
+- cached resolution, for the capacity model: 10,000 of them, node cache on, one run;
 - batch registration: ``POST /api/batch``, msgpack, 2,000 new identifiers a batch, over
   2 connections, ``--batch-count`` identifiers;
 - bytes on disk per identifier: the records table and its indexes, over the rows stored.
@@ -64,6 +65,7 @@ class SizeResult:
     index_bytes: int
     uncached_rps: float
     uncached_p99_ms: float
+    cached_rps: float
     batch_rate: float
     batch_p50_ms: float
 
@@ -147,12 +149,15 @@ def node(url: str, cache: bool) -> Target:
     return Target("node", "idnode serve", cmd + ([] if cache else ["--cache-entries", "1"])).start()
 
 
-def uncached(url: str, size: int, rounds: int, duration: int) -> tuple[float, float]:
+def resolution(url: str, size: int, rounds: int, duration: int, cache: bool) -> tuple[float, float]:
+    """Median req/s and p99 ms: uncached over 100,000 handles drawn from everything stored, or
+    cached over 10,000 of them (each resolved once before the runs)."""
     rng = random.Random(SEED + size)
+    drawn = [handle_for(rng.randrange(size)) for _ in range(10_000 if cache else 100_000)]
     with tempfile.TemporaryDirectory() as work:
         paths = Path(work) / "paths.txt"
-        paths.write_text("".join(f"/api/handles/{handle_for(rng.randrange(size))}\n" for _ in range(100_000)))
-        target = node(url, cache=False)
+        paths.write_text("".join(f"/api/handles/{h}\n" for h in drawn))
+        target = node(url, cache=cache)
         try:
             wrk.run(target.url, paths, seconds=3)  # warm the connections and the pools
             runs = [wrk.run(target.url, paths, seconds=duration) for _ in range(rounds)]
@@ -160,7 +165,7 @@ def uncached(url: str, size: int, rounds: int, duration: int) -> tuple[float, fl
             target.stop()
     for run in runs:
         if run.errors or run.bad_status:
-            raise RuntimeError(f"uncached run at {size:,}: {run.errors} errors, {run.bad_status} bad statuses")
+            raise RuntimeError(f"run at {size:,}: {run.errors} errors, {run.bad_status} bad statuses")
     return statistics.median(r.rps for r in runs), statistics.median(r.p99_ms for r in runs)
 
 
@@ -212,22 +217,26 @@ def measure(size: int, url: str, args: argparse.Namespace) -> SizeResult:
     if have < size:
         raise SystemExit(f"the {size:,} store holds {have:,} records: run --load first")
     table, index = asyncio.run(analyse(url))
-    rps, p99 = uncached(url, size, args.rounds, args.duration)
+    rps, p99 = resolution(url, size, args.rounds, args.duration, cache=False)
+    cached, _ = resolution(url, size, 1, args.duration, cache=True)
     batch_rate, batch_p50 = batches(url, size, args.batch_count)
-    result = SizeResult(size, table, index, rps, p99, batch_rate, batch_p50)
-    print(f"{size:,}: {rps:,.0f} uncached req/s (p99 {p99:.1f} ms), {batch_rate:,.0f} identifiers/s "
-          f"registered, {(table + index) / size:.0f} bytes/identifier", flush=True)  # fmt: skip
+    result = SizeResult(size, table, index, rps, p99, cached, batch_rate, batch_p50)
+    print(f"{size:,}: {rps:,.0f} uncached req/s (p99 {p99:.1f} ms), {cached:,.0f} cached, {batch_rate:,.0f} "
+          f"identifiers/s registered, {(table + index) / size:.0f} bytes/identifier", flush=True)  # fmt: skip
     return result
 
 
 def report(results: list[SizeResult]) -> None:
     base = results[0]
-    print("| identifiers | uncached req/s | ratio | p99 ms | batch ids/s | ratio | bytes/identifier (table + index) |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| identifiers | uncached req/s | ratio | p99 ms | cached req/s | batch ids/s | ratio "
+        "| bytes/identifier (table + index) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         ratio = r.uncached_rps / base.uncached_rps
         print(
-            f"| {r.size:,} | {r.uncached_rps:,.0f} | {ratio:.2f} | {r.uncached_p99_ms:.1f} "
+            f"| {r.size:,} | {r.uncached_rps:,.0f} | {ratio:.2f} | {r.uncached_p99_ms:.1f} | {r.cached_rps:,.0f} "
             f"| {r.batch_rate:,.0f} | {r.batch_rate / base.batch_rate:.2f} | {r.bytes_per_identifier:.0f} "
             f"({r.table_bytes / r.size:.0f} + {r.index_bytes / r.size:.0f}) |",
             flush=True,
