@@ -41,8 +41,17 @@ MAINTENANCE_SECONDS = 3600.0
 PROBE_INTERVAL_SECONDS = 1.0
 # Lost races, retried: a concurrent insert of the same new key, a deadlock PostgreSQL broke.
 _RETRY = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+# A connection the server closed (restart, pg_terminate_backend, crash), found out when it is
+# used: asyncpg notices the socket's end only when it next reads, so a pooled connection can
+# look alive for one more query, which then fails with one of these.
+_LOST = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InternalClientError,
+    ConnectionError,
+)
 # The database is unreachable, restarting, read-only or out of space: the request may be retried.
-_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 _GET = "SELECT record FROM handles WHERE key = $1"
 # A nested loop of index lookups: each key is routed to its partition at run time, where
@@ -81,6 +90,10 @@ _AUDIT_COLUMNS = ("time", "prefix", "identity", "address", "operation", "result"
 
 class _Conflict(Exception):
     """Another transaction created a key this one saw absent."""
+
+
+class _Lost(StoreUnavailable):
+    """The connection broke under a statement: whatever was not committed was rolled back."""
 
 
 def redact(url: str) -> str:
@@ -170,11 +183,20 @@ class PostgresStore(Store):
             raise StoreUnavailable("the store is not open")
         try:
             async with pool.acquire(timeout=self.timeout) as conn:
-                yield conn
+                try:
+                    yield conn
+                except _LOST:
+                    # Its idle siblings are likely gone too (a restart ends them all): each is
+                    # replaced when next acquired, rather than failing one request apiece.
+                    conn.terminate()
+                    await pool.expire_connections()
+                    raise
         except _RETRY:
             raise
+        except _LOST as exc:
+            raise _Lost(f"the store is unavailable: {_reason(exc)}") from exc
         except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"the store failed: {_reason(exc)}") from exc
+            raise StoreUnavailable(f"the store is unavailable: {_reason(exc)}") from exc
 
     def _primary(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
         return self._using(self._pool)
@@ -188,8 +210,12 @@ class PostgresStore(Store):
                     return await getattr(conn, fetch)(query, *args)
             except StoreUnavailable as exc:
                 log.warning("replica read failed, reading from the primary: %s", exc.message)
-        async with self._primary() as conn:
-            return await getattr(conn, fetch)(query, *args)
+        try:
+            async with self._primary() as conn:
+                return await getattr(conn, fetch)(query, *args)
+        except _Lost:  # a read may run again; the pool has a new connection by now
+            async with self._primary() as conn:
+                return await getattr(conn, fetch)(query, *args)
 
     def _wrote_lately(self, keys: Iterable[str]) -> bool:
         if not self._recent:
@@ -298,13 +324,19 @@ class PostgresStore(Store):
             return []
         keys = sorted({w.key for w in writes})
         for _ in range(WRITE_ATTEMPTS):
+            committing = False
             try:
                 async with self._primary() as conn, conn.transaction():
                     rows = await conn.fetch(_LOCK_MANY, keys)
                     changes = changeset.plan({k: decode_record(b) for k, b in rows}, writes, atomic=atomic)
                     await self._run(conn, changes)
+                    committing = True
             except (_Conflict, *_RETRY):
                 continue
+            except _Lost as exc:
+                if committing:  # COMMIT may or may not have reached the server: only the client may retry
+                    raise StoreUnavailable(f"{exc.message}; the write may or may not have been applied") from exc
+                continue  # rolled back by the server: safe to run again on a new connection
             self._remember(keys)
             return changes.outcomes
         raise StoreUnavailable(f"the store kept losing races for {len(keys)} records; try again")
