@@ -39,6 +39,9 @@ READ_YOUR_WRITES_SECONDS = 10.0
 RECENT_WRITES_MAX = 100_000
 MAINTENANCE_SECONDS = 3600.0
 PROBE_INTERVAL_SECONDS = 1.0
+# A replica that failed is left alone this long: reads go to the primary meanwhile, rather
+# than each waiting for a connection to a host that may not answer at all.
+REPLICA_RETRY_SECONDS = 5.0
 # Lost races, retried: a concurrent insert of the same new key, a deadlock PostgreSQL broke.
 _RETRY = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 # A connection the server closed (restart, pg_terminate_backend, crash), found out when it is
@@ -53,7 +56,6 @@ _LOST = (
 # The database is unreachable, restarting, read-only or out of space: the request may be retried.
 _UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
-_GET = "SELECT record FROM handles WHERE key = $1"
 # A nested loop of index lookups: each key is routed to its partition at run time, where
 # "key = ANY($1)" would probe every partition's index for every key.
 _GET_MANY = (
@@ -131,6 +133,7 @@ class PostgresStore(Store):
         self.timeout = timeout
         self._pool: asyncpg.Pool | None = None
         self._replicas: list[asyncpg.Pool] = []
+        self._replica_down: dict[int, float] = {}  # replica -> until when it is skipped (monotonic)
         self._next_replica = itertools.count()
         self._recent: OrderedDict[str, float] = OrderedDict()  # key -> when this worker wrote it
         self._maintenance: asyncio.Task[None] | None = None
@@ -139,11 +142,11 @@ class PostgresStore(Store):
 
     # Connections ----------------------------------------------------------------------
 
-    async def _connect(self, url: str) -> asyncpg.Pool:
+    async def _connect(self, url: str, *, min_size: int = 1) -> asyncpg.Pool:
         try:
             pool: asyncpg.Pool = await asyncpg.create_pool(
                 url,
-                min_size=1,
+                min_size=min_size,
                 max_size=self.pool_size,
                 timeout=self.timeout,
                 command_timeout=max(30.0, self.timeout),
@@ -161,7 +164,9 @@ class PostgresStore(Store):
             async with self._primary() as conn:
                 await self._migrate(conn)
                 await self._maintain(conn)
-            self._replicas = [await self._connect(url) for url in self.replica_urls]
+            # Replicas only spare the primary: one that is down (rebuilt, restarting) must not
+            # stop the node. Their pools connect when first used; a failing one is skipped.
+            self._replicas = [await self._connect(url, min_size=0) for url in self.replica_urls]
         except BaseException:
             await self.close()
             raise
@@ -203,19 +208,38 @@ class PostgresStore(Store):
 
     async def _read(self, query: str, *args: Any, keys: Iterable[str] = (), fetch: str = "fetch") -> Any:
         """Run a read on a replica when there is one and no key was written here lately."""
-        if self._replicas and not self._wrote_lately(keys):
-            replica = self._replicas[next(self._next_replica) % len(self._replicas)]
+        return (await self._read_from(query, *args, keys=keys, fetch=fetch))[0]
+
+    async def _read_from(self, query: str, *args: Any, keys: Iterable[str] = (), fetch: str = "fetch") -> Any:
+        """``_read``, and whether a replica answered."""
+        n = self._pick_replica() if not self._wrote_lately(keys) else None
+        if n is not None:
             try:
-                async with self._using(replica) as conn:
-                    return await getattr(conn, fetch)(query, *args)
+                async with self._using(self._replicas[n]) as conn:
+                    return await getattr(conn, fetch)(query, *args), True
             except StoreUnavailable as exc:
-                log.warning("replica read failed, reading from the primary: %s", exc.message)
+                self._replica_down[n] = time.monotonic() + REPLICA_RETRY_SECONDS
+                log.warning(
+                    "setting 'store_replica': %s failed, reading from the primary for %g s: %s",
+                    redact(self.replica_urls[n]),
+                    REPLICA_RETRY_SECONDS,
+                    exc.message,
+                )
         try:
             async with self._primary() as conn:
-                return await getattr(conn, fetch)(query, *args)
+                return await getattr(conn, fetch)(query, *args), False
         except _Lost:  # a read may run again; the pool has a new connection by now
             async with self._primary() as conn:
-                return await getattr(conn, fetch)(query, *args)
+                return await getattr(conn, fetch)(query, *args), False
+
+    def _pick_replica(self) -> int | None:
+        """The next replica in turn that has not failed lately, or None (read the primary)."""
+        now = time.monotonic()
+        for _ in range(len(self._replicas)):
+            n = next(self._next_replica) % len(self._replicas)
+            if self._replica_down.get(n, 0.0) <= now:
+                return n
+        return None
 
     def _wrote_lately(self, keys: Iterable[str]) -> bool:
         if not self._recent:
@@ -311,13 +335,21 @@ class PostgresStore(Store):
     # Records --------------------------------------------------------------------------
 
     async def get(self, key: str) -> HandleRecord | None:
-        blob = await self._read(_GET, key, keys=(key,), fetch="fetchval")
-        return None if blob is None else decode_record(blob)
+        return (await self.get_many([key])).get(key)
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, HandleRecord]:
         wanted = sorted(set(keys))
-        rows = await self._read(_GET_MANY, wanted, keys=wanted)
-        return {key: decode_record(blob) for key, blob in rows}
+        rows, replica = await self._read_from(_GET_MANY, wanted, keys=wanted)
+        found = {key: decode_record(blob) for key, blob in rows}
+        missing = [k for k in wanted if k not in found] if replica else []
+        if missing:
+            # A replica's "no such handle" may only mean it has not replayed the creation yet,
+            # made by another worker or node (this worker's own writes never reach here), and
+            # the answer would be cached as a 404. Misses are few: the primary has the last word.
+            async with self._primary() as conn:
+                rows = await conn.fetch(_GET_MANY, missing)
+            found.update((key, decode_record(blob)) for key, blob in rows)
+        return found
 
     async def _apply_many(self, writes: Sequence[Write], *, atomic: bool) -> list[Outcome]:
         if not writes:
