@@ -113,6 +113,10 @@ class PgServer:
         self._run("pg_ctl", "-D", str(self.directory), "-l", str(self.directory / "log"), "-w", "-t", "30", "start")
         return self
 
+    def reload(self) -> None:
+        """Make the server read its configuration files (pg_hba.conf) again."""
+        self._run("pg_ctl", "-D", str(self.directory), "reload")
+
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.directory), "-m", mode, "-w", "-t", "30", "stop", check=False)
 
