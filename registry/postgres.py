@@ -3,13 +3,15 @@
 Writes run the shared rules of ``registry.changeset`` in one transaction and are answered
 after COMMIT (``synchronous_commit`` as the server has it, on by default). Concurrency
 between workers and nodes is the database's: the records a batch touches are locked
-(``FOR UPDATE``, in key order, so batches cannot deadlock on them); a record created
-meanwhile by someone else makes the insert find a conflict, and the whole transaction
-runs again against what is stored now.
+(``FOR UPDATE``) and new ones inserted, both in key order, so batches cannot deadlock on
+them; a record created meanwhile by someone else makes the insert find a conflict, and
+the whole transaction runs again against what is stored now. A connection the server
+closed is replaced; what ran on it runs again when it cannot have been committed.
 
 Reads may go to streaming replicas (``replicas``). A worker reads what it wrote itself
 from the primary for ``READ_YOUR_WRITES_SECONDS`` after writing it, since a replica may
-not have replayed it yet; a replica that fails is skipped for that read.
+not have replayed it yet; a record a replica lacks is looked for on the primary (another
+worker or node may just have created it); a replica that fails is skipped for a while.
 """
 
 from __future__ import annotations
@@ -375,7 +377,9 @@ class PostgresStore(Store):
 
     async def _run(self, conn: asyncpg.Connection, changes: changeset.ChangeSet) -> None:
         if changes.inserts:
-            keys, handles, blobs = zip(*changes.inserts, strict=True)
+            # In key order, as the locks above: batches creating the same new records in
+            # other orders would each wait for a record the other inserted (a deadlock).
+            keys, handles, blobs = zip(*sorted(changes.inserts), strict=True)
             spelt = [stored_handle(k, h) for k, h in zip(keys, handles, strict=True)]
             status = await conn.execute(_INSERT, keys, spelt, blobs)
             if int(status.rsplit(" ", 1)[1]) != len(keys):
