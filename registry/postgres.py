@@ -32,12 +32,21 @@ from protocol.errors import StoreUnavailable
 from protocol.records import HandleRecord, decode_record
 from registry import changeset
 from registry import postgres_schema as schema
-from registry.store import AuditEntry, Outcome, PrefixStats, Publication, Store, StoredTemplate, Write
+from registry.store import (
+    RECENT_WRITE_SECONDS,
+    AuditEntry,
+    Outcome,
+    PrefixStats,
+    Publication,
+    Store,
+    StoredTemplate,
+    Write,
+)
 
 log = logging.getLogger("registry.postgres")
 
 WRITE_ATTEMPTS = 5
-READ_YOUR_WRITES_SECONDS = 10.0
+READ_YOUR_WRITES_SECONDS = RECENT_WRITE_SECONDS
 RECENT_WRITES_MAX = 100_000
 MAINTENANCE_SECONDS = 3600.0
 PROBE_INTERVAL_SECONDS = 1.0
@@ -339,8 +348,11 @@ class PostgresStore(Store):
     async def get(self, key: str) -> HandleRecord | None:
         return (await self.get_many([key])).get(key)
 
-    async def get_many(self, keys: Iterable[str]) -> dict[str, HandleRecord]:
+    async def get_many(self, keys: Iterable[str], *, primary: bool = False) -> dict[str, HandleRecord]:
         wanted = sorted(set(keys))
+        if primary:
+            async with self._primary() as conn:
+                return {key: decode_record(blob) for key, blob in await conn.fetch(_GET_MANY, wanted)}
         rows, replica = await self._read_from(_GET_MANY, wanted, keys=wanted)
         found = {key: decode_record(blob) for key, blob in rows}
         missing = [k for k in wanted if k not in found] if replica else []
