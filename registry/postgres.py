@@ -204,7 +204,8 @@ class PostgresStore(Store):
                 except _LOST:
                     # Its idle siblings are likely gone too (a restart ends them all): each is
                     # replaced when next acquired, rather than failing one request apiece.
-                    conn.terminate()
+                    with contextlib.suppress(asyncpg.InterfaceError):  # the pool may have let it go already
+                        conn.terminate()
                     await pool.expire_connections()
                     raise
         except _RETRY:
@@ -236,12 +237,15 @@ class PostgresStore(Store):
                     REPLICA_RETRY_SECONDS,
                     exc.message,
                 )
+        return await self._read_primary(query, *args, fetch=fetch), False
+
+    async def _read_primary(self, query: str, *args: Any, fetch: str = "fetch") -> Any:
         try:
             async with self._primary() as conn:
-                return await getattr(conn, fetch)(query, *args), False
+                return await getattr(conn, fetch)(query, *args)
         except _Lost:  # a read may run again; the pool has a new connection by now
             async with self._primary() as conn:
-                return await getattr(conn, fetch)(query, *args), False
+                return await getattr(conn, fetch)(query, *args)
 
     def _pick_replica(self) -> int | None:
         """The next replica in turn that has not failed lately, or None (read the primary)."""
@@ -351,8 +355,7 @@ class PostgresStore(Store):
     async def get_many(self, keys: Iterable[str], *, primary: bool = False) -> dict[str, HandleRecord]:
         wanted = sorted(set(keys))
         if primary:
-            async with self._primary() as conn:
-                return {key: decode_record(blob) for key, blob in await conn.fetch(_GET_MANY, wanted)}
+            return {key: decode_record(blob) for key, blob in await self._read_primary(_GET_MANY, wanted)}
         rows, replica = await self._read_from(_GET_MANY, wanted, keys=wanted)
         found = {key: decode_record(blob) for key, blob in rows}
         missing = [k for k in wanted if k not in found] if replica else []
@@ -360,8 +363,7 @@ class PostgresStore(Store):
             # A replica's "no such handle" may only mean it has not replayed the creation yet,
             # made by another worker or node (this worker's own writes never reach here), and
             # the answer would be cached as a 404. Misses are few: the primary has the last word.
-            async with self._primary() as conn:
-                rows = await conn.fetch(_GET_MANY, missing)
+            rows = await self._read_primary(_GET_MANY, missing)
             found.update((key, decode_record(blob)) for key, blob in rows)
         return found
 
