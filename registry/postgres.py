@@ -8,9 +8,9 @@ them; a record created meanwhile by someone else makes the insert find a conflic
 the whole transaction runs again against what is stored now. A connection the server
 closed is replaced; what ran on it runs again when it cannot have been committed.
 
-Reads may go to streaming replicas (``replicas``). A worker reads what it wrote itself
-from the primary for ``READ_YOUR_WRITES_SECONDS`` after writing it, since a replica may
-not have replayed it yet; a record a replica lacks is looked for on the primary (another
+Reads may go to streaming replicas (``replicas``), routed by ``registry.postgres_replicas``:
+a worker reads what it wrote itself from the primary for a while, since a replica may not
+have replayed it yet; a record a replica lacks is looked for on the primary (another
 worker or node may just have created it); a replica that fails is skipped for a while.
 """
 
@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import random
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
@@ -32,8 +30,8 @@ from protocol.errors import StoreUnavailable
 from protocol.records import HandleRecord, decode_record
 from registry import changeset
 from registry import postgres_schema as schema
+from registry.postgres_replicas import REPLICA_RETRY_SECONDS, ReadRouting
 from registry.store import (
-    RECENT_WRITE_SECONDS,
     AuditEntry,
     Outcome,
     PrefixStats,
@@ -46,13 +44,8 @@ from registry.store import (
 log = logging.getLogger("registry.postgres")
 
 WRITE_ATTEMPTS = 5
-READ_YOUR_WRITES_SECONDS = RECENT_WRITE_SECONDS
-RECENT_WRITES_MAX = 100_000
 MAINTENANCE_SECONDS = 3600.0
 PROBE_INTERVAL_SECONDS = 1.0
-# A replica that failed is left alone this long: reads go to the primary meanwhile, rather
-# than each waiting for a connection to a host that may not answer at all.
-REPLICA_RETRY_SECONDS = 5.0
 # Lost races, retried: a concurrent insert of the same new key, a deadlock PostgreSQL broke.
 _RETRY = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 # A connection the server closed (restart, pg_terminate_backend, crash), found out when it is
@@ -144,9 +137,7 @@ class PostgresStore(Store):
         self.timeout = timeout
         self._pool: asyncpg.Pool | None = None
         self._replicas: list[asyncpg.Pool] = []
-        self._replica_down: dict[int, float] = {}  # replica -> until when it is skipped (monotonic)
-        self._next_replica = itertools.count()
-        self._recent: OrderedDict[str, float] = OrderedDict()  # key -> when this worker wrote it
+        self._routing = ReadRouting(len(self.replica_urls))
         self._maintenance: asyncio.Task[None] | None = None
         self._probed = -PROBE_INTERVAL_SECONDS
         self._problem: str | None = None
@@ -224,13 +215,13 @@ class PostgresStore(Store):
 
     async def _read_from(self, query: str, *args: Any, keys: Iterable[str] = (), fetch: str = "fetch") -> Any:
         """``_read``, and whether a replica answered."""
-        n = self._pick_replica() if not self._wrote_lately(keys) else None
+        n = self._routing.pick(keys)
         if n is not None:
             try:
                 async with self._using(self._replicas[n]) as conn:
                     return await getattr(conn, fetch)(query, *args), True
             except StoreUnavailable as exc:
-                self._replica_down[n] = time.monotonic() + REPLICA_RETRY_SECONDS
+                self._routing.failed(n)
                 log.warning(
                     "setting 'store_replica': %s failed, reading from the primary for %g s: %s",
                     redact(self.replica_urls[n]),
@@ -246,33 +237,6 @@ class PostgresStore(Store):
         except _Lost:  # a read may run again; the pool has a new connection by now
             async with self._primary() as conn:
                 return await getattr(conn, fetch)(query, *args)
-
-    def _pick_replica(self) -> int | None:
-        """The next replica in turn that has not failed lately, or None (read the primary)."""
-        now = time.monotonic()
-        for _ in range(len(self._replicas)):
-            n = next(self._next_replica) % len(self._replicas)
-            if self._replica_down.get(n, 0.0) <= now:
-                return n
-        return None
-
-    def _wrote_lately(self, keys: Iterable[str]) -> bool:
-        if not self._recent:
-            return False
-        horizon = time.monotonic() - READ_YOUR_WRITES_SECONDS
-        while self._recent and next(iter(self._recent.values())) < horizon:
-            self._recent.popitem(last=False)
-        return any(k in self._recent for k in keys)
-
-    def _remember(self, keys: Iterable[str]) -> None:
-        if not self._replicas:
-            return
-        now = time.monotonic()
-        for key in keys:
-            self._recent.pop(key, None)
-            self._recent[key] = now
-        while len(self._recent) > RECENT_WRITES_MAX:
-            self._recent.popitem(last=False)
 
     # Schema and maintenance -----------------------------------------------------------
 
@@ -385,7 +349,7 @@ class PostgresStore(Store):
                 if committing:  # COMMIT may or may not have reached the server: only the client may retry
                     raise StoreUnavailable(f"{exc.message}; the write may or may not have been applied") from exc
                 continue  # rolled back by the server: safe to run again on a new connection
-            self._remember(keys)
+            self._routing.wrote(keys)
             return changes.outcomes
         raise StoreUnavailable(f"the store kept losing races for {len(keys)} records; try again")
 
