@@ -140,7 +140,7 @@ class BatchRunner:
                 except HandleError as exc:
                     item.error = exc
         keys = [i.handle.key for i in items if i.handle is not None and i.error is None]
-        state: dict[str, HandleRecord | None] = dict(await self.service.store.get_many(keys))
+        state: dict[str, HandleRecord | None] = dict(await self.service.store.get_many(keys, primary=True))
         writes: list[Write] = []
         slots: list[int] = []  # which item each write belongs to
         plans: dict[int, Plan] = {}

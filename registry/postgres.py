@@ -3,24 +3,24 @@
 Writes run the shared rules of ``registry.changeset`` in one transaction and are answered
 after COMMIT (``synchronous_commit`` as the server has it, on by default). Concurrency
 between workers and nodes is the database's: the records a batch touches are locked
-(``FOR UPDATE``, in key order, so batches cannot deadlock on them); a record created
-meanwhile by someone else makes the insert find a conflict, and the whole transaction
-runs again against what is stored now.
+(``FOR UPDATE``) and new ones inserted, both in key order, so batches cannot deadlock on
+them; a record created meanwhile by someone else makes the insert find a conflict, and
+the whole transaction runs again against what is stored now. A connection the server
+closed is replaced; what ran on it runs again when it cannot have been committed.
 
-Reads may go to streaming replicas (``replicas``). A worker reads what it wrote itself
-from the primary for ``READ_YOUR_WRITES_SECONDS`` after writing it, since a replica may
-not have replayed it yet; a replica that fails is skipped for that read.
+Reads may go to streaming replicas (``replicas``), routed by ``registry.postgres_replicas``:
+a worker reads what it wrote itself from the primary for a while, since a replica may not
+have replayed it yet; a record a replica lacks is looked for on the primary (another
+worker or node may just have created it); a replica that fails is skipped for a while.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import random
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
@@ -30,6 +30,7 @@ from protocol.errors import StoreUnavailable
 from protocol.records import HandleRecord, decode_record
 from registry import changeset
 from registry import postgres_schema as schema
+from registry.postgres_replicas import REPLICA_RETRY_SECONDS, ReadRouting
 from registry.store import (
     AuditEntry,
     ImportMarker,
@@ -45,16 +46,22 @@ from registry.store import (
 log = logging.getLogger("registry.postgres")
 
 WRITE_ATTEMPTS = 5
-READ_YOUR_WRITES_SECONDS = 10.0
-RECENT_WRITES_MAX = 100_000
 MAINTENANCE_SECONDS = 3600.0
 PROBE_INTERVAL_SECONDS = 1.0
 # Lost races, retried: a concurrent insert of the same new key, a deadlock PostgreSQL broke.
 _RETRY = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+# A connection the server closed (restart, pg_terminate_backend, crash), found out when it is
+# used: asyncpg notices the socket's end only when it next reads, so a pooled connection can
+# look alive for one more query, which then fails with one of these.
+_LOST = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InternalClientError,
+    ConnectionError,
+)
 # The database is unreachable, restarting, read-only or out of space: the request may be retried.
-_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
-_GET = "SELECT record FROM handles WHERE key = $1"
 # A nested loop of index lookups: each key is routed to its partition at run time, where
 # "key = ANY($1)" would probe every partition's index for every key.
 _GET_MANY = (
@@ -101,6 +108,10 @@ _MARK = "INSERT INTO idnode_meta (name, value) VALUES ($1, $2) ON CONFLICT (name
 _AUDIT_COLUMNS = ("time", "prefix", "identity", "address", "operation", "result", "message", "handle", "more")
 
 
+class _Lost(StoreUnavailable):
+    """The connection broke under a statement: whatever was not committed was rolled back."""
+
+
 def redact(url: str) -> str:
     """``url`` without its password, for messages."""
     scheme, sep, rest = url.partition("://")
@@ -136,19 +147,18 @@ class PostgresStore(Store):
         self.timeout = timeout
         self._pool: asyncpg.Pool | None = None
         self._replicas: list[asyncpg.Pool] = []
-        self._next_replica = itertools.count()
-        self._recent: OrderedDict[str, float] = OrderedDict()  # key -> when this worker wrote it
+        self._routing = ReadRouting(len(self.replica_urls))
         self._maintenance: asyncio.Task[None] | None = None
         self._probed = -PROBE_INTERVAL_SECONDS
         self._problem: str | None = None
 
     # Connections ----------------------------------------------------------------------
 
-    async def _connect(self, url: str) -> asyncpg.Pool:
+    async def _connect(self, url: str, *, min_size: int = 1) -> asyncpg.Pool:
         try:
             pool: asyncpg.Pool = await asyncpg.create_pool(
                 url,
-                min_size=1,
+                min_size=min_size,
                 max_size=self.pool_size,
                 timeout=self.timeout,
                 command_timeout=max(30.0, self.timeout),
@@ -166,7 +176,9 @@ class PostgresStore(Store):
             async with self._primary() as conn:
                 await self._migrate(conn)
                 await self._maintain(conn)
-            self._replicas = [await self._connect(url) for url in self.replica_urls]
+            # Replicas only spare the primary: one that is down (rebuilt, restarting) must not
+            # stop the node. Their pools connect when first used; a failing one is skipped.
+            self._replicas = [await self._connect(url, min_size=0) for url in self.replica_urls]
         except BaseException:
             await self.close()
             raise
@@ -188,44 +200,53 @@ class PostgresStore(Store):
             raise StoreUnavailable("the store is not open")
         try:
             async with pool.acquire(timeout=self.timeout) as conn:
-                yield conn
+                try:
+                    yield conn
+                except _LOST:
+                    # Its idle siblings are likely gone too (a restart ends them all): each is
+                    # replaced when next acquired, rather than failing one request apiece.
+                    with contextlib.suppress(asyncpg.InterfaceError):  # the pool may have let it go already
+                        conn.terminate()
+                    await pool.expire_connections()
+                    raise
         except _RETRY:
             raise
+        except _LOST as exc:
+            raise _Lost(f"the store is unavailable: {_reason(exc)}") from exc
         except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"the store failed: {_reason(exc)}") from exc
+            raise StoreUnavailable(f"the store is unavailable: {_reason(exc)}") from exc
 
     def _primary(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
         return self._using(self._pool)
 
     async def _read(self, query: str, *args: Any, keys: Iterable[str] = (), fetch: str = "fetch") -> Any:
         """Run a read on a replica when there is one and no key was written here lately."""
-        if self._replicas and not self._wrote_lately(keys):
-            replica = self._replicas[next(self._next_replica) % len(self._replicas)]
+        return (await self._read_from(query, *args, keys=keys, fetch=fetch))[0]
+
+    async def _read_from(self, query: str, *args: Any, keys: Iterable[str] = (), fetch: str = "fetch") -> Any:
+        """``_read``, and whether a replica answered."""
+        n = self._routing.pick(keys)
+        if n is not None:
             try:
-                async with self._using(replica) as conn:
-                    return await getattr(conn, fetch)(query, *args)
+                async with self._using(self._replicas[n]) as conn:
+                    return await getattr(conn, fetch)(query, *args), True
             except StoreUnavailable as exc:
-                log.warning("replica read failed, reading from the primary: %s", exc.message)
-        async with self._primary() as conn:
-            return await getattr(conn, fetch)(query, *args)
+                self._routing.failed(n)
+                log.warning(
+                    "setting 'store_replica': %s failed, reading from the primary for %g s: %s",
+                    redact(self.replica_urls[n]),
+                    REPLICA_RETRY_SECONDS,
+                    exc.message,
+                )
+        return await self._read_primary(query, *args, fetch=fetch), False
 
-    def _wrote_lately(self, keys: Iterable[str]) -> bool:
-        if not self._recent:
-            return False
-        horizon = time.monotonic() - READ_YOUR_WRITES_SECONDS
-        while self._recent and next(iter(self._recent.values())) < horizon:
-            self._recent.popitem(last=False)
-        return any(k in self._recent for k in keys)
-
-    def _remember(self, keys: Iterable[str]) -> None:
-        if not self._replicas:
-            return
-        now = time.monotonic()
-        for key in keys:
-            self._recent.pop(key, None)
-            self._recent[key] = now
-        while len(self._recent) > RECENT_WRITES_MAX:
-            self._recent.popitem(last=False)
+    async def _read_primary(self, query: str, *args: Any, fetch: str = "fetch") -> Any:
+        try:
+            async with self._primary() as conn:
+                return await getattr(conn, fetch)(query, *args)
+        except _Lost:  # a read may run again; the pool has a new connection by now
+            async with self._primary() as conn:
+                return await getattr(conn, fetch)(query, *args)
 
     # Schema and maintenance -----------------------------------------------------------
 
@@ -303,27 +324,42 @@ class PostgresStore(Store):
     # Records --------------------------------------------------------------------------
 
     async def get(self, key: str) -> HandleRecord | None:
-        blob = await self._read(_GET, key, keys=(key,), fetch="fetchval")
-        return None if blob is None else decode_record(blob)
+        return (await self.get_many([key])).get(key)
 
-    async def get_many(self, keys: Iterable[str]) -> dict[str, HandleRecord]:
+    async def get_many(self, keys: Iterable[str], *, primary: bool = False) -> dict[str, HandleRecord]:
         wanted = sorted(set(keys))
-        rows = await self._read(_GET_MANY, wanted, keys=wanted)
-        return {key: decode_record(blob) for key, blob in rows}
+        if primary:
+            return {key: decode_record(blob) for key, blob in await self._read_primary(_GET_MANY, wanted)}
+        rows, replica = await self._read_from(_GET_MANY, wanted, keys=wanted)
+        found = {key: decode_record(blob) for key, blob in rows}
+        missing = [k for k in wanted if k not in found] if replica else []
+        if missing:
+            # A replica's "no such handle" may only mean it has not replayed the creation yet,
+            # made by another worker or node (this worker's own writes never reach here), and
+            # the answer would be cached as a 404. Misses are few: the primary has the last word.
+            rows = await self._read_primary(_GET_MANY, missing)
+            found.update((key, decode_record(blob)) for key, blob in rows)
+        return found
 
     async def _apply_many(self, writes: Sequence[Write], *, atomic: bool) -> list[Outcome]:
         if not writes:
             return []
         keys = sorted({w.key for w in writes})
         for _ in range(WRITE_ATTEMPTS):
+            committing = False
             try:
                 async with self._primary() as conn, conn.transaction():
                     rows = await conn.fetch(_LOCK_MANY, keys)
                     changes = changeset.plan({k: decode_record(b) for k, b in rows}, writes, atomic=atomic)
                     await self._run(conn, changes)
+                    committing = True
             except _RETRY:
                 continue
-            self._remember(keys)
+            except _Lost as exc:
+                if committing:  # COMMIT may or may not have reached the server: only the client may retry
+                    raise StoreUnavailable(f"{exc.message}; the write may or may not have been applied") from exc
+                continue  # rolled back by the server: safe to run again on a new connection
+            self._routing.wrote(keys)
             return changes.outcomes
         raise StoreUnavailable(f"the store kept losing races for {len(keys)} records; try again")
 
@@ -331,8 +367,10 @@ class PostgresStore(Store):
         if changes.inserts:
             # COPY (binary) rather than INSERT: the keys were absent when locked, so a
             # duplicate means another transaction created one meanwhile, and the unique
-            # violation makes this one run again against what is stored now.
-            rows = [(k, stored_handle(k, h), b) for k, h, b in changes.inserts]
+            # violation makes this one run again against what is stored now. In key order,
+            # as the locks above: batches creating the same new records in other orders
+            # would each wait for a record the other inserted (a deadlock).
+            rows = [(k, stored_handle(k, h), b) for k, h, b in sorted(changes.inserts)]
             await conn.copy_records_to_table("handles", records=rows, columns=_RECORD_COLUMNS)
         if changes.updates:
             await conn.executemany(_UPDATE, [(k, stored_handle(k, h), b) for k, h, b in changes.updates])
@@ -370,7 +408,7 @@ class PostgresStore(Store):
             changes = changeset.imported(rows, created, entry)
             await self._run_tables(conn, changes)
             await conn.execute(_MARK, marker.name, str(marker.items))
-        self._remember(r[0] for r in rows)
+        self._routing.wrote([r[0] for r in rows])
         return len(changes.inserts)
 
     @staticmethod

@@ -231,7 +231,7 @@ class SqliteStore(Store):
         result: HandleRecord | None = await self._read(read)
         return result
 
-    async def get_many(self, keys: Iterable[str]) -> dict[str, HandleRecord]:
+    async def get_many(self, keys: Iterable[str], *, primary: bool = False) -> dict[str, HandleRecord]:
         wanted = list(dict.fromkeys(keys))
         result: dict[str, HandleRecord] = await self._read(lambda conn: _select_many(conn, wanted))
         return result

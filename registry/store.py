@@ -22,6 +22,10 @@ from protocol.codes import ResponseCode
 from protocol.errors import HandleAlreadyExists, HandleError, HandleNotFound, ValueAlreadyExists, ValuesNotFound
 from protocol.records import HandleRecord, HandleValue
 
+# How long after a write reads of the written keys avoid read replicas: the replication
+# lag a node tolerates (a replica further behind serves other keys stale for longer).
+RECENT_WRITE_SECONDS = 10.0
+
 # Given the stored record (None when absent) return the record to store (None deletes);
 # raise a HandleError to refuse, leaving the store untouched.
 Change = Callable[[HandleRecord | None], HandleRecord | None]
@@ -128,8 +132,12 @@ class Store(ABC):
         """The record stored under ``key``, or None."""
 
     @abstractmethod
-    async def get_many(self, keys: Iterable[str]) -> dict[str, HandleRecord]:
-        """The records stored under ``keys`` (absent keys are left out)."""
+    async def get_many(self, keys: Iterable[str], *, primary: bool = False) -> dict[str, HandleRecord]:
+        """The records stored under ``keys`` (absent keys are left out).
+
+        ``primary``: the caller knows the keys changed within ``RECENT_WRITE_SECONDS`` (or is
+        about to write them): read them where writes land, not from a replica that may lag.
+        """
 
     async def apply_many(self, writes: Sequence[Write], *, atomic: bool = False) -> list[Outcome]:
         """Apply the changes in order, in one transaction; one outcome per write.

@@ -20,6 +20,7 @@ import itertools
 import mmap
 import os
 import struct
+import time
 import zlib
 from collections import OrderedDict, deque
 
@@ -77,9 +78,9 @@ class Generations:
         self._map = mmap.mmap(-1, slots * 8)  # MAP_SHARED | MAP_ANONYMOUS: inherited by fork()
         self.words = memoryview(self._map).cast("Q")
         self.mask = slots - 1
-        # Unique across processes without a lock: a counter in the high bits, the pid
-        # (below 2**22 on Linux) in the low ones. An aligned 8-byte store is atomic.
-        self._counter = itertools.count(1)
+        # Unique across processes without a lock: the time of the bump in the high bits,
+        # the pid (below 2**22 on Linux) in the low ones. An aligned 8-byte store is atomic.
+        self._last = 0
         self._pid = os.getpid()
 
     def slot(self, key: str) -> int:
@@ -90,8 +91,17 @@ class Generations:
     def bump(self, key: str) -> None:
         pid = os.getpid()
         if pid != self._pid:  # a forked worker starts its own sequence
-            self._pid, self._counter = pid, itertools.count(1)
-        self.words[self.slot(key)] = (next(self._counter) << 22) | (pid & 0x3FFFFF)
+            self._pid, self._last = pid, 0
+        # The high bits are the time in milliseconds, made to grow at every bump of this
+        # process so that two bumps never leave the same word: readers can tell how
+        # recently a handle changed (``changed_within``) as well as that it did.
+        self._last = max(self._last + 1, int(time.time() * 1000))
+        self.words[self.slot(key)] = (self._last << 22) | (pid & 0x3FFFFF)
+
+    @staticmethod
+    def changed_within(word: int, seconds: float) -> bool:
+        """True when the bump that left ``word`` happened less than ``seconds`` ago."""
+        return word != 0 and time.time() * 1000 - (word >> 22) < seconds * 1000
 
 
 class LocalCache:

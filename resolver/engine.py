@@ -58,7 +58,7 @@ from protocol.errors import (
 from protocol.identifiers import NA_PREFIX, Handle, check_responsible, is_at_or_under, parse_handle, prefix_handle
 from protocol.jsonfmt import value_to_json
 from protocol.records import HS_SERV, HandleRecord, HandleValue, decode_record, encode_record
-from registry.store import Store
+from registry.store import RECENT_WRITE_SECONDS, Store
 from resolver import metrics
 from resolver.cache import Entry, Generations, LocalCache
 from resolver.redis_tier import RedisEntry, RedisTier
@@ -173,26 +173,32 @@ class BatchedReads:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._pending: dict[str, asyncio.Future[HandleRecord | None]] = {}
+        self._pending_primary: dict[str, asyncio.Future[HandleRecord | None]] = {}
         self._reads: set[asyncio.Task[None]] = set()
 
-    def get(self, key: str) -> asyncio.Future[HandleRecord | None]:
-        future = self._pending.get(key)
+    def get(self, key: str, *, primary: bool = False) -> asyncio.Future[HandleRecord | None]:
+        """``primary``: see ``Store.get_many``."""
+        pending = self._pending_primary if primary else self._pending
+        future = pending.get(key)
         if future is None:
             loop = asyncio.get_running_loop()
-            if not self._pending:
+            if not self._pending and not self._pending_primary:
                 loop.call_soon(self._flush)
-            future = self._pending[key] = loop.create_future()
+            future = pending[key] = loop.create_future()
         return future
 
     def _flush(self) -> None:
-        batch, self._pending = self._pending, {}
-        task = asyncio.create_task(self._read(batch))
-        self._reads.add(task)
-        task.add_done_callback(self._reads.discard)
+        batches = [(self._pending, False), (self._pending_primary, True)]
+        self._pending, self._pending_primary = {}, {}
+        for batch, primary in batches:
+            if batch:
+                task = asyncio.create_task(self._read(batch, primary))
+                self._reads.add(task)
+                task.add_done_callback(self._reads.discard)
 
-    async def _read(self, batch: dict[str, asyncio.Future[HandleRecord | None]]) -> None:
+    async def _read(self, batch: dict[str, asyncio.Future[HandleRecord | None]], primary: bool) -> None:
         try:
-            found = await self._store.get_many(list(batch))
+            found = await self._store.get_many(list(batch), primary=primary)
         except Exception as exc:
             for future in batch.values():
                 if not future.done():
@@ -416,9 +422,12 @@ class ResolutionEngine:
 
     async def _read_store(self, key: str, stale: Fetched | None) -> HandleRecord | None:
         metrics.count("store_reads")
+        # Changed lately by a worker of this node (or a peer that told us): a read replica
+        # may not have it yet, and what we read now is cached for the record's whole TTL.
+        primary = self.generations.changed_within(self.words[self.generations.slot(key)], RECENT_WRITE_SECONDS)
         try:
             async with asyncio.timeout(self.policy.store_timeout):
-                return await self._reads.get(key)
+                return await self._reads.get(key, primary=primary)
         except StoreUnavailable as exc:
             raise _StoreFailed(exc, stale) from None
         except TimeoutError:

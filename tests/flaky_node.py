@@ -39,9 +39,9 @@ class FlakyStore(SqliteStore):
         await self._check()
         return await super().get(key)
 
-    async def get_many(self, keys: Iterable[str]) -> dict[str, HandleRecord]:
+    async def get_many(self, keys: Iterable[str], *, primary: bool = False) -> dict[str, HandleRecord]:
         await self._check()
-        return await super().get_many(keys)
+        return await super().get_many(keys, primary=primary)
 
     async def _apply_many(self, writes: Sequence[Write], *, atomic: bool) -> list[Outcome]:
         if (self.path.parent / "FAIL_WRITES").exists():

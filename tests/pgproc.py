@@ -9,6 +9,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +22,13 @@ BIN = Path(os.environ.get("IDNODE_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
 def _psql(url: str, sql: str) -> None:
-    subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql], check=True, capture_output=True)
+    query(url, sql)
+
+
+def query(url: str, sql: str) -> str:
+    """What psql prints for ``sql`` (unaligned, tuples only), stripped."""
+    done = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql], check=True, capture_output=True)
+    return done.stdout.decode().strip()
 
 
 def database_url(server: str, name: str) -> str:
@@ -103,9 +110,18 @@ class PgServer:
             hba.write("host replication all 127.0.0.1/32 trust\n")
         return self
 
+    def configure(self, **settings: str) -> None:
+        """Append ``name = value`` lines to postgresql.conf (values written as given)."""
+        with open(self.directory / "postgresql.conf", "a") as conf:
+            conf.writelines(f"{name} = {value}\n" for name, value in settings.items())
+
     def start(self) -> PgServer:
         self._run("pg_ctl", "-D", str(self.directory), "-l", str(self.directory / "log"), "-w", "-t", "30", "start")
         return self
+
+    def reload(self) -> None:
+        """Make the server read its configuration files (pg_hba.conf) again."""
+        self._run("pg_ctl", "-D", str(self.directory), "reload")
 
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.directory), "-m", mode, "-w", "-t", "30", "stop", check=False)
@@ -135,3 +151,18 @@ class PgServer:
     def remove(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def own_server(**settings: str) -> Iterator[PgServer]:
+    """A started PgServer in a new directory the postgres user can reach (with extra
+    postgresql.conf ``settings``), removed afterwards."""
+    parent = Path(tempfile.mkdtemp(prefix="idnode-pg-"))
+    parent.chmod(0o755)
+    server = PgServer(parent / "primary").init()
+    server.configure(**settings)
+    try:
+        yield server.start()
+    finally:
+        server.remove()
+        shutil.rmtree(parent, ignore_errors=True)

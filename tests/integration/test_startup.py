@@ -12,12 +12,14 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.nodeproc import ADMIN, ADMIN_SECRET, Node, record, url_value
+from tests.pgproc import SERVER, database_url, free_port, own_server, query
 
 
 def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -118,3 +120,52 @@ def test_the_data_directory_and_database_are_private(tmp_path: Path) -> None:
         assert any("made it 700" in line for line in node.stderr_lines)
     finally:
         node.stop()
+
+
+def test_an_unreachable_database_names_the_store_setting(tmp_path: Path) -> None:
+    url = f"postgresql://postgres:s3cret@127.0.0.1:{free_port()}/idnode"
+    line = refused(serve("--store", url), "'store'", "refused")
+    assert "s3cret" not in line
+
+
+def test_a_database_that_never_answers_is_refused_in_bounded_time(tmp_path: Path) -> None:
+    with socket.socket() as silent:  # accepts connections (the kernel does) and says nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        refused(serve("--store", f"postgresql://postgres@127.0.0.1:{port}/idnode"), "'store'", "timed out")
+        assert time.monotonic() - started < 20
+
+
+def test_a_missing_database_or_role_names_the_store_setting(tmp_path: Path) -> None:
+    refused(serve("--store", database_url(SERVER, "idnode_no_such_db")), "'store'", "does not exist")
+    nobody = SERVER.replace("postgres@", "idnode_no_such_role@")
+    refused(serve("--store", nobody), "'store'", "idnode_no_such_role", "does not exist")
+
+
+def test_a_wrong_password_names_the_store_setting() -> None:
+    with own_server() as pg:
+        query(pg.url, "ALTER USER postgres PASSWORD 'right-password'")
+        (pg.directory / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
+        pg.reload()
+        good = pg.url.replace("postgres@", "postgres:right-password@")
+        wrong = pg.url.replace("postgres@", "postgres:wrong-password@")
+        line = refused(serve("--store", wrong), "'store'", "password authentication failed")
+        assert "wrong-password" not in line
+        node = Node(Path(pg.directory.parent / "node"), store=good).start()  # the right one works
+        node.stop()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres:s3cret@127.0.0.1:port/db",
+        "postgresql://postgres:s3cret@[::1/db",
+        "postgresql://postgres:s3cret@127.0.0.1:5432/test?sslmode=bogus",
+        "mysql://postgres@127.0.0.1:5432/test",
+    ],
+)
+def test_a_malformed_store_url_names_the_setting(url: str) -> None:
+    line = refused(serve("--store", url), "'store'")
+    assert "s3cret" not in line
