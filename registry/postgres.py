@@ -365,22 +365,29 @@ class PostgresStore(Store):
 
     async def import_rows(self, rows: Sequence[tuple[str, str, bytes]], entry: AuditEntry, marker: ImportMarker) -> int:
         records = [(k, stored_handle(k, h), b) for k, h, b in rows]
-        async with self._primary() as conn, conn.transaction():
-            created = await self._copy_in(conn, records)
-            changes = changeset.imported(rows, created, entry)
-            await self._run_tables(conn, changes)
-            await conn.execute(_MARK, marker.name, str(marker.items))
+        # The side tables' share of a fresh load, worked out in a thread while PostgreSQL takes
+        # the COPY: done after it, it left the server idle for a third of the chunk's time.
+        fresh = asyncio.ensure_future(asyncio.to_thread(changeset.imported, rows, None, entry))
+        try:
+            async with self._primary() as conn, conn.transaction():
+                created = await self._copy_in(conn, records)
+                changes = await fresh if created is None else changeset.imported(rows, created, entry)
+                await self._run_tables(conn, changes)
+                await conn.execute(_MARK, marker.name, str(marker.items))
+        finally:
+            fresh.cancel()
         self._remember(r[0] for r in rows)
         return len(changes.inserts)
 
     @staticmethod
-    async def _copy_in(conn: asyncpg.Connection, records: list[tuple[str, str | None, bytes]]) -> set[str]:
-        """COPY the rows in; the keys that were created. Into ``handles`` straight when none is
-        there yet (a fresh load: the fast path), else through a staging table and an upsert."""
+    async def _copy_in(conn: asyncpg.Connection, records: list[tuple[str, str | None, bytes]]) -> set[str] | None:
+        """COPY the rows in; the keys that were created (None: all). Into ``handles`` straight
+        when none is there yet (a fresh load: the fast path), else through a staging table and
+        an upsert."""
         try:
             async with conn.transaction():  # a savepoint: a clash undoes only the COPY
                 await conn.copy_records_to_table("handles", records=records, columns=_RECORD_COLUMNS)
-            return {r[0] for r in records}
+            return None
         except asyncpg.UniqueViolationError:
             pass
         await conn.execute(_STAGE)

@@ -48,7 +48,7 @@ class StoreFailed(Exception):
 class ImportOptions:
     source: str  # a path, or "-" for standard input
     fmt: str
-    chunk: int = 10_000
+    chunk: int = 50_000  # a COPY of 50,000 rows ran ~1.3x the rate of 10,000 (fewer commits)
     identity: str = "import"
     jobs: int = os.cpu_count() or 1
     restart: bool = False
