@@ -35,7 +35,8 @@ from resolver.config import Config
 
 OK, BAD_INPUT, BAD_SETTINGS, STORE_UNAVAILABLE, INTERRUPTED = 0, 1, 2, 3, 130
 SHOWN_BAD = 100  # bad items listed; the rest are counted
-CHECK_BATCH = 2000  # items per task of the checking pool
+CHECK_BATCH = 2000  # packed items per task of the checking pool
+CHECK_BLOCK = 1024 * 1024  # bytes of JSON lines per task (~2,000 exported items)
 EXPORT_PAGE = 1000
 SPOOL_BYTES = 1024 * 1024
 
@@ -101,37 +102,58 @@ class _Hashing:
         return iter(self.readline, b"")
 
 
-def _batches(stream: IO[bytes], fmt: str) -> Iterator[list[tuple[int, bytes]]]:
-    batch: list[tuple[int, bytes]] = []
-    for line, raw in enumerate(bulk.raw_items(stream, fmt), 1):
-        batch.append((line, raw))
+def _tasks(stream: IO[bytes], fmt: str) -> Iterator[tuple[int, bytes | list[bytes]]]:
+    """The checking pool's tasks: (number of the first item, its items)."""
+    if fmt == "jsonl":
+        yield from _blocks(stream)
+        return
+    batch: list[bytes] = []
+    first = 1
+    for raw in bulk.raw_items(stream, fmt):
+        batch.append(raw)
         if len(batch) >= CHECK_BATCH:
-            yield batch
-            batch = []
+            yield first, batch
+            first, batch = first + len(batch), []
     if batch:
-        yield batch
+        yield first, batch
+
+
+def _blocks(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    """Blocks of whole lines: the parent reads and passes bytes, the workers split the lines."""
+    line, pieces = 1, []
+    while data := stream.read(CHECK_BLOCK):
+        cut = data.rfind(b"\n") + 1
+        if not cut:  # a line longer than a block
+            pieces.append(data)
+            continue
+        block = b"".join([*pieces, data[:cut]])
+        yield line, block
+        line += block.count(b"\n")
+        pieces = [data[cut:]]
+    if rest := b"".join(pieces):
+        yield line, rest
 
 
 def check(stream: BinaryIO, fmt: str, rules: bulk.Rules, spool: IO[bytes], jobs: int) -> Checked:
     """Check every item of ``stream``; spool the rows of the good ones, numbered, in order."""
     hashing: Any = _Hashing(stream)
     result = Checked("", 0, [], 0)
-    work = functools.partial(bulk.check_batch, fmt=fmt, rules=rules)
+    work = functools.partial(bulk.check_task, fmt=fmt, rules=rules)
     with _pool(jobs) as imap:
-        for rows, bad in imap(work, _batches(hashing, fmt)):
+        for rows, count, bad in imap(work, _tasks(hashing, fmt)):
             result.bad_count += len(bad)
             result.bad.extend(bad[: SHOWN_BAD - len(result.bad)])
             if result.bad_count:
                 continue  # nothing will be written: keep checking, stop spooling
-            result.items += len(rows)
-            spool.write(b"".join(msgpack.packb((line, *row), use_bin_type=True) for line, row in rows))
+            result.items += count
+            spool.write(rows)
     hashing.read()  # a digest of the whole input, past a broken msgpack stream's end too
     result.digest = hashing.sha.hexdigest()
     return result
 
 
 @contextlib.contextmanager
-def _pool(jobs: int) -> Iterator[Callable[..., Iterator[tuple[list[tuple[int, bulk.Row]], list[bulk.BadItem]]]]]:
+def _pool(jobs: int) -> Iterator[Callable[..., Iterator[tuple[bytes, int, list[bulk.BadItem]]]]]:
     if jobs <= 1:
         yield map
         return
@@ -145,7 +167,7 @@ def _spooled(spool: IO[bytes], after: int, chunk: int) -> Iterator[tuple[int, li
     spool.seek(0)
     rows: dict[str, tuple[str, str, bytes]] = {}
     last = after
-    for line, key, handle, blob in msgpack.Unpacker(spool, raw=False, use_list=False):
+    for line, key, handle, blob in msgpack.Unpacker(spool, raw=False, use_list=False, read_size=SPOOL_BYTES):
         if line <= after:
             continue
         rows[key] = (key, handle, blob)  # a key given twice: the later item wins, as a later PUT would
