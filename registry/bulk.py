@@ -12,8 +12,9 @@ stamped with the import's time. Secrets are hashed as the write path hashes them
 from __future__ import annotations
 
 import io
+import itertools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, NamedTuple
 
@@ -29,6 +30,7 @@ from registry.bulkfast import fast_row, moment
 
 FORMATS = ("jsonl", "msgpack")
 BROKEN = b"\xc1"  # msgpack never uses this byte: it marks where a broken stream became unreadable
+BROKEN_REASON = "broken msgpack stream:"
 
 
 class Row(NamedTuple):
@@ -133,7 +135,7 @@ def check_raw(raw: bytes, fmt: str, rules: Rules) -> Row | None:
         except orjson.JSONDecodeError:
             obj = _stdlib_json(raw)
     elif raw.startswith(BROKEN):
-        raise InvalidValue(f"broken msgpack stream: {raw[1:].decode()}; nothing after it can be read")
+        raise InvalidValue(f"{BROKEN_REASON} {raw[1:].decode()}; nothing after it can be read")
     else:
         obj = msgpack.unpackb(raw, raw=False)
     return row_from_item(obj, rules)
@@ -149,15 +151,17 @@ def _stdlib_json(raw: bytes) -> Any:
         raise InvalidValue(f"not JSON: {exc}") from None
 
 
-def check_task(task: tuple[int, bytes | list[bytes]], fmt: str, rules: Rules) -> tuple[bytes, int, list[BadItem]]:
-    """``check_batch`` of one task of the checking pool: the items from number ``first`` on, as a
-    block of whole JSON lines or a list of packed items. The rows come back as what the spool
-    keeps (msgpack (number, key, handle, blob) arrays, with their count): a Python row per item
-    through the pool's pipe cost the parent a microsecond or two each, and the parent is the
-    pool's bottleneck."""
-    first, items = task
-    raws = io.BytesIO(items) if isinstance(items, bytes) else items
-    rows, bad = check_batch(list(enumerate(raws, first)), fmt, rules)
+def check_task(task: tuple[int, bytes], fmt: str, rules: Rules) -> tuple[bytes, int, list[BadItem]]:
+    """The items of one task of the checking pool, from number ``first`` on: a block of whole
+    JSON lines or of whole packed items. The rows come back as what the spool keeps (msgpack
+    (number, key, handle, blob) arrays, with their count): a Python row per item through the
+    pool's pipe cost the parent a microsecond or two each, and the parent is the pool's
+    bottleneck."""
+    first, block = task
+    if fmt == "jsonl":
+        rows, bad = check_batch(list(enumerate(io.BytesIO(block), first)), fmt, rules)
+    else:
+        rows, bad = check_packed(first, block, rules)
     pack = msgpack.Packer(use_bin_type=True).pack
     return b"".join([pack((line, *row)) for line, row in rows]), len(rows), bad
 
@@ -167,17 +171,58 @@ def check_batch(batch: list[tuple[int, bytes]], fmt: str, rules: Rules) -> tuple
     rows: list[tuple[int, Row]] = []
     bad: list[BadItem] = []
     for line, raw in batch:
-        try:
-            row = check_raw(raw, fmt, rules)
-        except HandleError as exc:
-            bad.append(BadItem(line, exc.message))
-            continue
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
-            bad.append(BadItem(line, f"undecodable: {exc}"))
-            continue
-        if row is not None:
-            rows.append((line, row))
+        _judge(line, rows, bad, check_raw, raw, fmt, rules)
     return rows, bad
+
+
+def check_packed(first: int, block: bytes, rules: Rules) -> tuple[list[tuple[int, Row]], list[BadItem]]:
+    """check_batch of the items of a block of msgpack, numbered from ``first``: unpacked once
+    (raw_items unpacks and re-packs each, for check_raw to unpack again)."""
+    rows: list[tuple[int, Row]] = []
+    bad: list[BadItem] = []
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(block), 1))
+    unpacker.feed(block)
+    at = 0
+    for line in itertools.count(first):
+        try:
+            obj = unpacker.unpack()
+        except msgpack.OutOfData:
+            break
+        except (ValueError, msgpack.UnpackException) as exc:
+            bad.append(BadItem(line, broken(exc)))
+            break
+        size, at = unpacker.tell() - at, unpacker.tell()
+        if 2 * size > rules.max_bytes:  # re-packed as raw_items does (a float32 comes back as 8 bytes)
+            size = len(msgpack.packb(obj, use_bin_type=True))
+        _judge(line, rows, bad, check_object, obj, size, rules)
+    return rows, bad
+
+
+def check_object(obj: Any, size: int, rules: Rules) -> Row:
+    """check_raw of an item already unpacked, ``size`` bytes when packed."""
+    if size > rules.max_bytes:
+        raise InvalidValue(f"the item is {size} bytes, over the limit of {rules.max_bytes}")
+    return row_from_item(obj, rules)
+
+
+def _judge(
+    line: int, rows: list[tuple[int, Row]], bad: list[BadItem], check: Callable[..., Row | None], *args: Any
+) -> None:
+    try:
+        row = check(*args)
+    except HandleError as exc:
+        bad.append(BadItem(line, exc.message))
+        return
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        bad.append(BadItem(line, f"undecodable: {exc}"))
+        return
+    if row is not None:
+        rows.append((line, row))
+
+
+def broken(exc: Exception) -> str:
+    """Why an item of a broken msgpack stream and every one after it cannot be read."""
+    return f"{BROKEN_REASON} {exc}; nothing after it can be read"
 
 
 # Reading raw items ------------------------------------------------------------------
