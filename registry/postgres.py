@@ -365,17 +365,11 @@ class PostgresStore(Store):
 
     async def import_rows(self, rows: Sequence[tuple[str, str, bytes]], entry: AuditEntry, marker: ImportMarker) -> int:
         records = [(k, stored_handle(k, h), b) for k, h, b in rows]
-        # The side tables' share of a fresh load, worked out in a thread while PostgreSQL takes
-        # the COPY: done after it, it left the server idle for a third of the chunk's time.
-        fresh = asyncio.ensure_future(asyncio.to_thread(changeset.imported, rows, None, entry))
-        try:
-            async with self._primary() as conn, conn.transaction():
-                created = await self._copy_in(conn, records)
-                changes = await fresh if created is None else changeset.imported(rows, created, entry)
-                await self._run_tables(conn, changes)
-                await conn.execute(_MARK, marker.name, str(marker.items))
-        finally:
-            fresh.cancel()
+        async with self._primary() as conn, conn.transaction():
+            created = await self._copy_in(conn, records)
+            changes = changeset.imported(rows, created, entry)
+            await self._run_tables(conn, changes)
+            await conn.execute(_MARK, marker.name, str(marker.items))
         self._remember(r[0] for r in rows)
         return len(changes.inserts)
 
