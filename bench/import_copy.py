@@ -1,12 +1,15 @@
 """How close ``idnode import`` comes to a raw COPY of the same rows into PostgreSQL.
 
-Generates N records (``bench.load_store.record_for``), writes them as a JSON-lines file, then
-measures (a) ``idnode import`` of the file into an empty store (a new database) and (b) a raw
-binary COPY (asyncpg ``copy_records_to_table``) of the same rows, already encoded (same key,
-handle and record bytes), into the ``handles`` table of a second new database. Prints rows/s
-for both and the ratio (a)/(b); the target is 0.5 or more::
+Generates N records (``bench.load_store.record_for``), writes them as a JSON-lines file and
+as a msgpack stream, then measures, in alternating rounds, (a) the whole ``idnode import``
+command (a subprocess: start-up, checking and writing) of each file into an empty store (a new
+database each time) and (b) a raw binary COPY (asyncpg ``copy_records_to_table``) of the same
+rows, already encoded (same key, handle and record bytes), in chunks as large as the import's,
+into the ``handles`` table of another new database. Prints rows/s of each run, the ratio
+(a)/(b) of each format within each round and the spread over the rounds; the target is 0.5
+or more::
 
-    python -m bench.import_copy postgresql://postgres@127.0.0.1:5432/test --count 1000000
+    python -m bench.import_copy postgresql://postgres@127.0.0.1:5432/test --count 200000 --rounds 3
 
 The URL names a database on the server to test; the two fresh ones are created beside it
 (and dropped afterwards).
@@ -16,12 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import platform
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -31,14 +37,15 @@ from protocol.records import encode_record
 from registry import bulk
 from registry.postgres import PostgresStore, stored_handle
 
-COPY_CHUNK = 10_000
+COPY_CHUNK = 50_000  # the import's default chunk
+FORMATS = {"jsonl": "records.jsonl", "msgpack": "records.msgpack"}
 
 
-def _write_file(path: Path, count: int) -> None:
+def _write_file(path: Path, count: int, fmt: str) -> None:
     with open(path, "wb") as fh:
         for start in range(0, count, COPY_CHUNK):
             records = (record_for(i) for i in range(start, min(start + COPY_CHUNK, count)))
-            fh.write(bulk.encode_items(records, "jsonl"))
+            fh.write(bulk.encode_items(records, fmt))
 
 
 def _rows(count: int) -> list[tuple[str, str | None, bytes]]:
@@ -74,11 +81,14 @@ async def _schema(url: str) -> None:
     await store.close()
 
 
-def _import(url: str, path: Path, jobs: int | None) -> float:
+def _command(url: str, path: Path, jobs: int | None) -> list[str]:
     cmd = [sys.executable, "-m", "resolver.cli", "import", str(path), "--store", url]
-    cmd += [] if jobs is None else ["--jobs", str(jobs)]
+    return cmd + ([] if jobs is None else ["--jobs", str(jobs)])
+
+
+def _import(url: str, path: Path, jobs: int | None) -> float:
     started = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, check=False)
+    done = subprocess.run(_command(url, path, jobs), capture_output=True, check=False)
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"idnode import failed: {done.stderr.decode()}")
@@ -99,33 +109,61 @@ async def _copy(url: str, rows: list[tuple[str, str | None, bytes]]) -> float:
         await conn.close()
 
 
-async def _main(server: str, count: int, jobs: int | None) -> None:
-    imported_url, copied_url = await _create(server), await _create(server)
+async def _fresh(server: str, run: Any) -> float:
+    """``run(url)``'s seconds against a new database of the store's schema, dropped after."""
+    url = await _create(server)
     try:
-        await _schema(imported_url)
-        await _schema(copied_url)
-        with tempfile.TemporaryDirectory(prefix="idnode-bench-") as tmp:
-            path = Path(tmp) / "records.jsonl"
-            _write_file(path, count)
-            print(f"{count:,} records, {path.stat().st_size / 1e6:,.1f} MB of JSON lines", file=sys.stderr)
-            imported = await asyncio.to_thread(_import, imported_url, path, jobs)
-        copied = await _copy(copied_url, _rows(count))
+        await _schema(url)
+        return float(await run(url))
     finally:
-        await _drop(server, imported_url)
-        await _drop(server, copied_url)
-    a, b = count / imported, count / copied
-    print(f"(a) idnode import: {imported:.2f} s, {a:,.0f} rows/s")
-    print(f"(b) raw COPY:      {copied:.2f} s, {b:,.0f} rows/s")
-    print(f"ratio (a)/(b): {a / b:.2f} (target >= 0.5)")
+        await _drop(server, url)
+
+
+async def _round(server: str, files: dict[str, Path], rows: list[Any], jobs: int | None) -> dict[str, float]:
+    """rows/s of a raw COPY, then of an import of each format, one after the other."""
+    count = len(rows)
+    rates = {"copy": count / await _fresh(server, lambda url: _copy(url, rows))}
+    for fmt, path in files.items():
+        seconds = await _fresh(server, lambda url, path=path: asyncio.to_thread(_import, url, path, jobs))
+        rates[fmt] = count / seconds
+    return rates
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    return f"{platform.node()}: {os.cpu_count()} cores, {cpu}, load {os.getloadavg()[0]:.1f}"
+
+
+async def _main(server: str, count: int, jobs: int | None, rounds: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="idnode-bench-") as tmp:
+        files = {fmt: Path(tmp) / name for fmt, name in FORMATS.items()}
+        for fmt, path in files.items():
+            _write_file(path, count, fmt)
+            print(f"{count:,} records, {path.stat().st_size / 1e6:,.1f} MB of {fmt}", file=sys.stderr)
+        rows = _rows(count)
+        print(f"command: {' '.join(_command('URL', files['jsonl'], jobs))}")
+        print(f"machine: {_machine()}, Python {platform.python_version()}")
+        ratios: dict[str, list[float]] = {fmt: [] for fmt in files}
+        for n in range(1, rounds + 1):
+            rates = await _round(server, files, rows, jobs)
+            line = ", ".join(f"{fmt} {rate:,.0f} rows/s" for fmt, rate in rates.items())
+            for fmt in files:
+                ratios[fmt].append(rates[fmt] / rates["copy"])
+            shown = ", ".join(f"{fmt} {ratios[fmt][-1]:.2f}" for fmt in files)
+            print(f"round {n}: {line}; ratio (import/raw) {shown}", flush=True)
+    for fmt, values in ratios.items():
+        median = sorted(values)[len(values) // 2]
+        print(f"ratio {fmt}: median {median:.2f}, min {min(values):.2f}, max {max(values):.2f} (target >= 0.5)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.import_copy", description=__doc__.splitlines()[0])
     parser.add_argument("server", help="postgresql://USER@HOST:PORT/DB: the new databases are made beside DB")
-    parser.add_argument("--count", type=int, default=50_000, help="records (default 50000)")
+    parser.add_argument("--count", type=int, default=200_000, help="records (default 200000)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     parser.add_argument("--jobs", type=int, help="idnode import --jobs (default: its own, the cores)")
     args = parser.parse_args(argv)
-    asyncio.run(_main(args.server, args.count, args.jobs))
+    asyncio.run(_main(args.server, args.count, args.jobs, args.rounds))
     return 0
 
 

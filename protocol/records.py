@@ -127,10 +127,13 @@ def _ints(*objs: Any) -> bool:
 
 def encode_record(record: HandleRecord) -> bytes:
     """Encode a record as versioned msgpack."""
-    return msgpack.packb(  # type: ignore[no-any-return]
-        [_STORE_FORMAT, record.handle, [_value_row(v) for v in record.values]],
-        use_bin_type=True,
-    )
+    return encode_rows(record.handle, [_value_row(v) for v in record.values])
+
+
+def encode_rows(handle: str, rows: list[tuple[Any, ...]]) -> bytes:
+    """What encode_record writes, from value rows already in its order (by index) and form:
+    (index, type, data, ttl (negative: -expiry - 1), timestamp, permissions, references)."""
+    return msgpack.packb([_STORE_FORMAT, handle, rows], use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def decode_record(blob: bytes) -> HandleRecord:

@@ -16,6 +16,7 @@ A backend reads the records the writes touch, calls ``plan`` and runs the result
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -126,21 +127,41 @@ def expand_audit(fields: Sequence[object], more: bytes | None) -> list[AuditEntr
     return [entry, *(entry._replace(handle=h) for h in (msgpack.unpackb(more) if more else ()))]
 
 
-def imported(rows: Sequence[tuple[str, str, bytes]], created: set[str], entry: AuditEntry) -> ChangeSet:
+def imported(rows: Sequence[tuple[str, str, bytes]], created: set[str] | None, entry: AuditEntry) -> ChangeSet:
     """The side tables' share of a bulk import chunk: ``rows`` (key, handle, packed record) were
-    upserted, ``created`` are the keys that were new. Counts and registrations move by the
+    upserted, ``created`` are the keys that were new (None: all of them). Counts and registrations move by the
     created ones; every prefix handle among them is queued for publishing; the chunk is
-    audited as one batch (one row per prefix)."""
+    audited as one batch (one row per prefix), as ``audit_rows`` would group it.
+
+    One light pass per row: with a per-row AuditEntry and ``audit_rows`` this took ~15 us a
+    row, four times the COPY of the row itself (200,000 rows in chunks of 50,000)."""
     changes = ChangeSet([None] * len(rows), day=day_of(entry.time))
-    for key, handle, blob in rows:
-        if key.startswith(OUTBOX_KEY_START):
-            changes.outbox.append(key[len(OUTBOX_KEY_START) :])
-        if key in created:
-            prefix = key_prefix(key)
-            changes.inserts.append((key, handle, blob))
-            changes.counts[prefix] = changes.counts.get(prefix, 0) + 1
-            changes.created[prefix] = changes.created.get(prefix, 0) + 1
-        else:
-            changes.updates.append((key, handle, blob))
-    changes.audit = audit_rows([(entry._replace(handle=handle), None) for _, handle, _ in rows])
+    if created is None:
+        changes.inserts = list(rows)
+    else:
+        for row in rows:
+            (changes.inserts if row[0] in created else changes.updates).append(row)
+    counts = Counter(row[0].partition("/")[0] for row in changes.inserts)
+    changes.counts, changes.created = dict(counts), dict(counts)
+    changes.outbox = [key[len(OUTBOX_KEY_START) :] for key, _, _ in rows if key.startswith(OUTBOX_KEY_START)]
+    by_prefix: dict[str, list[str]] = {}
+    for _, handle, _ in rows:
+        written, _, rest = handle.partition("/")
+        prefix = written.upper()  # AuditEntry.prefix
+        by_prefix.setdefault(rest if prefix == NA_PREFIX else prefix, []).append(handle)
+    e = entry
+    changes.audit = [
+        (
+            e.time,
+            p,
+            e.identity,
+            e.address,
+            e.operation,
+            e.result,
+            e.message,
+            hs[0],
+            msgpack.packb(hs[1:]) if len(hs) > 1 else None,
+        )
+        for p, hs in by_prefix.items()
+    ]
     return changes

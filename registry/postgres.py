@@ -412,13 +412,14 @@ class PostgresStore(Store):
         return len(changes.inserts)
 
     @staticmethod
-    async def _copy_in(conn: asyncpg.Connection, records: list[tuple[str, str | None, bytes]]) -> set[str]:
-        """COPY the rows in; the keys that were created. Into ``handles`` straight when none is
-        there yet (a fresh load: the fast path), else through a staging table and an upsert."""
+    async def _copy_in(conn: asyncpg.Connection, records: list[tuple[str, str | None, bytes]]) -> set[str] | None:
+        """COPY the rows in; the keys that were created (None: all). Into ``handles`` straight
+        when none is there yet (a fresh load: the fast path), else through a staging table and
+        an upsert."""
         try:
             async with conn.transaction():  # a savepoint: a clash undoes only the COPY
                 await conn.copy_records_to_table("handles", records=records, columns=_RECORD_COLUMNS)
-            return {r[0] for r in records}
+            return None
         except asyncpg.UniqueViolationError:
             pass
         await conn.execute(_STAGE)

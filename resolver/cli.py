@@ -140,7 +140,7 @@ def _bulk_parsers(commands: Any) -> None:
     )
     i.add_argument("file", metavar="FILE", help="the input, or - for standard input")
     _store_flags(i)
-    i.add_argument("--chunk", type=int, default=10_000, help="records per transaction (default 10000)")
+    i.add_argument("--chunk", type=int, default=50_000, help="records per transaction (default 50000)")
     i.add_argument("--identity", default="import", help="who the audit log names (default: import)")
     i.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes checking the input")
     i.add_argument("--restart", action="store_true", help="write everything again, ignoring earlier progress")
