@@ -35,7 +35,8 @@ from bench.load_store import record_for
 from protocol.identifiers import parse_handle
 from protocol.records import encode_record
 from registry import bulk
-from registry.postgres import PostgresStore, stored_handle
+from registry.postgres import PostgresStore
+from registry.postgres_writes import stored_handle
 
 COPY_CHUNK = 50_000  # the import's default chunk
 FORMATS = {"jsonl": "records.jsonl", "msgpack": "records.msgpack"}

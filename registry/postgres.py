@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
@@ -30,6 +29,7 @@ from protocol.errors import StoreUnavailable
 from protocol.records import HandleRecord, decode_record
 from registry import changeset
 from registry import postgres_schema as schema
+from registry import postgres_writes as txn
 from registry.postgres_replicas import REPLICA_RETRY_SECONDS, ReadRouting
 from registry.store import (
     AuditEntry,
@@ -72,40 +72,6 @@ _LOCK_MANY = (
     "SELECT h.key, h.record FROM unnest($1::text[]) AS u(k), "
     "LATERAL (SELECT key, record FROM handles WHERE key = u.k OFFSET 0 FOR UPDATE) h"
 )
-_RECORD_COLUMNS = ("key", "handle", "record")
-_UPDATE = "UPDATE handles SET handle = $2, record = $3 WHERE key = $1"
-_DELETE = "DELETE FROM handles WHERE key = $1"
-_COUNTS = (
-    "INSERT INTO prefix_counts (prefix, slot, handles) "
-    "SELECT p, $3, n FROM unnest($1::text[], $2::bigint[]) AS u(p, n) "
-    "ON CONFLICT (prefix, slot) DO UPDATE SET handles = prefix_counts.handles + excluded.handles"
-)
-_DAILY = (
-    "INSERT INTO daily_registrations (prefix, day, slot, registrations) "
-    "SELECT p, $3, $4, n FROM unnest($1::text[], $2::bigint[]) AS u(p, n) "
-    "ON CONFLICT (prefix, day, slot) DO UPDATE SET registrations = daily_registrations.registrations + "
-    "excluded.registrations"
-)
-_OUTBOX_BUMP = (
-    "INSERT INTO prefix_outbox (prefix, seq) SELECT p, nextval('prefix_outbox_seq') FROM unnest($1::text[]) AS u(p) "
-    "ON CONFLICT (prefix) DO UPDATE SET seq = excluded.seq"
-)
-_STAGE = (
-    'CREATE TEMP TABLE IF NOT EXISTS import_stage (key text COLLATE "C", handle text, record bytea) '
-    "ON COMMIT DELETE ROWS"
-)
-# Which rows an upsert created cannot be told by xmax on a partitioned table (PostgreSQL
-# refuses system columns there): insert the new ones first, then update the others.
-_STAGE_INSERT = (
-    "INSERT INTO handles (key, handle, record) SELECT key, handle, record FROM import_stage "
-    "ON CONFLICT (key) DO NOTHING RETURNING key"
-)
-_STAGE_UPDATE = (
-    "UPDATE handles h SET handle = s.handle, record = s.record FROM import_stage s "
-    "WHERE h.key = s.key AND NOT s.key = ANY($1::text[])"
-)
-_MARK = "INSERT INTO idnode_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
-_AUDIT_COLUMNS = ("time", "prefix", "identity", "address", "operation", "result", "message", "handle", "more")
 
 
 class _Lost(StoreUnavailable):
@@ -119,10 +85,6 @@ def redact(url: str) -> str:
     if not sep or not at or ":" not in auth:
         return url
     return f"{scheme}{sep}{auth.partition(':')[0]}:***@{host}"
-
-
-def stored_handle(key: str, handle: str) -> str | None:
-    return None if handle == key else handle
 
 
 class PostgresStore(Store):
@@ -174,8 +136,8 @@ class PostgresStore(Store):
         self._pool = await self._connect(self.url)
         try:
             async with self._primary() as conn:
-                await self._migrate(conn)
-                await self._maintain(conn)
+                await schema.migrate(conn, self.partitions)
+                await schema.maintain(conn, self.audit_retention_days)
             # Replicas only spare the primary: one that is down (rebuilt, restarting) must not
             # stop the node. Their pools connect when first used; a failing one is skipped.
             self._replicas = [await self._connect(url, min_size=0) for url in self.replica_urls]
@@ -250,56 +212,12 @@ class PostgresStore(Store):
 
     # Schema and maintenance -----------------------------------------------------------
 
-    async def _migrate(self, conn: asyncpg.Connection) -> None:
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", schema.MIGRATION_LOCK)
-            exists = await conn.fetchval("SELECT to_regclass('idnode_meta') IS NOT NULL")
-            stored = await conn.fetchval("SELECT value FROM idnode_meta WHERE name = 'partitions'") if exists else None
-            partitions = int(stored) if stored is not None else self.partitions
-            if partitions != self.partitions:
-                log.warning(
-                    "setting 'store_partitions' is %d but the database was created with %d partitions; keeping %d",
-                    self.partitions,
-                    partitions,
-                    partitions,
-                )
-            for statement in schema.statements(partitions):
-                await conn.execute(statement)
-            await conn.execute(
-                "INSERT INTO idnode_meta (name, value) VALUES ('schema_version', $1), ('partitions', $2) "
-                "ON CONFLICT (name) DO NOTHING",
-                str(schema.SCHEMA_VERSION),
-                str(partitions),
-            )
-
-    async def _maintain(self, conn: asyncpg.Connection) -> None:
-        """Audit partitions for this month and the next; months past the retention dropped."""
-        now = time.time()
-        this = schema.month_start(now)
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", schema.MIGRATION_LOCK)
-            for start in (this, schema.next_month(this)):
-                await conn.execute(schema.audit_partition(start))
-            if self.audit_retention_days <= 0:
-                return
-            cutoff = now - self.audit_retention_days * 86400
-            rows = await conn.fetch(
-                "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
-                "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'audit'::regclass"
-            )
-            for name, bound in rows:
-                upper = _upper_bound(bound)
-                if upper is not None and upper <= cutoff:
-                    await conn.execute(f'DROP TABLE "{name}"')
-                    log.info("dropped audit partition %s (older than %d days)", name, self.audit_retention_days)
-            await conn.execute("DELETE FROM audit_default WHERE time < $1", cutoff)
-
     async def _maintain_forever(self) -> None:
         while True:
             await asyncio.sleep(MAINTENANCE_SECONDS)
             try:
                 async with self._primary() as conn:
-                    await self._maintain(conn)
+                    await schema.maintain(conn, self.audit_retention_days)
             except StoreUnavailable as exc:
                 log.warning("audit partition maintenance failed: %s", exc.message)
 
@@ -351,7 +269,7 @@ class PostgresStore(Store):
                 async with self._primary() as conn, conn.transaction():
                     rows = await conn.fetch(_LOCK_MANY, keys)
                     changes = changeset.plan({k: decode_record(b) for k, b in rows}, writes, atomic=atomic)
-                    await self._run(conn, changes)
+                    await txn.run(conn, changes)
                     committing = True
             except _RETRY:
                 continue
@@ -363,70 +281,17 @@ class PostgresStore(Store):
             return changes.outcomes
         raise StoreUnavailable(f"the store kept losing races for {len(keys)} records; try again")
 
-    async def _run(self, conn: asyncpg.Connection, changes: changeset.ChangeSet) -> None:
-        if changes.inserts:
-            # COPY (binary) rather than INSERT: the keys were absent when locked, so a
-            # duplicate means another transaction created one meanwhile, and the unique
-            # violation makes this one run again against what is stored now. In key order,
-            # as the locks above: batches creating the same new records in other orders
-            # would each wait for a record the other inserted (a deadlock).
-            rows = [(k, stored_handle(k, h), b) for k, h, b in sorted(changes.inserts)]
-            await conn.copy_records_to_table("handles", records=rows, columns=_RECORD_COLUMNS)
-        if changes.updates:
-            await conn.executemany(_UPDATE, [(k, stored_handle(k, h), b) for k, h, b in changes.updates])
-        if changes.deletes:
-            await conn.executemany(_DELETE, [(k,) for k in changes.deletes])
-        await self._run_tables(conn, changes)
-
-    async def _run_tables(self, conn: asyncpg.Connection, changes: changeset.ChangeSet) -> None:
-        """Everything beside the records themselves: counts, registrations, outbox, audit."""
-        slot = random.randrange(schema.COUNT_SLOTS)
-        if changes.counts:
-            prefixes = sorted(changes.counts)
-            await conn.execute(_COUNTS, prefixes, [changes.counts[p] for p in prefixes], slot)
-        if changes.created:
-            prefixes = sorted(changes.created)
-            await conn.execute(_DAILY, prefixes, [changes.created[p] for p in prefixes], changes.day, slot)
-        if changes.outbox:
-            await self._bump(conn, changes.outbox)
-        await _audit(conn, changes.audit)
-
-    @staticmethod
-    async def _bump(conn: asyncpg.Connection, prefixes: Sequence[str]) -> None:
-        # Held to COMMIT, so outbox numbers become visible in the order they were given:
-        # the publisher reads "everything after the last number seen" and must not skip one
-        # that a slower transaction commits later. Prefix handles change rarely.
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", schema.OUTBOX_LOCK)
-        await conn.execute(_OUTBOX_BUMP, sorted(prefixes))
-
     # Bulk import and export ------------------------------------------------------------
 
     async def import_rows(self, rows: Sequence[tuple[str, str, bytes]], entry: AuditEntry, marker: ImportMarker) -> int:
-        records = [(k, stored_handle(k, h), b) for k, h, b in rows]
+        records = [(k, txn.stored_handle(k, h), b) for k, h, b in rows]
         async with self._primary() as conn, conn.transaction():
-            created = await self._copy_in(conn, records)
+            created = await txn.copy_in(conn, records)
             changes = changeset.imported(rows, created, entry)
-            await self._run_tables(conn, changes)
-            await conn.execute(_MARK, marker.name, str(marker.items))
+            await txn.run_tables(conn, changes)
+            await conn.execute(txn.MARK, marker.name, str(marker.items))
         self._routing.wrote([r[0] for r in rows])
         return len(changes.inserts)
-
-    @staticmethod
-    async def _copy_in(conn: asyncpg.Connection, records: list[tuple[str, str | None, bytes]]) -> set[str] | None:
-        """COPY the rows in; the keys that were created (None: all). Into ``handles`` straight
-        when none is there yet (a fresh load: the fast path), else through a staging table and
-        an upsert."""
-        try:
-            async with conn.transaction():  # a savepoint: a clash undoes only the COPY
-                await conn.copy_records_to_table("handles", records=records, columns=_RECORD_COLUMNS)
-            return None
-        except asyncpg.UniqueViolationError:
-            pass
-        await conn.execute(_STAGE)
-        await conn.copy_records_to_table("import_stage", records=records, columns=_RECORD_COLUMNS)
-        created = [key for (key,) in await conn.fetch(_STAGE_INSERT)]
-        await conn.execute(_STAGE_UPDATE, created)  # the staged rows go at COMMIT (ON COMMIT DELETE ROWS)
-        return set(created)
 
     async def import_progress(self, source: str) -> int:
         async with self._primary() as conn:
@@ -451,7 +316,7 @@ class PostgresStore(Store):
 
     async def touch_prefix(self, prefix: str) -> None:
         async with self._primary() as conn, conn.transaction():
-            await self._bump(conn, [prefix])
+            await txn.bump(conn, [prefix])
 
     async def publications(self) -> list[Publication]:
         async with self._primary() as conn:
@@ -479,7 +344,7 @@ class PostgresStore(Store):
 
     async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
         async with self._primary() as conn:
-            await _audit(conn, changeset.audit_rows([(e, None) for e in entries]))
+            await txn.audit(conn, changeset.audit_rows([(e, None) for e in entries]))
 
     # Listing and counting ---------------------------------------------------------------
 
@@ -559,7 +424,7 @@ class PostgresStore(Store):
                 t.body,
                 t.updated,
             )
-            await _audit(conn, changeset.audit_rows([(audit, None)]))
+            await txn.audit(conn, changeset.audit_rows([(audit, None)]))
         return bool(inserted)
 
     async def get_template(self, prefix: str, name: str, version: str | None = None) -> StoredTemplate | None:
@@ -586,28 +451,14 @@ class PostgresStore(Store):
                 status = await conn.execute(
                     "DELETE FROM templates WHERE prefix = $1 AND name = $2 AND version = $3", prefix, name, version
                 )
-            await _audit(conn, changeset.audit_rows([(audit, None)]))
+            await txn.audit(conn, changeset.audit_rows([(audit, None)]))
         return int(status.rsplit(" ", 1)[1])
-
-
-async def _audit(conn: asyncpg.Connection, rows: Sequence[changeset.AuditRow]) -> None:
-    if rows:
-        await conn.copy_records_to_table("audit", records=rows, columns=_AUDIT_COLUMNS)
 
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     return str(exc) or type(exc).__name__
-
-
-def _upper_bound(bound: str) -> float | None:
-    # "FOR VALUES FROM ('1764547200') TO ('1767225600')"; the default partition has none.
-    _, sep, upper = bound.partition(" TO (")
-    try:
-        return float(upper.strip(")' ")) if sep else None
-    except ValueError:
-        return None
 
 
 def _under(column: str, prefixes: Sequence[str] | None, *, first: int) -> tuple[str, list[str]]:

@@ -18,6 +18,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import time
+
+import asyncpg
+
+log = logging.getLogger("registry.postgres")
 
 SCHEMA_VERSION = 1
 COUNT_SLOTS = 16
@@ -116,3 +122,59 @@ def audit_partition(start: dt.datetime) -> str:
         f"CREATE TABLE IF NOT EXISTS {audit_partition_name(start)} PARTITION OF audit "
         f"FOR VALUES FROM ({start.timestamp():.0f}) TO ({end.timestamp():.0f})"
     )
+
+
+async def migrate(conn: asyncpg.Connection, partitions_wanted: int) -> None:
+    """Create what is missing, under a lock (every worker runs this at start)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        exists = await conn.fetchval("SELECT to_regclass('idnode_meta') IS NOT NULL")
+        stored = await conn.fetchval("SELECT value FROM idnode_meta WHERE name = 'partitions'") if exists else None
+        partitions = int(stored) if stored is not None else partitions_wanted
+        if partitions != partitions_wanted:
+            log.warning(
+                "setting 'store_partitions' is %d but the database was created with %d partitions; keeping %d",
+                partitions_wanted,
+                partitions,
+                partitions,
+            )
+        for statement in statements(partitions):
+            await conn.execute(statement)
+        await conn.execute(
+            "INSERT INTO idnode_meta (name, value) VALUES ('schema_version', $1), ('partitions', $2) "
+            "ON CONFLICT (name) DO NOTHING",
+            str(SCHEMA_VERSION),
+            str(partitions),
+        )
+
+
+async def maintain(conn: asyncpg.Connection, retention_days: int) -> None:
+    """Audit partitions for this month and the next; months past the retention dropped."""
+    now = time.time()
+    this = month_start(now)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        for start in (this, next_month(this)):
+            await conn.execute(audit_partition(start))
+        if retention_days <= 0:
+            return
+        cutoff = now - retention_days * 86400
+        rows = await conn.fetch(
+            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'audit'::regclass"
+        )
+        for name, bound in rows:
+            upper = upper_bound(bound)
+            if upper is not None and upper <= cutoff:
+                await conn.execute(f'DROP TABLE "{name}"')
+                log.info("dropped audit partition %s (older than %d days)", name, retention_days)
+        await conn.execute("DELETE FROM audit_default WHERE time < $1", cutoff)
+
+
+def upper_bound(bound: str) -> float | None:
+    # "FOR VALUES FROM ('1764547200') TO ('1767225600')"; the default partition has none.
+    _, sep, upper = bound.partition(" TO (")
+    try:
+        return float(upper.strip(")' ")) if sep else None
+    except ValueError:
+        return None

@@ -67,7 +67,7 @@ async def test_months_past_retention_are_dropped_and_recent_ones_kept(url: str) 
         # 45 days: this month and last are within reach; a month ending more than 45 days ago is not.
         store.audit_retention_days = 45
         async with store._primary() as conn:
-            await store._maintain(conn)
+            await schema.maintain(conn, store.audit_retention_days)
         handles, parts = await kept(store)
     finally:
         await store.close()
@@ -102,7 +102,7 @@ async def test_retention_zero_keeps_everything(url: str) -> None:
     try:
         await fill(store, [0, 3, 24])
         async with store._primary() as conn:
-            await store._maintain(conn)
+            await schema.maintain(conn, store.audit_retention_days)
         handles, parts = await kept(store)
     finally:
         await store.close()
