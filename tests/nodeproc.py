@@ -123,7 +123,9 @@ class Node:
                 self.port = int(address.rsplit(":", 1)[1])
                 threading.Thread(target=self._drain, daemon=True).start()
                 return self
-        raise RuntimeError("idnode did not start in time")
+        os.killpg(self.proc.pid, signal.SIGKILL)  # not left running after the test that gave up on it
+        self.proc.wait(15)
+        raise RuntimeError(f"idnode did not start in {START_TIMEOUT:g} s:\n{''.join(self.stderr_lines)}")
 
     def _drain(self) -> None:
         proc = self.proc
