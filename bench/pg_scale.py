@@ -61,6 +61,7 @@ SOURCE = "bench.pg_scale"  # the import marker's name: records 0..N-1 of bench.l
 @dataclass
 class SizeResult:
     size: int
+    rows: int  # identifiers stored when measured: the load's and earlier runs' registrations
     table_bytes: int
     index_bytes: int
     uncached_rps: float
@@ -71,7 +72,7 @@ class SizeResult:
 
     @property
     def bytes_per_identifier(self) -> float:
-        return (self.table_bytes + self.index_bytes) / self.size
+        return (self.table_bytes + self.index_bytes) / self.rows
 
 
 def server(directory: Path) -> PgServer:
@@ -128,7 +129,8 @@ async def load(url: str, start: int, stop: int) -> float:
     return time.perf_counter() - began
 
 
-async def analyse(url: str) -> tuple[int, int]:
+async def analyse(url: str) -> tuple[int, int, int]:
+    """Table bytes, index bytes and rows of the records table (fresh statistics)."""
     import asyncpg
 
     conn = await asyncpg.connect(url)
@@ -138,7 +140,8 @@ async def analyse(url: str) -> tuple[int, int]:
             "SELECT sum(pg_table_size(c.oid)), sum(pg_indexes_size(c.oid)) FROM pg_inherits i "
             "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'handles'::regclass"
         )
-        return int(table), int(index)
+        rows = await conn.fetchval("SELECT sum(handles) FROM prefix_counts")
+        return int(table), int(index), int(rows)
     finally:
         await conn.close()
 
@@ -170,7 +173,9 @@ def resolution(url: str, size: int, rounds: int, duration: int, cache: bool) -> 
 
 
 def batches(url: str, size: int, count: int) -> tuple[float, float]:
-    payloads = bodies_from(size * 10, count, "msgpack")  # handles no load and no earlier size used
+    # New handles: none of the load's, no other size's, none of an earlier run's (a run
+    # repeating handles would measure the idempotent re-create, which writes nothing).
+    payloads = bodies_from(size * 10 + int(time.time()) // 60 % 1000 * count, count, "msgpack")
     target = node(url, cache=True)
     try:
         wall, latencies, failed = send_all(target.port, payloads, "msgpack", 2)
@@ -216,13 +221,13 @@ def measure(size: int, url: str, args: argparse.Namespace) -> SizeResult:
     have = asyncio.run(stored(url))
     if have < size:
         raise SystemExit(f"the {size:,} store holds {have:,} records: run --load first")
-    table, index = asyncio.run(analyse(url))
+    table, index, rows = asyncio.run(analyse(url))
     rps, p99 = resolution(url, size, args.rounds, args.duration, cache=False)
     cached, _ = resolution(url, size, 1, args.duration, cache=True)
     batch_rate, batch_p50 = batches(url, size, args.batch_count)
-    result = SizeResult(size, table, index, rps, p99, cached, batch_rate, batch_p50)
+    result = SizeResult(size, rows, table, index, rps, p99, cached, batch_rate, batch_p50)
     print(f"{size:,}: {rps:,.0f} uncached req/s (p99 {p99:.1f} ms), {cached:,.0f} cached, {batch_rate:,.0f} "
-          f"identifiers/s registered, {(table + index) / size:.0f} bytes/identifier", flush=True)  # fmt: skip
+          f"identifiers/s registered, {(table + index) / rows:.0f} bytes/identifier", flush=True)  # fmt: skip
     return result
 
 
@@ -238,7 +243,7 @@ def report(results: list[SizeResult]) -> None:
         print(
             f"| {r.size:,} | {r.uncached_rps:,.0f} | {ratio:.2f} | {r.uncached_p99_ms:.1f} | {r.cached_rps:,.0f} "
             f"| {r.batch_rate:,.0f} | {r.batch_rate / base.batch_rate:.2f} | {r.bytes_per_identifier:.0f} "
-            f"({r.table_bytes / r.size:.0f} + {r.index_bytes / r.size:.0f}) |",
+            f"({r.table_bytes / r.rows:.0f} + {r.index_bytes / r.rows:.0f}) |",
             flush=True,
         )
 
