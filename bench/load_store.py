@@ -1,10 +1,10 @@
 """Fill a node's SQLite store with synthetic, realistic handle records, fast.
 
 Everything goes through ``SqliteStore`` itself: the node's prefix handle is created as
-``idnode serve`` creates it on first start, and the records are written with the store's
-batched write (``apply_many``, one transaction per batch), so the encoding, the keys and
-the tables kept beside the records (per-prefix counts, daily registrations) are exactly
-what the server would have written.
+``idnode serve`` creates it on first start, and the records are written through the bulk
+import path (``import_rows``, what ``idnode import`` runs: one transaction per batch with
+its audit row and progress marker), so the encoding, the keys and the tables kept beside
+the records (per-prefix counts, daily registrations) are exactly what the node keeps.
 
 Handle ``i`` is a pure function of ``i`` (``handle_for``), so drivers can pick handles
 without reading the store back::
@@ -22,13 +22,12 @@ import time
 from pathlib import Path
 
 from protocol import valuedata as vd
-from protocol.errors import HandleError
 from protocol.identifiers import parse_handle, prefix_handle
-from protocol.records import HS_ADMIN, URL, HandleRecord, HandleValue
+from protocol.records import HS_ADMIN, URL, HandleRecord, HandleValue, encode_record
 from registry import secrets
 from registry.bootstrap import node_admin_record
 from registry.sqlite import SqliteStore
-from registry.store import Store, Write
+from registry.store import AuditEntry, ImportMarker, Store
 
 STORE_FILE = "idnode.sqlite3"  # the name resolver.server.serve() opens under --data-dir
 NODE_PREFIX = "88.118"
@@ -83,18 +82,16 @@ async def _ensure_prefix_handle(store: Store, node_prefix: str, admin_secret: st
     return True
 
 
-def _write(record: HandleRecord) -> Write:
-    return Write(parse_handle(record.handle).key, lambda _old: record)
-
-
 async def _fill(store: Store, count: int, node_prefix: str) -> None:
     started = time.perf_counter()
     for start in range(0, count, BATCH):
         stop = min(start + BATCH, count)
-        outcomes = await store.apply_many([_write(record_for(i, node_prefix)) for i in range(start, stop)], atomic=True)
-        failed = next((o for o in outcomes if isinstance(o, HandleError)), None)
-        if failed is not None:
-            raise failed
+        rows = []
+        for i in range(start, stop):
+            record = record_for(i, node_prefix)
+            rows.append((parse_handle(record.handle).key, record.handle, encode_record(record)))
+        entry = AuditEntry(time.time(), "bench", "127.0.0.1", "import", rows[0][1])
+        await store.import_rows(rows, entry, ImportMarker("bench.load_store", stop))
         elapsed = max(time.perf_counter() - started, 1e-9)
         rate = stop / elapsed
         filled = stop * 30 // count
