@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
@@ -226,6 +227,10 @@ class PostgresStore(Store):
                 log.warning("audit partition maintenance failed: %s", exc.message)
 
     async def write_problem(self) -> str | None:
+        """Why writes fail now, or None: a small write, at most once per PROBE_INTERVAL_SECONDS.
+
+        Each host writes a row of its own: every worker of every node probes while its
+        ``/healthz`` is polled, and one shared row would make them queue for its lock."""
         now = time.monotonic()
         if now - self._probed < PROBE_INTERVAL_SECONDS:
             return self._problem
@@ -233,8 +238,9 @@ class PostgresStore(Store):
         try:
             async with self._primary() as conn:
                 await conn.execute(
-                    "INSERT INTO idnode_meta (name, value) VALUES ('write_probe', $1) "
+                    "INSERT INTO idnode_meta (name, value) VALUES ($1, $2) "
                     "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    f"write_probe:{socket.gethostname()}",
                     str(time.time()),
                     timeout=self.timeout,
                 )
