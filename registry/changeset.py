@@ -116,9 +116,12 @@ def audit_rows(entries: Sequence[tuple[AuditEntry, Outcome]]) -> list[AuditRow]:
             result, message = entry.result, entry.message
         key = (entry.time, entry.prefix, entry.identity, entry.address, entry.operation, result, message)
         groups.setdefault(key, []).append(entry.handle)
-    return [
-        (*key, handles[0], msgpack.packb(handles[1:]) if len(handles) > 1 else None) for key, handles in groups.items()
-    ]
+    return [_audit_row(key, handles) for key, handles in groups.items()]
+
+
+def _audit_row(fields: tuple[float, str, str, str, str, int, str], handles: list[str]) -> AuditRow:
+    """One row for entries alike but for the handle: the first in ``handle``, the rest packed in ``more``."""
+    return (*fields, handles[0], msgpack.packb(handles[1:]) if len(handles) > 1 else None)
 
 
 def expand_audit(fields: Sequence[object], more: bytes | None) -> list[AuditEntry]:
@@ -141,7 +144,7 @@ def imported(rows: Sequence[tuple[str, str, bytes]], created: set[str] | None, e
     else:
         for row in rows:
             (changes.inserts if row[0] in created else changes.updates).append(row)
-    counts = Counter(row[0].partition("/")[0] for row in changes.inserts)
+    counts = Counter(key_prefix(row[0]) for row in changes.inserts)
     changes.counts, changes.created = dict(counts), dict(counts)
     changes.outbox = [key[len(OUTBOX_KEY_START) :] for key, _, _ in rows if key.startswith(OUTBOX_KEY_START)]
     by_prefix: dict[str, list[str]] = {}
@@ -151,17 +154,7 @@ def imported(rows: Sequence[tuple[str, str, bytes]], created: set[str] | None, e
         by_prefix.setdefault(rest if prefix == NA_PREFIX else prefix, []).append(handle)
     e = entry
     changes.audit = [
-        (
-            e.time,
-            p,
-            e.identity,
-            e.address,
-            e.operation,
-            e.result,
-            e.message,
-            hs[0],
-            msgpack.packb(hs[1:]) if len(hs) > 1 else None,
-        )
+        _audit_row((e.time, p, e.identity, e.address, e.operation, e.result, e.message), hs)
         for p, hs in by_prefix.items()
     ]
     return changes

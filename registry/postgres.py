@@ -42,6 +42,7 @@ from registry.store import (
     StoredTemplate,
     Write,
     marker_name,
+    redact_url,
 )
 
 log = logging.getLogger("registry.postgres")
@@ -81,15 +82,6 @@ _LOCK_MANY = (
 
 class _Lost(StoreUnavailable):
     """The connection broke under a statement: whatever was not committed was rolled back."""
-
-
-def redact(url: str) -> str:
-    """``url`` without its password, for messages."""
-    scheme, sep, rest = url.partition("://")
-    auth, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in auth:
-        return url
-    return f"{scheme}{sep}{auth.partition(':')[0]}:***@{host}"
 
 
 class PostgresStore(Store):
@@ -134,7 +126,7 @@ class PostgresStore(Store):
                 server_settings={"plan_cache_mode": "force_generic_plan", "application_name": "idnode"},
             )
         except (*_UNAVAILABLE, ValueError) as exc:
-            raise StoreUnavailable(f"cannot open store {redact(url)}: {_reason(exc)}") from None
+            raise StoreUnavailable(f"cannot open store {redact_url(url)}: {_reason(exc)}") from None
         return pool
 
     async def open(self) -> None:
@@ -201,7 +193,7 @@ class PostgresStore(Store):
                 self._routing.failed(n)
                 log.warning(
                     "setting 'store_replica': %s failed, reading from the primary for %g s: %s",
-                    redact(self.replica_urls[n]),
+                    redact_url(self.replica_urls[n]),
                     REPLICA_RETRY_SECONDS,
                     exc.message,
                 )

@@ -33,6 +33,15 @@ Outcome = HandleRecord | None | HandleError
 WriteListener = Callable[[list[str]], Awaitable[None]]
 
 
+def redact_url(url: str) -> str:
+    """A store URL with any password replaced by ***, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    auth, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in auth:
+        return url
+    return f"{scheme}{sep}{auth.partition(':')[0]}:***@{host}"
+
+
 def _applied(outcome: Outcome) -> bool:
     return not isinstance(outcome, HandleError)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from protocol.errors import HandleError
 from protocol.identifiers import parse_prefix
+from registry.store import redact_url
 
 ENV_PREFIX = "IDNODE_"
 ADMIN_SECRET_ENV = "IDNODE_ADMIN_SECRET"
@@ -316,15 +317,6 @@ def _database_url(url: str, name: str) -> None:
         raise ConfigError(f"setting {name!r}: {shown!r} is not a valid URL ({exc})") from None
     if not parts.hostname or not parts.path.strip("/") or port == 0:
         raise ConfigError(f"setting {name!r}: expected postgresql://USER@HOST:PORT/DATABASE, got {shown!r}")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ***, for messages and logs."""
-    scheme, sep, rest = url.partition("://")
-    auth, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in auth:
-        return url
-    return f"{scheme}{sep}{auth.partition(':')[0]}:***@{host}"
 
 
 def _env_settings(env: Mapping[str, str]) -> dict[str, str]:
