@@ -1,9 +1,13 @@
-"""The in-process cache tier: rendered answers, bounded, TTL-aware, invalidated across workers.
+"""The in-process cache tier: answers as records, bounded, TTL-aware, invalidated across workers.
 
-An ``Entry`` is what a worker answers an anonymous ``GET /api/handles/{h}`` with: the
-rendered JSON body (or the "not found" body), ready to send. ``LocalCache`` keys entries
-by the handle exactly as the request spelled it, so a hit costs one dict lookup and no
-parsing; each entry remembers the slot of its normalised handle key in ``Generations``.
+An ``Entry`` is what this worker knows of one handle: its record (or that it does not
+exist), how long that holds, and whether it is a stale answer served while the store
+fails. Entries are keyed by the handle's normalised key, so every front-end and every
+spelling of a handle shares one entry: the REST API's ``GET /api/handles/{h}``, the proxy
+form, filtered and authenticated reads, and the Handle protocol. What each front-end
+sends is made from the record once and memoised beside it (``Entry.http`` for the
+unfiltered JSON body, ``Entry.memo`` for the others), so a cached answer costs one dict
+lookup and a memo read.
 
 ``Generations`` is a table of 64-bit words in memory shared by all workers of a node
 (an anonymous shared mapping made before the workers fork). Writing a handle stores a new,
@@ -23,41 +27,58 @@ import struct
 import time
 import zlib
 from collections import OrderedDict, deque
+from typing import Any
 
-# Bytes an entry costs beyond its body and key: the Entry object and its numbers, the
-# dict slot, the str and bytes headers (measured with tracemalloc: bench/cache_memory.py).
-ENTRY_OVERHEAD = 400
+from protocol.errors import ProtocolViolation
+from protocol.records import HandleRecord, HandleValue, decode_record, encode_record
+
+# Bytes an entry costs beyond its record's data and its memoised encodings: the Entry
+# object and its numbers, the record and value objects, the dict slot and str headers
+# (measured with tracemalloc: bench/cache_memory.py).
+ENTRY_OVERHEAD = 520
+VALUE_OVERHEAD = 190  # per value: the named tuple, its str and bytes
+MEMO_OVERHEAD = 120  # per memoised encoding beside the first: its key, bytes header, dict slot
+MEMO_MAX = 8  # encodings memoised per entry beside the unfiltered HTTP body
 COLD_OVERHEAD = 195  # a cold entry: dict slot, str and bytes headers, its place in the queue
-ZDICT_SAMPLES = 64  # bodies the deflate dictionary is made of
-# A 4 KiB dictionary and window: bodies pack to ~60 bytes (32 KiB: ~53) and a deflate
-# stream costs 24 us to set up instead of 100 (measured on our machines).
+ZDICT_SAMPLES = 64  # records the deflate dictionary is made of
+# A 4 KiB dictionary and window: records pack to ~60 bytes and a deflate stream costs 24 us
+# to set up instead of 100 (measured on our machines).
 ZDICT_BYTES = 4096
 ZLIB_WBITS = 12
 ZLIB_MEMLEVEL = 4
-# expires, stale_until (monotonic), ttl, generation word, slot, HTTP status
+# expires, stale_until (monotonic), ttl, generation word, slot, found
 _COLD = struct.Struct("<ddfQIH")
 
 
 class Entry:
+    """One handle's answer: the record (None: not found) and its encodings, made as asked."""
+
     __slots__ = (
-        "body",
         "expires",
         "gen",
+        "http",
+        "http_for",
+        "key",
+        "memo",
         "prefetching",
+        "public",
+        "record",
         "refresh_at",
+        "size",
         "slot",
         "stale",
         "stale_until",
-        "status",
         "ttl",
         "used",
     )
 
     def __init__(
-        self, body: bytes, status: int, ttl: float, expires: float, stale_until: float, slot: int, gen: int
+        self, record: HandleRecord | None, ttl: float, expires: float, stale_until: float, slot: int, gen: int
     ) -> None:
-        self.body = body
-        self.status = status  # 200, or 404 for a negative answer
+        self.record = record
+        # What an anonymous client may see, in index order.
+        values = () if record is None else record.values
+        self.public: tuple[HandleValue, ...] = tuple(v for v in values if v.public_read)
         self.ttl = ttl  # seconds this answer was cached for
         self.expires = expires  # time.monotonic() after which it is not served fresh
         self.refresh_at = expires - ttl * 0.1  # a hit after this refreshes it in the background
@@ -67,6 +88,22 @@ class Entry:
         self.prefetching = False
         self.stale = False  # served in place of an answer the store could not give
         self.used = False  # set by each hit; new entries not hit again go first
+        self.http: bytes = b""  # the unfiltered REST body, rendered for the spelling ``http_for``
+        self.http_for: str | None = None
+        self.memo: dict[Any, Any] | None = None  # other front-ends' encodings, by a key of theirs
+        self.key = ""  # set when cached
+        self.size = ENTRY_OVERHEAD
+        if record is not None:
+            self.size += len(record.handle) + sum(len(v.data) + len(v.type) + VALUE_OVERHEAD for v in record.values)
+
+    @property
+    def found(self) -> bool:
+        return self.record is not None
+
+    @property
+    def status(self) -> int:
+        """The HTTP status of the unfiltered answer: 200, or 404 for a negative one."""
+        return 404 if self.record is None else 200
 
 
 class Generations:
@@ -105,13 +142,14 @@ class Generations:
 
 
 class LocalCache:
-    """Entries by request spelling, in two forms, within both bounds.
+    """Entries by normalised handle key, in two forms, within both bounds.
 
-    Hot entries are ``Entry`` objects with the body ready to send. ``sweep`` walks them a
-    slice at a time: one not used since its last visit goes cold, packed into a single
-    bytes object (a fixed header, then the body deflated with a dictionary of bodies this
-    worker served: records of one node look alike, so 560 bytes become about 60). A cold
-    entry is unpacked and made hot again when it is next asked for (``take_cold``).
+    Hot entries are ``Entry`` objects. ``sweep`` walks them a slice at a time: one not used
+    since its last visit goes cold, packed into a single bytes object (a fixed header,
+    then the record's stored encoding deflated with a dictionary of records this worker
+    served: records of one node look alike, so they pack to a fraction). A cold entry is
+    unpacked and made hot again when it is next asked for (``take_cold``); its front-end
+    encodings are made again as they are asked for.
     Past either bound, cold entries go first, oldest first; then hot ones, with CLOCK
     (second chance).
     """
@@ -130,26 +168,49 @@ class LocalCache:
         return len(self.entries) + len(self.cold)
 
     @staticmethod
-    def cost(spelling: str, entry: Entry) -> int:
-        return len(spelling) + len(entry.body) + ENTRY_OVERHEAD
+    def cost(key: str, entry: Entry) -> int:
+        return len(key) + entry.size
 
     @staticmethod
-    def cold_cost(spelling: str, packed: bytes) -> int:
-        return len(spelling) + len(packed) + COLD_OVERHEAD
+    def cold_cost(key: str, packed: bytes) -> int:
+        return len(key) + len(packed) + COLD_OVERHEAD
 
-    def put(self, spelling: str, entry: Entry) -> None:
-        self.drop(spelling)
-        self.entries[spelling] = entry
-        self.bytes += self.cost(spelling, entry)
+    def put(self, key: str, entry: Entry) -> None:
+        self.drop(key)
+        entry.key = key
+        self.entries[key] = entry
+        self.bytes += self.cost(key, entry)
         self._evict()
 
-    def drop(self, spelling: str) -> None:
-        old = self.entries.pop(spelling, None)
+    def set_http(self, entry: Entry, spelling: str, body: bytes) -> None:
+        """Memoise ``entry``'s unfiltered REST body, rendered for ``spelling``."""
+        grown = len(body) - len(entry.http)
+        entry.http, entry.http_for = body, spelling
+        self._grow(entry, grown)
+
+    def set_memo(self, entry: Entry, key: Any, encoded: Any, size: int) -> None:
+        """Memoise another encoding of ``entry`` (``size`` bytes) under a front-end's ``key``."""
+        memo = entry.memo
+        if memo is None:
+            memo = entry.memo = {}
+        elif len(memo) >= MEMO_MAX:
+            return  # a handle asked in many forms: the others are made each time
+        memo[key] = encoded
+        self._grow(entry, size + MEMO_OVERHEAD)
+
+    def _grow(self, entry: Entry, grown: int) -> None:
+        entry.size += grown
+        if self.entries.get(entry.key) is entry:
+            self.bytes += grown
+            self._evict()
+
+    def drop(self, key: str) -> None:
+        old = self.entries.pop(key, None)
         if old is not None:
-            self.bytes -= self.cost(spelling, old)
-        packed = self.cold.pop(spelling, None)
+            self.bytes -= self.cost(key, old)
+        packed = self.cold.pop(key, None)
         if packed is not None:
-            self.bytes -= self.cold_cost(spelling, packed)
+            self.bytes -= self.cold_cost(key, packed)
 
     def clear(self) -> None:
         self.entries.clear()
@@ -158,16 +219,22 @@ class LocalCache:
         self._pass.clear()
         self.bytes = 0
 
-    def take_cold(self, spelling: str) -> Entry | None:
-        """The cold entry for ``spelling``, made hot again; None if there is none."""
-        packed = self.cold.pop(spelling, None)
+    def take_cold(self, key: str) -> Entry | None:
+        """The cold entry for ``key``, made hot again; None if there is none."""
+        packed = self.cold.pop(key, None)
         if packed is None:
             return None
-        self.bytes -= self.cold_cost(spelling, packed)
-        expires, stale_until, ttl, gen, slot, status = _COLD.unpack_from(packed)
-        body = zlib.decompressobj(ZLIB_WBITS, zdict=self._zdict or b"").decompress(packed[_COLD.size :])
-        entry = Entry(body, status, ttl, expires, stale_until, slot, gen)
-        self.put(spelling, entry)
+        self.bytes -= self.cold_cost(key, packed)
+        expires, stale_until, ttl, gen, slot, found = _COLD.unpack_from(packed)
+        record = None
+        if found:
+            blob = zlib.decompressobj(ZLIB_WBITS, zdict=self._zdict or b"").decompress(packed[_COLD.size :])
+            try:
+                record = decode_record(blob)
+            except ProtocolViolation:  # cannot happen unless memory is corrupt: a miss, not a crash
+                return None
+        entry = Entry(record, ttl, expires, stale_until, slot, gen)
+        self.put(key, entry)
         return entry
 
     def sweep(self, budget: int) -> int:
@@ -175,30 +242,34 @@ class LocalCache:
         if not self._pass:
             self._pass = list(self.entries)
             if self._zdict is None and len(self.entries) >= ZDICT_SAMPLES:
-                sample = itertools.islice(self.entries.values(), ZDICT_SAMPLES)
-                self._zdict = b"".join(e.body for e in sample)[-ZDICT_BYTES:]
+                records = (e.record for e in self.entries.values() if e.record is not None)
+                sample = itertools.islice(records, ZDICT_SAMPLES)
+                self._zdict = b"".join(encode_record(r) for r in sample)[-ZDICT_BYTES:]
         packed = 0
         for _ in range(min(budget, len(self._pass))):
-            spelling = self._pass.pop()
-            entry = self.entries.get(spelling)
+            key = self._pass.pop()
+            entry = self.entries.get(key)
             if entry is None:
                 continue
             if entry.used:
                 entry.used = False
             elif self._zdict is not None and not entry.stale and not entry.prefetching:
-                self._pack(spelling, entry)
+                self._pack(key, entry)
                 packed += 1
         return packed
 
-    def _pack(self, spelling: str, entry: Entry) -> None:
-        del self.entries[spelling]
-        self.bytes -= self.cost(spelling, entry)
-        deflate = zlib.compressobj(6, zlib.DEFLATED, ZLIB_WBITS, ZLIB_MEMLEVEL, zdict=self._zdict or b"")
-        header = _COLD.pack(entry.expires, entry.stale_until, entry.ttl, entry.gen, entry.slot, entry.status)
-        packed = header + deflate.compress(entry.body) + deflate.flush()
-        self.cold[spelling] = packed
-        self._cold_order.append(spelling)
-        self.bytes += self.cold_cost(spelling, packed)
+    def _pack(self, key: str, entry: Entry) -> None:
+        del self.entries[key]
+        self.bytes -= self.cost(key, entry)
+        header = _COLD.pack(entry.expires, entry.stale_until, entry.ttl, entry.gen, entry.slot, entry.found)
+        if entry.record is None:
+            packed = header
+        else:
+            deflate = zlib.compressobj(6, zlib.DEFLATED, ZLIB_WBITS, ZLIB_MEMLEVEL, zdict=self._zdict or b"")
+            packed = header + deflate.compress(encode_record(entry.record)) + deflate.flush()
+        self.cold[key] = packed
+        self._cold_order.append(key)
+        self.bytes += self.cold_cost(key, packed)
         if len(self._cold_order) > 2 * len(self.cold) + 1024:  # forget keys no longer cold
             self._cold_order = deque(k for k in self._cold_order if k in self.cold)
 
@@ -206,14 +277,14 @@ class LocalCache:
         entries, cold = self.entries, self.cold
         while len(entries) + len(cold) > self.max_entries or self.bytes > self.max_bytes:
             if cold:
-                spelling = self._cold_order.popleft()
-                packed = cold.pop(spelling, None)
+                key = self._cold_order.popleft()
+                packed = cold.pop(key, None)
                 if packed is not None:
-                    self.bytes -= self.cold_cost(spelling, packed)
+                    self.bytes -= self.cold_cost(key, packed)
                 continue
-            spelling, entry = entries.popitem(last=False)
+            key, entry = entries.popitem(last=False)
             if entry.used and len(entries) > 0:
                 entry.used = False
-                entries[spelling] = entry  # second chance: to the back of the queue
+                entries[key] = entry  # second chance: to the back of the queue
             else:
-                self.bytes -= self.cost(spelling, entry)
+                self.bytes -= self.cost(key, entry)

@@ -55,7 +55,15 @@ from protocol.errors import (
     UpstreamFailed,
     UpstreamTimeout,
 )
-from protocol.identifiers import NA_PREFIX, Handle, check_responsible, is_at_or_under, parse_handle, prefix_handle
+from protocol.identifiers import (
+    NA_PREFIX,
+    Handle,
+    ascii_upper,
+    check_responsible,
+    is_at_or_under,
+    parse_handle,
+    prefix_handle,
+)
 from protocol.jsonfmt import value_to_json
 from protocol.records import HS_SERV, HandleRecord, HandleValue, decode_record, encode_record
 from registry.store import RECENT_WRITE_SECONDS, Store
@@ -126,8 +134,7 @@ class Fetched(NamedTuple):
     expires_at: float  # Unix time
     gen: int  # the handle's generation word read before anything else
     stale: bool = False
-    spelling: str | None = None  # the load cached ``entry`` for this spelling
-    entry: Entry | None = None
+    entry: Entry | None = None  # what the load cached
 
 
 class _StoreFailed(Exception):
@@ -245,9 +252,22 @@ class ResolutionEngine:
 
     # Answers ----------------------------------------------------------------------------
 
-    def fresh(self, spelling: str) -> Entry | None:
-        """The cached answer for ``spelling`` if it may be served now (the hot path)."""
-        entry = self.local.entries.get(spelling)
+    def key_of(self, spelling: str) -> str:
+        """The cache key of a handle as a request spelled it, without validating it.
+
+        A handle's key differs from its spelling only in the case of ASCII letters, which
+        no validity rule looks at; so a spelling whose key is cached is a valid handle.
+        (A case-sensitive node's prefix handles spelled in lower case miss here and are
+        found by ``lookup``.)
+        """
+        if not self._case_sensitive:
+            return ascii_upper(spelling)
+        prefix, slash, suffix = spelling.partition("/")
+        return ascii_upper(prefix) + slash + suffix
+
+    def fresh(self, key: str) -> Entry | None:
+        """The cached answer for the handle ``key`` if it may be served now (the hot path)."""
+        entry = self.local.entries.get(key)
         if entry is None or entry.gen != self.words[entry.slot]:
             return None
         now = time.monotonic()
@@ -255,50 +275,59 @@ class ResolutionEngine:
             return None
         entry.used = True
         if now >= entry.refresh_at and not entry.prefetching and not entry.stale:
-            self.prefetch(spelling, entry)
+            self.prefetch(key, entry)
         self._hits["local"] += 1
         if entry.stale:
             metrics.count("served_stale")
         return entry
 
+    def http_body(self, entry: Entry, spelling: str) -> bytes:
+        """The unfiltered REST answer of ``entry`` for ``spelling``, rendered once and memoised."""
+        if entry.http_for != spelling:
+            text = parse_handle(spelling, case_sensitive=self._case_sensitive).text
+            body = render_not_found(text) if entry.record is None else render_values(text, entry.public)
+            self.local.set_http(entry, spelling, body)
+        return entry.http
+
     async def answer(self, spelling: str, via: Sequence[str] = ()) -> Entry:
-        """The anonymous, unfiltered answer for ``spelling``, through every cache tier.
+        """The answer for ``spelling`` with its unfiltered REST body memoised (``Entry.http``).
 
         ``via``: the nodes the query passed through before this one (another node asking).
         """
-        entry = self.fresh(spelling)
+        entry = self.fresh(self.key_of(spelling))
+        if entry is None:
+            entry = await self.lookup(parse_handle(spelling, case_sensitive=self._case_sensitive), via)
+        self.http_body(entry, spelling)
+        return entry
+
+    async def lookup(self, handle: Handle, via: Sequence[str] = ()) -> Entry:
+        """What is known of ``handle``, through every cache tier: every front-end's read.
+
+        A stale answer (the store failed; RFC 8767) comes back as an entry marked ``stale``
+        whose values carry the stale reply TTL.
+        """
+        key = handle.key
+        entry = self.fresh(key)
         if entry is not None:
             return entry
-        if self.local.take_cold(spelling) is not None:  # packed away since its last use
-            entry = self.fresh(spelling)
+        if self.local.take_cold(key) is not None:  # packed away since its last use
+            entry = self.fresh(key)
             if entry is not None:
                 return entry
-        handle = parse_handle(spelling, case_sensitive=self._case_sensitive)
-        self._admit(handle, via)
-        try:
-            fetched = await self._fetch(handle, via=via, spelling=spelling)
-        except _StoreFailed as failed:
-            return self._stale_answer(spelling, handle, failed)
-        if fetched.spelling == spelling and fetched.entry is not None:
-            return fetched.entry  # the load made (and cached) it before it woke us
-        return self._remember(spelling, handle, fetched)
-
-    async def resolve(self, handle: Handle, via: Sequence[str] = ()) -> HandleRecord:
-        """The whole record for ``handle`` (for callers that see more than the public view)."""
         self._admit(handle, via)
         try:
             fetched = await self._fetch(handle, via=via)
         except _StoreFailed as failed:
-            if failed.stale is None:
-                raise failed.cause from None
-            metrics.count("served_stale")
-            fetched = failed.stale
-        if fetched.record is None:
+            return self._stale_answer(handle, failed)
+        assert fetched.entry is not None  # every load leaves one
+        return fetched.entry
+
+    async def resolve(self, handle: Handle, via: Sequence[str] = ()) -> HandleRecord:
+        """The whole record for ``handle`` (for callers that see more than the public view)."""
+        entry = await self.lookup(handle, via)
+        if entry.record is None:
             raise HandleNotFound(f"handle {handle.text} not found", handle=handle.text)
-        if fetched.stale:
-            values = [v._replace(ttl=STALE_REPLY_TTL, ttl_absolute=False) for v in fetched.record.values]
-            return fetched.record.with_values(values)
-        return fetched.record
+        return entry.record
 
     def _admit(self, handle: Handle, via: Sequence[str]) -> None:
         """Refuse at once what this node will not look up: others' handles without recursion, loops."""
@@ -317,59 +346,51 @@ class ResolutionEngine:
                     handle=handle.text,
                 )
 
-    def _entry(self, handle: Handle, fetched: Fetched, *, ttl: float | None = None, stale: bool = False) -> Entry:
-        record = fetched.record
-        if record is None:
-            body, status = render_not_found(handle.text), 404
-        else:
-            public = [v for v in record.values if v.public_read]
-            body, status = render_values(handle.text, public, STALE_REPLY_TTL if stale else None), 200
-        ttl = fetched.ttl if ttl is None else ttl
+    def _entry(self, handle: Handle, fetched: Fetched) -> Entry:
         now = time.monotonic()
         left = fetched.expires_at - time.time()  # less than the TTL for an entry Redis has held a while
         stale_until = now + left + self.policy.stale_window
-        expires = min(now + ttl, stale_until) if stale else now + min(ttl, left)
-        entry = Entry(body, status, ttl, expires, stale_until, self.generations.slot(handle.key), fetched.gen)
-        entry.stale = stale
-        return entry
+        expires = now + min(fetched.ttl, left)
+        return Entry(fetched.record, fetched.ttl, expires, stale_until, self.generations.slot(handle.key), fetched.gen)
 
-    def _remember(self, spelling: str, handle: Handle, fetched: Fetched) -> Entry:
-        entry = self._entry(handle, fetched)
-        self.local.put(spelling, entry)
-        return entry
+    def _stale_answer(self, handle: Handle, failed: _StoreFailed) -> Entry:
+        """The store failed: an expired answer still inside the stale window, or the failure.
 
-    def _stale_answer(self, spelling: str, handle: Handle, failed: _StoreFailed) -> Entry:
-        """The store failed: an expired answer still inside the stale window, or the failure."""
+        The one serve-stale path of every front-end: the expired answer comes from Redis
+        or from this worker's tier, and is cached again with the stale reply TTL on every
+        value, so that nothing is asked of the store for that long (RFC 8767).
+        """
         now = time.monotonic()
         if failed.stale is not None:  # from Redis
-            entry = self._entry(handle, failed.stale, ttl=STALE_REPLY_TTL, stale=True)
+            record, gen = failed.stale.record, failed.stale.gen
+            stale_until = now + failed.stale.expires_at - time.time() + self.policy.stale_window
         else:
-            old = self.local.entries.get(spelling)
+            old = self.local.entries.get(handle.key)
             if old is None or old.gen != self.words[old.slot] or now >= old.stale_until:
                 raise failed.cause from None
-            body = _with_ttl(old.body, STALE_REPLY_TTL)
-            expires = min(now + STALE_REPLY_TTL, old.stale_until)
-            entry = Entry(body, old.status, STALE_REPLY_TTL, expires, old.stale_until, old.slot, old.gen)
-            entry.stale = True
+            record, gen, stale_until = old.record, old.gen, old.stale_until
+        if record is not None:
+            record = record.with_values([v._replace(ttl=STALE_REPLY_TTL, ttl_absolute=False) for v in record.values])
+        expires = min(now + STALE_REPLY_TTL, stale_until)
+        entry = Entry(record, STALE_REPLY_TTL, expires, stale_until, self.generations.slot(handle.key), gen)
+        entry.stale = True
         log.warning("lookup failed (%s); serving a stale answer for %s", failed.cause.message, handle.text)
         metrics.count("served_stale")
-        self.local.put(spelling, entry)
+        self.local.put(handle.key, entry)
         return entry
 
     # Filling ----------------------------------------------------------------------------
 
-    async def _fetch(
-        self, handle: Handle, *, refresh: bool = False, via: Sequence[str] = (), spelling: str | None = None
-    ) -> Fetched:
+    async def _fetch(self, handle: Handle, *, refresh: bool = False, via: Sequence[str] = ()) -> Fetched:
         """The record for ``handle``: one load per handle at a time, whoever else asks meanwhile.
 
-        With ``spelling``, the load caches the answer under it before it completes: a request
+        The load caches its answer (``Fetched.entry``) before it completes: a request
         arriving between the load's end and its waiters' wake-up then finds it cached.
         """
         key = handle.key
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.create_task(self._load(handle, refresh, via, spelling))
+            task = asyncio.create_task(self._load(handle, refresh, via))
             self._inflight[key] = task
             task.add_done_callback(lambda t: self._loaded(key, t))
         else:
@@ -382,16 +403,13 @@ class ResolutionEngine:
         if not task.cancelled():
             task.exception()  # retrieved here, so a failure nobody awaited is not reported twice
 
-    def _kept(self, fetched: Fetched, handle: Handle, spelling: str | None) -> Fetched:
-        """``fetched``, with the answer cached for ``spelling`` when there is one."""
-        if spelling is None:
-            return fetched
-        entry = self._remember(spelling, handle, fetched)
-        return Fetched(fetched.record, fetched.ttl, fetched.expires_at, fetched.gen, False, spelling, entry)
+    def _kept(self, fetched: Fetched, handle: Handle) -> Fetched:
+        """``fetched``, with its answer cached in this worker's tier."""
+        entry = self._entry(handle, fetched)
+        self.local.put(handle.key, entry)
+        return fetched._replace(entry=entry)
 
-    async def _load(
-        self, handle: Handle, refresh: bool, via: Sequence[str] = (), spelling: str | None = None
-    ) -> Fetched:
+    async def _load(self, handle: Handle, refresh: bool, via: Sequence[str] = ()) -> Fetched:
         key = handle.key
         gen = self.words[self.generations.slot(key)]  # before reading anything: see resolver.cache
         now = time.time()
@@ -403,7 +421,7 @@ class ResolutionEngine:
                 fetched = Fetched(record, got.ttl, got.expires_at, gen)
                 if got.expires_at > now:
                     self._hits["redis"] += 1
-                    return self._kept(fetched, handle, spelling)
+                    return self._kept(fetched, handle)
                 if now < got.expires_at + self.policy.stale_window:
                     stale = fetched._replace(stale=True)
         if not refresh:
@@ -418,7 +436,7 @@ class ResolutionEngine:
             # Not when the handle changed meanwhile: what we read may predate the change.
             blob = None if record is None else encode_record(record)
             self.redis.set_later(key, RedisEntry(now + ttl, ttl, blob), ttl + self.policy.stale_window)
-        return self._kept(fetched, handle, spelling)
+        return self._kept(fetched, handle)
 
     async def _read_store(self, key: str, stale: Fetched | None) -> HandleRecord | None:
         metrics.count("store_reads")
@@ -619,19 +637,18 @@ class ResolutionEngine:
         # accepted the connection and kept silent from a closed port (see resolver.upstream.unreachable).
         raise UpstreamFailed(f"{where} did not answer for {handle.text}: {shown}", handle=handle.text)
 
-    def prefetch(self, spelling: str, entry: Entry) -> None:
+    def prefetch(self, key: str, entry: Entry) -> None:
         entry.prefetching = True
         metrics.count("prefetches")
-        task = asyncio.create_task(self._refresh(spelling))
+        task = asyncio.create_task(self._refresh(key))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _refresh(self, spelling: str) -> None:
+    async def _refresh(self, key: str) -> None:
         try:
-            handle = parse_handle(spelling, case_sensitive=self._case_sensitive)
-            self._remember(spelling, handle, await self._fetch(handle, refresh=True))
+            await self._fetch(parse_handle(key, case_sensitive=self._case_sensitive), refresh=True)
         except (_StoreFailed, HandleError) as exc:
-            log.debug("prefetch of %s failed: %s", spelling, exc)
+            log.debug("prefetch of %s failed: %s", key, exc)
 
     # Invalidation -----------------------------------------------------------------------
 
@@ -679,11 +696,3 @@ def _decoded(blob: Any) -> HandleRecord | None:
     except ProtocolViolation:
         log.warning("redis: unreadable record in a cache entry; ignored")
         return None
-
-
-def _with_ttl(body: bytes, ttl: int) -> bytes:
-    """A rendered answer with every value's TTL replaced (stale answers)."""
-    shown = json.loads(body)
-    for value in shown.get("values", ()):
-        value["ttl"] = ttl
-    return json.dumps(shown, ensure_ascii=False, separators=(",", ":")).encode()

@@ -51,12 +51,15 @@ CORS = {
 }
 
 
-def render(request: web.Request, body: dict[str, Any], status: int) -> web.Response:
+def dumps(request: web.Request, body: dict[str, Any]) -> bytes:
+    """``body`` as JSON, indented when the request asks for ``pretty``."""
     if "pretty" in request.query:
-        text = json.dumps(body, ensure_ascii=False, indent=2)
-    else:
-        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-    response = web.Response(body=text.encode(), status=status, content_type="application/json")
+        return json.dumps(body, ensure_ascii=False, indent=2).encode()
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def render(request: web.Request, body: dict[str, Any], status: int) -> web.Response:
+    response = web.Response(body=dumps(request, body), status=status, content_type="application/json")
     response["code"] = body.get("responseCode", ResponseCode.SUCCESS)
     return response
 

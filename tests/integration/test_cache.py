@@ -127,6 +127,33 @@ def test_not_found_is_cached_and_undone_by_a_create(fresh_node: Node) -> None:
     assert node.get(path).status == 200
 
 
+def test_every_form_of_a_read_shares_one_cached_entry(fresh_node: Node) -> None:
+    """Spellings, the proxy form, filtered and authenticated reads: one store read in all."""
+    fresh_node.args = ["--workers", "1"]
+    node = fresh_node.start()
+    path = "/api/handles/88.118/Cache-Forms"
+    values = [url_value(1, "https://f.example/"), {"index": 2, "type": "EMAIL", "data": "f@example.com"}]
+    assert node.put(path, record(*values), auth=ADMIN).status == 201
+    assert node.get(path).status == 200  # the one read of the store
+    reads = node.metric("idnode_store_reads_total")
+    lower = node.get("/api/handles/88.118/cache-forms")
+    assert lower.status == 200 and lower.json["handle"] == "88.118/cache-forms"  # as spelled
+    assert node.get(path).json["handle"] == "88.118/Cache-Forms"
+    filtered = node.get(path + "?type=EMAIL")
+    assert [v["index"] for v in filtered.json["values"]] == [2]
+    assert node.get(path + "?type=EMAIL").body == filtered.body
+    assert node.get(path + "?index=7").json["responseCode"] == 200
+    redirect = node.get("/88.118/CACHE-FORMS")
+    assert (redirect.status, redirect.headers["location"]) == (302, "https://f.example/")
+    assert node.get("/88.118/cache-forms?noredirect").json["values"][0]["index"] == 1
+    authed = node.get(path + "?index=1", auth=ADMIN)
+    assert [v["index"] for v in authed.json["values"]] == [1]
+    assert node.metric("idnode_store_reads_total") == reads
+    assert node.put(path, record(url_value(1, "https://g.example/")), auth=ADMIN).status == 200
+    assert node.get("/88.118/cache-forms").headers["location"] == "https://g.example/"  # the write is seen
+    assert node.get(path + "?type=EMAIL").json["responseCode"] == 200  # values not found: gone
+
+
 def test_an_entry_read_near_its_expiry_is_refreshed_in_the_background(fresh_node: Node) -> None:
     fresh_node.args = ["--workers", "1"]
     fresh_node.env = {"IDNODE_CACHE_MIN_TTL": "0"}
@@ -161,6 +188,10 @@ def test_stale_answers_are_served_while_the_store_fails(fresh_node: Node) -> Non
     assert {r.json["values"][0]["ttl"] for r in replies} == {30}
     assert all("stale" in r.headers.get("warning", "").lower() for r in replies)
     assert node.metric("idnode_cache_served_stale_total") >= 10
+    for form in (path + "?type=URL", "/88.118/cache-stale?noredirect"):  # one stale answer for every form
+        reply = node.get(form)
+        assert (reply.status, reply.json["values"][0]["ttl"]) == (200, 30), reply.body
+        assert "stale" in reply.headers.get("warning", "").lower()
     never_cached = node.get("/api/handles/88.118/cache-stale-never")
     assert (never_cached.status, never_cached.code) == (503, 3)
     assert "store" in never_cached.json["message"]

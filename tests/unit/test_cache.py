@@ -7,17 +7,16 @@ import time
 import pytest
 
 from protocol.records import HandleRecord, HandleValue
-from resolver.cache import Entry, Generations, LocalCache
+from resolver.cache import MEMO_MAX, MEMO_OVERHEAD, Entry, Generations, LocalCache
 from resolver.engine import CachePolicy, record_ttl
 from resolver.redis_tier import Breaker
 
 
 def entry(n: int, *, gen: int = 0, ttl: float = 60.0) -> Entry:
-    body = (b'{"responseCode":1,"handle":"88.118.1/P%06d","values":[{"index":1,"type":"URL",' % n) + (
-        b'"data":{"format":"string","value":"https://factory.example/p/%06d"},"ttl":86400}]}' % n
-    )
+    url = HandleValue(1, "URL", b"https://factory.example/p/%06d" % n)
+    secret = HandleValue(300, "HS_SECKEY", b"hidden", permissions=0b1100)
     now = time.monotonic()
-    return Entry(body, 200, ttl, now + ttl, now + ttl + 100, n, gen)
+    return Entry(HandleRecord(f"88.118.1/P{n:06d}", (url, secret)), ttl, now + ttl, now + ttl + 100, n, gen)
 
 
 def test_entries_and_bytes_stay_within_bounds() -> None:
@@ -56,7 +55,8 @@ def test_unused_entries_are_packed_and_come_back_whole() -> None:
     back = cache.take_cold("88.118.1/P000042")
     assert back is not None and "88.118.1/P000042" in cache.entries
     want = originals["88.118.1/P000042"]
-    assert (back.body, back.status, back.gen, back.slot) == (want.body, want.status, want.gen, want.slot)
+    assert (back.record, back.public, back.gen, back.slot) == (want.record, want.public, want.gen, want.slot)
+    assert [v.index for v in back.public] == [1]
     assert back.expires == pytest.approx(want.expires) and back.stale_until == pytest.approx(want.stale_until)
     assert cache.take_cold("88.118.1/P000042") is None
     cache.drop("88.118.1/P000043")
@@ -115,3 +115,29 @@ def test_breaker_opens_after_failures_and_probes_after_the_cooldown() -> None:
     assert breaker.allow()
     breaker.success()
     assert breaker.allow() and breaker.allow()
+
+
+def test_memoised_encodings_are_counted_and_bounded() -> None:
+    cache = LocalCache(max_entries=100, max_bytes=1 << 30)
+    e = entry(1)
+    cache.put("88.118.1/P000001", e)
+    before = cache.bytes
+    cache.set_http(e, "88.118.1/p000001", b"x" * 300)
+    assert cache.bytes == before + 300 and e.http_for == "88.118.1/p000001"
+    cache.set_http(e, "88.118.1/P000001", b"y" * 100)  # another spelling replaces the memo
+    assert cache.bytes == before + 100 and e.http == b"y" * 100
+    for n in range(MEMO_MAX + 5):
+        cache.set_memo(e, ("q", n), b"z" * 10, 10)
+    assert e.memo is not None and len(e.memo) == MEMO_MAX
+    assert cache.bytes == before + 100 + MEMO_MAX * (10 + MEMO_OVERHEAD)
+    cache.drop("88.118.1/P000001")
+    assert cache.bytes == 0
+
+
+def test_memoised_encodings_count_against_the_byte_bound() -> None:
+    cache = LocalCache(max_entries=1000, max_bytes=20_000)
+    for n in range(10):
+        cache.put(f"k{n}", entry(n))
+    for e in list(cache.entries.values()):
+        cache.set_http(e, e.key, b"b" * 3000)
+    assert cache.bytes <= 20_000 and len(cache.entries) < 10
