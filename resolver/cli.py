@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -17,6 +16,7 @@ from protocol.errors import HandleError
 from registry import bulk as bulk_fmt
 from registry import sqlite_io
 from resolver import config as config_mod
+from resolver.listeners import ListenError, Listeners, open_listeners
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -27,6 +27,13 @@ def _parser() -> argparse.ArgumentParser:
     s = commands.add_parser("serve", help="run the node")
     s.add_argument("--config", type=Path, help="TOML configuration file")
     s.add_argument("--listen", help="HOST:PORT to serve HTTP on (default 127.0.0.1:8000)")
+    handle = s.add_mutually_exclusive_group()
+    handle.add_argument(
+        "--handle-listen", help="HOST:PORT to serve the Handle protocol on, TCP and UDP (default 127.0.0.1:2641)"
+    )
+    handle.add_argument(
+        "--no-handle", dest="handle_listen", action="store_const", const="", help="do not serve the Handle protocol"
+    )
     s.add_argument("--data-dir", help="directory of the embedded store (default ./data)")
     s.add_argument(
         "--store",
@@ -197,14 +204,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not config.postgres:
             _check_data_dir(config)
-        _check_listen(config)
+        try:
+            listeners = open_listeners(config)
+        except ListenError as exc:
+            raise StartupError(str(exc)) from None
         if config.workers > 1:
-            return _serve_workers(config, admin_secret)
+            return _serve_workers(config, admin_secret, listeners)
         from resolver.server import bootstrap, serve
 
         async def single() -> None:
             await bootstrap(config, admin_secret)
-            await serve(config)
+            await serve(config, listeners=listeners, announce_them=True)
 
         uvloop.run(single())
     except StartupError as exc:
@@ -218,19 +228,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"idnode: error: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def _check_listen(config: config_mod.Config) -> None:
-    """Say which setting is at fault when the port is taken, before any work is done."""
-    if config.port == 0:
-        return
-    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((config.host, config.port))
-        except OSError as exc:
-            raise StartupError(f"setting 'listen': cannot listen on {config.listen}: {exc.strerror}") from None
 
 
 def _check_data_dir(config: config_mod.Config) -> None:
@@ -251,7 +248,7 @@ def _check_data_dir(config: config_mod.Config) -> None:
         raise StartupError(f"setting 'data_dir': cannot make {directory} private: {exc.strerror}") from None
 
 
-def _serve_workers(config: config_mod.Config, admin_secret: str | None) -> int:
+def _serve_workers(config: config_mod.Config, admin_secret: str | None, listeners: Listeners) -> int:
     # prometheus_client reads this when first imported, so it is set before anything imports
     # it. A directory given in the environment is used (and emptied) instead of a new one.
     given = os.environ.get(METRICS_DIR_ENV)
@@ -265,7 +262,7 @@ def _serve_workers(config: config_mod.Config, admin_secret: str | None) -> int:
         from resolver.server import bootstrap
 
         uvloop.run(bootstrap(config, admin_secret))
-        return workers.run(config, config.workers)
+        return workers.run(config, config.workers, listeners)
 
 
 if __name__ == "__main__":

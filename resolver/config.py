@@ -46,6 +46,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True, slots=True)
 class Config:
     listen: str = "127.0.0.1:8000"
+    handle_listen: str = ""  # the Handle protocol, TCP and UDP, HOST:PORT ("" or --no-handle: off)
     data_dir: Path = Path("data")
     node_prefix: str = ""  # default: 88.118, or 88 for a top-level node
     case_sensitive: bool = False
@@ -109,6 +110,11 @@ class Config:
         return int(self.listen.rpartition(":")[2])
 
     @property
+    def handle_host_port(self) -> tuple[str, int]:
+        host, _, port = self.handle_listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @property
     def postgres(self) -> bool:
         return self.store.startswith(PG_SCHEMES)
 
@@ -170,6 +176,10 @@ def _validate(config: Config) -> Config:
     host, colon, port = config.listen.rpartition(":")
     if not colon or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"setting 'listen': expected HOST:PORT, got {config.listen!r}")
+    if config.handle_listen:
+        host, colon, port = config.handle_listen.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"setting 'handle_listen': expected HOST:PORT, got {config.handle_listen!r}")
     try:
         node_prefix = parse_prefix(config.node_prefix or DEFAULT_PREFIXES.get(config.role, "88.118"))
     except HandleError as exc:

@@ -13,6 +13,7 @@ import ssl
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiohttp import web
 
@@ -29,6 +30,7 @@ from resolver.config import Config, host_port
 from resolver.engine import CachePolicy, DelegationPolicy, ResolutionEngine
 from resolver.http import HttpFrontend
 from resolver.http_connections import ConnectionLimits, GuardedRunner
+from resolver.listeners import Listeners, open_listeners
 from resolver.publisher import Publisher
 from resolver.redis_tier import RedisTier
 from resolver.target_policy import TargetPolicy
@@ -172,18 +174,22 @@ async def serve(
     config: Config,
     store: Store | None = None,
     *,
-    listener: socket.socket | None = None,
+    listeners: Listeners | None = None,
+    announce_them: bool = False,
     on_ready: Callable[[], None] | None = None,
     shared: NodeShared | None = None,
     publish: bool = True,
 ) -> None:
     """Run one serving process until SIGTERM or SIGINT (after ``bootstrap``).
 
-    ``store`` replaces the configured one (tests, benchmarks). A worker of several serves
-    on the ``listener`` its parent opened, with what the parent ``shared``, and leaves
-    announcing the address to the parent. One process of a node ``publish``es its
+    ``store`` replaces the configured one (tests, benchmarks). The process serves the
+    ``listeners`` opened for the node (by default it opens and announces them itself); a
+    worker of several serves those its parent opened, with what the parent ``shared``,
+    and leaves announcing them to the parent. One process of a node ``publish``es its
     prefixes to the upstream (when one is configured).
     """
+    if listeners is None:
+        listeners, announce_them = open_listeners(config), True
     raise_fd_limit(config)
     store = store or default_store(config)
     shared = shared or node_shared(config)
@@ -228,6 +234,7 @@ async def serve(
             node_brake=shared.node_brake,
         )
         app = HttpFrontend(config, engine, service, authenticator).app()
+        served: list[Served] = [HttpListener(app, config, listeners.http)]
         started = engine  # for the closure below: mypy cannot see engine is set
 
         def listening(bound: tuple[str, int]) -> None:
@@ -246,7 +253,7 @@ async def serve(
                 store.add_write_listener(publisher.prefix_changed)
                 background.append(asyncio.create_task(publisher.run(), name="publisher"))
 
-        await _run_http(app, config, listener, on_ready, listening)
+        await _run(served, listeners, listening, on_ready, config if announce_them else None)
     finally:
         for task in background:
             task.cancel()
@@ -270,37 +277,60 @@ def announce(scheme: str, host: str, port: int) -> None:
     print(f"idnode: listening on {scheme}://{shown}:{port}", file=sys.stderr, flush=True)
 
 
-async def _run_http(
-    app: web.Application,
-    config: Config,
-    listener: socket.socket | None,
-    on_ready: Callable[[], None] | None,
+def announce_listeners(config: Config, listeners: Listeners) -> None:
+    """One line per listener; the HTTP one first (tests and scripts read the port from it)."""
+    host, port = listeners.http.getsockname()[:2]
+    announce("https" if config.tls else "http", host, port)
+    if listeners.handle_address is not None:
+        announce("handle", *listeners.handle_address)
+
+
+class Served(Protocol):
+    """A listener a worker serves: started once, closed at shutdown after the others stopped accepting."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class HttpListener:
+    def __init__(self, app: web.Application, config: Config, sock: socket.socket) -> None:
+        self._sock = sock
+        self._ssl = _ssl_context(config)
+        self._runner = GuardedRunner(
+            app,
+            ConnectionLimits.of(config),
+            access_log=log if config.access_log else None,
+            shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+            handle_signals=False,
+            keepalive_timeout=config.keepalive_timeout,
+            # Bodies are read as sent: no client of the API compresses them, and refusing
+            # Content-Encoding (read_body) leaves no decompression to bound.
+            auto_decompress=False,
+        )
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        await web.SockSite(self._runner, self._sock, ssl_context=self._ssl).start()
+
+    async def close(self) -> None:
+        await self._runner.cleanup()  # stops accepting, finishes requests in flight within the grace
+
+
+async def _run(
+    served: list[Served],
+    listeners: Listeners,
     listening: Callable[[tuple[str, int]], None],
+    on_ready: Callable[[], None] | None,
+    announcing: Config | None,
 ) -> None:
-    runner = GuardedRunner(
-        app,
-        ConnectionLimits.of(config),
-        access_log=log if config.access_log else None,
-        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
-        handle_signals=False,
-        keepalive_timeout=config.keepalive_timeout,
-        # Bodies are read as sent: no client of the API compresses them, and refusing
-        # Content-Encoding (read_body) leaves no decompression to bound.
-        auto_decompress=False,
-    )
-    await runner.setup()
-    ssl_context = _ssl_context(config)
-    site: web.BaseSite
-    if listener is not None:
-        site = web.SockSite(runner, listener, ssl_context=ssl_context)
-    else:
-        site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context, backlog=1024)
-    await site.start()
-    bound = listener.getsockname() if listener is not None else runner.addresses[0]
-    listening((bound[0], bound[1]))
-    if listener is None:
-        for sock in runner.addresses:
-            announce("https" if ssl_context else "http", sock[0], sock[1])
+    """Serve every listener until SIGTERM or SIGINT; then close them all, each finishing what is in flight."""
+    for listener in served:
+        await listener.start()
+    host, port = listeners.http.getsockname()[:2]
+    listening((host, port))
+    if announcing is not None:
+        announce_listeners(announcing, listeners)
     if on_ready is not None:
         on_ready()
     stop = asyncio.Event()
@@ -309,4 +339,4 @@ async def _run_http(
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping: finishing requests in flight")
-    await runner.cleanup()
+    await asyncio.gather(*(listener.close() for listener in served))

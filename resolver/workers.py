@@ -20,7 +20,6 @@ import logging
 import os
 import select
 import signal
-import socket
 import sys
 import time
 from dataclasses import replace
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING
 import uvloop
 
 from resolver.config import Config
+from resolver.listeners import Listeners
 
 if TYPE_CHECKING:
     from resolver.server import NodeShared
@@ -46,16 +46,6 @@ CRASH_LOOP_SECONDS = 5.0
 START_TIMEOUT_SECONDS = 30.0
 
 
-def _listen(config: Config) -> socket.socket:
-    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((config.host, config.port))
-    sock.listen(LISTEN_BACKLOG)
-    sock.setblocking(False)
-    return sock
-
-
 def _die_with_parent(parent: int) -> None:
     """Have the kernel send SIGTERM when the parent goes, even by SIGKILL (Linux prctl)."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -64,9 +54,7 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _child(
-    config: Config, listener: socket.socket, ready_fd: int, shared: NodeShared, parent: int, publish: bool
-) -> int:
+def _child(config: Config, listeners: Listeners, ready_fd: int, shared: NodeShared, parent: int, publish: bool) -> int:
     from resolver.server import serve
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -78,20 +66,20 @@ def _child(
         os.close(ready_fd)
 
     try:
-        uvloop.run(serve(config, listener=listener, on_ready=ready, shared=shared, publish=publish))
+        uvloop.run(serve(config, listeners=listeners, on_ready=ready, shared=shared, publish=publish))
     except Exception:
         log.exception("worker %d failed", os.getpid())
         return 1
     return 0
 
 
-def _spawn(config: Config, listener: socket.socket, ready_fd: int, shared: NodeShared, publish: bool) -> int:
+def _spawn(config: Config, listeners: Listeners, ready_fd: int, shared: NodeShared, publish: bool) -> int:
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
-            code = _child(config, listener, ready_fd, shared, parent, publish)
+            code = _child(config, listeners, ready_fd, shared, parent, publish)
         finally:
             os._exit(code)
     return pid
@@ -112,15 +100,14 @@ def _await_ready(read_fd: int, children: set[int]) -> bool:
     return got == len(children)
 
 
-def run(config: Config, workers: int) -> int:
-    """Serve with ``workers`` processes until told to stop; the exit status."""
+def run(config: Config, workers: int, listeners: Listeners) -> int:
+    """Serve ``listeners`` with ``workers`` processes until told to stop; the exit status."""
     from prometheus_client import multiprocess
 
     from resolver.server import node_shared
 
     shared = node_shared(config)  # cache generations, failure counts, node id: inherited by every worker
-    listener = _listen(config)
-    port = listener.getsockname()[1]
+    port = listeners.http.getsockname()[1]
     config = replace(config, listen=f"{config.host}:{port}" if ":" not in config.host else f"[{config.host}]:{port}")
     stopping = False
 
@@ -136,17 +123,17 @@ def run(config: Config, workers: int) -> int:
     signal.signal(signal.SIGINT, stop)
     read_fd, write_fd = os.pipe()
     # One worker publishes the node's prefixes upstream; its replacement takes over if it dies.
-    publisher = _spawn(config, listener, write_fd, shared, True)
+    publisher = _spawn(config, listeners, write_fd, shared, True)
     children.add(publisher)
-    children.update(_spawn(config, listener, write_fd, shared, False) for _ in range(workers - 1))
+    children.update(_spawn(config, listeners, write_fd, shared, False) for _ in range(workers - 1))
     failed = not _await_ready(read_fd, children)
     if failed:
         log.error("workers did not start; stopping")
         stop(signal.SIGTERM, None)
     else:
-        from resolver.server import announce
+        from resolver.server import announce_listeners
 
-        announce("https" if config.tls else "http", config.host, port)
+        announce_listeners(config, listeners)
     while children:
         try:
             pid, status = os.wait()
@@ -162,11 +149,11 @@ def run(config: Config, workers: int) -> int:
                 time.sleep(RESTART_BACKOFF_SECONDS)
             last_restart = time.monotonic()
             if not stopping:
-                pid_new = _spawn(config, listener, write_fd, shared, pid == publisher)
+                pid_new = _spawn(config, listeners, write_fd, shared, pid == publisher)
                 children.add(pid_new)
                 if pid == publisher:
                     publisher = pid_new
-    listener.close()
+    listeners.close()
     os.close(read_fd)
     os.close(write_fd)
     print("idnode: stopped", file=sys.stderr, flush=True)
