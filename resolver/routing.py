@@ -197,7 +197,8 @@ class Routing:
         """The referral for ``zone`` if known or fed (None: not yet)."""
         if zone not in self._seen:
             referral = self._seen[zone] = self._known(zone)
-            self.hits += referral is not None
+            if referral is not None:
+                self.hits += 1
         return self._seen[zone]
 
     def _served(self, zone: str, referral: Referral) -> Step:
