@@ -14,15 +14,10 @@ Writes reach the engine through the store's write listener (``changed``): the ha
 generation word is bumped for every worker of the node before the writer is answered,
 and Redis is told, for the other nodes.
 
-Delegation (``_route``) decides, beside the store read, who holds a handle:
-
-* under the node prefix, the nearest prefix handle held here decides: no HS_SITE, or one
-  naming this node, and the handle is ours; any other site holds it (delegated down);
-* elsewhere, with recursion allowed, the top-level node(s) are asked for the prefix
-  handles ``0.NA/<zone>``, nearest first, until one exists: its HS_SITE (or the HS_SITE of
-  the prefix handle its HS_SERV names) designates the servers, one without sites leaves
-  the prefix to the top-level node itself, and none at all means the prefix is not
-  registered (not found).
+Who holds a handle (this node's store, or which servers elsewhere) is decided by
+``resolver.routing``, a state machine without I/O; the engine drives it (``_route``),
+fetching the prefix handles ``0.NA/<zone>`` it asks for. A handle under the node prefix
+whose referrals this worker already holds is decided synchronously (``_known_here``).
 
 Referrals are records like any other (same cache tiers, coalescing, serve-stale) and
 are kept decoded per worker besides (``_referrals``). A remote answer is accepted only
@@ -43,12 +38,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from protocol import valuedata as vd
 from protocol.codes import ResponseCode
 from protocol.errors import (
     HandleError,
     HandleNotFound,
-    NotResponsible,
     ProtocolViolation,
     RecursionLoop,
     StoreUnavailable,
@@ -65,13 +58,26 @@ from protocol.identifiers import (
     prefix_handle,
 )
 from protocol.jsonfmt import value_to_json
-from protocol.records import HS_SERV, HandleRecord, HandleValue, decode_record, encode_record
+from protocol.records import HandleRecord, HandleValue, decode_record, encode_record
 from registry.store import RECENT_WRITE_SECONDS, Store
 from resolver import metrics
 from resolver.cache import Entry, Generations, LocalCache
 from resolver.redis_tier import RedisEntry, RedisTier
+from resolver.routing import (
+    LOCAL,
+    Decision,
+    NeedReferral,
+    NeedService,
+    Referral,
+    Referrals,
+    Route,
+    Routing,
+    ThisNode,
+    held_here,
+    referral_of,
+)
 from resolver.target_policy import TargetPolicy
-from resolver.upstream import HopFailed, NodeClient, Target, serves, sites_of, targets
+from resolver.upstream import HopFailed, NodeClient, Target, http_targets
 
 log = logging.getLogger("resolver.engine")
 
@@ -79,8 +85,6 @@ STALE_REPLY_TTL = 30  # RFC 8767: the TTL of a stale answer, and how long before
 SWEEP_INTERVAL = 0.1  # seconds between two slices of the cache sweep
 SWEEP_TICKS = 300  # slices per pass: an entry unused for ~30 s is packed
 SWEEP_MIN = 64
-MAX_REFERRALS = 65_536  # decoded referrals kept per worker
-MAX_WALK = 16  # prefix levels looked at, nearest first, when looking for a referral
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,30 +106,6 @@ class DelegationPolicy:
     total_timeout: float = 5.0
     max_depth: int = 8  # nodes one query may pass through
     destinations: TargetPolicy = field(default_factory=TargetPolicy)  # where servers named by records may be
-
-
-@dataclass(slots=True)
-class Referral:
-    """Who serves one prefix, as its prefix handle says."""
-
-    exists: bool  # False: no prefix handle
-    sites: tuple[vd.Site, ...]
-    expires: float  # monotonic
-    stale_until: float
-    slot: int
-    gen: int
-
-    def usable(self, words: memoryview, now: float, until: float | None = None) -> bool:
-        """Not invalidated by a write, and not past ``until`` (by default its expiry)."""
-        return self.gen == words[self.slot] and now < (self.expires if until is None else until)
-
-
-class Route(NamedTuple):
-    zone: str  # the prefix whose referral designated the servers
-    targets: tuple[Target, ...]  # in the order to try them
-
-
-UNREGISTERED = Route("", ())  # no prefix handle anywhere on the way up
 
 
 class Fetched(NamedTuple):
@@ -247,7 +227,7 @@ class ResolutionEngine:
         self.node_id = node_id or "idnode"
         self.client = NodeClient(self.node_id, self.delegation.hop_timeout, self.delegation.destinations)
         self.advertised: tuple[str, int] | None = None  # set once the node listens
-        self._referrals: dict[str, Referral] = {}
+        self._referrals = Referrals(self.words)
         self._events = metrics.RECORDER.events
 
     # Answers ----------------------------------------------------------------------------
@@ -456,51 +436,49 @@ class ResolutionEngine:
 
     def _held_here(self, handle: Handle) -> bool:
         """True when no prefix handle can send ``handle`` elsewhere (no referral to look at)."""
-        if handle.is_prefix_handle:
-            return is_at_or_under(handle.zone, self._node_prefix)
-        return handle.zone == self._node_prefix
+        return held_here(handle, self._node_prefix)
 
     def _known_here(self, handle: Handle) -> bool:
-        """True when this worker's fresh referrals already say ``handle`` is held here.
+        """True when the referrals this worker holds already say ``handle`` is held here.
 
-        The synchronous twin of ``_route`` for the common case (a handle under one of this
-        node's own enterprise prefixes): no coroutine, no timer. False means "find out".
+        The routing run on those alone: the common case (a handle under one of this node's
+        own enterprise prefixes) pays for no coroutine and no timer. False means "find out"
+        (``_delegated``, which raises what the routing refuses, as a lookup does).
         """
-        zone = handle.zone
-        if not zone.startswith(self._node_prefix + "."):
-            return False
-        now = time.monotonic()
-        words = self.words
-        at = zone
-        for _ in range(MAX_WALK):
-            referral = self._referrals.get(at)
-            if referral is None or not referral.usable(words, now):
+        routing = self._routing(handle)
+        try:
+            if routing.next() is not LOCAL:
                 return False
-            self._events["referral_hits"] += 1
-            if referral.exists:
-                return not referral.sites or self._is_self(referral.sites)
-            at = at.rpartition(".")[0]
-            if at == self._node_prefix:
-                return True
-        return False
+        except HandleError:
+            return False
+        self._events["referral_hits"] += routing.hits
+        return True
+
+    def _routing(self, handle: Handle) -> Routing:
+        here = ThisNode(self._node_prefix, self.delegation.recursion, bool(self.delegation.upstreams), self.advertised)
+        return Routing(handle, here, self._known_referral)
+
+    def _known_referral(self, zone: str) -> Referral | None:
+        return self._referrals.fresh(zone, time.monotonic())
 
     async def _delegated(self, handle: Handle, via: Sequence[str], stale: Fetched | None) -> HandleRecord | None:
         """The record of a handle that may be held elsewhere: from the store or the node holding it."""
         budget = self.delegation.total_timeout
+        routing = self._routing(handle)
         try:
             if is_at_or_under(handle.zone, self._node_prefix):
                 # Only this node's prefix handles are read (each store read has its own
                 # timeout): the common case, a handle held here, pays for no other timer.
-                route = await self._route(handle, via)
-                if route is None:
+                decision = await self._route(routing, via)
+                if not isinstance(decision, Route):  # LOCAL: nothing under the node prefix is unregistered
                     return await self._read_store(handle.key, stale)
                 async with asyncio.timeout(budget):
-                    return await self._ask(handle, route, via)
+                    return await self._ask(handle, decision, via)
             async with asyncio.timeout(budget):
-                route = await self._route(handle, via)
-                if route is None or route is UNREGISTERED:
+                decision = await self._route(routing, via)
+                if not isinstance(decision, Route):  # UNREGISTERED: nothing elsewhere is held here
                     return None
-                return await self._ask(handle, route, via)
+                return await self._ask(handle, decision, via)
         except _StoreFailed as failed:  # a referral could not be had: this answer's stale copy, if any
             raise _StoreFailed(failed.cause, stale) from None
         except (UpstreamFailed, RecursionLoop) as exc:
@@ -509,106 +487,47 @@ class ResolutionEngine:
             cause = UpstreamTimeout(f"resolving {handle.text} took longer than {budget:g} s", handle=handle.text)
             raise _StoreFailed(cause, stale) from None
 
-    def _is_self(self, sites: Sequence[vd.Site]) -> bool:
-        return self.advertised is not None and serves(sites, *self.advertised)
-
-    async def _route(self, handle: Handle, via: Sequence[str]) -> Route | None:
-        """Where ``handle`` is held: None for this node's store, else the servers to ask."""
-        zone = handle.zone
-        if is_at_or_under(zone, self._node_prefix):
-            if handle.is_prefix_handle or zone == self._node_prefix:
-                return None
-            segments = zone.split(".")
-            below = len(segments) - len(self._node_prefix.split("."))
-            for n in range(len(segments), len(segments) - min(below, MAX_WALK), -1):
-                at = ".".join(segments[:n])
-                referral = await self._referral(at, via)
-                if referral.exists:
-                    if not referral.sites or self._is_self(referral.sites):
-                        return None
-                    if not self.delegation.recursion:
-                        raise NotResponsible(
-                            f"prefix {at} is delegated to {_peers(referral.sites, handle)}", handle=handle.text
-                        )
-                    return Route(at, targets(referral.sites, handle))
-            return None
-        if not self.delegation.recursion or not self.delegation.upstreams:
-            why = "recursion is off" if not self.delegation.recursion else "it has no upstream to ask"
-            raise NotResponsible(
-                f"this node serves prefix {self._node_prefix} and {why}; {handle.text} is not under it",
-                handle=handle.text,
-            )
-        if handle.is_prefix_handle:
-            return Route(NA_PREFIX, self.delegation.upstreams)  # the top-level node holds every prefix handle
-        segments = zone.split(".")
-        for n in range(len(segments), max(0, len(segments) - MAX_WALK), -1):
-            at = ".".join(segments[:n])
-            referral = await self._referral(at, via)
-            if referral.exists:
-                if not referral.sites:
-                    return Route(at, self.delegation.upstreams)  # held by the node that holds the prefix handle
-                if self._is_self(referral.sites):
-                    raise RecursionLoop(
-                        f"the referral for prefix {at} names this node, which does not serve it", handle=handle.text
-                    )
-                return Route(at, targets(referral.sites, handle))
-        return UNREGISTERED
+    async def _route(self, routing: Routing, via: Sequence[str]) -> Decision:
+        """Drive ``routing`` to its decision, fetching the referrals it asks for."""
+        try:
+            while True:
+                step = routing.next()
+                if not isinstance(step, NeedReferral | NeedService):
+                    return step
+                routing.referred(step.zone, await self._referral(step.zone, via))
+        finally:
+            metrics.count("referral_hits", routing.hits)
 
     async def _referral(self, zone: str, via: Sequence[str]) -> Referral:
-        """Who serves ``zone``: from this worker's referrals, else its prefix handle, fetched."""
-        known = self._referrals.get(zone)
+        """Who serves ``zone``, which this worker holds no fresh referral for: its prefix handle, fetched."""
         now = time.monotonic()
-        if known is not None and known.usable(self.words, now):
-            metrics.count("referral_hits")
-            return known
         handle = prefix_handle(zone)
         try:
             fetched = await self._fetch(handle, via=via)
         except _StoreFailed as failed:
-            if known is not None and known.usable(self.words, now, known.stale_until):
+            held = self._referrals.stale(zone, now)
+            if held is not None:
                 log.warning("cannot refresh the referral for %s (%s); using the expired one", zone, failed.cause)
-                return known
+                return held
             if failed.stale is None:
                 raise
             fetched = failed.stale
-        sites: tuple[vd.Site, ...] = ()
-        if fetched.record is not None:
-            sites = tuple(sites_of(fetched.record)) or await self._service_sites(fetched.record, via)
+        referral = referral_of(fetched.record)
         left = fetched.expires_at - time.time()
         now = time.monotonic()
-        referral = Referral(
-            fetched.record is not None,
-            sites,
-            now + min(fetched.ttl, left),
-            now + left + self.policy.stale_window,
-            self.generations.slot(handle.key),
-            fetched.gen,
-        )
-        if zone not in self._referrals and len(self._referrals) >= MAX_REFERRALS:
-            del self._referrals[next(iter(self._referrals))]  # the oldest
-        self._referrals[zone] = referral
+        expires, stale_until = now + min(fetched.ttl, left), now + left + self.policy.stale_window
+        slot = self.generations.slot(handle.key)
+        self._referrals.keep(zone, referral, expires=expires, stale_until=stale_until, slot=slot, gen=fetched.gen)
         return referral
 
-    async def _service_sites(self, record: HandleRecord, via: Sequence[str]) -> tuple[vd.Site, ...]:
-        """The sites of the prefix handle an HS_SERV value names (one level: no chains, no loops)."""
-        for value in record.values:
-            if not value.type_matches(HS_SERV):
-                continue
-            try:
-                service = parse_handle(value.data.decode("utf-8"), case_sensitive=self._case_sensitive)
-            except (UnicodeDecodeError, HandleError):
-                continue
-            if not service.is_prefix_handle:
-                log.warning("%s: HS_SERV names %s, not a prefix handle; ignored", record.handle, service.text)
-                continue
-            fetched = await self._fetch(service, via=via)
-            if fetched.record is not None:
-                return tuple(sites_of(fetched.record))
-        return ()
+    def _targets(self, route: Route) -> tuple[Target, ...]:
+        """How to reach ``route``'s servers: HTTP(S) until the Handle binary protocol arrives."""
+        return self.delegation.upstreams if route.upstream else http_targets(route.servers)
 
     async def _ask(self, handle: Handle, route: Route, via: Sequence[str]) -> HandleRecord | None:
         """Ask the servers ``route`` designates, in turn, until one answers."""
-        if not route.targets:
+        targets = self._targets(route)
+        if not targets:
             raise UpstreamFailed(
                 f"no server of prefix {route.zone} has an HTTP(S) query interface; {handle.text} cannot be "
                 "resolved from here (the Handle binary protocol is not supported yet)",
@@ -616,7 +535,7 @@ class ResolutionEngine:
             )
         failures: list[str] = []
         loop = False
-        for target in route.targets:
+        for target in targets:
             try:
                 record = await self.client.resolve(target, handle, via, case_sensitive=self._case_sensitive)
             except HopFailed as exc:
@@ -684,10 +603,6 @@ class ResolutionEngine:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.client.close()
-
-
-def _peers(sites: Sequence[vd.Site], handle: Handle) -> str:
-    return ", ".join(t.url for t in targets(sites, handle)) or "servers without an HTTP interface"
 
 
 def _decoded(blob: Any) -> HandleRecord | None:

@@ -4,8 +4,9 @@ A prefix's servers are named by the HS_SITE values of its prefix handle (REFEREN
 ``targets`` orders them the way a Handle client does: within a site, the server the
 handle hashes to first (MD5 of the upper-cased handle part the site hashes by, last four
 bytes as a signed big-endian int, absolute value, modulo the server count), then the
-others; primary sites before mirrors. Only HTTP(S) interfaces are usable until the binary
-protocol arrives.
+others; primary sites before mirrors. That order (``in_order``) holds for any transport;
+``http_targets`` keeps the servers' HTTP(S) interfaces, the only usable ones until the
+binary protocol arrives.
 
 ``NodeClient`` is the one HTTP client to other nodes, for resolution and for publishing.
 Every answer is hostile until checked: size-capped, parsed strictly, and a resolution
@@ -133,16 +134,28 @@ def _server_target(server: vd.Server) -> Target | None:
     return None
 
 
-def targets(sites: Sequence[vd.Site], handle: Handle) -> tuple[Target, ...]:
-    """Where to ask for ``handle``, in the order to try them."""
-    ordered: list[Target] = []
+def in_order(sites: Sequence[vd.Site], handle: Handle) -> tuple[vd.Server, ...]:
+    """The servers of ``sites`` to ask for ``handle``, in the order to try them, whatever their transport."""
+    ordered: list[vd.Server] = []
     for site in sites:
         first = hash_index(site, handle, len(site.servers))
-        for server in site.servers[first:] + site.servers[:first]:
-            target = _server_target(server)
-            if target is not None and target not in ordered:
-                ordered.append(target)
+        ordered += site.servers[first:] + site.servers[:first]
     return tuple(ordered)
+
+
+def http_targets(servers: Iterable[vd.Server]) -> tuple[Target, ...]:
+    """The HTTP(S) query interface of each of ``servers`` that has one, in their order, once each."""
+    ordered: list[Target] = []
+    for server in servers:
+        target = _server_target(server)
+        if target is not None and target not in ordered:
+            ordered.append(target)
+    return tuple(ordered)
+
+
+def targets(sites: Sequence[vd.Site], handle: Handle) -> tuple[Target, ...]:
+    """Where to ask for ``handle`` over HTTP(S), in the order to try them."""
+    return http_targets(in_order(sites, handle))
 
 
 def site_value(index: int, host: str, port: int, protocol: str, ttl: int) -> dict[str, Any]:
