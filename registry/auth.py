@@ -8,12 +8,12 @@ import math
 import time
 from dataclasses import dataclass
 
-from protocol.errors import AuthenticationFailed, HandleError, TooManyFailures
+from protocol.errors import AuthenticationFailed, HandleError, InvalidValue, TooManyFailures
 from protocol.identifiers import parse_handle
-from protocol.records import HS_SECKEY, MAX_INDEX
+from protocol.records import HS_SECKEY, MAX_INDEX, HandleRecord, HandleValue
+from registry import secrets
 from registry.ratelimit import FailureLimiter
-from registry.secrets import DECOY_HASH, Verifier
-from registry.store import Store
+from registry.store import AuditEntry, Store
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def parse_identity(text: str, *, case_sensitive: bool = False) -> Identity:
 
 
 class Authenticator:
-    """Checks a claimed identity's secret against its stored HS_SECKEY hash.
+    """Checks a claimed identity's secret against its stored HS_SECKEY hash, rewriting an old one.
 
     Failures are limited per identity *and* client address, and per address: a third party
     guessing from its own addresses locks out only itself, never the owner coming from
@@ -76,9 +76,7 @@ class Authenticator:
         self.brake_delay = brake_delay
         self._store = store
         self._case_sensitive = case_sensitive
-        self._verifier = Verifier()
-        # scrypt is deliberately expensive: bound how many run at once so a flood of
-        # wrong secrets cannot take every core from the serving path.
+        self._verifier = secrets.Verifier()
         self._slow_checks = asyncio.Semaphore(1)
         self._braking_logged: dict[str, float] = {}
 
@@ -100,7 +98,7 @@ class Authenticator:
         try:
             if malformed is not None or identity is None:
                 raise malformed or AuthenticationFailed(f"identity {user!r} is malformed")
-            return await self._check(identity, secret)
+            return await self._check(identity, secret, address)
         except AuthenticationFailed:
             self.limiter.record(keys)
             self.brake.record([f"identity:{name}"])
@@ -134,20 +132,57 @@ class Authenticator:
             self._braking_logged.clear()
         await asyncio.sleep(self.brake_delay)
 
-    async def _check(self, identity: Identity, secret: bytes) -> Identity:
+    async def _check(self, identity: Identity, secret: bytes, address: str) -> Identity:
         record = await self._store.get(identity.handle)
         value = None if record is None else record.value_at(identity.index)
         # One message for every failure, so a caller cannot probe which identities exist.
         failed = AuthenticationFailed(f"authentication failed for identity {identity}")
         stored = value.data if value is not None and value.type.upper() == HS_SECKEY else None
-        if stored is not None and self._verifier.known(stored, secret):
+        if stored is None or secrets.is_current(stored):
+            # An unknown identity costs one hash, as a wrong secret does: the time taken must
+            # not tell which identities exist.
+            if not secrets.Verifier.verify(stored or secrets.DECOY_HASH, secret) or stored is None:
+                raise failed
             return identity
-        # An unknown identity costs the same scrypt run as a wrong secret: the time taken
-        # must not tell which identities exist.
+        if not await self._check_legacy(stored, secret):
+            raise failed
+        await self._rehash(identity, stored, secret, address)
+        return identity
+
+    async def _check_legacy(self, stored: bytes, secret: bytes) -> bool:
+        """An old scrypt value: slow by design, so remembered, and run one at a time off the loop."""
+        if self._verifier.known(stored, secret):
+            return True
+        # scrypt is deliberately expensive: bound how many run at once so a flood of
+        # wrong secrets cannot take every core from the serving path.
         async with self._slow_checks:
             loop = asyncio.get_running_loop()
-            ok = await loop.run_in_executor(None, self._verifier.verify, stored or DECOY_HASH, secret)
-        if not ok or stored is None:
-            raise failed
-        self._verifier.remember(stored, secret)
-        return identity
+            ok = await loop.run_in_executor(None, self._verifier.verify, stored, secret)
+        if ok:
+            self._verifier.remember(stored, secret)
+        return ok
+
+    async def _rehash(self, identity: Identity, stored: bytes, secret: bytes, address: str) -> None:
+        """Rewrite an old scrypt value in the current form, now that the secret is known to be right.
+
+        Only if the value is still the one verified (an owner may have just changed it); a
+        failure to write leaves the old value, which goes on verifying, and is retried next time.
+        """
+        fresh = secrets.hash_secret(secret)
+
+        def change(old: HandleRecord | None) -> HandleRecord | None:
+            value = None if old is None else old.value_at(identity.index)
+            if old is None or value is None or value.data != stored:
+                raise InvalidValue("the value changed since it was verified; left as it is")
+            return old.with_values([fresh_value(v) for v in old.values])
+
+        def fresh_value(v: HandleValue) -> HandleValue:
+            return v._replace(data=fresh, timestamp=int(time.time())) if v.index == identity.index else v
+
+        audit = AuditEntry(time.time(), str(identity), address, "rehash_secret", identity.handle)
+        try:
+            await self._store.apply(identity.handle, change, audit)
+        except HandleError as exc:
+            log.warning("could not rewrite the old-form secret of %s: %s", identity, exc.message)
+            return
+        log.info("rewrote the secret of %s in the form the Handle protocol can verify", identity)

@@ -51,6 +51,10 @@ async def ensure_node_prefix(store: Store, node_prefix: str, admin_secret: str |
                     "it is only read on first start and is ignored",
                     handle.text,
                 )
+            elif secrets.needs_rehash(stored.data):
+                fresh = stored._replace(data=secrets.hash_secret(admin_secret.encode()), timestamp=int(time.time()))
+                await store.put_values(handle.key, handle.text, [fresh])
+                log.info("rewrote the admin secret of %s in the form the Handle protocol can verify", handle.text)
         return None
     generated = None if admin_secret else secrets.generate_secret()
     secret = admin_secret or generated

@@ -1,8 +1,24 @@
-"""Secrets at rest: salted scrypt hashes, never the secret itself.
+"""Secrets at rest: handle.net's hashed HS_SECKEY, which both front-ends can verify.
 
-A stored HS_SECKEY value holds ``scrypt$<log2 n>$<r>$<p>$<salt b64>$<hash b64>``.
-Verifying costs tens of milliseconds by design, so a successful verification is
-remembered (as an HMAC under a per-process key, not the secret) for later requests.
+A stored HS_SECKEY value holds the lowercase hex of SHA-1(secret), 40 ASCII bytes: exactly
+what handle.net stores for a "hashed" secret key (``Encoder.encodeSecretKey(secret, true)``).
+The Handle protocol proves a secret by a MAC keyed with the value's bytes, so the server must
+hold the client's MAC key; with this form a CNRI client that hashes (the admin tool's
+"hashed password" box, Teleinfo's SDK with ``hash=true``) computes the same key from the
+secret, and hdl-genericbatch is given the 40 hex characters as its secret. HTTP Basic sends
+the secret and is checked by hashing it.
+
+The trade-off, said plainly: this value is a credential for the Handle protocol, as any
+stored MAC key must be, and an unsalted SHA-1 offers no resistance to guessing a weak secret
+from a leaked store. It still keeps the secret itself out of the store (it may be reused
+elsewhere), and node-generated secrets (192 random bits) cannot be guessed at any speed.
+The scrypt form it replaces protected a leaked store better but could serve only HTTP.
+
+No cost is stored, so a client cannot choose what a verification costs (a scrypt hash it
+sent back once could). Values still in the old ``scrypt$<log2 n>$<r>$<p>$<salt>$<hash>``
+form verify over HTTP, at this node's scrypt parameters only, and are rewritten to the new
+form on their next successful login (``registry.auth``); they cannot authenticate over the
+Handle protocol until then, or until the owner sets the secret again.
 """
 
 from __future__ import annotations
@@ -11,21 +27,24 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from collections import OrderedDict
 
 from protocol.errors import InvalidValue
+from protocol.hsauth import hashed_secret_key
 
-_SCHEME = "scrypt"
+_SCHEME = "scrypt"  # the old form, still verified until rewritten
 _LOG2_N, _R, _P = 14, 8, 1
 _DKLEN = 32
 _SALT_BYTES = 16
 _MAXMEM = 64 * 1024 * 1024
 
+_HASHED = re.compile(rb"[0-9a-f]{40}")
+_FORM = "the 40 lowercase hex digits of the secret's SHA-1 (handle.net's hashed HS_SECKEY)"
 
-DECOY_SALT = bytes(_SALT_BYTES)
-# Verified against when an identity has no secret, so that its failure takes as long as a wrong secret.
-DECOY_HASH = f"{_SCHEME}${_LOG2_N}${_R}${_P}${base64.b64encode(DECOY_SALT).decode()}${'A' * 43}=".encode()
+# Verified against when an identity has no secret: a value no known secret hashes to.
+DECOY_HASH = b"0" * 40
 
 
 def generate_secret() -> str:
@@ -33,26 +52,39 @@ def generate_secret() -> str:
     return secrets.token_urlsafe(24)
 
 
+def hash_secret(secret: bytes) -> bytes:
+    """The value to store for ``secret``: handle.net's hashed HS_SECKEY."""
+    return hashed_secret_key(secret)
+
+
+def is_current(stored: bytes) -> bool:
+    """True for a value in the form this node stores, which the Handle protocol can use."""
+    return _HASHED.fullmatch(stored) is not None
+
+
+def protocol_key(stored: bytes) -> bytes | None:
+    """The key a Handle protocol client MACs its answer with, or None for an old scrypt value."""
+    return stored if is_current(stored) else None
+
+
+def needs_rehash(stored: bytes) -> bool:
+    """True for an old scrypt value made with this node's parameters (one that can still verify)."""
+    try:
+        _parse_scrypt(stored)
+    except InvalidValue:
+        return False
+    return True
+
+
 def _derive(secret: bytes, salt: bytes) -> bytes:
     return hashlib.scrypt(secret, salt=salt, n=1 << _LOG2_N, r=_R, p=_P, dklen=_DKLEN, maxmem=_MAXMEM)
 
 
-def hash_secret(secret: bytes) -> bytes:
-    salt = os.urandom(_SALT_BYTES)
-    digest = _derive(secret, salt)
-    b64 = base64.b64encode
-    return f"{_SCHEME}${_LOG2_N}${_R}${_P}${b64(salt).decode()}${b64(digest).decode()}".encode()
+def _parse_scrypt(stored: bytes) -> tuple[bytes, bytes]:
+    """Salt and digest of an old hash made with exactly this node's parameters.
 
-
-_FORM = f"{_SCHEME}${_LOG2_N}${_R}${_P}$<{_SALT_BYTES}-byte salt, base64>$<{_DKLEN}-byte hash, base64>"
-
-
-def _parse(stored: bytes) -> tuple[bytes, bytes]:
-    """Salt and digest of a hash made with exactly this node's parameters.
-
-    The cost parameters are part of the stored text, and a client may send a hash back
-    (format "hash"): accepting other costs would let it set what a verification costs the
-    node (a huge one exhausted memory, a large one burned a core per attempt).
+    Other costs were refused when clients could send hashes in this form, and are never run:
+    a huge one exhausted memory, a large one burned a core per attempt.
     """
     try:
         scheme, log2_n, r, p, salt_b64, digest_b64 = stored.decode("ascii").split("$")
@@ -63,17 +95,22 @@ def _parse(stored: bytes) -> tuple[bytes, bytes]:
             raise ValueError("salt or hash of the wrong length")
         return salt, digest
     except (ValueError, UnicodeDecodeError):
-        raise InvalidValue(f"a secret in format hash must read {_FORM}, as this node makes them") from None
+        raise InvalidValue("not an scrypt hash with this node's parameters") from None
 
 
 def check_hash(stored: bytes) -> bytes:
-    """Validate a hash a client sends back (format "hash"); return it unchanged."""
-    _parse(stored)
+    """Validate a hash a client sends (format "hash"); return it unchanged.
+
+    Only the current form is taken: an scrypt hash would carry its own cost, and could
+    never serve the Handle protocol.
+    """
+    if not is_current(stored):
+        raise InvalidValue(f"a secret in format hash must be {_FORM}, as this node makes them")
     return stored
 
 
 class Verifier:
-    """Checks secrets against stored hashes, remembering recent successes."""
+    """Checks secrets against stored values, remembering recent successes of the slow old form."""
 
     def __init__(self, remember: int = 10_000) -> None:
         self._key = os.urandom(32)
@@ -93,14 +130,24 @@ class Verifier:
 
     @staticmethod
     def verify(stored: bytes, secret: bytes) -> bool:
-        """Slow path: run scrypt. Touches no shared state, so it may run in a worker thread."""
+        """Check ``secret`` against ``stored``; for an old scrypt value this is the slow path,
+        touching no shared state, so it may run in a worker thread. Garbage never verifies."""
+        if is_current(stored):
+            return hmac.compare_digest(hash_secret(secret), stored)
         try:
-            salt, digest = _parse(stored)
+            salt, digest = _parse_scrypt(stored)
         except InvalidValue:
-            salt, digest = DECOY_SALT, b""  # never matches, and costs what a real check costs
+            return False
         return hmac.compare_digest(_derive(secret, salt), digest)
 
     def remember(self, stored: bytes, secret: bytes) -> None:
         self._ok[self._token(stored, secret)] = None
         while len(self._ok) > self._remember:
             self._ok.popitem(last=False)
+
+
+def legacy_hash(secret: bytes) -> bytes:
+    """An old-form scrypt value, as this node made them before: for tests of the migration."""
+    salt = os.urandom(_SALT_BYTES)
+    b64 = base64.b64encode
+    return f"{_SCHEME}${_LOG2_N}${_R}${_P}${b64(salt).decode()}${b64(_derive(secret, salt)).decode()}".encode()

@@ -9,7 +9,6 @@ the same transaction as the change.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -101,7 +100,7 @@ class RegistrationService:
         else:
             if not value.data:
                 raise InvalidValue(f"value {value.index}: HS_SECKEY data is empty")
-            data = await asyncio.get_running_loop().run_in_executor(None, secrets.hash_secret, value.data)
+            data = secrets.hash_secret(value.data)
         # A secret is never publicly readable or writable, whatever the request said.
         return value._replace(data=data, permissions=value.permissions & ~(PUBLIC_READ | PUBLIC_WRITE))
 

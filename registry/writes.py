@@ -217,7 +217,8 @@ class Planner:
                 continue
             before = old.value_at(value.index)
             if before is None or before.data != value.data:
-                # Secrets are hashed with a fresh salt on arrival, so a retry that sends the secret
-                # in clear does not match; one that sends the stored hash back (format "hash") does.
+                # A retry matches whether it sends the secret in clear (hashed on arrival, without
+                # salt) or the stored hash back (format "hash"); a value still in the old salted
+                # scrypt form matches neither, and is rewritten.
                 return False
         return True

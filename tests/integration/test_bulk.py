@@ -30,7 +30,7 @@ from tests.nodeproc import Node
 from tests.pgproc import temp_database
 
 STORE_BACKENDS = ("sqlite", "postgresql")
-HASH = "scrypt$14$8$1$" + "A" * 22 + "==$" + "B" * 43 + "="
+HASH = "fef341f85d87439e7d91a2d465b9871ef66b5e98"  # handle.net's hashed HS_SECKEY of "s3cret"
 
 
 @dataclass

@@ -1,0 +1,226 @@
+"""handle.net's key encodings: HS_PUBKEY values and private key files, as CNRI's tools write them.
+
+An HS_PUBKEY value is what ``net.handle.hdllib.Util.getBytesFromPublicKey`` writes: a
+length-prefixed name (``DSA_PUB_KEY`` or ``RSA_PUB_KEY``), two reserved octets, then the
+numbers as length-prefixed big-endian two's-complement integers (Java's
+``BigInteger.toByteArray``): q, p, g, y for DSA; e, n for RSA. A private key file is
+``Util.encrypt`` over ``getBytesFromPrivateKey``: a 4-byte scheme code (1 none, 0/2 DES
+under MD5 of the passphrase, 3/4 DESede/AES-128-CBC under PBKDF2-HMAC-SHA1 of it), then the
+``DSA_PRIV_KEY`` (x, p, q, g) or ``RSA_PRIVCRT_KEY`` (n, e, d, p, q, dp, dq, qinv) bytes.
+
+We read all of them so that keys made by ``hdl-keygen`` work here, and write the unencrypted
+and AES forms so that tests can make keys CNRI's tools accept. Anything malformed raises
+``InvalidValue`` naming what is wrong; a key file that does not decrypt, ``AuthenticationFailed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.asymmetric import dsa, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from protocol.errors import AuthenticationFailed, InvalidValue
+
+try:  # cryptography 43 moved the legacy ciphers
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+except ImportError:  # pragma: no cover
+    TripleDES = algorithms.TripleDES  # type: ignore[misc,unused-ignore]
+
+PublicKey = dsa.DSAPublicKey | rsa.RSAPublicKey
+PrivateKey = dsa.DSAPrivateKey | rsa.RSAPrivateKey
+
+DSA_PUBLIC, RSA_PUBLIC = b"DSA_PUB_KEY", b"RSA_PUB_KEY"
+DSA_PRIVATE, RSA_PRIVATE, RSA_CRT_PRIVATE = b"DSA_PRIV_KEY", b"RSA_PRIV_KEY", b"RSA_PRIVCRT_KEY"
+ENCRYPT_DES_ECB, ENCRYPT_NONE, ENCRYPT_DES_CBC, ENCRYPT_PBKDF2_DESEDE, ENCRYPT_PBKDF2_AES = 0, 1, 2, 3, 4
+
+MAX_KEY_BITS = 16384  # a larger number is no key anyone made, and would be slow to verify with
+MAX_FILE_ITERATIONS = 1_000_000  # CNRI writes 10,000; a file is the user's own, but bound the work
+FILE_ITERATIONS = 10_000
+
+
+class Reader:
+    """A bounded cursor over handle.net's length-prefixed encoding; overruns raise InvalidValue."""
+
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data, self.pos, self.what = data, 0, what
+
+    def take(self, count: int) -> bytes:
+        if count < 0 or self.pos + count > len(self.data):
+            raise InvalidValue(f"{self.what} is truncated at byte {self.pos}")
+        chunk = self.data[self.pos : self.pos + count]
+        self.pos += count
+        return chunk
+
+    def int4(self) -> int:
+        value: int = struct.unpack(">i", self.take(4))[0]
+        return value
+
+    def bytes(self) -> bytes:
+        return self.take(self.int4())
+
+    def number(self) -> int:
+        raw = self.bytes()
+        if len(raw) * 8 > MAX_KEY_BITS + 8:
+            raise InvalidValue(f"{self.what} holds a number over {MAX_KEY_BITS} bits")
+        return int.from_bytes(raw, "big")  # Java reads them unsigned: new BigInteger(1, bytes)
+
+    def done(self) -> None:
+        if self.pos != len(self.data):
+            raise InvalidValue(f"{self.what} has {len(self.data) - self.pos} bytes after its end")
+
+
+def java_bytes(n: int) -> bytes:
+    """``BigInteger.toByteArray`` of a non-negative n: minimal big-endian two's complement."""
+    return n.to_bytes(n.bit_length() // 8 + 1, "big")
+
+
+def pack(*fields: bytes) -> bytes:
+    return b"".join(struct.pack(">i", len(f)) + f for f in fields)
+
+
+# Public keys ------------------------------------------------------------------------------
+
+
+def encode_public_key(key: PublicKey) -> bytes:
+    """The HS_PUBKEY value data for ``key`` (``Util.getBytesFromPublicKey``)."""
+    if isinstance(key, dsa.DSAPublicKey):
+        n = key.public_numbers()
+        p, q, g = n.parameter_numbers.p, n.parameter_numbers.q, n.parameter_numbers.g
+        return pack(DSA_PUBLIC) + b"\0\0" + pack(*map(java_bytes, (q, p, g, n.y)))
+    n2 = key.public_numbers()
+    # Byte for byte what CNRI writes, four zero bytes of its oversized buffer included.
+    return pack(RSA_PUBLIC) + b"\0\0" + pack(java_bytes(n2.e), java_bytes(n2.n)) + bytes(4)
+
+
+def decode_public_key(data: bytes) -> PublicKey:
+    """The DSA or RSA key in an HS_PUBKEY value (``Util.getPublicKeyFromBytes``).
+
+    Bytes after the key are ignored, as CNRI does: its RSA encoder sizes the buffer for one
+    length field too many, so every RSA_PUB_KEY it wrote ends in four zero bytes.
+    """
+    r = Reader(data, "the HS_PUBKEY value")
+    kind = r.bytes()
+    r.take(2)  # flags, reserved
+    try:
+        if kind == DSA_PUBLIC:
+            q, p, g, y = (r.number() for _ in range(4))
+            return dsa.DSAPublicNumbers(y, dsa.DSAParameterNumbers(p, q, g)).public_key()
+        if kind == RSA_PUBLIC:
+            e, n = r.number(), r.number()
+            return rsa.RSAPublicNumbers(e, n).public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise InvalidValue(f"the HS_PUBKEY value is not a valid {kind.decode('latin-1')}: {exc}") from None
+    raise InvalidValue(f"the HS_PUBKEY value has key type {kind[:40]!r}; this node reads DSA_PUB_KEY and RSA_PUB_KEY")
+
+
+# Private keys -----------------------------------------------------------------------------
+
+
+def encode_private_key(key: PrivateKey) -> bytes:
+    """``Util.getBytesFromPrivateKey``: DSA_PRIV_KEY, or RSA_PRIVCRT_KEY for an RSA key."""
+    if isinstance(key, dsa.DSAPrivateKey):
+        n = key.private_numbers()
+        params = n.public_numbers.parameter_numbers
+        return pack(DSA_PRIVATE, *map(java_bytes, (n.x, params.p, params.q, params.g)))
+    r = key.private_numbers()
+    numbers = (r.public_numbers.n, r.public_numbers.e, r.d, r.p, r.q, r.dmp1, r.dmq1, r.iqmp)
+    return pack(RSA_CRT_PRIVATE, *map(java_bytes, numbers))
+
+
+def decode_private_key(data: bytes) -> PrivateKey:
+    """The key in unencrypted private key bytes (``Util.getPrivateKeyFromBytes``)."""
+    r = Reader(data, "the private key")
+    kind = r.bytes()
+    try:
+        if kind == DSA_PRIVATE:
+            x, p, q, g = (r.number() for _ in range(4))
+            y = pow(g, x, p)
+            return dsa.DSAPrivateNumbers(x, dsa.DSAPublicNumbers(y, dsa.DSAParameterNumbers(p, q, g))).private_key()
+        if kind == RSA_CRT_PRIVATE:
+            n, e, d, p, q, dp, dq, qi = (r.number() for _ in range(8))
+            return rsa.RSAPrivateNumbers(p, q, d, dp, dq, qi, rsa.RSAPublicNumbers(e, n)).private_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise InvalidValue(f"the private key is not a valid {kind.decode('latin-1')}: {exc}") from None
+    if kind == RSA_PRIVATE:
+        raise InvalidValue(
+            "the private key is RSA_PRIV_KEY (modulus and exponent only); re-export it with its CRT parts"
+        )
+    raise InvalidValue(f"the private key has type {kind[:40]!r}; this node reads DSA_PRIV_KEY and RSA_PRIVCRT_KEY")
+
+
+# Private key files ------------------------------------------------------------------------
+
+
+def _pbkdf2(passphrase: bytes, salt: bytes, iterations: int, bits: int) -> bytes:
+    """Java's PBKDF2WithHmacSHA1 over bytes widened to chars: it hashes their UTF-8 encoding."""
+    password = passphrase.decode("latin-1").encode("utf-8")
+    return hashlib.pbkdf2_hmac("sha1", password, salt, iterations, bits // 8)
+
+
+def _cbc_decrypt(algorithm: algorithms.AES | TripleDES, iv: bytes, body: bytes, block: int) -> bytes:
+    decryptor = Cipher(algorithm, modes.CBC(iv)).decryptor()
+    padded = decryptor.update(body) + decryptor.finalize()
+    unpadder = padding.PKCS7(block).unpadder()
+    return unpadder.update(padded) + unpadder.finalize()
+
+
+def _decrypt_des(scheme: int, r: Reader, passphrase: bytes) -> bytes:
+    key = TripleDES(hashlib.md5(passphrase).digest()[:8] * 3)  # three equal keys: plain DES
+    if scheme == ENCRYPT_DES_ECB:
+        decryptor = Cipher(key, modes.ECB()).decryptor()
+        body = r.take(len(r.data) - r.pos)
+        unpadder = padding.PKCS7(64).unpadder()
+        return unpadder.update(decryptor.update(body) + decryptor.finalize()) + unpadder.finalize()
+    iv = r.take(8)
+    return _cbc_decrypt(key, iv, r.take(len(r.data) - r.pos), 64)
+
+
+def _decrypt_pbkdf2(scheme: int, r: Reader, passphrase: bytes) -> bytes:
+    salt, iterations, bits = r.bytes(), r.int4(), r.int4()
+    want = 128 if scheme == ENCRYPT_PBKDF2_AES else 192
+    if not 0 < iterations <= MAX_FILE_ITERATIONS or bits != want:
+        raise InvalidValue(f"the private key file names {iterations} iterations and a {bits}-bit key")
+    key = _pbkdf2(passphrase, salt, iterations, bits)
+    iv, body = r.bytes(), r.bytes()
+    if scheme == ENCRYPT_PBKDF2_AES:
+        return _cbc_decrypt(algorithms.AES(key), iv, body, 128)
+    return _cbc_decrypt(TripleDES(key), iv, body, 64)
+
+
+def decrypt_private_key_file(data: bytes, passphrase: bytes | None) -> bytes:
+    """The private key bytes in a key file (``Util.decrypt``); None for an unencrypted file."""
+    r = Reader(data, "the private key file")
+    scheme = r.int4()
+    if scheme == ENCRYPT_NONE:
+        return data[4:]
+    if scheme not in (ENCRYPT_DES_ECB, ENCRYPT_DES_CBC, ENCRYPT_PBKDF2_DESEDE, ENCRYPT_PBKDF2_AES):
+        raise InvalidValue(f"the private key file uses encryption scheme {scheme}, which handle.net never wrote")
+    if passphrase is None:
+        raise AuthenticationFailed("the private key file is encrypted and no passphrase was given")
+    try:
+        if scheme in (ENCRYPT_DES_ECB, ENCRYPT_DES_CBC):
+            return _decrypt_des(scheme, r, passphrase)
+        return _decrypt_pbkdf2(scheme, r, passphrase)
+    except ValueError:  # bad padding or block length: the passphrase is wrong, or the file damaged
+        raise AuthenticationFailed("the private key file does not decrypt with that passphrase") from None
+
+
+def encrypt_private_key_file(key_bytes: bytes, passphrase: bytes | None, *, salt: bytes, iv: bytes) -> bytes:
+    """A key file as ``Util.encrypt`` writes it today: AES-128-CBC under PBKDF2, or unencrypted."""
+    if passphrase is None:
+        return struct.pack(">i", ENCRYPT_NONE) + key_bytes
+    key = _pbkdf2(passphrase, salt, FILE_ITERATIONS, 128)
+    padder = padding.PKCS7(128).padder()
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    body = encryptor.update(padder.update(key_bytes) + padder.finalize()) + encryptor.finalize()
+    header = struct.pack(">i", ENCRYPT_PBKDF2_AES) + pack(salt) + struct.pack(">ii", FILE_ITERATIONS, 128)
+    return header + pack(iv, body)
+
+
+def load_private_key_file(data: bytes, passphrase: bytes | None) -> PrivateKey:
+    """``Util.getPrivateKeyFromFileWithPassphrase``: decrypt, then decode."""
+    return decode_private_key(decrypt_private_key_file(data, passphrase))
