@@ -67,6 +67,7 @@ from protocol.wire_bodies import (
     VerifyAuthRequest,
     VerifyAuthResponse,
 )
+from protocol.wire_udp import Reassembler, ReassemblyStats, split_datagrams
 
 __all__ = [
     "COMPATIBILITY_VERSION",
@@ -100,6 +101,8 @@ __all__ = [
     "ModifyValueRequest",
     "OpCode",
     "OpFlag",
+    "Reassembler",
+    "ReassemblyStats",
     "RemoveValueRequest",
     "RequestDigest",
     "ResolutionRequest",
@@ -121,6 +124,7 @@ __all__ = [
     "request_digest",
     "response_to",
     "response_version",
+    "split_datagrams",
 ]
 
 
