@@ -8,6 +8,7 @@
 // admin protocol manages about a thousand a second. Only API common to 7.3.1 and 9.0.0
 // is used, so one source serves both.
 //
+//   version                             (protocol version this distribution speaks)
 //   site <siteinfo.json> <siteinfo.bin out> <root_info out>
 //   load <server dir> <siteinfo.json>   (records on stdin, one per line:
 //        handle<TAB>index:TYPE:perms:hexdata<TAB>...; hexdata "@site" means the site
@@ -34,10 +35,12 @@ public class CnriHelper {
     public static void main(String[] args) throws Exception {
         if (args.length == 4 && args[0].equals("site")) {
             site(new File(args[1]), new File(args[2]), new File(args[3]));
+        } else if (args.length == 1 && args[0].equals("version")) {
+            System.out.println(Common.MAJOR_VERSION + "." + Common.MINOR_VERSION);
         } else if (args.length == 3 && args[0].equals("load")) {
             load(new File(args[1]), new File(args[2]));
         } else {
-            System.err.println("usage: CnriHelper site <siteinfo.json> <siteinfo.bin> <root_info>"
+            System.err.println("usage: CnriHelper version | site <siteinfo.json> <siteinfo.bin> <root_info>"
                 + " | load <server dir> <siteinfo.json> < records");
             System.exit(2);
         }

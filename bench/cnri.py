@@ -199,7 +199,12 @@ def make_keys(keys: Path) -> None:
 # --- directories ---
 
 
-def _site_json(lay: Layout, server_pub: bytes, port: int) -> dict[str, object]:
+def _site_json(lay: Layout, server_pub: bytes, port: int, protocol: str) -> dict[str, object]:
+    """One primary site, one server, speaking the distribution's own protocol version.
+
+    hdl-setup-server writes Common.MAJOR/MINOR_VERSION (2.5 in 7.3.1, 2.10 in 9.0.0);
+    clients send min(their version, the site's), so this decides the vectors' versions.
+    """
     iface = [
         {"query": True, "admin": True, "protocol": "TCP", "port": port},
         {"query": True, "admin": False, "protocol": "UDP", "port": port},
@@ -213,7 +218,7 @@ def _site_json(lay: Layout, server_pub: bytes, port: int) -> dict[str, object]:
     }
     return {
         "version": 1,
-        "protocolVersion": "2.1",
+        "protocolVersion": protocol,
         "serialNumber": 1,
         "primarySite": True,
         "multiPrimary": False,
@@ -270,7 +275,8 @@ def write_dirs(lay: Layout) -> None:
     shutil.copy(lay.keys / "server_dsa_priv.bin", lay.server_dir / "privkey.bin")
     shutil.copy(lay.keys / "server_dsa_pub.bin", lay.server_dir / "pubkey.bin")
     pub = (lay.keys / "server_dsa_pub.bin").read_bytes()
-    site = _site_json(lay, pub, lay.advertised_port)
+    protocol = _java_helper(lay, "version").strip()
+    site = _site_json(lay, pub, lay.advertised_port, protocol)
     (lay.server_dir / "siteinfo.json").write_text(json.dumps(site, indent=2))
     (lay.server_dir / "config.dct").write_text(_server_config(lay))
     (lay.server_dir / "contactdata.dct").write_text('{ "org_name" = "idnode test" }\n')
@@ -282,7 +288,7 @@ def write_dirs(lay: Layout) -> None:
         str(lay.client_config / "root_info"),
     )
     write_client_config(lay, lay.client_config)
-    _server_resolver_config(lay, _site_json(lay, pub, lay.port))
+    _server_resolver_config(lay, _site_json(lay, pub, lay.port, protocol))
 
 
 def _server_resolver_config(lay: Layout, site: dict[str, object]) -> None:
@@ -317,9 +323,18 @@ def write_client_config(lay: Layout, config_dir: Path, tcp_only: bool = False) -
 
 
 def _bootstrap(site: dict[str, object]) -> dict[str, object]:
-    """9.x replaces root_info by bootstrap_handles: 0.NA/0.NA's HS_SITE, as JSON."""
-    value = {"index": 1, "type": "HS_SITE", "data": {"format": "site", "value": site}}
-    return {"lastUpdate": int(time.time() * 1000), "handles": {"0.NA/0.NA": {"handle": "0.NA/0.NA", "values": [value]}}}
+    """9.x replaces root_info by bootstrap_handles (JSON handle records).
+
+    0.NA/0.NA's HS_SITE names the root; 0.0/0.0 (the trust root, whose HS_PUBKEYs
+    would sign the root's records) must exist, and without keys nothing is pinned.
+    """
+    site_value = {"index": 1, "type": "HS_SITE", "data": {"format": "site", "value": site}}
+    desc = {"index": 1, "type": "DESC", "data": {"format": "string", "value": "idnode test trust root"}}
+    handles = {
+        "0.NA/0.NA": {"handle": "0.NA/0.NA", "values": [site_value]},
+        "0.0/0.0": {"handle": "0.0/0.0", "values": [desc]},
+    }
+    return {"lastUpdate": int(time.time() * 1000), "handles": handles}
 
 
 # --- java processes ---
@@ -531,18 +546,40 @@ def udp_load(host: str, port: int, requests: list[bytes], seconds: float, concur
     }
 
 
-def resolve_request(handle: str, rid: int = 1, expires: int | None = None) -> bytes:
-    """A resolution request byte for byte as hdl-qresolver 7.3.1 sends it.
+@dataclass(frozen=True)
+class ClientProfile:
+    """What a CNRI resolver puts around a resolution request, per release.
 
-    Protocol 2.1, opFlag REC|CA|PO (0x19000000), site-info serial 0xffff, expiration
-    12 h ahead, no index or type list; only the request id and the expiration differ
-    from the captured tests/vectors/cnri-7.3.1/resolve-udp.json.
+    version is what the client speaks to a site advertising the release's own protocol
+    version; 9.x also fills envelope bytes 2-3 with a suggested version and sends the
+    site-info serial it knows instead of 0xffff.
     """
+
+    version: tuple[int, int]
+    suggest: tuple[int, int]
+    site_serial: int
+
+
+CLIENT_PROFILES = {
+    "7.3.1": ClientProfile((2, 5), (0, 0), 0xFFFF),
+    "9.0.0": ClientProfile((2, 10), (2, 10), 1),
+}
+
+
+def resolve_request(handle: str, rid: int = 1, expires: int | None = None, profile: str = "7.3.1") -> bytes:
+    """A resolution request byte for byte as hdl-qresolver sends it to the handle's site.
+
+    opFlag REC|CA|PO (0x19000000), recursion count 0, expiration 12 h ahead, no index
+    or type list, empty credential; only the request id and the expiration differ from
+    tests/vectors/cnri-<release>/resolve-udp.json.
+    """
+    p = CLIENT_PROFILES[profile]
     body = _lp(handle.encode()) + struct.pack(">II", 0, 0)
     exp = int(time.time()) + 43200 if expires is None else expires
-    header = struct.pack(">IIIHBBII", 1, 0, 0x19000000, 0xFFFF, 0, 0, exp, len(body))
+    header = struct.pack(">IIIHBBII", 1, 0, 0x19000000, p.site_serial, 0, 0, exp, len(body))
     credential = struct.pack(">I", 0)  # empty signature section (RFC 3652 2.2.4)
-    envelope = struct.pack(">BBHIIII", 2, 1, 0, 0, rid, 0, len(header) + len(body) + 4)
+    length = len(header) + len(body) + len(credential)
+    envelope = struct.pack(">BBBBIIII", *p.version, *p.suggest, 0, rid, 0, length)
     return envelope + header + body + credential
 
 
@@ -580,10 +617,12 @@ def main(argv: list[str] | None = None) -> int:
     ul.add_argument("--seconds", type=float, default=10)
     ul.add_argument("--concurrency", type=int, default=16)
     ul.add_argument("--handles", type=int, default=1000)
+    ul.add_argument("--profile", choices=sorted(CLIENT_PROFILES), default="7.3.1")
     ub = sub.add_parser("udp-bench", help="start the server, udp-load it, report CPU/request")
     ub.add_argument("--seconds", type=float, default=10)
     ub.add_argument("--concurrency", type=int, default=16)
     ub.add_argument("--handles", type=int, default=100_000)
+    ub.add_argument("--profile", choices=sorted(CLIENT_PROFILES), default="7.3.1")
     a = p.parse_args(argv)
     lay = _layout(a)
     if a.cmd == "setup":
@@ -604,16 +643,16 @@ def main(argv: list[str] | None = None) -> int:
         print(done.stdout + done.stderr)
         return done.returncode
     elif a.cmd == "udp-load":
-        reqs = [resolve_request(f"{lay.prefix}/{i}") for i in range(1, a.handles + 1)]
+        reqs = [resolve_request(f"{lay.prefix}/{i}", profile=a.profile) for i in range(1, a.handles + 1)]
         print(json.dumps(udp_load(lay.host, lay.port, reqs, a.seconds, a.concurrency)))
     elif a.cmd == "udp-bench":
-        print(json.dumps(udp_bench(lay, a.handles, a.seconds, a.concurrency)))
+        print(json.dumps(udp_bench(lay, a.handles, a.seconds, a.concurrency, a.profile)))
     return 0
 
 
-def udp_bench(lay: Layout, handles: int, seconds: float, concurrency: int) -> dict[str, float]:
+def udp_bench(lay: Layout, handles: int, seconds: float, concurrency: int, profile: str = "7.3.1") -> dict[str, float]:
     """udp_load against a fresh server, with the server's CPU seconds per request."""
-    reqs = [resolve_request(f"{lay.prefix}/{i}") for i in range(1, handles + 1)]
+    reqs = [resolve_request(f"{lay.prefix}/{i}", profile=profile) for i in range(1, handles + 1)]
     server = Server(lay)
     try:
         udp_load(lay.host, lay.port, reqs, min(3.0, seconds), concurrency)  # JIT warm-up

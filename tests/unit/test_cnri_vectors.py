@@ -2,13 +2,15 @@
 
 They are the ground truth for idnode's Handle codec, so these tests pin what we learnt
 from them: message framing, how a challenge digests the request, and how CNRI's tools
-answer it with HS_SECKEY (SHA-1 over secret, nonce, digest, secret) and HS_PUBKEY
-(SHA1withDSA / SHA1withRSA over nonce and digest).
+answer it with HS_SECKEY (7.3.1: SHA-1 over secret, nonce, digest, secret; 9.0.0:
+PBKDF2 + HMAC-SHA1) and HS_PUBKEY (SHA1withDSA; SHA1withRSA in 7.3.1, SHA256withRSA in
+9.0.0, over nonce and digest). 7.3.1 digests the request with SHA-1, 9.0.0 with SHA-256.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import socket
 import struct
@@ -20,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 
-from bench.cnri import resolve_request
+from bench.cnri import CLIENT_PROFILES, resolve_request
 from tests.vectors.capture import Relay, messages, split_stream
 
 VECTORS = Path(__file__).parents[1] / "vectors"
@@ -77,11 +79,12 @@ def test_every_request_is_answered(path: Path) -> None:
     assert asked == answered
 
 
-def test_resolve_request_matches_the_captured_qresolver_bytes() -> None:
-    exchanges = load(VECTORS / "cnri-7.3.1" / "resolve-udp.json")["exchanges"]
+@pytest.mark.parametrize("release", sorted(CLIENT_PROFILES))
+def test_resolve_request_matches_the_captured_qresolver_bytes(release: str) -> None:
+    exchanges = load(VECTORS / f"cnri-{release}" / "resolve-udp.json")["exchanges"]
     captured = raw([ex for ex in exchanges if ex["direction"] == "request"][-1])
     rid, expires = struct.unpack_from(">I", captured, 8)[0], struct.unpack_from(">I", captured, 36)[0]
-    assert resolve_request("88.118.8/42", rid, expires) == captured
+    assert resolve_request("88.118.8/42", rid, expires, release) == captured
 
 
 def challenge_flow(path: Path) -> tuple[bytes, bytes, bytes, bytes, bytes]:
@@ -91,10 +94,10 @@ def challenge_flow(path: Path) -> tuple[bytes, bytes, bytes, bytes, bytes]:
     original = next(raw(ex) for ex in exchanges if ex["request_id"] == exchanges[i]["request_id"])
     challenge = raw(exchanges[i])
     body = challenge[44:]
-    hash_type, digest_len = body[0], {1: 16, 2: 20}[body[0]]
+    algorithm = {1: hashlib.md5, 2: hashlib.sha1, 3: hashlib.sha256}[body[0]]
+    digest_len = algorithm().digest_size
     digest, nonce = body[1 : 1 + digest_len], lp(body, 1 + digest_len)[0]
-    expected = hashlib.md5 if hash_type == 1 else hashlib.sha1
-    assert digest == expected(header_and_body(original)).digest()
+    assert digest == algorithm(header_and_body(original)).digest()
     answer = next(raw(ex) for ex in exchanges if ex.get("opcode") == OC_CHALLENGE_RESPONSE)
     auth_type, off = lp(answer, 44)
     handle, off = lp(answer, off)
@@ -108,12 +111,29 @@ SECKEY_FLOWS = [f for f in ALL if f.stem.endswith("-seckey")]
 PUBKEY_FLOWS = [f for f in ALL if "pubkey" in f.stem or f.stem.startswith("list-")]
 
 
+def expected_seckey_answer(signature: bytes, secret: bytes, nonce: bytes, digest: bytes) -> bytes:
+    """What CNRI's SecretKeyAuthenticationInfo sends, by the hash code it chose.
+
+    0x02 (protocol 2.1-2.6): SHA-1 over secret, nonce, digest, secret. 0x22 (2.7 and
+    later): HMAC-SHA1 of nonce+digest under a PBKDF2-HMAC-SHA1 key; salt, iterations and
+    key bits travel in the answer.
+    """
+    if signature[0] == 0x02:
+        return b"\x02" + hashlib.sha1(secret + nonce + digest + secret).digest()
+    assert signature[0] == 0x22, f"unknown hash code {signature[0]:#x}"
+    salt, off = lp(signature, 1)
+    iterations, bits = struct.unpack_from(">II", signature, off)
+    key = hashlib.pbkdf2_hmac("sha1", secret, salt, iterations, bits // 8)
+    mac = hmac.new(key, nonce + digest, hashlib.sha1).digest()
+    return signature[: off + 8] + struct.pack(">I", len(mac)) + mac
+
+
 @pytest.mark.parametrize("path", SECKEY_FLOWS, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_seckey_answer_is_sha1_of_secret_nonce_digest_secret(path: Path) -> None:
+def test_seckey_answer_is_the_mac_cnri_documents(path: Path) -> None:
     _, digest, nonce, ident, signature = challenge_flow(path)
     secret = (path.parent / "keys" / "secret_key.txt").read_text().strip().encode()
     assert ident == b"HS_SECKEY 300:88.118.8/ADMIN"
-    assert signature == b"\x02" + hashlib.sha1(secret + nonce + digest + secret).digest()
+    assert signature == expected_seckey_answer(signature, secret, nonce, digest)
 
 
 @pytest.mark.parametrize("path", PUBKEY_FLOWS, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -124,12 +144,12 @@ def test_pubkey_answer_verifies_with_the_committed_key(path: Path) -> None:
     public = serialization.load_pem_private_key(pem, None).public_key()
     sig_alg, off = lp(signature, 0)
     sig, _ = lp(signature, off)
-    assert sig_alg == b"SHA1"
+    hash_alg = {b"SHA1": hashes.SHA1(), b"SHA-256": hashes.SHA256()}[sig_alg]
     if isinstance(public, dsa.DSAPublicKey):
-        public.verify(sig, nonce + digest, hashes.SHA1())
+        public.verify(sig, nonce + digest, hash_alg)
     else:
         assert isinstance(public, rsa.RSAPublicKey)
-        public.verify(sig, nonce + digest, padding.PKCS1v15(), hashes.SHA1())
+        public.verify(sig, nonce + digest, padding.PKCS1v15(), hash_alg)
 
 
 def test_split_stream_cuts_at_envelope_lengths() -> None:

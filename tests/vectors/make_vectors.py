@@ -78,7 +78,9 @@ def scenarios(lay: cnri.Layout) -> list[tuple[str, str, Tool, str]]:
             "resolve-missing",
             f"hdl-qresolver {lay.prefix}/NO-SUCH",
             lambda: cnri.qresolver(lay, f"{lay.prefix}/NO-SUCH"),
-            "handle not found (rc 100)",
+            "handle not found (rc 100). A certified (CT) 0.NA/<prefix> lookup between the request "
+            "and its reply, if present, is the server's own (it looks for an HS_NAMESPACE template "
+            "before answering 100), not the client's",
         ),
         (
             "resolve-missing-prefix",
