@@ -2,8 +2,8 @@
 
 idnode's Handle front-end must interoperate with CNRI's client tools and be measured
 against CNRI's server, so this module sets both up without touching the real Global
-Handle Registry: it writes a server directory and a client configuration directory whose
-root_info names *our* server as the root, so every prefix lookup ends on loopback.
+Handle Registry: it writes a server directory and client configuration whose root is
+*our* server, so every prefix lookup ends on loopback. Works with 7.3.1 and 9.0.0.
 
 Every CNRI process must run inside a private network namespace; `require_netns` refuses
 to start one when the current namespace has any interface other than ``lo``.
@@ -11,23 +11,31 @@ to start one when the current namespace has any interface other than ``lo``.
 Layout written by `write_dirs` (under ``--root``, default ``/tmp/cnri-run``)::
 
     svr/config.dct       server: 127.0.0.1, TCP+UDP on --port, HTTP on --http-port,
-                         case-insensitive, allow_recursion, server_admins 300/301/302
-    svr/siteinfo.json    one primary site, one server; siteinfo.bin made from it
-    svr/privkey.bin      server DSA key, unencrypted (CNRI key format: int 1 + key bytes)
-    client/.handle/      the client's home dir (7.x reads $user.home/.handle, 9.x
-                         -Dnet.handle.configDir): root_info (binary global values, one
-                         HS_SITE), bootstrap_handles (9.x JSON), config.dct with
-                         auto_update_root_info=no
-    keys/                admin keys: secret key text, DSA and RSA private keys in CNRI
-                         format (unencrypted) and PEM, public keys in CNRI format
+                         case_sensitive no, allow_recursion, server_admins 300/301/302,
+                         server_admin_full_access, allow_list_hdls, log_accesses no
+    svr/siteinfo.json    one primary site, one server, protocolVersion = the release's
+                         own (2.5 / 2.10), ports = --public-port (a relay) or --port;
+                         siteinfo.bin made from it
+    svr/privkey.bin      server DSA key, unencrypted (CNRI format: int 1 + key bytes)
+    client/.handle/      the tools' config. 7.3.1 reads $user.home/.handle/root_info
+                         (binary "global values": int length, int count, one HS_SITE
+                         value); 9.0.0 reads -Dnet.handle.configDir/bootstrap_handles
+                         (JSON records 0.NA/0.NA with HS_SITE and 0.0/0.0, the trust
+                         root). config.dct: auto_update_root_info = no
+    server-client/.handle/  the same for the server's own resolver, at its real port
+    keys/                secret key text; DSA/RSA private keys in CNRI format and PEM;
+                         public keys in CNRI format (HS_PUBKEY data); see bench.cnri_keys
 
-Identities, all on handle ``<prefix>/ADMIN``: 300 HS_SECKEY, 301 HS_PUBKEY (DSA),
-302 HS_PUBKEY (RSA); ``0.NA/<prefix>`` carries HS_ADMIN and HS_SITE and is homed.
+Identities, all on ``<prefix>/ADMIN``: 300 HS_SECKEY, 301 HS_PUBKEY (DSA), 302 HS_PUBKEY
+(RSA). ``0.NA/0.NA`` and ``0.NA/<prefix>`` carry HS_SITE and HS_ADMIN and are homed.
 
 Loading: `load_handles` writes records straight into the Berkeley DB JE store with the
-server stopped (bench/CnriHelper.java, CNRI's own BDBJEHandleStorage), which is far
-faster than the admin protocol. Each loaded handle ``<prefix>/<i>`` has 3 values:
-1 URL, 2 EMAIL, 3 INDUSTRY_CATEGORY.
+server stopped (bench/CnriHelper.java on CNRI's own BDBJEHandleStorage): 100,000
+handles in about 3 s, where hdl-genericbatch CREATE manages 500-700/s. Each handle
+``<prefix>/<i>`` has 1 URL, 2 EMAIL, 3 INDUSTRY_CATEGORY.
+
+Every JVM gets ``-Djdk.crypto.KeyAgreement.legacyKDF=true``: JDK 17 refuses to derive a
+DES key from Diffie-Hellman, and CNRI's session setup (opcode 400) does exactly that.
 
 CNRI tool classes (the hdl-* scripts are ``java -cp 'lib/*' <class>``):
 hdl-qresolver/hdl-trace net.handle.apps.simple.HDLTrace, hdl-genericbatch
@@ -37,19 +45,21 @@ hdl-keygen net.handle.apps.tools.KeyGenerator, hdl-getsiteinfo
 net.handle.apps.tools.GetSiteInfo, hdl-server net.handle.server.Main,
 hdl-bdbje-util net.handle.server.bdbje.BDBJEHandleStorage.
 
-Exact commands (as root; the dist is an unpacked distribution dir with bin/ and lib/)::
+Exact commands (as root, from the repo root; --dist or CNRI_HOME is an unpacked
+distribution with lib/; global options go before the subcommand)::
 
-    export CNRI_HOME=/work/cnri/7.3.1
+    export CNRI_HOME=/work/cnri/7.3.1 PY=/work/main/.venv/bin/python
     unshare -n sh -c 'ip link set lo up;
-      /work/main/.venv/bin/python -m bench.cnri setup --root /tmp/cnri &&
-      /work/main/.venv/bin/python -m bench.cnri load --root /tmp/cnri -n 100000 &&
-      /work/main/.venv/bin/python -m bench.cnri serve --root /tmp/cnri -- \\
-        /work/main/.venv/bin/python -m bench.cnri udp-load --seconds 10 --concurrency 32'
+      $PY -m bench.cnri --root /tmp/cnri setup;
+      $PY -m bench.cnri --root /tmp/cnri load -n 100000;   # offline, server stopped
+      $PY -m bench.cnri --root /tmp/cnri udp-bench --seconds 10 --concurrency 16;
+      $PY -m bench.cnri --root /tmp/cnri resolve 88.118.8/42 --serve;
+      $PY -m bench.cnri --root /tmp/cnri batch FILE --serve;
+      $PY -m bench.cnri --root /tmp/cnri batch-load -n 3000;
+      $PY -m bench.cnri --root /tmp/cnri serve -- $PY -m bench.cnri udp-load'
 
-``serve`` starts the server, runs the command after ``--`` (inside the same namespace),
-prints the server's CPU seconds and stops it. ``resolve HANDLE`` and ``batch FILE`` run
-hdl-qresolver and hdl-genericbatch the same way (they start the server themselves when
-``--serve`` is given).
+For 9.0.0 use CNRI_HOME=/work/cnri/9.0.0 and ``--profile 9.0.0`` on udp-load/udp-bench.
+``serve`` keeps the server up while the command after ``--`` runs in the same namespace.
 """
 
 from __future__ import annotations
@@ -69,13 +79,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, rsa
+from bench.cnri_keys import SECRET_KEY, admin_record, lp, make_keys
 
 HELPER = Path(__file__).with_name("CnriHelper.java")
 DEFAULT_PREFIX = "88.118.8"
-SECRET_KEY = "idnode-test-secret"
-PERM_ALL = 0x0FFF
 
 
 class CnriError(RuntimeError):
@@ -131,69 +138,6 @@ def require_netns() -> None:
             f"network interfaces {sorted(names - {'lo'})} are visible: run CNRI tools only "
             "inside `unshare -n sh -c 'ip link set lo up; ...'`"
         )
-
-
-# --- CNRI key encodings (net.handle.hdllib.Util.getBytesFrom{Private,Public}Key) ---
-
-
-def _jint(n: int) -> bytes:
-    """BigInteger.toByteArray: minimal two's complement, so a sign byte when needed."""
-    return n.to_bytes(n.bit_length() // 8 + 1, "big")
-
-
-def _lp(data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + data
-
-
-def cnri_private_key(key: dsa.DSAPrivateKey | rsa.RSAPrivateKey) -> bytes:
-    """The unencrypted private key file: int ENCRYPT_NONE (1) then the key encoding."""
-    if isinstance(key, dsa.DSAPrivateKey):
-        nums = key.private_numbers()
-        p = nums.public_numbers.parameter_numbers
-        body = b"".join(_lp(x) for x in (b"DSA_PRIV_KEY", *map(_jint, (nums.x, p.p, p.q, p.g))))
-    else:
-        r = key.private_numbers()
-        ints = (r.public_numbers.n, r.public_numbers.e, r.d, r.p, r.q, r.dmp1, r.dmq1, r.iqmp)
-        body = b"".join(_lp(x) for x in (b"RSA_PRIVCRT_KEY", *map(_jint, ints)))
-    return struct.pack(">I", 1) + body
-
-
-def cnri_public_key(key: dsa.DSAPublicKey | rsa.RSAPublicKey) -> bytes:
-    """The HS_PUBKEY value data (and pubkey.bin): type, 2 reserved bytes, numbers."""
-    if isinstance(key, dsa.DSAPublicKey):
-        n = key.public_numbers()
-        p = n.parameter_numbers
-        ints = (p.q, p.p, p.g, n.y)
-        return _lp(b"DSA_PUB_KEY") + b"\0\0" + b"".join(_lp(_jint(i)) for i in ints)
-    r = key.public_numbers()
-    return _lp(b"RSA_PUB_KEY") + b"\0\0" + _lp(_jint(r.e)) + _lp(_jint(r.n))
-
-
-def admin_record(handle: str, index: int, perms: int = PERM_ALL) -> bytes:
-    """HS_ADMIN value data: int2 permissions, the admin handle, its index."""
-    return struct.pack(">H", perms) + _lp(handle.encode()) + struct.pack(">I", index)
-
-
-def make_keys(keys: Path) -> None:
-    """Create test-only keys once; later runs (and committed vectors) reuse them."""
-    keys.mkdir(parents=True, exist_ok=True)
-    if (keys / "server_dsa_priv.bin").exists():
-        return
-    (keys / "secret_key.txt").write_text(SECRET_KEY + "\n")
-    pairs: dict[str, dsa.DSAPrivateKey | rsa.RSAPrivateKey] = {
-        "server_dsa": dsa.generate_private_key(1024),
-        "admin_dsa": dsa.generate_private_key(1024),
-        "admin_rsa": rsa.generate_private_key(65537, 2048),
-    }
-    for name, key in pairs.items():
-        (keys / f"{name}_priv.bin").write_bytes(cnri_private_key(key))
-        (keys / f"{name}_pub.bin").write_bytes(cnri_public_key(key.public_key()))
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        (keys / f"{name}_priv.pem").write_bytes(pem)
 
 
 # --- directories ---
@@ -365,6 +309,8 @@ def java(lay: Layout, main: str, *args: str, heap: str = "", config_dir: Path | 
 
 
 def _java_helper(lay: Layout, *args: str, stdin: bytes | None = None) -> str:
+    """Run CnriHelper; it loads CNRI's classes, so it too stays inside the namespace."""
+    require_netns()
     cmd = ["java", "-cp", classpath(lay.dist), str(HELPER), *args]
     done = subprocess.run(cmd, input=stdin, capture_output=True, check=False)
     if done.returncode != 0:
@@ -492,6 +438,24 @@ def batch_auth_pubkey(lay: Layout, alg: str = "dsa") -> str:
     return f"AUTHENTICATE PUBKEY:{index}:{lay.admin}\n{lay.keys / f'admin_{alg}_priv.bin'}\n"
 
 
+def write_create_batch(lay: Layout, path: Path, n: int, start: int = 1, auth: str = "") -> Path:
+    """A genericbatch file creating n bench handles through the admin protocol.
+
+    The slow but "honest" path (one session, then challenge/response per CREATE); use
+    load_handles for bulk. Handles get the same 3 values plus an HS_ADMIN, which CREATE
+    needs.
+    """
+    admin = f"100 HS_ADMIN 86400 1110 ADMIN 300:111111111111:{lay.admin}"
+    with path.open("w") as f:
+        f.write(auth or batch_auth_seckey(lay))
+        for i in range(start, start + n):
+            f.write(f"\nCREATE {lay.prefix}/B{i}\n{admin}\n")
+            f.write(f"1 URL 86400 1110 UTF8 https://example.org/item/{i}\n")
+            f.write(f"2 EMAIL 86400 1110 UTF8 owner{i}@example.org\n")
+            f.write(f"3 INDUSTRY_CATEGORY 86400 1110 UTF8 C{i % 97:02d}-{i}\n")
+    return path
+
+
 # --- UDP load driver ---
 
 
@@ -574,7 +538,7 @@ def resolve_request(handle: str, rid: int = 1, expires: int | None = None, profi
     tests/vectors/cnri-<release>/resolve-udp.json.
     """
     p = CLIENT_PROFILES[profile]
-    body = _lp(handle.encode()) + struct.pack(">II", 0, 0)
+    body = lp(handle.encode()) + struct.pack(">II", 0, 0)
     exp = int(time.time()) + 43200 if expires is None else expires
     header = struct.pack(">IIIHBBII", 1, 0, 0x19000000, p.site_serial, 0, 0, exp, len(body))
     credential = struct.pack(">I", 0)  # empty signature section (RFC 3652 2.2.4)
@@ -613,6 +577,9 @@ def main(argv: list[str] | None = None) -> int:
     bt = sub.add_parser("batch")
     bt.add_argument("file")
     bt.add_argument("--serve", action="store_true")
+    bl = sub.add_parser("batch-load", help="create handles B<i> through hdl-genericbatch, timed")
+    bl.add_argument("-n", type=int, default=2000)
+    bl.add_argument("--start", type=int, default=1)
     ul = sub.add_parser("udp-load")
     ul.add_argument("--seconds", type=float, default=10)
     ul.add_argument("--concurrency", type=int, default=16)
@@ -642,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
                 server.stop()
         print(done.stdout + done.stderr)
         return done.returncode
+    elif a.cmd == "batch-load":
+        return _batch_load(lay, a.n, a.start)
     elif a.cmd == "udp-load":
         reqs = [resolve_request(f"{lay.prefix}/{i}", profile=a.profile) for i in range(1, a.handles + 1)]
         print(json.dumps(udp_load(lay.host, lay.port, reqs, a.seconds, a.concurrency)))
@@ -664,6 +633,20 @@ def udp_bench(lay: Layout, handles: int, seconds: float, concurrency: int, profi
     stats["server_cpu_s"] = cpu
     stats["server_cpu_us_per_req"] = 1e6 * cpu / max(stats["requests"], 1)
     return stats
+
+
+def _batch_load(lay: Layout, n: int, start: int) -> int:
+    batch = write_create_batch(lay, lay.root / f"create-{start}-{n}.txt", n, start)
+    server = Server(lay)
+    try:
+        t0 = time.perf_counter()
+        done = genericbatch(lay, batch)
+        secs = time.perf_counter() - t0
+    finally:
+        server.stop()
+    ok = done.stdout.count("==>SUCCESS")
+    print(f"genericbatch created {ok}/{n} handles in {secs:.1f} s ({ok / secs:.0f}/s, JVM start included)")
+    return 0 if ok == n else 1
 
 
 def _serve(lay: Layout, command: list[str]) -> int:

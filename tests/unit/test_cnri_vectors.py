@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 
 from bench.cnri import CLIENT_PROFILES, resolve_request
+from bench.cnri_keys import cnri_private_key, cnri_public_key
 from tests.vectors.capture import Relay, messages, split_stream
 
 VECTORS = Path(__file__).parents[1] / "vectors"
@@ -200,3 +201,13 @@ def test_relay_records_both_directions_of_udp_and_tcp() -> None:
         ("tcp", "request", req.hex()),
         ("tcp", "response", req.hex()),
     ]
+
+
+@pytest.mark.parametrize("keys", [d / "keys" for d in VERSIONS], ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("name", ["admin_dsa", "admin_rsa", "server_dsa"])
+def test_cnri_key_files_are_the_pem_keys_in_cnri_format(keys: Path, name: str) -> None:
+    """The .bin files CNRI's tools read hold exactly the keys the PEM twins hold."""
+    private = serialization.load_pem_private_key((keys / f"{name}_priv.pem").read_bytes(), None)
+    assert isinstance(private, dsa.DSAPrivateKey | rsa.RSAPrivateKey)
+    assert cnri_private_key(private) == (keys / f"{name}_priv.bin").read_bytes()
+    assert cnri_public_key(private.public_key()) == (keys / f"{name}_pub.bin").read_bytes()

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import cnri
+from bench.cnri_keys import make_keys
 from tests.vectors.capture import Relay, messages
 
 HERE = Path(__file__).parent
@@ -140,7 +141,7 @@ def _keys(lay: cnri.Layout, out: Path) -> None:
     committed = out / "keys"
     if committed.exists():
         shutil.copytree(committed, lay.keys, dirs_exist_ok=True)
-    cnri.make_keys(lay.keys)
+    make_keys(lay.keys)
     shutil.copytree(lay.keys, committed, dirs_exist_ok=True)
 
 
