@@ -110,7 +110,18 @@ def run_once(
     wall seconds, server CPU seconds, client CPU, batch latencies, failed items, store bytes."""
     with tempfile.TemporaryDirectory(prefix="idnode-batch-") as work:
         data = Path(work) / "data"
-        cmd = [sys.executable, "-m", "resolver.cli", "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "resolver.cli",
+            "serve",
+            "--handle-listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(data),
+        ]
         cmd += ["--workers", str(args.workers)] + (["--store", store] if store else [])
         server = Target("server", "idnode serve", cmd).start()
         try:

@@ -75,7 +75,11 @@ def start_targets(work: Path, data: Path, args: argparse.Namespace) -> dict[str,
     cached_paths = write_paths(work / "cached.txt", rng.sample(range(args.count), args.handles))
     uncached_paths = write_paths(work / "uncached.txt", [rng.randrange(args.count) for _ in range(args.uncached)])
     idnode = Path(sys.executable).with_name("idnode")
-    serve = [str(idnode), "serve"] if idnode.exists() else [sys.executable, "-m", "resolver.cli", "serve"]
+    serve = (
+        [str(idnode), "serve", "--handle-listen", "127.0.0.1:0"]
+        if idnode.exists()
+        else [sys.executable, "-m", "resolver.cli", "serve", "--handle-listen", "127.0.0.1:0"]
+    )
     node = [*serve, "--listen", "127.0.0.1:0", "--data-dir", str(data), "--workers", WORKERS]
     cached = Target("cached", "idnode serve --workers 2, cached", node).start()
     body = work / "body.json"

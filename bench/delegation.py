@@ -112,7 +112,11 @@ def timed_get(url: str) -> float:
 
 def start_nodes(work: Path) -> tuple[Target, Target, Target]:
     idnode = Path(sys.executable).with_name("idnode")
-    serve = [str(idnode), "serve"] if idnode.exists() else [sys.executable, "-m", "resolver.cli", "serve"]
+    serve = (
+        [str(idnode), "serve", "--handle-listen", "127.0.0.1:0"]
+        if idnode.exists()
+        else [sys.executable, "-m", "resolver.cli", "serve", "--handle-listen", "127.0.0.1:0"]
+    )
 
     def node(name: str, *args: str) -> list[str]:
         return [*serve, "--listen", "127.0.0.1:0", "--data-dir", str(work / name), *args]

@@ -381,7 +381,18 @@ def summary(tally: Tally, restarts: int, log_found: list[str], aiohttp_log: coll
 def run(args: argparse.Namespace) -> int:
     RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="idnode-fuzz-") as work:
-        cmd = [sys.executable, "-m", "resolver.cli", "serve", "--listen", "127.0.0.1:0", "--data-dir", f"{work}/data"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "resolver.cli",
+            "serve",
+            "--handle-listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            f"{work}/data",
+        ]
         node = Target("node", "idnode serve", [*cmd, "--workers", str(args.workers)])
         # The fuzzer sends wrong credentials on purpose: the failure limit has tests of its own.
         node.env = {"IDNODE_AUTH_FAILURE_LIMIT": "10000", "IDNODE_AUTH_BRAKE_LIMIT": "10000"}

@@ -147,7 +147,18 @@ async def analyse(url: str) -> tuple[int, int, int]:
 
 
 def node(url: str, cache: bool) -> Target:
-    cmd = [sys.executable, "-m", "resolver.cli", "serve", "--listen", "127.0.0.1:0", "--store", url]
+    cmd = [
+        sys.executable,
+        "-m",
+        "resolver.cli",
+        "serve",
+        "--handle-listen",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        url,
+    ]
     cmd += ["--workers", "2", "--data-dir", tempfile.mkdtemp(prefix="idnode-scale-")]
     return Target("node", "idnode serve", cmd + ([] if cache else ["--cache-entries", "1"])).start()
 

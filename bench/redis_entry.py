@@ -53,7 +53,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as work:
         redis = RedisServer(Path(work) / "redis").start()
         try:
-            cmd = [sys.executable, "-m", "resolver.cli", "serve", "--listen", "127.0.0.1:0", "--workers", "1"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "resolver.cli",
+                "serve",
+                "--handle-listen",
+                "127.0.0.1:0",
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                "1",
+            ]
             cmd += ["--store", args.store, "--redis", redis.url, "--data-dir", str(Path(work) / "data")]
             node = Target("node", "idnode serve", cmd).start()
             try:

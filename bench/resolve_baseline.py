@@ -122,7 +122,11 @@ class Measured:
 
 def _targets(data_dir: Path, body_file: Path) -> list[Target]:
     idnode = Path(sys.executable).with_name("idnode")
-    serve = [str(idnode), "serve"] if idnode.exists() else [sys.executable, "-m", "resolver.cli", "serve"]
+    serve = (
+        [str(idnode), "serve", "--handle-listen", "127.0.0.1:0"]
+        if idnode.exists()
+        else [sys.executable, "-m", "resolver.cli", "serve", "--handle-listen", "127.0.0.1:0"]
+    )
     node_args = ["--listen", "127.0.0.1:0", "--data-dir", str(data_dir)]
     modes = [sys.executable, "-m", "bench.read_modes", *node_args, "--reads"]
     return [

@@ -175,7 +175,11 @@ def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     load(data, args.count, admin_secret=ADMIN_SECRET)
     paths = zipf_paths(work / "zipf.txt", args.count, 200_000, args.zipf, random.Random(SEED))
     idnode = Path(sys.executable).with_name("idnode")
-    serve = [str(idnode), "serve"] if idnode.exists() else [sys.executable, "-m", "resolver.cli", "serve"]
+    serve = (
+        [str(idnode), "serve", "--handle-listen", "127.0.0.1:0"]
+        if idnode.exists()
+        else [sys.executable, "-m", "resolver.cli", "serve", "--handle-listen", "127.0.0.1:0"]
+    )
     node = Target("node", "idnode serve --workers 2", [*serve, "--listen", "127.0.0.1:0", "--data-dir", str(data),
                                                         "--workers", "2"]).start()  # fmt: skip
     assert node.proc is not None

@@ -33,7 +33,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cached", action="store_true", help="cached resolution instead: 10,000 handles, cache on")
     args = parser.parse_args(argv)
     rng = random.Random(SEED)
-    node = ["-m", "resolver.cli", "serve", "--listen", "127.0.0.1:0", "--data-dir", str(args.data_dir.resolve())]
+    node = [
+        "-m",
+        "resolver.cli",
+        "serve",
+        "--handle-listen",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        str(args.data_dir.resolve()),
+    ]
     node += ["--workers", "2"] + ([] if args.cached else ["--cache-entries", "1"])
     targets = {
         "this": Target("this", "this checkout", [sys.executable, *node]),

@@ -46,11 +46,13 @@ start_node() {  # start_node NAME PORT PREFIX [ARGS...]
     fi
     mkdir -p "$RUN_DIR/$name"
     IDNODE_ADMIN_SECRET="$SECRET" IDNODE_UPSTREAM_SECRET="$SECRET" nohup "$IDNODE" serve \
-        --listen "127.0.0.1:$port" --data-dir "$RUN_DIR/$name" --node-prefix "$prefix" "$@" \
+        --listen "127.0.0.1:$port" --handle-listen "127.0.0.1:$((port - 8100 + 2641))" \
+        --data-dir "$RUN_DIR/$name" --node-prefix "$prefix" "$@" \
         >>"$RUN_DIR/$name.log" 2>&1 </dev/null &
     echo $! >"$RUN_DIR/$name.pid"
     wait_healthy "$name" "$port"
-    echo "$name: started (pid $(cat "$RUN_DIR/$name.pid")), prefix $prefix on http://127.0.0.1:$port"
+    echo "$name: started (pid $(cat "$RUN_DIR/$name.pid")), prefix $prefix on http://127.0.0.1:$port" \
+        "and handle://127.0.0.1:$((port - 8100 + 2641))"
 }
 
 grant() {  # grant PREFIX: the top-level admin lets 300:0.NA/PREFIX publish PREFIX and below

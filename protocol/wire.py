@@ -233,7 +233,7 @@ def _decode_after_header(env: Envelope, payload: bytes, header: _Header) -> Mess
     end = HEADER_SIZE + body_len
     if body_len > len(payload) - HEADER_SIZE:
         raise WireError(f"body length {body_len} exceeds the {len(payload) - HEADER_SIZE} bytes after the header")
-    if op not in _OP_CODES:
+    if op not in _OP_CODES and not (op == OpCode.RESERVED and rc != 0):  # CNRI answers garbage with op 0
         raise WireError(f"unknown op code {op}", code=ResponseCode.OPERATION_NOT_SUPPORTED)
     op_code = OpCode(op)
     r = Reader(payload, HEADER_SIZE, end)

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         if not config.postgres:
             _check_data_dir(config)
         try:
-            listeners = open_listeners(config)
+            listeners = open_listeners(config, config.workers)
         except ListenError as exc:
             raise StartupError(str(exc)) from None
         if config.workers > 1:

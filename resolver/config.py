@@ -46,7 +46,11 @@ class ConfigError(Exception):
 @dataclass(frozen=True, slots=True)
 class Config:
     listen: str = "127.0.0.1:8000"
-    handle_listen: str = ""  # the Handle protocol, TCP and UDP, HOST:PORT ("" or --no-handle: off)
+    handle_listen: str = "127.0.0.1:2641"  # the Handle protocol, TCP and UDP, HOST:PORT ("" or --no-handle: off)
+    handle_udp_rate: float = 2000.0  # Handle requests/s over UDP per source address (0: no limit)
+    handle_udp_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # networks the UDP rate does not apply to
+    handle_message_timeout: float = 10.0  # seconds a Handle message over TCP may take to arrive, from its first byte
+    handle_idle_timeout: float = 60.0  # seconds a Handle TCP connection may sit idle
     data_dir: Path = Path("data")
     node_prefix: str = ""  # default: 88.118, or 88 for a top-level node
     case_sensitive: bool = False
@@ -358,6 +362,16 @@ def _validate_edge(config: Config) -> None:
             raise ConfigError(f"setting {name!r}: must be more than 0 and at most {most} seconds")
     if not 1 <= config.max_connections <= 1_000_000:
         raise ConfigError("setting 'max_connections': must be between 1 and 1000000")
+    for name, most in (("handle_message_timeout", 300), ("handle_idle_timeout", 3600)):
+        if not 0 < getattr(config, name) <= most:
+            raise ConfigError(f"setting {name!r}: must be more than 0 and at most {most} seconds")
+    if config.handle_udp_rate < 0:
+        raise ConfigError("setting 'handle_udp_rate': must be 0 (no limit) or more")
+    for network in config.handle_udp_exempt:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"setting 'handle_udp_exempt': {network!r} is not a network (CIDR)") from None
 
 
 def _apply(config: Config, settings: Mapping[str, Any], source: str) -> Config:

@@ -4,15 +4,16 @@ A node listens for HTTP and, unless turned off, for the Handle protocol on TCP a
 of one port (2641 by default, as every Handle server does). The sockets are opened before
 anything else, so that a port in use stops start-up with one line naming the setting, and
 before the workers fork, so that every worker serves every listener: a TCP listener's
-connections go to whichever worker accepts first, and a datagram to whichever worker
-reads the shared UDP socket first (measured fairer than SO_REUSEPORT's hashing, see
-resolver.workers).
+connections go to whichever worker accepts first. UDP is different: each worker reads a
+socket of its own, all bound to the port with SO_REUSEPORT, so that the kernel sends
+every datagram of one client socket to the same worker, where the parts of a
+multi-datagram request can be put back together.
 """
 
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from resolver.config import Config
 
@@ -33,7 +34,7 @@ class Listeners:
 
     http: socket.socket
     handle_tcp: socket.socket | None = None
-    handle_udp: socket.socket | None = None
+    handle_udp: tuple[socket.socket, ...] = ()  # one per worker
 
     @property
     def handle_address(self) -> tuple[str, int] | None:
@@ -42,8 +43,12 @@ class Listeners:
         host, port = self.handle_tcp.getsockname()[:2]
         return host, port
 
+    def for_worker(self, n: int) -> Listeners:
+        """What worker ``n`` serves: the shared sockets and its own UDP socket."""
+        return replace(self, handle_udp=self.handle_udp[n : n + 1])
+
     def close(self) -> None:
-        for sock in (self.http, self.handle_tcp, self.handle_udp):
+        for sock in (self.http, self.handle_tcp, *self.handle_udp):
             if sock is not None:
                 sock.close()
 
@@ -68,6 +73,7 @@ def _tcp(host: str, port: int) -> socket.socket:
 def _udp(host: str, port: int) -> socket.socket:
     sock = socket.socket(_family(host), socket.SOCK_DGRAM)
     try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
     except OSError:
@@ -77,20 +83,25 @@ def _udp(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _handle_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
-    """TCP and UDP on one port; for port 0, the first port the kernel offers that is free for both."""
+def _handle_sockets(host: str, port: int, udp_count: int) -> tuple[socket.socket, tuple[socket.socket, ...]]:
+    """TCP and ``udp_count`` UDP sockets on one port; for port 0, the first port free for both."""
     for _ in range(PORT_ATTEMPTS if port == 0 else 1):
         tcp = _tcp(host, port)
+        udp: list[socket.socket] = []
         try:
-            return tcp, _udp(host, tcp.getsockname()[1])
+            for _ in range(udp_count):
+                udp.append(_udp(host, tcp.getsockname()[1]))
+            return tcp, tuple(udp)
         except OSError:
             tcp.close()
+            for sock in udp:
+                sock.close()
             if port != 0:
                 raise
     raise OSError(f"no port free for both TCP and UDP after {PORT_ATTEMPTS} tries")
 
 
-def open_listeners(config: Config) -> Listeners:
+def open_listeners(config: Config, workers: int = 1) -> Listeners:
     try:
         http = _tcp(config.host, config.port)
     except OSError as exc:
@@ -99,7 +110,7 @@ def open_listeners(config: Config) -> Listeners:
         return Listeners(http)
     host, port = config.handle_host_port
     try:
-        tcp, udp = _handle_pair(host, port)
+        tcp, udp = _handle_sockets(host, port, workers)
     except OSError as exc:
         http.close()
         raise ListenError(

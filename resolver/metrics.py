@@ -69,6 +69,15 @@ CONNECTIONS_CLOSED = Counter(
     ["reason"],
 )
 
+HANDLE_DROPPED = Counter(
+    "idnode_handle_dropped",
+    "Handle protocol traffic the node dropped or cut off, by transport and reason (rate_limited: a UDP "
+    "source over its rate; oversize; fragments: parts of a UDP message that never completed; timeout: a TCP "
+    "message that did not arrive in time; idle; limit: connections over the cap; overload: UDP requests over "
+    "the in-flight cap; too_large: a UDP answer refused for its size, the client told to use TCP).",
+    ["transport", "reason"],
+)
+
 _COUNTERS = {
     "store_reads": STORE_READS,
     "misses": CACHE_MISSES,
@@ -89,6 +98,7 @@ class Recorder:
         self.events: Tally[str] = Tally()
         self.hits = {"local": 0, "redis": 0}
         self.closed: Tally[str] = Tally()
+        self.dropped: Tally[tuple[str, str]] = Tally()
 
     def observe(self, frontend: str, op: str, code: int, status: int, seconds: float) -> None:
         slots = self.series.get((frontend, op, code, status))
@@ -101,7 +111,8 @@ class Recorder:
         for (frontend, op, code, status), slots in self.series.items():
             n = sum(slots[:-1])
             REQUESTS.labels(frontend, op, str(code)).inc(n)
-            HTTP_RESPONSES.labels(op, str(status)).inc(n)
+            if frontend == "http":
+                HTTP_RESPONSES.labels(op, str(status)).inc(n)
             child = REQUEST_DURATION.labels(frontend, op)
             # Histogram keeps one count per bucket (made cumulative when collected) and
             # the sum; the last bucket is +Inf. observe() has no "n at once" form.
@@ -120,6 +131,9 @@ class Recorder:
         for reason, n in self.closed.items():
             CONNECTIONS_CLOSED.labels(reason).inc(n)
         self.closed.clear()
+        for (transport, reason), n in self.dropped.items():
+            HANDLE_DROPPED.labels(transport, reason).inc(n)
+        self.dropped.clear()
 
 
 RECORDER = Recorder()
@@ -133,3 +147,8 @@ def count(event: str, n: int = 1) -> None:
 def connection_closed(reason: str) -> None:
     """Count a connection the HTTP edge closed (a flood of them costs no file write each)."""
     RECORDER.closed[reason] += 1
+
+
+def handle_dropped(transport: str, reason: str, n: int = 1) -> None:
+    """Count Handle protocol traffic dropped or cut off (``reason`` from a fixed set)."""
+    RECORDER.dropped[transport, reason] += n

@@ -17,6 +17,8 @@ from typing import Protocol
 
 from aiohttp import web
 
+from protocol import valuedata as vd
+from protocol.wire import PROTOCOL_VERSION
 from registry.auth import NODE_BRAKE_FACTOR, Authenticator
 from registry.bootstrap import ensure_node_prefix
 from registry.postgres import PostgresStore
@@ -28,6 +30,8 @@ from resolver import metrics
 from resolver.cache import Generations
 from resolver.config import Config, host_port
 from resolver.engine import CachePolicy, DelegationPolicy, ResolutionEngine
+from resolver.handle_frontend import HandleFrontend
+from resolver.handle_listeners import HandleLimits, HandleTcpListener, HandleUdpListener
 from resolver.http import HttpFrontend
 from resolver.http_connections import ConnectionLimits, GuardedRunner
 from resolver.listeners import Listeners, open_listeners
@@ -165,6 +169,18 @@ def delegation_policy(config: Config) -> DelegationPolicy:
     )
 
 
+def node_site(config: Config, bound: tuple[str, int]) -> vd.Site:
+    """This node's HS_SITE as the Handle protocol shows it (GET_SITE_INFO): its TCP and UDP interfaces.
+
+    The address is the Handle listener's, or the advertised host when it listens on every address.
+    """
+    host, port = bound
+    if host in ("0.0.0.0", "::", "") and config.advertise is not None:
+        host = host_port(config.advertise, "advertise")[0]
+    interfaces = (vd.Interface("TCP", port, query=True, admin=True), vd.Interface("UDP", port, query=True))
+    return vd.Site(servers=(vd.Server(1, host, b"", interfaces),), protocol_version=PROTOCOL_VERSION)
+
+
 def advertised(config: Config, bound: tuple[str, int]) -> tuple[str, int]:
     """The address other nodes reach this one at: ``advertise``, else the listener's."""
     return bound if config.advertise is None else host_port(config.advertise, "advertise")
@@ -235,10 +251,17 @@ async def serve(
         )
         app = HttpFrontend(config, engine, service, authenticator).app()
         served: list[Served] = [HttpListener(app, config, listeners.http)]
+        handle = HandleFrontend(engine, case_sensitive=config.case_sensitive)
+        if listeners.handle_tcp is not None:
+            limits = HandleLimits.of(config)
+            served.append(HandleTcpListener(handle, limits, listeners.handle_tcp))
+            served += [HandleUdpListener(handle, limits, sock) for sock in listeners.handle_udp]
         started = engine  # for the closure below: mypy cannot see engine is set
 
         def listening(bound: tuple[str, int]) -> None:
             started.advertised = advertised(config, bound)
+            if listeners.handle_address is not None:
+                handle.site = node_site(config, listeners.handle_address)
             if publish and config.upstream:
                 publisher = Publisher(
                     store,
@@ -278,11 +301,11 @@ def announce(scheme: str, host: str, port: int) -> None:
 
 
 def announce_listeners(config: Config, listeners: Listeners) -> None:
-    """One line per listener; the HTTP one first (tests and scripts read the port from it)."""
-    host, port = listeners.http.getsockname()[:2]
-    announce("https" if config.tls else "http", host, port)
+    """One line per listener; the HTTP one last: scripts wait for it, and have read the others by then."""
     if listeners.handle_address is not None:
         announce("handle", *listeners.handle_address)
+    host, port = listeners.http.getsockname()[:2]
+    announce("https" if config.tls else "http", host, port)
 
 
 class Served(Protocol):

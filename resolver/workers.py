@@ -74,6 +74,7 @@ def _child(config: Config, listeners: Listeners, ready_fd: int, shared: NodeShar
 
 
 def _spawn(config: Config, listeners: Listeners, ready_fd: int, shared: NodeShared, publish: bool) -> int:
+    """Fork a worker serving ``listeners`` (those of its slot: see Listeners.for_worker)."""
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:
@@ -123,9 +124,12 @@ def run(config: Config, workers: int, listeners: Listeners) -> int:
     signal.signal(signal.SIGINT, stop)
     read_fd, write_fd = os.pipe()
     # One worker publishes the node's prefixes upstream; its replacement takes over if it dies.
-    publisher = _spawn(config, listeners, write_fd, shared, True)
-    children.add(publisher)
-    children.update(_spawn(config, listeners, write_fd, shared, False) for _ in range(workers - 1))
+    slots: dict[int, int] = {}  # worker pid -> its slot (its UDP socket); a replacement takes the slot over
+    for slot in range(workers):
+        pid = _spawn(config, listeners.for_worker(slot), write_fd, shared, slot == 0)
+        slots[pid] = slot
+        children.add(pid)
+    publisher = next(iter(slots))
     failed = not _await_ready(read_fd, children)
     if failed:
         log.error("workers did not start; stopping")
@@ -149,7 +153,9 @@ def run(config: Config, workers: int, listeners: Listeners) -> int:
                 time.sleep(RESTART_BACKOFF_SECONDS)
             last_restart = time.monotonic()
             if not stopping:
-                pid_new = _spawn(config, listeners, write_fd, shared, pid == publisher)
+                slot = slots.pop(pid, 0)
+                pid_new = _spawn(config, listeners.for_worker(slot), write_fd, shared, pid == publisher)
+                slots[pid_new] = slot
                 children.add(pid_new)
                 if pid == publisher:
                     publisher = pid_new

@@ -92,6 +92,7 @@ class Node:
     proc: subprocess.Popen[str] | None = None
     url_host: str = "127.0.0.1"
     port: int = 0
+    handle_port: int = 0  # the Handle protocol's TCP and UDP port (0: not serving it)
     tls: bool = False
     stderr_lines: list[str] = field(default_factory=list)
     module: str = "resolver.cli"  # what `python -m` runs; tests.flaky_node to make the store fail
@@ -103,6 +104,8 @@ class Node:
             env["IDNODE_ADMIN_SECRET"] = self.admin_secret
         env.update(self.env)
         cmd = [sys.executable, "-m", self.module, "serve", "--listen", listen, "--data-dir", str(self.data_dir)]
+        if not any(a.startswith(("--handle-listen", "--no-handle")) for a in self.args):
+            cmd += ["--handle-listen", "127.0.0.1:0"]  # tests run many nodes: never the shared 2641
         if self.store is not None:
             cmd += ["--store", self.store]
         self.stderr_lines = []
@@ -117,7 +120,9 @@ class Node:
             if not line:
                 raise RuntimeError(f"idnode exited during start-up:\n{''.join(self.stderr_lines)}")
             self.stderr_lines.append(line)
-            if "idnode: listening on " in line:
+            if "idnode: listening on handle://" in line:
+                self.handle_port = int(line.rsplit(":", 1)[1])
+            elif "idnode: listening on " in line:
                 address = line.rsplit("://", 1)[1].strip()
                 self.tls = "https://" in line
                 self.port = int(address.rsplit(":", 1)[1])

@@ -1,0 +1,394 @@
+"""The Handle protocol's transports: UDP and TCP on one port, bounded against abuse.
+
+UDP. Every worker reads its own socket of an SO_REUSEPORT group (``resolver.listeners``):
+the kernel keeps one client socket's datagrams on one worker, so the parts of a
+multi-datagram request meet in that worker's ``Reassembler``. A cached resolution is
+answered inside ``datagram_received``, without a task. Against abuse:
+
+* no amplification: an answer to an unauthenticated request is sent only if it fits one
+  datagram (512 bytes); a larger one is replaced by an error saying so, and CNRI's client
+  (like ours) then asks again over TCP, where a handshake proves the source address;
+* each non-loopback source address may send ``udp_rate`` requests a second (token
+  bucket, bounded table); past it, datagrams are dropped and counted;
+* parts of multi-datagram requests are bounded per source and in total, and expire;
+* requests waiting for the store are bounded per worker; past that, dropped and counted.
+
+TCP. A connection may carry any number of messages, one after the other (CNRI's clients
+send one and close). A message must arrive whole within ``message_timeout`` of its first
+byte, a connection with nothing in flight is closed after ``idle_timeout``, and a worker
+holds at most ``max_connections``: half-open and slow connections cannot pile up. An
+envelope announcing more than 256 KiB is answered with a protocol error and the
+connection closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import cast
+
+from protocol.codes import ResponseCode
+from protocol.wire import (
+    ENVELOPE_SIZE,
+    MAX_MESSAGE,
+    MAX_UDP_PACKET,
+    ErrorResponse,
+    Message,
+    OpCode,
+    Reassembler,
+    WireError,
+    decode_envelope,
+    encode_message,
+)
+from protocol.wire import (
+    Envelope as WireEnvelope,
+)
+from resolver import metrics
+from resolver.config import Config
+from resolver.handle_frontend import HandleFrontend, _expiration
+
+log = logging.getLogger("resolver.handle")
+
+RATE_SOURCES = 65_536  # source addresses whose UDP rate is tracked per worker
+UDP_IN_FLIGHT = 2048  # UDP requests per worker waiting for an answer
+SHUTDOWN_GRACE = 10.0
+REASSEMBLY_SWEEP = 1.0  # seconds between two expiries of stale request parts
+
+
+@dataclass(frozen=True, slots=True)
+class HandleLimits:
+    udp_rate: float = 2000.0  # requests a second per source outside ``udp_exempt`` (0: no limit)
+    udp_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    message_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    max_connections: int = 1024
+
+    @classmethod
+    def of(cls, config: Config) -> HandleLimits:
+        return cls(
+            udp_rate=config.handle_udp_rate,
+            udp_exempt=config.handle_udp_exempt,
+            message_timeout=config.handle_message_timeout,
+            idle_timeout=config.handle_idle_timeout,
+            max_connections=config.max_connections,
+        )
+
+
+class SourceRates:
+    """Token buckets per source address (a burst of two seconds' worth), least recently seen forgotten first."""
+
+    def __init__(self, rate: float, exempt: tuple[str, ...] = (), sources: int = RATE_SOURCES) -> None:
+        self.rate = rate
+        self.burst = 2 * rate
+        self._sources = sources
+        self._buckets: OrderedDict[str, list[float]] = OrderedDict()
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in exempt]
+        self._exempt: dict[str, bool] = {}
+
+    def exempt(self, source: str) -> bool:
+        known = self._exempt.get(source)
+        if known is None:
+            if len(self._exempt) >= self._sources:
+                self._exempt.clear()
+            try:
+                address = ipaddress.ip_address(source)
+                known = any(address in n for n in self._networks)
+            except ValueError:
+                known = False
+            self._exempt[source] = known
+        return known
+
+    def allow(self, source: str, now: float) -> bool:
+        if self.exempt(source):
+            return True
+        bucket = self._buckets.get(source)
+        if bucket is None:
+            if len(self._buckets) >= self._sources:
+                self._buckets.popitem(last=False)
+            self._buckets[source] = [self.burst - 1, now]
+            return True
+        self._buckets.move_to_end(source)
+        tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+        bucket[1] = now
+        if tokens < 1:
+            bucket[0] = tokens
+            return False
+        bucket[0] = tokens - 1
+        return True
+
+
+def too_large_for_udp(answer: bytes) -> bytes:
+    """The error that replaces an answer too large for one datagram (the client retries over TCP)."""
+    env = decode_envelope(answer)
+    op = int.from_bytes(answer[ENVELOPE_SIZE : ENVELOPE_SIZE + 4], "big", signed=True)
+    reply = Message(
+        op_code=OpCode(op) if op in OpCode._value2member_map_ else OpCode.RESERVED,
+        body=ErrorResponse(
+            f"the answer is {len(answer)} bytes, more than one {MAX_UDP_PACKET}-byte datagram; ask over TCP"
+        ),
+        response_code=int(ResponseCode.ERROR),
+        envelope=WireEnvelope(request_id=env.request_id, session_id=env.session_id, version=env.version),
+        expiration=_expiration(),
+    )
+    return encode_message(reply)
+
+
+class UdpServer(asyncio.DatagramProtocol):
+    def __init__(self, frontend: HandleFrontend, limits: HandleLimits) -> None:
+        self._frontend = frontend
+        self._cached = frontend.cached
+        self._rates = SourceRates(limits.udp_rate, limits.udp_exempt) if limits.udp_rate > 0 else None
+        self._parts = Reassembler()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._observe = metrics.observe
+        self._transport: asyncio.DatagramTransport | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
+        self._sweep()
+
+    def _sweep(self) -> None:
+        before = self._parts.stats.expired
+        self._parts.expire(time.monotonic())
+        if self._parts.stats.expired > before:
+            metrics.handle_dropped("udp", "fragments", self._parts.stats.expired - before)
+        self._sweeper = asyncio.get_running_loop().call_later(REASSEMBLY_SWEEP, self._sweep)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        started = time.perf_counter()
+        host = addr[0]
+        if self._rates is not None and not self._rates.allow(host, time.monotonic()):
+            metrics.handle_dropped("udp", "rate_limited")
+            return
+        answer = self._cached(data)
+        if answer is not None:
+            assert self._transport is not None
+            if len(answer) <= MAX_UDP_PACKET:
+                self._transport.sendto(answer, addr)
+                self._observe("udp", "resolve", _code(answer), 0, time.perf_counter() - started)
+                return
+        if len(self._tasks) >= UDP_IN_FLIGHT:
+            metrics.handle_dropped("udp", "overload")
+            return
+        message = self._whole(data, addr)
+        if message is None:
+            return
+        task = asyncio.create_task(self._answer(message, addr))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _whole(self, data: bytes, addr: tuple[str, int]) -> bytes | None:
+        """The complete message ``data`` is, or completes; None while parts are missing."""
+        if len(data) < ENVELOPE_SIZE or not data[2] & 0x20:  # not one part of several
+            return data
+        evicted = self._parts.stats.evicted
+        try:
+            whole = self._parts.add(addr, data, time.monotonic())
+        except WireError:
+            metrics.handle_dropped("udp", "fragments")
+            return None
+        if self._parts.stats.evicted > evicted:
+            metrics.handle_dropped("udp", "fragments", self._parts.stats.evicted - evicted)
+        return whole
+
+    async def _answer(self, message: bytes, addr: tuple[str, int]) -> None:
+        answer = await self._frontend.respond(message, addr[0], "udp")
+        if len(answer) > MAX_UDP_PACKET:
+            metrics.handle_dropped("udp", "too_large")
+            answer = too_large_for_udp(answer)
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(answer, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp: %s", exc)
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=SHUTDOWN_GRACE)
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _code(answer: bytes) -> int:
+    return int.from_bytes(answer[ENVELOPE_SIZE + 4 : ENVELOPE_SIZE + 8], "big")
+
+
+class TcpServer:
+    """The connections of one worker's TCP listener."""
+
+    def __init__(self, frontend: HandleFrontend, limits: HandleLimits) -> None:
+        self.frontend = frontend
+        self.limits = limits
+        self.connections: set[TcpConnection] = set()
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: TcpConnection(self), sock=sock)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        working = {c.worker for c in self.connections if c.worker is not None and not c.worker.done()}
+        if working:
+            await asyncio.wait(working, timeout=SHUTDOWN_GRACE)
+        for connection in list(self.connections):
+            connection.close()
+
+
+class TcpConnection(asyncio.Protocol):
+    """Messages one after the other: envelope, then as many bytes as it announces."""
+
+    def __init__(self, server: TcpServer) -> None:
+        self._server = server
+        self._frontend = server.frontend
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._queue: list[bytes] = []
+        self.worker: asyncio.Task[None] | None = None
+        self._peer = ""
+        self.busy = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self._peer = peer[0] if peer else ""
+        if len(self._server.connections) >= self._server.limits.max_connections:
+            metrics.handle_dropped("tcp", "limit")
+            self._transport.abort()
+            return
+        self._server.connections.add(self)
+        self._arm(self._server.limits.idle_timeout, "idle")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.connections.discard(self)
+        self._disarm()
+        if self.worker is not None and not self.worker.done():
+            self.worker.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= ENVELOPE_SIZE:
+            length = int.from_bytes(buffer[16:20], "big", signed=True)
+            if not 0 <= length <= MAX_MESSAGE:
+                self._refuse(bytes(buffer[:ENVELOPE_SIZE]), length)
+                return
+            end = ENVELOPE_SIZE + length
+            if len(buffer) < end:
+                break
+            message = bytes(buffer[:end])
+            del buffer[:end]
+            self._take(message)
+        if buffer:
+            if self._timer is None or self._timer_reason != "message":
+                self._arm(self._server.limits.message_timeout, "message")
+        elif not self.busy:
+            self._arm(self._server.limits.idle_timeout, "idle")
+
+    def _take(self, message: bytes) -> None:
+        if not self.busy:
+            started = time.perf_counter()
+            answer = self._frontend.cached(message)
+            if answer is not None:
+                assert self._transport is not None
+                self._transport.write(answer)
+                metrics.observe("tcp", "resolve", _code(answer), 0, time.perf_counter() - started)
+                return
+        self._queue.append(message)
+        if not self.busy:
+            self.busy = True
+            self._disarm()
+            self.worker = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                message = self._queue.pop(0)
+                answer = self._frontend.cached(message) or await self._frontend.respond(message, self._peer, "tcp")
+                if self._transport is None or self._transport.is_closing():
+                    return
+                self._transport.write(answer)
+        finally:
+            self.busy = False
+            if self._transport is not None and not self._transport.is_closing():
+                limits = self._server.limits
+                if self._buffer:  # part of the next message has come
+                    self._arm(limits.message_timeout, "message")
+                else:
+                    self._arm(limits.idle_timeout, "idle")
+
+    def _refuse(self, envelope: bytes, length: int) -> None:
+        metrics.handle_dropped("tcp", "oversize")
+        request_id, session_id = int.from_bytes(envelope[8:12], "big"), int.from_bytes(envelope[4:8], "big")
+        reply = Message(
+            op_code=OpCode.RESERVED,
+            body=ErrorResponse(f"message length {length} is outside 0..{MAX_MESSAGE}"),
+            response_code=int(ResponseCode.PROTOCOL_ERROR),
+            envelope=WireEnvelope(request_id=request_id & 0x7FFFFFFF, session_id=session_id & 0x7FFFFFFF),
+            expiration=_expiration(),
+        )
+        assert self._transport is not None
+        self._transport.write(encode_message(reply))
+        self.close()
+
+    _timer_reason = ""
+
+    def _arm(self, seconds: float, reason: str) -> None:
+        self._disarm()
+        if seconds <= 0:
+            return
+        self._timer_reason = reason
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._expired, reason)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expired(self, reason: str) -> None:
+        self._timer = None
+        if self.busy:
+            return
+        metrics.handle_dropped("tcp", "timeout" if reason == "message" else "idle")
+        self.close()
+
+    def close(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+
+class HandleUdpListener:
+    """A worker's UDP socket of the Handle port, served until closed."""
+
+    def __init__(self, frontend: HandleFrontend, limits: HandleLimits, sock: socket.socket) -> None:
+        self._sock = sock
+        self._protocol = UdpServer(frontend, limits)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(lambda: self._protocol, sock=self._sock)
+
+    async def close(self) -> None:
+        await self._protocol.close()
+
+
+class HandleTcpListener:
+    def __init__(self, frontend: HandleFrontend, limits: HandleLimits, sock: socket.socket) -> None:
+        self._sock = sock
+        self._server = TcpServer(frontend, limits)
+
+    async def start(self) -> None:
+        await self._server.start(self._sock)
+
+    async def close(self) -> None:
+        await self._server.close()
