@@ -8,7 +8,10 @@ when UDP gave nothing usable (silence, an incomplete multi-datagram answer, byte
 are not a message, or RC_ERROR, which CNRI's client also treats as "try the next
 protocol"). The whole hop, UDP and TCP together, is bounded by the same hop timeout as
 an HTTP request; UDP may use ``UDP_SHARE`` of it when there is a TCP interface to fall
-back to.
+back to. The request is the one CNRI's resolver sends: protocol 2.10 suggesting 2.11,
+CNRI's default flags (recursive, cache-certify, public only), a random request id.
+As over HTTP, every way of getting no usable answer (silence, a refused port, bytes that
+are not a Handle message) is the one ``unreachable`` message; the cause goes to the log.
 
 Every answer is hostile until checked, as over HTTP: datagrams count only from the
 address and port asked (a connected socket) and with the random request id sent; a

@@ -12,7 +12,7 @@ import pytest
 from protocol import valuedata as vd
 from protocol.codes import ResponseCode
 from protocol.identifiers import parse_handle
-from protocol.records import HandleValue
+from protocol.records import HandleRecord, HandleValue
 from protocol.wire import (
     ChallengeResponse,
     ErrorResponse,
@@ -46,7 +46,7 @@ def both(server: HandleServer) -> HandleTarget:
     return HandleTarget("127.0.0.1", server.udp_port, server.tcp_port)
 
 
-async def ask(target: HandleTarget, handle: str = "88.300/doc-1", *, via: tuple[str, ...] = ()) -> object:
+async def ask(target: HandleTarget, handle: str = "88.300/doc-1", *, via: tuple[str, ...] = ()) -> HandleRecord | None:
     client = HandleClient(HOP, LOOPBACK)
     return await client.resolve(target, parse_handle(handle), via)
 
