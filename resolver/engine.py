@@ -62,6 +62,7 @@ from protocol.records import HandleRecord, HandleValue, decode_record, encode_re
 from registry.store import RECENT_WRITE_SECONDS, Store
 from resolver import metrics
 from resolver.cache import Entry, Generations, LocalCache
+from resolver.handle_client import HandleClient, HandleTarget, server_targets
 from resolver.redis_tier import RedisEntry, RedisTier
 from resolver.routing import (
     LOCAL,
@@ -77,7 +78,7 @@ from resolver.routing import (
     referral_of,
 )
 from resolver.target_policy import TargetPolicy
-from resolver.upstream import HopFailed, NodeClient, Target, http_targets
+from resolver.upstream import HopFailed, NodeClient, Target
 
 log = logging.getLogger("resolver.engine")
 
@@ -226,6 +227,7 @@ class ResolutionEngine:
         self.delegation = delegation or DelegationPolicy()
         self.node_id = node_id or "idnode"
         self.client = NodeClient(self.node_id, self.delegation.hop_timeout, self.delegation.destinations)
+        self.handle_client = HandleClient(self.delegation.hop_timeout, self.delegation.destinations)
         self.advertised: tuple[str, int] | None = None  # set once the node listens
         self._referrals = Referrals(self.words)
         self._events = metrics.RECORDER.events
@@ -520,24 +522,27 @@ class ResolutionEngine:
         self._referrals.keep(zone, referral, expires=expires, stale_until=stale_until, slot=slot, gen=fetched.gen)
         return referral
 
-    def _targets(self, route: Route) -> tuple[Target, ...]:
-        """How to reach ``route``'s servers: HTTP(S) until the Handle binary protocol arrives."""
-        return self.delegation.upstreams if route.upstream else http_targets(route.servers)
+    def _targets(self, route: Route) -> tuple[Target | HandleTarget, ...]:
+        """How to reach ``route``'s servers: each by HTTP(S) when it has it, else by the Handle protocol."""
+        return self.delegation.upstreams if route.upstream else server_targets(route.servers)
 
     async def _ask(self, handle: Handle, route: Route, via: Sequence[str]) -> HandleRecord | None:
         """Ask the servers ``route`` designates, in turn, until one answers."""
         targets = self._targets(route)
         if not targets:
             raise UpstreamFailed(
-                f"no server of prefix {route.zone} has an HTTP(S) query interface; {handle.text} cannot be "
-                "resolved from here (the Handle binary protocol is not supported yet)",
+                f"no server of prefix {route.zone} has a query interface this node speaks (HTTP, HTTPS, UDP or "
+                f"TCP); {handle.text} cannot be resolved from here",
                 handle=handle.text,
             )
         failures: list[str] = []
         loop = False
         for target in targets:
             try:
-                record = await self.client.resolve(target, handle, via, case_sensitive=self._case_sensitive)
+                if isinstance(target, Target):
+                    record = await self.client.resolve(target, handle, via, case_sensitive=self._case_sensitive)
+                else:
+                    record = await self.handle_client.resolve(target, handle, via, case_sensitive=self._case_sensitive)
             except HopFailed as exc:
                 metrics.DELEGATIONS.labels(exc.result).inc()
                 if handle.is_prefix_handle and exc.code == ResponseCode.SERVER_NOT_RESPONSIBLE:

@@ -44,13 +44,15 @@ CACHE_INVALIDATIONS = Counter(
 DELEGATIONS = Counter(
     "idnode_delegations",
     "Queries sent to other nodes for handles this node does not hold, by outcome (answered, not_found, "
-    "error, unreachable: no HTTP answer, refused: an address delegation may not use, bailiwick, loop).",
+    "error, unreachable: no usable HTTP or Handle protocol answer, refused: an address delegation may not "
+    "use, bailiwick, loop).",
     ["result"],
 )
 UPSTREAM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 UPSTREAM_DURATION = Histogram(
     "idnode_upstream_request_duration_seconds",
-    "Time of each HTTP request to another node (resolution, referral or publication), by peer: "
+    "Time of each request to another node (HTTP: resolution, referral or publication; Handle protocol: one "
+    "resolution, UDP and any TCP fallback together), by peer: "
     "a configured upstream's HOST:PORT, or 'site' for every server a record names.",
     ["peer"],
     buckets=UPSTREAM_BUCKETS,

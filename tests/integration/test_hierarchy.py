@@ -436,13 +436,14 @@ def test_a_hostile_answer_is_a_clear_error(hierarchy: Hierarchy, hostile: int, k
     assert hierarchy.a.get("/healthz").status == 200
 
 
-def test_a_site_without_an_http_interface_is_a_clear_error_not_a_missing_prefix(hierarchy: Hierarchy) -> None:
-    server = {"serverId": 1, "address": "127.0.0.1", "interfaces": [{"protocol": "TCP", "port": 2641}]}
+def test_a_site_without_a_query_interface_is_a_clear_error_not_a_missing_prefix(hierarchy: Hierarchy) -> None:
+    admin_only = {"protocol": "TCP", "port": 2641, "query": False, "admin": True}
+    server = {"serverId": 1, "address": "127.0.0.1", "interfaces": [admin_only]}
     binary_only = {"index": 1, "type": "HS_SITE", "data": {"format": "site", "value": {"servers": [server]}}}
     assert hierarchy.top.put("/api/handles/0.NA/88.800", record(binary_only), auth=TOP_ADMIN).status == 201
     reply = hierarchy.a.get("/api/handles/88.800/X")
     assert reply.status == 502 and reply.code == 2, reply.body
-    assert "HTTP(S) query interface" in reply.json["message"]
+    assert "no server of prefix 88.800 has a query interface" in reply.json["message"]
 
 
 def test_a_referral_loop_between_two_nodes_is_cut(hierarchy: Hierarchy) -> None:
