@@ -65,14 +65,15 @@ def measure(
     return run
 
 
-def write_paths(path: Path, handles: list[int]) -> Path:
-    path.write_text("".join(f"/api/handles/{handle_for(i)}\n" for i in handles))
+def write_paths(path: Path, handles: list[int], form: str = "/api/handles/{}") -> Path:
+    path.write_text("".join(form.format(handle_for(i)) + "\n" for i in handles))
     return path
 
 
 def start_targets(work: Path, data: Path, args: argparse.Namespace) -> dict[str, Series]:
     rng = random.Random(SEED)
-    cached_paths = write_paths(work / "cached.txt", rng.sample(range(args.count), args.handles))
+    hot = rng.sample(range(args.count), args.handles)
+    cached_paths = write_paths(work / "cached.txt", hot)
     uncached_paths = write_paths(work / "uncached.txt", [rng.randrange(args.count) for _ in range(args.uncached)])
     idnode = Path(sys.executable).with_name("idnode")
     serve = (
@@ -90,6 +91,9 @@ def start_targets(work: Path, data: Path, args: argparse.Namespace) -> dict[str,
     py = [sys.executable, "-m"]
     targets = {
         "cached": Series(cached, cached_paths),
+        # The same node and handles, asked in the forms that used to miss the cache.
+        "proxy": Series(cached, write_paths(work / "proxy.txt", hot, "/{}")),
+        "filtered": Series(cached, write_paths(work / "filtered.txt", hot, "/api/handles/{}?type=URL")),
         "uncached": Series(
             Target("uncached", "idnode serve --workers 2 --cache-entries 1", [*node, "--cache-entries", "1"]).start(),
             uncached_paths,
@@ -120,10 +124,10 @@ def table(series: dict[str, Series]) -> str:
         "| target | req/s (median) | runs | p50 ms | p99 ms | target CPU | others (max) |",
         "|---|---:|---|---:|---:|---:|---:|",
     ]
-    for s in series.values():
+    for name, s in series.items():
         runs = " / ".join(f"{r.rps:,.0f}" for r in s.runs)
         rows.append(
-            f"| {s.target.name}: {s.target.label} | {s.median('rps'):,.0f} | {runs} | {s.median('p50_ms'):.2f} | "
+            f"| {name}: {s.target.label} | {s.median('rps'):,.0f} | {runs} | {s.median('p50_ms'):.2f} | "
             f"{s.median('p99_ms'):.2f} | {statistics.median(s.cores):.2f} | {max(s.others):.2f} |"
         )
     rows += [
@@ -131,6 +135,8 @@ def table(series: dict[str, Series]) -> str:
         f"- cached / baseline (target >= 0.85): **{cached / series['baseline'].median('rps'):.2f}**",
         f"- cached / nginx (target >= 0.30): **{cached / series['nginx'].median('rps'):.2f}**",
         f"- uncached / cached (target >= 0.5): **{series['uncached'].median('rps') / cached:.2f}**",
+        f"- proxy form (GET /{{handle}}, 302) / cached: **{series['proxy'].median('rps') / cached:.2f}**",
+        f"- filtered (?type=URL) / cached: **{series['filtered'].median('rps') / cached:.2f}**",
     ]
     return "\n".join(rows)
 
@@ -177,20 +183,20 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
     series = start_targets(work, data, args)
     try:
         for s in series.values():  # page cache, connections, and the cached node's two caches
-            for _ in range(3 if s.target.name == "cached" else 1):
+            for _ in range(3 if s.target is series["cached"].target else 1):
                 measure(s, args, args.warmup, record=False)
         for n in range(1, args.rounds + 1):
             print(f"round {n}/{args.rounds}", file=sys.stderr, flush=True)
-            for s in series.values():
+            for name, s in series.items():
                 run = measure(s, args, args.duration)
-                (RESULTS / f"cache-round{n}-{s.target.name}.txt").write_text(
+                (RESULTS / f"cache-round{n}-{name}.txt").write_text(
                     f"# {s.target.label}\n# {' '.join(s.target.cmd)}\n{run.report}"
                 )
-                print(f"  {s.target.name:<9} {run.rps:>9,.0f} req/s  p99 {run.p99_ms:6.2f} ms", file=sys.stderr)
+                print(f"  {name:<9} {run.rps:>9,.0f} req/s  p99 {run.p99_ms:6.2f} ms", file=sys.stderr)
         points = sweep(series["cached"], args)
     finally:
-        for s in series.values():
-            s.target.stop()
+        for target in {id(s.target): s.target for s in series.values()}.values():
+            target.stop()
     summary = table(series)
     at70 = next(p for p in points if p["fraction"] == 0.7) if 0.7 in args.fractions else None
     if at70:
