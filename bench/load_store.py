@@ -19,6 +19,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from protocol import valuedata as vd
@@ -82,13 +83,16 @@ async def _ensure_prefix_handle(store: Store, node_prefix: str, admin_secret: st
     return True
 
 
-async def _fill(store: Store, count: int, node_prefix: str) -> None:
+RecordFor = Callable[[int, str], HandleRecord]
+
+
+async def _fill(store: Store, count: int, node_prefix: str, record_of: RecordFor = record_for) -> None:
     started = time.perf_counter()
     for start in range(0, count, BATCH):
         stop = min(start + BATCH, count)
         rows = []
         for i in range(start, stop):
-            record = record_for(i, node_prefix)
+            record = record_of(i, node_prefix)
             rows.append((parse_handle(record.handle).key, record.handle, encode_record(record)))
         entry = AuditEntry(time.time(), "bench", "127.0.0.1", "import", rows[0][1])
         await store.import_rows(rows, entry, ImportMarker("bench.load_store", stop))
@@ -106,26 +110,33 @@ async def _fill(store: Store, count: int, node_prefix: str) -> None:
     print(file=sys.stderr)
 
 
-async def _load(path: Path, count: int, node_prefix: str, admin_secret: str) -> bool:
+async def _load(path: Path, count: int, node_prefix: str, admin_secret: str, record_of: RecordFor) -> bool:
     # synchronous=NORMAL: a benchmark fixture need not survive power loss between batches.
     store = SqliteStore(path, synchronous="NORMAL")
     await store.open()
     try:
         created = await _ensure_prefix_handle(store, node_prefix, admin_secret)
-        await _fill(store, count, node_prefix)
+        await _fill(store, count, node_prefix, record_of)
         return created
     finally:
         await store.close()
 
 
-def load(data_dir: Path, count: int, node_prefix: str = NODE_PREFIX, admin_secret: str | None = None) -> str | None:
-    """Fill ``data_dir`` with ``count`` records; return the admin secret when one was generated."""
+def load(
+    data_dir: Path,
+    count: int,
+    node_prefix: str = NODE_PREFIX,
+    admin_secret: str | None = None,
+    record_of: RecordFor = record_for,
+) -> str | None:
+    """Fill ``data_dir`` with ``count`` records (``record_of(i, node_prefix)``, by default
+    ``record_for``); return the admin secret when one was generated."""
     path = data_dir / STORE_FILE
     generated = None if admin_secret else secrets.generate_secret()
     secret = admin_secret or generated
     assert secret is not None
     started = time.perf_counter()
-    if not asyncio.run(_load(path, count, node_prefix, secret)):
+    if not asyncio.run(_load(path, count, node_prefix, secret, record_of)):
         generated = None  # the existing prefix handle keeps its secret
     elapsed = time.perf_counter() - started
     rate = count / max(elapsed, 1e-9)

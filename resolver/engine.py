@@ -25,9 +25,10 @@ for the handle asked and only from a server the referral designated; queries car
 nodes they passed through (``Idnode-Via``) so that loops and over-deep chains are cut.
 A server is asked over HTTP(S) when it has such an interface (another idnode), else over
 the Handle protocol, UDP then TCP (``resolver.handle_client``: CNRI servers, the real
-top-level nodes), with the same bailiwick, timeouts and failover. A designated server is asked only at an address ``DelegationPolicy.destinations`` allows
-(``resolver.target_policy``); one it refuses counts as a failed server, like one that
-cannot be reached, and the next is tried.
+top-level nodes), with the same bailiwick, timeouts and failover. A designated server is
+asked only at an address ``DelegationPolicy.destinations`` allows (``resolver.target_policy``);
+one it refuses counts as a failed server, like one that cannot be reached, and the next is
+tried.
 """
 
 from __future__ import annotations

@@ -229,14 +229,26 @@ class TcpServer:
         self.limits = limits
         self.connections: set[TcpConnection] = set()
         self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: TcpConnection(self), sock=sock)
+        self._sweeper = asyncio.create_task(self._sweep(), name="handle-tcp-sweep")
+
+    async def _sweep(self) -> None:
+        step = min(self.limits.message_timeout, self.limits.idle_timeout, 1.0) / 4
+        while True:
+            await asyncio.sleep(step)
+            now = time.monotonic()
+            for connection in list(self.connections):
+                connection.expire(now)
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         working = {c.worker for c in self.connections if c.worker is not None and not c.worker.done()}
         if working:
             await asyncio.wait(working, timeout=SHUTDOWN_GRACE)
@@ -252,7 +264,8 @@ class TcpConnection(asyncio.Protocol):
         self._frontend = server.frontend
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # monotonic; 0: none (a request is being answered)
+        self.waiting_for = "idle"  # or "message": what the deadline is for
         self._queue: list[bytes] = []
         self.worker: asyncio.Task[None] | None = None
         self._peer = ""
@@ -290,7 +303,7 @@ class TcpConnection(asyncio.Protocol):
             del buffer[:end]
             self._take(message)
         if buffer:
-            if self._timer is None or self._timer_reason != "message":
+            if not self.deadline or self.waiting_for != "message":
                 self._arm(self._server.limits.message_timeout, "message")
         elif not self.busy:
             self._arm(self._server.limits.idle_timeout, "idle")
@@ -341,26 +354,21 @@ class TcpConnection(asyncio.Protocol):
         self._transport.write(encode_message(reply))
         self.close()
 
-    _timer_reason = ""
-
     def _arm(self, seconds: float, reason: str) -> None:
-        self._disarm()
-        if seconds <= 0:
-            return
-        self._timer_reason = reason
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._expired, reason)
+        # A deadline, not a timer: the server's sweep closes what is past it (a timer per
+        # connection cost more than answering a cached request).
+        self.deadline = time.monotonic() + seconds
+        self.waiting_for = reason
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadline = 0.0
 
-    def _expired(self, reason: str) -> None:
-        self._timer = None
-        if self.busy:
-            return
-        metrics.handle_dropped("tcp", "timeout" if reason == "message" else "idle")
-        self.close()
+    def expire(self, now: float) -> None:
+        """Close this connection if it waited past its deadline."""
+        if self.deadline and now > self.deadline and not self.busy:
+            metrics.handle_dropped("tcp", "timeout" if self.waiting_for == "message" else "idle")
+            self.deadline = 0.0
+            self.close()
 
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
