@@ -48,6 +48,7 @@ class Target:
     cmd: list[str]
     proc: subprocess.Popen[str] | None = None
     port: int = 0
+    handle_port: int = 0  # the Handle protocol's, when the target serves it (announced before HTTP)
     log: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path = REPO  # where it runs: `python -m` imports from there first
@@ -64,6 +65,8 @@ class Target:
             if not line:
                 raise RuntimeError(f"{self.name} exited during start-up:\n{''.join(self.log)}")
             self.log.append(line)
+            if ": listening on handle://" in line:
+                self.handle_port = int(line.rsplit(":", 1)[1])
             if ": listening on http://" in line:
                 self.port = int(line.rsplit(":", 1)[1])
                 threading.Thread(target=self._drain, daemon=True).start()
