@@ -14,9 +14,11 @@ session key only ever MACs session messages, never encrypts them on this node.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import dh
+from cryptography.utils import CryptographyDeprecationWarning
 
 from protocol.errors import InvalidValue, SessionFailed
 from protocol.hskeys import Reader, java_bytes, pack
@@ -62,12 +64,16 @@ def des_parity(key: bytes) -> bytes:
 def agree(client: DhPublic) -> tuple[DhPublic, bytes]:
     """The server's public key and the session key (DES) agreed with ``client``."""
     _checked(client)
-    try:
-        group = dh.DHParameterNumbers(client.p, client.g)
-        private = group.parameters().generate_private_key()
-        shared = private.exchange(dh.DHPublicNumbers(client.y, group).public_key())
-    except ValueError as exc:
-        raise SessionFailed(f"cannot agree a DH key: {exc}") from None
+    # Finite-field DH is what the protocol defines; cryptography's advice to move off it is
+    # for those who can choose.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        try:
+            group = dh.DHParameterNumbers(client.p, client.g)
+            private = group.parameters().generate_private_key()
+            shared = private.exchange(dh.DHPublicNumbers(client.y, group).public_key())
+        except ValueError as exc:
+            raise SessionFailed(f"cannot agree a DH key: {exc}") from None
     secret = int.from_bytes(shared, "big").to_bytes((client.p.bit_length() + 7) // 8, "big")
     server = private.public_key().public_numbers().y
     return DhPublic(server, client.p, client.g), des_parity(secret[:8])
