@@ -36,7 +36,7 @@ from protocol.errors import (
     SessionFailed,
 )
 from protocol.hsauth import new_nonce, request_digest_kind
-from protocol.hsession import ENCRYPT_ALG_DES, agree, decode_dh_public, setup_response_data
+from protocol.hsession import ENCRYPT_ALG_DES, agree, decode_dh_public, mac_credential, setup_response_data
 from protocol.wire import (
     NO_SITE_SERIAL,
     Body,
@@ -46,11 +46,13 @@ from protocol.wire import (
     GenericResponse,
     Message,
     OpCode,
+    OpFlag,
     SessionSetupRequest,
     SessionSetupResponse,
     VerifyAuthRequest,
     VerifyAuthResponse,
     decode_message,
+    encode_payload,
     response_to,
 )
 from protocol.wire_bodies import KEY_EXCHANGE_DH
@@ -64,6 +66,7 @@ from resolver.handle_shared import Challenge, HandleShared, Session
 log = logging.getLogger(__name__)
 
 RESPONSE_LIFETIME = 12 * 3600  # the expiration CNRI's server puts on its responses
+SIGNED_BY_THE_SERVER = (OpCode.SESSION_SETUP, OpCode.SESSION_EXCHANGE_KEY)
 
 
 class HandleAdmin:
@@ -86,9 +89,9 @@ class HandleAdmin:
     async def respond(self, request: Message, raw: bytes, peer: str, transport: str) -> Message:
         """The response to ``request`` (decoded from ``raw``, the whole message) from ``peer``."""
         try:
-            return await self._respond(request, raw, peer)
+            return self.signed(await self._respond(request, raw, peer))
         except HandleError as exc:
-            return self.error(request, exc)
+            return self.signed(self.error(request, exc))
         except Exception:
             log.exception("Handle %s request %s from %s failed", request.op_code.name, request.request_id, peer)
             return self.error(request, HandleError("internal error; the request was not done"))
@@ -124,6 +127,27 @@ class HandleAdmin:
         return response_to(
             request, body, code, expiration=expiration, site_info_serial=self.site_info_serial, authoritative=True
         )
+
+    def signed(self, response: Message) -> Message:
+        """A certified response in a session carries a MAC with the session key, as CNRI's.
+
+        Session setup is certified by the server's own signature instead (CNRI's client must
+        be able to check it before any key is agreed); that, and certified responses outside
+        a session, are the front-end's to sign."""
+        if not response.flags & OpFlag.CERTIFY or response.op_code in (
+            OpCode.SESSION_SETUP,
+            OpCode.SESSION_EXCHANGE_KEY,
+        ):
+            return response
+        session = self.shared.session(response.envelope.session_id)
+        if session is None:
+            return response
+        header_and_body = encode_payload(response)[:-4]  # without the (empty) credential's length
+        credential = mac_credential(
+            session.key, header_and_body, version=response.version, session_id=response.envelope.session_id,
+            request_id=response.request_id, counter=session.counter(self.shared.now()),
+        )  # fmt: skip
+        return replace(response, credential=credential)
 
     def error(self, request: Message, exc: HandleError) -> Message:
         code = exc.code
@@ -224,7 +248,7 @@ class HandleAdmin:
         except HandleError as exc:
             raise SessionFailed(exc.message) from None
         session_id = self.shared.new_session_id()
-        session = Session(body.identity_handle, body.identity_index, ENCRYPT_ALG_DES, key)
+        session = Session(body.identity_handle, body.identity_index, ENCRYPT_ALG_DES, key, self.shared.now())
         self.shared.put_session(session_id, session, body.timeout)
         data = setup_response_data(server, request.envelope.suggest)
         response = self.reply(request, SessionSetupResponse(KEY_EXCHANGE_DH, data))

@@ -155,17 +155,24 @@ class Session:
     identity_index: int
     key_algorithm: int
     key: bytes
+    created: float  # on the tables' clock: the counters of the session's MACs count from here
 
     def encode(self) -> bytes:
         head = pack_blob(self.identity_handle.encode()) + struct.pack(">ii", self.identity_index, self.key_algorithm)
-        return head + pack_blob(self.key)
+        return head + pack_blob(self.key) + struct.pack(">d", self.created)
 
     @classmethod
     def decode(cls, data: bytes) -> Session:
         r = Reader(data)
         handle = r.text("identity handle")
         index, algorithm = r.i32("identity index"), r.i32("key algorithm")
-        return cls(handle, index, algorithm, r.blob("session key", 1024))
+        key = r.blob("session key", 1024)
+        return cls(handle, index, algorithm, key, struct.unpack(">d", r.take(8, "creation time"))[0])
+
+    def counter(self, now: float) -> int:
+        """A MAC counter no earlier message of the session had: tenths of milliseconds since the
+        session began (CNRI's client refuses a counter it has seen; workers share no counter)."""
+        return min(int((now - self.created) * 10_000) + 1, MAX_ID)
 
 
 CHALLENGE_TTL = 60.0  # seconds; CNRI purges unanswered challenges after 30 to 60
@@ -187,6 +194,7 @@ class HandleShared:
         sessions: tuple[int, int] = (4096, 512),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock
         self.small = SlotTable(*small, clock=clock)
         self.large = SlotTable(*large, clock=clock)
         self.sessions = SlotTable(*sessions, clock=clock)
@@ -195,6 +203,9 @@ class HandleShared:
     def max_request(self) -> int:
         """The largest request a challenge can hold (with its nonce and digest)."""
         return self.large.capacity - 128
+
+    def now(self) -> float:
+        return self._clock()
 
     def new_session_id(self) -> int:
         return new_id(self.small, self.large, self.sessions)
