@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import struct
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cryptography.hazmat.primitives.asymmetric import dh
 from cryptography.utils import CryptographyDeprecationWarning
@@ -89,40 +89,76 @@ def setup_response_data(server: DhPublic, version: tuple[int, int]) -> bytes:
 
 
 # Session MACs ------------------------------------------------------------------------------
+#
+# How a message is MACed with the session key depends on its version, as CNRI 9's
+# AbstractMessage.signMessage/verifyMessage say:
+# - before 2.5, the keyed hash H(key || header and body || key), hash named by a code byte;
+# - 2.5 and 2.6, what CNRI 7.3's code computed, which CNRI 9 keeps as
+#   ``brokenTwoFiveTwoSixSignature``: it means to bind the version and the session, request
+#   and counter ids, but overwrites them (Java's Encoder.writeInt returns 4, not the new
+#   offset), so it hashes the key's first 4 bytes, header and body, the key and zeros;
+# - from 2.7, HMAC-SHA256 over the version (and from 2.8 the suggested version), the three
+#   ids, and header and body.
 
 CREDENTIAL_MAC = b"HS_MAC"
-MAC_HASH_SHA1 = 2  # Common.DEFAULT_HASH_CODE: what CNRI MACs with; its reader takes any of these
-_MAC_HASHES = {1: "md5", 2: "sha1", 3: "sha256"}
+HASH_SHA1 = b"\x02"  # Common.HASH_CODE_SHA1, as one byte
+HMAC_SHA256 = b"HMAC-SHA256"
+_CODES = {1: "md5", 2: "sha1", 3: "sha256"}
+_NAMES = {b"SHA1": "sha1", b"SHA-1": "sha1", b"SHA256": "sha256", b"SHA-256": "sha256", b"MD5": "md5"}
+_HMACS = {b"HMACSHA1": "sha1", b"HMACSHA256": "sha256"}
 
 
-def session_mac(
-    key: bytes, header_and_body: bytes, *, version: tuple[int, int], session_id: int, request_id: int, counter: int,
-    hash_code: int = MAC_HASH_SHA1,
-) -> bytes:  # fmt: skip
-    """``AbstractMessage.signMessage(secretKey)``'s digest: from 2.5 it binds the version, the
-    session, request and counter ids as well as the message's header and body."""
-    if version >= (2, 5):
-        bound = bytes(version) + struct.pack(">iii", session_id, request_id, counter) + header_and_body
-    else:
-        bound = header_and_body
-    return hashlib.new(_MAC_HASHES[hash_code], key + bound + key).digest()
+@dataclass(frozen=True, slots=True)
+class MacScope:
+    """What a session MAC binds besides the header and body: the message's ids and versions."""
+
+    version: tuple[int, int]
+    suggest: tuple[int, int]
+    session_id: int
+    request_id: int
+    counter: int
 
 
-def mac_credential(
-    key: bytes, header_and_body: bytes, *, version: tuple[int, int], session_id: int, request_id: int, counter: int
-) -> bytes:
+def mac_hash_for(version: tuple[int, int]) -> bytes:
+    """The hash id CNRI's sender names for a session MAC of this version."""
+    return HMAC_SHA256 if version >= (2, 7) else HASH_SHA1
+
+
+def _hash_name(hash_id: bytes) -> str | None:
+    if len(hash_id) == 1:
+        return _CODES.get(hash_id[0])
+    return _NAMES.get(hash_id.upper())
+
+
+def session_mac(key: bytes, header_and_body: bytes, scope: MacScope, hash_id: bytes) -> bytes | None:
+    """The MAC of a message with the session key, or None for a hash id CNRI does not define."""
+    hmac_name = _HMACS.get(bytes(c for c in hash_id.upper() if c not in b"-_ "))
+    if hmac_name is not None:
+        bound = bytes(scope.version) + (bytes(scope.suggest) if scope.version >= (2, 8) else b"")
+        bound += struct.pack(">iii", scope.session_id, scope.request_id, scope.counter) + header_and_body
+        return hmac.digest(key, bound, hmac_name)
+    name = _hash_name(hash_id)
+    if name is None:
+        return None
+    if scope.version < (2, 5):
+        return hashlib.new(name, key + header_and_body + key).digest()
+    broken = key[:4] + header_and_body + key + bytes(len(key) + 10)  # see above: CNRI 7.3's layout
+    return hashlib.new(name, broken).digest()
+
+
+def mac_credential(key: bytes, header_and_body: bytes, scope: MacScope) -> bytes:
     """The credential section's content for a message MACed with the session key."""
-    mac = session_mac(
-        key, header_and_body, version=version, session_id=session_id, request_id=request_id, counter=counter
-    )
-    section = pack(bytes([MAC_HASH_SHA1]), mac)
-    return b"\0\0\0\0" + pack(b"") + struct.pack(">i", counter) + pack(CREDENTIAL_MAC, section)
+    hash_id = mac_hash_for(scope.version)
+    mac = session_mac(key, header_and_body, scope, hash_id)
+    assert mac is not None
+    section = pack(hash_id, mac)
+    return b"\0\0\0\0" + pack(b"") + struct.pack(">i", scope.counter) + pack(CREDENTIAL_MAC, section)
 
 
-def verify_mac_credential(
-    key: bytes, credential: bytes, header_and_body: bytes, *, version: tuple[int, int], session_id: int, request_id: int
-) -> bool:
-    """True when ``credential`` is a session MAC of the message under ``key``; malformed is False."""
+def verify_mac_credential(key: bytes, credential: bytes, header_and_body: bytes, scope: MacScope) -> bool:
+    """True when ``credential`` is a session MAC of the message under ``key``; malformed is False.
+
+    The counter is the credential's own (``scope.counter`` is ignored)."""
     r = Reader(credential, "the credential")
     try:
         r.take(4)
@@ -131,13 +167,8 @@ def verify_mac_credential(
         if r.bytes() != CREDENTIAL_MAC:
             return False
         section = Reader(r.bytes(), "the MAC")
-        hash_code, mac = section.bytes(), section.bytes()
+        hash_id, mac = section.bytes(), section.bytes()
     except InvalidValue:
         return False
-    if len(hash_code) != 1 or hash_code[0] not in _MAC_HASHES:
-        return False
-    expected = session_mac(
-        key, header_and_body, version=version, session_id=session_id, request_id=request_id, counter=counter,
-        hash_code=hash_code[0],
-    )  # fmt: skip
-    return hmac.compare_digest(expected, mac)
+    expected = session_mac(key, header_and_body, replace(scope, counter=counter), hash_id)
+    return expected is not None and hmac.compare_digest(expected, mac)

@@ -36,7 +36,7 @@ from protocol.errors import (
     SessionFailed,
 )
 from protocol.hsauth import new_nonce, request_digest_kind
-from protocol.hsession import ENCRYPT_ALG_DES, agree, decode_dh_public, mac_credential, setup_response_data
+from protocol.hsession import ENCRYPT_ALG_DES, MacScope, agree, decode_dh_public, mac_credential, setup_response_data
 from protocol.wire import (
     NO_SITE_SERIAL,
     Body,
@@ -143,10 +143,12 @@ class HandleAdmin:
         if session is None:
             return response
         header_and_body = encode_payload(response)[:-4]  # without the (empty) credential's length
-        credential = mac_credential(
-            session.key, header_and_body, version=response.version, session_id=response.envelope.session_id,
-            request_id=response.request_id, counter=session.counter(self.shared.now()),
+        envelope = response.envelope
+        scope = MacScope(
+            envelope.version, envelope.suggest, envelope.session_id, envelope.request_id,
+            session.counter(self.shared.now()),
         )  # fmt: skip
+        credential = mac_credential(session.key, header_and_body, scope)
         return replace(response, credential=credential)
 
     def error(self, request: Message, exc: HandleError) -> Message:

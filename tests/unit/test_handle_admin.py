@@ -29,7 +29,15 @@ from protocol.hsauth import (
     sign_challenge,
     verify_secret_answer,
 )
-from protocol.hsession import DhPublic, decode_dh_public, des_parity, encode_dh_public
+from protocol.hsession import (
+    DhPublic,
+    MacScope,
+    decode_dh_public,
+    des_parity,
+    encode_dh_public,
+    mac_credential,
+    verify_mac_credential,
+)
 from protocol.hskeys import PrivateKey, load_private_key_file
 from protocol.records import HS_ADMIN, HS_PUBKEY, HS_SECKEY, HS_VLIST, SECRET_PERMISSIONS, HandleRecord, HandleValue
 from protocol.wire import (
@@ -596,3 +604,18 @@ async def test_cnri_s_session_setup_gets_a_dh_answer(node: Node) -> None:
     server = decode_dh_public(response.body.data[4:])
     assert (server.p, server.g) == (client.p, client.g)
     assert node.admin.session_key(response.envelope.session_id) is not None
+
+
+@pytest.mark.parametrize("version", [(2, 4), (2, 5), (2, 6), (2, 7), (2, 10), (2, 11)])
+def test_session_macs_verify_in_every_version_and_bind_the_message(version: tuple[int, int]) -> None:
+    key, header_and_body = os.urandom(8), os.urandom(60)
+    scope = MacScope(version, version, 12345, 678, 9)
+    credential = mac_credential(key, header_and_body, scope)
+    assert verify_mac_credential(key, credential, header_and_body, scope)
+    assert not verify_mac_credential(key, credential, header_and_body[:-1] + b"?", scope)
+    assert not verify_mac_credential(os.urandom(8), credential, header_and_body, scope)
+    assert not verify_mac_credential(key, credential[:-3], header_and_body, scope)
+    # Only from 2.7 are the ids bound too: before 2.5 they were not, and CNRI 7.3's 2.5/2.6
+    # layout lost them (see protocol.hsession).
+    other_request = replace(scope, request_id=679)
+    assert verify_mac_credential(key, credential, header_and_body, other_request) == (version < (2, 7))
