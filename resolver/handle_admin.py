@@ -165,13 +165,17 @@ class HandleAdmin:
         if len(raw) > self.shared.max_request:
             raise ProtocolViolation(f"a request to authenticate may be at most {self.shared.max_request} bytes")
         session_id = request.envelope.session_id
+        repeated = None
         if self.shared.session(session_id) is None:
             session_id = self.shared.new_session_id()
-        response = self.reply(request, ChallengeResponse(new_nonce()), ResponseCode.AUTHENTICATION_NEEDED)
+        elif (pending := self.shared.peek_challenge(session_id)) is not None and pending.request == raw:
+            repeated = pending  # the same request again (a UDP retry): the same challenge, as CNRI
+        nonce = new_nonce() if repeated is None else repeated.nonce
+        response = self.reply(request, ChallengeResponse(nonce), ResponseCode.AUTHENTICATION_NEEDED)
         digest = response.request_digest
         assert digest is not None and int(digest.algorithm) == int(request_digest_kind(response.version))
-        assert isinstance(response.body, ChallengeResponse)
-        self.shared.put_challenge(session_id, Challenge(response.body.nonce, digest.algorithm, digest.digest, raw))
+        if repeated is None:
+            self.shared.put_challenge(session_id, Challenge(nonce, digest.algorithm, digest.digest, raw))
         return replace(response, envelope=replace(response.envelope, session_id=session_id))
 
     async def answered(self, answer: Message, peer: str) -> Message:

@@ -216,6 +216,10 @@ class HandleShared:
         table = self.small if len(payload) <= self.small.capacity else self.large
         table.put(session_id, payload, ttl)
 
+    def peek_challenge(self, session_id: int) -> Challenge | None:
+        payload = self.small.get(session_id) or self.large.get(session_id)
+        return None if payload is None else _decoded(Challenge.decode, payload)
+
     def pop_challenge(self, session_id: int) -> Challenge | None:
         """Take the challenge pending on ``session_id``: it can be answered once."""
         payload = self.small.pop(session_id) or self.large.pop(session_id)

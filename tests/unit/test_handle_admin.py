@@ -511,10 +511,12 @@ async def test_a_dh_session_agrees_the_same_key_on_both_sides_and_challenges_in_
     shared = client.exchange(dh.DHPublicNumbers(server.y, group).public_key()).rjust(128, b"\0")
     assert node.worker().session_key(session_id) == des_parity(shared[:8])
 
-    # A request in the session is challenged under the session's id, and answered in it.
+    # A request in the session is challenged under the session's id, and answered in it; the
+    # same request again (a UDP retry) gets the same challenge, so either copy's answer works.
     raw = encoded(OpCode.CREATE_HANDLE, CreateHandleRequest(f"{NODE}/S", (url(1, "u"),)), session_id=session_id)
     challenge = await send(node.admin, raw)
     assert challenge.envelope.session_id == session_id
+    assert (await send(node.worker(), raw)).body == challenge.body
     answer = encoded(OpCode.CHALLENGE_RESPONSE, SECKEY_ADMIN.answer(challenge), session_id=session_id)
     assert code_of(await send(node.worker(), answer)) == ResponseCode.SUCCESS
 
