@@ -89,12 +89,17 @@ class HandleAdmin:
     async def respond(self, request: Message, raw: bytes, peer: str, transport: str) -> Message:
         """The response to ``request`` (decoded from ``raw``, the whole message) from ``peer``."""
         try:
-            return self.signed(await self._respond(request, raw, peer))
+            response = await self._respond(request, raw, peer)
         except HandleError as exc:
-            return self.signed(self.error(request, exc))
+            response = self.error(request, exc)
         except Exception:
             log.exception("Handle %s request %s from %s failed", request.op_code.name, request.request_id, peer)
             return self.error(request, HandleError("internal error; the request was not done"))
+        try:
+            return self.signed(response)
+        except Exception:
+            log.exception("could not MAC the response to request %s in session", request.request_id)
+            return self.error(request, HandleError("internal error signing the response"))
 
     def session_key(self, session_id: int) -> bytes | None:
         """The key agreed for a live session (to MAC responses in it), or None."""
