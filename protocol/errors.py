@@ -66,6 +66,18 @@ class AuthenticationFailed(HandleError):
     code = ResponseCode.AUTHENTICATION_FAILED
 
 
+class AuthenticationTimeout(HandleError):
+    """An answer to a challenge that is not pending (any more): it expired or was answered."""
+
+    code = ResponseCode.AUTHEN_TIMEOUT
+
+
+class SessionFailed(HandleError):
+    """A session the node will not set up (an unsupported key exchange, a bad key)."""
+
+    code = ResponseCode.SESSION_FAILED
+
+
 class InsufficientPermissions(HandleError):
     code = ResponseCode.INSUFFICIENT_PERMISSIONS
 

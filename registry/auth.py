@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from protocol.errors import AuthenticationFailed, HandleError, InvalidValue, TooManyFailures
@@ -89,23 +90,46 @@ class Authenticator:
             identity, malformed = None, exc  # counted against the address alone
         # Limits are kept by the identity as parsed, so respelling it (0300:, 0.na, %2F) gains nothing.
         name = str(identity) if identity is not None else "?"
+        keys = self._admit(identity, address)
+        try:
+            if malformed is not None or identity is None:
+                raise malformed or AuthenticationFailed(f"identity {user!r} is malformed")
+            return await self._check(identity, secret, address)
+        except AuthenticationFailed:
+            await self._failed(name, address, keys)
+            raise
+
+    async def prove(self, claimed: Identity, address: str, check: Callable[[], Awaitable[Identity | None]]) -> Identity:
+        """The identity ``check`` proves (a Handle protocol answer verified against its key),
+        limited and braked as ``authenticate`` is: refused with TooManyFailures while over the
+        limit, AuthenticationFailed (counted) when ``check`` finds None or raises it."""
+        keys = self._admit(claimed, address)
+        try:
+            proved = await check()
+            if proved is None:
+                raise AuthenticationFailed(f"authentication failed for identity {claimed}")
+            return proved
+        except AuthenticationFailed:
+            await self._failed(str(claimed), address, keys)
+            raise
+
+    def _admit(self, identity: Identity | None, address: str) -> list[str]:
+        """The limiter's keys for an attempt, or TooManyFailures while any is over its limit."""
+        name = str(identity) if identity is not None else "?"
         keys = [f"address:{address}"] + ([f"identity:{name}@{address}"] if identity is not None else [])
         wait = self.limiter.retry_after(keys)
         if wait is not None:
             raise TooManyFailures(
                 f"too many failed authentications for {name} from {address}; retry in {wait} s", retry_after=wait
             )
-        try:
-            if malformed is not None or identity is None:
-                raise malformed or AuthenticationFailed(f"identity {user!r} is malformed")
-            return await self._check(identity, secret, address)
-        except AuthenticationFailed:
-            self.limiter.record(keys)
-            self.brake.record([f"identity:{name}"])
-            self.node_brake.record(["node"])
-            log.warning("authentication failed for identity %s from %s", name, address or "?")
-            await self._slow_down(name)
-            raise
+        return keys
+
+    async def _failed(self, name: str, address: str, keys: list[str]) -> None:
+        self.limiter.record(keys)
+        self.brake.record([f"identity:{name}"])
+        self.node_brake.record(["node"])
+        log.warning("authentication failed for identity %s from %s", name, address or "?")
+        await self._slow_down(name)
 
     async def _slow_down(self, name: str) -> None:
         """Hold a failure back while its identity, or the whole node, is under a guessing flood."""

@@ -161,8 +161,12 @@ class RegistrationService:
         *,
         overwrite: bool = True,
         indexes: set[int] | None = None,
+        must_exist: bool = False,
     ) -> bool:
-        """Create or replace a handle (or, with ``indexes``, only those values). True when created."""
+        """Create or replace a handle (or, with ``indexes``, only those values). True when created.
+
+        ``must_exist``: the handle must exist and, with ``overwrite``, every value ``indexes``
+        names (the Handle protocol's ADD_VALUE and MODIFY_VALUE)."""
         if indexes is not None:
             body = {v.value.index for v in incoming}
             if indexes - body:
@@ -174,7 +178,7 @@ class RegistrationService:
         planner = self.planner(caller)
 
         async def plan_for(old: HandleRecord | None) -> Plan:
-            return await planner.put(handle, values, old, overwrite=overwrite, indexes=indexes)
+            return await planner.put(handle, values, old, overwrite=overwrite, indexes=indexes, must_exist=must_exist)
 
         plan = await self._write(caller, handle, "put", plan_for)
         return plan.operation == "create"

@@ -125,8 +125,14 @@ class Planner:
         *,
         overwrite: bool = True,
         indexes: set[int] | None = None,
+        must_exist: bool = False,
     ) -> Plan:
-        """handle.net PUT: create, replace whole, or (with ``indexes``) add / replace those values."""
+        """handle.net PUT: create, replace whole, or (with ``indexes``) add / replace those values.
+
+        ``must_exist`` (the Handle protocol's ADD_VALUE and MODIFY_VALUE) refuses to create
+        the handle and, with ``overwrite``, any of the values ``indexes`` names."""
+        if old is None and must_exist:
+            raise HandleNotFound(f"handle {handle.text} not found", handle=handle.text)
         if old is None:
             await self.require_create(handle)
             return await self._checked(handle, Plan("create", HandleRecord(handle.text, tuple(values))))
@@ -135,6 +141,9 @@ class Planner:
         kinds = {value_kind(v.type) for v in values}
         asks = {f"add_{k}" for k in kinds} | ({f"modify_{k}" for k in kinds} if overwrite else set())
         await self._authorise(handle, old, sorted(asks), indexes, "change values of")
+        absent = sorted(indexes - old.indexes()) if must_exist and overwrite else []
+        if absent:
+            raise ValuesNotFound(f"no value at index {_join(absent)}", handle=handle.text)
         clash = sorted(v.index for v in values if v.index in old.indexes())
         if clash and not overwrite:
             raise ValueAlreadyExists(f"values already exist at index {_join(clash)}", handle=handle.text)

@@ -32,6 +32,7 @@ from resolver.config import Config, host_port
 from resolver.engine import CachePolicy, DelegationPolicy, ResolutionEngine
 from resolver.handle_frontend import HandleFrontend
 from resolver.handle_listeners import HandleLimits, HandleTcpListener, HandleUdpListener
+from resolver.handle_shared import HandleShared
 from resolver.http import HttpFrontend
 from resolver.http_connections import ConnectionLimits, GuardedRunner
 from resolver.listeners import Listeners, open_listeners
@@ -135,6 +136,7 @@ class NodeShared:
     brake: FailureLimiter  # failed authentications per identity: slows
     node_brake: FailureLimiter  # failed authentications on the whole node: slows
     generations: Generations = field(default_factory=Generations)
+    handle: HandleShared = field(default_factory=HandleShared)  # pending challenges and sessions
     node_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}")
 
 
