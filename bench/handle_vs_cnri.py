@@ -84,9 +84,7 @@ def handle_site(port: int) -> dict[str, Any]:
 def put(target: Target, path: str, values: list[dict[str, Any]]) -> None:
     import base64
 
-    request = urllib.request.Request(
-        target.url + path, data=json.dumps({"values": values}).encode(), method="PUT"
-    )
+    request = urllib.request.Request(target.url + path, data=json.dumps({"values": values}).encode(), method="PUT")
     token = base64.b64encode(f"300%3A0.NA/{NODE_PREFIX}:{ADMIN_SECRET}".encode()).decode()
     request.add_header("Authorization", f"Basic {token}")
     request.add_header("Content-Type", "application/json")
@@ -227,10 +225,22 @@ def measure(
         Series("idnode-udp", "idnode, UDP", idnode.handle_port, _pid(idnode), RequestMix(hot, seed=1), "udp"),
         Series("cnri-tcp", "CNRI 7.3.1 server, TCP", lay.port, cnri_pid, RequestMix(hot, seed=2), "tcp"),
         Series("idnode-tcp", "idnode, TCP", idnode.handle_port, _pid(idnode), RequestMix(hot, seed=2), "tcp"),
-        Series("uncached-udp", "idnode uncached, UDP", uncached.handle_port, _pid(uncached),
-               RequestMix(uniform, seed=4), "udp"),  # fmt: skip
-        Series("delegated-udp", "idnode delegating to CNRI, warm, UDP", delegating.handle_port, _pid(delegating),
-               RequestMix(hot, seed=1), "udp"),  # fmt: skip
+        Series(
+            "uncached-udp",
+            "idnode uncached, UDP",
+            uncached.handle_port,
+            _pid(uncached),
+            RequestMix(uniform, seed=4),
+            "udp",
+        ),  # fmt: skip
+        Series(
+            "delegated-udp",
+            "idnode delegating to CNRI, warm, UDP",
+            delegating.handle_port,
+            _pid(delegating),
+            RequestMix(hot, seed=1),
+            "udp",
+        ),  # fmt: skip
     ]
     for s in series:  # JIT, page cache, every worker's cache
         concurrency = args.tcp_concurrency if s.transport == "tcp" else args.udp_concurrency
@@ -284,7 +294,9 @@ def table(
             f"{s.median('p99_ms'):.2f} | {s.median('server_cpu_us_per_answer'):.1f} |"
         )
     http_rps = statistics.median(r.rps for r in http)
-    rows.append(f"| idnode-http: same node, REST API (wrk -c50) | {http_rps:,.0f} | | | | {statistics.median(http_cpu):.1f} |")
+    rows.append(
+        f"| idnode-http: same node, REST API (wrk -c50) | {http_rps:,.0f} | | | | {statistics.median(http_cpu):.1f} |"
+    )
 
     def per_cpu(name: str) -> float:
         return 1e6 / by[name].median("server_cpu_us_per_answer")

@@ -21,11 +21,13 @@ import logging
 import struct
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from protocol import valuedata as vd
 from protocol.codes import ResponseCode
 from protocol.errors import HandleError
+from protocol.hsign import SigningKey, bound_prefix, signed_credential
 from protocol.identifiers import parse_handle
 from protocol.records import HandleValue
 from protocol.wire import (
@@ -41,6 +43,7 @@ from protocol.wire import (
     WireError,
     decode_message,
     encode_message,
+    encode_payload,
     response_to,
 )
 from resolver import metrics
@@ -92,12 +95,20 @@ def _variant(data: bytes, handle_end: int) -> bytes:
 class HandleFrontend:
     """Answers Handle messages with the node's engine, registration service and site."""
 
-    def __init__(self, engine: ResolutionEngine, *, case_sensitive: bool, admin: Admin | None = None) -> None:
+    def __init__(
+        self,
+        engine: ResolutionEngine,
+        *,
+        case_sensitive: bool,
+        admin: Admin | None = None,
+        key: SigningKey | None = None,
+    ) -> None:
         self.engine = engine
         self._fresh = engine.fresh
         self._key_of = engine.key_of
         self._case_sensitive = case_sensitive
         self._admin = admin
+        self._key = key  # signs answers to CERTIFY requests that carry no session MAC
         self.site: vd.Site | None = None  # this node's HS_SITE, set once it listens
 
     # The hot path -------------------------------------------------------------------------
@@ -152,10 +163,20 @@ class HandleFrontend:
         else:
             op = OP_NAMES.get(request.op_code, "other")
             reply = await self._answer(request, data, peer, transport)
+            if request.flags & OpFlag.CERTIFY and not reply.credential and self._key is not None:
+                reply = self._signed(reply)
             code = reply.response_code
             answer = encode_message(reply)
         metrics.observe(transport, op, code, 0, time.perf_counter() - started)
         return answer
+
+    def _signed(self, reply: Message) -> Message:
+        """``reply`` with the server's signature, as CNRI's server certifies answers."""
+        assert self._key is not None
+        env = reply.envelope
+        prefix = bound_prefix(env.version, env.suggest, env.session_id, env.request_id)
+        header_and_body = encode_payload(reply)[:-4]  # without the credential's (empty) length
+        return replace(reply, credential=signed_credential(self._key, header_and_body, prefix, env.version))
 
     async def _answer(self, request: Message, data: bytes, peer: str, transport: str) -> Message:
         try:

@@ -5,9 +5,11 @@ the kernel keeps one client socket's datagrams on one worker, so the parts of a
 multi-datagram request meet in that worker's ``Reassembler``. A cached resolution is
 answered inside ``datagram_received``, without a task. Against abuse:
 
-* no amplification: an answer to an unauthenticated request is sent only if it fits one
-  datagram (512 bytes); a larger one is replaced by an error saying so, and CNRI's client
-  (like ours) then asks again over TCP, where a handshake proves the source address;
+* no amplification: an answer goes out over UDP only if it is at most one datagram (512
+  bytes) or twice the request's size, whichever is more (a signed session setup answer,
+  664 bytes to a 368-byte request, is sent in two parts as CNRI's server does); a larger
+  one is replaced by an error saying so, and CNRI's client (like ours) then asks again over
+  TCP, where the handshake proves the source address;
 * each non-loopback source address may send ``udp_rate`` requests a second (token
   bucket, bounded table); past it, datagrams are dropped and counted;
 * parts of multi-datagram requests are bounded per source and in total, and expire;
@@ -44,6 +46,7 @@ from protocol.wire import (
     WireError,
     decode_envelope,
     encode_message,
+    split_datagrams,
 )
 from protocol.wire import (
     Envelope as WireEnvelope,
@@ -199,11 +202,18 @@ class UdpServer(asyncio.DatagramProtocol):
 
     async def _answer(self, message: bytes, addr: tuple[str, int]) -> None:
         answer = await self._frontend.respond(message, addr[0], "udp")
-        if len(answer) > MAX_UDP_PACKET:
+        if len(answer) > MAX_UDP_PACKET and len(answer) > 2 * len(message):
             metrics.handle_dropped("udp", "too_large")
             answer = too_large_for_udp(answer)
-        if self._transport is not None and not self._transport.is_closing():
+        if self._transport is None or self._transport.is_closing():
+            return
+        if len(answer) <= MAX_UDP_PACKET:
             self._transport.sendto(answer, addr)
+            return
+        # CNRI's server leaves each part's truncated flag as the request's; clients place
+        # parts by their sequence numbers.
+        for part in split_datagrams(decode_envelope(answer), answer[ENVELOPE_SIZE:], mark_truncated=False):
+            self._transport.sendto(part, addr)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp: %s", exc)

@@ -30,6 +30,7 @@ from resolver import metrics
 from resolver.cache import Generations
 from resolver.config import Config, host_port
 from resolver.engine import CachePolicy, DelegationPolicy, ResolutionEngine
+from resolver.handle_admin import HandleAdmin
 from resolver.handle_frontend import HandleFrontend
 from resolver.handle_listeners import HandleLimits, HandleTcpListener, HandleUdpListener
 from resolver.handle_shared import HandleShared
@@ -38,6 +39,7 @@ from resolver.http_connections import ConnectionLimits, GuardedRunner
 from resolver.listeners import Listeners, open_listeners
 from resolver.publisher import Publisher
 from resolver.redis_tier import RedisTier
+from resolver.server_key import ensure_key, load_key, public_key_bytes
 from resolver.target_policy import TargetPolicy
 from resolver.upstream import Target
 
@@ -118,6 +120,7 @@ def default_store(config: Config) -> Store:
 
 async def bootstrap(config: Config, admin_secret: str | None, store: Store | None = None) -> None:
     """First start: create the node's prefix handle, showing a generated admin secret once."""
+    ensure_key(config.data_dir)  # the Handle server key: made once, before the workers fork
     store = store or default_store(config)
     await store.open()
     try:
@@ -171,7 +174,7 @@ def delegation_policy(config: Config) -> DelegationPolicy:
     )
 
 
-def node_site(config: Config, bound: tuple[str, int]) -> vd.Site:
+def node_site(config: Config, bound: tuple[str, int], public_key: bytes = b"") -> vd.Site:
     """This node's HS_SITE as the Handle protocol shows it (GET_SITE_INFO): its TCP and UDP interfaces.
 
     The address is the Handle listener's, or the advertised host when it listens on every address.
@@ -180,7 +183,7 @@ def node_site(config: Config, bound: tuple[str, int]) -> vd.Site:
     if host in ("0.0.0.0", "::", "") and config.advertise is not None:
         host = host_port(config.advertise, "advertise")[0]
     interfaces = (vd.Interface("TCP", port, query=True, admin=True), vd.Interface("UDP", port, query=True))
-    return vd.Site(servers=(vd.Server(1, host, b"", interfaces),), protocol_version=PROTOCOL_VERSION)
+    return vd.Site(servers=(vd.Server(1, host, public_key, interfaces),), protocol_version=PROTOCOL_VERSION)
 
 
 def advertised(config: Config, bound: tuple[str, int]) -> tuple[str, int]:
@@ -253,7 +256,9 @@ async def serve(
         )
         app = HttpFrontend(config, engine, service, authenticator).app()
         served: list[Served] = [HttpListener(app, config, listeners.http)]
-        handle = HandleFrontend(engine, case_sensitive=config.case_sensitive)
+        server_key = load_key(config.data_dir)
+        admin = HandleAdmin(service, authenticator, shared.handle)
+        handle = HandleFrontend(engine, case_sensitive=config.case_sensitive, admin=admin.respond, key=server_key)
         if listeners.handle_tcp is not None:
             limits = HandleLimits.of(config)
             served.append(HandleTcpListener(handle, limits, listeners.handle_tcp))
@@ -263,7 +268,7 @@ async def serve(
         def listening(bound: tuple[str, int]) -> None:
             started.advertised = advertised(config, bound)
             if listeners.handle_address is not None:
-                handle.site = node_site(config, listeners.handle_address)
+                handle.site = node_site(config, listeners.handle_address, public_key_bytes(server_key))
             if publish and config.upstream:
                 publisher = Publisher(
                     store,

@@ -36,8 +36,20 @@ def udp(port: int, data: bytes, *, timeout: float = 5.0, split: bool = False) ->
             parts = [data]
         for part in parts:
             sock.sendto(part, ("127.0.0.1", port))
-        answer, _ = sock.recvfrom(65536)
-        return decode_message(answer)
+        return decode_message(_gathered(sock))
+
+
+def _gathered(sock: socket.socket) -> bytes:
+    """One answer, put together from its datagrams (each places its part by its sequence number)."""
+    first, _ = sock.recvfrom(65536)
+    length = int.from_bytes(first[16:20], "big")
+    parts = {int.from_bytes(first[12:16], "big"): first[ENVELOPE_SIZE:]}
+    while sum(len(p) for p in parts.values()) < length:
+        more, _ = sock.recvfrom(65536)
+        parts[int.from_bytes(more[12:16], "big")] = more[ENVELOPE_SIZE:]
+    envelope = bytearray(first[:ENVELOPE_SIZE])
+    envelope[12:16] = bytes(4)
+    return bytes(envelope) + b"".join(parts[n] for n in sorted(parts))
 
 
 def udp_raw(port: int, data: bytes, *, timeout: float = 2.0) -> bytes | None:

@@ -1,0 +1,48 @@
+"""This node's Handle server key: made at first start, kept in the data directory.
+
+CNRI's clients check a certified answer (session setup, for one) against the public key
+that this server's entry in its HS_SITE carries, as every Handle server's does. One RSA
+key of 2048 bits per node, in PKCS#8 PEM, readable by the node's user only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from protocol.hskeys import encode_public_key
+
+KEY_FILE = "handle-server-key.pem"
+
+
+def ensure_key(data_dir: Path) -> Path:
+    """The key file, made now if there is none (atomically, mode 0600)."""
+    path = data_dir / KEY_FILE
+    if path.exists():
+        return path
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    temporary = path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+    return path
+
+
+def load_key(data_dir: Path) -> rsa.RSAPrivateKey:
+    key = serialization.load_pem_private_key(ensure_key(data_dir).read_bytes(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"{data_dir / KEY_FILE} does not hold an RSA private key")
+    return key
+
+
+def public_key_bytes(key: rsa.RSAPrivateKey) -> bytes:
+    """The public key in handle.net's encoding, as an HS_SITE server entry carries it."""
+    return encode_public_key(key.public_key())
