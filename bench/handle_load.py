@@ -3,9 +3,9 @@
 It sends RESOLUTION requests as CNRI 7.3.1's hdl-qresolver does, to idnode or to CNRI's
 HANDLE.NET server, and reports throughput, latency percentiles, errors, its own CPU and
 the server's CPU per answer (the server's process tree, read from /proc before and after).
-The machine it is meant for has 2 cores, so the client is one process, one epoll loop and
-precomputed request bytes (bench/handle_load_base.py says why; the report says what one
-answer costs the client). Closed loop with ``--concurrency`` outstanding, or open loop at
+The machine it is meant for has 2 cores, so the client is one process, one event loop
+(uvloop for UDP, raw epoll for TCP: each measured cheaper for its transport) and
+precomputed request bytes; the report says what one answer cost the client. Closed loop with ``--concurrency`` outstanding, or open loop at
 ``--rate`` for latency under a known load.
 
     python -m bench.handle_load --target handle://127.0.0.1:2641 --prefix 88.118.8 \\

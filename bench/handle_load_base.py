@@ -173,7 +173,12 @@ class Tally:
         self.latencies.append(latency)
         if rc == ResponseCode.SUCCESS:
             self.success += 1
-        elif rc == ResponseCode.HANDLE_NOT_FOUND:
+        else:
+            self.count_code(rc)
+
+    def count_code(self, rc: int) -> None:
+        """An answer that is not SUCCESS: not found, or one of the error codes."""
+        if rc == ResponseCode.HANDLE_NOT_FOUND:
             self.not_found += 1
         else:
             self.codes[rc] += 1

@@ -7,7 +7,10 @@ on one connection; a server that closes anyway shows up as ``reconnects`` (the r
 sent again on a new connection, its latency counted from the first send).
 
 On loopback the handshake completes inside ``connect``, so the request is sent at once and
-epoll is only asked for the reply (EPOLLOUT only when that send would block).
+epoll is only asked for the reply (EPOLLOUT only when that send would block). Raw sockets
+and ``select.epoll`` cost the client 28–31 CPU µs per connection-and-answer against the
+test responder, a Protocol per connection on uvloop 42–43 (a task and a transport per
+connection); for UDP the order is reversed (bench/handle_load_udp.py).
 """
 
 from __future__ import annotations
