@@ -5,8 +5,8 @@ HANDLE.NET server, and reports throughput, latency percentiles, errors, its own 
 the server's CPU per answer (the server's process tree, read from /proc before and after).
 The machine it is meant for has 2 cores, so the client is one process, one event loop
 (uvloop for UDP, raw epoll for TCP: each measured cheaper for its transport) and
-precomputed request bytes; the report says what one answer cost the client. Closed loop with ``--concurrency`` outstanding, or open loop at
-``--rate`` for latency under a known load.
+precomputed request bytes; the report says what one answer cost the client. Closed loop
+with ``--concurrency`` outstanding, or open loop at ``--rate`` for latency under a known load.
 
     python -m bench.handle_load --target handle://127.0.0.1:2641 --prefix 88.118.8 \\
         --count 100000 --seconds 10 --concurrency 64 --server-pid 1234 --json
@@ -43,6 +43,7 @@ class LoadConfig:
     transport: str = "udp"  # "udp" or "tcp"
     keepalive: bool = False
     per_conn: int = 100
+    udp_sockets: int = 16  # source ports the UDP requests are spread over
     warmup: float = 0.0  # seconds of the same load first, not reported (CNRI's JIT needs it)
     server_pids: tuple[int, ...] = ()
     server_pgids: tuple[int, ...] = ()
@@ -94,7 +95,9 @@ class Report:
         )
         return (
             f"{self.mode} {self.target}: {self.answers_per_s:.0f} answers/s, {self.answers}/{self.requests} answered "
-            f"({self.success} ok, {self.not_found} not found, {self.errors} errors, {self.timeouts} timeouts), "
+            f"({self.success} ok, {self.not_found} not found, {self.errors} errors, {self.timeouts} timeouts"
+            f"{f', {self.retransmits} retransmits' if self.retransmits else ''}"
+            f"{f', {self.reconnects} reconnects' if self.reconnects else ''}), "
             f"p50 {self.p50_ms:.2f} p99 {self.p99_ms:.2f} p99.9 {self.p999_ms:.2f} ms; "
             f"client {self.client_cpu_s:.2f} cpu-s = {self.client_cpu_us_per_answer:.1f} µs/answer;{server}"
         )
@@ -102,7 +105,7 @@ class Report:
 
 def _engine(config: LoadConfig, mix: RequestMix, pace: Pace) -> Tally:
     if config.transport == "udp":
-        return UdpLoad(config.target, mix, pace).run()
+        return UdpLoad(config.target, mix, pace, sockets=config.udp_sockets).run()
     if config.transport == "tcp":
         return TcpLoad(config.target, mix, pace, keepalive=config.keepalive, per_conn=config.per_conn).run()
     raise LoadError(f"transport must be udp or tcp, not {config.transport!r}")
@@ -172,6 +175,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--transport", choices=("udp", "tcp"), default="udp")
     p.add_argument("--keepalive", action="store_true", help="TCP: several requests per connection, KEEP_ALIVE set")
     p.add_argument("--per-conn", type=int, default=100, help="TCP keepalive: requests per connection")
+    p.add_argument(
+        "--udp-sockets", type=int, default=16, help="UDP: source ports to spread requests over (SO_REUSEPORT workers)"
+    )
     p.add_argument("--prefix", default="88.118.8")
     p.add_argument("--count", type=int, default=100000, help="how many distinct handles")
     p.add_argument("--start", type=int, default=1, help="first i in the pattern")
@@ -192,8 +198,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(a: argparse.Namespace) -> LoadConfig:
-    if a.seconds <= 0 or a.concurrency < 1 or a.timeout <= 0 or a.rate < 0 or a.retries < 0 or a.per_conn < 1:
-        raise LoadError("--seconds, --timeout, --concurrency and --per-conn must be positive; --rate, --retries ≥ 0")
+    if min(a.seconds, a.timeout) <= 0 or min(a.concurrency, a.per_conn, a.udp_sockets) < 1:
+        raise LoadError("--seconds, --timeout, --concurrency, --per-conn and --udp-sockets must be positive")
+    if a.rate < 0 or a.retries < 0 or a.warmup < 0:
+        raise LoadError("--rate, --retries and --warmup cannot be negative")
     try:
         check_exists(a.server_pid, a.server_pgid)
     except LookupError as exc:
@@ -204,6 +212,7 @@ def config_from_args(a: argparse.Namespace) -> LoadConfig:
         transport=a.transport,
         keepalive=a.keepalive,
         per_conn=a.per_conn,
+        udp_sockets=a.udp_sockets,
         warmup=a.warmup,
         server_pids=tuple(a.server_pid),
         server_pgids=tuple(a.server_pgid),

@@ -42,7 +42,8 @@ RC_OFFSET = 24
 REPLY_FIELDS = struct.Struct(">8xiiI4xi")
 UDP_PART = 492  # CNRI places part n of a message at n * 492 bytes
 _RID = struct.Struct(">i")
-_RING = 1 << 16
+_RING_MIN = 1 << 16
+_RING_MAX = 1 << 22
 
 
 class LoadError(RuntimeError):
@@ -111,6 +112,7 @@ class RequestMix:
             raise LoadError(f"--hot-share must be within 0..1, got {hot_share}")
         self.templates = [bytearray(resolution_request(h, keepalive=keepalive)) for h in handles]
         self.order = _draw_order(len(handles), min(hot, len(handles)), hot_share, random.Random(seed))
+        self._mask = len(self.order) - 1
         self._pos = 0
         self.next_rid = random.Random(seed).randrange(1, 1 << 30)
 
@@ -118,7 +120,7 @@ class RequestMix:
         """A fresh request id and the template with it patched in (valid until the next call)."""
         rid = self.next_rid
         self.next_rid = rid + 1 if rid < 0x7FFFFFFF else 1
-        self._pos = (self._pos + 1) & (_RING - 1)
+        self._pos = (self._pos + 1) & self._mask
         buf = self.templates[self.order[self._pos]]
         _RID.pack_into(buf, RID_OFFSET, rid)
         return rid, buf
@@ -129,9 +131,12 @@ def patch_rid(buf: bytearray, rid: int) -> None:
 
 
 def _draw_order(n: int, hot: int, hot_share: float, rng: random.Random) -> array[int]:
+    """A ring of draws long enough (4 per handle, a power of two) that a uniform draw from
+    ``n`` reaches nearly every handle before the ring repeats."""
+    size = min(_RING_MAX, max(_RING_MIN, 1 << (4 * n - 1).bit_length()))
     if hot <= 0:
-        return array("l", (rng.randrange(n) for _ in range(_RING)))
-    return array("l", (rng.randrange(hot) if rng.random() < hot_share else rng.randrange(n) for _ in range(_RING)))
+        return array("l", (rng.randrange(n) for _ in range(size)))
+    return array("l", (rng.randrange(hot) if rng.random() < hot_share else rng.randrange(n) for _ in range(size)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,9 +191,7 @@ class Tally:
     @property
     def errors(self) -> int:
         """Requests that got no usable answer or an error code (not-found is not an error)."""
-        return (
-            sum(self.codes.values()) + self.timeouts + self.malformed + self.connect_errors + self.closed_early
-        )
+        return sum(self.codes.values()) + self.timeouts + self.malformed + self.connect_errors + self.closed_early
 
 
 def percentile(sorted_values: array[float] | list[float], q: float) -> float:

@@ -7,7 +7,10 @@ uvloop cost the client 16–17.5 CPU µs per answer, epoll 20.7–21.8 (user 9�
 to ``datagram_received`` without a Python-level poll, recv and EAGAIN per wake-up.
 (Over TCP it is the other way round; see bench/handle_load_tcp.py.)
 
-Replies are matched by request id at a fixed envelope offset; only the response code is
+Requests go round-robin over ``sockets`` connected sockets (source ports): a server that
+spreads UDP over workers with SO_REUSEPORT (idnode) hashes each source port to one worker,
+so a single socket would load one worker only; CNRI's clients also use a new port per
+request. Replies are matched by request id at a fixed envelope offset; only the response code is
 read, never the body. A reply CNRI splits into datagrams (492 bytes of message each) is
 complete when all its parts came. The timeout is the same for every attempt, so deadlines
 come due in the order they were set: a FIFO holds them, and entries of requests already
@@ -18,6 +21,7 @@ open loop, which also sends the requests that came due).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable
@@ -33,15 +37,14 @@ _TICK_CLOSED = 0.01
 _TICK_OPEN = 0.001
 
 
-def _not_connected(data: bytes) -> None:
-    raise RuntimeError("the datagram endpoint is not connected yet")
-
-
 class UdpLoad(asyncio.DatagramProtocol):
     """One run against ``target``; ``run`` returns the Tally (it runs its own event loop)."""
 
-    def __init__(self, target: tuple[str, int], mix: RequestMix, pace: Pace) -> None:
+    def __init__(self, target: tuple[str, int], mix: RequestMix, pace: Pace, *, sockets: int = 16) -> None:
+        if sockets < 1:
+            raise ValueError(f"a UDP load needs at least one socket, not {sockets}")
         self.target = target
+        self.sockets = sockets
         self.mix = mix
         self.pace = pace
         self.tally = Tally()
@@ -50,7 +53,8 @@ class UdpLoad(asyncio.DatagramProtocol):
         self.deadlines: deque[tuple[float, int, int]] = deque()  # (when, request id, attempt)
         self.interval = 1.0 / pace.rate if pace.rate > 0 else 0.0
         self.stop_at = self.drain_until = self.next_send = 0.0
-        self.sendto: Callable[[bytes], None] = _not_connected
+        self.senders: list[Callable[[bytes], None]] = []
+        self.next_sender: Callable[[], Callable[[bytes], None]] = iter(()).__next__
         self.done: asyncio.Future[None] | None = None
 
     def run(self) -> Tally:
@@ -60,7 +64,10 @@ class UdpLoad(asyncio.DatagramProtocol):
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
         self.done = loop.create_future()
-        transport, _ = await loop.create_datagram_endpoint(lambda: self, remote_addr=self.target)
+        transports = [
+            (await loop.create_datagram_endpoint(lambda: self, remote_addr=self.target))[0] for _ in range(self.sockets)
+        ]
+        self.next_sender = itertools.cycle(self.senders).__next__
         try:
             now = time.perf_counter()
             self.stop_at = now + self.pace.seconds
@@ -72,11 +79,12 @@ class UdpLoad(asyncio.DatagramProtocol):
             self._tick()
             await self.done
         finally:
-            transport.close()
+            for transport in transports:
+                transport.close()
         self.tally.timeouts += len(self.pending)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.sendto = cast(asyncio.DatagramTransport, transport).sendto  # uvloop's is not a subclass
+        self.senders.append(cast(asyncio.DatagramTransport, transport).sendto)  # uvloop's is not a subclass
 
     def error_received(self, exc: Exception) -> None:
         self.tally.connect_errors += 1  # ICMP port unreachable: nothing listens there
@@ -102,7 +110,7 @@ class UdpLoad(asyncio.DatagramProtocol):
 
     def _send(self, now: float) -> None:
         rid, buf = self.mix.next()
-        self.sendto(bytes(buf))  # a copy: uvloop may queue it, and the template is reused
+        self.next_sender()(bytes(buf))  # a copy: uvloop may queue it, and the template is reused
         self.tally.sent += 1
         self.pending[rid] = (now, buf, 0)
         self.deadlines.append((now + self.pace.timeout, rid, 0))
@@ -128,7 +136,7 @@ class UdpLoad(asyncio.DatagramProtocol):
         self.pending[rid] = (p[0], p[1], attempt)
         self.partial.pop(rid, None)
         patch_rid(p[1], rid)
-        self.sendto(bytes(p[1]))
+        self.next_sender()(bytes(p[1]))
         self.tally.retransmits += 1
         self.deadlines.append((now + self.pace.timeout, rid, attempt))
 

@@ -34,7 +34,9 @@ def _all_stats() -> dict[int, list[str]]:
     return stats
 
 
-def process_tree(pids: Iterable[int] = (), pgids: Iterable[int] = (), stats: dict[int, list[str]] | None = None) -> set[int]:
+def process_tree(
+    pids: Iterable[int] = (), pgids: Iterable[int] = (), stats: dict[int, list[str]] | None = None
+) -> set[int]:
     """The given pids, the members of the given process groups, and all their descendants."""
     stats = _all_stats() if stats is None else stats
     groups = set(pgids)
