@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 
 from bench.handle_load_base import (
@@ -31,7 +31,7 @@ from bench.handle_load_base import (
 )
 from bench.handle_load_tcp import TcpLoad
 from bench.handle_load_udp import UdpLoad
-from bench.proc_cpu import check_exists, tree_cpu_seconds
+from bench.proc_cpu import check_exists, tree_cpu_times
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +83,10 @@ class Report:
     max_ms: float = 0.0
     send_lag_p99_ms: float = 0.0
     client_cpu_s: float = 0.0
+    client_sys_s: float = 0.0  # the kernel's part of client_cpu_s
     client_cpu_us_per_answer: float = 0.0
     server_cpu_s: float | None = None
+    server_sys_s: float | None = None
     server_cpu_us_per_answer: float | None = None
 
     def line(self) -> str:
@@ -111,10 +113,19 @@ def _engine(config: LoadConfig, mix: RequestMix, pace: Pace) -> Tally:
     raise LoadError(f"transport must be udp or tcp, not {config.transport!r}")
 
 
-def _server_cpu(config: LoadConfig) -> float | None:
+def _server_cpu(config: LoadConfig) -> tuple[float, float] | None:
     if not (config.server_pids or config.server_pgids):
         return None
-    return tree_cpu_seconds(config.server_pids, config.server_pgids)
+    return tree_cpu_times(config.server_pids, config.server_pgids)
+
+
+def _client_cpu() -> tuple[float, float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
+def _spent(before: tuple[float, float], after: tuple[float, float]) -> tuple[float, float]:
+    return after[0] - before[0], after[1] - before[1]
 
 
 def run_load(config: LoadConfig, mix: RequestMix) -> Report:
@@ -123,15 +134,15 @@ def run_load(config: LoadConfig, mix: RequestMix) -> Report:
     if config.warmup > 0:
         _engine(config, mix, Pace(config.warmup, config.pace.concurrency, config.pace.rate, config.pace.timeout))
     server0 = _server_cpu(config)
-    client0 = time.process_time()
+    client0 = _client_cpu()
     tally = _engine(config, mix, config.pace)
-    client = time.process_time() - client0
+    client = _spent(client0, _client_cpu())
     server1 = _server_cpu(config)
-    server = None if server0 is None or server1 is None else server1 - server0
+    server = None if server0 is None or server1 is None else _spent(server0, server1)
     return _report(config, tally, client, server)
 
 
-def _report(config: LoadConfig, t: Tally, client_cpu: float, server_cpu: float | None) -> Report:
+def _report(config: LoadConfig, t: Tally, client: tuple[float, float], server: tuple[float, float] | None) -> Report:
     lat = sorted(t.latencies)
     lag = sorted(t.send_lag)
     per = max(t.answered, 1)
@@ -162,10 +173,12 @@ def _report(config: LoadConfig, t: Tally, client_cpu: float, server_cpu: float |
         p999_ms=1000 * percentile(lat, 0.999),
         max_ms=1000 * (lat[-1] if lat else 0.0),
         send_lag_p99_ms=1000 * percentile(lag, 0.99),
-        client_cpu_s=client_cpu,
-        client_cpu_us_per_answer=1e6 * client_cpu / per,
-        server_cpu_s=server_cpu,
-        server_cpu_us_per_answer=None if server_cpu is None else 1e6 * server_cpu / per,
+        client_cpu_s=sum(client),
+        client_sys_s=client[1],
+        client_cpu_us_per_answer=1e6 * sum(client) / per,
+        server_cpu_s=None if server is None else sum(server),
+        server_sys_s=None if server is None else server[1],
+        server_cpu_us_per_answer=None if server is None else 1e6 * sum(server) / per,
     )
 
 

@@ -53,11 +53,19 @@ def process_tree(
     return tree
 
 
-def tree_cpu_seconds(pids: Iterable[int] = (), pgids: Iterable[int] = ()) -> float:
-    """utime + stime + cutime + cstime of the tree, in seconds (clock-tick resolution)."""
+def tree_cpu_times(pids: Iterable[int] = (), pgids: Iterable[int] = ()) -> tuple[float, float]:
+    """(user, system) seconds of the tree: utime + cutime, stime + cstime (clock-tick resolution)."""
     stats = _all_stats()
-    ticks = sum(sum(int(x) for x in stats[pid][11:15]) for pid in process_tree(pids, pgids, stats))
-    return ticks / os.sysconf("SC_CLK_TCK")
+    tree = process_tree(pids, pgids, stats)
+    user = sum(int(stats[pid][11]) + int(stats[pid][13]) for pid in tree)
+    system = sum(int(stats[pid][12]) + int(stats[pid][14]) for pid in tree)
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
+
+
+def tree_cpu_seconds(pids: Iterable[int] = (), pgids: Iterable[int] = ()) -> float:
+    """All CPU seconds of the tree, user and system."""
+    return sum(tree_cpu_times(pids, pgids))
 
 
 def check_exists(pids: Iterable[int] = (), pgids: Iterable[int] = ()) -> None:

@@ -23,7 +23,7 @@ from bench.handle_load import LoadConfig, main, run_load
 from bench.handle_load_base import LoadError, Pace, RequestMix, Tally, parse_target, resolution_request
 from bench.handle_load_tcp import TcpLoad
 from bench.handle_load_udp import UdpLoad
-from bench.proc_cpu import check_exists, process_tree, tree_cpu_seconds
+from bench.proc_cpu import check_exists, process_tree, tree_cpu_seconds, tree_cpu_times
 from protocol.codes import ResponseCode
 from protocol.wire import OpFlag, decode_message
 
@@ -212,7 +212,7 @@ def test_accepts_loopback(target: str) -> None:
 
 
 def _burner(seconds: float) -> str:
-    return f"import time; t=time.process_time()\nwhile time.process_time() - t < {seconds}: pass"
+    return f"import time; t=time.process_time()\nwhile time.process_time() - t < {seconds}: sum(range(5000))"
 
 
 def _wait_for_tree(pid: int, size: int, within: float = 10.0) -> None:
@@ -243,14 +243,16 @@ def test_cpu_of_a_process_group_includes_grandchildren() -> None:
     code = f"import subprocess, sys, time; subprocess.run([sys.executable, '-c', {_burner(0.5)!r}]); time.sleep(10)"
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     try:
-        before = tree_cpu_seconds(pgids=[proc.pid])
+        before = tree_cpu_times(pgids=[proc.pid])
         _wait_for_tree(proc.pid, 2)
         _wait_for_tree(proc.pid, 1)
-        after = tree_cpu_seconds(pgids=[proc.pid])
+        after = tree_cpu_times(pgids=[proc.pid])
     finally:
         proc.kill()
         proc.wait()
-    assert 0.4 <= after - before <= 1.2
+    user, system = after[0] - before[0], after[1] - before[1]
+    assert 0.4 <= user + system <= 1.2
+    assert user > system  # a busy loop is user time
 
 
 def test_unknown_pid_is_refused() -> None:
@@ -269,7 +271,8 @@ def test_report_has_server_cpu_and_ordered_percentiles(responder: tuple[int, int
     assert 0 < r.p50_ms <= r.p99_ms <= r.p999_ms <= r.max_ms
     assert r.server_cpu_s is not None and r.server_cpu_s > 0.05
     assert r.server_cpu_us_per_answer is not None and r.server_cpu_us_per_answer > 0
-    assert r.client_cpu_s > 0
+    assert r.client_cpu_s > r.client_sys_s > 0
+    assert r.server_sys_s is not None and r.server_cpu_s > r.server_sys_s
 
 
 def test_cli_json(responder: tuple[int, int], capsys: pytest.CaptureFixture[str]) -> None:
