@@ -18,7 +18,7 @@ import argparse
 import json
 import resource
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from bench.handle_load_base import (
     LoadError,
@@ -74,6 +74,7 @@ class Report:
     late: int = 0
     malformed: int = 0
     connect_errors: int = 0
+    unreachable: int = 0
     closed_early: int = 0
     reconnects: int = 0
     skipped: int = 0
@@ -132,7 +133,7 @@ def run_load(config: LoadConfig, mix: RequestMix) -> Report:
     """Warm up if asked, then one measured run; ``mix`` must have been built with the
     config's ``keepalive`` for TCP keepalive runs to carry the KEEP_ALIVE flag."""
     if config.warmup > 0:
-        _engine(config, mix, Pace(config.warmup, config.pace.concurrency, config.pace.rate, config.pace.timeout))
+        _engine(config, mix, replace(config.pace, seconds=config.warmup))
     server0 = _server_cpu(config)
     client0 = _client_cpu()
     tally = _engine(config, mix, config.pace)
@@ -165,6 +166,7 @@ def _report(config: LoadConfig, t: Tally, client: tuple[float, float], server: t
         late=t.late,
         malformed=t.malformed,
         connect_errors=t.connect_errors,
+        unreachable=t.unreachable,
         closed_early=t.closed_early,
         reconnects=t.reconnects,
         skipped=t.skipped,

@@ -90,7 +90,10 @@ def resolution_request(handle: str, *, keepalive: bool = False, expiration: int 
 def handle_names(prefix: str, count: int, pattern: str = "{prefix}/{i}", start: int = 1) -> list[str]:
     if count < 1:
         raise LoadError(f"--count must be at least 1, got {count}")
-    return [pattern.format(prefix=prefix, i=i) for i in range(start, start + count)]
+    try:
+        return [pattern.format(prefix=prefix, i=i) for i in range(start, start + count)]
+    except (KeyError, IndexError, ValueError) as exc:
+        raise LoadError(f"--pattern {pattern!r} can use only {{prefix}} and {{i}}: {exc!r}") from None
 
 
 class RequestMix:
@@ -165,7 +168,8 @@ class Tally:
     retransmits: int = 0
     late: int = 0  # replies to requests already given up on, or to no request of ours
     malformed: int = 0
-    connect_errors: int = 0
+    connect_errors: int = 0  # TCP connections refused or failed before the request went out
+    unreachable: int = 0  # UDP: ICMP errors (port unreachable); those requests also time out
     closed_early: int = 0  # TCP: the server closed before a whole reply
     reconnects: int = 0  # TCP keepalive: the server closed an idle kept-alive connection
     skipped: int = 0  # rate mode: no free slot when a request was due

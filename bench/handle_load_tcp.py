@@ -158,8 +158,7 @@ class TcpLoad:
         except BlockingIOError:
             n = 0
         except OSError:
-            self._drop(conn)
-            self._failed(time.perf_counter())
+            self._lost(conn)
             return
         conn.out = conn.out[n:]
         if bool(conn.out) != conn.writing:
@@ -221,17 +220,26 @@ class TcpLoad:
             self.idle.append(conn)
 
     def _eof(self, conn: _Conn) -> None:
+        if conn.rid == 0:  # an idle kept-alive connection the server closed
+            self._drop(conn)
+            self.tally.reconnects += 1
+        else:
+            self._lost(conn)
+
+    def _lost(self, conn: _Conn) -> None:
+        """The connection died with a request on it: sent again if the connection had served
+        others before (the server does not keep connections), else a failure."""
         now = time.perf_counter()
         self._drop(conn)
-        if conn.rid == 0:  # an idle kept-alive connection the server closed
-            self.tally.reconnects += 1
-        elif conn.served and not conn.inbuf:  # closed before it read our next request
+        if conn.served and not conn.inbuf:
             self.tally.reconnects += 1
             self._request(None, now, (conn.rid, conn.req, conn.t0))
-        else:
+        elif conn.inbuf or conn.out != conn.req:  # the request went out: the server closed on it
             self.tally.closed_early += 1
             if not self.pace.rate and now < self.stop_at:
                 self._request(None, now)
+        else:
+            self._failed(now)
 
     def _drop(self, conn: _Conn) -> None:
         self.conns.pop(conn.fd, None)

@@ -87,7 +87,7 @@ class UdpLoad(asyncio.DatagramProtocol):
         self.senders.append(cast(asyncio.DatagramTransport, transport).sendto)  # uvloop's is not a subclass
 
     def error_received(self, exc: Exception) -> None:
-        self.tally.connect_errors += 1  # ICMP port unreachable: nothing listens there
+        self.tally.unreachable += 1  # ICMP port unreachable: nothing listens there
 
     def _tick(self) -> None:
         now = time.perf_counter()

@@ -150,7 +150,7 @@ def test_udp_to_a_closed_port_counts_errors(responder: tuple[int, int]) -> None:
     port = s.getsockname()[1]
     s.close()
     t = _udp(port, _mix("p/1"), seconds=0.3, concurrency=2, timeout=0.1)
-    assert t.answered == 0 and t.errors > 0
+    assert t.answered == 0 and t.errors == t.timeouts == t.sent > 0 and t.unreachable > 0
 
 
 def test_tcp_one_connection_per_request(responder: tuple[int, int]) -> None:
@@ -198,6 +198,11 @@ def test_tcp_refused_connections_are_errors() -> None:
 def test_refuses_targets_off_loopback(target: str) -> None:
     with pytest.raises(LoadError):
         parse_target(target)
+
+
+def test_cli_refuses_a_bad_pattern(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--target", "127.0.0.1:9", "--pattern", "{prefix}/{n}"]) == 2
+    assert "--pattern" in capsys.readouterr().err
 
 
 def test_cli_refuses_before_sending(capsys: pytest.CaptureFixture[str]) -> None:
