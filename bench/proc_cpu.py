@@ -37,7 +37,9 @@ def _all_stats() -> dict[int, list[str]]:
 def process_tree(
     pids: Iterable[int] = (), pgids: Iterable[int] = (), stats: dict[int, list[str]] | None = None
 ) -> set[int]:
-    """The given pids, the members of the given process groups, and all their descendants."""
+    """The given pids, the members of the given process groups, and all their descendants,
+    except this process and its own descendants: a load generator started in the server's
+    process group (or under the pid of an ``unshare`` wrapping both) must not count itself."""
     stats = _all_stats() if stats is None else stats
     groups = set(pgids)
     roots = {pid for pid in pids if pid in stats} | {pid for pid, f in stats.items() if int(f[2]) in groups}
@@ -45,9 +47,10 @@ def process_tree(
     for pid, f in stats.items():
         children.setdefault(int(f[1]), []).append(pid)
     tree, todo = set(), list(roots)
+    me = os.getpid()
     while todo:
         pid = todo.pop()
-        if pid not in tree:
+        if pid not in tree and pid != me:
             tree.add(pid)
             todo.extend(children.get(pid, ()))
     return tree

@@ -260,6 +260,11 @@ def test_cpu_of_a_process_group_includes_grandchildren() -> None:
     assert user > system  # a busy loop is user time
 
 
+def test_the_load_generator_never_counts_itself() -> None:
+    assert os.getpid() not in process_tree([os.getpid()], [os.getpgid(0)])
+    assert os.getpid() not in process_tree([os.getppid()])
+
+
 def test_unknown_pid_is_refused() -> None:
     with pytest.raises(LookupError):
         check_exists([2**22 + 12345])
