@@ -196,9 +196,8 @@ def cold_round_trips(delegating: Target, handles: list[str], args: argparse.Name
     before = metric(delegating, "idnode_upstream_request_duration_seconds_count")
     mix = RequestMix(handles, seed=3)
     series = Series("cold", "", delegating.handle_port, _pid(delegating), mix, "udp")
-    report = series.run(seconds=max(1.0, len(handles) / 200), concurrency=1)
+    series.run(seconds=max(1.0, len(handles) / 200), concurrency=1)
     after = metric(delegating, "idnode_upstream_request_duration_seconds_count")
-    del report
     return (after - before) / len(handles)
 
 
@@ -219,7 +218,7 @@ def measure(
     cold: float,
     work: Path,
 ) -> int:
-    cnri_pid = server.pid
+    cnri_pid = server.proc.pid
     series = [
         Series("cnri-udp", "CNRI 7.3.1 server, UDP", lay.port, cnri_pid, RequestMix(hot, seed=1), "udp"),
         Series("idnode-udp", "idnode, UDP", idnode.handle_port, _pid(idnode), RequestMix(hot, seed=1), "udp"),
@@ -232,7 +231,7 @@ def measure(
             _pid(uncached),
             RequestMix(uniform, seed=4),
             "udp",
-        ),  # fmt: skip
+        ),
         Series(
             "delegated-udp",
             "idnode delegating to CNRI, warm, UDP",
@@ -240,7 +239,7 @@ def measure(
             _pid(delegating),
             RequestMix(hot, seed=1),
             "udp",
-        ),  # fmt: skip
+        ),
     ]
     for s in series:  # JIT, page cache, every worker's cache
         concurrency = args.tcp_concurrency if s.transport == "tcp" else args.udp_concurrency
@@ -302,16 +301,18 @@ def table(
         return 1e6 / by[name].median("server_cpu_us_per_answer")
 
     udp = by["idnode-udp"].median("answers_per_s")
+    http_per_udp_cpu = statistics.median(http_cpu) / by["idnode-udp"].median("server_cpu_us_per_answer")
+    uncached = by["uncached-udp"].median("answers_per_s")
     rows += [
         "",
         f"- answers per server CPU second, idnode / CNRI, UDP (target >= 1.5): "
         f"**{per_cpu('idnode-udp') / per_cpu('cnri-udp'):.2f}**",
         f"- answers per server CPU second, idnode / CNRI, TCP (target >= 1.5): "
         f"**{per_cpu('idnode-tcp') / per_cpu('cnri-tcp'):.2f}**",
-        f"- uncached / cached, UDP answers/s (target >= 0.5): **{by['uncached-udp'].median('answers_per_s') / udp:.2f}**"
+        f"- uncached / cached, UDP answers/s (target >= 0.5): **{uncached / udp:.2f}**"
         f" (per server CPU second: {per_cpu('uncached-udp') / per_cpu('idnode-udp'):.2f})",
         f"- cached UDP / cached HTTP, answers/s (target >= 2): **{udp / http_rps:.2f}**"
-        f" (per server CPU second: {statistics.median(http_cpu) / by['idnode-udp'].median('server_cpu_us_per_answer'):.2f})",
+        f" (per server CPU second: {http_per_udp_cpu:.2f})",
         f"- warm delegated / local cached, UDP answers/s (target >= 0.9): "
         f"**{by['delegated-udp'].median('answers_per_s') / udp:.2f}**",
         f"- cold delegated resolution: **{cold:.2f}** upstream round trips (target <= 3)",

@@ -235,6 +235,10 @@ class ResolutionEngine:
         self._referrals = Referrals(self.words)
         self._events = metrics.RECORDER.events
 
+    @property
+    def node_prefix(self) -> str:
+        return self._node_prefix
+
     # Answers ----------------------------------------------------------------------------
 
     def key_of(self, spelling: str) -> str:

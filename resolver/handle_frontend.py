@@ -26,9 +26,9 @@ from typing import Any
 
 from protocol import valuedata as vd
 from protocol.codes import ResponseCode
-from protocol.errors import HandleError
+from protocol.errors import HandleError, RecursionLoop
 from protocol.hsign import SigningKey, bound_prefix, signed_credential
-from protocol.identifiers import parse_handle
+from protocol.identifiers import check_responsible, parse_handle
 from protocol.records import HandleValue
 from protocol.wire import (
     ENVELOPE_SIZE,
@@ -163,10 +163,14 @@ class HandleFrontend:
         else:
             op = OP_NAMES.get(request.op_code, "other")
             reply = await self._answer(request, data, peer, transport)
-            if request.flags & OpFlag.CERTIFY and not reply.credential and self._key is not None:
-                reply = self._signed(reply)
-            code = reply.response_code
-            answer = encode_message(reply)
+            if isinstance(reply, bytes):  # encoded already (and memoised)
+                answer = reply
+                code = int.from_bytes(reply[ENVELOPE_SIZE + 4 : ENVELOPE_SIZE + 8], "big")
+            else:
+                if request.flags & OpFlag.CERTIFY and not reply.credential and self._key is not None:
+                    reply = self._signed(reply)
+                code = reply.response_code
+                answer = encode_message(reply)
         metrics.observe(transport, op, code, 0, time.perf_counter() - started)
         return answer
 
@@ -178,7 +182,7 @@ class HandleFrontend:
         header_and_body = encode_payload(reply)[:-4]  # without the credential's (empty) length
         return replace(reply, credential=signed_credential(self._key, header_and_body, prefix, env.version))
 
-    async def _answer(self, request: Message, data: bytes, peer: str, transport: str) -> Message:
+    async def _answer(self, request: Message, data: bytes, peer: str, transport: str) -> Message | bytes:
         try:
             if not request.is_request:
                 return _error(request, ResponseCode.PROTOCOL_ERROR, "a response was sent where a request was expected")
@@ -199,21 +203,29 @@ class HandleFrontend:
             log.exception("unexpected error answering %s from %s over %s", request.op_code.name, peer, transport)
             return _error(request, ResponseCode.ERROR, "unexpected server error")
 
-    async def _resolve(self, request: Message, data: bytes) -> Message:
+    async def _resolve(self, request: Message, data: bytes) -> Message | bytes:
         body = request.body
         assert isinstance(body, ResolutionRequest)
         handle = parse_handle(body.handle, case_sensitive=self._case_sensitive)
+        if not request.flags & OpFlag.RECURSIVE:  # the client asks this node for what it holds, nothing more
+            check_responsible(handle.zone, self.engine.node_prefix, handle.text, handle=handle.text)
+        if request.recursion_count >= self.engine.delegation.max_depth:
+            raise RecursionLoop(
+                f"the query for {handle.text} passed through {request.recursion_count} servers; the limit is "
+                f"{self.engine.delegation.max_depth}",
+                handle=handle.text,
+            )
         entry = await self.engine.lookup(handle, ())
         reply = self._resolution(request, body, entry)
         plain = not body.indexes and not body.types and not (request.flags & _SLOW_FLAGS)
-        if plain and not (request.envelope.compressed or request.envelope.encrypted or request.envelope.truncated):
-            # Memoised for ``cached``: the same request from anyone else is then answered from bytes.
-            handle_end = _BODY_AT + 4 + _U32.unpack_from(data, _BODY_AT)[0]
-            encoded = encode_message(reply)
-            self.engine.local.set_memo(
-                entry, _variant(data, handle_end), (encoded, time.monotonic() + MEMO_REFRESH), len(encoded)
-            )
-        return reply
+        if not plain or request.envelope.compressed or request.envelope.encrypted or request.envelope.truncated:
+            return reply
+        # Memoised for ``cached``: the same request from anyone else is then answered from bytes.
+        handle_end = _BODY_AT + 4 + _U32.unpack_from(data, _BODY_AT)[0]
+        encoded = encode_message(reply)
+        memo = (encoded, time.monotonic() + MEMO_REFRESH)
+        self.engine.local.set_memo(entry, _variant(data, handle_end), memo, len(encoded))
+        return encoded
 
     @staticmethod
     def _resolution(request: Message, body: ResolutionRequest, entry: Entry) -> Message:

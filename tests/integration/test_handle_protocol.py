@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
+from dataclasses import replace
 
 from protocol.codes import ResponseCode
 from protocol.records import HandleValue
@@ -206,3 +207,11 @@ def test_no_handle_turns_the_protocol_off_and_a_taken_port_is_named(fresh_node: 
             assert "handle_listen" in str(exc) and str(port) in str(exc)
         else:
             raise AssertionError("started on a taken port")
+
+
+def test_a_query_that_passed_through_too_many_servers_is_cut(node: Node) -> None:
+    request = decode_message(resolution("88.118/anything"))
+    looped = encode_message(replace(request, recursion_count=8))  # max_delegation_depth
+    assert udp(node.handle_port, looped).response_code == ResponseCode.RECURSION_COUNT_TOO_HIGH
+    fine = encode_message(replace(request, recursion_count=3))
+    assert udp(node.handle_port, fine).response_code == ResponseCode.HANDLE_NOT_FOUND
