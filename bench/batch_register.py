@@ -24,7 +24,7 @@ from typing import Any
 
 import msgpack
 
-from bench.resolve_baseline import ADMIN_SECRET, Target, machine, revision
+from bench.resolve_baseline import ADMIN_SECRET, Target, machine, revision, serve_command
 from tests.nodeproc import basic
 
 BATCH = 2000
@@ -110,18 +110,7 @@ def run_once(
     wall seconds, server CPU seconds, client CPU, batch latencies, failed items, store bytes."""
     with tempfile.TemporaryDirectory(prefix="idnode-batch-") as work:
         data = Path(work) / "data"
-        cmd = [
-            sys.executable,
-            "-m",
-            "resolver.cli",
-            "serve",
-            "--handle-listen",
-            "127.0.0.1:0",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            str(data),
-        ]
+        cmd = serve_command("--data-dir", str(data))
         cmd += ["--workers", str(args.workers)] + (["--store", store] if store else [])
         server = Target("server", "idnode serve", cmd).start()
         try:

@@ -42,7 +42,7 @@ from typing import Any
 import msgpack
 
 from bench.fuzzgen import Case, Generator, World, basic
-from bench.resolve_baseline import ADMIN_SECRET, RESULTS, Target
+from bench.resolve_baseline import ADMIN_SECRET, RESULTS, Target, serve_command
 from tests.nodeproc import child_pids
 
 HANG_SECONDS = 5.0
@@ -381,18 +381,7 @@ def summary(tally: Tally, restarts: int, log_found: list[str], aiohttp_log: coll
 def run(args: argparse.Namespace) -> int:
     RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="idnode-fuzz-") as work:
-        cmd = [
-            sys.executable,
-            "-m",
-            "resolver.cli",
-            "serve",
-            "--handle-listen",
-            "127.0.0.1:0",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            f"{work}/data",
-        ]
+        cmd = serve_command("--data-dir", f"{work}/data")
         node = Target("node", "idnode serve", [*cmd, "--workers", str(args.workers)])
         # The fuzzer sends wrong credentials on purpose: the failure limit has tests of its own.
         node.env = {"IDNODE_AUTH_FAILURE_LIMIT": "10000", "IDNODE_AUTH_BRAKE_LIMIT": "10000"}

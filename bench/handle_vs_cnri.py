@@ -46,7 +46,7 @@ from bench import cnri, wrk
 from bench.handle_load import LoadConfig, Report, run_load
 from bench.handle_load_base import Pace, RequestMix
 from bench.load_store import load
-from bench.resolve_baseline import ADMIN_SECRET, RESULTS, Target, machine, revision
+from bench.resolve_baseline import ADMIN_SECRET, RESULTS, Target, machine, revision, serve_command
 from protocol.records import HandleRecord, HandleValue
 
 PREFIX = "88.118.8"
@@ -71,8 +71,7 @@ def cnri_record(i: int, node_prefix: str) -> HandleRecord:
 
 
 def idnode_cmd(data: Path, *extra: str) -> list[str]:
-    serve = [sys.executable, "-m", "resolver.cli", "serve", "--handle-listen", "127.0.0.1:0"]
-    return [*serve, "--listen", "127.0.0.1:0", "--data-dir", str(data), "--workers", WORKERS, *extra]
+    return serve_command("--data-dir", str(data), "--workers", WORKERS, *extra)
 
 
 def handle_site(port: int) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from pathlib import Path
 from bench import wrk
 from bench.batch_register import bodies_from, send_all
 from bench.load_store import NODE_PREFIX, handle_for, record_for
-from bench.resolve_baseline import ADMIN_SECRET, RESULTS, SEED, Target, machine, revision
+from bench.resolve_baseline import ADMIN_SECRET, RESULTS, SEED, Target, machine, revision, serve_command
 from protocol.identifiers import parse_handle
 from protocol.records import encode_record
 from registry.bootstrap import ensure_node_prefix
@@ -147,18 +147,7 @@ async def analyse(url: str) -> tuple[int, int, int]:
 
 
 def node(url: str, cache: bool) -> Target:
-    cmd = [
-        sys.executable,
-        "-m",
-        "resolver.cli",
-        "serve",
-        "--handle-listen",
-        "127.0.0.1:0",
-        "--listen",
-        "127.0.0.1:0",
-        "--store",
-        url,
-    ]
+    cmd = serve_command("--store", url)
     cmd += ["--workers", "2", "--data-dir", tempfile.mkdtemp(prefix="idnode-scale-")]
     return Target("node", "idnode serve", cmd + ([] if cache else ["--cache-entries", "1"])).start()
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from bench.load_store import handle_for
-from bench.resolve_baseline import SEED, Target, machine, revision
+from bench.resolve_baseline import SEED, Target, machine, revision, serve_command
 from protocol.identifiers import parse_handle
 from resolver.redis_tier import FORMAT
 from tests.redisproc import RedisServer
@@ -53,18 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as work:
         redis = RedisServer(Path(work) / "redis").start()
         try:
-            cmd = [
-                sys.executable,
-                "-m",
-                "resolver.cli",
-                "serve",
-                "--handle-listen",
-                "127.0.0.1:0",
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                "1",
-            ]
+            cmd = serve_command("--workers", "1")
             cmd += ["--store", args.store, "--redis", redis.url, "--data-dir", str(Path(work) / "data")]
             node = Target("node", "idnode serve", cmd).start()
             try:

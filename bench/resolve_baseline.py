@@ -39,6 +39,12 @@ SEED = 2
 NOISE_CORES = 0.2  # CPU used by other processes during a run above which the results are flagged
 
 
+def serve_command(*args: str) -> list[str]:
+    """``idnode serve`` from this checkout on free loopback ports (HTTP and the Handle protocol), then ``args``."""
+    listen = ["--listen", "127.0.0.1:0", "--handle-listen", "127.0.0.1:0"]
+    return [sys.executable, "-m", "resolver.cli", "serve", *listen, *args]
+
+
 @dataclass
 class Target:
     """One HTTP server under test, run as a child process on a free loopback port."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench import wrk
 from bench.load_store import handle_for
-from bench.resolve_baseline import REPO, SEED, Target
+from bench.resolve_baseline import REPO, SEED, Target, serve_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,21 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cached", action="store_true", help="cached resolution instead: 10,000 handles, cache on")
     args = parser.parse_args(argv)
     rng = random.Random(SEED)
-    node = [
-        "-m",
-        "resolver.cli",
-        "serve",
-        "--handle-listen",
-        "127.0.0.1:0",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        str(args.data_dir.resolve()),
-    ]
-    node += ["--workers", "2"] + ([] if args.cached else ["--cache-entries", "1"])
+    node = ["--data-dir", str(args.data_dir.resolve()), "--workers", "2"] + (
+        [] if args.cached else ["--cache-entries", "1"]
+    )
+    # The other checkout may predate --handle-listen: it gets the command it knows (a newer one
+    # then serves the Handle protocol on its default port, which this one leaves free).
+    old_style = [sys.executable, "-m", "resolver.cli", "serve", "--listen", "127.0.0.1:0", *node]
     targets = {
-        "this": Target("this", "this checkout", [sys.executable, *node]),
-        "other": Target("other", str(args.tree), [sys.executable, *node], cwd=args.tree.resolve()),
+        "this": Target("this", "this checkout", serve_command(*node)),
+        "other": Target("other", str(args.tree), old_style, cwd=args.tree.resolve()),
     }
     with tempfile.TemporaryDirectory() as work:
         paths = Path(work) / "paths.txt"
