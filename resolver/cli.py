@@ -17,6 +17,7 @@ from registry import bulk as bulk_fmt
 from registry import sqlite_io
 from resolver import config as config_mod
 from resolver.listeners import ListenError, Listeners, open_listeners
+from resolver.server_key import ServerKeyError
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             await serve(config, listeners=listeners, announce_them=True)
 
         uvloop.run(single())
-    except StartupError as exc:
+    except (StartupError, ServerKeyError) as exc:
         print(f"idnode: error: {exc}", file=sys.stderr)
         return 1
     except HandleError as exc:  # the store could not be opened

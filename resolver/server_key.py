@@ -18,28 +18,42 @@ from protocol.hskeys import encode_public_key
 KEY_FILE = "handle-server-key.pem"
 
 
+class ServerKeyError(Exception):
+    """The key file cannot be made or read; the message names the setting and the path."""
+
+
 def ensure_key(data_dir: Path) -> Path:
     """The key file, made now if there is none (atomically, mode 0600)."""
     path = data_dir / KEY_FILE
     if path.exists():
         return path
-    data_dir.mkdir(parents=True, exist_ok=True)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     temporary = path.with_suffix(".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(pem)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(pem)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise ServerKeyError(
+            f"setting 'data_dir': cannot write the Handle server key {path}: {exc.strerror or exc}"
+        ) from None
     return path
 
 
 def load_key(data_dir: Path) -> rsa.RSAPrivateKey:
-    key = serialization.load_pem_private_key(ensure_key(data_dir).read_bytes(), password=None)
+    path = ensure_key(data_dir)
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ServerKeyError(f"setting 'data_dir': cannot read the Handle server key {path}: {exc}") from None
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError(f"{data_dir / KEY_FILE} does not hold an RSA private key")
+        raise ServerKeyError(f"setting 'data_dir': {path} does not hold an RSA private key")
     return key
 
 
