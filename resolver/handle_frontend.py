@@ -29,7 +29,7 @@ from protocol.codes import ResponseCode
 from protocol.errors import HandleError, RecursionLoop
 from protocol.hsign import SigningKey, bound_prefix, signed_credential
 from protocol.identifiers import check_responsible, parse_handle
-from protocol.records import HandleValue
+from protocol.records import HS_SERV, HS_SITE, HandleValue
 from protocol.wire import (
     ENVELOPE_SIZE,
     HEADER_SIZE,
@@ -83,6 +83,7 @@ _U32 = struct.Struct(">I")
 # Requests these flags are on go the long way: digests, signatures, encryption, "bypass caches".
 _SLOW_FLAGS = OpFlag.AUTHORITATIVE | OpFlag.CERTIFY | OpFlag.ENCRYPT | OpFlag.RETURN_REQUEST_DIGEST
 _BODY_AT = ENVELOPE_SIZE + HEADER_SIZE
+_SERVICE_TYPES = frozenset({HS_SITE, "HS_SITE.6", HS_SERV, "HS_NA_DELEGATE"})
 
 Admin = Callable[[Message, bytes, str, str], Awaitable[Message]]
 
@@ -216,7 +217,7 @@ class HandleFrontend:
                 handle=handle.text,
             )
         entry = await self.engine.lookup(handle, ())
-        reply = self._resolution(request, body, entry)
+        reply = self._resolution(request, body, entry, self._with_site(handle.is_prefix_handle, entry.public))
         plain = not body.indexes and not body.types and not (request.flags & _SLOW_FLAGS)
         if not plain or request.envelope.compressed or request.envelope.encrypted or request.envelope.truncated:
             return reply
@@ -227,11 +228,26 @@ class HandleFrontend:
         self.engine.local.set_memo(entry, _variant(data, handle_end), memo, len(encoded))
         return encoded
 
+    def _with_site(self, prefix_handle: bool, values: tuple[HandleValue, ...]) -> tuple[HandleValue, ...]:
+        """A prefix handle this node serves itself, shown with this node's HS_SITE.
+
+        CNRI's resolver finds a prefix's servers only in the HS_SITE / HS_SERV values of its
+        prefix handle (HandleResolver.getServiceInfoForNA, 7.3.1 line 698); without them it gives
+        up with SERVICE_NOT_FOUND (line 804) before asking for any handle under the prefix.
+        """
+        if self.site is None or not prefix_handle or any(v.type in _SERVICE_TYPES for v in values):
+            return values
+        taken = {v.index for v in values}
+        index = next(i for i in range(1, len(taken) + 2) if i not in taken)
+        return (*values, HandleValue(index, HS_SITE, vd.encode_site(self.site)))
+
     @staticmethod
-    def _resolution(request: Message, body: ResolutionRequest, entry: Entry) -> Message:
+    def _resolution(
+        request: Message, body: ResolutionRequest, entry: Entry, public: tuple[HandleValue, ...]
+    ) -> Message:
         if entry.record is None:
             return _error(request, ResponseCode.HANDLE_NOT_FOUND, f"handle {body.handle} not found")
-        values = _selected(entry.public, body.indexes, body.types)
+        values = _selected(public, body.indexes, body.types)
         if not values:
             return _error(request, ResponseCode.VALUES_NOT_FOUND, f"no value of {body.handle} matches the request")
         return response_to(request, ResolutionResponse(body.handle, tuple(values)), expiration=_expiration())

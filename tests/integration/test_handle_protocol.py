@@ -11,6 +11,7 @@ import socket
 import time
 from dataclasses import replace
 
+from protocol import valuedata as vd
 from protocol.codes import ResponseCode
 from protocol.records import HandleValue
 from protocol.wire import (
@@ -215,3 +216,27 @@ def test_a_query_that_passed_through_too_many_servers_is_cut(node: Node) -> None
     assert udp(node.handle_port, looped).response_code == ResponseCode.RECURSION_COUNT_TOO_HIGH
     fine = encode_message(replace(request, recursion_count=3))
     assert udp(node.handle_port, fine).response_code == ResponseCode.HANDLE_NOT_FOUND
+
+
+def test_a_prefix_handle_served_here_names_this_node_as_its_site(node: Node) -> None:
+    """CNRI's resolver looks for a prefix's servers only in HS_SITE / HS_SERV of its prefix handle."""
+    grant = {"handle": "0.NA/88.118", "index": 300, "permissions": "111111111111"}
+    admin = {"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": grant}}
+    assert node.put("/api/handles/0.NA/88.118.77", record(admin), auth=ADMIN).status in (200, 201)
+
+    def over_udp(request: bytes) -> Message:
+        return udp(node.handle_port, request)
+
+    def over_tcp(request: bytes) -> Message:
+        return tcp(node.handle_port, request)[0]
+
+    for ask in (over_udp, over_tcp):
+        for types in ((), ("HS_SITE", "HS_SERV", "HS_ADMIN")):
+            answer = ask(resolution("0.NA/88.118.77", types=types))
+            sites = [v for v in values_of(answer) if v.type == "HS_SITE"]
+            assert len(sites) == 1 and sites[0].index == 1
+            (server,) = vd.decode_site(sites[0].data).servers
+            assert (server.address, {i.port for i in server.interfaces}) == ("127.0.0.1", {node.handle_port})
+    assert node.put("/api/handles/88.118/not-a-prefix", record(admin), auth=ADMIN).status in (200, 201)
+    plain = values_of(udp(node.handle_port, resolution("88.118/not-a-prefix")))  # not a prefix handle: untouched
+    assert all(v.type != "HS_SITE" for v in plain)
