@@ -46,14 +46,17 @@ from typing import Any
 from bench import cnri
 from bench.cnri_keys import SECRET_KEY
 from protocol.hsauth import hashed_secret_key
-from tests.nodeproc import ADMIN, Node
+from resolver import server_key
+from tests.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Node
 from tests.vectors.capture import messages
 from tests.vectors.sniff import Sniffer
 
 VECTORS = Path(__file__).parents[1] / "tests" / "vectors"
 PREFIX = "88.118.8"
 ADMIN_HANDLE = f"{PREFIX}/ADMIN"
+NODE_ADMIN = ADMIN_USER  # 300:0.NA/88.118
 EXISTING = f"{PREFIX}/42"
+HOMED = PREFIX  # idnode homes a prefix whose handle it holds (the cnri-* captures homed 88.118.9)
 LARGE = f"{PREFIX}/BIG"  # an answer of more than one 512-byte datagram
 HASHED_SECRET = hashed_secret_key(SECRET_KEY.encode()).decode()
 ALL_PERMS = "111111111111"
@@ -139,15 +142,19 @@ def start_node(data_dir: Path, handle_port: int) -> Node:
 # --- the clients' configuration ---
 
 
-def write_client_dirs(lay: cnri.Layout) -> Path:
+def node_public_key(data_dir: Path) -> bytes:
+    """The node's server key (resolver.server_key) in HS_PUBKEY form, as its HS_SITE carries it."""
+    return server_key.public_key_bytes(server_key.load_key(data_dir))
+
+
+def write_client_dirs(lay: cnri.Layout, pub: bytes) -> Path:
     """root_info / bootstrap_handles naming the node; returns the TCP-only config dir.
 
     The site advertises the release's own protocol version, as the cnri-* vectors' did, so
-    the two sets of requests are comparable byte for byte.
+    the two sets of requests are comparable byte for byte, and the node's own public key.
     """
     lay.server_dir.mkdir(parents=True, exist_ok=True)
     lay.client_config.mkdir(parents=True, exist_ok=True)
-    pub = (lay.keys / "server_dsa_pub.bin").read_bytes()
     protocol = cnri._java_helper(lay, "version").strip()
     site = cnri._site_json(lay, pub, lay.advertised_port, protocol)
     site["servers"][0]["interfaces"] = site["servers"][0]["interfaces"][:2]  # type: ignore[index]
@@ -299,14 +306,17 @@ def scenarios(lay: cnri.Layout, tcp_cfg: Path) -> list[Scenario]:
                     "==>SUCCESS",
                 )
             )
-    home = f"{_auths(lay)['seckey']}\nHOME {lay.host}:{lay.advertised_port}:TCP\n0.NA/{PREFIX}\n\n"
+    # HOME is a server admin's in CNRI, the node admin's here (resolver.handle_ops)
+    node_admin = f"AUTHENTICATE SECKEY:{NODE_ADMIN}\n{hashed_secret_key(ADMIN_SECRET.encode()).decode()}\n"
+    home = f"{node_admin}\nHOME {lay.host}:{lay.advertised_port}:TCP\n0.NA/{HOMED}\n\n"
     out.append(
         Scenario(
             "batch-home-seckey",
-            "hdl-genericbatch (HOME, AUTHENTICATE seckey)",
+            "hdl-genericbatch (HOME, AUTHENTICATE seckey as the node admin)",
             _batch(lay, "batch-home-seckey", home),
             f"batch file:\n{home}",
-            expect_output="==>SUCCESS",
+            _expect(f"0.NA/{HOMED}", lambda g: g is not None, f"0.NA/{HOMED} to exist"),
+            "==>SUCCESS",
         )
     )
     for alg, index in (("dsa", 301), ("rsa", 302)):
@@ -353,7 +363,7 @@ def judge(sc: Scenario, done: subprocess.CompletedProcess[str], node: Node) -> t
 def run_all(
     lay: cnri.Layout, node: Node, sniffer: Sniffer, only: str, out_dir: Path | None, version: str
 ) -> list[Outcome]:
-    tcp_cfg = write_client_dirs(lay)
+    tcp_cfg = write_client_dirs(lay, node_public_key(node.data_dir))
     results = []
     for sc in scenarios(lay, tcp_cfg):
         if only and only not in sc.name:
