@@ -30,7 +30,7 @@ from collections import OrderedDict, deque
 from typing import Any
 
 from protocol.errors import ProtocolViolation
-from protocol.records import HandleRecord, HandleValue, decode_record, encode_record
+from protocol.records import PUBLIC_READ, HandleRecord, HandleValue, decode_record, encode_record
 
 # Bytes an entry costs beyond its record's data and its memoised encodings: the Entry
 # object and its numbers, the record and value objects, the dict slot and str headers
@@ -76,9 +76,16 @@ class Entry:
         self, record: HandleRecord | None, ttl: float, expires: float, stale_until: float, slot: int, gen: int
     ) -> None:
         self.record = record
-        # What an anonymous client may see, in index order.
-        values = () if record is None else record.values
-        self.public: tuple[HandleValue, ...] = tuple(v for v in values if v.public_read)
+        # What an anonymous client may see, in index order; and what the entry costs.
+        public = []
+        size = ENTRY_OVERHEAD
+        if record is not None:
+            size += len(record.handle)
+            for v in record.values:
+                size += len(v.data) + len(v.type) + VALUE_OVERHEAD
+                if v.permissions & PUBLIC_READ:
+                    public.append(v)
+        self.public: tuple[HandleValue, ...] = tuple(public)
         self.ttl = ttl  # seconds this answer was cached for
         self.expires = expires  # time.monotonic() after which it is not served fresh
         self.refresh_at = expires - ttl * 0.1  # a hit after this refreshes it in the background
@@ -92,9 +99,7 @@ class Entry:
         self.http_for: str | None = None
         self.memo: dict[Any, Any] | None = None  # other front-ends' encodings, by a key of theirs
         self.key = ""  # set when cached
-        self.size = ENTRY_OVERHEAD
-        if record is not None:
-            self.size += len(record.handle) + sum(len(v.data) + len(v.type) + VALUE_OVERHEAD for v in record.values)
+        self.size = size
 
     @property
     def found(self) -> bool:

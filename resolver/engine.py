@@ -233,6 +233,7 @@ class ResolutionEngine:
         self.handle_client = HandleClient(self.delegation.hop_timeout, self.delegation.destinations)
         self.advertised: tuple[str, int] | None = None  # set once the node listens
         self._referrals = Referrals(self.words)
+        self._here: ThisNode | None = None
         self._events = metrics.RECORDER.events
 
     @property
@@ -270,10 +271,12 @@ class ResolutionEngine:
             metrics.count("served_stale")
         return entry
 
-    def http_body(self, entry: Entry, spelling: str) -> bytes:
-        """The unfiltered REST answer of ``entry`` for ``spelling``, rendered once and memoised."""
+    def http_body(self, entry: Entry, spelling: str, text: str | None = None) -> bytes:
+        """The unfiltered REST answer of ``entry`` for ``spelling`` (whose handle's text is
+        ``text``, if known), rendered once and memoised."""
         if entry.http_for != spelling:
-            text = parse_handle(spelling, case_sensitive=self._case_sensitive).text
+            if text is None:
+                text = parse_handle(spelling, case_sensitive=self._case_sensitive).text
             body = render_not_found(text) if entry.record is None else render_values(text, entry.public)
             self.local.set_http(entry, spelling, body)
         return entry.http
@@ -284,9 +287,12 @@ class ResolutionEngine:
         ``via``: the nodes the query passed through before this one (another node asking).
         """
         entry = self.fresh(self.key_of(spelling))
-        if entry is None:
-            entry = await self.lookup(parse_handle(spelling, case_sensitive=self._case_sensitive), via)
-        self.http_body(entry, spelling)
+        if entry is not None:
+            self.http_body(entry, spelling)
+            return entry
+        handle = parse_handle(spelling, case_sensitive=self._case_sensitive)
+        entry = await self.lookup(handle, via)
+        self.http_body(entry, spelling, handle.text)
         return entry
 
     async def lookup(self, handle: Handle, via: Sequence[str] = ()) -> Entry:
@@ -464,7 +470,10 @@ class ResolutionEngine:
         return True
 
     def _routing(self, handle: Handle) -> Routing:
-        here = ThisNode(self._node_prefix, self.delegation.recursion, bool(self.delegation.upstreams), self.advertised)
+        here = self._here
+        if here is None or here.advertised != self.advertised:  # made again once the node listens
+            d = self.delegation
+            here = self._here = ThisNode(self._node_prefix, d.recursion, bool(d.upstreams), self.advertised)
         return Routing(handle, here, self._known_referral)
 
     def _known_referral(self, zone: str) -> Referral | None:
