@@ -151,12 +151,16 @@ def run_all(args: argparse.Namespace, work: Path) -> int:
         load(cached_data, args.count, NODE_PREFIX, ADMIN_SECRET, cnri_record)
     if not (uncached_data / "idnode.sqlite3").exists():
         load(uncached_data, args.uncached_count, NODE_PREFIX, ADMIN_SECRET, cnri_record)
-    lay = cnri.Layout(work / "cnri", args.dist.resolve(), PREFIX, "127.0.0.1", _free_port(), _free_port())
-    if not (lay.server_dir / "bdbje").exists() and not (lay.server_dir / "config.dct").exists():
+    ports_file = work / "cnri-ports.json"  # a kept --work reuses the CNRI server as it was written
+    if not ports_file.exists():
+        ports_file.write_text(json.dumps([_free_port(), _free_port()]))
+    port, http_port = json.loads(ports_file.read_text())
+    lay = cnri.Layout(work / "cnri", args.dist.resolve(), PREFIX, "127.0.0.1", port, http_port)
+    if not (lay.server_dir / "config.dct").exists():
         cnri.write_dirs(lay)
         cnri.load_handles(lay, args.count)
     rng = random.Random(12)
-    hot = [f"{PREFIX}/{n}" for n in rng.sample(range(1, args.count + 1), HOT)]
+    hot = [f"{PREFIX}/{n}" for n in rng.sample(range(1, args.count + 1), min(HOT, args.count))]
     uniform = [f"{PREFIX}/{n}" for n in range(1, args.uncached_count + 1)]
     server = cnri.Server(lay)
     targets: list[Target] = []

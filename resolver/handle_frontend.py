@@ -76,13 +76,16 @@ OP_NAMES = {
     OpCode.SESSION_EXCHANGE_KEY: "session_key",
 }
 
-# Envelope and header fields the fast path reads: version, flags, suggested minor; session
-# and request id; sequence; length | op, response code, op flags, -, recursion, -, -, body length.
-_FAST = struct.Struct(">BBBBiiiiiiIHBBII")
+# The envelope and header fields the fast path reads: the envelope's flags, the message
+# length, and the op code, response code and op flags.
+_FAST = struct.Struct(">2xB13xiiiI")
 _U32 = struct.Struct(">I")
 # Requests these flags are on go the long way: digests, signatures, encryption, "bypass caches".
 _SLOW_FLAGS = OpFlag.AUTHORITATIVE | OpFlag.CERTIFY | OpFlag.ENCRYPT | OpFlag.RETURN_REQUEST_DIGEST
+_SLOW_BITS = int(_SLOW_FLAGS)  # as an int: an IntFlag's & runs in Python
+_RESOLUTION = int(OpCode.RESOLUTION)
 _BODY_AT = ENVELOPE_SIZE + HEADER_SIZE
+_NO_FILTER = bytes(8)  # no index, no type
 _SERVICE_TYPES = frozenset({HS_SITE, "HS_SITE.6", HS_SERV, "HS_NA_DELEGATE"})
 
 Admin = Callable[[Message, bytes, str, str], Awaitable[Message]]
@@ -123,20 +126,17 @@ class HandleFrontend:
         """
         if len(data) < _BODY_AT + 12:
             return None
-        fields = _FAST.unpack_from(data)
-        # fields: 0 major, 1 minor, 2 env flags, 3 suggest minor, 4 session, 5 request, 6 sequence,
-        # 7 length, 8 op, 9 response code, 10 op flags, 11 serial, 12 recursion, 13 -, 14 expiry, 15 body length
+        env_flags, length, op, code, op_flags = _FAST.unpack_from(data)
         if (
-            fields[8] != OpCode.RESOLUTION
-            or fields[9] != 0
-            or fields[2] & 0xE0  # compressed, encrypted, or one part of several
-            or fields[10] & _SLOW_FLAGS
-            or fields[7] != len(data) - ENVELOPE_SIZE
+            op != _RESOLUTION
+            or code != 0
+            or env_flags & 0xE0  # compressed, encrypted, or one part of several
+            or op_flags & _SLOW_BITS
+            or length != len(data) - ENVELOPE_SIZE
         ):
             return None
-        handle_len = _U32.unpack_from(data, _BODY_AT)[0]
-        handle_end = _BODY_AT + 4 + handle_len
-        if handle_end + 12 > len(data) or data[handle_end : handle_end + 8] != bytes(8):  # no index, no type
+        handle_end = _BODY_AT + 4 + _U32.unpack_from(data, _BODY_AT)[0]
+        if handle_end + 12 > len(data) or data[handle_end : handle_end + 8] != _NO_FILTER:
             return None
         try:
             spelling = data[_BODY_AT + 4 : handle_end].decode("utf-8")
