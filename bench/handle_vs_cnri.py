@@ -19,7 +19,9 @@ request; its UDP side spreads requests over several sockets, as many clients wou
   ``0.NA/88.118.8`` whose HS_SITE names the CNRI server's UDP and TCP interfaces: it
   resolves them over the Handle protocol (delegated down) and caches them.
 
-Cached runs ask 10,000 of the records, warmed first. Reported: answers/s, p50/p99, and the
+Cached runs ask 10,000 of the records, warmed first; every measured run follows one second
+of the same load, unreported (a node packs entries unused for 30 s, and the targets wait
+their turn longer than that). Reported: answers/s, p50/p99, and the
 server's CPU seconds per answer (its whole process tree, from /proc), for UDP and for TCP
 (a connection per request, which is how CNRI's clients use TCP and CNRI's server closes
 after each answer); then each idnode target at 70% of its own maximum (open loop) for p99;
@@ -109,7 +111,7 @@ class Series:
         self.name, self.label, self.port, self.pid, self.mix, self.transport = name, label, port, pid, mix, transport
         self.runs: list[Report] = []
 
-    def run(self, seconds: float, concurrency: int, rate: float = 0.0, warmup: float = 0.0) -> Report:
+    def run(self, seconds: float, concurrency: int, rate: float = 0.0, warmup: float = 1.0) -> Report:
         config = LoadConfig(
             target=("127.0.0.1", self.port),
             pace=Pace(seconds, concurrency, rate, 1.0),
