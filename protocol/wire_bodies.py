@@ -119,7 +119,9 @@ class ListPrefixesRequest(GenericRequest):
 
 
 @dataclass(frozen=True, slots=True)
-class CreateHandleRequest(Body):
+class HandleAndValues(Body):
+    """A handle and a list of values: the body of creations, value changes and resolutions."""
+
     handle: str
     values: tuple[HandleValue, ...] = ()
 
@@ -129,6 +131,11 @@ class CreateHandleRequest(Body):
     @classmethod
     def decode(cls, r: Reader, version: Version) -> Self:
         return cls(r.handle(), decode_values(r))
+
+
+@dataclass(frozen=True, slots=True)
+class CreateHandleRequest(HandleAndValues):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,16 +280,8 @@ class SessionExchangeKeyRequest(Body):
 
 
 @dataclass(frozen=True, slots=True)
-class ResolutionResponse(Body):
-    handle: str
-    values: tuple[HandleValue, ...] = ()
-
-    def encode(self, version: Version) -> bytes:
-        return pack_text(self.handle) + encode_values(self.values)
-
-    @classmethod
-    def decode(cls, r: Reader, version: Version) -> Self:
-        return cls(r.handle(), decode_values(r))
+class ResolutionResponse(HandleAndValues):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
