@@ -164,19 +164,42 @@ def _udp_echo(sock: socket.socket) -> None:
     sock.sendto(data[::-1], peer)
 
 
+def _udp_and_tcp() -> tuple[socket.socket, socket.socket]:
+    """A UDP and a listening TCP socket on one free port (the kernel may hand out a UDP port
+    whose TCP twin is in use: try again)."""
+    for _ in range(50):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        tcp = socket.socket()
+        try:
+            tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+        except OSError:
+            udp.close()
+            tcp.close()
+            continue
+        tcp.listen()
+        return udp, tcp
+    raise OSError("no port free for both UDP and TCP")
+
+
+def _relay(target: tuple[str, int]) -> tuple[Relay, int]:
+    for _ in range(50):
+        udp, tcp = _udp_and_tcp()
+        port = udp.getsockname()[1]
+        udp.close()
+        tcp.close()
+        try:
+            return Relay(port, target), port
+        except OSError:
+            continue
+    raise OSError("no port free for the relay")
+
+
 def test_relay_records_both_directions_of_udp_and_tcp() -> None:
-    echo_udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    echo_udp.bind(("127.0.0.1", 0))
+    echo_udp, echo_tcp = _udp_and_tcp()
     port = echo_udp.getsockname()[1]
-    echo_tcp = socket.socket()
-    echo_tcp.bind(("127.0.0.1", port))
-    echo_tcp.listen()
     threading.Thread(target=_udp_echo, args=(echo_udp,), daemon=True).start()
-    free = socket.socket()
-    free.bind(("127.0.0.1", 0))
-    relay_port = free.getsockname()[1]
-    free.close()
-    relay = Relay(relay_port, ("127.0.0.1", port))
+    relay, relay_port = _relay(("127.0.0.1", port))
     try:
         req = resolve_request("88.118.8/1", 5)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
