@@ -81,11 +81,17 @@ async def _tcp_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 
 async def start(host: str = "127.0.0.1") -> tuple[int, asyncio.DatagramTransport, asyncio.Server]:
     """UDP and TCP on one free port of ``host``; returns (port, udp transport, tcp server)."""
-    server = await asyncio.start_server(_tcp_client, host, 0)
-    port = server.sockets[0].getsockname()[1]
     loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(UdpResponder, local_addr=(host, port))
-    return port, transport, server
+    for _ in range(50):  # the kernel may offer a TCP port whose UDP twin is taken: try another
+        server = await asyncio.start_server(_tcp_client, host, 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            transport, _ = await loop.create_datagram_endpoint(UdpResponder, local_addr=(host, port))
+        except OSError:
+            server.close()
+            continue
+        return port, transport, server
+    raise OSError("no port free for both TCP and UDP")
 
 
 async def _serve_forever() -> None:
