@@ -28,11 +28,12 @@ from protocol import valuedata as vd
 from protocol.codes import ResponseCode
 from protocol.errors import HandleError, RecursionLoop
 from protocol.hsign import SigningKey, bound_prefix, signed_credential
-from protocol.identifiers import check_responsible, parse_handle
+from protocol.identifiers import Handle, check_responsible, is_at_or_under, parse_handle
 from protocol.records import HS_SERV, HS_SITE, HandleValue
 from protocol.wire import (
     ENVELOPE_SIZE,
     HEADER_SIZE,
+    Envelope,
     ErrorResponse,
     GetSiteInfoResponse,
     Message,
@@ -217,7 +218,7 @@ class HandleFrontend:
                 handle=handle.text,
             )
         entry = await self.engine.lookup(handle, ())
-        reply = self._resolution(request, body, entry, self._with_site(handle.is_prefix_handle, entry.public))
+        reply = self._resolution(request, body, entry, self._with_site(handle, entry.public))
         plain = not body.indexes and not body.types and not (request.flags & _SLOW_FLAGS)
         if not plain or request.envelope.compressed or request.envelope.encrypted or request.envelope.truncated:
             return reply
@@ -228,15 +229,17 @@ class HandleFrontend:
         self.engine.local.set_memo(entry, _variant(data, handle_end), memo, len(encoded))
         return encoded
 
-    def _with_site(self, prefix_handle: bool, values: tuple[HandleValue, ...]) -> tuple[HandleValue, ...]:
+    def _with_site(self, handle: Handle, values: tuple[HandleValue, ...]) -> tuple[HandleValue, ...]:
         """A prefix handle this node serves itself, shown with this node's HS_SITE.
 
         CNRI's resolver finds a prefix's servers only in the HS_SITE / HS_SERV values of its
         prefix handle (HandleResolver.getServiceInfoForNA, 7.3.1 line 698); without them it gives
         up with SERVICE_NOT_FOUND (line 804) before asking for any handle under the prefix.
         """
-        if self.site is None or not prefix_handle or any(v.type in _SERVICE_TYPES for v in values):
+        if self.site is None or not handle.is_prefix_handle or any(v.type in _SERVICE_TYPES for v in values):
             return values
+        if not is_at_or_under(handle.zone, self.engine.node_prefix):
+            return values  # someone else's prefix, as the node that holds it answered
         taken = {v.index for v in values}
         index = next(i for i in range(1, len(taken) + 2) if i not in taken)
         return (*values, HandleValue(index, HS_SITE, vd.encode_site(self.site)))
@@ -270,8 +273,6 @@ def _error(request: Message, code: int, message: str) -> Message:
 
 def _error_for_garbage(exc: WireError) -> bytes:
     """An answer to bytes that did not decode: with the request's ids when they could be read."""
-    from protocol.wire import Envelope
-
     env = exc.envelope or Envelope()
     op = OpCode(exc.op_code) if exc.op_code in OP_NAMES else OpCode.RESERVED
     reply = Message(
