@@ -52,14 +52,15 @@ distribution with lib/; global options go before the subcommand)::
     unshare -n sh -c 'ip link set lo up;
       $PY -m bench.cnri --root /tmp/cnri setup;
       $PY -m bench.cnri --root /tmp/cnri load -n 100000;   # offline, server stopped
-      $PY -m bench.cnri --root /tmp/cnri udp-bench --seconds 10 --concurrency 16;
       $PY -m bench.cnri --root /tmp/cnri resolve 88.118.8/42 --serve;
       $PY -m bench.cnri --root /tmp/cnri batch FILE --serve;
       $PY -m bench.cnri --root /tmp/cnri batch-load -n 3000;
-      $PY -m bench.cnri --root /tmp/cnri serve -- $PY -m bench.cnri udp-load'
+      $PY -m bench.cnri --root /tmp/cnri serve -- $PY -m bench.handle_load --target 127.0.0.1:2641 \
+          --prefix 88.118.8 --count 100000 --seconds 10'   # serve prints the server's CPU
 
-For 9.0.0 use CNRI_HOME=/work/cnri/9.0.0 and ``--profile 9.0.0`` on udp-load/udp-bench.
-``serve`` keeps the server up while the command after ``--`` runs in the same namespace.
+For 9.0.0 use CNRI_HOME=/work/cnri/9.0.0. ``serve`` keeps the server up while the command
+after ``--`` runs in the same namespace; bench.handle_load is the load generator, and
+bench.handle_vs_cnri measures CNRI's server against idnode in one run.
 """
 
 from __future__ import annotations
@@ -68,13 +69,11 @@ import argparse
 import base64
 import json
 import os
-import random
 import shutil
 import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -456,58 +455,7 @@ def write_create_batch(lay: Layout, path: Path, n: int, start: int = 1, auth: st
     return path
 
 
-# --- UDP load driver ---
-
-
-def _with_request_id(req: bytes, rid: int) -> bytes:
-    """Envelope bytes 8..12 are the request id (RFC 3652 2.2.1)."""
-    return req[:8] + struct.pack(">I", rid) + req[12:]
-
-
-def udp_load(host: str, port: int, requests: list[bytes], seconds: float, concurrency: int) -> dict[str, float]:
-    """Closed loop: `concurrency` threads, each one request in flight, for `seconds`."""
-    counts = [0] * concurrency
-    errors = [0] * concurrency
-    failures = [0] * concurrency  # answered, but not RC_SUCCESS
-    latency = [0.0] * concurrency
-    stop_at = time.monotonic() + seconds
-
-    def worker(slot: int) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.settimeout(1.0)
-        sock.connect((host, port))
-        rid = random.randrange(1 << 30)
-        while time.monotonic() < stop_at:
-            rid = (rid + 1) & 0x7FFFFFFF
-            t0 = time.perf_counter()
-            sock.send(_with_request_id(requests[rid % len(requests)], rid))
-            try:
-                while struct.unpack_from(">I", reply := sock.recv(65535), 8)[0] != rid:
-                    pass
-            except TimeoutError:
-                errors[slot] += 1
-                continue
-            failures[slot] += struct.unpack_from(">I", reply, 24)[0] != 1
-            latency[slot] += time.perf_counter() - t0
-            counts[slot] += 1
-        sock.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
-    t0 = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.monotonic() - t0
-    done = sum(counts)
-    return {
-        "requests": done,
-        "timeouts": sum(errors),
-        "not_success": sum(failures),
-        "seconds": elapsed,
-        "rps": done / elapsed,
-        "mean_latency_ms": 1000 * sum(latency) / max(done, 1),
-    }
+# --- requests as CNRI clients write them ---
 
 
 @dataclass(frozen=True)
@@ -580,16 +528,6 @@ def main(argv: list[str] | None = None) -> int:
     bl = sub.add_parser("batch-load", help="create handles B<i> through hdl-genericbatch, timed")
     bl.add_argument("-n", type=int, default=2000)
     bl.add_argument("--start", type=int, default=1)
-    ul = sub.add_parser("udp-load")
-    ul.add_argument("--seconds", type=float, default=10)
-    ul.add_argument("--concurrency", type=int, default=16)
-    ul.add_argument("--handles", type=int, default=1000)
-    ul.add_argument("--profile", choices=sorted(CLIENT_PROFILES), default="7.3.1")
-    ub = sub.add_parser("udp-bench", help="start the server, udp-load it, report CPU/request")
-    ub.add_argument("--seconds", type=float, default=10)
-    ub.add_argument("--concurrency", type=int, default=16)
-    ub.add_argument("--handles", type=int, default=100_000)
-    ub.add_argument("--profile", choices=sorted(CLIENT_PROFILES), default="7.3.1")
     a = p.parse_args(argv)
     lay = _layout(a)
     if a.cmd == "setup":
@@ -611,28 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         return done.returncode
     elif a.cmd == "batch-load":
         return _batch_load(lay, a.n, a.start)
-    elif a.cmd == "udp-load":
-        reqs = [resolve_request(f"{lay.prefix}/{i}", profile=a.profile) for i in range(1, a.handles + 1)]
-        print(json.dumps(udp_load(lay.host, lay.port, reqs, a.seconds, a.concurrency)))
-    elif a.cmd == "udp-bench":
-        print(json.dumps(udp_bench(lay, a.handles, a.seconds, a.concurrency, a.profile)))
     return 0
-
-
-def udp_bench(lay: Layout, handles: int, seconds: float, concurrency: int, profile: str = "7.3.1") -> dict[str, float]:
-    """udp_load against a fresh server, with the server's CPU seconds per request."""
-    reqs = [resolve_request(f"{lay.prefix}/{i}", profile=profile) for i in range(1, handles + 1)]
-    server = Server(lay)
-    try:
-        udp_load(lay.host, lay.port, reqs, min(3.0, seconds), concurrency)  # JIT warm-up
-        cpu0 = server.cpu_seconds()
-        stats = udp_load(lay.host, lay.port, reqs, seconds, concurrency)
-        cpu = server.cpu_seconds() - cpu0
-    finally:
-        server.stop()
-    stats["server_cpu_s"] = cpu
-    stats["server_cpu_us_per_req"] = 1e6 * cpu / max(stats["requests"], 1)
-    return stats
 
 
 def _batch_load(lay: Layout, n: int, start: int) -> int:
