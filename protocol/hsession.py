@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import dh
 from cryptography.utils import CryptographyDeprecationWarning
 
 from protocol.errors import InvalidValue, SessionFailed
+from protocol.hsign import credential, read_credential
 from protocol.hskeys import Reader, java_bytes, pack
 
 DH_PUBLIC = b"DH_PUB_KEY"
@@ -151,24 +152,18 @@ def mac_credential(key: bytes, header_and_body: bytes, scope: MacScope) -> bytes
     hash_id = mac_hash_for(scope.version)
     mac = session_mac(key, header_and_body, scope, hash_id)
     assert mac is not None
-    section = pack(hash_id, mac)
-    return b"\0\0\0\0" + pack(b"") + struct.pack(">i", scope.counter) + pack(CREDENTIAL_MAC, section)
+    return credential(CREDENTIAL_MAC, scope.counter, pack(hash_id, mac))
 
 
 def verify_mac_credential(key: bytes, credential: bytes, header_and_body: bytes, scope: MacScope) -> bool:
     """True when ``credential`` is a session MAC of the message under ``key``; malformed is False.
 
     The counter is the credential's own (``scope.counter`` is ignored)."""
-    r = Reader(credential, "the credential")
     try:
-        r.take(4)
-        r.bytes()
-        counter = r.int4()
-        if r.bytes() != CREDENTIAL_MAC:
-            return False
-        section = Reader(r.bytes(), "the MAC")
-        hash_id, mac = section.bytes(), section.bytes()
+        counter, kind, (hash_id, mac) = read_credential(credential)
     except InvalidValue:
+        return False
+    if kind != CREDENTIAL_MAC:
         return False
     expected = session_mac(key, header_and_body, replace(scope, counter=counter), hash_id)
     return expected is not None and hmac.compare_digest(expected, mac)

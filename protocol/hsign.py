@@ -17,6 +17,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 
+from protocol.errors import InvalidValue
+from protocol.hskeys import Reader, pack
+
 CREDENTIAL_SIGNED = b"HS_SIGNED"
 _HASH_IDS: dict[bytes, type[hashes.SHA1] | type[hashes.SHA256]] = {
     b"SHA1": hashes.SHA1,
@@ -28,8 +31,22 @@ _HASH_IDS: dict[bytes, type[hashes.SHA1] | type[hashes.SHA256]] = {
 SigningKey = rsa.RSAPrivateKey | dsa.DSAPrivateKey
 
 
-def _pack(data: bytes) -> bytes:
-    return struct.pack(">i", len(data)) + data
+def credential(kind: bytes, counter: int, section: bytes) -> bytes:
+    """A credential section's content: version, reserved and flags (0), an empty signer, the
+    session counter, the credential's type (``HS_SIGNED``, ``HS_MAC``) and its section."""
+    return b"\0\0\0\0" + pack(b"") + struct.pack(">i", counter) + pack(kind, section)
+
+
+def read_credential(data: bytes) -> tuple[int, bytes, tuple[bytes, bytes]]:
+    """What ``credential`` wrote: the counter, the type, and the section's two fields (the
+    hash's name, then the signature or MAC); InvalidValue when it is not that."""
+    r = Reader(data, "the credential")
+    r.take(4)
+    r.bytes()
+    counter = r.int4()
+    kind = r.bytes()
+    section = Reader(r.bytes(), "the credential's section")
+    return counter, kind, (section.bytes(), section.bytes())
 
 
 def bound_prefix(
@@ -58,8 +75,7 @@ def signed_credential(key: SigningKey, header_and_body: bytes, prefix: bytes, ve
         signature = key.sign(message, padding.PKCS1v15(), algorithm)
     else:
         signature = key.sign(message, algorithm)
-    section = _pack(hash_id) + _pack(signature)
-    return b"\0\0\0\0" + _pack(b"") + struct.pack(">i", 0) + _pack(CREDENTIAL_SIGNED) + _pack(section)
+    return credential(CREDENTIAL_SIGNED, 0, pack(hash_id, signature))
 
 
 def verify_signed_credential(
@@ -67,22 +83,14 @@ def verify_signed_credential(
 ) -> bool:
     """True when ``credential`` is a server signature of the message (what a certifying client checks)."""
     try:
-        pos = 4
-        pos += 4 + struct.unpack_from(">i", credential, pos)[0]  # the empty signer
-        pos += 4  # session counter
-        n = struct.unpack_from(">i", credential, pos)[0]
-        if credential[pos + 4 : pos + 4 + n] != CREDENTIAL_SIGNED:
+        _, kind, (hash_id, signature) = read_credential(credential)
+        if kind != CREDENTIAL_SIGNED:
             return False
-        pos += 4 + n + 4  # the type, then the section's length
-        n = struct.unpack_from(">i", credential, pos)[0]
-        algorithm = _HASH_IDS[credential[pos + 4 : pos + 4 + n]]()
-        pos += 4 + n
-        n = struct.unpack_from(">i", credential, pos)[0]
-        signature = credential[pos + 4 : pos + 4 + n]
+        algorithm = _HASH_IDS[hash_id]()
         if isinstance(key, rsa.RSAPublicKey):
             key.verify(signature, prefix + header_and_body, padding.PKCS1v15(), algorithm)
         else:
             key.verify(signature, prefix + header_and_body, algorithm)
         return True
-    except (struct.error, KeyError, InvalidSignature):
+    except (InvalidValue, KeyError, InvalidSignature):
         return False
