@@ -167,7 +167,7 @@ class HandleFrontend:
             reply = await self._answer(request, data, peer, transport)
             if isinstance(reply, bytes):  # encoded already (and memoised)
                 answer = reply
-                code = int.from_bytes(reply[ENVELOPE_SIZE + 4 : ENVELOPE_SIZE + 8], "big")
+                code = answer_code(reply)
             else:
                 if request.flags & OpFlag.CERTIFY and not reply.credential and self._key is not None:
                     reply = self._signed(reply)
@@ -274,15 +274,26 @@ def _error(request: Message, code: int, message: str) -> Message:
 def _error_for_garbage(exc: WireError) -> bytes:
     """An answer to bytes that did not decode: with the request's ids when they could be read."""
     env = exc.envelope or Envelope()
-    op = OpCode(exc.op_code) if exc.op_code in OP_NAMES else OpCode.RESERVED
+    return error_answer(env.request_id, env.session_id, _safe_version(env), exc.op_code, exc.code, exc.message)
+
+
+def error_answer(
+    request_id: int, session_id: int, version: tuple[int, int], op: int | None, code: int, message: str
+) -> bytes:
+    """An error answer made from what could be read of a request (or of an answer it replaces)."""
     reply = Message(
-        op_code=op,
-        body=ErrorResponse(exc.message),
-        response_code=int(exc.code),
-        envelope=Envelope(request_id=env.request_id, session_id=env.session_id, version=_safe_version(env)),
+        op_code=OpCode(op) if op in OP_NAMES else OpCode.RESERVED,
+        body=ErrorResponse(message),
+        response_code=int(code),
+        envelope=Envelope(request_id=request_id, session_id=session_id, version=version),
         expiration=_expiration(),
     )
     return encode_message(reply)
+
+
+def answer_code(answer: bytes) -> int:
+    """The response code in an encoded answer's header."""
+    return int.from_bytes(answer[ENVELOPE_SIZE + 4 : ENVELOPE_SIZE + 8], "big")
 
 
 def _safe_version(env: Any) -> tuple[int, int]:

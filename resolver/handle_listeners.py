@@ -39,21 +39,15 @@ from protocol.wire import (
     ENVELOPE_SIZE,
     MAX_MESSAGE,
     MAX_UDP_PACKET,
-    ErrorResponse,
-    Message,
-    OpCode,
+    PROTOCOL_VERSION,
     Reassembler,
     WireError,
     decode_envelope,
-    encode_message,
     split_datagrams,
-)
-from protocol.wire import (
-    Envelope as WireEnvelope,
 )
 from resolver import metrics
 from resolver.config import Config
-from resolver.handle_frontend import HandleFrontend, _expiration
+from resolver.handle_frontend import HandleFrontend, answer_code, error_answer
 
 log = logging.getLogger("resolver.handle")
 
@@ -129,16 +123,8 @@ def too_large_for_udp(answer: bytes) -> bytes:
     """The error that replaces an answer too large for one datagram (the client retries over TCP)."""
     env = decode_envelope(answer)
     op = int.from_bytes(answer[ENVELOPE_SIZE : ENVELOPE_SIZE + 4], "big", signed=True)
-    reply = Message(
-        op_code=OpCode(op) if op in OpCode._value2member_map_ else OpCode.RESERVED,
-        body=ErrorResponse(
-            f"the answer is {len(answer)} bytes, more than one {MAX_UDP_PACKET}-byte datagram; ask over TCP"
-        ),
-        response_code=int(ResponseCode.ERROR),
-        envelope=WireEnvelope(request_id=env.request_id, session_id=env.session_id, version=env.version),
-        expiration=_expiration(),
-    )
-    return encode_message(reply)
+    message = f"the answer is {len(answer)} bytes, more than one {MAX_UDP_PACKET}-byte datagram; ask over TCP"
+    return error_answer(env.request_id, env.session_id, env.version, op, ResponseCode.ERROR, message)
 
 
 class UdpServer(asyncio.DatagramProtocol):
@@ -174,7 +160,7 @@ class UdpServer(asyncio.DatagramProtocol):
             assert self._transport is not None
             if len(answer) <= MAX_UDP_PACKET:
                 self._transport.sendto(answer, addr)
-                self._observe("udp", "resolve", _code(answer), 0, time.perf_counter() - started)
+                self._observe("udp", "resolve", answer_code(answer), 0, time.perf_counter() - started)
                 return
         if len(self._tasks) >= UDP_IN_FLIGHT:
             metrics.handle_dropped("udp", "overload")
@@ -229,10 +215,6 @@ class UdpServer(asyncio.DatagramProtocol):
 
 _KEEP_ALIVE_AT = ENVELOPE_SIZE + 8  # the op flags' first byte ...
 _KEEP_ALIVE_BIT = 0x02  # ... and OpFlag.KEEP_ALIVE in it
-
-
-def _code(answer: bytes) -> int:
-    return int.from_bytes(answer[ENVELOPE_SIZE + 4 : ENVELOPE_SIZE + 8], "big")
 
 
 class TcpServer:
@@ -315,7 +297,7 @@ class TcpConnection(asyncio.Protocol):
             answer = self._frontend.cached(data)
             if answer is not None:
                 self._answered(answer, bool(data[_KEEP_ALIVE_AT] & _KEEP_ALIVE_BIT))
-                metrics.observe("tcp", "resolve", _code(answer), 0, time.perf_counter() - started)
+                metrics.observe("tcp", "resolve", answer_code(answer), 0, time.perf_counter() - started)
                 return
         buffer = self._buffer
         buffer += data
@@ -376,15 +358,17 @@ class TcpConnection(asyncio.Protocol):
     def _refuse(self, envelope: bytes, length: int) -> None:
         metrics.handle_dropped("tcp", "oversize")
         request_id, session_id = int.from_bytes(envelope[8:12], "big"), int.from_bytes(envelope[4:8], "big")
-        reply = Message(
-            op_code=OpCode.RESERVED,
-            body=ErrorResponse(f"message length {length} is outside 0..{MAX_MESSAGE}"),
-            response_code=int(ResponseCode.PROTOCOL_ERROR),
-            envelope=WireEnvelope(request_id=request_id & 0x7FFFFFFF, session_id=session_id & 0x7FFFFFFF),
-            expiration=_expiration(),
+        message = f"message length {length} is outside 0..{MAX_MESSAGE}"
+        answer = error_answer(
+            request_id & 0x7FFFFFFF,
+            session_id & 0x7FFFFFFF,
+            PROTOCOL_VERSION,
+            None,
+            ResponseCode.PROTOCOL_ERROR,
+            message,
         )
         assert self._transport is not None
-        self._transport.write(encode_message(reply))
+        self._transport.write(answer)
         self.close()
 
     def _arm(self, seconds: float, reason: str) -> None:
