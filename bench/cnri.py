@@ -75,6 +75,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -426,6 +427,14 @@ def qresolver(lay: Layout, handle: str, config_dir: Path | None = None) -> subpr
 def genericbatch(lay: Layout, batch: Path, *opts: str) -> subprocess.CompletedProcess[str]:
     """hdl-genericbatch; its log (one ==>SUCCESS/FAILURE line per command) is on stdout."""
     return run_tool(lay, "net.handle.apps.batch.GenericBatch", str(batch), *opts)
+
+
+def batch_tool(lay: Layout, name: str, text: str) -> Callable[[], subprocess.CompletedProcess[str]]:
+    """hdl-genericbatch on the batch ``text``, written to ``<root>/batch/<name>.txt``, to run later."""
+    path = lay.root / "batch" / f"{name}.txt"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return lambda: genericbatch(lay, path)
 
 
 def batch_auth_seckey(lay: Layout) -> str:

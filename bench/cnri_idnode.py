@@ -175,13 +175,6 @@ def write_client_dirs(lay: cnri.Layout, pub: bytes) -> Path:
 # --- scenarios ---
 
 
-def _batch(lay: cnri.Layout, name: str, text: str) -> Callable[[], subprocess.CompletedProcess[str]]:
-    path = lay.root / "batch" / f"{name}.txt"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(text)
-    return lambda: cnri.genericbatch(lay, path)
-
-
 def _auths(lay: cnri.Layout) -> dict[str, str]:
     return {
         "seckey": f"AUTHENTICATE SECKEY:300:{ADMIN_HANDLE}\n{HASHED_SECRET}\n",
@@ -300,7 +293,7 @@ def scenarios(lay: cnri.Layout, tcp_cfg: Path) -> list[Scenario]:
                 Scenario(
                     name,
                     f"hdl-genericbatch ({op.upper()}, AUTHENTICATE {auth_name})",
-                    _batch(lay, name, text),
+                    cnri.batch_tool(lay, name, text),
                     f"batch file:\n{text}",
                     check,
                     "==>SUCCESS",
@@ -313,7 +306,7 @@ def scenarios(lay: cnri.Layout, tcp_cfg: Path) -> list[Scenario]:
         Scenario(
             "batch-home-seckey",
             "hdl-genericbatch (HOME, AUTHENTICATE seckey as the node admin)",
-            _batch(lay, "batch-home-seckey", home),
+            cnri.batch_tool(lay, "batch-home-seckey", home),
             f"batch file:\n{home}",
             _expect(f"0.NA/{HOMED}", lambda g: g is not None, f"0.NA/{HOMED} to exist"),
             "==>SUCCESS",

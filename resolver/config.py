@@ -176,14 +176,16 @@ def _coerce(name: str, raw: Any) -> Any:
     return raw
 
 
-def _validate(config: Config) -> Config:
-    host, colon, port = config.listen.rpartition(":")
+def _check_listener(name: str, value: str) -> None:
+    host, colon, port = value.rpartition(":")
     if not colon or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"setting 'listen': expected HOST:PORT, got {config.listen!r}")
+        raise ConfigError(f"setting {name!r}: expected HOST:PORT, got {value!r}")
+
+
+def _validate(config: Config) -> Config:
+    _check_listener("listen", config.listen)
     if config.handle_listen:
-        host, colon, port = config.handle_listen.rpartition(":")
-        if not colon or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ConfigError(f"setting 'handle_listen': expected HOST:PORT, got {config.handle_listen!r}")
+        _check_listener("handle_listen", config.handle_listen)
     try:
         node_prefix = parse_prefix(config.node_prefix or DEFAULT_PREFIXES.get(config.role, "88.118"))
     except HandleError as exc:

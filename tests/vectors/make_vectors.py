@@ -30,13 +30,6 @@ HERE = Path(__file__).parent
 Tool = Callable[[], subprocess.CompletedProcess[str]]
 
 
-def _batch(lay: cnri.Layout, name: str, text: str) -> Callable[[], subprocess.CompletedProcess[str]]:
-    path = lay.root / "batch" / f"{name}.txt"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(text)
-    return lambda: cnri.genericbatch(lay, path)
-
-
 def _auths(lay: cnri.Layout) -> dict[str, str]:
     return {
         "seckey": cnri.batch_auth_seckey(lay),
@@ -109,7 +102,7 @@ def scenarios(lay: cnri.Layout) -> list[tuple[str, str, Tool, str]]:
                 (
                     name,
                     f"hdl-genericbatch ({op.upper()}, AUTHENTICATE {auth_name})",
-                    _batch(lay, name, text),
+                    cnri.batch_tool(lay, name, text),
                     f"batch file:\n{text}",
                 )
             )
@@ -118,7 +111,7 @@ def scenarios(lay: cnri.Layout) -> list[tuple[str, str, Tool, str]]:
         (
             "batch-home-seckey",
             "hdl-genericbatch (HOME, AUTHENTICATE seckey)",
-            _batch(lay, "batch-home-seckey", home),
+            cnri.batch_tool(lay, "batch-home-seckey", home),
             f"batch file:\n{home}",
         )
     )
