@@ -286,12 +286,8 @@ class ResolutionEngine:
 
         ``via``: the nodes the query passed through before this one (another node asking).
         """
-        entry = self.fresh(self.key_of(spelling))
-        if entry is not None:
-            self.http_body(entry, spelling)
-            return entry
         handle = parse_handle(spelling, case_sensitive=self._case_sensitive)
-        entry = await self.lookup(handle, via)
+        entry = await self.lookup(handle, via)  # the front-end's own fresh() missed: no second try here
         self.http_body(entry, spelling, handle.text)
         return entry
 
