@@ -5,6 +5,13 @@ A template is named and versioned per prefix. A record that carries a value at i
 against it on every write: required fields present, types, formats and lengths right.
 Fields live at indexes 2000 and above. Templates defined on a prefix apply under it;
 the nearest definition wins, so the node admin can define node-wide ones.
+
+SNMS's templates are these templates under the reserved name ``snms``: an SNMS template
+(prefix, version) is template ``snms`` at that version, and a record's value at 1001 of
+SNMS's type ``TEMPLATE`` holding the version names it, so that one template governs the
+writes of every front-end. SNMS's attributes (industry codes, object type, description;
+an item's display name and enabled state) are kept on the template; a disabled field is
+no longer required, and values a record already has there still pass.
 """
 
 from __future__ import annotations
@@ -23,11 +30,17 @@ from registry.store import Store, StoredTemplate
 
 TEMPLATE_INDEX = 1001
 TEMPLATE_TYPE = "HS_TEMPLATE"
+SNMS_TEMPLATE_TYPE = "TEMPLATE"  # SNMS's reference: the data is the version of template SNMS_NAME
+SNMS_NAME = "snms"
 FIRST_FIELD_INDEX = 2000
 DATA_TYPES = ("string", "integer", "number", "date", "datetime", "url", "enum")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _INTEGER = re.compile(r"^[+-]?\d+$")
 MAX_FIELDS = 500
+MAX_VERSION_CHARS = 128  # SNMS's limit on templateVersion
+MAX_TEXT_CHARS = 255  # an industry code, a description, a field's display name
+OBJECT_TYPES = (1, 2)  # SNMS: 1 an active identifier carrier, 2 other
+INDUSTRY_KEYS = ("industryCategory", "industrySpecific", "industryTrade", "industrySubclass")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +52,8 @@ class Field:
     min_length: int | None = None
     max_length: int | None = None
     choices: tuple[str, ...] = ()
+    label: str = ""  # SNMS's display name (``name``), often Chinese
+    enabled: bool = True  # SNMS's ``state``: a disabled field is kept, never deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +61,40 @@ class Template:
     name: str
     version: str
     fields: tuple[Field, ...]
+    # SNMS's attributes: industry codes (category, specific, trade, subclass), the object
+    # type (OBJECT_TYPES) and a description; empty for templates that have none.
+    industry: tuple[str, str, str, str] = ("", "", "", "")
+    object_type: int | None = None
+    description: str = ""
 
 
 def check_name(name: str, what: str = "template name") -> str:
     if not _NAME.match(name):
         raise InvalidValue(f"{what} {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
     return name
+
+
+def check_version(version: Any) -> str:
+    """A template version: SNMS allows 1 to 128 characters of any text but control characters."""
+    if (
+        not isinstance(version, str)
+        or not 0 < len(version) <= MAX_VERSION_CHARS
+        or not version.isprintable()
+        or version != version.strip()
+    ):
+        raise InvalidValue(
+            f"template version must be 1 to {MAX_VERSION_CHARS} printable characters without "
+            f'surrounding spaces, such as "1.0"; not {str(version)[:MAX_VERSION_CHARS]!r}'
+        )
+    return version
+
+
+def _text(obj: Any, where: str, limit: int = MAX_TEXT_CHARS) -> str:
+    if obj is None:
+        return ""
+    if not isinstance(obj, str) or len(obj) > limit or not obj.isprintable():
+        raise InvalidValue(f"{where} must be printable text of at most {limit} characters")
+    return obj
 
 
 def _opt_len(obj: Any, where: str) -> int | None:
@@ -89,7 +132,12 @@ def _field(obj: Any, n: int) -> Field:
     required = obj.get("required", False)
     if not isinstance(required, bool):
         raise InvalidValue(f"{where}.required must be true or false")
-    return Field(index, vtype, data_type, required, low, high, tuple(choices) if data_type == "enum" else ())
+    state = obj.get("state", 1)
+    if state not in (0, 1) or isinstance(state, bool):
+        raise InvalidValue(f"{where}.state must be 1 (enabled) or 0 (disabled)")
+    label = _text(obj.get("name"), f"{where}.name")
+    enums = tuple(choices) if data_type == "enum" else ()
+    return Field(index, vtype, data_type, required, low, high, enums, label, state == 1)
 
 
 def parse_template(name: str, body: Any) -> Template:
@@ -97,10 +145,12 @@ def parse_template(name: str, body: Any) -> Template:
     check_name(name)
     if not isinstance(body, dict):
         raise InvalidValue("a template must be an object with version and fields")
-    version = body.get("version")
-    if not isinstance(version, str):
-        raise InvalidValue('template version must be a string such as "1.0"')
-    check_name(version, "template version")
+    version = check_version(body.get("version"))
+    category, specific, trade, subclass = (_text(body.get(k), f"template {k}", 16) for k in INDUSTRY_KEYS)
+    object_type = body.get("type")
+    if object_type is not None and (object_type not in OBJECT_TYPES or isinstance(object_type, bool)):
+        raise InvalidValue("template type must be 1 (active identifier carrier) or 2 (other)")
+    description = _text(body.get("description"), "template description")
     raw_fields = body.get("fields")
     if not isinstance(raw_fields, list) or not 0 < len(raw_fields) <= MAX_FIELDS:
         raise InvalidValue(f"template fields must be an array of 1 to {MAX_FIELDS} fields")
@@ -110,7 +160,7 @@ def parse_template(name: str, body: Any) -> Template:
         if f.index in seen:
             raise InvalidValue(f"template field index {f.index} appears more than once")
         seen.add(f.index)
-    return Template(name, version, fields)
+    return Template(name, version, fields, (category, specific, trade, subclass), object_type, description)
 
 
 def template_to_json(t: Template) -> dict[str, Any]:
@@ -123,8 +173,19 @@ def template_to_json(t: Template) -> dict[str, Any]:
             out["maxLength"] = f.max_length
         if f.choices:
             out["choices"] = list(f.choices)
+        if f.label:
+            out["name"] = f.label
+        if not f.enabled:
+            out["state"] = 0
         fields.append(out)
-    return {"name": t.name, "version": t.version, "fields": fields}
+    body: dict[str, Any] = {"name": t.name, "version": t.version}
+    body.update((k, v) for k, v in zip(INDUSTRY_KEYS, t.industry, strict=True) if v)
+    if t.object_type is not None:
+        body["type"] = t.object_type
+    if t.description:
+        body["description"] = t.description
+    body["fields"] = fields
+    return body
 
 
 def encode_template(t: Template) -> bytes:
@@ -180,7 +241,7 @@ def violations(t: Template, record: HandleRecord) -> list[str]:
     for f in t.fields:
         value = record.value_at(f.index)
         if value is None:
-            if f.required:
+            if f.required and f.enabled:
                 problems.append(f"required field {f.type} (index {f.index}) is missing")
             continue
         problem = _check_value(f, value)
@@ -195,12 +256,15 @@ def violations(t: Template, record: HandleRecord) -> list[str]:
 def template_reference(record: HandleRecord) -> tuple[str, str | None] | None:
     """The template a record names at index 1001, as (name, version or None)."""
     value = record.value_at(TEMPLATE_INDEX)
-    if value is None or value.type.upper() != TEMPLATE_TYPE:
+    kind = None if value is None else value.type.upper()
+    if value is None or kind not in (TEMPLATE_TYPE, SNMS_TEMPLATE_TYPE):
         return None
     try:
         text = value.data.decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise InvalidValue(f"the {TEMPLATE_TYPE} value at index {TEMPLATE_INDEX} is not text") from None
+        raise InvalidValue(f"the {value.type} value at index {TEMPLATE_INDEX} is not text") from None
+    if kind == SNMS_TEMPLATE_TYPE:
+        return SNMS_NAME, text
     name, _, version = text.partition("@")
     return name, version or None
 
@@ -213,7 +277,7 @@ class TemplateChecker:
         self._zones_of = zones_of  # prefix -> the zones whose templates apply, nearest first
         self._cache: dict[tuple[str, str, str | None], Template | None] = {}
 
-    async def _find(self, prefix: str, name: str, version: str | None) -> Template | None:
+    async def find(self, prefix: str, name: str, version: str | None) -> Template | None:
         key = (prefix, name, version)
         if key not in self._cache:
             found = None
@@ -233,7 +297,7 @@ class TemplateChecker:
         if ref is None:
             return
         name, version = ref
-        template = await self._find(prefix, name, version)
+        template = await self.find(prefix, name, version)
         shown = name if version is None else f"{name}@{version}"
         if template is None:
             raise InvalidValue(f"template {shown} is not defined for prefix {prefix}", handle=record.handle)

@@ -154,7 +154,8 @@ def test_batch_items_are_checked_too(node: Node) -> None:
         ({"version": "1", "fields": [{"index": 2000, "type": "x", "dataType": "enum"}]}, "choices"),
         ({"version": "1", "fields": [{"index": 2000, "type": "x", "minLength": 5, "maxLength": 2}]}, "minLength"),
         ({"version": "1", "fields": [{"index": 2000, "type": "x"}, {"index": 2000, "type": "y"}]}, "more than once"),
-        ({"version": "1 0", "fields": [{"index": 2000, "type": "x"}]}, "version"),
+        ({"version": "1\n0", "fields": [{"index": 2000, "type": "x"}]}, "version"),
+        ({"version": "v" * 129, "fields": [{"index": 2000, "type": "x"}]}, "version"),
     ],
 )
 def test_bad_template_definitions(node: Node, body: Any, words: str) -> None:
