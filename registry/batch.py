@@ -42,7 +42,10 @@ class ItemResult:
 
 
 @dataclass(slots=True)
-class _Item:
+class BatchItem:
+    """One operation of a batch; a front-end that parses its own items builds these (the
+    ops of OPERATIONS, and ``update_fields``, SNMS's update)."""
+
     op: str
     text: str
     handle: Handle | None = None
@@ -79,11 +82,11 @@ class BatchRunner:
         # Built directly (tuple.__new__): a batch makes one per item, all alike but the handle.
         return _new_tuple(AuditEntry, (self.now, self._identity, self.caller.address, operation, handle, 1, ""))
 
-    def _parse(self, raw: Any) -> _Item:
+    def _parse(self, raw: Any) -> BatchItem:
         if not isinstance(raw, dict):
-            return _Item("?", "", error=ProtocolViolation("an operation must be an object"))
+            return BatchItem("?", "", error=ProtocolViolation("an operation must be an object"))
         op, text = raw.get("op"), raw.get("handle")
-        item = _Item(op if isinstance(op, str) else "?", text if isinstance(text, str) else "")
+        item = BatchItem(op if isinstance(op, str) else "?", text if isinstance(text, str) else "")
         try:
             if op not in OPERATIONS:
                 raise ProtocolViolation(f"unknown op {op!r}; use one of {', '.join(OPERATIONS)}")
@@ -117,7 +120,7 @@ class BatchRunner:
         if refusal is not None:
             raise type(refusal)(refusal.message, handle=handle.text)
 
-    async def _plan(self, item: _Item, handle: Handle, old: HandleRecord | None) -> Plan:
+    async def _plan(self, item: BatchItem, handle: Handle, old: HandleRecord | None) -> Plan:
         values = item.values or []
         if old is None and item.op in ("create", "mint") and all(v.index != TEMPLATE_INDEX for v in values):
             # The common case of a factory batch: a new record naming no template.
@@ -129,10 +132,15 @@ class BatchRunner:
             return await self.planner.delete(handle, old)
         if item.op == "add_values":
             return await self.planner.add_values(handle, values, old)
+        if item.op == "update_fields":
+            return await self.planner.update_fields(handle, values, old)
         return await self.planner.create(handle, values, old)  # create, mint
 
     async def run(self, atomic: bool, operations: list[Any]) -> list[ItemResult]:
-        items = [self._parse(raw) for raw in operations]
+        return await self.run_items(atomic, [self._parse(raw) for raw in operations])
+
+    async def run_items(self, atomic: bool, items: list[BatchItem]) -> list[ItemResult]:
+        """Plan and write parsed items (those with an ``error`` already fail alone)."""
         for item in items:
             if item.error is None and item.incoming is not None:
                 try:
@@ -168,7 +176,7 @@ class BatchRunner:
         await self._log_refusals(items)
         return self._results(items, plans, atomic)
 
-    async def _log_refusals(self, items: list[_Item]) -> None:
+    async def _log_refusals(self, items: list[BatchItem]) -> None:
         entries: list[AuditEntry] = []
         for item in items:
             if item.error is not None and not item.error.logged:
@@ -177,7 +185,7 @@ class BatchRunner:
         if entries:
             await self.service.store.append_audit(entries)
 
-    def _results(self, items: list[_Item], plans: dict[int, Plan], atomic: bool) -> list[ItemResult]:
+    def _results(self, items: list[BatchItem], plans: dict[int, Plan], atomic: bool) -> list[ItemResult]:
         failed = [n for n, i in enumerate(items) if i.error is not None]
         results = []
         for n, item in enumerate(items):

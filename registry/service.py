@@ -9,6 +9,7 @@ the same transaction as the change.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -104,13 +105,24 @@ class RegistrationService:
         # A secret is never publicly readable or writable, whatever the request said.
         return value._replace(data=data, permissions=value.permissions & ~(PUBLIC_READ | PUBLIC_WRITE))
 
+    async def learn_digests(self, incoming: list[IncomingValue]) -> None:
+        """Remember, for each secret sent in clear, the SHA-256 SNMS's dated login proves it by
+        (``registry.tokens``): the stored SHA-1 cannot give it. Called once the write is done."""
+        for value, fmt in incoming:
+            if value.type.upper() == HS_SECKEY and fmt != "hash" and value.data:
+                seckey = secrets.hash_secret(value.data).decode()
+                await self.store.put_login_digest(seckey, hashlib.sha256(value.data).hexdigest())
+
     def authority(self) -> Authority:
         """A permission evaluator for one request."""
         return Authority(self.store, self.node_prefix, self.node_admin, case_sensitive=self.case_sensitive)
 
+    def template_checker(self) -> TemplateChecker:
+        """Finds the template a record names for a prefix (the nearest definition), once per request."""
+        return TemplateChecker(self.store, lambda prefix: zone_chain(prefix, self.node_prefix))
+
     def planner(self, caller: Caller) -> Planner:
-        checker = TemplateChecker(self.store, lambda prefix: zone_chain(prefix, self.node_prefix))
-        return Planner(self.store, self.authority(), caller, self.node_prefix, checker)
+        return Planner(self.store, self.authority(), caller, self.node_prefix, self.template_checker())
 
     async def visible_values(self, caller: Caller, handle: Handle, record: HandleRecord) -> list[HandleValue]:
         """The values of ``record`` the caller may read."""
@@ -181,7 +193,31 @@ class RegistrationService:
             return await planner.put(handle, values, old, overwrite=overwrite, indexes=indexes, must_exist=must_exist)
 
         plan = await self._write(caller, handle, "put", plan_for)
+        await self.learn_digests(incoming)
         return plan.operation == "create"
+
+    async def create(self, caller: Caller, handle: Handle, incoming: list[IncomingValue]) -> bool:
+        """Create a handle; True when created, False when the identical record was there already
+        (a retry of a create whose answer was lost). Other values there: HandleAlreadyExists."""
+        values = await self.prepare(incoming)
+        planner = self.planner(caller)
+
+        async def plan_for(old: HandleRecord | None) -> Plan:
+            return await planner.create(handle, values, old)
+
+        plan = await self._write(caller, handle, "create", plan_for)
+        await self.learn_digests(incoming)
+        return plan.operation == "create"
+
+    async def update_fields(self, caller: Caller, handle: Handle, incoming: list[IncomingValue]) -> None:
+        """Replace the template reference and fields of an existing handle (``Planner.update_fields``)."""
+        values = await self.prepare(incoming)
+        planner = self.planner(caller)
+
+        async def plan_for(old: HandleRecord | None) -> Plan:
+            return await planner.update_fields(handle, values, old)
+
+        await self._write(caller, handle, "update", plan_for)
 
     async def mint(self, caller: Caller, base: str, incoming: list[IncomingValue]) -> Handle:
         """Create a handle named ``base`` plus a fresh unique suffix part."""
@@ -195,6 +231,7 @@ class RegistrationService:
 
             try:
                 await self._write(caller, handle, "mint", plan_for)
+                await self.learn_digests(incoming)
                 return handle
             except HandleAlreadyExists:
                 continue

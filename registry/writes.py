@@ -30,7 +30,7 @@ from registry.authority import (
 )
 from registry.permissions import Caller
 from registry.store import Change, Store
-from registry.templates import TemplateChecker
+from registry.templates import FIRST_FIELD_INDEX, TEMPLATE_INDEX, TemplateChecker
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +171,14 @@ class Planner:
                 return Plan("unchanged", old)
             raise HandleAlreadyExists(f"handle {handle.text} already exists with other values", handle=handle.text)
         return await self.put(handle, values, None)
+
+    async def update_fields(self, handle: Handle, values: list[HandleValue], old: HandleRecord | None) -> Plan:
+        """SNMS's update: the template reference and the template's fields become ``values``;
+        every other value of the record (its HS_ADMIN, say) stays as it is."""
+        if old is None:
+            raise HandleNotFound(f"handle {handle.text} not found", handle=handle.text)
+        kept = [v for v in old.values if v.index < FIRST_FIELD_INDEX and v.index != TEMPLATE_INDEX]
+        return await self.put(handle, [*kept, *values], old)
 
     async def add_values(self, handle: Handle, values: list[HandleValue], old: HandleRecord | None) -> Plan:
         """Add values; re-adding identical ones (a retry) is not a conflict."""
