@@ -458,6 +458,16 @@ class PostgresStore(Store):
             await txn.audit(conn, changeset.audit_rows([(audit, None)]))
         return int(status.rsplit(" ", 1)[1])
 
+    async def login_digest(self, seckey: str) -> str | None:
+        found = await self._read_primary("SELECT digest FROM login_digests WHERE seckey = $1", seckey, fetch="fetchval")
+        return None if found is None else str(found)
+
+    async def put_login_digest(self, seckey: str, digest: str) -> None:
+        async with self._primary() as conn:
+            await conn.execute(
+                "INSERT INTO login_digests (seckey, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING", seckey, digest
+            )
+
 
 def _lookup(keys: list[str]) -> tuple[str, str | list[str]]:
     """The query and its argument that read ``keys``."""

@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS templates (
     updated bigint NOT NULL,
     PRIMARY KEY (prefix, name, version)
 );
+CREATE TABLE IF NOT EXISTS login_digests (seckey text PRIMARY KEY, digest text NOT NULL);
 CREATE SEQUENCE IF NOT EXISTS audit_id_seq;
 CREATE TABLE IF NOT EXISTS audit (
     id bigint NOT NULL DEFAULT nextval('audit_id_seq'),

@@ -434,6 +434,22 @@ class SqliteStore(Store):
         result: int = await self._writer.submit(work)
         return result
 
+    # SNMS's dated login -------------------------------------------------------------
+
+    async def login_digest(self, seckey: str) -> str | None:
+        def read(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT digest FROM login_digests WHERE seckey = ?", (seckey,)).fetchone()
+            return None if row is None else str(row[0])
+
+        result: str | None = await self._read(read)
+        return result
+
+    async def put_login_digest(self, seckey: str, digest: str) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR IGNORE INTO login_digests (seckey, digest) VALUES (?, ?)", (seckey, digest))
+
+        await self._writer.submit(work)
+
 
 def _under(column: str, prefixes: Sequence[str] | None) -> tuple[str, list[str]]:
     """SQL condition: ``column`` is one of ``prefixes`` or a prefix derived from one (any, when None)."""

@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS templates (
     updated INTEGER NOT NULL,
     PRIMARY KEY (prefix, name, version)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS login_digests (seckey TEXT PRIMARY KEY, digest TEXT NOT NULL) WITHOUT ROWID;
 """
 
 

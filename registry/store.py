@@ -232,6 +232,16 @@ class Store(ABC):
     async def delete_template(self, prefix: str, name: str, version: str | None, audit: AuditEntry) -> int:
         """Delete one version, or every version when None; how many were deleted."""
 
+    # SNMS's dated login (registry.tokens) ------------------------------------------------
+
+    @abstractmethod
+    async def login_digest(self, seckey: str) -> str | None:
+        """The hex SHA-256 of the secret whose stored HS_SECKEY (hex SHA-1) is ``seckey``, once known."""
+
+    @abstractmethod
+    async def put_login_digest(self, seckey: str, digest: str) -> None:
+        """Remember ``digest`` for ``seckey`` (both are hashes of one secret seen in clear)."""
+
     # Bulk import and export (registry.bulk, resolver.bulk) -------------------------------
 
     @abstractmethod
