@@ -15,6 +15,7 @@ import uvloop
 from protocol.errors import HandleError
 from registry import bulk as bulk_fmt
 from registry import sqlite_io
+from registry.tokens import TokenKeyError
 from resolver import config as config_mod
 from resolver.listeners import ListenError, Listeners, open_listeners
 from resolver.server_key import ServerKeyError
@@ -36,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
         "--no-handle", dest="handle_listen", action="store_const", const="", help="do not serve the Handle protocol"
     )
     s.add_argument("--data-dir", help="directory of the embedded store (default ./data)")
+    s.add_argument(
+        "--no-snms", dest="snms", action="store_const", const=False, help="do not serve SNMS's management API"
+    )
+    s.add_argument("--token-key-file", help="key signing SNMS tokens (default DATA_DIR/snms-token-key)")
     s.add_argument(
         "--store",
         help="where records live: sqlite:///DIR (default: --data-dir) or postgresql://USER@HOST:PORT/DB",
@@ -218,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             await serve(config, listeners=listeners, announce_them=True)
 
         uvloop.run(single())
-    except (StartupError, ServerKeyError) as exc:
+    except (StartupError, ServerKeyError, TokenKeyError) as exc:
         print(f"idnode: error: {exc}", file=sys.stderr)
         return 1
     except HandleError as exc:  # the store could not be opened

@@ -60,6 +60,9 @@ class Config:
     auth_failure_window: int = 60
     auth_brake_limit: int = 30  # failures per window on one identity (node-wide: 10x) before failures are slowed
     allow_insecure_auth: bool = False
+    # SNMS's management API (token login, /identityv2/data, /snms/api/v5/template) on the HTTP listener.
+    snms: bool = True
+    token_key_file: Path | None = None  # signs SNMS tokens; default data_dir/snms-token-key (made at first start)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     store_readers: int = 4
@@ -117,6 +120,11 @@ class Config:
     def handle_host_port(self) -> tuple[str, int]:
         host, _, port = self.handle_listen.rpartition(":")
         return host.strip("[]"), int(port)
+
+    @property
+    def token_key_path(self) -> Path:
+        """The key SNMS tokens are signed with: give nodes that should accept each other's tokens the same file."""
+        return self.token_key_file or self.data_dir / "snms-token-key"
 
     @property
     def postgres(self) -> bool:

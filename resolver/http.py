@@ -23,6 +23,7 @@ from protocol.records import URL, HandleValue
 from registry.auth import Authenticator
 from registry.permissions import Caller
 from registry.service import RegistrationService
+from registry.tokens import TokenSigner
 from resolver import metrics
 from resolver.config import Config
 from resolver.engine import ResolutionEngine
@@ -47,6 +48,7 @@ from resolver.http_common import (
     select_values,
 )
 from resolver.http_registry import RegistryRoutes
+from resolver.http_snms import SnmsRoutes
 from resolver.metrics import observe
 from resolver.publisher import publication_report
 from resolver.upstream import VIA_HEADER
@@ -74,9 +76,15 @@ class HttpFrontend:
     """Routes and handlers; holds the shared core it calls."""
 
     def __init__(
-        self, config: Config, engine: ResolutionEngine, service: RegistrationService, authenticator: Authenticator
+        self,
+        config: Config,
+        engine: ResolutionEngine,
+        service: RegistrationService,
+        authenticator: Authenticator,
+        signer: TokenSigner | None = None,
     ) -> None:
         self.config = config
+        self.signer = signer  # SNMS's API is served when there is one
         self.engine = engine
         self._fresh = engine.fresh  # bound once: the hot path calls them on every request
         self._key_of = engine.key_of
@@ -98,6 +106,8 @@ class HttpFrontend:
         r.get("/healthz", self.healthz, "healthz")
         r.get("/metrics", self.metrics, "metrics")
         RegistryRoutes(self.service, self.authenticator).add_to(r)
+        if self.signer is not None:
+            SnmsRoutes(self.service, self.authenticator, self.engine, self.signer).add_to(app.router)
         r.get("/api/{tail:.*}", self.no_such_resource, "unknown")
         r.get("/{handle:.+}", self.proxy, "proxy")
         r.finish()

@@ -323,9 +323,13 @@ LONE_SURROGATE = re.compile(
 )
 
 
+# Routes whose bodies may be as large as max_batch_bytes: REST's batch, SNMS's (resolver.http_snms).
+BATCH_ROUTES = frozenset({"batch", "snms_batch_create", "snms_batch_update", "snms_batch_delete"})
+
+
 def body_limit(request: web.Request) -> int:
     config = request.app[CONFIG]
-    return config.max_batch_bytes if request.match_info.route.name == "batch" else config.max_body_bytes
+    return config.max_batch_bytes if request.match_info.route.name in BATCH_ROUTES else config.max_body_bytes
 
 
 async def read_body(request: web.Request) -> Any:

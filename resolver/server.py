@@ -19,6 +19,7 @@ from aiohttp import web
 
 from protocol import valuedata as vd
 from protocol.wire import PROTOCOL_VERSION
+from registry import tokens
 from registry.auth import NODE_BRAKE_FACTOR, Authenticator
 from registry.bootstrap import ensure_node_prefix
 from registry.postgres import PostgresStore
@@ -121,6 +122,8 @@ def default_store(config: Config) -> Store:
 async def bootstrap(config: Config, admin_secret: str | None, store: Store | None = None) -> None:
     """First start: create the node's prefix handle, showing a generated admin secret once."""
     ensure_key(config.data_dir)  # the Handle server key: made once, before the workers fork
+    if config.snms:
+        tokens.ensure_key(config.token_key_path)  # likewise the key SNMS tokens are signed with
     store = store or default_store(config)
     await store.open()
     try:
@@ -254,7 +257,8 @@ async def serve(
             brake=shared.brake,
             node_brake=shared.node_brake,
         )
-        app = HttpFrontend(config, engine, service, authenticator).app()
+        signer = tokens.TokenSigner(tokens.load_key(config.token_key_path)) if config.snms else None
+        app = HttpFrontend(config, engine, service, authenticator, signer).app()
         served: list[Served] = [HttpListener(app, config, listeners.http)]
         server_key = load_key(config.data_dir)
         admin = HandleAdmin(service, authenticator, shared.handle)
