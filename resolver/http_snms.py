@@ -8,18 +8,15 @@ refused for too many failures (429 with Retry-After). The writes go through the 
 registration service, permissions, templates and audit as the REST API and the Handle
 protocol; the request shapes and their checks are in ``registry.snms``.
 
-A user name at login is an identity ``index:handle``; a handle alone (``88.118.8/app``) means
-its HS_SECKEY at index 300, or its lowest-numbered one; a bare prefix (``88.118.8``) means the
-prefix's own identity, ``300:0.NA/88.118.8``.
+Logins are ``registry.logins``; each request's bearer token is checked here, reading the
+identity's record through the engine's cache.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,22 +34,20 @@ from protocol.errors import (
 )
 from protocol.identifiers import Handle, parse_prefix
 from protocol.records import HS_SECKEY
-from registry import secrets, snms
-from registry.auth import Authenticator, Identity, parse_identity
+from registry import snms
+from registry.auth import Authenticator
 from registry.batch import MAX_OPERATIONS, BatchItem, BatchRunner
+from registry.logins import TokenLogins
 from registry.permissions import Caller
 from registry.service import RegistrationService
 from registry.templates import SNMS_NAME, Template, TemplateChecker
-from registry.tokens import TokenRefused, TokenSigner, dated_matches
+from registry.tokens import TokenRefused, TokenSigner
 from resolver.engine import ResolutionEngine
 from resolver.http_common import CONFIG, CORS, FRONTEND, body_limit, read_body
 from resolver.metrics import observe
 
 log = logging.getLogger("resolver.http")
 
-_INDEXED = re.compile(r"^\d{1,10}:")
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-DEFAULT_INDEX = 300
 NOT_LOGGED_IN = "未登录：请求缺少 Authorization: Bearer <token>，请先调用 /identity/token 登录 (not logged in)"
 NOT_BEARER = "未登录：Authorization 必须是 Bearer <token> (the Authorization header must be Bearer <token>)"
 REVOKED = "token已失效：身份的密钥已更改或身份已删除，请重新登录 (the identity's secret changed since login)"
@@ -119,8 +114,7 @@ class SnmsRoutes:
         signer: TokenSigner,
     ) -> None:
         self.service = service
-        self.store = service.store
-        self.authenticator = authenticator
+        self.logins = TokenLogins(service, authenticator, signer)
         self.engine = engine
         self.signer = signer
 
@@ -161,67 +155,15 @@ class SnmsRoutes:
             snms.text_field(body, "password", snms.MAX_PASSWORD_CHARS),
         )
 
-    async def _identity_named(self, username: str) -> str:
-        """The identity ``index:handle`` a login name stands for (see the module's doc)."""
-        if _INDEXED.match(username):
-            return username
-        text = username if "/" in username else f"0.NA/{username}"
-        try:
-            handle = self.service.parse(text)
-        except HandleError:
-            return f"{DEFAULT_INDEX}:{text}"  # fails in the authenticator, counted like any failure
-        record = await self.store.get(handle.key)
-        indexes = sorted(v.index for v in record.values if v.type.upper() == HS_SECKEY) if record else []
-        index = DEFAULT_INDEX if DEFAULT_INDEX in indexes or not indexes else indexes[0]
-        return f"{index}:{text}"
-
-    async def _token_for(self, identity: Identity) -> web.Response:
-        record = await self.store.get(identity.handle)
-        value = None if record is None else record.value_at(identity.index)
-        if value is None or value.type.upper() != HS_SECKEY:  # deleted since it was verified
-            raise AuthenticationFailed(snms.LOGIN_FAILED)
-        return ok({"token": self.signer.issue(identity, value.data)})
-
     async def login(self, request: web.Request) -> web.Response:
-        """``POST /identity/token``: the secret in clear, checked as HTTP Basic checks it."""
+        """``POST /identity/token``: the secret in clear."""
         username, password = await self._credentials(request)
-        claimed = await self._identity_named(username)
-        try:
-            identity = await self.authenticator.authenticate(claimed, password.encode(), request.remote or "")
-        except TooManyFailures:
-            raise
-        except AuthenticationFailed:
-            raise AuthenticationFailed(snms.LOGIN_FAILED) from None
-        seckey = secrets.hash_secret(password.encode()).decode()
-        if await self.store.login_digest(seckey) is None:  # so that the dated login works from now on
-            await self.store.put_login_digest(seckey, hashlib.sha256(password.encode()).hexdigest())
-        return await self._token_for(identity)
+        return ok({"token": await self.logins.login(username, password, request.remote or "")})
 
     async def login_dated(self, request: web.Request) -> web.Response:
-        """``POST /identity/token/v1``: ``sha256(sha256(secret) + "yyyy-MM-dd")``, China's date."""
+        """``POST /identity/token/v1``: SNMS's dated digest of the secret."""
         username, password = await self._credentials(request)
-        try:
-            claimed = parse_identity(await self._identity_named(username), case_sensitive=self.service.case_sensitive)
-        except AuthenticationFailed:
-            raise AuthenticationFailed(snms.LOGIN_FAILED) from None
-
-        async def check() -> Identity | None:
-            if not _HEX64.match(password):
-                return None
-            record = await self.store.get(claimed.handle)
-            value = None if record is None else record.value_at(claimed.index)
-            if value is None or value.type.upper() != HS_SECKEY or not secrets.is_current(value.data):
-                return None
-            digest = await self.store.login_digest(value.data.decode())
-            return claimed if digest is not None and dated_matches(digest, password, time.time()) else None
-
-        try:
-            identity = await self.authenticator.prove(claimed, request.remote or "", check)
-        except TooManyFailures:
-            raise
-        except AuthenticationFailed:
-            raise AuthenticationFailed(snms.LOGIN_FAILED) from None
-        return await self._token_for(identity)
+        return ok({"token": await self.logins.login_dated(username, password, request.remote or "")})
 
     # Tokens -----------------------------------------------------------------------------
 
