@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -133,7 +134,8 @@ def ensure_key(path: Path) -> Path:
             os.fsync(out.fileno())
         os.replace(temporary, path)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. the parent is a file: there is no temporary to remove
+            temporary.unlink(missing_ok=True)
         raise TokenKeyError(f"setting 'token_key_file': cannot write {path}: {exc.strerror or exc}") from None
     return path
 
