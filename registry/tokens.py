@@ -87,8 +87,9 @@ class TokenSigner:
         header, _, rest = token.partition(".")
         payload, _, signature = rest.partition(".")
         try:
-            expected = hmac.digest(self._key, f"{header}.{payload}".encode(), "sha256")
-            if header.encode() != _HEADER or not hmac.compare_digest(_unb64(signature), expected):
+            # The signature's one spelling (no padding, zero spare bits): another is another token.
+            expected = _b64(hmac.digest(self._key, f"{header}.{payload}".encode(), "sha256"))
+            if header.encode() != _HEADER or not hmac.compare_digest(signature.encode(), expected):
                 raise TokenRefused("token无效 (the token's signature does not verify)")
             claims = json.loads(_unb64(payload))
             identity = parse_identity(claims["sub"], case_sensitive=case_sensitive)
