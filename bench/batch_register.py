@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,30 @@ def bodies_from(start: int, count: int, fmt: str) -> list[bytes]:
 
 
 def send_all(port: int, payloads: list[bytes], fmt: str, connections: int) -> tuple[float, list[float], int]:
-    """Send every body; return wall seconds, per-batch latencies and failed item count."""
+    """Send every body to POST /api/batch; return wall seconds, per-batch latencies and failed item count."""
     headers = {
         "Authorization": basic("300:0.NA/88.118", ADMIN_SECRET),
         "Content-Type": "application/msgpack" if fmt == "msgpack" else "application/json",
         "Accept": "application/msgpack" if fmt == "msgpack" else "application/json",
     }
+
+    def failed(status: int, raw: bytes) -> int:
+        answer = msgpack.unpackb(raw) if fmt == "msgpack" else json.loads(raw)
+        return sum(1 for r in answer["results"] if r["responseCode"] != 1) + (status != 200)
+
+    return post_all(port, "/api/batch", payloads, headers, connections, failed)
+
+
+def post_all(
+    port: int,
+    path: str,
+    payloads: list[bytes],
+    headers: dict[str, str],
+    connections: int,
+    failed: Callable[[int, bytes], int],
+) -> tuple[float, list[float], int]:
+    """POST every body to ``path`` over ``connections`` keep-alive connections, in order, each taking the
+    next; return wall seconds, per-request latencies and the failures ``failed(status, body)`` counts."""
     lock = threading.Lock()
     todo = list(reversed(payloads))
     latencies: list[float] = []
@@ -83,15 +102,14 @@ def send_all(port: int, payloads: list[bytes], fmt: str, connections: int) -> tu
                     break
                 body = todo.pop()
             started = time.perf_counter()
-            conn.request("POST", "/api/batch", body=body, headers=headers)
+            conn.request("POST", path, body=body, headers=headers)
             resp = conn.getresponse()
             raw = resp.read()
             elapsed = time.perf_counter() - started
-            answer = msgpack.unpackb(raw) if fmt == "msgpack" else json.loads(raw)
-            bad = sum(1 for r in answer["results"] if r["responseCode"] != 1)
+            bad = failed(resp.status, raw)
             with lock:
                 latencies.append(elapsed)
-                failures[0] += bad + (resp.status != 200)
+                failures[0] += bad
         conn.close()
 
     threads = [threading.Thread(target=worker) for _ in range(connections)]

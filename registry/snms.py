@@ -185,6 +185,10 @@ def parse_item(raw: Any, now: int) -> Item:
         )
     handle = text_field(raw, "handle", MAX_HANDLE_CHARS)
     version = text_field(raw, "templateVersion", MAX_VERSION_CHARS)
+    try:
+        reference_data = version.encode()
+    except UnicodeEncodeError:
+        raise InvalidValue("参数templateVersion不是合法的文本 (not valid Unicode text)") from None
     values = raw.get("value")
     if values is None:
         raise _missing("value")
@@ -198,7 +202,7 @@ def parse_item(raw: Any, now: int) -> Item:
         if v.index in seen:
             raise InvalidValue(f"索引{v.index}重复 (index {v.index} appears more than once)")
         seen.add(v.index)
-    reference = HandleValue(TEMPLATE_INDEX, SNMS_TEMPLATE_TYPE, version.encode(), timestamp=now)
+    reference = HandleValue(TEMPLATE_INDEX, SNMS_TEMPLATE_TYPE, reference_data, timestamp=now)
     incoming = [IncomingValue(reference, "string")] + [IncomingValue(v, "string") for v in parsed]
     return Item(handle, version, incoming)
 

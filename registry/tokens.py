@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -86,8 +87,9 @@ class TokenSigner:
         header, _, rest = token.partition(".")
         payload, _, signature = rest.partition(".")
         try:
-            expected = hmac.digest(self._key, f"{header}.{payload}".encode(), "sha256")
-            if header.encode() != _HEADER or not hmac.compare_digest(_unb64(signature), expected):
+            # The signature's one spelling (no padding, zero spare bits): another is another token.
+            expected = _b64(hmac.digest(self._key, f"{header}.{payload}".encode(), "sha256"))
+            if header.encode() != _HEADER or not hmac.compare_digest(signature.encode(), expected):
                 raise TokenRefused("token无效 (the token's signature does not verify)")
             claims = json.loads(_unb64(payload))
             identity = parse_identity(claims["sub"], case_sensitive=case_sensitive)
@@ -133,7 +135,8 @@ def ensure_key(path: Path) -> Path:
             os.fsync(out.fileno())
         os.replace(temporary, path)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. the parent is a file: there is no temporary to remove
+            temporary.unlink(missing_ok=True)
         raise TokenKeyError(f"setting 'token_key_file': cannot write {path}: {exc.strerror or exc}") from None
     return path
 
