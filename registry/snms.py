@@ -20,7 +20,7 @@ from typing import Any
 from protocol.codes import ResponseCode
 from protocol.errors import HandleError, InvalidValue, ProtocolViolation
 from protocol.jsonfmt import IncomingValue, data_to_json
-from protocol.records import MAX_INDEX, HandleValue
+from protocol.records import DEFAULT_PERMISSIONS, DEFAULT_TTL, MAX_INDEX, HandleValue
 from registry.templates import (
     FIRST_FIELD_INDEX,
     INDUSTRY_KEYS,
@@ -28,6 +28,7 @@ from registry.templates import (
     SNMS_TEMPLATE_TYPE,
     TEMPLATE_INDEX,
     TEMPLATE_TYPE,
+    Field,
     Template,
     check_version,
 )
@@ -177,8 +178,65 @@ def _value(raw: Any, where: str, now: int) -> HandleValue:
     return HandleValue(index, vtype, data_bytes, timestamp=now)
 
 
+class _Unusual(Exception):
+    """An item the fast path leaves to the checked one (which finds what is wrong)."""
+
+
+_new_tuple = tuple.__new__
+
+
 def parse_item(raw: Any, now: int) -> Item:
-    """One create or update body; ProtocolViolation or InvalidValue, in SNMS's terms, if malformed."""
+    """One create or update body; ProtocolViolation or InvalidValue, in SNMS's terms, if malformed.
+
+    batchCreate parses up to 2,000 of these a request: the common shape is taken inline (a
+    third of the cost), anything else by ``parse_item_checked``, which says what is wrong; a
+    property test holds the two to the same answers.
+    """
+    try:
+        return _parse_usual(raw, now)
+    except (_Unusual, AttributeError, UnicodeEncodeError):
+        return parse_item_checked(raw, now)
+
+
+def _parse_usual(raw: Any, now: int) -> Item:
+    handle, version, values = raw.get("handle"), raw.get("templateVersion"), raw.get("value")
+    if (
+        type(handle) is not str
+        or not 0 < len(handle) <= MAX_HANDLE_CHARS
+        or type(version) is not str
+        or not 0 < len(version) <= MAX_VERSION_CHARS
+        or type(values) is not list
+        or not 0 < len(values) <= MAX_FIELDS
+    ):
+        raise _Unusual
+    # The fields in HandleValue's order: index, type, data, ttl, absolute, timestamp, permissions, references.
+    reference = (TEMPLATE_INDEX, SNMS_TEMPLATE_TYPE, version.encode(), DEFAULT_TTL, False, now, DEFAULT_PERMISSIONS, ())
+    incoming = [_new_tuple(IncomingValue, (_new_tuple(HandleValue, reference), "string"))]
+    seen = set()
+    for v in values:
+        index, vtype, data, auth = v.get("index"), v.get("type"), v.get("data"), v.get("auth")
+        if (
+            type(index) is not int
+            or not 1 <= index <= MAX_INDEX
+            or index == TEMPLATE_INDEX
+            or index in seen
+            or type(vtype) is not str
+            or not 0 < len(vtype) <= MAX_TYPE_CHARS
+            or type(data) is not dict
+            or not (auth is None or (type(auth) is str and len(auth) <= MAX_AUTH_CHARS))
+        ):
+            raise _Unusual
+        text = data.get("value")
+        if type(text) is not str or len(text) > MAX_DATA_CHARS or data.get("format", "string") != "string":
+            raise _Unusual
+        seen.add(index)
+        value = (index, vtype, text.encode(), DEFAULT_TTL, False, now, DEFAULT_PERMISSIONS, ())
+        incoming.append(_new_tuple(IncomingValue, (_new_tuple(HandleValue, value), "string")))
+    return Item(handle, version, incoming)
+
+
+def parse_item_checked(raw: Any, now: int) -> Item:
+    """``parse_item``, field by field, with a message for the first thing wrong."""
     if not isinstance(raw, dict):
         raise ProtocolViolation(
             "请求体必须是JSON对象 (the body must be a JSON object with handle, templateVersion, value)"
@@ -207,12 +265,17 @@ def parse_item(raw: Any, now: int) -> Item:
     return Item(handle, version, incoming)
 
 
-def check_item(template: Template | None, prefix: str, item: Item) -> None:
+def fields_of(template: Template | None) -> dict[int, Field] | None:
+    """A template's fields by index, for ``check_item`` (made once per request, not per item)."""
+    return None if template is None else {f.index: f for f in template.fields}
+
+
+def check_item(fields: dict[int, Field] | None, prefix: str, item: Item) -> None:
     """SNMS's own rules, before the shared template check: every value is an enabled item of the
-    template, of its ``idType``. (Lengths and required items: the shared check, for every front-end.)"""
-    if template is None:
+    template (``fields_of``), of its ``idType``. (Lengths and required items: the shared check,
+    for every front-end.)"""
+    if fields is None:
         raise InvalidValue(f"数据模板不存在：前缀{prefix}没有版本为{item.version}的数据模板")
-    fields = {f.index: f for f in template.fields}
     for incoming in item.incoming[1:]:
         value = incoming.value
         field = fields.get(value.index)

@@ -40,7 +40,7 @@ from registry.batch import MAX_OPERATIONS, BatchItem, BatchRunner
 from registry.logins import TokenLogins
 from registry.permissions import Caller
 from registry.service import RegistrationService
-from registry.templates import SNMS_NAME, Template, TemplateChecker
+from registry.templates import SNMS_NAME, Field, Template, TemplateChecker
 from registry.tokens import TokenRefused, TokenSigner
 from resolver.engine import ResolutionEngine
 from resolver.http_common import CONFIG, CORS, FRONTEND, body_limit, read_body
@@ -207,18 +207,18 @@ class SnmsRoutes:
         return ok(snms.detail(entry.record.handle, handle.prefix, values))
 
     async def _checked_item(
-        self, caller: Caller, raw: Any, now: int, templates: TemplateChecker
+        self, caller: Caller, raw: Any, now: int, templates: _Templates
     ) -> tuple[Handle, snms.Item]:
         item = snms.parse_item(raw, now)
         handle = self.service.parse(item.handle)
         self.service.check_target(handle)
         if handle.is_prefix_handle:
             raise InvalidValue("非法操作：前缀标识(0.NA/...)不能通过此接口注册")
-        template = await templates.find(handle.prefix, SNMS_NAME, item.version)
-        if template is None:
+        fields = await templates.fields(handle.prefix, item.version)
+        if fields is None:
             # Under another enterprise's prefix the answer is "no permission", whatever its templates.
             await self.service.planner(caller).require_create(handle)
-        snms.check_item(template, handle.prefix, item)
+        snms.check_item(fields, handle.prefix, item)
         return handle, item
 
     async def create(self, request: web.Request) -> web.Response:
@@ -243,8 +243,8 @@ class SnmsRoutes:
         await self.service.delete(caller, handle)
         return ok(True)
 
-    def _templates(self) -> TemplateChecker:
-        return self.service.template_checker()
+    def _templates(self) -> _Templates:
+        return _Templates(self.service.template_checker())
 
     async def _batch_body(self, request: web.Request) -> list[Any]:
         body = await read_body(request)
@@ -348,6 +348,20 @@ class SnmsRoutes:
         except HandleNotFound:
             raise InvalidValue(f"数据模板不存在：前缀{ref.prefix}没有版本为{ref.version}的数据模板") from None
         return ok(True)
+
+
+class _Templates:
+    """The SNMS templates one request's items name, by prefix and version, each looked up once."""
+
+    def __init__(self, checker: TemplateChecker) -> None:
+        self._checker = checker
+        self._found: dict[tuple[str, str], dict[int, Field] | None] = {}
+
+    async def fields(self, prefix: str, version: str) -> dict[int, Field] | None:
+        key = (prefix, version)
+        if key not in self._found:
+            self._found[key] = snms.fields_of(await self._checker.find(prefix, SNMS_NAME, version))
+        return self._found[key]
 
 
 def _item_message(code: int, message: str) -> str:

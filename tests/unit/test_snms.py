@@ -241,7 +241,7 @@ TEMPLATE = Template(
 
 
 def checked(*values: dict[str, Any], template: Template | None = TEMPLATE) -> None:
-    snms.check_item(template, "88.118.8", snms.parse_item(item(value=list(values)), NOW))
+    snms.check_item(snms.fields_of(template), "88.118.8", snms.parse_item(item(value=list(values)), NOW))
 
 
 def test_an_item_of_enabled_template_items_passes() -> None:
@@ -699,3 +699,37 @@ def test_template_body_refuses_any_junk_with_a_handle_error(raw: Any, editing: b
     assert t.version == ref.version
     if existing is not None:
         assert {f.index for f in existing.fields} <= {f.index for f in t.fields}
+
+
+def _outcome(parse: Any, raw: Any) -> Any:
+    try:
+        return parse(raw, NOW)
+    except HandleError as exc:
+        return type(exc), exc.message
+
+
+edge_texts = st.one_of(st.sampled_from(["", "URL", "\ud800", "x" * 128, "x" * 129, "x" * 255, "x" * 256]), texts)
+edge_value = st.fixed_dictionaries(
+    {
+        "index": st.sampled_from([0, 1, 1000, 1001, 2000, 2001, MAX_INDEX, MAX_INDEX + 1, "2000", True, None, 2000.0]),
+        "type": edge_texts,
+        "data": st.one_of(
+            st.fixed_dictionaries(
+                {"value": st.one_of(edge_texts, st.none(), st.integers())},
+                optional={"format": st.sampled_from(["string", "String", "hex", None])},
+            ),
+            st.none(),
+        ),
+    },
+    optional={"auth": st.sampled_from(["", "1", "x" * 64, "x" * 65, 1, True, None, []])},
+)
+usual_item = st.fixed_dictionaries(
+    {"handle": edge_texts, "templateVersion": edge_texts, "value": st.lists(edge_value, min_size=0, max_size=3)}
+)
+
+
+@FAST
+@given(st.one_of(usual_item, maybe(item_like)))
+def test_the_fast_path_answers_as_the_checked_one(raw: Any) -> None:
+    """parse_item takes the usual shape inline: on any input it must agree with parse_item_checked."""
+    assert _outcome(snms.parse_item, raw) == _outcome(snms.parse_item_checked, raw)
