@@ -709,7 +709,7 @@ def _outcome(parse: Any, raw: Any) -> Any:
 
 
 edge_texts = st.one_of(st.sampled_from(["", "URL", "\ud800", "x" * 128, "x" * 129, "x" * 255, "x" * 256]), texts)
-edge_value = st.fixed_dictionaries(
+edge_value: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
     {
         "index": st.sampled_from([0, 1, 1000, 1001, 2000, 2001, MAX_INDEX, MAX_INDEX + 1, "2000", True, None, 2000.0]),
         "type": edge_texts,
