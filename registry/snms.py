@@ -131,12 +131,12 @@ def text_field(obj: dict[str, Any], name: str, limit: int) -> str:
     return value
 
 
-def int_field(obj: dict[str, Any], name: str, *, required: bool = True) -> int | None:
+def int_field(obj: dict[str, Any], name: str, *, required: bool = True, where: str = "") -> int | None:
     """An integer member; SNMS's own examples send some as digit strings ("2000"), so those count too."""
     value = obj.get(name)
     if value is None:
         if required:
-            raise _missing(name)
+            raise _missing(f"{where}.{name}" if where else name)
         return None
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 11:
         value = int(value)
@@ -165,8 +165,10 @@ def _value(raw: Any, where: str, now: int) -> HandleValue:
     if fmt != "string":
         raise InvalidValue(f"{where}.data.format只支持string (only format string is supported, not {str(fmt)[:40]!r})")
     text = data.get("value")
-    if not isinstance(text, str):
+    if text is None:
         raise _missing(f"{where}.data.value")
+    if not isinstance(text, str):
+        raise ProtocolViolation(f"参数{where}.data.value必须是字符串 (it must be a string)")
     if len(text) > MAX_DATA_CHARS:
         raise InvalidValue(
             f"{where}.data.value长度不能超过{MAX_DATA_CHARS} ({len(text)} characters; at most {MAX_DATA_CHARS})"
@@ -358,7 +360,8 @@ def _item(raw: Any, n: int, *, editing: bool) -> dict[str, Any]:
     kind = metadata.get("type", "string")
     if kind != "string":
         raise InvalidValue(f"{where}.metadata.type必须是小写string (only string is supported, not {str(kind)[:40]!r})")
-    low, high = int_field(metadata, "minLength"), int_field(metadata, "maxLength")
+    low = int_field(metadata, "minLength", where=f"{where}.metadata")
+    high = int_field(metadata, "maxLength", where=f"{where}.metadata")
     assert low is not None and high is not None
     if not 0 <= low <= high <= 1_000_000:
         raise InvalidValue(f"{where}.metadata: 需要 0 ≤ minLength ≤ maxLength (minLength {low}, maxLength {high})")
