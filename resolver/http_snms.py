@@ -263,7 +263,7 @@ class SnmsRoutes:
         caller = await self._caller(request)
         body = await self._batch_body(request)
         runner = BatchRunner(self.service, caller)
-        templates = self._templates()
+        templates = _Templates(runner.planner.templates)  # the runner's own: each template is read once
         items = []
         for raw in body:
             try:
