@@ -93,6 +93,8 @@ def _edged(op: str, handler: SnmsHandler) -> SnmsHandler:
             limit = body_limit(request)
             response = envelope(snms.FAILED, f"请求体过大：最多{limit}字节 (the body is over {limit} bytes)", None)
             response["code"] = ResponseCode.PROTOCOL_ERROR
+        except web.HTTPException as exc:
+            response = envelope(snms.FAILED, f"请求不合法 ({exc.reason})", None, code=ResponseCode.PROTOCOL_ERROR)
         except ConnectionError:
             raise  # the client went away mid-request: nobody to answer
         except Exception:
