@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -120,7 +121,14 @@ def _parser() -> argparse.ArgumentParser:
         "--no-recursion", dest="recursion", action="store_const", const=False, help="answer 301 for others' handles"
     )
     _bulk_parsers(commands)
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).add_parsers(commands)
     return parser
+
+
+# Commands kept in modules of their own: each has add_parsers(commands), whose parsers set
+# ``run`` (args -> exit code) with set_defaults.
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
 
 
 BULK_HELP = (
@@ -193,6 +201,8 @@ class StartupError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "run", None) is not None:
+        return int(args.run(args))
     if args.command in ("import", "export"):
         return _bulk(args)
     flags: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
