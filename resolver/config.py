@@ -23,9 +23,11 @@ ENV_PREFIX = "IDNODE_"
 ADMIN_SECRET_ENV = "IDNODE_ADMIN_SECRET"
 ADMIN_SECRET_MIN_LENGTH = 16
 # IDNODE_* variables that are not settings but are read legitimately: the admin secret
-# (read on first start only, never kept in the Config) and the benchmark's record count
-# (read by bench/locustfile.py, which often runs from the same shell as the node).
-OTHER_ENV = frozenset({ADMIN_SECRET_ENV, "IDNODE_BENCH_COUNT"})
+# (read on first start only, never kept in the Config), the benchmark's record count
+# (read by bench/locustfile.py) and the admin commands' node and credentials
+# (resolver/admin_client.py), all often set in the shell the node or `idnode check` runs from.
+CLIENT_ENV = ("IDNODE_NODE_URL", "IDNODE_CLIENT_IDENTITY", "IDNODE_CLIENT_SECRET")
+OTHER_ENV = frozenset({ADMIN_SECRET_ENV, "IDNODE_BENCH_COUNT", *CLIENT_ENV})
 LOG_LEVELS = ("debug", "info", "warning", "error")
 CORES = min(len(os.sched_getaffinity(0)), 64)
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
