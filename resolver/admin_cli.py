@@ -113,8 +113,9 @@ def _group(commands: Any, name: str, help_text: str) -> Any:
 def _command(
     commands: Any, name: str, common: argparse.ArgumentParser, command: Command, help_text: str
 ) -> argparse.ArgumentParser:
+    # No abbreviations: "--secret S" must not be taken for "--secret-file S".
     parser: argparse.ArgumentParser = commands.add_parser(
-        name, parents=[common], help=help_text, description=help_text, epilog=EXIT_CODES
+        name, parents=[common], help=help_text, description=help_text, epilog=EXIT_CODES, allow_abbrev=False
     )
     parser.set_defaults(run=lambda args: run(command, args))
     return parser
