@@ -303,6 +303,27 @@ def test_credentials_rules(node: Node, tmp_path: Path) -> None:
     assert flag.code == 2 and "unrecognized arguments" in flag.err
 
 
+def test_https_node_with_a_private_ca(fresh_node: Node, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    fresh_node.args = ["--tls-cert", str(cert), "--tls-key", str(key)]
+    fresh_node.start()
+    env = {**admin_env(fresh_node), "IDNODE_NODE_URL": f"https://127.0.0.1:{fresh_node.port}"}
+    untrusted = idnode("stats", env=env)
+    assert untrusted.code == 3 and "CERTIFICATE_VERIFY_FAILED" in untrusted.err
+    trusted = idnode("prefix", "create", "88.118.9", "--json", env={**env, "SSL_CERT_FILE": str(cert)})
+    assert trusted.code == 0 and trusted.json["identity"] == "300:0.NA/88.118.9"
+    conf = config_file(tmp_path / "node.toml", data_dir=str(tmp_path / "d"), tls_cert=str(cert), tls_key=str(key))
+    assert lines_of(check(conf)) == {"config": "ok", "tls": "ok", "store": "ok"}
+    key.write_text(cert.read_text())  # not a key
+    broken = check(conf)
+    assert broken.code == 2 and lines_of(broken) == {"config": "ok", "tls": "PROBLEM", "store": "ok"}
+
+
 # idnode check ----------------------------------------------------------------------
 
 
