@@ -367,6 +367,7 @@ class ResolutionEngine:
         entry.stale = True
         log.warning("lookup failed (%s); serving a stale answer for %s", failed.cause.message, handle.text)
         metrics.count("served_stale")
+        metrics.error_answered(failed.cause)  # the store failed though the answer hides it
         self.local.put(handle.key, entry)
         return entry
 

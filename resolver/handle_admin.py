@@ -60,6 +60,7 @@ from registry.answers import SECRET_KEY_TYPE, Answer, check_answer, malformed
 from registry.auth import Authenticator, Identity
 from registry.permissions import Caller
 from registry.service import RegistrationService
+from resolver import metrics
 from resolver.handle_ops import ADMIN_OPS, AdminOps
 from resolver.handle_shared import Challenge, HandleShared, Session
 
@@ -157,6 +158,7 @@ class HandleAdmin:
         return replace(response, credential=credential)
 
     def error(self, request: Message, exc: HandleError) -> Message:
+        metrics.error_answered(exc)
         code = exc.code
         if code in (ResponseCode.SUCCESS, ResponseCode.AUTHENTICATION_NEEDED):
             code = ResponseCode.ERROR  # these carry bodies of their own, never an error message

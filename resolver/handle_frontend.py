@@ -200,6 +200,7 @@ class HandleFrontend:
                 )
             return await self._admin(request, data, peer, transport)
         except HandleError as exc:
+            metrics.error_answered(exc)
             return _error(request, exc.code, exc.message)
         except Exception:
             log.exception("unexpected error answering %s from %s over %s", request.op_code.name, peer, transport)

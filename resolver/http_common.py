@@ -36,7 +36,7 @@ from registry.auth import Authenticator
 from registry.permissions import Caller
 from resolver.config import Config
 from resolver.http_connections import BodyTimeout
-from resolver.metrics import observe
+from resolver.metrics import error_answered, observe
 
 log = logging.getLogger("resolver.http")
 
@@ -119,6 +119,7 @@ def edged(op: str, handler: Handler) -> Handler:
         try:
             response = await handler(request)
         except HandleError as exc:
+            error_answered(exc)
             handle = exc.handle or request.match_info.get("handle")
             response = error_response(request, exc.code, exc.message, handle, exc.http_status)
             if isinstance(exc, TooManyFailures):

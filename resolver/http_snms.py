@@ -44,7 +44,7 @@ from registry.templates import SNMS_NAME, Field, Template, TemplateChecker
 from registry.tokens import TokenRefused, TokenSigner
 from resolver.engine import ResolutionEngine
 from resolver.http_common import CONFIG, CORS, FRONTEND, body_limit, read_body
-from resolver.metrics import observe
+from resolver.metrics import error_answered, observe
 
 log = logging.getLogger("resolver.http")
 
@@ -86,6 +86,7 @@ def _edged(op: str, handler: SnmsHandler) -> SnmsHandler:
             response["code"] = exc.code
             response.headers["Retry-After"] = str(exc.retry_after)
         except HandleError as exc:
+            error_answered(exc)
             status, message = snms.refusal(exc)
             http_status = 200 if status != snms.INTERNAL else (503 if exc.code == ResponseCode.SERVER_TOO_BUSY else 500)
             response = envelope(status, message, None, http_status, exc.code)

@@ -12,7 +12,9 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter as Tally
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+
+from protocol.errors import HandleError, StoreUnavailable
 
 REQUESTS = Counter(
     "idnode_requests",
@@ -38,6 +40,16 @@ CACHE_COALESCED = Counter("idnode_cache_coalesced", "Misses that waited for anot
 CACHE_PREFETCHES = Counter("idnode_cache_prefetches", "Entries refreshed in the background near the end of their TTL.")
 CACHE_SERVED_STALE = Counter("idnode_cache_served_stale", "Expired answers served because the store failed.")
 REDIS_ERRORS = Counter("idnode_redis_errors", "Redis operations that failed or timed out (each treated as a miss).")
+# Each worker has a breaker of its own: the sum over live workers says how many skip Redis now.
+REDIS_BREAKER_OPEN = Gauge(
+    "idnode_redis_breaker_open",
+    "Workers whose Redis circuit breaker is open (Redis left alone after failures in a row).",
+    multiprocess_mode="livesum",
+)
+STORE_ERRORS = Counter(
+    "idnode_store_errors",
+    "Requests that met a store failure or timeout, answered with an error or with a stale copy.",
+)
 CACHE_INVALIDATIONS = Counter(
     "idnode_cache_invalidations", "Handles invalidated in the cache, by where the change came from.", ["source"]
 )
@@ -65,6 +77,12 @@ PUBLICATIONS = Counter(
     "Prefix publications to a top-level node, by outcome (published, withdrawn, failed).",
     ["result"],
 )
+# Only the publishing worker sets it; the others hold 0, and a dead worker's value goes with it.
+PUBLICATION_BACKLOG = Gauge(
+    "idnode_publication_backlog",
+    "Prefix publications to a top-level node still to be sent (due, or waiting to be retried).",
+    multiprocess_mode="livesum",
+)
 CONNECTIONS_CLOSED = Counter(
     "idnode_http_connections_closed",
     "HTTP connections the node closed itself, by reason (header_timeout, body_timeout, limit, malformed).",
@@ -87,6 +105,7 @@ _COUNTERS = {
     "prefetches": CACHE_PREFETCHES,
     "served_stale": CACHE_SERVED_STALE,
     "redis_errors": REDIS_ERRORS,
+    "store_errors": STORE_ERRORS,
     "referral_hits": REFERRAL_CACHE_HITS,
 }
 
@@ -144,6 +163,12 @@ observe = RECORDER.observe
 
 def count(event: str, n: int = 1) -> None:
     RECORDER.events[event] += n
+
+
+def error_answered(exc: HandleError) -> None:
+    """Count what an error answer says about the node itself (its store failed), once per request."""
+    if isinstance(exc, StoreUnavailable):
+        RECORDER.events["store_errors"] += 1
 
 
 def connection_closed(reason: str) -> None:

@@ -122,6 +122,7 @@ class Publisher:
                 wait = min(wait, due)
                 continue
             await self._publish(prefix, seq, self._by_url[url])
+        metrics.PUBLICATION_BACKLOG.set(len(self._todo))
         return wait
 
     def _values(self, prefix: str, record: HandleRecord) -> list[dict[str, Any]]:

@@ -2,8 +2,9 @@
 
 Every operation is bounded by ``timeout`` (default 50 ms); a failure or a timeout counts
 in ``idnode_redis_errors_total`` and is a miss. After ``Breaker.threshold`` failures in a
-row the breaker opens and Redis is left alone for a cool-down (1 s, doubling up to 10 s),
-so a dead or stopped Redis does not cost 50 ms per request; then one request probes it.
+row the breaker opens (``idnode_redis_breaker_open``) and Redis is left alone for a cool-down
+(1 s, doubling up to 10 s), so a dead or stopped Redis does not cost 50 ms per request; then
+one request probes it.
 redis-py reconnects by itself on the next command.
 
 Entries are msgpack ``[format, expires_at, ttl, record]`` under
@@ -74,6 +75,7 @@ class Breaker:
     def success(self) -> None:
         if self.failures >= self.threshold:
             log.warning("redis is back; cache tier enabled again")
+            metrics.REDIS_BREAKER_OPEN.dec()
         self.failures = 0
         self.probing = False
         self.cooldown = self.base_cooldown
@@ -82,6 +84,7 @@ class Breaker:
         self.failures += 1
         if self.failures == self.threshold:
             log.warning("redis failing; skipping it for %.1f s at a time", self.cooldown)
+            metrics.REDIS_BREAKER_OPEN.inc()
         if self.failures >= self.threshold:
             if self.probing:
                 self.cooldown = min(self.cooldown * 2, self.max_cooldown)
