@@ -112,7 +112,7 @@ def expand(names: list[str], groups: dict[str, list[str]]) -> set[str]:
 
 
 def _yes(values: list[str] | None) -> bool:
-    return bool(values) and values[-1].lower() in ("yes", "true", "1", "on")
+    return values is not None and values[-1:] != [] and values[-1].lower() in ("yes", "true", "1", "on")
 
 
 def _allowed(filters: list[str]) -> frozenset[str] | None:
