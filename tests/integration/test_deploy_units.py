@@ -189,7 +189,7 @@ def test_node_serves_under_the_units_restrictions(tmp_path: Path) -> None:
 
 
 def test_the_example_secrets_file_unchanged_stops_start_up(tmp_path: Path) -> None:
-    """Copied without editing, idnode.env's placeholder admin secret is refused, not used."""
+    """Copied without editing, idnode.env's placeholder admin secret is refused, not used, and for good."""
     env = {"PATH": "/usr/bin:/bin", **_env_file(EXAMPLE_ENV)}
     cert, key = _tls(tmp_path)
     done = subprocess.run(
@@ -199,6 +199,7 @@ def test_the_example_secrets_file_unchanged_stops_start_up(tmp_path: Path) -> No
         capture_output=True, text=True, env=env, cwd=REPO, timeout=30,
     )  # fmt: skip
     assert done.returncode == 2 and "IDNODE_ADMIN_SECRET" in done.stderr, done.stderr
+    assert _settings()["RestartPreventExitStatus"] == ["2"]  # so systemd does not retry it in a loop
 
 
 # -- Docker ----------------------------------------------------------------------------------------
@@ -404,6 +405,6 @@ def test_node_starts_with_the_compose_settings(tmp_path: Path, redis_server: Red
             assert _healthcheck({"PATH": "/usr/bin:/bin", **env, "IDNODE_LISTEN": f"0.0.0.0:{node.port}"}) == 0
             _registers_and_resolves(node, "Compose-1")
             assert query(database, "SELECT count(*) FROM handles WHERE lower(key) = '88.118/compose-1'") == "1"
-            assert redis.Redis(port=redis_server.port).keys("idnode*")
+            assert redis.Redis(port=redis_server.port).keys("idnode:*COMPOSE-1")  # the shared cache holds it
         finally:
             _stops_cleanly(node, timeout=30)
