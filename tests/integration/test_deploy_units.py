@@ -321,18 +321,19 @@ def _compose_command() -> list[str] | None:
     return [found] if found else None
 
 
-def test_compose_file_passes_docker_compose_config() -> None:
+def test_compose_file_passes_docker_compose_config(tmp_path: Path) -> None:
     command = _compose_command()
     if command is None:
         pytest.skip("neither the docker compose plugin nor docker-compose is installed (Debian: docker-compose)")
+    no_dotenv = tmp_path / "empty.env"  # an operator's deploy/docker/.env must not decide this test
+    no_dotenv.write_text("")
+    config = [*command, "--env-file", str(no_dotenv), "-f", str(COMPOSE), "config", "-q"]
     base = {"PATH": "/usr/bin:/bin:/usr/local/bin"}
     good = subprocess.run(
-        [*command, "-f", str(COMPOSE), "config", "-q"], cwd=DOCKER, capture_output=True, text=True,
-        env={**base, "POSTGRES_PASSWORD": "compose-test"}, timeout=60,
-    )  # fmt: skip
+        config, cwd=DOCKER, capture_output=True, text=True, env={**base, "POSTGRES_PASSWORD": "t"}, timeout=60
+    )
     assert good.returncode == 0, good.stderr
-    missing = subprocess.run([*command, "-f", str(COMPOSE), "config", "-q"], cwd=DOCKER, capture_output=True,
-                             text=True, env=base, timeout=60)  # fmt: skip
+    missing = subprocess.run(config, cwd=DOCKER, capture_output=True, text=True, env=base, timeout=60)
     assert missing.returncode != 0 and "POSTGRES_PASSWORD" in missing.stderr
 
 
