@@ -36,7 +36,7 @@ from typing import Any
 
 from bench import wrk
 from bench.resolve_baseline import ADMIN_SECRET, RESULTS, Target, machine, revision
-from resolver.publisher import basic_credentials
+from protocol.basic_auth import basic_credentials
 
 WORKERS = "2"
 UPSTREAM_METRIC = "idnode_upstream_request_duration_seconds"

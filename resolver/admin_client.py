@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from protocol.basic_auth import basic_credentials
 from protocol.codes import ResponseCode
-from resolver.publisher import basic_credentials
 
 OK, REFUSED, USAGE, UNREACHABLE, AUTH_FAILED = 0, 1, 2, 3, 4
 EXIT_CODES = (

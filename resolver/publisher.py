@@ -18,12 +18,11 @@ top-level admin's grant. Runs in one process of the node (``resolver.server``).
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from typing import Any
-from urllib.parse import quote
 
+from protocol.basic_auth import basic_credentials
 from protocol.errors import HandleError
 from protocol.identifiers import NA_PREFIX, is_at_or_under, prefix_handle
 from protocol.jsonfmt import format_timestamp, value_to_json
@@ -39,12 +38,6 @@ RETRY_MIN_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
 SITE_INDEX = 1
 SITE_TTL = 3600
-
-
-def basic_credentials(identity: str, secret: str) -> str:
-    """HTTP Basic as handle.net wants it: the identity percent-encoded, its ':' as %3A."""
-    user = quote(identity, safe="/").replace(":", "%3A")
-    return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
 
 
 class Publisher:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import os
@@ -16,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+
+from protocol.basic_auth import basic_credentials
 
 ADMIN_SECRET = "test-admin-secret-0123456789"
 NODE_PREFIX = "88.118"
@@ -57,10 +57,7 @@ def child_pids(parent: int) -> set[int]:
     return found
 
 
-def basic(user: str, secret: str) -> str:
-    """HTTP Basic as handle.net wants it: the identity percent-encoded, ':' as %3A."""
-    encoded = quote(user, safe="/").replace(":", "%3A")
-    return "Basic " + base64.b64encode(f"{encoded}:{secret}".encode()).decode()
+basic = basic_credentials
 
 
 ADMIN: Auth = (ADMIN_USER, ADMIN_SECRET)
