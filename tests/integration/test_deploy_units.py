@@ -369,7 +369,12 @@ def test_compose_services_are_wired_together() -> None:
     published = {p.split(":", 1)[1] for p in node["ports"]}
     assert published == set(" ".join(_args(dockerfile(DOCKERFILE), "EXPOSE")).split())
     mounts = {v.split(":")[0] for v in services["prometheus"]["volumes"]}
-    assert {"../prometheus/prometheus.yml", "../prometheus/idnode.rules.yml"} <= mounts
+    assert {"./prometheus.yml", "../prometheus/idnode.rules.yml"} <= mounts
+    # The node serves HTTPS in compose: Prometheus scrapes it so, checked against the node's certificate.
+    scrape = yaml.safe_load((DOCKER / "prometheus.yml").read_text())["scrape_configs"][0]
+    assert scrape["scheme"] == "https" and scrape["static_configs"][0]["targets"] == ["idnode:8000"]
+    assert scrape["tls_config"]["ca_file"] == env["IDNODE_TLS_CERT"]
+    assert "tls_cert" in services["prometheus"]["secrets"]
 
 
 def test_prometheus_files_the_compose_file_mounts_exist() -> None:
