@@ -38,6 +38,7 @@ WAL_CHECK_SECONDS = 0.1
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
 SQLITE_SUFFIXES = ("", "-wal", "-shm")
+STORE_FILE = "idnode.sqlite3"  # the store's name in the data directory
 
 Work = Callable[[sqlite3.Connection], Any]
 
@@ -66,6 +67,32 @@ def create_private(path: Path) -> None:
                 file.chmod(PRIVATE_FILE)
         except FileNotFoundError:
             continue
+
+
+class StoreInUse(Exception):
+    """Another process holds the store in a way that excludes this one (a node serves it, a restore runs)."""
+
+
+def hold(path: Path, *, exclusive: bool) -> int:
+    """Take the store's in-use lock, without waiting; the descriptor holds it until closed.
+
+    Every process that opens the store (each worker, an import, a backup) holds it shared for
+    as long as it has the store open; ``idnode restore`` holds it exclusively, so it cannot
+    replace the file under a running node, nor a node start on a half-restored one. It is a
+    file of its own: the writers' per-commit lock (``.write-lock``) is held only during a
+    commit and says nothing about whether a node is running.
+    """
+    fd = os.open(path.with_suffix(".lock"), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, PRIVATE_FILE)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        holder = "a process has the store open (a node serving it?)" if exclusive else "a restore is running"
+        raise StoreInUse(f"{path} is in use: {holder}") from None
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def space_problem(directory: Path, min_free_bytes: int) -> str | None:

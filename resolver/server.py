@@ -26,6 +26,7 @@ from registry.postgres import PostgresStore
 from registry.ratelimit import FailureLimiter
 from registry.service import RegistrationService
 from registry.sqlite import SqliteStore
+from registry.sqlite_io import STORE_FILE
 from registry.store import Store
 from resolver import metrics
 from resolver.cache import Generations
@@ -112,7 +113,7 @@ def default_store(config: Config) -> Store:
             timeout=max(config.store_timeout, 5.0),
         )
     return SqliteStore(
-        config.data_dir / "idnode.sqlite3",
+        config.data_dir / STORE_FILE,
         readers=config.store_readers,
         min_free_bytes=config.min_free_bytes,
         wal_max_bytes=config.wal_max_bytes,
