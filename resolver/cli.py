@@ -128,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
 
 # Commands kept in modules of their own: each has add_parsers(commands), whose parsers set
 # ``run`` (args -> exit code) with set_defaults.
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = ("resolver.backup",)
 
 
 BULK_HELP = (
