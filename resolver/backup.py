@@ -32,6 +32,7 @@ from typing import Any
 from registry import sqlite_backup as sb
 from registry.sqlite_io import STORE_FILE, StoreInUse, hold, prepare_directory
 from resolver import config as config_mod
+from resolver import logs
 from resolver.server_key import KEY_FILE as SERVER_KEY_FILE
 
 log = logging.getLogger("idnode.backup")
@@ -82,10 +83,11 @@ def _store_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="sqlite:///DIR (default: --data-dir)")
     p.add_argument("--token-key-file", help="the SNMS token key (default DATA_DIR/snms-token-key)")
     p.add_argument("--log-level", choices=config_mod.LOG_LEVELS)
+    p.add_argument("--log-format", choices=config_mod.LOG_FORMATS)
 
 
 def _config(args: argparse.Namespace) -> config_mod.Config:
-    flags = {k: getattr(args, k) for k in ("data_dir", "store", "token_key_file", "log_level")}
+    flags = {k: getattr(args, k) for k in ("data_dir", "store", "token_key_file", "log_level", "log_format")}
     config = config_mod.load(args.config, os.environ, flags)
     if config.postgres:
         raise Refused(BAD_SETTINGS, f"setting 'store': {PG_HELP}")
@@ -101,7 +103,7 @@ def _run(command: str, args: argparse.Namespace, body: Any) -> int:
     except Refused as exc:
         print(f"idnode {command}: error: {exc}", file=sys.stderr)
         return exc.code
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr)
+    logs.setup(config.log_level, config.log_format)
     try:
         body(config, args)
     except Refused as exc:

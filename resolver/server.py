@@ -39,6 +39,7 @@ from resolver.handle_shared import HandleShared
 from resolver.http import HttpFrontend
 from resolver.http_connections import ConnectionLimits, GuardedRunner
 from resolver.listeners import Listeners, open_listeners
+from resolver.logs import ACCESS_LOGGER
 from resolver.publisher import Publisher
 from resolver.redis_tier import RedisTier
 from resolver.server_key import ensure_key, load_key, public_key_bytes
@@ -335,7 +336,7 @@ class HttpListener:
         self._runner = GuardedRunner(
             app,
             ConnectionLimits.of(config),
-            access_log=log if config.access_log else None,
+            access_log=logging.getLogger(ACCESS_LOGGER) if config.access_log else None,
             shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
             handle_signals=False,
             keepalive_timeout=config.keepalive_timeout,
