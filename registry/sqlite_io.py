@@ -34,6 +34,11 @@ CHECKPOINT_INTERVAL_SECONDS = 0.5
 # it waits, holds new writers back). Under the writers' own busy timeout (10 s), so that a
 # reader longer than this makes the checkpoint give up and retry, not the writes fail.
 TRUNCATE_WAIT_MS = 5000
+# After a TRUNCATE that readers outlasted, the next one waits this long. A reader that holds
+# one snapshot for minutes (a backup, an export) would otherwise have writers held back for
+# 5 s out of every 5.1 (measured: 18,000 writes/s fell to 190/s), and gain nothing: the WAL
+# cannot start over before that reader ends.
+TRUNCATE_BACKOFF_SECONDS = 30.0
 WAL_CHECK_SECONDS = 0.1
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
@@ -273,6 +278,7 @@ class Checkpointer(threading.Thread):
         self.wal_max_bytes = wal_max_bytes
         self.wal = path.with_name(path.name + "-wal")
         self.stopping = threading.Event()
+        self.truncate_after = 0.0  # monotonic time before which no TRUNCATE is tried
 
     def run(self) -> None:
         conn = connect(self.path, readonly=False)
@@ -287,7 +293,7 @@ class Checkpointer(threading.Thread):
                     if time.monotonic() - last >= self.interval:
                         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                         last = time.monotonic()
-                    if self.wal_max_bytes and self._wal_size() > self.wal_max_bytes:
+                    if self._wal_over_cap() and time.monotonic() >= self.truncate_after:
                         self._truncate(conn)
                     failed = ""
                 except sqlite3.Error as exc:
@@ -297,6 +303,9 @@ class Checkpointer(threading.Thread):
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         finally:
             conn.close()
+
+    def _wal_over_cap(self) -> bool:
+        return bool(self.wal_max_bytes) and self._wal_size() > self.wal_max_bytes
 
     def _wal_size(self) -> int:
         try:
@@ -310,10 +319,12 @@ class Checkpointer(threading.Thread):
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         waited = time.monotonic() - started
         if busy:
+            self.truncate_after = time.monotonic() + TRUNCATE_BACKOFF_SECONDS
             log.warning(
-                "the WAL (%d KiB) is over wal_max_bytes; readers held it for %.1f s; will try again",
+                "the WAL (%d KiB) is over wal_max_bytes; readers held it for %.1f s; will try again in %g s",
                 size // 1024,
                 waited,
+                TRUNCATE_BACKOFF_SECONDS,
             )
         else:
             log.debug("the WAL was over wal_max_bytes (%d KiB): emptied after %.2f s", size // 1024, waited)
