@@ -4,10 +4,10 @@ The copy is SQLite's online backup, run inside one read transaction on the sourc
 transaction fixes the snapshot: every write committed before it began is in the copy, none
 after, and what the copy reports of itself (``Snapshot``) is read in the same one. Without it
 SQLite restarts a stepwise backup whenever another connection commits between two steps, so
-under a steady write load it may never finish (measured: a 10 MB store, 64 pages a step, one
-writer committing in a loop: not done after 60 s; with the read transaction, 0.03 s). In WAL mode a reader
-blocks no writer, so the node keeps registering meanwhile; the WAL cannot start over until
-the copy ends, and grows by what is written during it.
+under a steady write load it may never finish (measured: a 10 MB store, 64 pages a step,
+one writer committing in a loop: not done after 60 s; with the read transaction, 0.03 s).
+In WAL mode a reader blocks no writer, so the node keeps registering meanwhile; the WAL
+cannot start over until the copy ends, and grows by what is written during it.
 """
 
 from __future__ import annotations

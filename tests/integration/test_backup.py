@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import itertools
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -26,10 +27,11 @@ import pytest
 
 from registry.sqlite import SqliteStore
 from registry.sqlite_backup import Snapshot, copy_store, verify
-from registry.sqlite_io import connect
+from registry.sqlite_io import connect, hold
 from registry.sqlite_schema import migrate
 from tests.integration.test_storage_faults import rec
 from tests.nodeproc import ADMIN, Node, record, url_value
+from tests.pgproc import temp_database
 from tests.snmsclient import Snms
 
 PREFILLED = 200_000  # ~50 MB of store: a backup of several steps
@@ -232,6 +234,12 @@ def test_restore_refuses_a_running_node_and_an_existing_store(serving: Node, tmp
     serving.stop()
 
     assert idnode("restore", backup, "--data-dir", serving.data_dir).returncode == WOULD_OVERWRITE
+    restoring = hold(serving.data_dir / "idnode.sqlite3", exclusive=True)  # as a restore holds it
+    try:
+        with pytest.raises(RuntimeError, match="in use: a restore is running"):
+            serving.start()  # no node starts on a store being restored
+    finally:
+        os.close(restoring)
     assert idnode("restore", backup, "--data-dir", serving.data_dir, "--force").returncode == OK
     assert not (serving.data_dir / "idnode.sqlite3-wal").exists()
     serving.start()
@@ -284,7 +292,7 @@ def test_a_postgresql_store_is_sent_to_its_own_tools(tmp_path: Path) -> None:
 def test_a_copy_is_one_snapshot_and_ends_while_another_connection_commits(tmp_path: Path) -> None:
     """The counts a copy reports and the rows it holds are of one moment, and commits do not hold it up."""
     source = tmp_path / "idnode.sqlite3"
-    writer = connect(source, readonly=False)
+    writer = connect(source, readonly=False, synchronous="OFF")  # commits as fast as they come
     migrate(writer)
     writer.execute("BEGIN")
     writer.executemany(
@@ -292,23 +300,27 @@ def test_a_copy_is_one_snapshot_and_ends_while_another_connection_commits(tmp_pa
         ((f"88.118/p{i}", f"88.118/p{i}") for i in range(40_000)),
     )
     writer.execute("COMMIT")
-    stopping, commits = threading.Event(), itertools.count()
+    stopping, commits = threading.Event(), [0]
 
     def write() -> None:
-        for n in commits:
-            if stopping.is_set():
-                return
+        while not stopping.is_set():
+            n = commits[0]
             writer.execute("INSERT INTO handles (key, handle, record) VALUES (?, ?, x'00')", (f"w/{n}", f"w/{n}"))
+            commits[0] += 1
 
     threading.Thread(target=write, daemon=True).start()
+    while commits[0] < 100:
+        time.sleep(0.001)
     copied: list[Snapshot] = []
     copier = threading.Thread(target=lambda: copied.append(copy_store(source, tmp_path / "copy.sqlite3")))
+    before = commits[0]
     copier.start()
     copier.join(20)
+    during = commits[0] - before
     stopping.set()
     copier.join()
-    assert next(commits) > 100, "the writer did not get to commit meanwhile"
     assert copied, "the copy did not finish in 20 s of commits"
+    assert during > 10, f"only {during} commits while the copy ran"
     assert copied[0].handles == verify(tmp_path / "copy.sqlite3").handles >= 40_000
 
 
@@ -334,3 +346,29 @@ async def test_a_reader_as_long_as_a_backup_holds_writers_back_once_at_most(tmp_
     finally:
         reader.close()
         await store.close()
+
+
+def test_the_documented_pg_dump_and_pg_restore_keep_every_acknowledged_write(tmp_path: Path) -> None:
+    """deploy/POSTGRESQL.md's logical backup, taken under write load, restored into a new database."""
+    with temp_database() as url, temp_database() as restored_url:
+        node = Node(tmp_path / "data", store=url).start()
+        try:
+            load = Load(node).start()
+            load.wait_for(500)
+            started = time.monotonic()
+            dump = subprocess.run(["pg_dump", "-Fc", "-f", str(tmp_path / "idnode.dump"), url], capture_output=True)
+            load.wait_for(len(load.sent_acked) + 200)
+            load.stop()
+            assert dump.returncode == 0 and not load.failures, (dump.stderr, load.failures)
+        finally:
+            node.stop()
+        restore = ["pg_restore", "--exit-on-error", "--single-transaction", "--no-owner", "-d", restored_url]
+        done = subprocess.run([*restore, str(tmp_path / "idnode.dump")], capture_output=True)
+        assert done.returncode == 0, done.stderr
+        node = Node(tmp_path / "data", store=restored_url).start()
+        try:
+            before = load.acked_before(started)
+            missing = [h for h in sorted(before) if node.get(f"/api/handles/{h}").status != 200]
+            assert not missing and len(before) >= 500, missing[:5]
+        finally:
+            node.stop()
