@@ -13,6 +13,7 @@ together with their audit rows and the per-prefix counters, inside the same comm
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
@@ -24,7 +25,16 @@ from typing import Any
 from protocol.errors import StoreUnavailable
 from protocol.records import HandleRecord, decode_record
 from registry import changeset
-from registry.sqlite_io import Checkpointer, Writer, connect, create_private, prepare_directory, space_problem
+from registry.sqlite_io import (
+    Checkpointer,
+    StoreInUse,
+    Writer,
+    connect,
+    create_private,
+    hold,
+    prepare_directory,
+    space_problem,
+)
 from registry.store import (
     AuditEntry,
     ImportMarker,
@@ -154,11 +164,15 @@ class SqliteStore(Store):
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._probed = -PROBE_INTERVAL_SECONDS
+        self._in_use: int | None = None
 
     async def open(self) -> None:
         try:
             prepare_directory(self.path.parent)
+            self._in_use = hold(self.path, exclusive=False)
             create_private(self.path)
+        except StoreInUse as exc:
+            raise StoreUnavailable(f"cannot open store: {exc}") from None
         except OSError as exc:
             raise StoreUnavailable(f"cannot open store {self.path}: {exc.strerror}") from None
         self._writer.start()
@@ -176,6 +190,9 @@ class SqliteStore(Store):
         self._readers.shutdown(wait=True)
         for conn in self._reader_conns:
             conn.close()
+        if self._in_use is not None:  # last: the store is closed only when every connection is
+            os.close(self._in_use)
+            self._in_use = None
 
     async def write_problem(self) -> str | None:
         """Why writes fail now (read-only or full data directory, a failed write), or None.

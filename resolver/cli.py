@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from registry import bulk as bulk_fmt
 from registry import sqlite_io
 from registry.tokens import TokenKeyError
 from resolver import config as config_mod
+from resolver import logs
 from resolver.listeners import ListenError, Listeners, open_listeners
 from resolver.server_key import ServerKeyError
 
@@ -77,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--wal-max-bytes", type=int, help="the SQLite WAL is emptied (waiting for readers) past this")
     s.add_argument("--log-level", choices=config_mod.LOG_LEVELS)
+    s.add_argument("--log-format", choices=config_mod.LOG_FORMATS, help="text (default) or json: one object a line")
     s.add_argument("--access-log", action="store_const", const=True, default=None, help="log every request")
     s.add_argument(
         "--workers", type=int, help=f"serving processes sharing the port (default: the cores, {config_mod.CORES})"
@@ -128,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
 
 # Commands kept in modules of their own: each has add_parsers(commands), whose parsers set
 # ``run`` (args -> exit code) with set_defaults.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("resolver.admin_cli", "resolver.check")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("resolver.admin_cli", "resolver.check", "resolver.backup")
 
 
 BULK_HELP = (
@@ -136,7 +137,16 @@ BULK_HELP = (
     "store meanwhile: its caches (each worker's, and Redis) keep the answers they hold until their "
     "TTL runs out, so an imported record may be served as it was before for up to cache_max_ttl."
 )
-_STORE_FLAGS = ("config", "data_dir", "store", "node_prefix", "case_sensitive", "log_level", "max_body_bytes")
+_STORE_FLAGS = (
+    "config",
+    "data_dir",
+    "store",
+    "node_prefix",
+    "case_sensitive",
+    "log_level",
+    "log_format",
+    "max_body_bytes",
+)
 
 
 def _store_flags(p: argparse.ArgumentParser) -> None:
@@ -147,6 +157,7 @@ def _store_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--case-sensitive", action="store_const", const=True, default=None)
     p.add_argument("--max-body-bytes", type=int, help="largest record accepted, as for a PUT")
     p.add_argument("--log-level", choices=config_mod.LOG_LEVELS)
+    p.add_argument("--log-format", choices=config_mod.LOG_FORMATS)
     p.add_argument("--format", choices=bulk_fmt.FORMATS, help="jsonl or msgpack (default: by the file's extension)")
 
 
@@ -186,7 +197,7 @@ def _bulk(args: argparse.Namespace) -> int:
     except config_mod.ConfigError as exc:
         print(f"idnode {args.command}: error: {exc}", file=sys.stderr)
         return bulk.BAD_SETTINGS
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr)
+    logs.setup(config.log_level, config.log_format)
     fmt = bulk_fmt.format_of(args.file, args.format)
     if args.command == "export":
         return bulk.run_export(config, args.file, fmt, args.prefix)
@@ -212,11 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     except config_mod.ConfigError as exc:
         print(f"idnode: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(config.log_level, config.log_format)
     try:
         if not config.postgres:
             _check_data_dir(config)

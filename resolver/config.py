@@ -29,6 +29,7 @@ ADMIN_SECRET_MIN_LENGTH = 16
 CLIENT_ENV = ("IDNODE_NODE_URL", "IDNODE_CLIENT_IDENTITY", "IDNODE_CLIENT_SECRET")
 OTHER_ENV = frozenset({ADMIN_SECRET_ENV, "IDNODE_BENCH_COUNT", *CLIENT_ENV})
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 CORES = min(len(os.sched_getaffinity(0)), 64)
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
 ROLES = ("secondary", "top-level")
@@ -97,6 +98,7 @@ class Config:
     max_delegation_depth: int = 8  # nodes a query may pass through
     access_log: bool = False
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one object per line (resolver.logs)
     # Delegation targets. Servers named by records (HS_SITE, HS_SERV) at
     # loopback, private, link-local or reserved addresses are refused unless one of these
     # networks (CIDR) covers them; the configured upstreams are not checked.
@@ -216,6 +218,8 @@ def _validate(config: Config) -> Config:
     _validate_edge(config)
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"setting 'log_level': expected one of {', '.join(LOG_LEVELS)}")
+    if config.log_format not in LOG_FORMATS:
+        raise ConfigError(f"setting 'log_format': expected one of {', '.join(LOG_FORMATS)}")
     if (config.tls_cert is None) != (config.tls_key is None):
         raise ConfigError("settings 'tls_cert' and 'tls_key' must be given together")
     for name in ("tls_cert", "tls_key"):

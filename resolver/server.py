@@ -26,6 +26,7 @@ from registry.postgres import PostgresStore
 from registry.ratelimit import FailureLimiter
 from registry.service import RegistrationService
 from registry.sqlite import SqliteStore
+from registry.sqlite_io import STORE_FILE
 from registry.store import Store
 from resolver import metrics
 from resolver.cache import Generations
@@ -38,6 +39,7 @@ from resolver.handle_shared import HandleShared
 from resolver.http import HttpFrontend
 from resolver.http_connections import ConnectionLimits, GuardedRunner
 from resolver.listeners import Listeners, open_listeners
+from resolver.logs import ACCESS_LOGGER
 from resolver.publisher import Publisher
 from resolver.redis_tier import RedisTier
 from resolver.server_key import ensure_key, load_key, public_key_bytes
@@ -112,7 +114,7 @@ def default_store(config: Config) -> Store:
             timeout=max(config.store_timeout, 5.0),
         )
     return SqliteStore(
-        config.data_dir / "idnode.sqlite3",
+        config.data_dir / STORE_FILE,
         readers=config.store_readers,
         min_free_bytes=config.min_free_bytes,
         wal_max_bytes=config.wal_max_bytes,
@@ -334,7 +336,7 @@ class HttpListener:
         self._runner = GuardedRunner(
             app,
             ConnectionLimits.of(config),
-            access_log=log if config.access_log else None,
+            access_log=logging.getLogger(ACCESS_LOGGER) if config.access_log else None,
             shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
             handle_signals=False,
             keepalive_timeout=config.keepalive_timeout,
