@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Error, Page, Request, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Error, Page, Request, expect, sync_playwright
 
 from resolver.http_console import CONTENT_TYPES
 from tests.nodeproc import ADMIN, Node
@@ -92,15 +92,20 @@ class Console:
         self.page = page
         self.origin = f"http://127.0.0.1:{node.port}"
         self.requests: list[Request] = []
-        self.errors: list[Error] = []
+        self.errors: list[Error | str] = []
         page.on("request", self._requested)
         page.on("pageerror", self._failed)
+        page.on("console", self._said)
 
     def _requested(self, request: Request) -> None:
         self.requests.append(request)
 
     def _failed(self, error: Error) -> None:
         self.errors.append(error)
+
+    def _said(self, message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:  # the page broke its own policy
+            self.errors.append(message.text)
 
     def open(self, view: str = "") -> None:
         self.page.goto(f"{self.origin}/console/{view}")
@@ -132,7 +137,7 @@ def console(enterprise: Node, browser: Browser) -> Iterator[Console]:
     context.close()
     foreign = [r.url for r in tab.requests if not r.url.startswith(tab.origin + "/")]
     assert not foreign, f"the console asked other origins: {foreign}"
-    assert not tab.errors, f"script errors: {tab.errors}"
+    assert not tab.errors, f"script errors or policy violations: {tab.errors}"
 
 
 def signed_in(console: Console) -> Console:
