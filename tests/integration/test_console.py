@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Error, Page, Request, expect, sync_playwright
 
 from resolver.http_console import CONTENT_TYPES
-from tests.nodeproc import ADMIN, Node
+from tests.nodeproc import ADMIN, NODE_PREFIX, Node
 
 CHROMIUM = os.environ.get("IDNODE_TEST_CHROMIUM", "/usr/bin/chromium")
 NO_BROWSER = pytest.mark.skipif(
@@ -110,9 +110,9 @@ class Console:
     def open(self, view: str = "") -> None:
         self.page.goto(f"{self.origin}/console/{view}")
 
-    def sign_in(self, secret: str = ENTERPRISE[1]) -> None:
+    def sign_in(self, secret: str = ENTERPRISE[1], identity: str = ENTERPRISE[0]) -> None:
         self.open()
-        self.page.fill("#signin-identity", ENTERPRISE[0])
+        self.page.fill("#signin-identity", identity)
         self.page.fill("#signin-secret", secret)
         self.page.click("#signin-submit")
 
@@ -211,6 +211,16 @@ def test_sign_in_shows_your_prefix_its_count_and_chart(console: Console) -> None
     page.click("#signout")
     expect(page.locator("#signin-form")).to_be_visible()
     assert page.evaluate("sessionStorage.length") == 0
+
+
+@NO_BROWSER
+def test_the_node_admin_sees_every_prefix(console: Console) -> None:
+    assert ADMIN is not None
+    console.sign_in(ADMIN[1], ADMIN[0])
+    expect(console.page.locator(f'.prefix-card[data-prefix="{PREFIX}"]')).to_be_visible()
+    served = console.node.get("/api/prefixes").json["prefixes"]
+    shown = console.page.locator(".prefix-card").evaluate_all("cards => cards.map(c => c.dataset.prefix)")
+    assert shown == served and NODE_PREFIX in shown
 
 
 @NO_BROWSER
