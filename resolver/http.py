@@ -2,7 +2,8 @@
 
 This module only moves bytes: it parses the request, calls the resolution engine or the
 registration service, and renders the answer (helpers and the error edge are in
-``resolver.http_common``; batch, templates, audit and statistics in ``resolver.http_registry``).
+``resolver.http_common``; batch, templates, audit and statistics in ``resolver.http_registry``;
+the web console's files in ``resolver.http_console``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from resolver.http_common import (
     require_identity,
     select_values,
 )
+from resolver.http_console import ConsoleRoutes
 from resolver.http_registry import RegistryRoutes
 from resolver.http_snms import SnmsRoutes
 from resolver.metrics import observe
@@ -108,6 +110,7 @@ class HttpFrontend:
         RegistryRoutes(self.service, self.authenticator).add_to(r)
         if self.signer is not None:
             SnmsRoutes(self.service, self.authenticator, self.engine, self.signer).add_to(app.router)
+        ConsoleRoutes().add_to(r)  # before the proxy route, which would take /console/ for a handle
         r.get("/api/{tail:.*}", self.no_such_resource, "unknown")
         r.get("/{handle:.+}", self.proxy, "proxy")
         r.finish()

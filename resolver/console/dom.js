@@ -1,0 +1,98 @@
+// Building the page: elements, links between views, the shared tables and pickers.
+// Text goes in as text nodes, never as HTML: a handle or a value cannot become markup.
+
+let asked = null; // the location.hash of the view being built
+
+export function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  setAttrs(el, attrs);
+  for (const child of children.flat(Infinity)) {
+    if (child !== null && child !== undefined && child !== false) el.append(child);
+  }
+  return el;
+}
+
+export function svg(tag, attrs, ...children) {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  setAttrs(el, attrs);
+  for (const child of children.flat(Infinity)) if (child !== null && child !== undefined) el.append(child);
+  return el;
+}
+
+function setAttrs(el, attrs) {
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === false || value === null || value === undefined) continue;
+    el.setAttribute(key, value === true ? "" : String(value));
+  }
+}
+
+export function startView() {
+  asked = location.hash;
+}
+
+// The view's content, unless the user has moved on while it loaded.
+export function show(...children) {
+  if (location.hash === asked) document.getElementById("view").replaceChildren(...children.flat());
+}
+
+export function message(kind, text, id) {
+  return h("p", { class: kind, id, role: kind === "error" ? "alert" : "status" }, text);
+}
+
+export function link(hash, text, attrs) {
+  return h("a", { href: hash, ...attrs }, text);
+}
+
+export function route(view, params) {
+  const query = new URLSearchParams(params || {}).toString();
+  return `#/${view}${query ? "?" + query : ""}`;
+}
+
+export function prefixSelect(prefixes, chosen, id) {
+  return h(
+    "select",
+    { id, name: "prefix" },
+    prefixes.map((p) => h("option", { value: p, selected: p === chosen }, p)),
+  );
+}
+
+export function chosenPrefix(params, prefixes) {
+  const asked = params.get("prefix");
+  return asked && prefixes.includes(asked) ? asked : prefixes[0];
+}
+
+export function needPrefixes(prefixes, title) {
+  if (prefixes.length) return false;
+  show(h("h1", {}, title), message("muted", "This identity administers no prefix on this node."));
+  return true;
+}
+
+export function shownData(value) {
+  const data = value.data;
+  if (data && typeof data === "object" && "format" in data) {
+    return typeof data.value === "string" ? data.value : JSON.stringify(data.value);
+  }
+  return typeof data === "string" ? data : JSON.stringify(data);
+}
+
+export function valuesTable(values) {
+  return h(
+    "table",
+    { class: "values" },
+    h("thead", {}, h("tr", {}, h("th", {}, "Index"), h("th", {}, "Type"), h("th", {}, "Data"), h("th", {}, "TTL"))),
+    h(
+      "tbody",
+      {},
+      values.map((v) =>
+        h(
+          "tr",
+          { "data-index": v.index },
+          h("td", {}, String(v.index)),
+          h("td", {}, v.type),
+          h("td", { class: "data" }, shownData(v)),
+          h("td", {}, v.ttl === undefined ? "" : String(v.ttl)),
+        ),
+      ),
+    ),
+  );
+}
