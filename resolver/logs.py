@@ -1,5 +1,8 @@
 """How idnode's processes log: to stderr, one line per event, as text or as JSON.
 
+Text lines are ``time LEVEL logger: message``, with a traceback and any line break escaped
+onto the same line (``\\n``).
+
 JSON lines carry ``time`` (ISO-8601, UTC), ``level``, ``logger`` and ``message``, and a
 traceback as the one string ``exc_info``. Everything is escaped to ASCII, so that no
 character in a message (a newline, U+2028) can split an event or forge another.
@@ -33,6 +36,20 @@ ACCESS_FIELDS = (
 )
 
 
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT``, on one line: line breaks in a message or traceback become ``\\n``
+    (and U+2028 and U+2029 escaped), so one event is one line here too."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if any(c in text for c in "\r\n\u2028\u2029\x85"):
+            text = text.translate(_LINE_BREAKS)
+        return text
+
+
+_LINE_BREAKS = str.maketrans({"\r": "\\r", "\n": "\\n", "\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\x85"})
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per event, on one line."""
 
@@ -56,5 +73,5 @@ class JsonFormatter(logging.Formatter):
 def setup(level: str, fmt: str = "text") -> None:
     """Send this process's log to stderr in ``fmt`` ("text" or "json"), from ``level`` up."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(TEXT_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import logging
 
-from resolver.logs import JsonFormatter
+from resolver.logs import TEXT_FORMAT, JsonFormatter, TextFormatter
 
 
 def _record(message: str, *args: object, exc: BaseException | None = None, **extra: object) -> logging.LogRecord:
@@ -39,3 +39,14 @@ def test_access_fields_are_kept_and_nothing_else_of_extra() -> None:
     event = json.loads(line)
     assert event["first_request_line"] == "GET /api/handles/88.118/a HTTP/1.1" and event["response_status"] == 200
     assert "secret" not in event and "s3cret" not in line
+
+
+def test_a_text_event_with_a_traceback_is_one_line_too() -> None:
+    try:
+        raise ValueError("bad\nvalue")
+    except ValueError as exc:
+        caught = exc
+    line = TextFormatter(TEXT_FORMAT).format(_record("handle %s\nforged line\u2028and more", "88.118/x\r", exc=caught))
+    assert line.splitlines() == [line]
+    assert "WARNING resolver.test: handle 88.118/x\\r\\nforged line\\u2028and more\\nTraceback" in line
+    assert line.endswith("ValueError: bad\\nvalue")
