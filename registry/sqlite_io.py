@@ -61,6 +61,24 @@ def prepare_directory(directory: Path) -> None:
         log.warning("data directory %s was open to other users (%o); made it %o", directory, mode, PRIVATE_DIR)
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """``data`` in ``path``, readable by this user only, whole or not at all: a fsynced temporary
+    file beside it (``.tmp``), renamed over it. OSError if it cannot be, with nothing left behind."""
+    temporary = path.with_suffix(".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):  # e.g. the parent is a file: there is no temporary to remove
+            temporary.unlink(missing_ok=True)
+        raise
+
+
 def create_private(path: Path) -> None:
     """Create the database file 0600 before SQLite does (it would use 0644 under the usual
     umask); tighten it and its -wal/-shm files if they exist already."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from protocol.errors import AuthenticationFailed
 from registry.auth import Identity, parse_identity
+from registry.sqlite_io import write_private
 
 LIFETIME = 24 * 3600
 KEY_FILE = "snms-token-key"
@@ -125,18 +125,9 @@ def ensure_key(path: Path) -> Path:
     """The token key file, made now (random, mode 0600, atomically) if there is none."""
     if path.exists():
         return path
-    temporary = path.with_suffix(".tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(base64.b64encode(os.urandom(KEY_BYTES)) + b"\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
+        write_private(path, base64.b64encode(os.urandom(KEY_BYTES)) + b"\n")
     except OSError as exc:
-        with contextlib.suppress(OSError):  # e.g. the parent is a file: there is no temporary to remove
-            temporary.unlink(missing_ok=True)
         raise TokenKeyError(f"setting 'token_key_file': cannot write {path}: {exc.strerror or exc}") from None
     return path
 

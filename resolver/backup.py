@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from registry import sqlite_backup as sb
-from registry.sqlite_io import STORE_FILE, StoreInUse, hold, prepare_directory
+from registry.sqlite_io import STORE_FILE, StoreInUse, hold, prepare_directory, write_private
 from resolver import config as config_mod
 from resolver import logs
 from resolver.server_key import KEY_FILE as SERVER_KEY_FILE
@@ -151,7 +151,7 @@ def _backup(config: config_mod.Config, args: argparse.Namespace) -> None:
             os.close(in_use)
         for name, path in _key_files(config).items():
             if path.is_file():
-                _write_private(path.read_bytes(), staging / name)
+                write_private(staging / name, path.read_bytes())
         _write_manifest(staging, config, contents)
         sb.fsync_path(staging)
         os.rename(staging, dest)  # replaces an empty directory, never a backup
@@ -187,15 +187,7 @@ def _write_manifest(directory: Path, config: config_mod.Config, contents: sb.Sna
         "audit_rows": contents.audit_rows,
         "files": files,
     }
-    _write_private(json.dumps(manifest, indent=2).encode() + b"\n", directory / MANIFEST)
-
-
-def _write_private(data: bytes, target: Path) -> None:
-    fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
+    write_private(directory / MANIFEST, json.dumps(manifest, indent=2).encode() + b"\n")
 
 
 # Restore ---------------------------------------------------------------------------------

@@ -7,13 +7,13 @@ key of 2048 bits per node, in PKCS#8 PEM, readable by the node's user only.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from protocol.hskeys import encode_public_key
+from registry.sqlite_io import write_private
 
 KEY_FILE = "handle-server-key.pem"
 
@@ -29,17 +29,9 @@ def ensure_key(data_dir: Path) -> Path:
         return path
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    temporary = path.with_suffix(".tmp")
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(pem)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
+        write_private(path, pem)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         raise ServerKeyError(
             f"setting 'data_dir': cannot write the Handle server key {path}: {exc.strerror or exc}"
         ) from None
