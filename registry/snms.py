@@ -31,6 +31,7 @@ from registry.templates import (
     Field,
     Template,
     check_version,
+    field_to_json,
 )
 
 OK, NOT_LOGGED_IN, FAILED, NO_PERMISSION, INTERNAL = 1, -1, -2, -3, -4
@@ -57,7 +58,7 @@ _PERMISSION_CODES = {
     ResponseCode.INSUFFICIENT_PERMISSIONS,
 }
 _INTERNAL_CODES = {ResponseCode.ERROR, ResponseCode.SERVER_TOO_BUSY}
-_KINDS = {
+_KINDS: dict[int, str] = {
     ResponseCode.INVALID_VALUE: "数据不合法",
     ResponseCode.INVALID_HANDLE: "标识不合法",
     ResponseCode.PROTOCOL_ERROR: "请求不合法",
@@ -93,7 +94,7 @@ def message_of(code: int, message: str, *, single: bool = False) -> str:
         return f"没有权限：{message}"
     if _is_chinese(message):
         return message
-    kind = next((k for c, k in _KINDS.items() if c == code), None)
+    kind = _KINDS.get(code)
     return f"{kind}：{message}" if kind else message
 
 
@@ -393,18 +394,6 @@ def template_body(raw: Any, existing: Template | None) -> tuple[TemplateRef, dic
     return ref, body
 
 
-def _field_json(f: Any) -> dict[str, Any]:
-    out = {"index": f.index, "type": f.type, "name": f.label, "dataType": f.data_type, "required": f.required}
-    out["state"] = 1 if f.enabled else 0
-    if f.min_length is not None:
-        out["minLength"] = f.min_length
-    if f.max_length is not None:
-        out["maxLength"] = f.max_length
-    if f.choices:
-        out["choices"] = list(f.choices)
-    return out
-
-
 def _number(fields: list[dict[str, Any]], taken: set[int] | None = None) -> list[dict[str, Any]]:
     """Give the fields without an index the lowest free ones from 2000 (SNMS: "不传，默认为2000");
     refuse a repeated index, idType or name."""
@@ -419,14 +408,15 @@ def _number(fields: list[dict[str, Any]], taken: set[int] | None = None) -> list
     for key, what in (("index", "idIndex"), ("type", "idType"), ("name", "name")):
         seen: set[Any] = set()
         for f in fields:
-            if f[key] in seen and f[key] != "":
-                raise InvalidValue(f"模板内{what}不能重复：{f[key]}")
-            seen.add(f[key])
+            shown = f.get(key, "")  # a field without a display name has none to repeat
+            if shown in seen and shown != "":
+                raise InvalidValue(f"模板内{what}不能重复：{shown}")
+            seen.add(shown)
     return fields
 
 
 def _merge(existing: Template, given: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    current = {f.index: _field_json(f) for f in existing.fields}
+    current = {f.index: field_to_json(f) for f in existing.fields}
     added: list[dict[str, Any]] = []
     for f in given:
         index = f.get("index")

@@ -163,21 +163,24 @@ def parse_template(name: str, body: Any) -> Template:
     return Template(name, version, fields, (category, specific, trade, subclass), object_type, description)
 
 
+def field_to_json(f: Field) -> dict[str, Any]:
+    """A field as a template body gives it (``parse_template`` reads it back the same)."""
+    out: dict[str, Any] = {"index": f.index, "type": f.type, "dataType": f.data_type, "required": f.required}
+    if f.min_length is not None:
+        out["minLength"] = f.min_length
+    if f.max_length is not None:
+        out["maxLength"] = f.max_length
+    if f.choices:
+        out["choices"] = list(f.choices)
+    if f.label:
+        out["name"] = f.label
+    if not f.enabled:
+        out["state"] = 0
+    return out
+
+
 def template_to_json(t: Template) -> dict[str, Any]:
-    fields = []
-    for f in t.fields:
-        out: dict[str, Any] = {"index": f.index, "type": f.type, "dataType": f.data_type, "required": f.required}
-        if f.min_length is not None:
-            out["minLength"] = f.min_length
-        if f.max_length is not None:
-            out["maxLength"] = f.max_length
-        if f.choices:
-            out["choices"] = list(f.choices)
-        if f.label:
-            out["name"] = f.label
-        if not f.enabled:
-            out["state"] = 0
-        fields.append(out)
+    fields = [field_to_json(f) for f in t.fields]
     body: dict[str, Any] = {"name": t.name, "version": t.version}
     body.update((k, v) for k, v in zip(INDUSTRY_KEYS, t.industry, strict=True) if v)
     if t.object_type is not None:
