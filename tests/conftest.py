@@ -58,6 +58,16 @@ def fresh_node(tmp_path: Path, backend: str) -> Iterator[Node]:
 
 
 @pytest.fixture
+def nodes() -> Iterator[list[Node]]:
+    """Nodes a test starts itself (appending them), stopped after it if still running."""
+    started: list[Node] = []
+    yield started
+    for node in started:
+        if node.proc is not None and node.proc.poll() is None:
+            node.stop()
+
+
+@pytest.fixture
 def name() -> str:
     """A suffix no other test uses."""
     return f"T{next(_names):05d}"

@@ -1,6 +1,7 @@
 // Creating and editing an identifier with a form made from its prefix's template.
-import { ApiError, api, enc, ensurePrefixes, handlePath, state } from "./api.js";
-import { chosenPrefix, h, message, needPrefixes, prefixSelect, route, show, shownData } from "./dom.js";
+import { api, enc, ensurePrefixes, handlePath, state } from "./api.js";
+import { chosenPrefix, h, needPrefixes, prefixSelect, route, show, shownData } from "./dom.js";
+import { loadRecord } from "./views.js";
 
 const TEMPLATE_INDEX = 1001;
 const URL_INDEX = 1;
@@ -325,15 +326,8 @@ export async function viewNew(params) {
 }
 
 export async function viewEdit(params) {
-  const handle = params.get("h") || "";
-  let record;
-  try {
-    record = await api("GET", handlePath(handle));
-  } catch (err) {
-    if (!(err instanceof ApiError)) throw err;
-    show(h("h1", {}, handle), message("error", `The node refused: ${err.shown}`, "view-error"));
-    return;
-  }
+  const record = await loadRecord(params.get("h") || "");
+  if (record === null) return;
   const prefix = record.handle.split("/")[0];
   const form = new RecordForm({ handle: record.handle, prefix, prefixes: [prefix], record: record.values });
   await form.loadTemplates();

@@ -183,16 +183,21 @@ function handleList(handles) {
 }
 
 // One identifier --------------------------------------------------------------------------------
-export async function viewHandle(params) {
-  const handle = params.get("h") || "";
-  let record;
+// The record a view shows, or null once the node's refusal is on the page.
+export async function loadRecord(handle) {
   try {
-    record = await api("GET", handlePath(handle));
+    return await api("GET", handlePath(handle));
   } catch (err) {
     if (!(err instanceof ApiError)) throw err;
     show(h("h1", {}, handle), message("error", `The node refused: ${err.shown}`, "view-error"));
-    return;
+    return null;
   }
+}
+
+export async function viewHandle(params) {
+  const handle = params.get("h") || "";
+  const record = await loadRecord(handle);
+  if (record === null) return;
   const problem = h("p", { class: "error", id: "delete-error", role: "alert", hidden: true });
   const remove = h("button", { type: "button", class: "danger", id: "delete" }, "Delete…");
   remove.addEventListener("click", async () => {

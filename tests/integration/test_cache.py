@@ -30,15 +30,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-@pytest.fixture
-def nodes() -> Iterator[list[Node]]:
-    started: list[Node] = []
-    yield started
-    for node in started:
-        if node.proc is not None and node.proc.poll() is None:
-            node.stop()
-
-
 def ttl_value(index: int, url: str, ttl: int) -> dict[str, Any]:
     return {**url_value(index, url), "ttl": ttl}
 

@@ -7,25 +7,14 @@ prefix waits to be published: each seen on ``/metrics`` as an operator's Prometh
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from tests.integration.test_hierarchy import LOOPBACK_ALLOWED, admin_of, grant, published, wait_for
 from tests.nodeproc import ADMIN, ADMIN_SECRET, Node, record, url_value
 from tests.redisproc import RedisServer
 
 A_ADMIN = ("300:0.NA/88.118", ADMIN_SECRET)
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[Node]]:
-    started: list[Node] = []
-    yield started
-    for node in started:
-        if node.proc is not None and node.proc.poll() is None:
-            node.stop()
 
 
 def eventually(node: Node, name: str, wanted: Callable[[float], bool], timeout: float = 15.0) -> float:
