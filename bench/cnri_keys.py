@@ -13,7 +13,9 @@ import struct
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from protocol.hskeys import DSAPrivateKey, DSAPublicKey, generate_dsa_key
 
 SECRET_KEY = "idnode-test-secret"
 PERM_ALL = 0x0FFF
@@ -28,9 +30,9 @@ def lp(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
-def cnri_private_key(key: dsa.DSAPrivateKey | rsa.RSAPrivateKey) -> bytes:
+def cnri_private_key(key: DSAPrivateKey | rsa.RSAPrivateKey) -> bytes:
     """The unencrypted private key file: int ENCRYPT_NONE (1) then the key encoding."""
-    if isinstance(key, dsa.DSAPrivateKey):
+    if isinstance(key, DSAPrivateKey):
         nums = key.private_numbers()
         p = nums.public_numbers.parameter_numbers
         body = b"".join(lp(x) for x in (b"DSA_PRIV_KEY", *map(_jint, (nums.x, p.p, p.q, p.g))))
@@ -41,9 +43,9 @@ def cnri_private_key(key: dsa.DSAPrivateKey | rsa.RSAPrivateKey) -> bytes:
     return struct.pack(">I", 1) + body
 
 
-def cnri_public_key(key: dsa.DSAPublicKey | rsa.RSAPublicKey) -> bytes:
+def cnri_public_key(key: DSAPublicKey | rsa.RSAPublicKey) -> bytes:
     """The HS_PUBKEY value data (and pubkey.bin): type, 2 reserved bytes, numbers."""
-    if isinstance(key, dsa.DSAPublicKey):
+    if isinstance(key, DSAPublicKey):
         n = key.public_numbers()
         p = n.parameter_numbers
         ints = (p.q, p.p, p.g, n.y)
@@ -63,9 +65,9 @@ def make_keys(keys: Path) -> None:
     if (keys / "server_dsa_priv.bin").exists():
         return
     (keys / "secret_key.txt").write_text(SECRET_KEY + "\n")
-    pairs: dict[str, dsa.DSAPrivateKey | rsa.RSAPrivateKey] = {
-        "server_dsa": dsa.generate_private_key(1024),
-        "admin_dsa": dsa.generate_private_key(1024),
+    pairs: dict[str, DSAPrivateKey | rsa.RSAPrivateKey] = {
+        "server_dsa": generate_dsa_key(1024),
+        "admin_dsa": generate_dsa_key(1024),
         "admin_rsa": rsa.generate_private_key(65537, 2048),
     }
     for name, key in pairs.items():

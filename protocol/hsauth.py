@@ -35,10 +35,10 @@ from enum import IntEnum
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, padding
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from protocol.errors import AuthenticationFailed, InvalidValue, ProtocolViolation
-from protocol.hskeys import PrivateKey, PublicKey, Reader, decode_public_key, pack
+from protocol.hskeys import DSAPrivateKey, DSAPublicKey, PrivateKey, PublicKey, Reader, decode_public_key, pack
 
 Version = tuple[int, int]
 NONCE_BYTES = 16  # Common.CHALLENGE_NONCE_SIZE
@@ -102,7 +102,7 @@ def client_signature_hash(challenge: Version, key: PrivateKey | PublicKey) -> st
     """The hash a CNRI client signs a challenge with: ``SHA-256`` or ``SHA1``."""
     if not at_least(challenge, 2, 7):
         return "SHA1"
-    is_dsa = isinstance(key, dsa.DSAPrivateKey | dsa.DSAPublicKey)
+    is_dsa = isinstance(key, DSAPrivateKey | DSAPublicKey)
     return "SHA1" if is_dsa and not at_least(challenge, 2, 11) else "SHA-256"
 
 
@@ -235,7 +235,7 @@ def sign_challenge(key: PrivateKey, nonce: bytes, request_digest: bytes, *, hash
     """The ChallengeAnswer's signed response for HS_PUBKEY: hash id, then the signature."""
     algorithm = _SIGNATURE_HASHES[hash_name.encode()]()
     message = nonce + request_digest
-    if isinstance(key, dsa.DSAPrivateKey):
+    if isinstance(key, DSAPrivateKey):
         signature = key.sign(message, algorithm)
     else:
         signature = key.sign(message, padding.PKCS1v15(), algorithm)
@@ -259,7 +259,7 @@ def split_signed_response(signed_response: bytes) -> tuple[hashes.HashAlgorithm,
 
 def _verify(key: PublicKey, signature: bytes, message: bytes, algorithm: hashes.HashAlgorithm) -> bool:
     try:
-        if isinstance(key, dsa.DSAPublicKey):
+        if isinstance(key, DSAPublicKey):
             key.verify(signature, message, algorithm)
         else:
             key.verify(signature, message, padding.PKCS1v15(), algorithm)

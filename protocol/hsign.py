@@ -15,10 +15,10 @@ import struct
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from protocol.errors import InvalidValue
-from protocol.hskeys import Reader, pack
+from protocol.hskeys import DSAPrivateKey, DSAPublicKey, Reader, pack
 
 CREDENTIAL_SIGNED = b"HS_SIGNED"
 _HASH_IDS: dict[bytes, type[hashes.SHA1] | type[hashes.SHA256]] = {
@@ -28,7 +28,7 @@ _HASH_IDS: dict[bytes, type[hashes.SHA1] | type[hashes.SHA256]] = {
     b"SHA256": hashes.SHA256,
 }
 
-SigningKey = rsa.RSAPrivateKey | dsa.DSAPrivateKey
+SigningKey = rsa.RSAPrivateKey | DSAPrivateKey
 
 
 def credential(kind: bytes, counter: int, section: bytes) -> bytes:
@@ -79,7 +79,7 @@ def signed_credential(key: SigningKey, header_and_body: bytes, prefix: bytes, ve
 
 
 def verify_signed_credential(
-    key: rsa.RSAPublicKey | dsa.DSAPublicKey, credential: bytes, header_and_body: bytes, prefix: bytes
+    key: rsa.RSAPublicKey | DSAPublicKey, credential: bytes, header_and_body: bytes, prefix: bytes
 ) -> bool:
     """True when ``credential`` is a server signature of the message (what a certifying client checks)."""
     try:

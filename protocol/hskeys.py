@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import warnings
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import padding
-from cryptography.hazmat.primitives.asymmetric import dsa, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.utils import CryptographyDeprecationWarning
 
 from protocol.errors import AuthenticationFailed, InvalidValue
 
@@ -30,8 +32,38 @@ try:  # cryptography 43 moved the legacy ciphers
 except ImportError:  # pragma: no cover
     TripleDES = algorithms.TripleDES  # type: ignore[misc,unused-ignore]
 
-PublicKey = dsa.DSAPublicKey | rsa.RSAPublicKey
-PrivateKey = dsa.DSAPrivateKey | rsa.RSAPrivateKey
+# cryptography 51 deprecates DSA and warns on stderr at each first use of its names. CNRI's
+# tools make DSA keys by default, so the Handle protocol keeps them: the names are taken here,
+# once, with that warning silenced, and the rest of the code uses these.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+    from cryptography.hazmat.primitives.asymmetric.dsa import (
+        DSAParameterNumbers as DSAParameterNumbers,
+    )
+    from cryptography.hazmat.primitives.asymmetric.dsa import (
+        DSAPrivateKey as DSAPrivateKey,
+    )
+    from cryptography.hazmat.primitives.asymmetric.dsa import (
+        DSAPrivateNumbers as DSAPrivateNumbers,
+    )
+    from cryptography.hazmat.primitives.asymmetric.dsa import (
+        DSAPublicKey as DSAPublicKey,
+    )
+    from cryptography.hazmat.primitives.asymmetric.dsa import (
+        DSAPublicNumbers as DSAPublicNumbers,
+    )
+    from cryptography.hazmat.primitives.asymmetric.dsa import generate_private_key as _generate_dsa
+
+PublicKey = DSAPublicKey | rsa.RSAPublicKey
+PrivateKey = DSAPrivateKey | rsa.RSAPrivateKey
+
+
+def generate_dsa_key(bits: int) -> DSAPrivateKey:
+    """A new DSA key (CNRI's ``hdl-keygen`` default), without cryptography's deprecation warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return _generate_dsa(bits)
+
 
 DSA_PUBLIC, RSA_PUBLIC = b"DSA_PUB_KEY", b"RSA_PUB_KEY"
 DSA_PRIVATE, RSA_PRIVATE, RSA_CRT_PRIVATE = b"DSA_PRIV_KEY", b"RSA_PRIV_KEY", b"RSA_PRIVCRT_KEY"
@@ -87,7 +119,7 @@ def pack(*fields: bytes) -> bytes:
 
 def encode_public_key(key: PublicKey) -> bytes:
     """The HS_PUBKEY value data for ``key`` (``Util.getBytesFromPublicKey``)."""
-    if isinstance(key, dsa.DSAPublicKey):
+    if isinstance(key, DSAPublicKey):
         n = key.public_numbers()
         p, q, g = n.parameter_numbers.p, n.parameter_numbers.q, n.parameter_numbers.g
         return pack(DSA_PUBLIC) + b"\0\0" + pack(*map(java_bytes, (q, p, g, n.y)))
@@ -108,7 +140,7 @@ def decode_public_key(data: bytes) -> PublicKey:
     try:
         if kind == DSA_PUBLIC:
             q, p, g, y = (r.number() for _ in range(4))
-            return dsa.DSAPublicNumbers(y, dsa.DSAParameterNumbers(p, q, g)).public_key()
+            return DSAPublicNumbers(y, DSAParameterNumbers(p, q, g)).public_key()
         if kind == RSA_PUBLIC:
             e, n = r.number(), r.number()
             return rsa.RSAPublicNumbers(e, n).public_key()
@@ -122,7 +154,7 @@ def decode_public_key(data: bytes) -> PublicKey:
 
 def encode_private_key(key: PrivateKey) -> bytes:
     """``Util.getBytesFromPrivateKey``: DSA_PRIV_KEY, or RSA_PRIVCRT_KEY for an RSA key."""
-    if isinstance(key, dsa.DSAPrivateKey):
+    if isinstance(key, DSAPrivateKey):
         n = key.private_numbers()
         params = n.public_numbers.parameter_numbers
         return pack(DSA_PRIVATE, *map(java_bytes, (n.x, params.p, params.q, params.g)))
@@ -139,7 +171,7 @@ def decode_private_key(data: bytes) -> PrivateKey:
         if kind == DSA_PRIVATE:
             x, p, q, g = (r.number() for _ in range(4))
             y = pow(g, x, p)
-            return dsa.DSAPrivateNumbers(x, dsa.DSAPublicNumbers(y, dsa.DSAParameterNumbers(p, q, g))).private_key()
+            return DSAPrivateNumbers(x, DSAPublicNumbers(y, DSAParameterNumbers(p, q, g))).private_key()
         if kind == RSA_CRT_PRIVATE:
             n, e, d, p, q, dp, dq, qi = (r.number() for _ in range(8))
             return rsa.RSAPrivateNumbers(p, q, d, dp, dq, qi, rsa.RSAPublicNumbers(e, n)).private_key()

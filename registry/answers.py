@@ -22,7 +22,7 @@ from registry import secrets
 from registry.auth import Identity
 from registry.store import Store
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("registry.answers")
 
 SECRET_KEY_TYPE = "HS_SECKEY"
 PUBLIC_KEY_TYPE = "HS_PUBKEY"

@@ -16,7 +16,7 @@ from registry import secrets
 from registry.ratelimit import FailureLimiter
 from registry.store import AuditEntry, Store
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("registry.auth")
 
 BRAKE_LIMIT = 30  # failures in the window on one identity before its failures are slowed
 NODE_BRAKE_FACTOR = 10  # the node-wide brake engages at this many times the per-identity one

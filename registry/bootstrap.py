@@ -14,7 +14,7 @@ from registry import secrets
 from registry.permissions import NODE_ADMIN_INDEX
 from registry.store import Store
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("registry.bootstrap")
 
 ADMIN_VALUE_INDEX = 100
 ALL_ADMIN_PERMISSIONS = (1 << vd.ADMIN_PERMISSION_BITS) - 1

@@ -64,7 +64,7 @@ from resolver import metrics
 from resolver.handle_ops import ADMIN_OPS, AdminOps
 from resolver.handle_shared import Challenge, HandleShared, Session
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("resolver.handle_admin")
 
 RESPONSE_LIFETIME = 12 * 3600  # the expiration CNRI's server puts on its responses
 SIGNED_BY_THE_SERVER = (OpCode.SESSION_SETUP, OpCode.SESSION_EXCHANGE_KEY)

@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from bench.cnri import CLIENT_PROFILES, resolve_request
 from bench.cnri_keys import cnri_private_key, cnri_public_key
+from protocol.hskeys import DSAPrivateKey, DSAPublicKey
 from tests.vectors.capture import Relay, messages, split_stream
 
 VECTORS = Path(__file__).parents[1] / "vectors"
@@ -146,7 +147,7 @@ def test_pubkey_answer_verifies_with_the_committed_key(path: Path) -> None:
     sig_alg, off = lp(signature, 0)
     sig, _ = lp(signature, off)
     hash_alg = {b"SHA1": hashes.SHA1(), b"SHA-256": hashes.SHA256()}[sig_alg]
-    if isinstance(public, dsa.DSAPublicKey):
+    if isinstance(public, DSAPublicKey):
         public.verify(sig, nonce + digest, hash_alg)
     else:
         assert isinstance(public, rsa.RSAPublicKey)
@@ -231,6 +232,6 @@ def test_relay_records_both_directions_of_udp_and_tcp() -> None:
 def test_cnri_key_files_are_the_pem_keys_in_cnri_format(keys: Path, name: str) -> None:
     """The .bin files CNRI's tools read hold exactly the keys the PEM twins hold."""
     private = serialization.load_pem_private_key((keys / f"{name}_priv.pem").read_bytes(), None)
-    assert isinstance(private, dsa.DSAPrivateKey | rsa.RSAPrivateKey)
+    assert isinstance(private, DSAPrivateKey | rsa.RSAPrivateKey)
     assert cnri_private_key(private) == (keys / f"{name}_priv.bin").read_bytes()
     assert cnri_public_key(private.public_key()) == (keys / f"{name}_pub.bin").read_bytes()

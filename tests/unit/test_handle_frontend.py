@@ -6,11 +6,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import dsa, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.hsign import bound_prefix, signed_credential, verify_signed_credential
+from protocol.hskeys import generate_dsa_key
 from protocol.records import HandleRecord, HandleValue
 from protocol.wire import Envelope, Message, OpCode, OpFlag, ResolutionRequest, decode_message, encode_message
 from registry.sqlite import SqliteStore
@@ -67,7 +68,7 @@ def test_any_bytes_give_an_answer_or_none_never_an_error(
 @pytest.mark.parametrize("version", [(2, 1), (2, 5), (2, 6), (2, 7), (2, 10), (2, 11)])
 @pytest.mark.parametrize("kind", ["rsa", "dsa"])
 def test_server_signatures_verify_and_bind_the_message(version: tuple[int, int], kind: str) -> None:
-    key = rsa.generate_private_key(65537, 2048) if kind == "rsa" else dsa.generate_private_key(2048)
+    key = rsa.generate_private_key(65537, 2048) if kind == "rsa" else generate_dsa_key(2048)
     body = b"\x00\x00\x00\x01header and body"
     prefix = bound_prefix(version, (2, 11), 9, 1234)
     credential = signed_credential(key, body, prefix, version)
