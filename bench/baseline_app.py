@@ -21,7 +21,7 @@ from pathlib import Path
 import uvloop
 from aiohttp import web
 
-from resolver.http_common import CORS
+from resolver.http.common import CORS
 
 BODY = web.AppKey("body", bytes)
 

@@ -26,7 +26,7 @@ from typing import Any
 import msgpack
 
 from bench.resolve_baseline import ADMIN_SECRET, Target, machine, revision, serve_command
-from tests.nodeproc import basic
+from tests.support.nodeproc import basic
 
 BATCH = 2000
 ENTERPRISES = 20
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def compare(payloads: list[bytes], args: argparse.Namespace) -> int:
     """SQLite and PostgreSQL in turn (the order alternating by round); the ratio of the medians."""
-    from tests.pgproc import temp_database
+    from tests.support.pgproc import temp_database
 
     rates: dict[str, list[float]] = {"sqlite": [], "postgresql": []}
     failed = 0

@@ -22,7 +22,7 @@ import uvloop
 
 from bench.load_store import handle_for, load
 from bench.resolve_baseline import ADMIN_SECRET
-from registry.sqlite import SqliteStore
+from registry.sqlite.store import SqliteStore
 from resolver.engine import CachePolicy, ResolutionEngine
 
 

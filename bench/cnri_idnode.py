@@ -45,9 +45,9 @@ from typing import Any
 
 from bench import cnri
 from bench.cnri_keys import SECRET_KEY
-from protocol.hsauth import hashed_secret_key
-from resolver import server_key
-from tests.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Node
+from protocol.wire.auth import hashed_secret_key
+from resolver.handle import server_key
+from tests.support.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Node
 from tests.vectors.capture import messages
 from tests.vectors.sniff import Sniffer
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from protocol.hskeys import DSAPrivateKey, DSAPublicKey, generate_dsa_key
+from protocol.wire.keys import DSAPrivateKey, DSAPublicKey, generate_dsa_key
 
 SECRET_KEY = "idnode-test-secret"
 PERM_ALL = 0x0FFF

@@ -26,7 +26,7 @@ ASKERS = 32
 
 async def measure(data_dir: Path, count: int, answers: int) -> tuple[float, float]:
     from bench.load_store import handle_for
-    from registry.sqlite import SqliteStore
+    from registry.sqlite.store import SqliteStore
     from resolver.engine import CachePolicy, ResolutionEngine
 
     store = SqliteStore(data_dir / "idnode.sqlite3")

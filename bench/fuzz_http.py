@@ -43,7 +43,7 @@ import msgpack
 
 from bench.fuzzgen import Case, Generator, World, basic
 from bench.resolve_baseline import ADMIN_SECRET, RESULTS, Target, serve_command
-from tests.nodeproc import child_pids
+from tests.support.nodeproc import child_pids
 
 HANG_SECONDS = 5.0
 OVERSIZE = 1024 * 1024  # a request this long may be refused, and its connection closed, before it is all sent

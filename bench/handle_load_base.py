@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from protocol.codes import ResponseCode
-from protocol.wire import (
+from protocol.wire.message import (
     DEFAULT_REQUEST_FLAGS,
     Envelope,
     Message,

@@ -34,9 +34,9 @@ import asyncpg
 from bench.load_store import record_for
 from protocol.identifiers import parse_handle
 from protocol.records import encode_record
-from registry import bulk
-from registry.postgres import PostgresStore
-from registry.postgres_writes import stored_handle
+from registry.bulk import items as bulk
+from registry.postgres.store import PostgresStore
+from registry.postgres.writes import stored_handle
 
 COPY_CHUNK = 50_000  # the import's default chunk
 FORMATS = {"jsonl": "records.jsonl", "msgpack": "records.msgpack"}

@@ -25,9 +25,9 @@ from pathlib import Path
 from protocol import valuedata as vd
 from protocol.identifiers import parse_handle, prefix_handle
 from protocol.records import HS_ADMIN, URL, HandleRecord, HandleValue, encode_record
-from registry import secrets
 from registry.bootstrap import node_admin_record
-from registry.sqlite import SqliteStore
+from registry.identity import secrets
+from registry.sqlite.store import SqliteStore
 from registry.store import AuditEntry, ImportMarker, Store
 
 STORE_FILE = "idnode.sqlite3"  # the name resolver.server.serve() opens under --data-dir

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from resolver.http_common import CORS
+from resolver.http.common import CORS
 
 
 def _free_port(host: str) -> int:

@@ -45,9 +45,9 @@ from bench.resolve_baseline import ADMIN_SECRET, RESULTS, SEED, Target, machine,
 from protocol.identifiers import parse_handle
 from protocol.records import encode_record
 from registry.bootstrap import ensure_node_prefix
-from registry.postgres import PostgresStore
+from registry.postgres.store import PostgresStore
 from registry.store import AuditEntry, ImportMarker
-from tests.pgproc import PgServer
+from tests.support.pgproc import PgServer
 
 TUNING = (
     "shared_buffers = 4GB\neffective_cache_size = 16GB\nmaintenance_work_mem = 1GB\nmax_wal_size = 32GB\n"

@@ -16,7 +16,7 @@ import sys
 
 import uvloop
 
-from registry.sqlite import SqliteStore
+from registry.sqlite.store import SqliteStore
 from resolver import config as config_mod
 from resolver.server import bootstrap, serve
 

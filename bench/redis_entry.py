@@ -23,8 +23,8 @@ from pathlib import Path
 from bench.load_store import handle_for
 from bench.resolve_baseline import SEED, Target, machine, revision, serve_command
 from protocol.identifiers import parse_handle
-from resolver.redis_tier import FORMAT
-from tests.redisproc import RedisServer
+from resolver.cache.redis_tier import FORMAT
+from tests.support.redisproc import RedisServer
 
 
 def command(port: int, *args: str) -> bytes:

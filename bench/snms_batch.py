@@ -36,7 +36,7 @@ from typing import Any
 
 from bench.batch_register import operations, post_all
 from bench.resolve_baseline import ADMIN_SECRET, Target, machine, revision, serve_command
-from tests.nodeproc import basic
+from tests.support.nodeproc import basic
 
 ADMIN = "300:0.NA/88.118"
 NODE_PREFIX = "88.118"
@@ -179,7 +179,7 @@ def node(store: str) -> Iterator[Target]:
     with tempfile.TemporaryDirectory(prefix="idnode-snms-") as work, contextlib.ExitStack() as stack:
         cmd = serve_command("--data-dir", str(Path(work) / "data"))
         if store != "sqlite":
-            from tests.pgproc import temp_database
+            from tests.support.pgproc import temp_database
 
             cmd += ["--store", stack.enter_context(temp_database(store))]
         server = Target("server", "idnode serve", cmd).start()

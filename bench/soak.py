@@ -33,7 +33,7 @@ from typing import Any
 from bench import wrk
 from bench.load_store import handle_for, load
 from bench.resolve_baseline import ADMIN_SECRET, RESULTS, SEED, Target, machine, revision
-from tests.nodeproc import metric_value
+from tests.support.nodeproc import metric_value
 
 ADMIN = "Basic " + base64.b64encode(f"300%3A0.NA/88.118:{ADMIN_SECRET}".encode()).decode()
 GROWTH_LIMIT = 0.05

@@ -19,8 +19,8 @@ from protocol import valuedata as vd
 from protocol.errors import AuthenticationNeeded, HandleError, InsufficientPermissions
 from protocol.identifiers import NA_PREFIX, Handle, is_at_or_under, parse_handle
 from protocol.records import ADMIN_WRITE, HS_ADMIN, HS_VLIST, PUBLIC_WRITE, HandleRecord, HandleValue
-from registry.auth import Identity
-from registry.permissions import Caller
+from registry.identity.auth import Identity
+from registry.identity.caller import Caller
 from registry.store import Store
 
 MAX_GROUP_DEPTH = 4

@@ -17,7 +17,7 @@ from protocol.identifiers import Handle
 from protocol.jsonfmt import IncomingValue, values_from_body
 from protocol.records import HandleRecord, HandleValue
 from registry.authority import enclosing_zones
-from registry.permissions import Caller
+from registry.identity.caller import Caller
 from registry.service import RegistrationService
 from registry.store import AuditEntry, BatchAborted, Write
 from registry.templates import TEMPLATE_INDEX

@@ -10,8 +10,8 @@ from protocol import valuedata as vd
 from protocol.errors import HandleAlreadyExists
 from protocol.identifiers import prefix_handle
 from protocol.records import HS_ADMIN, HS_SECKEY, SECRET_PERMISSIONS, HandleRecord, HandleValue
-from registry import secrets
-from registry.permissions import NODE_ADMIN_INDEX
+from registry.identity import secrets
+from registry.identity.caller import NODE_ADMIN_INDEX
 from registry.store import Store
 
 log = logging.getLogger("registry.bootstrap")

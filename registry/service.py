@@ -35,10 +35,10 @@ from protocol.identifiers import (
 )
 from protocol.jsonfmt import IncomingValue
 from protocol.records import HS_SECKEY, PUBLIC_READ, PUBLIC_WRITE, HandleRecord, HandleValue
-from registry import secrets
-from registry.auth import Identity
 from registry.authority import Authority, enclosing_zones, zone_chain
-from registry.permissions import NODE_ADMIN_INDEX, Caller
+from registry.identity import secrets
+from registry.identity.auth import Identity
+from registry.identity.caller import NODE_ADMIN_INDEX, Caller
 from registry.store import AuditEntry, PrefixStats, Store, StoredTemplate
 from registry.templates import Template, TemplateChecker, check_name, decode_template, encode_template, parse_template
 from registry.writes import Moved, Plan, Planner, guard

@@ -28,7 +28,7 @@ from registry.authority import (
     same_value,
     value_kind,
 )
-from registry.permissions import Caller
+from registry.identity.caller import Caller
 from registry.store import Change, Store
 from registry.templates import FIRST_FIELD_INDEX, TEMPLATE_INDEX, TemplateChecker
 

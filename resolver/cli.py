@@ -13,13 +13,13 @@ from typing import Any
 import uvloop
 
 from protocol.errors import HandleError
-from registry import bulk as bulk_fmt
-from registry import sqlite_io
-from registry.tokens import TokenKeyError
+from registry.bulk import items as bulk_fmt
+from registry.identity.tokens import TokenKeyError
+from registry.sqlite import writer as sqlite_io
 from resolver import config as config_mod
 from resolver import logs
+from resolver.handle.server_key import ServerKeyError
 from resolver.listeners import ListenError, Listeners, open_listeners
-from resolver.server_key import ServerKeyError
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -129,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
 
 # Commands kept in modules of their own: each has add_parsers(commands), whose parsers set
 # ``run`` (args -> exit code) with set_defaults.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("resolver.admin_cli", "resolver.check", "resolver.backup")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("resolver.commands.admin", "resolver.commands.check", "resolver.commands.backup")
 
 
 BULK_HELP = (
@@ -187,7 +187,7 @@ def _bulk_parsers(commands: Any) -> None:
 
 
 def _bulk(args: argparse.Namespace) -> int:
-    from resolver import bulk
+    from resolver.commands import bulk
 
     flags = {k: v for k, v in vars(args).items() if k in _STORE_FLAGS and k != "config"}
     try:

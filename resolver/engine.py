@@ -64,10 +64,10 @@ from protocol.jsonfmt import value_to_json
 from protocol.records import HandleRecord, HandleValue, decode_record, encode_record
 from registry.store import RECENT_WRITE_SECONDS, Store
 from resolver import metrics
-from resolver.cache import Entry, Generations, LocalCache
-from resolver.handle_client import HandleClient, HandleTarget, server_targets
-from resolver.redis_tier import RedisEntry, RedisTier
-from resolver.routing import (
+from resolver.cache.local import Entry, Generations, LocalCache
+from resolver.cache.redis_tier import RedisEntry, RedisTier
+from resolver.delegation.handle_client import HandleClient, HandleTarget, server_targets
+from resolver.delegation.routing import (
     LOCAL,
     Decision,
     NeedReferral,
@@ -80,8 +80,8 @@ from resolver.routing import (
     held_here,
     referral_of,
 )
-from resolver.target_policy import TargetPolicy
-from resolver.upstream import HopFailed, NodeClient, Target
+from resolver.delegation.target_policy import TargetPolicy
+from resolver.delegation.upstream import HopFailed, NodeClient, Target
 
 log = logging.getLogger("resolver.engine")
 

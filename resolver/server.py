@@ -18,33 +18,33 @@ from typing import Protocol
 from aiohttp import web
 
 from protocol import valuedata as vd
-from protocol.wire import PROTOCOL_VERSION
-from registry import tokens
-from registry.auth import NODE_BRAKE_FACTOR, Authenticator
+from protocol.wire.message import PROTOCOL_VERSION
 from registry.bootstrap import ensure_node_prefix
-from registry.postgres import PostgresStore
-from registry.ratelimit import FailureLimiter
+from registry.identity import tokens
+from registry.identity.auth import NODE_BRAKE_FACTOR, Authenticator
+from registry.identity.ratelimit import FailureLimiter
+from registry.postgres.store import PostgresStore
 from registry.service import RegistrationService
-from registry.sqlite import SqliteStore
-from registry.sqlite_io import STORE_FILE
+from registry.sqlite.store import SqliteStore
+from registry.sqlite.writer import STORE_FILE
 from registry.store import Store
 from resolver import metrics
-from resolver.cache import Generations
+from resolver.cache.local import Generations
+from resolver.cache.redis_tier import RedisTier
 from resolver.config import Config, host_port
+from resolver.delegation.publisher import Publisher
+from resolver.delegation.target_policy import TargetPolicy
+from resolver.delegation.upstream import Target
 from resolver.engine import CachePolicy, DelegationPolicy, ResolutionEngine
-from resolver.handle_admin import HandleAdmin
-from resolver.handle_frontend import HandleFrontend
-from resolver.handle_listeners import HandleLimits, HandleTcpListener, HandleUdpListener
-from resolver.handle_shared import HandleShared
-from resolver.http import HttpFrontend
-from resolver.http_connections import ConnectionLimits, GuardedRunner
+from resolver.handle.admin import HandleAdmin
+from resolver.handle.frontend import HandleFrontend
+from resolver.handle.server_key import ensure_key, load_key, public_key_bytes
+from resolver.handle.shared import HandleShared
+from resolver.handle.transport import HandleLimits, HandleTcpListener, HandleUdpListener
+from resolver.http.connections import ConnectionLimits, GuardedRunner
+from resolver.http.frontend import HttpFrontend
 from resolver.listeners import Listeners, open_listeners
 from resolver.logs import ACCESS_LOGGER
-from resolver.publisher import Publisher
-from resolver.redis_tier import RedisTier
-from resolver.server_key import ensure_key, load_key, public_key_bytes
-from resolver.target_policy import TargetPolicy
-from resolver.upstream import Target
 
 log = logging.getLogger("idnode")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.nodeproc import Node
-from tests.pgproc import temp_database
+from tests.support.nodeproc import Node
+from tests.support.pgproc import temp_database
 
 _names = itertools.count()
 # Many tests send wrong credentials on purpose; the failure limit and the brake have tests of their own.

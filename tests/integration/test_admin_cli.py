@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Auth, Node, record, url_value
-from tests.redisproc import free_port
+from tests.support.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Auth, Node, record, url_value
+from tests.support.redisproc import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ENT_SECRET = "enterprise-secret-from-a-file-01"

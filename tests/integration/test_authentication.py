@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from registry import secrets
+from registry.identity import secrets
 from tests.conftest import LIMITS_OFF
-from tests.nodeproc import ADMIN, Auth, Node, record, url_value
+from tests.support.nodeproc import ADMIN, Auth, Node, record, url_value
 
 # Run against both store backends (PostgreSQL: a database of this module's own).
 STORE_BACKENDS = ("sqlite", "postgresql")

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import pytest
 
-from registry.sqlite import SqliteStore
-from registry.sqlite_backup import Snapshot, copy_store, verify
-from registry.sqlite_io import connect, hold
-from registry.sqlite_schema import migrate
+from registry.sqlite.backup import Snapshot, copy_store, verify
+from registry.sqlite.schema import migrate
+from registry.sqlite.store import SqliteStore
+from registry.sqlite.writer import connect, hold
 from tests.integration.test_storage_faults import rec
-from tests.nodeproc import ADMIN, Node, record, url_value
-from tests.pgproc import temp_database
-from tests.snmsclient import Snms
+from tests.support.nodeproc import ADMIN, Node, record, url_value
+from tests.support.pgproc import temp_database
+from tests.support.snmsclient import Snms
 
 PREFILLED = 200_000  # ~50 MB of store: a backup of several steps
 ENTERPRISE, ENTERPRISE_SECRET = "88.118.5", "enterprise-secret-0123456789"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.nodeproc import ADMIN, ADMIN_USER, Node, Reply, record, url_value
+from tests.support.nodeproc import ADMIN, ADMIN_USER, Node, Reply, record, url_value
 
 P = "/api/handles/88.118.6/"
 

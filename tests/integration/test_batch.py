@@ -8,7 +8,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from tests.nodeproc import ADMIN, Node, Reply, record, url_value
+from tests.support.nodeproc import ADMIN, Node, Reply, record, url_value
 
 # Run against both store backends (PostgreSQL: a database of this module's own).
 STORE_BACKENDS = ("sqlite", "postgresql")

@@ -22,12 +22,12 @@ import pytest
 
 from bench.load_store import record_for
 from protocol.records import HandleRecord
-from registry import bulk
-from registry.postgres import PostgresStore
-from registry.sqlite import SqliteStore
+from registry.bulk import items as bulk
+from registry.postgres.store import PostgresStore
+from registry.sqlite.store import SqliteStore
 from registry.store import PrefixStats, Store
-from tests.nodeproc import Node
-from tests.pgproc import temp_database
+from tests.support.nodeproc import Node
+from tests.support.pgproc import temp_database
 
 STORE_BACKENDS = ("sqlite", "postgresql")
 HASH = "fef341f85d87439e7d91a2d465b9871ef66b5e98"  # handle.net's hashed HS_SECKEY of "s3cret"

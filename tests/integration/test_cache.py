@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Node, Reply, basic, record, url_value
-from tests.redisproc import RedisServer, make_cluster
+from tests.support.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Node, Reply, basic, record, url_value
+from tests.support.redisproc import RedisServer, make_cluster
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_a_write_on_one_node_reaches_another_through_redis(
 
 
 def test_concurrent_misses_make_one_store_read(fresh_node: Node) -> None:
-    fresh_node.module = "tests.flaky_node"
+    fresh_node.module = "tests.support.flaky_node"
     fresh_node.args = ["--workers", "1"]
     node = fresh_node.start()
     path = "/api/handles/88.118/cache-coalesce"
@@ -163,7 +163,7 @@ def test_an_entry_read_near_its_expiry_is_refreshed_in_the_background(fresh_node
 
 
 def test_stale_answers_are_served_while_the_store_fails(fresh_node: Node) -> None:
-    fresh_node.module = "tests.flaky_node"
+    fresh_node.module = "tests.support.flaky_node"
     # One worker: with two, the kernel may hand every connection of the warm-up to one of
     # them, and the other, holding nothing stale, rightly answers 503.
     fresh_node.args = ["--workers", "1"]

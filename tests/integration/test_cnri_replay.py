@@ -28,9 +28,9 @@ import pytest
 from bench.cnri_idnode import ADMIN_HANDLE, PREFIX, prepare_records
 from bench.cnri_keys import SECRET_KEY
 from protocol.codes import ResponseCode
-from protocol.hsauth import MacKind, hashed_secret_key, secret_answer, sign_challenge
-from protocol.hskeys import Reader, load_private_key_file
-from protocol.wire import (
+from protocol.wire.auth import MacKind, hashed_secret_key, secret_answer, sign_challenge
+from protocol.wire.keys import Reader, load_private_key_file
+from protocol.wire.message import (
     ENVELOPE_SIZE,
     ChallengeAnswerRequest,
     ChallengeResponse,
@@ -44,8 +44,8 @@ from protocol.wire import (
     encode_message,
 )
 from tests.conftest import LIMITS_OFF
-from tests.handleclient import read_message
-from tests.nodeproc import ADMIN, Node
+from tests.support.handleclient import read_message
+from tests.support.nodeproc import ADMIN, Node
 from tests.vectors.load import Captured, captured
 
 ROOT = Path(__file__).parents[2]

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from protocol.codes import ResponseCode
-from protocol.hsession import MacScope, decode_dh_public, verify_mac_credential
-from protocol.wire import (
+from protocol.wire.bodies import KEY_EXCHANGE_DH
+from protocol.wire.message import (
     ChallengeAnswerRequest,
     ChallengeResponse,
     Envelope,
@@ -27,8 +27,8 @@ from protocol.wire import (
     decode_message,
     encode_message,
 )
-from protocol.wire_bodies import KEY_EXCHANGE_DH
-from tests.unit.test_handle_admin import NODE_ADMIN, RFC2409_P, Node, node, send
+from protocol.wire.session import MacScope, decode_dh_public, verify_mac_credential
+from tests.unit.resolver.test_handle_admin import NODE_ADMIN, RFC2409_P, Node, node, send
 
 __all__ = ["node"]  # the fixture
 

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Error, Page, Request, expect, sync_playwright
 
-from resolver.http_console import CONTENT_TYPES
-from tests.nodeproc import ADMIN, NODE_PREFIX, Node
+from resolver.http.console_routes import CONTENT_TYPES
+from tests.support.nodeproc import ADMIN, NODE_PREFIX, Node
 
 CHROMIUM = os.environ.get("IDNODE_TEST_CHROMIUM", "/usr/bin/chromium")
 NO_BROWSER = pytest.mark.skipif(
@@ -176,11 +176,11 @@ def test_console_is_served_with_a_strict_policy(enterprise: Node) -> None:
 def test_the_console_files_ship_in_the_package() -> None:
     """Read where the installed package keeps them, and named by pyproject's package data,
     so a non-editable ``pip install .`` carries every file the node serves."""
-    folder = resources.files("resolver").joinpath("console")
+    folder = resources.files("resolver.http").joinpath("console")
     shipped = {entry.name for entry in folder.iterdir() if entry.is_file()}
     assert set(CONTENT_TYPES) <= shipped
     config = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
-    patterns = config["tool"]["setuptools"]["package-data"]["resolver"]
+    patterns = config["tool"]["setuptools"]["package-data"]["resolver.http"]
     assert all(any(fnmatch.fnmatch(f"console/{name}", p) for p in patterns) for name in shipped)
 
 

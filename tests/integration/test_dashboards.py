@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_hierarchy import LOOPBACK_ALLOWED, TOP_ADMIN, dead_port, grant, published, site, wait_for
-from tests.nodeproc import ADMIN, ADMIN_SECRET, METRICS_LAG, Node, metric_value, record, url_value
-from tests.promql import (
+from tests.support.nodeproc import ADMIN, ADMIN_SECRET, METRICS_LAG, Node, metric_value, record, url_value
+from tests.support.promql import (
     RULES,
     dashboard_expressions,
     exported_names,

@@ -30,10 +30,10 @@ import yaml
 from protocol.codes import ResponseCode
 from resolver import config as config_mod
 from resolver.server import FDS_BESIDE_CONNECTIONS, SHUTDOWN_GRACE_SECONDS
-from tests import handleclient, sandbox
-from tests.nodeproc import ADMIN, ADMIN_SECRET, Node, child_pids, record, url_value
-from tests.pgproc import query, temp_database
-from tests.redisproc import RedisServer
+from tests.support import handleclient, sandbox
+from tests.support.nodeproc import ADMIN, ADMIN_SECRET, Node, child_pids, record, url_value
+from tests.support.pgproc import query, temp_database
+from tests.support.redisproc import RedisServer
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD = REPO / "deploy" / "systemd"
@@ -152,7 +152,7 @@ def test_sandbox_enforces_the_units_restrictions() -> None:
     """The emulation is not a no-op: what the unit forbids fails inside it."""
     env = {"SANDBOX_UNIT": str(UNIT), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
-        [sys.executable, "-m", "tests.sandbox", "--", sys.executable, "-m", "tests.sandbox_probe"],
+        [sys.executable, "-m", "tests.support.sandbox", "--", sys.executable, "-m", "tests.support.sandbox_probe"],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=30,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -167,7 +167,7 @@ def _unit_node(tmp_path: Path) -> Node:
     env = {k: v for k, v in _env_file(EXAMPLE_ENV).items() if k != "IDNODE_ADMIN_SECRET"}
     env["SANDBOX_UNIT"] = str(UNIT)
     args = ["--config", str(EXAMPLE_TOML), "--tls-cert", str(cert), "--tls-key", str(key)]
-    return Node(tmp_path / "data", args=args, env=env, module="tests.sandbox")
+    return Node(tmp_path / "data", args=args, env=env, module="tests.support.sandbox")
 
 
 @needs_seccomp_emulation

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from tests.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Node, basic, child_pids, record, url_value
+from tests.support.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Node, basic, child_pids, record, url_value
 
 CLIENTS = 4
 
@@ -120,7 +120,7 @@ def test_kill_9_of_a_worker_fails_only_its_requests_in_flight(fresh_node: Node) 
 
 
 def test_a_slow_then_failing_store_under_reads_and_writes(fresh_node: Node) -> None:
-    fresh_node.module = "tests.flaky_node"
+    fresh_node.module = "tests.support.flaky_node"
     fresh_node.args = ["--workers", "1"]
     fresh_node.env = {"IDNODE_CACHE_MIN_TTL": "0", "IDNODE_STALE_WINDOW": "60"}
     node = fresh_node.start()

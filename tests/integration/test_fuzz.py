@@ -16,7 +16,7 @@ import pytest
 
 from bench.fuzz_http import fuzz, log_problems, prepare
 from bench.fuzzgen import Generator
-from tests.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Node, child_pids, record, url_value
+from tests.support.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Node, child_pids, record, url_value
 
 SEED = 7
 COUNT = 3000

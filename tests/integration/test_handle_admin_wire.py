@@ -11,11 +11,10 @@ import json
 from pathlib import Path
 
 from protocol.codes import ResponseCode
-from protocol.hsauth import client_secret_kind, hashed_secret_key, secret_answer
-from protocol.hsign import bound_prefix, verify_signed_credential
-from protocol.hskeys import decode_public_key
 from protocol.records import HandleValue
-from protocol.wire import (
+from protocol.wire.auth import client_secret_kind, hashed_secret_key, secret_answer
+from protocol.wire.keys import decode_public_key
+from protocol.wire.message import (
     Body,
     ChallengeAnswerRequest,
     ChallengeResponse,
@@ -32,8 +31,9 @@ from protocol.wire import (
     decode_message,
     encode_message,
 )
-from tests.handleclient import resolution, tcp, udp
-from tests.nodeproc import ADMIN_SECRET, Node
+from protocol.wire.sign import bound_prefix, verify_signed_credential
+from tests.support.handleclient import resolution, tcp, udp
+from tests.support.nodeproc import ADMIN_SECRET, Node
 
 NODE_ADMIN = "0.NA/88.118"
 KEY = hashed_secret_key(ADMIN_SECRET.encode())  # what the node stores, and a hashing client's MAC key

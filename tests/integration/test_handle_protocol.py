@@ -14,7 +14,7 @@ from dataclasses import replace
 from protocol import valuedata as vd
 from protocol.codes import ResponseCode
 from protocol.records import HandleValue
-from protocol.wire import (
+from protocol.wire.message import (
     ENVELOPE_SIZE,
     Envelope,
     ErrorResponse,
@@ -26,8 +26,8 @@ from protocol.wire import (
     decode_message,
     encode_message,
 )
-from tests.handleclient import read_message, resolution, tcp, udp, udp_raw
-from tests.nodeproc import ADMIN, Node, record, url_value
+from tests.support.handleclient import read_message, resolution, tcp, udp, udp_raw
+from tests.support.nodeproc import ADMIN, Node, record, url_value
 
 EMAIL = {"index": 2, "type": "EMAIL", "data": "plant@example.com"}
 HIDDEN = {"index": 3, "type": "NOTE", "data": "admins only", "permissions": "1100"}

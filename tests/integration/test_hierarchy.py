@@ -26,8 +26,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tests.nodeproc import ADMIN_SECRET, METRICS_LAG, Auth, Node, Reply, record, url_value
-from tests.redisproc import RedisServer
+from tests.support.nodeproc import ADMIN_SECRET, METRICS_LAG, Auth, Node, Reply, record, url_value
+from tests.support.redisproc import RedisServer
 
 TOP_ADMIN: Auth = ("300:0.NA/88", ADMIN_SECRET)
 A_ADMIN: Auth = ("300:0.NA/88.118", ADMIN_SECRET)

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from protocol.records import HandleValue
-from protocol.wire import Message, ResolutionResponse
-from tests.handle_server import SILENT, HandleServer, as_datagrams, proper_udp, running_in_thread
+from protocol.wire.message import Message, ResolutionResponse
 from tests.integration.test_hierarchy import (
     LOOPBACK_ALLOWED,
     TOP_ADMIN,
@@ -25,7 +24,8 @@ from tests.integration.test_hierarchy import (
     published,
     wait_for,
 )
-from tests.nodeproc import ADMIN_SECRET, Node, record
+from tests.support.handle_server import SILENT, HandleServer, as_datagrams, proper_udp, running_in_thread
+from tests.support.nodeproc import ADMIN_SECRET, Node, record
 
 DOC = HandleValue(1, "URL", b"https://example.com/handle-protocol")
 SLOW = HandleValue(1, "URL", b"https://example.com/over-tcp")

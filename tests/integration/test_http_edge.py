@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.nodeproc import ADMIN_SECRET, ADMIN_USER, Node, basic, child_pids
+from tests.support.nodeproc import ADMIN_SECRET, ADMIN_USER, Node, basic, child_pids
 
 HEADER_TIMEOUT = 3.0
 BODY_TIMEOUT = 4.0

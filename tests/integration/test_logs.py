@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import LIMITS_OFF
-from tests.nodeproc import ADMIN_SECRET, Node, basic, record, url_value
-from tests.snmsclient import NODE_ADMIN, NODE_ARGS, Snms, enterprise, secret_of
+from tests.support.nodeproc import ADMIN_SECRET, Node, basic, record, url_value
+from tests.support.snmsclient import NODE_ADMIN, NODE_ARGS, Snms, enterprise, secret_of
 
 WRONG_SECRET = "wrong-secret-d41d8cd98f00b204"
 PREFIX = "88.101.5"

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.integration.test_hierarchy import LOOPBACK_ALLOWED, admin_of, grant, published, wait_for
-from tests.nodeproc import ADMIN, ADMIN_SECRET, Node, record, url_value
-from tests.redisproc import RedisServer
+from tests.support.nodeproc import ADMIN, ADMIN_SECRET, Node, record, url_value
+from tests.support.redisproc import RedisServer
 
 A_ADMIN = ("300:0.NA/88.118", ADMIN_SECRET)
 
@@ -29,7 +29,7 @@ def eventually(node: Node, name: str, wanted: Callable[[float], bool], timeout: 
 def test_store_failures_count_whether_answered_stale_or_with_an_error(tmp_path: Path, nodes: list[Node]) -> None:
     node = Node(
         tmp_path / "data",
-        module="tests.flaky_node",
+        module="tests.support.flaky_node",
         args=["--workers", "1"],
         env={"IDNODE_CACHE_MIN_TTL": "0", "IDNODE_STALE_WINDOW": "30"},
     ).start()

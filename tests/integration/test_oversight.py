@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime
 from urllib.parse import quote
 
-from tests.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Node, record, url_value
+from tests.support.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Node, record, url_value
 
 # Run against both store backends (PostgreSQL: a database of this module's own).
 STORE_BACKENDS = ("sqlite", "postgresql")

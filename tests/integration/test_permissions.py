@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.nodeproc import ADMIN, Auth, Node, Reply, record, url_value
+from tests.support.nodeproc import ADMIN, Auth, Node, Reply, record, url_value
 
 # Run against both store backends (PostgreSQL: a database of this module's own).
 STORE_BACKENDS = ("sqlite", "postgresql")

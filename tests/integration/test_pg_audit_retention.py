@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from registry import postgres_schema as schema
-from registry.postgres import PostgresStore
+from registry.postgres import schema
+from registry.postgres.store import PostgresStore
 from registry.store import AuditEntry
-from tests.pgproc import temp_database
+from tests.support.pgproc import temp_database
 
 DAY = 86400.0
 

@@ -11,9 +11,9 @@ import pytest
 
 from protocol.errors import HandleAlreadyExists
 from protocol.records import HandleRecord, HandleValue
-from registry.postgres import PostgresStore
+from registry.postgres.store import PostgresStore
 from registry.store import Write
-from tests.pgproc import query, temp_database
+from tests.support.pgproc import query, temp_database
 
 ROUNDS = 15
 BATCH = 12

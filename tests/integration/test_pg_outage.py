@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.nodeproc import ADMIN, Node, Reply, record, url_value
-from tests.pgproc import PgServer, own_server, query
+from tests.support.nodeproc import ADMIN, Node, Reply, record, url_value
+from tests.support.pgproc import PgServer, own_server, query
 
 P = "/api/handles/88.118/"
 CACHED = [f"pgo-cached-{n}" for n in range(5)]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from registry.postgres import PostgresStore
-from tests.nodeproc import ADMIN, Node, record, url_value
-from tests.pgproc import PgServer, own_server, query
+from registry.postgres.store import PostgresStore
+from tests.support.nodeproc import ADMIN, Node, record, url_value
+from tests.support.pgproc import PgServer, own_server, query
 
 P = "/api/handles/88.118/"
 DELAY = 3.0  # recovery_min_apply_delay of the replica

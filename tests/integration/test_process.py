@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.nodeproc import ADMIN, ADMIN_USER, Node, record, url_value
+from tests.support.nodeproc import ADMIN, ADMIN_USER, Node, record, url_value
 
 # Run against both store backends (PostgreSQL: a database of this module's own).
 STORE_BACKENDS = ("sqlite", "postgresql")

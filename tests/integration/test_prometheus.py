@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.nodeproc import Node
-from tests.promql import DEPLOY, RULES, as_promql, dashboard_expressions, load_dashboard
-from tests.redisproc import free_port
+from tests.support.nodeproc import Node
+from tests.support.promql import DEPLOY, RULES, as_promql, dashboard_expressions, load_dashboard
+from tests.support.redisproc import free_port
 
 PROMETHEUS_DIR = DEPLOY / "prometheus"
 PROMTOOL = shutil.which("promtool")

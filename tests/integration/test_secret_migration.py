@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from protocol import hsauth
 from protocol.errors import AuthenticationFailed
 from protocol.identifiers import parse_handle
 from protocol.records import HS_SECKEY, HandleRecord, HandleValue
-from registry import secrets
-from registry.auth import Authenticator
-from registry.sqlite import SqliteStore
+from protocol.wire import auth as hsauth
+from registry.identity import secrets
+from registry.identity.auth import Authenticator
+from registry.sqlite.store import SqliteStore
 
 HANDLE = "88.118/owner"
 KEY = parse_handle(HANDLE).key

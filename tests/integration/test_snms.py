@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 
 from protocol.codes import ResponseCode
-from protocol.wire import ResolutionResponse
-from registry.tokens import dated_password
+from protocol.wire.message import ResolutionResponse
+from registry.identity.tokens import dated_password
 from tests.conftest import LIMITS_OFF, store_for
-from tests.handleclient import resolution, tcp, udp
-from tests.nodeproc import Node, record
-from tests.snmsclient import (
+from tests.support.handleclient import resolution, tcp, udp
+from tests.support.nodeproc import Node, record
+from tests.support.snmsclient import (
     NODE_ARGS,
     Snms,
     documented_shape,

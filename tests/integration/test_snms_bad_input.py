@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from registry.auth import Identity
-from registry.tokens import TokenSigner, load_key
+from registry.identity.auth import Identity
+from registry.identity.tokens import TokenSigner, load_key
 from tests.conftest import LIMITS_OFF, store_for
-from tests.nodeproc import Node, basic, record
-from tests.snmsclient import (
+from tests.support.nodeproc import Node, basic, record
+from tests.support.snmsclient import (
     NODE_ADMIN,
     NODE_ARGS,
     Snms,

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tests.nodeproc import Node, child_pids
-from tests.snmsclient import (
+from tests.support.nodeproc import Node, child_pids
+from tests.support.snmsclient import (
     NODE_ARGS,
     Snms,
     dated,

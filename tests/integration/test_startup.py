@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.nodeproc import ADMIN, ADMIN_SECRET, Node, record, url_value
-from tests.pgproc import SERVER, database_url, free_port, own_server, query
+from tests.support.nodeproc import ADMIN, ADMIN_SECRET, Node, record, url_value
+from tests.support.pgproc import SERVER, database_url, free_port, own_server, query
 
 
 def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

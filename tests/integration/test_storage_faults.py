@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from protocol.records import HandleRecord, HandleValue
-from registry.sqlite import SqliteStore
+from registry.sqlite.store import SqliteStore
 from tests.integration.test_startup import tmpfs
-from tests.nodeproc import ADMIN, Node, Reply, record, url_value
+from tests.support.nodeproc import ADMIN, Node, Reply, record, url_value
 
 
 def fill(directory: Path) -> Path:

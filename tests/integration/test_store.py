@@ -14,10 +14,10 @@ import pytest
 
 from protocol.errors import HandleAlreadyExists, HandleNotFound, ValueAlreadyExists, ValuesNotFound
 from protocol.records import HandleRecord, HandleValue
-from registry.postgres import PostgresStore
-from registry.sqlite import SqliteStore
+from registry.postgres.store import PostgresStore
+from registry.sqlite.store import SqliteStore
 from registry.store import AuditEntry, BatchAborted, Change, Publication, Store, Write
-from tests.pgproc import temp_database
+from tests.support.pgproc import temp_database
 
 
 def rec(handle: str, *indexes: int) -> HandleRecord:

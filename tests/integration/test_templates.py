@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.nodeproc import ADMIN, Node, record, url_value
+from tests.support.nodeproc import ADMIN, Node, record, url_value
 
 # Run against both store backends (PostgreSQL: a database of this module's own).
 STORE_BACKENDS = ("sqlite", "postgresql")

@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from tests.nodeproc import ADMIN, Node, child_pids, record, url_value
+from tests.support.nodeproc import ADMIN, Node, child_pids, record, url_value
 
 
 def resolved_total(node: Node) -> float:

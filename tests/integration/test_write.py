@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from tests.nodeproc import ADMIN, ADMIN_SECRET, Node, record, url_value
+from tests.support.nodeproc import ADMIN, ADMIN_SECRET, Node, record, url_value
 
 # Run against both store backends (PostgreSQL: a database of this module's own).
 STORE_BACKENDS = ("sqlite", "postgresql")

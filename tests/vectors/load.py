@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protocol.wire import ENVELOPE_SIZE, Message, decode_message
+from protocol.wire.message import ENVELOPE_SIZE, Message, decode_message
 
 
 @dataclass(frozen=True)

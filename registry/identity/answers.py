@@ -1,0 +1,91 @@
+"""Checking a Handle protocol challenge answer against the identity's key stored here.
+
+An answer names an identity (``index:handle``) and carries a MAC keyed with its HS_SECKEY
+(``registry.secrets.protocol_key`` gives the key) or a signature by the private key of
+its HS_PUBKEY. Index 0 with HS_PUBKEY means any HS_PUBKEY of the handle, as in CNRI; the
+identity is then the one whose key verified. Only identities whose handle this node holds
+can be checked: CNRI would ask the identity's home server, this node does not.
+
+Rate limiting and the brake are the Authenticator's (``registry.auth``); this module only
+says whether the answer is right.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from protocol.errors import AuthenticationFailed, ProtocolViolation
+from protocol.records import HS_PUBKEY, HS_SECKEY, HandleRecord, HandleValue
+from protocol.wire.auth import verify_secret_answer, verify_signature
+from registry.identity import secrets
+from registry.identity.auth import Identity
+from registry.store import Store
+
+log = logging.getLogger("registry.answers")
+
+SECRET_KEY_TYPE = "HS_SECKEY"
+PUBLIC_KEY_TYPE = "HS_PUBKEY"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a ChallengeAnswer (or a VerifyAuth request) asks to be checked."""
+
+    auth_type: str  # HS_SECKEY or HS_PUBKEY
+    identity: Identity  # index 0: any key of its kind on the handle (HS_PUBKEY only)
+    nonce: bytes
+    request_digest: bytes
+    signed_response: bytes
+    version: tuple[int, int]  # of the message that carried the answer
+
+
+async def check_answer(store: Store, answer: Answer) -> Identity | None:
+    """The identity the answer proves, or None when it is wrong or cannot be checked here.
+
+    A malformed answer raises ProtocolViolation, an authentication type other than the two
+    AuthenticationFailed.
+    """
+    record = await store.get(answer.identity.handle)
+    if record is None:
+        return None
+    if answer.auth_type == SECRET_KEY_TYPE:
+        return _check_secret(record, answer)
+    if answer.auth_type == PUBLIC_KEY_TYPE:
+        return _check_signature(record, answer)
+    raise AuthenticationFailed(f"authentication type {answer.auth_type[:40]!r} is not HS_SECKEY or HS_PUBKEY")
+
+
+def _check_secret(record: HandleRecord, answer: Answer) -> Identity | None:
+    value = record.value_at(answer.identity.index)
+    if value is None or value.type.upper() != HS_SECKEY:
+        return None
+    key = secrets.protocol_key(value.data)
+    if key is None:
+        log.warning(
+            "identity %s holds its secret in the old form, which the Handle protocol cannot check; "
+            "it is rewritten at its next HTTP login", answer.identity,
+        )  # fmt: skip
+        return None
+    ok = verify_secret_answer(key, answer.nonce, answer.request_digest, answer.signed_response, version=answer.version)
+    return answer.identity if ok else None
+
+
+def _public_keys(record: HandleRecord, index: int) -> list[HandleValue]:
+    keys = [v for v in record.values if v.type.upper() == HS_PUBKEY and index in (0, v.index)]
+    return sorted(keys, key=lambda v: v.index)
+
+
+def _check_signature(record: HandleRecord, answer: Answer) -> Identity | None:
+    for value in _public_keys(record, answer.identity.index):
+        try:
+            if verify_signature(value.data, answer.signed_response, answer.nonce, answer.request_digest):
+                return Identity(value.index, answer.identity.handle)
+        except AuthenticationFailed:
+            continue  # a key this node cannot read proves nothing; another may
+    return None
+
+
+def malformed(exc: ProtocolViolation, answer: Answer) -> AuthenticationFailed:
+    """A malformed answer is a failed one, told to the client as such."""
+    return AuthenticationFailed(f"the answer of {answer.identity} is malformed: {exc.message}")

@@ -1,0 +1,243 @@
+"""Pending challenges and sessions of the Handle protocol, shared by every worker of a node.
+
+A CNRI client answers a challenge on a new TCP connection (and sets a session up over
+UDP), and the kernel hands each connection or datagram to any worker sharing the socket:
+the worker that checks an answer is often not the one that sent the challenge. So both
+live in anonymous shared mappings made before the workers fork, as
+``resolver.cache.Generations`` and ``registry.ratelimit`` keep theirs.
+
+Each table is a fixed number of fixed-size slots: memory is bounded whatever clients do,
+and an entry past its expiry is free space. An entry is found by its id from the slot
+``id & mask`` on, over a few slots (a short linear probe); when those are all live, a new
+entry replaces the one that expires first. Ids are random, so an attacker can neither
+guess a pending id nor aim entries at one slot.
+
+Workers write without a lock. A slot starts with a keyed MAC over the rest of the entry
+(the key is made before the fork, so it is the node's own): a reader that meets a slot
+another worker is writing, or two writes that interleaved, sees a MAC that does not match
+and takes the slot for empty. The cost of such a race is one lost entry (the client is
+told its challenge or session expired and starts again), never a wrong one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import mmap
+import os
+import secrets
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from protocol.wire.base import Reader, WireError, pack_blob
+
+PROBE = 8  # slots looked at per id
+_MAC_BYTES = 16
+_HEAD = struct.Struct(">IdI")  # id, expiry (CLOCK_MONOTONIC, the same in every process), payload length
+_HEAD_BYTES = _MAC_BYTES + _HEAD.size
+T = TypeVar("T")
+MAX_ID = 0x7FFFFFFF  # session ids are a Java int on the wire; CNRI's are positive
+
+
+class SlotTable:
+    """Entries of at most ``slot_bytes`` (header included) by 31-bit id, in shared memory."""
+
+    def __init__(self, slots: int, slot_bytes: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if slots & (slots - 1) or slots < PROBE:
+            raise ValueError(f"slots must be a power of two of at least {PROBE}")
+        if slot_bytes <= _HEAD_BYTES:
+            raise ValueError(f"a slot must have room past its {_HEAD_BYTES}-byte header")
+        self.slots = slots
+        self.slot_bytes = slot_bytes
+        self.capacity = slot_bytes - _HEAD_BYTES
+        self._mask = slots - 1
+        self._map = mmap.mmap(-1, slots * slot_bytes)  # MAP_SHARED | MAP_ANONYMOUS: inherited by fork()
+        self._key = os.urandom(32)
+        self._clock = clock
+
+    def _mac(self, entry: bytes | memoryview) -> bytes:
+        return hashlib.blake2b(entry, key=self._key, digest_size=_MAC_BYTES).digest()
+
+    def _read(self, slot: int) -> tuple[int, float, bytes] | None:
+        """The entry in ``slot`` if it is whole and live."""
+        base = slot * self.slot_bytes
+        entry_id, expiry, length = _HEAD.unpack_from(self._map, base + _MAC_BYTES)
+        if length > self.capacity or expiry <= self._clock():
+            return None
+        body = self._map[base + _MAC_BYTES : base + _HEAD_BYTES + length]
+        if not hmac.compare_digest(self._map[base : base + _MAC_BYTES], self._mac(body)):
+            return None  # torn, interleaved or never written
+        return entry_id, expiry, body[_HEAD.size :]
+
+    def _probe(self, entry_id: int) -> range:
+        start = entry_id & self._mask
+        return range(start, start + PROBE)
+
+    def get(self, entry_id: int) -> bytes | None:
+        """The live entry stored under ``entry_id``, or None."""
+        for n in self._probe(entry_id):
+            found = self._read(n & self._mask)
+            if found is not None and found[0] == entry_id:
+                return found[2]
+        return None
+
+    def put(self, entry_id: int, payload: bytes, ttl: float) -> None:
+        """Store ``payload`` under ``entry_id`` for ``ttl`` seconds, replacing an entry of that id."""
+        if len(payload) > self.capacity:
+            raise ValueError(f"an entry holds at most {self.capacity} bytes, not {len(payload)}")
+        slot, soonest = -1, float("inf")
+        for n in self._probe(entry_id):
+            found = self._read(n & self._mask)
+            if found is None or found[0] == entry_id:
+                slot = n & self._mask
+                break
+            if found[1] < soonest:
+                slot, soonest = n & self._mask, found[1]
+        body = _HEAD.pack(entry_id, self._clock() + ttl, len(payload)) + payload
+        base = slot * self.slot_bytes
+        self._map[base + _MAC_BYTES : base + _HEAD_BYTES + len(payload)] = body
+        self._map[base : base + _MAC_BYTES] = self._mac(body)
+
+    def pop(self, entry_id: int) -> bytes | None:
+        """Take the entry away: the next ``get`` of any worker finds nothing."""
+        for n in self._probe(entry_id):
+            slot = n & self._mask
+            found = self._read(slot)
+            if found is not None and found[0] == entry_id:
+                base = slot * self.slot_bytes
+                self._map[base : base + _HEAD_BYTES] = bytes(_HEAD_BYTES)
+                return found[2]
+        return None
+
+    def in_use(self, entry_id: int) -> bool:
+        return self.get(entry_id) is not None
+
+
+def new_id(*tables: SlotTable) -> int:
+    """A random positive 31-bit id that no live entry of ``tables`` holds."""
+    while True:
+        entry_id = secrets.randbelow(MAX_ID) + 1
+        if not any(t.in_use(entry_id) for t in tables):
+            return entry_id
+
+
+# What the tables hold ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """A challenge sent and not yet answered: the nonce, the digest of the challenged
+    request as sent in the challenge (kind byte and digest), and that request's bytes."""
+
+    nonce: bytes
+    digest_kind: int
+    digest: bytes
+    request: bytes
+
+    def encode(self) -> bytes:
+        return bytes([self.digest_kind]) + pack_blob(self.nonce) + pack_blob(self.digest) + self.request
+
+    @classmethod
+    def decode(cls, data: bytes) -> Challenge:
+        r = Reader(data, 1)
+        nonce, digest = r.blob("nonce", 1024), r.blob("digest", 1024)
+        return cls(nonce, data[0], digest, data[r.pos :])
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A session set up by SESSION_SETUP: who it names and the key agreed with the client."""
+
+    identity_handle: str
+    identity_index: int
+    key_algorithm: int
+    key: bytes
+    created: float  # on the tables' clock: the counters of the session's MACs count from here
+
+    def encode(self) -> bytes:
+        head = pack_blob(self.identity_handle.encode()) + struct.pack(">ii", self.identity_index, self.key_algorithm)
+        return head + pack_blob(self.key) + struct.pack(">d", self.created)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Session:
+        r = Reader(data)
+        handle = r.text("identity handle")
+        index, algorithm = r.i32("identity index"), r.i32("key algorithm")
+        key = r.blob("session key", 1024)
+        return cls(handle, index, algorithm, key, struct.unpack(">d", r.take(8, "creation time"))[0])
+
+    def counter(self, now: float) -> int:
+        """A MAC counter no earlier message of the session had: tenths of milliseconds since the
+        session began (CNRI's client refuses a counter it has seen; workers share no counter)."""
+        return min(int((now - self.created) * 10_000) + 1, MAX_ID)
+
+
+CHALLENGE_TTL = 60.0  # seconds; CNRI purges unanswered challenges after 30 to 60
+MAX_SESSION_TTL = 86400.0  # what CNRI's clients ask for; a longer request is cut to this
+
+
+class HandleShared:
+    """Pending challenges and sessions of one node, made before its workers fork.
+
+    Challenges hold the challenged request, so they come in two sizes: many small slots for
+    the usual request, a few large ones for a request up to the protocol's 256 KiB.
+    """
+
+    def __init__(
+        self,
+        *,
+        small: tuple[int, int] = (1024, 8192),
+        large: tuple[int, int] = (16, 262_144 + 2048),
+        sessions: tuple[int, int] = (4096, 512),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
+        self.small = SlotTable(*small, clock=clock)
+        self.large = SlotTable(*large, clock=clock)
+        self.sessions = SlotTable(*sessions, clock=clock)
+
+    @property
+    def max_request(self) -> int:
+        """The largest request a challenge can hold (with its nonce and digest)."""
+        return self.large.capacity - 128
+
+    def now(self) -> float:
+        return self._clock()
+
+    def new_session_id(self) -> int:
+        return new_id(self.small, self.large, self.sessions)
+
+    def put_challenge(self, session_id: int, challenge: Challenge, ttl: float = CHALLENGE_TTL) -> None:
+        payload = challenge.encode()
+        self.pop_challenge(session_id)  # at most one pending per session, as in CNRI
+        table = self.small if len(payload) <= self.small.capacity else self.large
+        table.put(session_id, payload, ttl)
+
+    def peek_challenge(self, session_id: int) -> Challenge | None:
+        payload = self.small.get(session_id) or self.large.get(session_id)
+        return None if payload is None else _decoded(Challenge.decode, payload)
+
+    def pop_challenge(self, session_id: int) -> Challenge | None:
+        """Take the challenge pending on ``session_id``: it can be answered once."""
+        payload = self.small.pop(session_id) or self.large.pop(session_id)
+        return None if payload is None else _decoded(Challenge.decode, payload)
+
+    def put_session(self, session_id: int, session: Session, ttl: float) -> None:
+        self.sessions.put(session_id, session.encode(), min(max(ttl, 1.0), MAX_SESSION_TTL))
+
+    def session(self, session_id: int) -> Session | None:
+        payload = self.sessions.get(session_id) if session_id > 0 else None
+        return None if payload is None else _decoded(Session.decode, payload)
+
+    def end_session(self, session_id: int) -> bool:
+        return self.sessions.pop(session_id) is not None
+
+
+def _decoded(decode: Callable[[bytes], T], payload: bytes) -> T | None:
+    try:
+        return decode(payload)
+    except WireError:  # only what this node wrote passes the MAC; kept from crashing all the same
+        return None

@@ -1,0 +1,419 @@
+"""The Handle protocol's transports: UDP and TCP on one port, bounded against abuse.
+
+UDP. Every worker reads its own socket of an SO_REUSEPORT group (``resolver.listeners``):
+the kernel keeps one client socket's datagrams on one worker, so the parts of a
+multi-datagram request meet in that worker's ``Reassembler``. A cached resolution is
+answered inside ``datagram_received``, without a task. Against abuse:
+
+* no amplification: an answer goes out over UDP only if it is at most one datagram (512
+  bytes) or twice the request's size, whichever is more (a signed session setup answer,
+  664 bytes to a 368-byte request, is sent in two parts as CNRI's server does); a larger
+  one is replaced by an error saying so, and CNRI's client (like ours) then asks again over
+  TCP, where the handshake proves the source address;
+* each non-loopback source address may send ``udp_rate`` requests a second (token
+  bucket, bounded table); past it, datagrams are dropped and counted;
+* parts of multi-datagram requests are bounded per source and in total, and expire;
+* requests waiting for the store are bounded per worker; past that, dropped and counted.
+
+TCP. A connection may carry any number of messages, one after the other (CNRI's clients
+send one and close). A message must arrive whole within ``message_timeout`` of its first
+byte, a connection with nothing in flight is closed after ``idle_timeout``, and a worker
+holds at most ``max_connections``: half-open and slow connections cannot pile up. An
+envelope announcing more than 256 KiB is answered with a protocol error and the
+connection closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import cast
+
+from protocol.codes import ResponseCode
+from protocol.wire.message import (
+    ENVELOPE_SIZE,
+    MAX_MESSAGE,
+    MAX_UDP_PACKET,
+    PROTOCOL_VERSION,
+    Reassembler,
+    WireError,
+    decode_envelope,
+    split_datagrams,
+)
+from resolver import metrics
+from resolver.config import Config
+from resolver.handle.frontend import HandleFrontend, answer_code, error_answer
+
+log = logging.getLogger("resolver.handle")
+
+RATE_SOURCES = 65_536  # source addresses whose UDP rate is tracked per worker
+UDP_IN_FLIGHT = 2048  # UDP requests per worker waiting for an answer
+SHUTDOWN_GRACE = 10.0
+REASSEMBLY_SWEEP = 1.0  # seconds between two expiries of stale request parts
+
+
+@dataclass(frozen=True, slots=True)
+class HandleLimits:
+    udp_rate: float = 2000.0  # requests a second per source outside ``udp_exempt`` (0: no limit)
+    udp_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    message_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    max_connections: int = 1024
+
+    @classmethod
+    def of(cls, config: Config) -> HandleLimits:
+        return cls(
+            udp_rate=config.handle_udp_rate,
+            udp_exempt=config.handle_udp_exempt,
+            message_timeout=config.handle_message_timeout,
+            idle_timeout=config.handle_idle_timeout,
+            max_connections=config.max_connections,
+        )
+
+
+class SourceRates:
+    """Token buckets per source address (a burst of two seconds' worth), least recently seen forgotten first."""
+
+    def __init__(self, rate: float, exempt: tuple[str, ...] = (), sources: int = RATE_SOURCES) -> None:
+        self.rate = rate
+        self.burst = 2 * rate
+        self._sources = sources
+        self._buckets: OrderedDict[str, list[float]] = OrderedDict()
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in exempt]
+        self._exempt: dict[str, bool] = {}
+
+    def exempt(self, source: str) -> bool:
+        known = self._exempt.get(source)
+        if known is None:
+            if len(self._exempt) >= self._sources:
+                self._exempt.clear()
+            try:
+                address = ipaddress.ip_address(source)
+                known = any(address in n for n in self._networks)
+            except ValueError:
+                known = False
+            self._exempt[source] = known
+        return known
+
+    def allow(self, source: str, now: float) -> bool:
+        if self.exempt(source):
+            return True
+        bucket = self._buckets.get(source)
+        if bucket is None:
+            if len(self._buckets) >= self._sources:
+                self._buckets.popitem(last=False)
+            self._buckets[source] = [self.burst - 1, now]
+            return True
+        self._buckets.move_to_end(source)
+        tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+        bucket[1] = now
+        if tokens < 1:
+            bucket[0] = tokens
+            return False
+        bucket[0] = tokens - 1
+        return True
+
+
+def too_large_for_udp(answer: bytes) -> bytes:
+    """The error that replaces an answer too large for one datagram (the client retries over TCP)."""
+    env = decode_envelope(answer)
+    op = int.from_bytes(answer[ENVELOPE_SIZE : ENVELOPE_SIZE + 4], "big", signed=True)
+    message = f"the answer is {len(answer)} bytes, more than one {MAX_UDP_PACKET}-byte datagram; ask over TCP"
+    return error_answer(env.request_id, env.session_id, env.version, op, ResponseCode.ERROR, message)
+
+
+class UdpServer(asyncio.DatagramProtocol):
+    def __init__(self, frontend: HandleFrontend, limits: HandleLimits) -> None:
+        self._frontend = frontend
+        self._cached = frontend.cached
+        self._rates = SourceRates(limits.udp_rate, limits.udp_exempt) if limits.udp_rate > 0 else None
+        self._parts = Reassembler()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._observe = metrics.observe
+        self._transport: asyncio.DatagramTransport | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
+        self._sweep()
+
+    def _sweep(self) -> None:
+        before = self._parts.stats.expired
+        self._parts.expire(time.monotonic())
+        if self._parts.stats.expired > before:
+            metrics.handle_dropped("udp", "fragments", self._parts.stats.expired - before)
+        self._sweeper = asyncio.get_running_loop().call_later(REASSEMBLY_SWEEP, self._sweep)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        started = time.perf_counter()
+        host = addr[0]
+        if self._rates is not None and not self._rates.allow(host, time.monotonic()):
+            metrics.handle_dropped("udp", "rate_limited")
+            return
+        answer = self._cached(data)
+        if answer is not None:
+            assert self._transport is not None
+            if len(answer) <= MAX_UDP_PACKET:
+                self._transport.sendto(answer, addr)
+                self._observe("udp", "resolve", answer_code(answer), 0, time.perf_counter() - started)
+                return
+        if len(self._tasks) >= UDP_IN_FLIGHT:
+            metrics.handle_dropped("udp", "overload")
+            return
+        message = self._whole(data, addr)
+        if message is None:
+            return
+        task = asyncio.create_task(self._answer(message, addr))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _whole(self, data: bytes, addr: tuple[str, int]) -> bytes | None:
+        """The complete message ``data`` is, or completes; None while parts are missing."""
+        if len(data) < ENVELOPE_SIZE or not data[2] & 0x20:  # not one part of several
+            return data
+        evicted = self._parts.stats.evicted
+        try:
+            whole = self._parts.add(addr, data, time.monotonic())
+        except WireError:
+            metrics.handle_dropped("udp", "fragments")
+            return None
+        if self._parts.stats.evicted > evicted:
+            metrics.handle_dropped("udp", "fragments", self._parts.stats.evicted - evicted)
+        return whole
+
+    async def _answer(self, message: bytes, addr: tuple[str, int]) -> None:
+        answer = await self._frontend.respond(message, addr[0], "udp")
+        if len(answer) > MAX_UDP_PACKET and len(answer) > 2 * len(message):
+            metrics.handle_dropped("udp", "too_large")
+            answer = too_large_for_udp(answer)
+        if self._transport is None or self._transport.is_closing():
+            return
+        if len(answer) <= MAX_UDP_PACKET:
+            self._transport.sendto(answer, addr)
+            return
+        # CNRI's server leaves each part's truncated flag as the request's; clients place
+        # parts by their sequence numbers.
+        for part in split_datagrams(decode_envelope(answer), answer[ENVELOPE_SIZE:], mark_truncated=False):
+            self._transport.sendto(part, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp: %s", exc)
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=SHUTDOWN_GRACE)
+        if self._transport is not None:
+            self._transport.close()
+
+
+_KEEP_ALIVE_AT = ENVELOPE_SIZE + 8  # the op flags' first byte ...
+_KEEP_ALIVE_BIT = 0x02  # ... and OpFlag.KEEP_ALIVE in it
+
+
+class TcpServer:
+    """The connections of one worker's TCP listener."""
+
+    def __init__(self, frontend: HandleFrontend, limits: HandleLimits) -> None:
+        self.frontend = frontend
+        self.limits = limits
+        self.connections: set[TcpConnection] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: TcpConnection(self), sock=sock)
+        self._sweeper = asyncio.create_task(self._sweep(), name="handle-tcp-sweep")
+
+    async def _sweep(self) -> None:
+        step = min(self.limits.message_timeout, self.limits.idle_timeout, 1.0) / 4
+        while True:
+            await asyncio.sleep(step)
+            now = time.monotonic()
+            for connection in list(self.connections):
+                connection.expire(now)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        working = {c.worker for c in self.connections if c.worker is not None and not c.worker.done()}
+        if working:
+            await asyncio.wait(working, timeout=SHUTDOWN_GRACE)
+        for connection in list(self.connections):
+            connection.close()
+
+
+class TcpConnection(asyncio.Protocol):
+    """Messages one after the other: envelope, then as many bytes as it announces.
+
+    As CNRI's server does, the connection is closed once the requests it carried are
+    answered, unless the last one set KEEP_ALIVE; CNRI's clients send one request a
+    connection, and closing first spares the wake-up their close would cost.
+    """
+
+    def __init__(self, server: TcpServer) -> None:
+        self._server = server
+        self._frontend = server.frontend
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self.deadline = 0.0  # monotonic; 0: none (a request is being answered)
+        self.waiting_for = "idle"  # or "message": what the deadline is for
+        self._queue: list[bytes] = []
+        self.worker: asyncio.Task[None] | None = None
+        self._keep_alive = False  # the last request asked to keep the connection
+        self.busy = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        server = self._server
+        if len(server.connections) >= server.limits.max_connections:
+            metrics.handle_dropped("tcp", "limit")
+            self._transport.abort()
+            return
+        server.connections.add(self)
+        self.deadline = time.monotonic() + server.limits.idle_timeout
+        self.waiting_for = "idle"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.connections.discard(self)
+        self.deadline = 0.0
+        if self.worker is not None and not self.worker.done():
+            self.worker.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        # The usual case: one whole request in one read, its answer cached.
+        whole = len(data) > _KEEP_ALIVE_AT and int.from_bytes(data[16:20], "big") == len(data) - ENVELOPE_SIZE
+        if whole and not self._buffer and not self.busy:
+            started = time.perf_counter()
+            answer = self._frontend.cached(data)
+            if answer is not None:
+                self._answered(answer, bool(data[_KEEP_ALIVE_AT] & _KEEP_ALIVE_BIT))
+                metrics.observe("tcp", "resolve", answer_code(answer), 0, time.perf_counter() - started)
+                return
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= ENVELOPE_SIZE:
+            length = int.from_bytes(buffer[16:20], "big", signed=True)
+            if not 0 <= length <= MAX_MESSAGE:
+                self._refuse(bytes(buffer[:ENVELOPE_SIZE]), length)
+                return
+            end = ENVELOPE_SIZE + length
+            if len(buffer) < end:
+                break
+            message = bytes(buffer[:end])
+            del buffer[:end]
+            self._queue.append(message)
+        if self._queue and not self.busy:
+            self.busy = True
+            self.deadline = 0.0
+            self.worker = asyncio.create_task(self._drain())
+        elif buffer and (not self.deadline or self.waiting_for != "message"):
+            self._arm(self._server.limits.message_timeout, "message")
+
+    def _answered(self, answer: bytes, keep_alive: bool) -> None:
+        """Send ``answer``; close unless the request kept the connection or more has come."""
+        transport = self._transport
+        assert transport is not None
+        transport.write(answer)
+        if keep_alive or self._buffer or self._queue:
+            self._arm(self._server.limits.idle_timeout, "idle")
+        else:
+            transport.close()  # after what was written is sent
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                message = self._queue.pop(0)
+                keep_alive = len(message) > _KEEP_ALIVE_AT and bool(message[_KEEP_ALIVE_AT] & _KEEP_ALIVE_BIT)
+                answer = self._frontend.cached(message) or await self._frontend.respond(message, self._peer(), "tcp")
+                if self._transport is None or self._transport.is_closing():
+                    return
+                self._keep_alive = keep_alive
+                self._transport.write(answer)
+        finally:
+            self.busy = False
+            transport = self._transport
+            if transport is not None and not transport.is_closing():
+                limits = self._server.limits
+                if self._buffer:  # part of the next message has come
+                    self._arm(limits.message_timeout, "message")
+                elif self._keep_alive:
+                    self._arm(limits.idle_timeout, "idle")
+                else:
+                    transport.close()
+
+    def _peer(self) -> str:
+        peer = self._transport.get_extra_info("peername") if self._transport is not None else None
+        return str(peer[0]) if peer else ""
+
+    def _refuse(self, envelope: bytes, length: int) -> None:
+        metrics.handle_dropped("tcp", "oversize")
+        request_id, session_id = int.from_bytes(envelope[8:12], "big"), int.from_bytes(envelope[4:8], "big")
+        message = f"message length {length} is outside 0..{MAX_MESSAGE}"
+        answer = error_answer(
+            request_id & 0x7FFFFFFF,
+            session_id & 0x7FFFFFFF,
+            PROTOCOL_VERSION,
+            None,
+            ResponseCode.PROTOCOL_ERROR,
+            message,
+        )
+        assert self._transport is not None
+        self._transport.write(answer)
+        self.close()
+
+    def _arm(self, seconds: float, reason: str) -> None:
+        # A deadline, not a timer: the server's sweep closes what is past it (a timer per
+        # connection cost more than answering a cached request).
+        self.deadline = time.monotonic() + seconds
+        self.waiting_for = reason
+
+    def _disarm(self) -> None:
+        self.deadline = 0.0
+
+    def expire(self, now: float) -> None:
+        """Close this connection if it waited past its deadline."""
+        if self.deadline and now > self.deadline and not self.busy:
+            metrics.handle_dropped("tcp", "timeout" if self.waiting_for == "message" else "idle")
+            self.deadline = 0.0
+            self.close()
+
+    def close(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+
+class HandleUdpListener:
+    """A worker's UDP socket of the Handle port, served until closed."""
+
+    def __init__(self, frontend: HandleFrontend, limits: HandleLimits, sock: socket.socket) -> None:
+        self._sock = sock
+        self._protocol = UdpServer(frontend, limits)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(lambda: self._protocol, sock=self._sock)
+
+    async def close(self) -> None:
+        await self._protocol.close()
+
+
+class HandleTcpListener:
+    def __init__(self, frontend: HandleFrontend, limits: HandleLimits, sock: socket.socket) -> None:
+        self._sock = sock
+        self._server = TcpServer(frontend, limits)
+
+    async def start(self) -> None:
+        await self._server.start(self._sock)
+
+    async def close(self) -> None:
+        await self._server.close()

@@ -1,0 +1,1 @@
+"""Process fixtures and clients for the tests: nodes, Redis, PostgreSQL, Handle peers."""

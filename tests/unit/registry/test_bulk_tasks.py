@@ -1,0 +1,82 @@
+"""The checking pass in blocks (``resolver.bulk.check``) judges every item as the item-by-item
+reading (``raw_items`` + ``check_batch``) does, wherever the blocks happen to be cut."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from registry.bulk import items as bulk
+from resolver.commands import bulk as command
+
+RULES = bulk.Rules("88.118", max_bytes=400, now=1_800_000_000)
+GOOD = [
+    {"handle": "88.118/a", "values": [{"index": 1, "type": "URL", "data": "x"}]},
+    {"handle": "88.118/A", "values": [{"index": 1, "type": "URL", "data": {"format": "hex", "value": "00"}}]},
+    {"handle": "88.118/b", "values": [{"index": 2, "type": "URL", "data": "y", "ttl": 5}], "responseCode": 1},
+]
+BAD = [
+    {"handle": "99/x", "values": [{"index": 1, "type": "URL", "data": "x"}]},
+    {"handle": "88.118/c", "values": []},
+    {"handle": "88.118/big", "values": [{"index": 1, "type": "URL", "data": "x" * 500}]},
+    [1, 2],
+]
+PACKED_ODD = [
+    b"\xc1",  # never used by msgpack: the stream breaks here
+    b"\xa2\xff\xfe",  # a string that is not UTF-8
+    b"\xca\x3f\x80\x00\x00",  # a float32: 8 bytes when re-packed
+    msgpack.packb({"handle": "88.118/f", "values": [{"index": 1, "type": "URL", "data": "x", "ttl": 1.5}]}),
+]
+LINES_ODD = [b"\n", b"   \n", b"{broken\n", b"NaN\n", b'{"handle": "88.118/\\ud800"}\n']
+
+
+def item_by_item(data: bytes, fmt: str) -> tuple[list[Any], list[bulk.BadItem]]:
+    rows, bad = bulk.check_batch(list(enumerate(bulk.raw_items(io.BytesIO(data), fmt), 1)), fmt, RULES)
+    return [(line, *row) for line, row in rows], bad
+
+
+def in_blocks(data: bytes, fmt: str) -> tuple[list[Any], list[bulk.BadItem]]:
+    spool = io.BytesIO()
+    checked = command.check(io.BytesIO(data), fmt, RULES, spool, jobs=1)
+    spool.seek(0)
+    return [tuple(r) for r in msgpack.Unpacker(spool, raw=False)], checked.bad
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(GOOD + BAD) | st.integers(0, len(PACKED_ODD) - 1), max_size=12),
+    st.integers(1, 4),
+    st.integers(1, 64),
+)
+def test_packed_items_are_judged_alike_in_blocks(items: list[Any], batch: int, block: int) -> None:
+    data = b"".join(PACKED_ODD[i] if isinstance(i, int) else msgpack.packb(i) for i in items)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(command, "CHECK_BATCH", batch)
+        patch.setattr(command, "CHECK_BLOCK", block)
+        old_rows, old_bad = item_by_item(data, "msgpack")
+        new_rows, new_bad = in_blocks(data, "msgpack")
+    assert new_bad == old_bad
+    assert old_bad or new_rows == old_rows
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(GOOD + BAD) | st.integers(0, len(LINES_ODD) - 1), max_size=12),
+    st.booleans(),
+    st.integers(1, 64),
+)
+def test_lines_are_judged_alike_in_blocks(items: list[Any], last_newline: bool, block: int) -> None:
+    data = b"".join(LINES_ODD[i] if isinstance(i, int) else json.dumps(i).encode() + b"\n" for i in items)
+    data = data if last_newline else data.rstrip(b"\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(command, "CHECK_BLOCK", block)
+        old_rows, old_bad = item_by_item(data, "jsonl")
+        new_rows, new_bad = in_blocks(data, "jsonl")
+    assert new_bad == old_bad
+    assert old_bad or new_rows == old_rows

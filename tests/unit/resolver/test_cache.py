@@ -1,0 +1,143 @@
+"""The in-process cache tier and the Redis breaker, without processes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from protocol.records import HandleRecord, HandleValue
+from resolver.cache.local import MEMO_MAX, MEMO_OVERHEAD, Entry, Generations, LocalCache
+from resolver.cache.redis_tier import Breaker
+from resolver.engine import CachePolicy, record_ttl
+
+
+def entry(n: int, *, gen: int = 0, ttl: float = 60.0) -> Entry:
+    url = HandleValue(1, "URL", b"https://factory.example/p/%06d" % n)
+    secret = HandleValue(300, "HS_SECKEY", b"hidden", permissions=0b1100)
+    now = time.monotonic()
+    return Entry(HandleRecord(f"88.118.1/P{n:06d}", (url, secret)), ttl, now + ttl, now + ttl + 100, n, gen)
+
+
+def test_entries_and_bytes_stay_within_bounds() -> None:
+    cache = LocalCache(max_entries=100, max_bytes=10 * 1024 * 1024)
+    for n in range(1000):
+        cache.put(f"88.118.1/P{n:06d}", entry(n))
+        assert len(cache) <= 100
+    small = LocalCache(max_entries=10_000, max_bytes=50_000)
+    for n in range(1000):
+        small.put(f"88.118.1/P{n:06d}", entry(n))
+        assert small.bytes <= 50_000
+    assert 0 < len(small) < 1000
+
+
+def test_second_chance_keeps_entries_in_use() -> None:
+    cache = LocalCache(max_entries=10, max_bytes=1 << 30)
+    cache.put("hot", entry(0))
+    for n in range(1, 50):
+        cache.entries["hot"].used = True  # read between every insertion
+        cache.put(f"k{n}", entry(n))
+    assert "hot" in cache.entries
+
+
+def test_unused_entries_are_packed_and_come_back_whole() -> None:
+    cache = LocalCache(max_entries=10_000, max_bytes=1 << 30)
+    originals = {f"88.118.1/P{n:06d}": entry(n, gen=n * 7) for n in range(500)}
+    for spelling, e in originals.items():
+        cache.put(spelling, e)
+    hot_bytes = cache.bytes
+    cache.entries["88.118.1/P000003"].used = True
+    for _ in range(2):  # one pass clears the "used" marks, the next packs what stayed unused
+        while cache.sweep(10_000) or cache._pass:
+            pass
+    assert len(cache.cold) >= 499 and len(cache) == 500
+    assert cache.bytes < hot_bytes / 2
+    back = cache.take_cold("88.118.1/P000042")
+    assert back is not None and "88.118.1/P000042" in cache.entries
+    want = originals["88.118.1/P000042"]
+    assert (back.record, back.public, back.gen, back.slot) == (want.record, want.public, want.gen, want.slot)
+    assert [v.index for v in back.public] == [1]
+    assert back.expires == pytest.approx(want.expires) and back.stale_until == pytest.approx(want.stale_until)
+    assert cache.take_cold("88.118.1/P000042") is None
+    cache.drop("88.118.1/P000043")
+    assert cache.take_cold("88.118.1/P000043") is None
+
+
+def test_cold_entries_are_evicted_first() -> None:
+    cache = LocalCache(max_entries=300, max_bytes=1 << 30)
+    for n in range(300):
+        cache.put(f"old{n}", entry(n))
+    for _ in range(2):
+        while cache.sweep(10_000) or cache._pass:
+            pass
+    for n in range(100):
+        cache.put(f"new{n}", entry(n))
+    assert len(cache) == 300
+    assert all(f"new{n}" in cache.entries for n in range(100))
+
+
+def test_generations_change_on_every_bump() -> None:
+    gens = Generations(slots=1 << 10)
+    slot = gens.slot("88.118/X")
+    seen = {gens.words[slot]}
+    for _ in range(100):
+        gens.bump("88.118/X")
+        assert gens.words[slot] not in seen
+        seen.add(gens.words[slot])
+
+
+def test_record_ttl_is_the_smallest_value_ttl_clamped() -> None:
+    policy = CachePolicy(min_ttl=5, max_ttl=600)
+    now = 1_000_000.0
+
+    def rec(*ttls: tuple[int, bool]) -> HandleRecord:
+        values = tuple(HandleValue(i + 1, "URL", b"x", ttl, absolute) for i, (ttl, absolute) in enumerate(ttls))
+        return HandleRecord("88.118/X", values)
+
+    assert record_ttl(rec((300, False), (100, False)), now, policy) == 100
+    assert record_ttl(rec((86400, False)), now, policy) == 600
+    assert record_ttl(rec((0, False)), now, policy) == 5
+    assert record_ttl(rec((int(now) + 50, True)), now, policy) == 50
+
+
+def test_breaker_opens_after_failures_and_probes_after_the_cooldown() -> None:
+    breaker = Breaker(threshold=3, cooldown=0.05, max_cooldown=0.2)
+    for _ in range(3):
+        assert breaker.allow()
+        breaker.failure()
+    assert not breaker.allow()
+    time.sleep(0.06)
+    assert breaker.allow()  # the probe
+    assert not breaker.allow()  # only one at a time
+    breaker.failure()  # probe failed: open again, for longer
+    assert breaker.cooldown == pytest.approx(0.1)
+    time.sleep(0.11)
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.allow() and breaker.allow()
+
+
+def test_memoised_encodings_are_counted_and_bounded() -> None:
+    cache = LocalCache(max_entries=100, max_bytes=1 << 30)
+    e = entry(1)
+    cache.put("88.118.1/P000001", e)
+    before = cache.bytes
+    cache.set_http(e, "88.118.1/p000001", b"x" * 300)
+    assert cache.bytes == before + 300 and e.http_for == "88.118.1/p000001"
+    cache.set_http(e, "88.118.1/P000001", b"y" * 100)  # another spelling replaces the memo
+    assert cache.bytes == before + 100 and e.http == b"y" * 100
+    for n in range(MEMO_MAX + 5):
+        cache.set_memo(e, ("q", n), b"z" * 10, 10)
+    assert e.memo is not None and len(e.memo) == MEMO_MAX
+    assert cache.bytes == before + 100 + MEMO_MAX * (10 + MEMO_OVERHEAD)
+    cache.drop("88.118.1/P000001")
+    assert cache.bytes == 0
+
+
+def test_memoised_encodings_count_against_the_byte_bound() -> None:
+    cache = LocalCache(max_entries=1000, max_bytes=20_000)
+    for n in range(10):
+        cache.put(f"k{n}", entry(n))
+    for e in list(cache.entries.values()):
+        cache.set_http(e, e.key, b"b" * 3000)
+    assert cache.bytes <= 20_000 and len(cache.entries) < 10
