@@ -62,6 +62,13 @@ class Handle:
     def __str__(self) -> str:
         return self.text
 
+    @classmethod
+    def of_key(cls, key: str) -> Handle:
+        """The handle a normalised ``key`` names, without parsing it again: a key is only ever made
+        from a parsed handle. Its suffix is the key's (in upper case unless the node is case-sensitive)."""
+        prefix, _, suffix = key.partition("/")
+        return cls(prefix, suffix, key)
+
 
 def parse_prefix(text: str) -> str:
     """Validate a prefix (``88.118.8``) and return its normalised form."""

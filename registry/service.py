@@ -280,6 +280,10 @@ class RegistrationService:
         await self.authority().require(caller, ["list_handles"], zones, f"list handles under {prefix}")
         return prefix, await self.store.count_handles(prefix)
 
+    async def write_problem(self) -> str | None:
+        """Why the node cannot take writes now (a full disk, a failing store), or None."""
+        return await self.store.write_problem()
+
     async def homed_prefixes(self) -> list[str]:
         """Prefixes this node serves: its own and every prefix handle held under it."""
         held = await self.store.list_handles(NA_PREFIX)

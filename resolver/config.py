@@ -152,6 +152,9 @@ class Config:
 _FIELDS = {f.name: f for f in fields(Config)}
 
 
+DEFAULTS = Config()  # every setting's default, written once above: policies and the CLI help read it here
+
+
 def _coerce(name: str, raw: Any) -> Any:
     kind = _FIELDS[name].type
     if kind == "tuple[str, ...]":

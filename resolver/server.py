@@ -13,6 +13,7 @@ import ssl
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from aiohttp import web
@@ -29,13 +30,14 @@ from registry.sqlite.store import SqliteStore
 from registry.sqlite.writer import STORE_FILE
 from registry.store import Store
 from resolver import metrics
-from resolver.cache.local import Generations
+from resolver.cache.generations import Generations
 from resolver.cache.redis_tier import RedisTier
+from resolver.cache.tiers import CachePolicy
 from resolver.config import Config, host_port
-from resolver.delegation.publisher import Publisher
-from resolver.delegation.target_policy import TargetPolicy
-from resolver.delegation.upstream import Target
-from resolver.engine import CachePolicy, DelegationPolicy, ResolutionEngine
+from resolver.delegation.delegator import DelegationPolicy
+from resolver.delegation.http_client import HttpClient
+from resolver.delegation.publisher import Publisher, publication_report
+from resolver.engine import ResolutionEngine
 from resolver.handle.admin import HandleAdmin
 from resolver.handle.frontend import HandleFrontend
 from resolver.handle.server_key import ensure_key, load_key, public_key_bytes
@@ -45,6 +47,7 @@ from resolver.http.connections import ConnectionLimits, GuardedRunner
 from resolver.http.frontend import HttpFrontend
 from resolver.listeners import Listeners, open_listeners
 from resolver.logs import ACCESS_LOGGER
+from resolver.snms.routes import SnmsRoutes
 
 log = logging.getLogger("idnode")
 
@@ -156,29 +159,6 @@ def node_shared(config: Config) -> NodeShared:
     )
 
 
-def cache_policy(config: Config) -> CachePolicy:
-    return CachePolicy(
-        max_entries=config.cache_entries,
-        max_bytes=config.cache_bytes,
-        min_ttl=config.cache_min_ttl,
-        max_ttl=config.cache_max_ttl,
-        negative_ttl=config.cache_negative_ttl,
-        stale_window=config.stale_window,
-        store_timeout=config.store_timeout,
-    )
-
-
-def delegation_policy(config: Config) -> DelegationPolicy:
-    return DelegationPolicy(
-        recursion=bool(config.recursion),
-        upstreams=tuple(Target.from_url(url) for url in config.upstream),
-        hop_timeout=config.upstream_timeout,
-        total_timeout=config.resolve_timeout,
-        max_depth=config.max_delegation_depth,
-        destinations=TargetPolicy.from_text(config.delegation_allow),
-    )
-
-
 def node_site(config: Config, bound: tuple[str, int], public_key: bytes = b"") -> vd.Site:
     """This node's HS_SITE as the Handle protocol shows it (GET_SITE_INFO): its TCP and UDP interfaces.
 
@@ -226,6 +206,7 @@ async def serve(
     engine: ResolutionEngine | None = None
     flusher = asyncio.create_task(_flush_metrics(), name="metrics-flush")
     background: list[asyncio.Task[None]] = []
+    publishing = HttpClient(shared.node_id, config.upstream_timeout)  # the publisher's, to the upstreams
     try:
         service = RegistrationService(store, node_prefix=config.node_prefix, case_sensitive=config.case_sensitive)
         local: list[ResolutionEngine] = []
@@ -236,16 +217,16 @@ async def serve(
                 namespace=config.redis_namespace,
                 timeout=config.redis_timeout,
                 on_changed=lambda keys: local[0].changed_elsewhere(keys),
-                on_resubscribed=lambda: local[0].local.clear() if local else None,
+                on_resubscribed=lambda: local[0].forget_all() if local else None,
             )
         engine = ResolutionEngine(
             store,
             node_prefix=service.node_prefix,
             case_sensitive=config.case_sensitive,
-            policy=cache_policy(config),
+            policy=CachePolicy.of(config),
             generations=shared.generations,
             redis=redis,
-            delegation=delegation_policy(config),
+            delegation=DelegationPolicy.of(config),
             node_id=shared.node_id,
         )
         local.append(engine)
@@ -260,7 +241,9 @@ async def serve(
             node_brake=shared.node_brake,
         )
         signer = tokens.TokenSigner(tokens.load_key(config.token_key_path)) if config.snms else None
-        app = HttpFrontend(config, engine, service, authenticator, signer).app()
+        mounted = [] if signer is None else [SnmsRoutes(service, authenticator, engine, signer)]
+        publications = partial(publication_report, store, engine.upstreams) if config.upstream else None
+        app = HttpFrontend(config, engine, service, authenticator, mounted=mounted, publications=publications).app()
         served: list[Served] = [HttpListener(app, config, listeners.http)]
         server_key = load_key(config.data_dir)
         admin = HandleAdmin(service, authenticator, shared.handle)
@@ -278,9 +261,9 @@ async def serve(
             if publish and config.upstream:
                 publisher = Publisher(
                     store,
-                    started.client,
+                    publishing,
                     node_prefix=service.node_prefix,
-                    upstreams=started.delegation.upstreams,
+                    upstreams=started.upstreams,
                     identity=config.upstream_identity or "",
                     secret=config.upstream_secret or "",
                     address=started.advertised,
@@ -296,6 +279,7 @@ async def serve(
         flusher.cancel()
         if engine is not None:
             await engine.close()
+        await publishing.close()
         if redis is not None:
             await redis.close()
         metrics.RECORDER.flush()

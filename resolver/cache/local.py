@@ -5,26 +5,17 @@ exist), how long that holds, and whether it is a stale answer served while the s
 fails. Entries are keyed by the handle's normalised key, so every front-end and every
 spelling of a handle shares one entry: the REST API's ``GET /api/handles/{h}``, the proxy
 form, filtered and authenticated reads, and the Handle protocol. What each front-end
-sends is made from the record once and memoised beside it (``Entry.http`` for the
-unfiltered JSON body, ``Entry.memo`` for the others), so a cached answer costs one dict
-lookup and a memo read.
-
-``Generations`` is a table of 64-bit words in memory shared by all workers of a node
-(an anonymous shared mapping made before the workers fork). Writing a handle stores a new,
-never-repeated word in its slot; an entry is valid only while its slot still holds the
-word it was filled under, read before the store was. So a write acknowledged by any
-worker is seen by every worker's next request, with no message to wait for. Different
-handles may share a slot: a write then costs the other handle one extra miss, nothing
-worse.
+sends is made from the record once, by the front-end, and memoised beside it
+(``Entry.rendered``: the one encoding asked for most, in a slot of its own; ``Entry.memo``:
+the others, by a key of the front-end's), so a cached answer costs one dict lookup and a
+memo read. What an encoding is, is the front-end's business: this tier only keeps it and
+counts its bytes.
 """
 
 from __future__ import annotations
 
 import itertools
-import mmap
-import os
 import struct
-import time
 import zlib
 from collections import OrderedDict, deque
 from typing import Any
@@ -56,14 +47,14 @@ class Entry:
     __slots__ = (
         "expires",
         "gen",
-        "http",
-        "http_for",
         "key",
         "memo",
         "prefetching",
         "public",
         "record",
         "refresh_at",
+        "rendered",
+        "rendered_for",
         "size",
         "slot",
         "stale",
@@ -95,8 +86,8 @@ class Entry:
         self.prefetching = False
         self.stale = False  # served in place of an answer the store could not give
         self.used = False  # set by each hit; new entries not hit again go first
-        self.http: bytes = b""  # the unfiltered REST body, rendered for the spelling ``http_for``
-        self.http_for: str | None = None
+        self.rendered: bytes = b""  # the encoding asked most (the REST body), made for ``rendered_for``
+        self.rendered_for: str | None = None
         self.memo: dict[Any, Any] | None = None  # other front-ends' encodings, by a key of theirs
         self.key = ""  # set when cached
         self.size = size
@@ -104,46 +95,6 @@ class Entry:
     @property
     def found(self) -> bool:
         return self.record is not None
-
-    @property
-    def status(self) -> int:
-        """The HTTP status of the unfiltered answer: 200, or 404 for a negative one."""
-        return 404 if self.record is None else 200
-
-
-class Generations:
-    """Per-handle-slot change words shared by every worker of a node."""
-
-    def __init__(self, slots: int = 1 << 21) -> None:
-        if slots & (slots - 1):
-            raise ValueError("slots must be a power of two")
-        self._map = mmap.mmap(-1, slots * 8)  # MAP_SHARED | MAP_ANONYMOUS: inherited by fork()
-        self.words = memoryview(self._map).cast("Q")
-        self.mask = slots - 1
-        # Unique across processes without a lock: the time of the bump in the high bits,
-        # the pid (below 2**22 on Linux) in the low ones. An aligned 8-byte store is atomic.
-        self._last = 0
-        self._pid = os.getpid()
-
-    def slot(self, key: str) -> int:
-        # str hashes are salted per interpreter, and workers are forked from one, so
-        # every worker of the node computes the same slot.
-        return hash(key) & self.mask
-
-    def bump(self, key: str) -> None:
-        pid = os.getpid()
-        if pid != self._pid:  # a forked worker starts its own sequence
-            self._pid, self._last = pid, 0
-        # The high bits are the time in milliseconds, made to grow at every bump of this
-        # process so that two bumps never leave the same word: readers can tell how
-        # recently a handle changed (``changed_within``) as well as that it did.
-        self._last = max(self._last + 1, int(time.time() * 1000))
-        self.words[self.slot(key)] = (self._last << 22) | (pid & 0x3FFFFF)
-
-    @staticmethod
-    def changed_within(word: int, seconds: float) -> bool:
-        """True when the bump that left ``word`` happened less than ``seconds`` ago."""
-        return word != 0 and time.time() * 1000 - (word >> 22) < seconds * 1000
 
 
 class LocalCache:
@@ -187,10 +138,10 @@ class LocalCache:
         self.bytes += self.cost(key, entry)
         self._evict()
 
-    def set_http(self, entry: Entry, spelling: str, body: bytes) -> None:
-        """Memoise ``entry``'s unfiltered REST body, rendered for ``spelling``."""
-        grown = len(body) - len(entry.http)
-        entry.http, entry.http_for = body, spelling
+    def set_rendered(self, entry: Entry, key: str, encoded: bytes) -> None:
+        """Memoise ``entry``'s most asked encoding, made for ``key`` (a front-end's, e.g. a spelling)."""
+        grown = len(encoded) - len(entry.rendered)
+        entry.rendered, entry.rendered_for = encoded, key
         self._grow(entry, grown)
 
     def set_memo(self, entry: Entry, key: Any, encoded: Any, size: int) -> None:

@@ -1,8 +1,8 @@
 """Asking a server over the Handle binary protocol (RFC 3652): idnode as a Handle client.
 
 CNRI's servers, and the real top-level nodes, name only UDP and TCP interfaces in their
-HS_SITE values. ``server_targets`` picks, per server a route names, its HTTP(S) interface
-when it has one (``resolver.upstream``, unchanged) and otherwise its Handle interfaces;
+HS_SITE values. ``resolver.delegation.sites.server_targets`` picks, per server a route
+names, its HTTP(S) interface when it has one and otherwise its Handle interfaces;
 ``HandleClient`` asks those the way CNRI's ``HandleResolver`` does: UDP first, then TCP
 when UDP gave nothing usable (silence, an incomplete multi-datagram answer, bytes that
 are not a message, or RC_ERROR, which CNRI's client also treats as "try the next
@@ -34,14 +34,11 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
-from protocol import valuedata as vd
 from protocol.codes import ResponseCode
-from protocol.errors import HandleError
-from protocol.identifiers import Handle, parse_handle
-from protocol.records import MAX_INDEX, MAX_TYPE_CHARS, HandleRecord, HandleValue
+from protocol.identifiers import Handle
+from protocol.records import HandleRecord
 from protocol.wire.message import (
     ENVELOPE_SIZE,
     MAX_MESSAGE,
@@ -61,57 +58,15 @@ from protocol.wire.message import (
     split_datagrams,
 )
 from resolver import metrics
+from resolver.delegation.hop import MAX_SHOWN, HopFailed, accept, unreachable
+from resolver.delegation.sites import HandleTarget
 from resolver.delegation.target_policy import TargetPolicy, TargetRefused
-from resolver.delegation.upstream import SITE_LABEL, HopFailed, Target, http_targets, unreachable
 
 log = logging.getLogger("resolver.handle_client")
 
 REQUEST_VERSION = (2, 10)  # what CNRI 7.3 and the Chinese SDKs speak: every server reads it
 UDP_SHARE = 0.5  # of the hop timeout, for UDP when TCP is there to fall back to
 UDP_SENDS = 2  # the request is sent again once if nothing came back (CNRI: three times)
-MAX_SHOWN = 200  # characters of a server's error message kept
-
-
-@dataclass(frozen=True, slots=True)
-class HandleTarget:
-    """One server's Handle query interfaces: at least one of the two ports is set."""
-
-    address: str  # an IP address, as HS_SITE carries it
-    udp_port: int | None = None
-    tcp_port: int | None = None
-
-    @property
-    def peer(self) -> str:
-        """HOST:PORT as messages name the server (its UDP port, or TCP when it has none)."""
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.udp_port if self.udp_port is not None else self.tcp_port}"
-
-    @property
-    def label(self) -> str:
-        """The ``peer`` metrics label: a server named by a record, like every other."""
-        return SITE_LABEL
-
-
-def handle_target(server: vd.Server) -> HandleTarget | None:
-    """``server``'s UDP and TCP query interfaces, or None when it has neither."""
-    ports: dict[str, int] = {}
-    for interface in server.interfaces:
-        if interface.query and interface.protocol in ("UDP", "TCP"):
-            ports.setdefault(interface.protocol, interface.port)
-    if not ports:
-        return None
-    return HandleTarget(server.address, ports.get("UDP"), ports.get("TCP"))
-
-
-def server_targets(servers: Iterable[vd.Server]) -> tuple[Target | HandleTarget, ...]:
-    """How to ask each of ``servers``, in their order, once each: HTTP(S) when it has it, else UDP/TCP."""
-    ordered: list[Target | HandleTarget] = []
-    for server in servers:
-        found = http_targets((server,))
-        target = found[0] if found else handle_target(server)
-        if target is not None and target not in ordered:
-            ordered.append(target)
-    return tuple(ordered)
 
 
 class _NoAnswer(Exception):
@@ -124,6 +79,9 @@ class HandleClient:
     def __init__(self, hop_timeout: float = 2.0, policy: TargetPolicy | None = None) -> None:
         self.hop_timeout = hop_timeout
         self.policy = policy or TargetPolicy()
+
+    async def close(self) -> None:
+        """Nothing to close: no connection outlives a query."""
 
     async def resolve(
         self, target: HandleTarget, handle: Handle, via: Sequence[str], *, case_sensitive: bool = False
@@ -277,42 +235,18 @@ def _record(answer: Message, target: HandleTarget, handle: Handle, case_sensitiv
     peer = target.peer
     if answer.is_request or answer.op_code != OpCode.RESOLUTION:
         raise HopFailed(f"{peer} did not answer with a resolution response (op code {int(answer.op_code)})")
-    code = answer.response_code
-    if code == ResponseCode.HANDLE_NOT_FOUND:
-        return None
-    if code != ResponseCode.SUCCESS:
-        result = "loop" if code == ResponseCode.RECURSION_COUNT_TOO_HIGH else "error"
-        known = ResponseCode(code) if code in ResponseCode._value2member_map_ else None
-        name = f" ({known.name})" if known is not None else ""
-        shown = _error_text(answer)
-        raise HopFailed(f"{peer} answered {code}{name}" + (f": {shown}" if shown else ""), result, known)
     body = answer.body
-    assert isinstance(body, ResolutionResponse)  # the codec's only success body for RESOLUTION
-    if not _same_handle(body.handle, handle, case_sensitive):
-        raise HopFailed(f"{peer} answered for {body.handle[:MAX_SHOWN]!r}, not for {handle.text}", "bailiwick")
-    problem = _bad_values(body.values)
-    if problem:
-        raise HopFailed(f"{peer} answered a malformed record for {handle.text}: {problem}")
-    return HandleRecord(handle.text, body.values)
-
-
-def _same_handle(answered: str, handle: Handle, case_sensitive: bool) -> bool:
-    try:
-        return parse_handle(answered, case_sensitive=case_sensitive).key == handle.key
-    except HandleError:
-        return False
-
-
-def _bad_values(values: Sequence[HandleValue]) -> str:
-    """What is wrong with a record's values as another server sent them ("" when nothing)."""
-    if len({v.index for v in values}) != len(values):
-        return "an index appears more than once"
-    for v in values:
-        if not 1 <= v.index <= MAX_INDEX:
-            return f"value index {v.index} is outside 1..{MAX_INDEX}"
-        if len(v.type) > MAX_TYPE_CHARS or any(c < " " for c in v.type):
-            return f"value {v.index} has an unusable type {v.type[:MAX_SHOWN]!r}"
-    return ""
+    found = isinstance(body, ResolutionResponse)  # the codec's only success body for RESOLUTION
+    return accept(
+        peer,
+        handle,
+        answer.response_code,
+        body.handle if isinstance(body, ResolutionResponse) else None,
+        lambda: body.values if isinstance(body, ResolutionResponse) else (),
+        said=_error_text(answer),
+        case_sensitive=case_sensitive,
+        named_when_missing=found,
+    )
 
 
 def _error_text(answer: Message) -> str:

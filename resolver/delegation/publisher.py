@@ -29,7 +29,9 @@ from protocol.jsonfmt import format_timestamp, value_to_json
 from protocol.records import HS_SERV, HS_SITE, HandleRecord
 from registry.store import Publication, Store
 from resolver import metrics
-from resolver.delegation.upstream import HopFailed, NodeClient, Target, site_value
+from resolver.delegation.hop import HopFailed
+from resolver.delegation.http_client import HttpClient
+from resolver.delegation.sites import Target, site_value
 
 log = logging.getLogger("resolver.publisher")
 
@@ -44,7 +46,7 @@ class Publisher:
     def __init__(
         self,
         store: Store,
-        client: NodeClient,
+        client: HttpClient,
         *,
         node_prefix: str,
         upstreams: tuple[Target, ...],

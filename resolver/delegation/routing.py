@@ -38,7 +38,7 @@ from protocol import valuedata as vd
 from protocol.errors import HandleError, NotResponsible, RecursionLoop
 from protocol.identifiers import NA_PREFIX, Handle, is_at_or_under, parse_handle
 from protocol.records import HS_SERV, HandleRecord
-from resolver.delegation.upstream import http_targets, in_order, serves, sites_of
+from resolver.delegation.sites import http_targets, in_order, serves, sites_of
 
 log = logging.getLogger("resolver.routing")
 

@@ -212,10 +212,10 @@ class HandleFrontend:
         handle = parse_handle(body.handle, case_sensitive=self._case_sensitive)
         if not request.flags & OpFlag.RECURSIVE:  # the client asks this node for what it holds, nothing more
             check_responsible(handle.zone, self.engine.node_prefix, handle.text, handle=handle.text)
-        if request.recursion_count >= self.engine.delegation.max_depth:
+        if request.recursion_count >= self.engine.max_depth:
             raise RecursionLoop(
                 f"the query for {handle.text} passed through {request.recursion_count} servers; the limit is "
-                f"{self.engine.delegation.max_depth}",
+                f"{self.engine.max_depth}",
                 handle=handle.text,
             )
         entry = await self.engine.lookup(handle, ())
@@ -227,7 +227,7 @@ class HandleFrontend:
         handle_end = _BODY_AT + 4 + _U32.unpack_from(data, _BODY_AT)[0]
         encoded = encode_message(reply)
         memo = (encoded, time.monotonic() + MEMO_REFRESH)
-        self.engine.local.set_memo(entry, _variant(data, handle_end), memo, len(encoded))
+        self.engine.remember(entry, _variant(data, handle_end), memo, len(encoded))
         return encoded
 
     def _with_site(self, handle: Handle, values: tuple[HandleValue, ...]) -> tuple[HandleValue, ...]:

@@ -1,16 +1,18 @@
 """HTTP front-end: handle.net v9's REST API for handles, the proxy redirect, health and metrics.
 
 This module only moves bytes: it parses the request, calls the resolution engine or the
-registration service, and renders the answer (helpers and the error edge are in
-``resolver.http_common``; batch, templates, audit and statistics in ``resolver.http_registry``;
-the web console's files in ``resolver.http_console``).
+registration service, and renders the answer (``resolver.http.render``; helpers and the error
+edge are in ``resolver.http.common``; batch, templates, audit and statistics in
+``resolver.http.registry_routes``; the web console's files in ``resolver.http.console_routes``;
+SNMS's API, when the node serves it, is another set of routes the server adds).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable, Sequence
 from time import perf_counter
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -23,12 +25,11 @@ from protocol.jsonfmt import value_to_json, values_from_body
 from protocol.records import URL, HandleValue
 from registry.identity.auth import Authenticator
 from registry.identity.caller import Caller
-from registry.identity.tokens import TokenSigner
 from registry.service import RegistrationService
 from resolver import metrics
+from resolver.cache.local import Entry
 from resolver.config import Config
-from resolver.delegation.publisher import publication_report
-from resolver.delegation.upstream import VIA_HEADER
+from resolver.delegation.http_client import VIA_HEADER
 from resolver.engine import ResolutionEngine
 from resolver.http.common import (
     CONFIG,
@@ -52,10 +53,16 @@ from resolver.http.common import (
 )
 from resolver.http.console_routes import ConsoleRoutes
 from resolver.http.registry_routes import RegistryRoutes
+from resolver.http.render import status_of, unfiltered_body
 from resolver.metrics import observe
-from resolver.snms.routes import SnmsRoutes
 
 MAX_VIA = 64
+
+
+class Mounted(Protocol):
+    """Another API served on the REST listener: it adds its own routes (with its own error edge)."""
+
+    def add_to(self, router: web.UrlDispatcher) -> None: ...
 
 
 def via_of(request: web.Request) -> tuple[str, ...]:
@@ -83,13 +90,17 @@ class HttpFrontend:
         engine: ResolutionEngine,
         service: RegistrationService,
         authenticator: Authenticator,
-        signer: TokenSigner | None = None,
+        *,
+        mounted: Sequence[Mounted] = (),
+        publications: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self.config = config
-        self.signer = signer  # SNMS's API is served when there is one
+        self.mounted = mounted  # other APIs on this listener (SNMS's), each adding its routes
+        self.publications = publications  # how this node's prefixes stand at the upstreams
         self.engine = engine
         self._fresh = engine.fresh  # bound once: the hot path calls them on every request
         self._key_of = engine.key_of
+        self._remember = engine.remember
         self.service = service
         self.authenticator = authenticator
 
@@ -108,8 +119,8 @@ class HttpFrontend:
         r.get("/healthz", self.healthz, "healthz")
         r.get("/metrics", self.metrics, "metrics")
         RegistryRoutes(self.service, self.authenticator).add_to(r)
-        if self.signer is not None:
-            SnmsRoutes(self.service, self.authenticator, self.engine, self.signer).add_to(app.router)
+        for routes in self.mounted:
+            routes.add_to(app.router)
         ConsoleRoutes().add_to(r)  # before the proxy route, which would take /console/ for a handle
         r.get("/api/{tail:.*}", self.no_such_resource, "unknown")
         r.get("/{handle:.+}", self.proxy, "proxy")
@@ -132,7 +143,7 @@ class HttpFrontend:
             spelling = request.match_info["handle"]
             entry = self._fresh(self._key_of(spelling))
             if entry is not None:
-                body = entry.http if entry.http_for == spelling else self.engine.http_body(entry, spelling)
+                body = entry.rendered if entry.rendered_for == spelling else self._unfiltered(entry, spelling)
                 # Headers copied from one prebuilt set: 1.7 µs less than setting them one by one.
                 headers = STALE_HEADERS if entry.stale else CACHED_HEADERS
                 if entry.record is not None:
@@ -149,9 +160,12 @@ class HttpFrontend:
         # A "?" in the raw path starts a query: one in a handle arrives as %3F.
         anonymous = AUTHORIZATION not in request.headers
         if anonymous and "?" not in request.raw_path:
-            entry = await self.engine.answer(request.match_info["handle"], via_of(request))
+            spelling = request.match_info["handle"]
+            handle = self.engine.parse(spelling)
+            entry = await self.engine.lookup(handle, via_of(request))  # resolve()'s fresh() missed: no second try
             headers = STALE_HEADERS if entry.stale else CACHED_HEADERS
-            response = web.Response(body=entry.http, status=entry.status, headers=headers)
+            body = self._unfiltered(entry, spelling, handle.text)
+            response = web.Response(body=body, status=status_of(entry), headers=headers)
             response["code"] = ResponseCode.SUCCESS if entry.record is not None else ResponseCode.HANDLE_NOT_FOUND
             return response
         handle = self.service.parse(request.match_info["handle"])
@@ -162,13 +176,21 @@ class HttpFrontend:
             memo = entry.memo.get(request.raw_path) if entry.memo is not None else None
             if memo is None:
                 memo = self._filtered(request, handle, list(entry.public))
-                self.engine.local.set_memo(entry, request.raw_path, memo, len(memo[0]))
+                self._remember(entry, request.raw_path, memo, len(memo[0]))
             return self._memo_response(memo, entry.stale)
         visible = await self.service.visible_values(await self._caller(request), handle, entry.record)
         if flag(request, "publicOnly", False):
             visible = [v for v in visible if v.public_read]
         body, code = self._filtered(request, handle, visible)
         return self._memo_response((body, code), entry.stale)
+
+    def _unfiltered(self, entry: Entry, spelling: str, text: str | None = None) -> bytes:
+        """The unfiltered REST answer of ``entry`` for ``spelling`` (whose handle's text is
+        ``text``, if known), made once and kept beside the entry."""
+        if entry.rendered_for != spelling:
+            body = unfiltered_body(entry, self.engine.parse(spelling).text if text is None else text)
+            self.engine.remember_rendered(entry, spelling, body)
+        return entry.rendered
 
     @staticmethod
     def _filtered(request: web.Request, handle: Handle, visible: list[HandleValue]) -> tuple[bytes, ResponseCode]:
@@ -249,15 +271,14 @@ class HttpFrontend:
     async def prefixes(self, request: web.Request) -> web.Response:
         found = await self.service.homed_prefixes()
         body: dict[str, Any] = {"responseCode": 1, "role": self.config.role, "prefixes": found}
-        if self.config.upstream:
-            upstreams = self.engine.delegation.upstreams
-            body["publication"] = await publication_report(self.service.store, upstreams)
+        if self.publications is not None:
+            body["publication"] = await self.publications()
         return render(request, body, 200)
 
     async def healthz(self, request: web.Request) -> web.Response:
         # "ok" means the node can take writes too: a load balancer or operator watching this
         # must learn that the disk is full while cached resolutions still succeed.
-        problem = await self.service.store.write_problem()
+        problem = await self.service.write_problem()
         if problem is not None:
             body = {"responseCode": int(ResponseCode.SERVER_TOO_BUSY), "status": "failing", "message": problem}
             return render(request, body, 503)
@@ -292,7 +313,7 @@ class HttpFrontend:
         memo = entry.memo.get(key) if entry.memo is not None else None
         if memo is None:
             memo = self._proxied(request, handle, list(entry.public))
-            self.engine.local.set_memo(entry, key, memo, len(memo[1]))
+            self._remember(entry, key, memo, len(memo[1]))
         kind, payload = memo
         if kind == "redirect":
             response = web.Response(status=302, headers={"Location": payload.decode()})

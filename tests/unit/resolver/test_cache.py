@@ -7,9 +7,10 @@ import time
 import pytest
 
 from protocol.records import HandleRecord, HandleValue
-from resolver.cache.local import MEMO_MAX, MEMO_OVERHEAD, Entry, Generations, LocalCache
+from resolver.cache.generations import Generations
+from resolver.cache.local import MEMO_MAX, MEMO_OVERHEAD, Entry, LocalCache
 from resolver.cache.redis_tier import Breaker
-from resolver.engine import CachePolicy, record_ttl
+from resolver.cache.tiers import CachePolicy, record_ttl
 
 
 def entry(n: int, *, gen: int = 0, ttl: float = 60.0) -> Entry:
@@ -122,10 +123,10 @@ def test_memoised_encodings_are_counted_and_bounded() -> None:
     e = entry(1)
     cache.put("88.118.1/P000001", e)
     before = cache.bytes
-    cache.set_http(e, "88.118.1/p000001", b"x" * 300)
-    assert cache.bytes == before + 300 and e.http_for == "88.118.1/p000001"
-    cache.set_http(e, "88.118.1/P000001", b"y" * 100)  # another spelling replaces the memo
-    assert cache.bytes == before + 100 and e.http == b"y" * 100
+    cache.set_rendered(e, "88.118.1/p000001", b"x" * 300)
+    assert cache.bytes == before + 300 and e.rendered_for == "88.118.1/p000001"
+    cache.set_rendered(e, "88.118.1/P000001", b"y" * 100)  # another spelling replaces the memo
+    assert cache.bytes == before + 100 and e.rendered == b"y" * 100
     for n in range(MEMO_MAX + 5):
         cache.set_memo(e, ("q", n), b"z" * 10, 10)
     assert e.memo is not None and len(e.memo) == MEMO_MAX
@@ -139,5 +140,5 @@ def test_memoised_encodings_count_against_the_byte_bound() -> None:
     for n in range(10):
         cache.put(f"k{n}", entry(n))
     for e in list(cache.entries.values()):
-        cache.set_http(e, e.key, b"b" * 3000)
+        cache.set_rendered(e, e.key, b"b" * 3000)
     assert cache.bytes <= 20_000 and len(cache.entries) < 10

@@ -23,9 +23,10 @@ from protocol.wire.message import (
     encode_envelope,
     encode_message,
 )
-from resolver.delegation.handle_client import HandleClient, HandleTarget, handle_target, server_targets
+from resolver.delegation.handle_client import HandleClient
+from resolver.delegation.hop import HopFailed
+from resolver.delegation.sites import HandleTarget, Target, handle_target, server_targets
 from resolver.delegation.target_policy import TargetPolicy
-from resolver.delegation.upstream import HopFailed, Target
 from tests.support.handle_server import SILENT, HandleServer, as_datagrams, reply
 
 HANDLE = "88.300/DOC-1"

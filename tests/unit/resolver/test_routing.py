@@ -29,7 +29,7 @@ from resolver.delegation.routing import (
     ThisNode,
     referral_of,
 )
-from resolver.delegation.upstream import in_order
+from resolver.delegation.sites import in_order
 
 ME = ("127.0.0.1", 8000)
 SECONDARY = ThisNode("88.118", recursion=True, upstream=True, advertised=ME)

@@ -20,8 +20,10 @@ from protocol.identifiers import parse_handle
 from protocol.jsonfmt import values_from_answer
 from protocol.records import HandleRecord, HandleValue
 from resolver import config
+from resolver.delegation.hop import HopFailed
+from resolver.delegation.http_client import HttpClient
+from resolver.delegation.sites import Target, hash_index, serves, sites_of, targets
 from resolver.delegation.target_policy import TargetPolicy, TargetRefused
-from resolver.delegation.upstream import HopFailed, NodeClient, Target, hash_index, serves, sites_of, targets
 
 
 def http_server(n: int, port: int, *, protocol: str = "HTTP") -> vd.Server:
@@ -283,7 +285,7 @@ async def handle_server() -> AsyncIterator[tuple[int, list[str]]]:
 
 
 async def test_the_client_never_connects_to_a_refused_target_and_says_the_same_for_any_port() -> None:
-    client = NodeClient("test")
+    client = HttpClient("test")
     try:
         async with handle_server() as (port, seen):
             target = Target(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}")
@@ -303,7 +305,7 @@ async def test_a_server_named_by_a_host_name_is_asked_at_the_address_checked() -
     first = (await asyncio.get_running_loop().getaddrinfo("localhost", None, type=socket.SOCK_STREAM))[0][4][0]
     if first != "127.0.0.1":
         pytest.skip(f"localhost resolves to {first} first here; the server listens on 127.0.0.1")
-    client = NodeClient("test", policy=TargetPolicy.from_text(["127.0.0.0/8", "::1/128"]))
+    client = HttpClient("test", policy=TargetPolicy.from_text(["127.0.0.0/8", "::1/128"]))
     try:
         async with handle_server() as (port, seen):
             named = Target(f"http://localhost:{port}", f"localhost:{port}")
