@@ -22,6 +22,8 @@ from resolver.handle.server_key import ServerKeyError
 from resolver.listeners import ListenError, Listeners, open_listeners
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+D = config_mod.DEFAULTS  # the help shows Config's defaults: they are written there only
+PREFIXES = config_mod.DEFAULT_PREFIXES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,15 +31,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     s = commands.add_parser("serve", help="run the node")
     s.add_argument("--config", type=Path, help="TOML configuration file")
-    s.add_argument("--listen", help="HOST:PORT to serve HTTP on (default 127.0.0.1:8000)")
+    s.add_argument("--listen", help=f"HOST:PORT to serve HTTP on (default {D.listen})")
     handle = s.add_mutually_exclusive_group()
     handle.add_argument(
-        "--handle-listen", help="HOST:PORT to serve the Handle protocol on, TCP and UDP (default 127.0.0.1:2641)"
+        "--handle-listen", help=f"HOST:PORT to serve the Handle protocol on, TCP and UDP (default {D.handle_listen})"
     )
     handle.add_argument(
         "--no-handle", dest="handle_listen", action="store_const", const="", help="do not serve the Handle protocol"
     )
-    s.add_argument("--data-dir", help="directory of the embedded store (default ./data)")
+    s.add_argument("--data-dir", help=f"directory of the embedded store (default ./{D.data_dir})")
     s.add_argument(
         "--no-snms", dest="snms", action="store_const", const=False, help="do not serve SNMS's management API"
     )
@@ -51,10 +53,18 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         help="postgresql:// URL of a streaming replica to read from (repeatable)",
     )
-    s.add_argument("--store-pool-size", type=int, help="PostgreSQL connections per worker (default 8)")
-    s.add_argument("--store-partitions", type=int, help="hash partitions of a new PostgreSQL store (default 64)")
+    s.add_argument(
+        "--store-pool-size", type=int, help=f"PostgreSQL connections per worker (default {D.store_pool_size})"
+    )
+    s.add_argument(
+        "--store-partitions", type=int, help=f"hash partitions of a new PostgreSQL store (default {D.store_partitions})"
+    )
     s.add_argument("--audit-retention-days", type=int, help="PostgreSQL: drop audit months older than this")
-    s.add_argument("--node-prefix", help="the prefix this node serves (default 88.118; 88 for a top-level node)")
+    s.add_argument(
+        "--node-prefix",
+        help=f"the prefix this node serves (default {PREFIXES['secondary']}; {PREFIXES['top-level']} for a "
+        "top-level node)",
+    )
     s.add_argument(
         "--case-sensitive",
         action="store_const",
@@ -77,18 +87,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--wal-max-bytes", type=int, help="the SQLite WAL is emptied (waiting for readers) past this")
     s.add_argument("--log-level", choices=config_mod.LOG_LEVELS)
-    s.add_argument("--log-format", choices=config_mod.LOG_FORMATS, help="text (default) or json: one object a line")
-    s.add_argument("--access-log", action="store_const", const=True, default=None, help="log every request")
     s.add_argument(
-        "--workers", type=int, help=f"serving processes sharing the port (default: the cores, {config_mod.CORES})"
+        "--log-format", choices=config_mod.LOG_FORMATS, help=f"text or json: one object a line (default {D.log_format})"
     )
+    s.add_argument("--access-log", action="store_const", const=True, default=None, help="log every request")
+    s.add_argument("--workers", type=int, help=f"serving processes sharing the port (default: the cores, {D.workers})")
     s.add_argument(
         "--redis", help="shared cache: redis://HOST:PORT[/DB] or redis+cluster://HOST:PORT,... (default none)"
     )
-    s.add_argument("--cache-entries", type=int, help="most answers each worker caches (default 1,000,000)")
-    s.add_argument("--cache-bytes", type=int, help="most bytes of answers each worker caches (default 512 MiB)")
+    s.add_argument("--cache-entries", type=int, help=f"most answers each worker caches (default {D.cache_entries:,})")
     s.add_argument(
-        "--role", choices=config_mod.ROLES, help="secondary (default) or top-level: the node for the country prefix"
+        "--cache-bytes", type=int, help=f"most bytes of answers each worker caches (default {D.cache_bytes >> 20} MiB)"
+    )
+    s.add_argument(
+        "--role",
+        choices=config_mod.ROLES,
+        help=f"secondary or top-level: the node for the country prefix (default {D.role})",
     )
     s.add_argument(
         "--upstream",
@@ -105,14 +119,22 @@ def _parser() -> argparse.ArgumentParser:
         "loopback, private, link-local or reserved (repeatable; default none)",
     )
     s.add_argument(
-        "--header-timeout", type=float, help="seconds a request line and headers may take to arrive (default 10)"
-    )
-    s.add_argument("--body-timeout", type=float, help="seconds a request body may take to arrive (default 60)")
-    s.add_argument(
-        "--keepalive-timeout", type=float, help="seconds an idle connection is kept open between requests (default 75)"
+        "--header-timeout",
+        type=float,
+        help=f"seconds a request line and headers may take to arrive (default {D.header_timeout:g})",
     )
     s.add_argument(
-        "--max-connections", type=int, help="open connections per worker; more are refused with 503 (default 1024)"
+        "--body-timeout", type=float, help=f"seconds a request body may take to arrive (default {D.body_timeout:g})"
+    )
+    s.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        help=f"seconds an idle connection is kept open between requests (default {D.keepalive_timeout:g})",
+    )
+    s.add_argument(
+        "--max-connections",
+        type=int,
+        help=f"open connections per worker; more are refused with 503 (default {D.max_connections})",
     )
     recursion = s.add_mutually_exclusive_group()
     recursion.add_argument(
@@ -151,7 +173,7 @@ _STORE_FLAGS = (
 
 def _store_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML configuration file (the node's)")
-    p.add_argument("--data-dir", help="directory of the embedded store (default ./data)")
+    p.add_argument("--data-dir", help=f"directory of the embedded store (default ./{D.data_dir})")
     p.add_argument("--store", help="sqlite:///DIR (default: --data-dir) or postgresql://USER@HOST:PORT/DB")
     p.add_argument("--node-prefix", help="the prefix this node serves: records must be under it (default 88.118)")
     p.add_argument("--case-sensitive", action="store_const", const=True, default=None)

@@ -19,7 +19,7 @@ from protocol.errors import AuthenticationFailed, ProtocolViolation
 from protocol.records import HS_PUBKEY, HS_SECKEY, HandleRecord, HandleValue
 from protocol.wire.auth import verify_secret_answer, verify_signature
 from registry.identity import secrets
-from registry.identity.auth import Identity
+from registry.identity.caller import Identity
 from registry.store import Store
 
 log = logging.getLogger("registry.answers")

@@ -7,12 +7,13 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from protocol.errors import AuthenticationFailed, HandleError, InvalidValue, TooManyFailures
 from protocol.identifiers import parse_handle
 from protocol.records import HS_SECKEY, MAX_INDEX, HandleRecord, HandleValue
 from registry.identity import secrets
+from registry.identity.answers import Answer, check_answer
+from registry.identity.caller import Identity as Identity  # named here too: most callers find it with Authenticator
 from registry.identity.ratelimit import FailureLimiter
 from registry.store import AuditEntry, Store
 
@@ -22,17 +23,6 @@ BRAKE_LIMIT = 30  # failures in the window on one identity before its failures a
 NODE_BRAKE_FACTOR = 10  # the node-wide brake engages at this many times the per-identity one
 BRAKE_DELAY = 1.0  # seconds added to each failed attempt while braking
 BRAKE_LOG_KEYS = 10_000  # forget when each brake was last logged beyond this many
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """An authenticated (or named) identity: the value at ``index`` of ``handle``."""
-
-    index: int
-    handle: str  # normalised key of the identity's handle
-
-    def __str__(self) -> str:
-        return f"{self.index}:{self.handle}"
 
 
 def parse_identity(text: str, *, case_sensitive: bool = False) -> Identity:
@@ -80,6 +70,34 @@ class Authenticator:
         self._verifier = secrets.Verifier()
         self._slow_checks = asyncio.Semaphore(1)
         self._braking_logged: dict[str, float] = {}
+
+    # What the identities hold: for logins and answers checked outside this class ------------
+
+    async def secret_key(self, identity: Identity) -> HandleValue | None:
+        """The HS_SECKEY value ``identity`` names, or None (no such record, value or type)."""
+        record = await self._store.get(identity.handle)
+        value = None if record is None else record.value_at(identity.index)
+        return value if value is not None and value.type.upper() == HS_SECKEY else None
+
+    async def secret_key_indexes(self, handle_key: str) -> list[int]:
+        """The indexes of the HS_SECKEY values of the handle ``handle_key``, in order."""
+        record = await self._store.get(handle_key)
+        return sorted(v.index for v in record.values if v.type.upper() == HS_SECKEY) if record else []
+
+    async def login_digest(self, seckey: str) -> str | None:
+        """The SHA-256 of the secret whose stored form is ``seckey``, if it was ever seen in clear."""
+        return await self._store.login_digest(seckey)
+
+    async def learn_login_digest(self, seckey: str, digest: str) -> None:
+        """Keep ``digest`` (SHA-256 of the secret seen in clear) for ``seckey``, unless known already."""
+        if await self._store.login_digest(seckey) is None:
+            await self._store.put_login_digest(seckey, digest)
+
+    async def check_answer(self, answer: Answer) -> Identity | None:
+        """The identity a Handle protocol challenge answer proves (``registry.identity.answers``)."""
+        return await check_answer(self._store, answer)
+
+    # Checking secrets ------------------------------------------------------------------
 
     async def authenticate(self, user: str, secret: bytes, address: str = "") -> Identity:
         """The identity ``user`` names, if ``secret`` is its secret; AuthenticationFailed otherwise."""

@@ -1,4 +1,4 @@
-"""Who is asking: the caller of a request, as the permission model sees it.
+"""Who is asking: an identity, and the caller of a request as the permission model sees it.
 
 The rules themselves (HS_ADMIN grants, groups, value permission bits) live in
 ``registry.authority``.
@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from registry.identity.auth import Identity
-
 NODE_ADMIN_INDEX = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An authenticated (or named) identity: the value at ``index`` of ``handle``."""
+
+    index: int
+    handle: str  # normalised key of the identity's handle
+
+    def __str__(self) -> str:
+        return f"{self.index}:{self.handle}"
 
 
 @dataclass(frozen=True, slots=True)

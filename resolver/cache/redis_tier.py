@@ -34,6 +34,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisError
 
 from resolver import metrics
+from resolver.config import DEFAULTS
 
 log = logging.getLogger("resolver.redis")
 
@@ -125,8 +126,8 @@ class RedisTier:
         url: str,
         *,
         node_id: str,
-        namespace: str = "idnode",
-        timeout: float = 0.05,
+        namespace: str = DEFAULTS.redis_namespace,
+        timeout: float = DEFAULTS.redis_timeout,
         on_changed: Callable[[Sequence[str]], None],
         on_resubscribed: Callable[[], None],
     ) -> None:

@@ -58,6 +58,7 @@ from protocol.wire.message import (
     split_datagrams,
 )
 from resolver import metrics
+from resolver.config import DEFAULTS
 from resolver.delegation.hop import MAX_SHOWN, HopFailed, accept, unreachable
 from resolver.delegation.sites import HandleTarget
 from resolver.delegation.target_policy import TargetPolicy, TargetRefused
@@ -76,7 +77,7 @@ class _NoAnswer(Exception):
 class HandleClient:
     """Resolution over the Handle protocol; holds no connection between queries."""
 
-    def __init__(self, hop_timeout: float = 2.0, policy: TargetPolicy | None = None) -> None:
+    def __init__(self, hop_timeout: float = DEFAULTS.upstream_timeout, policy: TargetPolicy | None = None) -> None:
         self.hop_timeout = hop_timeout
         self.policy = policy or TargetPolicy()
 

@@ -26,6 +26,7 @@ from protocol.identifiers import Handle
 from protocol.jsonfmt import values_from_answer
 from protocol.records import HandleRecord
 from resolver import metrics
+from resolver.config import DEFAULTS
 from resolver.delegation.hop import HopFailed, accept, unreachable
 from resolver.delegation.sites import Target
 from resolver.delegation.target_policy import TargetPolicy, TargetRefused
@@ -38,7 +39,9 @@ USER_AGENT = "idnode"
 class HttpClient:
     """HTTP to other nodes, with connections kept alive; one per process."""
 
-    def __init__(self, node_id: str, hop_timeout: float = 2.0, policy: TargetPolicy | None = None) -> None:
+    def __init__(
+        self, node_id: str, hop_timeout: float = DEFAULTS.upstream_timeout, policy: TargetPolicy | None = None
+    ) -> None:
         self.node_id = node_id
         self.hop_timeout = hop_timeout
         self.policy = policy or TargetPolicy()

@@ -63,7 +63,7 @@ from protocol.wire.session import (
     mac_credential,
     setup_response_data,
 )
-from registry.identity.answers import SECRET_KEY_TYPE, Answer, check_answer, malformed
+from registry.identity.answers import SECRET_KEY_TYPE, Answer, malformed
 from registry.identity.auth import Authenticator, Identity
 from registry.identity.caller import Caller
 from registry.service import RegistrationService
@@ -232,7 +232,7 @@ class HandleAdmin:
 
     async def _check(self, answer: Answer) -> Identity | None:
         try:
-            return await check_answer(self.service.store, answer)
+            return await self.authenticator.check_answer(answer)
         except ProtocolViolation as exc:
             raise malformed(exc, answer) from None
 

@@ -46,7 +46,7 @@ from protocol.wire.message import (
     split_datagrams,
 )
 from resolver import metrics
-from resolver.config import Config
+from resolver.config import DEFAULTS, Config
 from resolver.handle.frontend import HandleFrontend, answer_code, error_answer
 
 log = logging.getLogger("resolver.handle")
@@ -59,11 +59,13 @@ REASSEMBLY_SWEEP = 1.0  # seconds between two expiries of stale request parts
 
 @dataclass(frozen=True, slots=True)
 class HandleLimits:
-    udp_rate: float = 2000.0  # requests a second per source outside ``udp_exempt`` (0: no limit)
-    udp_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
-    message_timeout: float = 10.0
-    idle_timeout: float = 60.0
-    max_connections: int = 1024
+    """The Handle listeners' limits; every default is ``Config``'s."""
+
+    udp_rate: float = DEFAULTS.handle_udp_rate  # requests a second per source outside ``udp_exempt`` (0: none)
+    udp_exempt: tuple[str, ...] = DEFAULTS.handle_udp_exempt
+    message_timeout: float = DEFAULTS.handle_message_timeout
+    idle_timeout: float = DEFAULTS.handle_idle_timeout
+    max_connections: int = DEFAULTS.max_connections
 
     @classmethod
     def of(cls, config: Config) -> HandleLimits:

@@ -13,7 +13,6 @@ import re
 import time
 
 from protocol.errors import AuthenticationFailed, HandleError, TooManyFailures
-from protocol.records import HS_SECKEY
 from registry.identity import secrets
 from registry.identity.auth import Authenticator, Identity, parse_identity
 from registry.identity.tokens import TokenSigner, dated_matches
@@ -28,7 +27,6 @@ _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 class TokenLogins:
     def __init__(self, service: RegistrationService, authenticator: Authenticator, signer: TokenSigner) -> None:
         self.service = service
-        self.store = service.store
         self.authenticator = authenticator
         self.signer = signer
 
@@ -41,8 +39,7 @@ class TokenLogins:
             handle = self.service.parse(text)
         except HandleError:
             return f"{DEFAULT_INDEX}:{text}"  # fails in the authenticator, counted like any failure
-        record = await self.store.get(handle.key)
-        indexes = sorted(v.index for v in record.values if v.type.upper() == HS_SECKEY) if record else []
+        indexes = await self.authenticator.secret_key_indexes(handle.key)
         index = DEFAULT_INDEX if DEFAULT_INDEX in indexes or not indexes else indexes[0]
         return f"{index}:{text}"
 
@@ -56,8 +53,8 @@ class TokenLogins:
         except AuthenticationFailed:
             raise AuthenticationFailed(LOGIN_FAILED) from None
         seckey = secrets.hash_secret(password.encode()).decode()
-        if await self.store.login_digest(seckey) is None:  # so that the dated login works from now on
-            await self.store.put_login_digest(seckey, hashlib.sha256(password.encode()).hexdigest())
+        # So that the dated login works from now on.
+        await self.authenticator.learn_login_digest(seckey, hashlib.sha256(password.encode()).hexdigest())
         return await self._token_for(identity)
 
     async def login_dated(self, username: str, password: str, address: str) -> str:
@@ -70,11 +67,10 @@ class TokenLogins:
         async def check() -> Identity | None:
             if not _HEX64.match(password):
                 return None
-            record = await self.store.get(claimed.handle)
-            value = None if record is None else record.value_at(claimed.index)
-            if value is None or value.type.upper() != HS_SECKEY or not secrets.is_current(value.data):
+            value = await self.authenticator.secret_key(claimed)
+            if value is None or not secrets.is_current(value.data):
                 return None
-            digest = await self.store.login_digest(value.data.decode())
+            digest = await self.authenticator.login_digest(value.data.decode())
             return claimed if digest is not None and dated_matches(digest, password, time.time()) else None
 
         try:
@@ -86,8 +82,7 @@ class TokenLogins:
         return await self._token_for(identity)
 
     async def _token_for(self, identity: Identity) -> str:
-        record = await self.store.get(identity.handle)
-        value = None if record is None else record.value_at(identity.index)
-        if value is None or value.type.upper() != HS_SECKEY:  # deleted since it was verified
+        value = await self.authenticator.secret_key(identity)
+        if value is None:  # deleted since it was verified
             raise AuthenticationFailed(LOGIN_FAILED)
         return self.signer.issue(identity, value.data)
