@@ -94,6 +94,7 @@ class Node:
     stderr_lines: list[str] = field(default_factory=list)
     module: str = "resolver.cli"  # what `python -m` runs; tests.flaky_node to make the store fail
     store: str | None = None  # --store URL (default: SQLite in data_dir)
+    cwd: Path | None = None  # where the process runs (default: here, the checkout, which is then on sys.path)
 
     def start(self, listen: str = "127.0.0.1:0") -> Node:
         env = {k: v for k, v in os.environ.items() if not k.startswith("IDNODE_")}
@@ -108,7 +109,7 @@ class Node:
         self.stderr_lines = []
         # A session of its own, so that kill() takes the workers down with the parent.
         self.proc = subprocess.Popen(
-            cmd + self.args, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+            cmd + self.args, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=self.cwd
         )
         assert self.proc.stderr is not None
         deadline = time.monotonic() + START_TIMEOUT
