@@ -58,6 +58,7 @@ class Target:
     log: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path = REPO  # where it runs: `python -m` imports from there first
+    last_cpu_us: float = 0.0  # the server's CPU per answer in the last run measured (bench.uncached_ab)
 
     def start(self) -> Target:
         env = {k: v for k, v in os.environ.items() if not k.startswith("IDNODE_")}
@@ -83,6 +84,11 @@ class Target:
         assert self.proc is not None and self.proc.stderr is not None
         for line in self.proc.stderr:
             self.log.append(line)
+
+    @property
+    def proc_pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     @property
     def url(self) -> str:

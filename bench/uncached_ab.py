@@ -1,12 +1,20 @@
-"""Uncached (or cached) resolution over HTTP, this checkout against another, alternately on one store.
+"""Resolution, this checkout against another, alternately on one store: REST or Handle UDP.
 
-Starts ``idnode serve --workers 2 --cache-entries 1`` from each checkout on the same store
-(fill one with ``bench.load_store``) and drives them in turn with wrk (one thread, 50
-connections, 10 s), the order alternating by round, over 100,000 handles drawn uniformly
-from the store; prints each run and the ratio of the medians::
+Starts ``idnode serve --workers 2`` from each checkout on the same store (fill one with
+``bench.load_store``) and drives them in turn, the order alternating by round; prints each
+run (answers/s and the server's CPU per answer, its whole process tree) and the ratios of
+the medians. Shapes:
+
+* default: uncached REST (``--cache-entries 1``), wrk (one thread, 50 connections) over
+  100,000 handles drawn uniformly from the store;
+* ``--cached``: cached REST, wrk over 10,000 handles, cache on;
+* ``--udp``: cached Handle protocol over UDP, ``bench.handle_load`` (32 in flight) over the
+  same 10,000 handles, cache on.
+
+::
 
     git worktree add /tmp/old <commit>
-    timeout 600 python -m bench.uncached_ab --data-dir /tmp/b1m --tree /tmp/old
+    timeout 600 python -m bench.uncached_ab --data-dir /tmp/b1m --tree /tmp/old [--cached | --udp]
 """
 
 from __future__ import annotations
@@ -19,8 +27,30 @@ import tempfile
 from pathlib import Path
 
 from bench import wrk
+from bench.handle_load import LoadConfig, run_load
+from bench.handle_load_base import Pace, RequestMix
 from bench.load_store import handle_for
 from bench.resolve_baseline import REPO, SEED, Target, serve_command
+
+CACHED_HANDLES = 10_000
+
+
+def _measure(target: Target, args: argparse.Namespace, paths: Path, names: list[str], seconds: float) -> float:
+    """One run against ``target``: answers/s; the server's CPU µs per answer is printed."""
+    if args.udp:
+        pace = Pace(seconds, concurrency=32)
+        config = LoadConfig(target=("127.0.0.1", target.handle_port), pace=pace, server_pids=(target.proc_pid,))
+        report = run_load(config, RequestMix(names, seed=SEED))
+        if report.errors or report.timeouts:
+            raise RuntimeError(f"{target.name}: {report.errors} errors, {report.timeouts} timeouts")
+        target.last_cpu_us = report.server_cpu_us_per_answer or 0.0
+        return report.answers_per_s
+    before = target.cpu_seconds()
+    run = wrk.run(target.url, paths, seconds=int(seconds))
+    if run.errors or run.bad_status:
+        raise RuntimeError(f"{target.name}: {run.errors} errors, {run.bad_status} bad statuses")
+    target.last_cpu_us = (target.cpu_seconds() - before) / max(1, run.requests) * 1e6
+    return run.rps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,45 +60,52 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tree", type=Path, required=True, help="the other checkout")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--cached", action="store_true", help="cached resolution instead: 10,000 handles, cache on")
+    shape = parser.add_mutually_exclusive_group()
+    shape.add_argument("--cached", action="store_true", help="cached REST: 10,000 handles, cache on")
+    shape.add_argument("--udp", action="store_true", help="cached Handle protocol over UDP: 10,000 handles")
     args = parser.parse_args(argv)
     rng = random.Random(SEED)
-    node = ["--data-dir", str(args.data_dir.resolve()), "--workers", "2"] + (
-        [] if args.cached else ["--cache-entries", "1"]
-    )
-    # The other checkout may predate --handle-listen: it gets the command it knows (a newer one
-    # then serves the Handle protocol on its default port, which this one leaves free).
-    old_style = [sys.executable, "-m", "resolver.cli", "serve", "--listen", "127.0.0.1:0", *node]
+    cached = args.cached or args.udp
+    node = ["--data-dir", str(args.data_dir.resolve()), "--workers", "2", "--handle-listen", "127.0.0.1:0"]
+    node += [] if cached else ["--cache-entries", "1"]
+    other = [sys.executable, "-m", "resolver.cli", "serve", "--listen", "127.0.0.1:0", *node]
     targets = {
         "this": Target("this", "this checkout", serve_command(*node)),
-        "other": Target("other", str(args.tree), old_style, cwd=args.tree.resolve()),
+        "other": Target("other", str(args.tree), other, cwd=args.tree.resolve()),
     }
     with tempfile.TemporaryDirectory() as work:
         paths = Path(work) / "paths.txt"
         drawn = (
-            rng.sample(range(args.count), 10_000)
-            if args.cached
-            else (rng.randrange(args.count) for _ in range(100_000))
+            rng.sample(range(args.count), CACHED_HANDLES)
+            if cached
+            else [rng.randrange(args.count) for _ in range(100_000)]
         )
-        paths.write_text("".join(f"/api/handles/{handle_for(i)}\n" for i in drawn))
+        names = [handle_for(i) for i in drawn]
+        paths.write_text("".join(f"/api/handles/{name}\n" for name in names))
         runs: dict[str, list[float]] = {name: [] for name in targets}
+        cpu: dict[str, list[float]] = {name: [] for name in targets}
         try:
             for target in targets.values():
                 target.start()
-                wrk.run(target.url, paths, seconds=5)
+                _measure(target, args, paths, names, 5)  # warm: caches, page cache, reader threads
             for n in range(args.rounds):
                 for name in ("this", "other") if n % 2 == 0 else ("other", "this"):
-                    run = wrk.run(targets[name].url, paths, seconds=args.duration)
-                    if run.errors or run.bad_status:
-                        raise RuntimeError(f"{name}: {run.errors} errors, {run.bad_status} bad statuses")
-                    runs[name].append(run.rps)
-                    print(f"round {n + 1} {name:<5} {run.rps:>9,.0f} req/s", flush=True)
+                    rate = _measure(targets[name], args, paths, names, args.duration)
+                    runs[name].append(rate)
+                    cpu[name].append(targets[name].last_cpu_us)
+                    print(
+                        f"round {n + 1} {name:<5} {rate:>9,.0f} /s  {targets[name].last_cpu_us:6.1f} µs CPU", flush=True
+                    )
         finally:
             for target in targets.values():
                 if target.proc is not None:
                     target.stop()
-    this, other = (statistics.median(runs[k]) for k in ("this", "other"))
-    print(f"this checkout ({REPO}) / {args.tree}: {this:,.0f} / {other:,.0f} req/s = {this / other:.2f}")
+    this_rate, other_rate = (statistics.median(runs[k]) for k in ("this", "other"))
+    this_cpu, other_cpu = (statistics.median(cpu[k]) for k in ("this", "other"))
+    print(
+        f"this checkout ({REPO}) / {args.tree}: {this_rate:,.0f} / {other_rate:,.0f} answers/s = {this_rate / other_rate:.2f}; "
+        f"server CPU per answer {this_cpu:.1f} / {other_cpu:.1f} µs = {this_cpu / other_cpu:.2f}"
+    )
     return 0
 
 
