@@ -1,1 +1,1 @@
-"""The source of truth: stores, identities and secrets, permissions, registration rules."""
+"""The source of truth: stores, identities and secrets, permissions, registration rules, the data directory."""

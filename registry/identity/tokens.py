@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protocol.errors import AuthenticationFailed, AuthenticationNeeded
+from registry.datadir import write_private
 from registry.identity.auth import Identity, parse_identity
-from registry.sqlite.writer import write_private
 
 LIFETIME = 24 * 3600
 KEY_FILE = "snms-token-key"

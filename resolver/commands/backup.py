@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from registry.datadir import StoreInUse, hold, prepare_directory, write_private
 from registry.sqlite import backup as sb
-from registry.sqlite.writer import STORE_FILE, StoreInUse, hold, prepare_directory, write_private
+from registry.sqlite.writer import STORE_FILE
 from resolver import config as config_mod
 from resolver import logs
 from resolver.handle.server_key import KEY_FILE as SERVER_KEY_FILE

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from protocol.errors import HandleError
-from registry.sqlite.writer import space_problem
+from registry.datadir import space_problem
 from registry.store import redact_url
 from resolver import config as config_mod
 from resolver.commands.admin_client import AdminError, AuthenticationRefused, Credentials, NodeClient, NodeRefused
