@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from protocol.errors import HandleError
 from protocol.identifiers import MAX_REGISTERED_CHARS, NA_PREFIX, ascii_upper, is_at_or_under, parse_prefix
-from protocol.jsonfmt import _admin_from_json, _parse_timestamp, _type_from_json
+from protocol.jsonfmt import admin_from_json, parse_timestamp, type_from_json
 from protocol.records import DEFAULT_PERMISSIONS, DEFAULT_TTL, HS_SECKEY, MAX_INDEX, encode_rows
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ MAX_TIMESTAMP = 2**32 - 1  # the record format keeps 32 bits
 def moment(stamp: str) -> int:
     """An item's ISO-8601 timestamp as the record keeps it (raises InvalidValue)."""
     # Cached: an export's values share few distinct times, and parsing one is a tenth of an item's cost.
-    return min(max(_parse_timestamp(stamp, "timestamp"), 0), MAX_TIMESTAMP)
+    return min(max(parse_timestamp(stamp, "timestamp"), 0), MAX_TIMESTAMP)
 
 
 @functools.lru_cache(maxsize=CACHED)
@@ -82,7 +82,7 @@ def _utf8(text: str) -> bool:
 def _plain_type(vtype: str) -> bool:
     """A value type the general path takes as it is (not a secret, which it hashes)."""
     try:
-        _type_from_json(vtype, "type")
+        type_from_json(vtype, "type")
     except HandleError:
         return False
     return vtype.upper() != HS_SECKEY
@@ -91,7 +91,7 @@ def _plain_type(vtype: str) -> bool:
 @functools.lru_cache(maxsize=CACHED)
 def _admin(handle: str, index: int, permissions: str) -> bytes | None:
     try:
-        return _admin_from_json({"handle": handle, "index": index, "permissions": permissions}, "admin")
+        return admin_from_json({"handle": handle, "index": index, "permissions": permissions}, "admin")
     except HandleError:
         return None
 
