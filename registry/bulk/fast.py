@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import functools
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from protocol.errors import HandleError
 from protocol.identifiers import MAX_REGISTERED_CHARS, NA_PREFIX, ascii_upper, is_at_or_under, parse_prefix
 from protocol.jsonfmt import admin_from_json, parse_timestamp, type_from_json
 from protocol.records import DEFAULT_PERMISSIONS, DEFAULT_TTL, HS_SECKEY, MAX_INDEX, encode_rows
-
-if TYPE_CHECKING:
-    from registry.bulk.items import Rules
+from registry.bulk.rules import Rules
 
 _VALUE_KEYS = frozenset({"index", "type", "data", "ttl", "timestamp", "permissions"})
 _PERMISSIONS = {format(n, "04b"): n for n in range(16)}
