@@ -1,4 +1,4 @@
-"""handle.net v9 JSON forms of values (REFERENCE §3), both ways.
+"""handle.net v9 JSON forms of values (as the JSON REST API of handle.net's server shows them), both ways.
 
 Parsing treats its input as hostile: every shape, type and range is checked and any
 problem is an InvalidValue whose message names the offending value and field.

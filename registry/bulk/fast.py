@@ -1,7 +1,7 @@
 """The common shape of a bulk item, checked and encoded without the general parser.
 
 ``idnode import`` must check ~100,000 items a second per core to keep up with a COPY; the
-general path (``registry.bulk.row_from_item``: value_from_json, parse_handle, HandleRecord,
+general path (``registry.bulk.items.row_from_item``: value_from_json, parse_handle, HandleRecord,
 encode_record) costs ~20 us an item. An exported item is nearly always the same shape: a
 handle under a few prefixes, values whose data is a string or an HS_ADMIN reference to one of
 a few admins, an integer TTL, a timestamp. ``fast_row`` recognises that shape only: it
@@ -136,7 +136,7 @@ def _value_row(item: Any, now: int) -> tuple[Any, ...] | None:
 
 
 def fast_row(obj: Any, rules: Rules) -> tuple[str, str, bytes] | None:
-    """(key, handle, blob): the row ``registry.bulk.row_from_item`` gives for ``obj`` if it has
+    """(key, handle, blob): the row ``registry.bulk.items.row_from_item`` gives for ``obj`` if it has
     the common shape, else None."""
     if type(obj) is not dict:
         return None

@@ -1,4 +1,4 @@
-"""The embedded store: SQLite in WAL mode (its threads are in ``registry.sqlite_io``).
+"""The embedded store: SQLite in WAL mode (its threads are in ``registry.sqlite.writer``).
 
 Writes go to one writer thread that commits whatever is queued together and answers only
 after the commit, so an acknowledged write survives ``kill -9``. Reads run on a small

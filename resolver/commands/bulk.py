@@ -1,6 +1,6 @@
 """``idnode import`` and ``idnode export``: records in and out of the store, in bulk.
 
-Import reads its input twice. The first pass checks every item (``registry.bulk``, in a pool
+Import reads its input twice. The first pass checks every item (``registry.bulk.items``, in a pool
 of processes) and spools the rows to write to a temporary file; one bad item and nothing is
 written. The second pass writes the rows in chunks, each chunk one transaction that also
 records how far the import has got under the input's SHA-256, so a run that was stopped

@@ -2,7 +2,7 @@
 
 CNRI's servers, and the real top-level nodes, name only UDP and TCP interfaces in their
 HS_SITE values. ``server_targets`` picks, per server a route names, its HTTP(S) interface
-when it has one (``resolver.upstream``, unchanged) and otherwise its Handle interfaces;
+when it has one (``resolver.delegation.upstream``, unchanged) and otherwise its Handle interfaces;
 ``HandleClient`` asks those the way CNRI's ``HandleResolver`` does: UDP first, then TCP
 when UDP gave nothing usable (silence, an incomplete multi-datagram answer, bytes that
 are not a message, or RC_ERROR, which CNRI's client also treats as "try the next
@@ -16,7 +16,7 @@ are not a Handle message) is the one ``unreachable`` message; the cause goes to 
 Every answer is hostile until checked, as over HTTP: datagrams count only from the
 address and port asked (a connected socket) and with the random request id sent; a
 message is at most ``MAX_MESSAGE`` (256 KiB, the envelope's own limit) and decoded by
-the strict codec (``protocol.wire``); a resolution answer is accepted only for the handle
+the strict codec (``protocol.wire.message``); a resolution answer is accepted only for the handle
 asked (bailiwick), with valid, distinct indexes. Failures raise ``HopFailed`` with the
 delegation metric's result labels, so the engine's failover, caching and serve-stale
 apply unchanged.

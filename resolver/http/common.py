@@ -178,7 +178,7 @@ class OtherForms(Resource):
     """The request target ``*`` (``OPTIONS * HTTP/1.1``), which is not a path: aiohttp's
     parser lets it through and its router would answer a plain-text 404 of its own; this
     resource sends it to ``_unrouted`` instead. (CONNECT's ``host:port`` reaches no resource
-    at all: resolver.http_connections answers it.)"""
+    at all: resolver.http.connections answers it.)"""
 
     def __init__(self) -> None:
         super().__init__(name=None)
@@ -358,7 +358,7 @@ LONE_SURROGATE = re.compile(
 )
 
 
-# Routes whose bodies may be as large as max_batch_bytes: REST's batch, SNMS's (resolver.http_snms).
+# Routes whose bodies may be as large as max_batch_bytes: REST's batch, SNMS's (resolver.snms.routes).
 BATCH_ROUTES = frozenset({"batch", "snms_batch_create", "snms_batch_update", "snms_batch_delete"})
 
 

@@ -6,9 +6,9 @@ answer is SNMS's envelope ``{"message", "status", "data"}`` with HTTP 200, as SN
 except an internal failure (-4: 500, or 503 while the store is unavailable) and a login
 refused for too many failures (429 with Retry-After). The writes go through the same
 registration service, permissions, templates and audit as the REST API and the Handle
-protocol; the request shapes and their checks are in ``registry.snms``.
+protocol; the request shapes and their checks are in ``resolver.snms.format``.
 
-Logins are ``registry.logins``; each request's bearer token is checked here, reading the
+Logins are ``resolver.snms.logins``; each request's bearer token is checked here, reading the
 identity's record through the engine's cache.
 """
 

@@ -10,7 +10,7 @@ the (index, type) list of the values.
 Administrative requests are replayed as captured; the node challenges (402), and the
 answer is the captured CHALLENGE_RESPONSE re-signed over our nonce exactly as that client
 version signs: the same MAC kind (SHA-1 for 7.3.1, PBKDF2-HMAC-SHA1 for 9.0.0) keyed with
-the hashed secret a CNRI client is given for idnode (registry.secrets), or the same
+the hashed secret a CNRI client is given for idnode (registry.identity.secrets), or the same
 signature hash with the committed DSA / RSA key. The REST API then shows the change.
 """
 

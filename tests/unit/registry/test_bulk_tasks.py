@@ -1,4 +1,4 @@
-"""The checking pass in blocks (``resolver.bulk.check``) judges every item as the item-by-item
+"""The checking pass in blocks (``resolver.commands.bulk.check``) judges every item as the item-by-item
 reading (``raw_items`` + ``check_batch``) does, wherever the blocks happen to be cut."""
 
 from __future__ import annotations
