@@ -16,7 +16,7 @@ API, as the node admin, it gets the enterprise prefix ``0.NA/88.118.8`` whose HS
 values grant everything to ``300:``, ``301:`` and ``302:88.118.8/ADMIN``, that identity
 handle (HS_SECKEY at 300, DSA HS_PUBKEY at 301, RSA at 302, the committed test keys of
 tests/vectors/cnri-<release>/keys) and ``88.118.8/42``. idnode stores HS_SECKEY hashed
-(registry.secrets): genericbatch has no hashed-secret option (GenericBatch.java reads the
+(registry.identity.secrets): genericbatch has no hashed-secret option (GenericBatch.java reads the
 password line and MACs with its bytes), so it is given the 40 hex digits as the secret.
 
 Run as root, only inside a private network namespace (every JVM and the node)::
@@ -143,7 +143,7 @@ def start_node(data_dir: Path, handle_port: int) -> Node:
 
 
 def node_public_key(data_dir: Path) -> bytes:
-    """The node's server key (resolver.server_key) in HS_PUBKEY form, as its HS_SITE carries it."""
+    """The node's server key (resolver.handle.server_key) in HS_PUBKEY form, as its HS_SITE carries it."""
     return server_key.public_key_bytes(server_key.load_key(data_dir))
 
 
@@ -299,7 +299,7 @@ def scenarios(lay: cnri.Layout, tcp_cfg: Path) -> list[Scenario]:
                     "==>SUCCESS",
                 )
             )
-    # HOME is a server admin's in CNRI, the node admin's here (resolver.handle_ops)
+    # HOME is a server admin's in CNRI, the node admin's here (resolver.handle.ops)
     node_admin = f"AUTHENTICATE SECKEY:{NODE_ADMIN}\n{hashed_secret_key(ADMIN_SECRET.encode()).decode()}\n"
     home = f"{node_admin}\nHOME {lay.host}:{lay.advertised_port}:TCP\n0.NA/{HOMED}\n\n"
     out.append(

@@ -1,7 +1,7 @@
 """What the Handle load generator's UDP and TCP engines share: the loopback check, the
 requests, the order they are drawn in, and the tally of what came back.
 
-Every request is encoded once, up front, with ``protocol.wire``; sending one only patches
+Every request is encoded once, up front, with ``protocol.wire.message``; sending one only patches
 its 4-byte request id (envelope offset 8) into that template. The draw order is a
 precomputed ring of indexes, so no random number is drawn per request: on a 2-core machine
 the client's CPU is CPU the server under test does not get.

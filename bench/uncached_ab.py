@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     this_rate, other_rate = (statistics.median(runs[k]) for k in ("this", "other"))
     this_cpu, other_cpu = (statistics.median(cpu[k]) for k in ("this", "other"))
     print(
-        f"this checkout ({REPO}) / {args.tree}: {this_rate:,.0f} / {other_rate:,.0f} answers/s = {this_rate / other_rate:.2f}; "
+        f"this checkout ({REPO}) / {args.tree}: {this_rate:,.0f} / {other_rate:,.0f} answers/s = "
+        f"{this_rate / other_rate:.2f}; "
         f"server CPU per answer {this_cpu:.1f} / {other_cpu:.1f} µs = {this_cpu / other_cpu:.2f}"
     )
     return 0

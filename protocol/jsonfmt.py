@@ -1,4 +1,4 @@
-"""handle.net v9 JSON forms of values (REFERENCE §3), both ways.
+"""handle.net v9 JSON forms of values (as the JSON REST API of handle.net's server shows them), both ways.
 
 Parsing treats its input as hostile: every shape, type and range is checked and any
 problem is an InvalidValue whose message names the offending value and field.
@@ -48,7 +48,9 @@ def format_timestamp(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_timestamp(text: str, where: str) -> int:
+def parse_timestamp(text: str, where: str) -> int:
+    """An ISO-8601 time as seconds since the epoch, UTC when it names no zone; InvalidValue
+    naming ``where`` otherwise."""
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -111,7 +113,9 @@ def _handle_ref(obj: Any, where: str) -> str:
     return text
 
 
-def _admin_from_json(obj: Any, where: str) -> bytes:
+def admin_from_json(obj: Any, where: str) -> bytes:
+    """HS_ADMIN data from its JSON form ``{"handle", "index", "permissions"}``, encoded;
+    InvalidValue naming ``where`` and the field otherwise."""
     obj = _dict(obj, where)
     ref = vd.AdminRef(
         handle=_handle_ref(obj.get("handle"), f"{where}.handle"),
@@ -219,7 +223,7 @@ def _data_from_json(obj: Any, where: str) -> tuple[bytes, str]:
         except ValueError:
             raise InvalidValue(f"{here} is not valid hex") from None
     if fmt == "admin":
-        return _admin_from_json(raw, here), fmt
+        return admin_from_json(raw, here), fmt
     if fmt == "vlist":
         return _vlist_from_json(raw, here), fmt
     if fmt == "site":
@@ -231,7 +235,7 @@ def _ttl_from_json(obj: Any, where: str) -> tuple[int, bool]:
     if obj is None:
         return DEFAULT_TTL, False
     if isinstance(obj, str) and not obj.isdigit():
-        expiry = _parse_timestamp(obj, where)
+        expiry = parse_timestamp(obj, where)
         if not 0 <= expiry <= MAX_INDEX:  # the wire's TTL is a 4-byte count of seconds since 1970
             raise InvalidValue(f"{where}: {obj!r} is not between 1970 and 2038")
         return expiry, True
@@ -262,7 +266,9 @@ def _references_from_json(obj: Any, where: str) -> tuple[tuple[int, str], ...]:
     return tuple(refs)
 
 
-def _type_from_json(obj: Any, where: str) -> str:
+def type_from_json(obj: Any, where: str) -> str:
+    """A value's type as given, once checked: a string of at most MAX_TYPE_CHARS characters,
+    without control characters, storable as UTF-8; InvalidValue naming ``where`` otherwise."""
     vtype = _str(obj, f"{where}: type")
     if len(vtype) > MAX_TYPE_CHARS:
         raise InvalidValue(f"{where}: type is longer than {MAX_TYPE_CHARS} characters")
@@ -288,7 +294,7 @@ def value_from_json(obj: Any, where: str | int = "value", timestamp: int = 0) ->
         raise InvalidValue(f"{where}.index must be an integer")  # pragma: no cover - _int raised
     vtype = obj.get("type")
     if type(vtype) is not str or not vtype.isascii() or len(vtype) > MAX_TYPE_CHARS or _C0.search(vtype):
-        vtype = _type_from_json(vtype, f"value {index}")
+        vtype = type_from_json(vtype, f"value {index}")
     data = obj.get("data", _MISSING)
     if type(data) is str:
         try:
@@ -357,7 +363,7 @@ def values_from_answer(items: Any) -> list[HandleValue]:
     values = []
     for n, item in enumerate(items):
         stamp = item.get("timestamp") if isinstance(item, dict) else None
-        timestamp = _parse_timestamp(stamp, f"values[{n}].timestamp") if isinstance(stamp, str) else 0
+        timestamp = parse_timestamp(stamp, f"values[{n}].timestamp") if isinstance(stamp, str) else 0
         timestamp = min(max(timestamp, 0), 2**32 - 1)  # the record format keeps 32 bits
         values.append(value_from_json(item, n, timestamp).value)
     if len({v.index for v in values}) != len(values):

@@ -107,7 +107,7 @@ class RegistrationService:
 
     async def learn_digests(self, incoming: list[IncomingValue]) -> None:
         """Remember, for each secret sent in clear, the SHA-256 SNMS's dated login proves it by
-        (``registry.tokens``): the stored SHA-1 cannot give it. Called once the write is done."""
+        (``registry.identity.tokens``): the stored SHA-1 cannot give it. Called once the write is done."""
         for value, fmt in incoming:
             if value.type.upper() == HS_SECKEY and fmt != "hash" and value.data:
                 seckey = secrets.hash_secret(value.data).decode()

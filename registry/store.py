@@ -6,7 +6,7 @@ recorded in the audit log with its outcome) and the small tables beside the reco
 audit, statistics, metadata templates and the publication outbox: every committed change
 to a prefix handle ``0.NA/<prefix>`` gives that prefix the outbox's next sequence number in
 the same transaction, so that publishing it to the top-level node can never be lost (see
-``resolver.publisher``). The named operations (create, replace, delete,
+``resolver.delegation.publisher``). The named operations (create, replace, delete,
 add / replace / remove values) are built on ``apply`` here, once, so a PostgreSQL backend
 inherits exactly the same semantics.
 """
@@ -232,7 +232,7 @@ class Store(ABC):
     async def delete_template(self, prefix: str, name: str, version: str | None, audit: AuditEntry) -> int:
         """Delete one version, or every version when None; how many were deleted."""
 
-    # SNMS's dated login (registry.tokens) ------------------------------------------------
+    # SNMS's dated login (registry.identity.tokens) --------------------------------------
 
     @abstractmethod
     async def login_digest(self, seckey: str) -> str | None:
@@ -242,7 +242,7 @@ class Store(ABC):
     async def put_login_digest(self, seckey: str, digest: str) -> None:
         """Remember ``digest`` for ``seckey`` (both are hashes of one secret seen in clear)."""
 
-    # Bulk import and export (registry.bulk, resolver.bulk) -------------------------------
+    # Bulk import and export (registry.bulk, resolver.commands.bulk) ---------------------
 
     @abstractmethod
     async def import_rows(self, rows: Sequence[tuple[str, str, bytes]], entry: AuditEntry, marker: ImportMarker) -> int:

@@ -13,9 +13,9 @@ from typing import Any
 import uvloop
 
 from protocol.errors import HandleError
+from registry import datadir
 from registry.bulk import items as bulk_fmt
 from registry.identity.tokens import TokenKeyError
-from registry.sqlite import writer as sqlite_io
 from resolver import config as config_mod
 from resolver import logs
 from resolver.handle.server_key import ServerKeyError
@@ -279,16 +279,16 @@ def _check_data_dir(config: config_mod.Config) -> None:
     """The data directory exists, is writable, has room, and is private to this user."""
     directory = config.data_dir
     try:
-        directory.mkdir(mode=sqlite_io.PRIVATE_DIR, parents=True, exist_ok=True)
+        directory.mkdir(mode=datadir.PRIVATE_DIR, parents=True, exist_ok=True)
     except OSError as exc:
         raise StartupError(f"setting 'data_dir': cannot create {directory}: {exc.strerror}") from None
-    problem = sqlite_io.space_problem(directory, config.min_free_bytes)
+    problem = datadir.space_problem(directory, config.min_free_bytes)
     if problem is not None:
         raise StartupError(f"setting 'data_dir': {directory}: {problem}")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise StartupError(f"setting 'data_dir': {directory} is not writable by this user")
     try:
-        sqlite_io.prepare_directory(directory)
+        datadir.prepare_directory(directory)
     except OSError as exc:
         raise StartupError(f"setting 'data_dir': cannot make {directory} private: {exc.strerror}") from None
 

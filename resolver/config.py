@@ -25,7 +25,7 @@ ADMIN_SECRET_MIN_LENGTH = 16
 # IDNODE_* variables that are not settings but are read legitimately: the admin secret
 # (read on first start only, never kept in the Config), the benchmark's record count
 # (read by bench/locustfile.py) and the admin commands' node and credentials
-# (resolver/admin_client.py), all often set in the shell the node or `idnode check` runs from.
+# (resolver/commands/admin_client.py), all often set in the shell the node or `idnode check` runs from.
 CLIENT_ENV = ("IDNODE_NODE_URL", "IDNODE_CLIENT_IDENTITY", "IDNODE_CLIENT_SECRET")
 OTHER_ENV = frozenset({ADMIN_SECRET_ENV, "IDNODE_BENCH_COUNT", *CLIENT_ENV})
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -38,7 +38,7 @@ SQLITE_SCHEME = "sqlite://"
 DEFAULT_PREFIXES = {"secondary": "88.118", "top-level": "88"}
 
 
-# Failure limits keep that many times per key in memory shared by the workers (registry.ratelimit).
+# Failure limits keep that many times per key in memory shared by the workers (registry.identity.ratelimit).
 MAX_AUTH_LIMIT = 10_000
 
 
@@ -106,7 +106,7 @@ class Config:
     # Storage: free space kept, and the WAL bounded.
     min_free_bytes: int = 64 * 1024 * 1024  # below this free in data_dir, writes are refused and /healthz is 503
     wal_max_bytes: int = 64 * 1024 * 1024  # a WAL past this is checkpointed to empty, waiting for readers
-    # The HTTP edge against slow and greedy clients (resolver/http_connections.py), per connection
+    # The HTTP edge against slow and greedy clients (resolver/http/connections.py), per connection
     header_timeout: float = 10.0  # request line and headers complete, from the first byte (or the connection)
     body_timeout: float = 60.0  # whole body complete, from the end of its header: 16 MiB needs 280 KB/s
     keepalive_timeout: float = 75.0  # idle between requests before the node closes the connection

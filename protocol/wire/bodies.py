@@ -3,7 +3,7 @@
 A body decodes from a Reader bounded to the header's body length and does not have to use
 all of it: CNRI's own session setup messages carry two unused bytes, and CNRI ignores
 whatever a body leaves. The request digest that starts some response bodies is not part of
-these classes; ``protocol.wire`` reads and writes it for every response alike.
+these classes; ``protocol.wire.message`` reads and writes it for every response alike.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ class RemoveValueRequest(Body):
 @dataclass(frozen=True, slots=True)
 class ChallengeAnswerRequest(Body):
     """OC_RESPONSE_TO_CHALLENGE: who answers (``auth_type`` "HS_SECKEY" or "HS_PUBKEY", the
-    identity's handle and index) and the MAC or signature, opaque here (see protocol.hsauth)."""
+    identity's handle and index) and the MAC or signature, opaque here (see protocol.wire.auth)."""
 
     auth_type: str
     user_id_handle: str
@@ -392,7 +392,7 @@ class ServiceReferralResponse(Body):
 @dataclass(frozen=True, slots=True)
 class ChallengeResponse(Body):
     """RC_AUTHENTICATION_NEEDED: the nonce. The digest of the challenged request travels as the
-    message's request digest (and, before 2.1, after the nonce; protocol.wire handles both)."""
+    message's request digest (and, before 2.1, after the nonce; protocol.wire.message handles both)."""
 
     nonce: bytes
 

@@ -6,8 +6,8 @@ header has RETURN_REQUEST_DIGEST start their body with a digest of the request: 
 algorithm byte and the digest. That digest is what a challenge binds an answer to.
 
 ``decode_message`` turns one complete message's bytes into a Message or raises WireError,
-nothing else; ``encode_message`` writes one. Bodies live in ``protocol.wire_bodies``,
-primitives in ``protocol.wire_base``, UDP splitting and reassembly in ``protocol.wire_udp``.
+nothing else; ``encode_message`` writes one. Bodies live in ``protocol.wire.bodies``,
+primitives in ``protocol.wire.base``, UDP splitting and reassembly in ``protocol.wire.udp``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The common shape of a bulk item, checked and encoded without the general parser.
 
 ``idnode import`` must check ~100,000 items a second per core to keep up with a COPY; the
-general path (``registry.bulk.row_from_item``: value_from_json, parse_handle, HandleRecord,
+general path (``registry.bulk.items.row_from_item``: value_from_json, parse_handle, HandleRecord,
 encode_record) costs ~20 us an item. An exported item is nearly always the same shape: a
 handle under a few prefixes, values whose data is a string or an HS_ADMIN reference to one of
 a few admins, an integer TTL, a timestamp. ``fast_row`` recognises that shape only: it
@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import functools
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from protocol.errors import HandleError
 from protocol.identifiers import MAX_REGISTERED_CHARS, NA_PREFIX, ascii_upper, is_at_or_under, parse_prefix
-from protocol.jsonfmt import _admin_from_json, _parse_timestamp, _type_from_json
+from protocol.jsonfmt import admin_from_json, parse_timestamp, type_from_json
 from protocol.records import DEFAULT_PERMISSIONS, DEFAULT_TTL, HS_SECKEY, MAX_INDEX, encode_rows
-
-if TYPE_CHECKING:
-    from registry.bulk.items import Rules
+from registry.bulk.rules import Rules
 
 _VALUE_KEYS = frozenset({"index", "type", "data", "ttl", "timestamp", "permissions"})
 _PERMISSIONS = {format(n, "04b"): n for n in range(16)}
@@ -38,7 +36,7 @@ MAX_TIMESTAMP = 2**32 - 1  # the record format keeps 32 bits
 def moment(stamp: str) -> int:
     """An item's ISO-8601 timestamp as the record keeps it (raises InvalidValue)."""
     # Cached: an export's values share few distinct times, and parsing one is a tenth of an item's cost.
-    return min(max(_parse_timestamp(stamp, "timestamp"), 0), MAX_TIMESTAMP)
+    return min(max(parse_timestamp(stamp, "timestamp"), 0), MAX_TIMESTAMP)
 
 
 @functools.lru_cache(maxsize=CACHED)
@@ -82,7 +80,7 @@ def _utf8(text: str) -> bool:
 def _plain_type(vtype: str) -> bool:
     """A value type the general path takes as it is (not a secret, which it hashes)."""
     try:
-        _type_from_json(vtype, "type")
+        type_from_json(vtype, "type")
     except HandleError:
         return False
     return vtype.upper() != HS_SECKEY
@@ -91,7 +89,7 @@ def _plain_type(vtype: str) -> bool:
 @functools.lru_cache(maxsize=CACHED)
 def _admin(handle: str, index: int, permissions: str) -> bytes | None:
     try:
-        return _admin_from_json({"handle": handle, "index": index, "permissions": permissions}, "admin")
+        return admin_from_json({"handle": handle, "index": index, "permissions": permissions}, "admin")
     except HandleError:
         return None
 
@@ -138,7 +136,7 @@ def _value_row(item: Any, now: int) -> tuple[Any, ...] | None:
 
 
 def fast_row(obj: Any, rules: Rules) -> tuple[str, str, bytes] | None:
-    """(key, handle, blob): the row ``registry.bulk.row_from_item`` gives for ``obj`` if it has
+    """(key, handle, blob): the row ``registry.bulk.items.row_from_item`` gives for ``obj`` if it has
     the common shape, else None."""
     if type(obj) is not dict:
         return None

@@ -15,7 +15,6 @@ import io
 import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import IO, Any, NamedTuple
 
 import msgpack
@@ -26,6 +25,7 @@ from protocol.identifiers import check_registrable, check_responsible, parse_han
 from protocol.jsonfmt import value_from_json, value_to_json
 from protocol.records import HS_SECKEY, PUBLIC_READ, PUBLIC_WRITE, HandleRecord, HandleValue, encode_record
 from registry.bulk.fast import fast_row, moment
+from registry.bulk.rules import Rules
 from registry.identity import secrets
 
 FORMATS = ("jsonl", "msgpack")
@@ -44,16 +44,6 @@ class Row(NamedTuple):
 class BadItem(NamedTuple):
     line: int
     reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Rules:
-    """What the node accepts: its prefix, its case rule, the largest record, the import's time."""
-
-    node_prefix: str
-    case_sensitive: bool = False
-    max_bytes: int = 1024 * 1024
-    now: int = 0
 
 
 def format_of(name: str, given: str | None) -> str:

@@ -1,12 +1,12 @@
 """Checking a Handle protocol challenge answer against the identity's key stored here.
 
 An answer names an identity (``index:handle``) and carries a MAC keyed with its HS_SECKEY
-(``registry.secrets.protocol_key`` gives the key) or a signature by the private key of
+(``registry.identity.secrets.protocol_key`` gives the key) or a signature by the private key of
 its HS_PUBKEY. Index 0 with HS_PUBKEY means any HS_PUBKEY of the handle, as in CNRI; the
 identity is then the one whose key verified. Only identities whose handle this node holds
 can be checked: CNRI would ask the identity's home server, this node does not.
 
-Rate limiting and the brake are the Authenticator's (``registry.auth``); this module only
+Rate limiting and the brake are the Authenticator's (``registry.identity.auth``); this module only
 says whether the answer is right.
 """
 

@@ -17,7 +17,7 @@ The scrypt form it replaces protected a leaked store better but could serve only
 No cost is stored, so a client cannot choose what a verification costs (a scrypt hash it
 sent back once could). Values still in the old ``scrypt$<log2 n>$<r>$<p>$<salt>$<hash>``
 form verify over HTTP, at this node's scrypt parameters only, and are rewritten to the new
-form on their next successful login (``registry.auth``); they cannot authenticate over the
+form on their next successful login (``registry.identity.auth``); they cannot authenticate over the
 Handle protocol until then, or until the owner sets the secret again.
 """
 

@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol.errors import AuthenticationFailed
+from protocol.errors import AuthenticationFailed, AuthenticationNeeded
+from registry.datadir import write_private
 from registry.identity.auth import Identity, parse_identity
-from registry.sqlite.writer import write_private
 
 LIFETIME = 24 * 3600
 KEY_FILE = "snms-token-key"
@@ -44,8 +44,11 @@ class TokenKeyError(Exception):
     """The token key file cannot be made or read; the message names the setting and the path."""
 
 
-class TokenRefused(Exception):
-    """A token that is missing, malformed, forged or expired; the message says which."""
+class TokenRefused(AuthenticationNeeded):
+    """A token that is missing, malformed, forged or expired; the message says which.
+
+    A refusal like any other (HandleError), so that SNMS's routes share the HTTP error edge.
+    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ them; a record created meanwhile by someone else makes the insert find a conflic
 the whole transaction runs again against what is stored now. A connection the server
 closed is replaced; what ran on it runs again when it cannot have been committed.
 
-Reads may go to streaming replicas (``replicas``), routed by ``registry.postgres_replicas``:
+Reads may go to streaming replicas (``replicas``), routed by ``registry.postgres.replicas``:
 a worker reads what it wrote itself from the primary for a while, since a replica may not
 have replayed it yet; a record a replica lacks is looked for on the primary (another
 worker or node may just have created it); a replica that fails is skipped for a while.

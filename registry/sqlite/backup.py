@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry.sqlite.writer import PRIVATE_FILE, SQLITE_SUFFIXES, connect
+from registry.datadir import PRIVATE_FILE
+from registry.sqlite.writer import SQLITE_SUFFIXES, connect
 
 PAGES_PER_STEP = 1024  # 4 MiB of 4 KiB pages between progress reports
 _TABLES_CHECKED = ("handles", "meta", "audit", "prefix_counts", "templates", "login_digests")

@@ -1,4 +1,4 @@
-"""The embedded store: SQLite in WAL mode (its threads are in ``registry.sqlite_io``).
+"""The embedded store: SQLite in WAL mode (its threads are in ``registry.sqlite.writer``).
 
 Writes go to one writer thread that commits whatever is queued together and answers only
 after the commit, so an acknowledged write survives ``kill -9``. Reads run on a small
@@ -25,16 +25,8 @@ from typing import Any
 from protocol.errors import StoreUnavailable
 from protocol.records import HandleRecord, decode_record
 from registry import changeset
-from registry.sqlite.writer import (
-    Checkpointer,
-    StoreInUse,
-    Writer,
-    connect,
-    create_private,
-    hold,
-    prepare_directory,
-    space_problem,
-)
+from registry.datadir import StoreInUse, hold, prepare_directory, space_problem
+from registry.sqlite.writer import Checkpointer, Writer, connect, create_private
 from registry.store import (
     AuditEntry,
     ImportMarker,

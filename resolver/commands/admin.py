@@ -35,8 +35,8 @@ from resolver.commands.admin_client import (
     IDENTITY_ENV,
     NODE_URL_ENV,
     SECRET_ENV,
+    AdminClient,
     AdminError,
-    NodeClient,
     NodeRefused,
     UsageError,
     handle_path,
@@ -50,7 +50,7 @@ ALL_PERMISSIONS = "111111111111"
 SHOWN_DAYS = 7
 
 Shown = tuple[dict[str, Any], list[str]]  # what --json prints, and the lines people read
-Command = Callable[[NodeClient, argparse.Namespace], Shown]
+Command = Callable[[AdminClient, argparse.Namespace], Shown]
 
 
 def add_parsers(commands: Any) -> None:
@@ -134,7 +134,7 @@ def run(command: Command, args: argparse.Namespace) -> int:
     name = " ".join(filter(None, ("idnode", args.command, getattr(args, "action", None))))
     try:
         url = args.node or os.environ.get(NODE_URL_ENV) or DEFAULT_NODE_URL
-        client = NodeClient(url, load_credentials(args.credentials, os.environ), args.timeout)
+        client = AdminClient(url, load_credentials(args.credentials, os.environ), args.timeout)
         shown, lines = command(client, args)
     except AdminError as exc:
         print(f"{name}: error: {exc.message}", file=sys.stderr)
@@ -148,7 +148,7 @@ def run(command: Command, args: argparse.Namespace) -> int:
     return 0
 
 
-def _authenticated(client: NodeClient) -> None:
+def _authenticated(client: AdminClient) -> None:
     if client.credentials is None:
         raise UsageError(f"this command needs credentials: --credentials FILE, or {IDENTITY_ENV} and {SECRET_ENV}")
 
@@ -180,7 +180,7 @@ def _secret_lines(secret: str) -> list[str]:
 # Prefixes --------------------------------------------------------------------------
 
 
-def _prefix_create(client: NodeClient, args: argparse.Namespace) -> Shown:
+def _prefix_create(client: AdminClient, args: argparse.Namespace) -> Shown:
     _authenticated(client)
     prefix = _prefix(args.prefix)
     secret, generated = _new_secret(args)
@@ -200,14 +200,14 @@ def _prefix_create(client: NodeClient, args: argparse.Namespace) -> Shown:
     return shown, lines
 
 
-def _prefix_delete(client: NodeClient, args: argparse.Namespace) -> Shown:
+def _prefix_delete(client: AdminClient, args: argparse.Namespace) -> Shown:
     _authenticated(client)
     prefix = _prefix(args.prefix)
     answer = client.delete(handle_path(f"{NA_PREFIX}/{prefix}"), [("force", "true")] if args.force else [])
     return answer, [f"deleted prefix {prefix}"]
 
 
-def _prefix_list(client: NodeClient, args: argparse.Namespace) -> Shown:
+def _prefix_list(client: AdminClient, args: argparse.Namespace) -> Shown:
     answer = client.get("/api/prefixes", auth=False)
     publication: dict[str, list[dict[str, Any]]] = answer.get("publication") or {}
     lines = [f"role: {answer.get('role')}"]
@@ -217,7 +217,7 @@ def _prefix_list(client: NodeClient, args: argparse.Namespace) -> Shown:
     return answer, lines
 
 
-def _prefix_show(client: NodeClient, args: argparse.Namespace) -> Shown:
+def _prefix_show(client: AdminClient, args: argparse.Namespace) -> Shown:
     _authenticated(client)
     prefix = _prefix(args.prefix)
     handle = f"{NA_PREFIX}/{prefix}"
@@ -245,7 +245,7 @@ def _prefix_show(client: NodeClient, args: argparse.Namespace) -> Shown:
 # Identities ------------------------------------------------------------------------
 
 
-def _set_secret(client: NodeClient, args: argparse.Namespace) -> Shown:
+def _set_secret(client: AdminClient, args: argparse.Namespace) -> Shown:
     _authenticated(client)
     index_text, colon, handle = args.identity.partition(":")
     if not colon or not index_text.isdigit() or not handle:
@@ -266,7 +266,7 @@ def _set_secret(client: NodeClient, args: argparse.Namespace) -> Shown:
     return shown, lines
 
 
-def _value_at(client: NodeClient, handle: str, index: int) -> dict[str, Any]:
+def _value_at(client: AdminClient, handle: str, index: int) -> dict[str, Any]:
     try:
         found = client.get(handle_path(handle), [("index", str(index))]).get("values", [])
     except NodeRefused as exc:
@@ -282,13 +282,13 @@ def _value_at(client: NodeClient, handle: str, index: int) -> dict[str, Any]:
 # Handles ---------------------------------------------------------------------------
 
 
-def _handle_get(client: NodeClient, args: argparse.Namespace) -> Shown:
+def _handle_get(client: AdminClient, args: argparse.Namespace) -> Shown:
     query = _index_query(args.index) + [("type", t) for t in args.type or ()]
     answer = client.get(handle_path(args.handle), query)
     return answer, [str(answer.get("handle", args.handle)), *("  " + value_line(v) for v in answer["values"])]
 
 
-def _handle_put(client: NodeClient, args: argparse.Namespace) -> Shown:
+def _handle_put(client: AdminClient, args: argparse.Namespace) -> Shown:
     _authenticated(client)
     body = _read_json(args.file)
     query = _index_query(args.index) + ([("overwrite", "false")] if args.no_overwrite else [])
@@ -309,7 +309,7 @@ def _read_json(source: str) -> Any:
         raise UsageError(f"{source}: not JSON ({exc})") from None
 
 
-def _handle_delete(client: NodeClient, args: argparse.Namespace) -> Shown:
+def _handle_delete(client: AdminClient, args: argparse.Namespace) -> Shown:
     _authenticated(client)
     answer = client.delete(handle_path(args.handle), _index_query(args.index))
     shown = answer.get("handle", args.handle)
@@ -338,7 +338,7 @@ def value_line(value: dict[str, Any]) -> str:
 # Statistics and audit --------------------------------------------------------------
 
 
-def _stats(client: NodeClient, args: argparse.Namespace) -> Shown:
+def _stats(client: AdminClient, args: argparse.Namespace) -> Shown:
     _authenticated(client)
     query = [("prefix", _prefix(args.prefix))] if args.prefix else []
     answer = client.get("/api/stats", query)
@@ -352,7 +352,7 @@ def _stats_lines(entry: dict[str, Any]) -> list[str]:
     return [f"{entry.get('prefix')}: {entry.get('handles')} identifiers" + (f"; registered {shown}" if shown else "")]
 
 
-def _audit(client: NodeClient, args: argparse.Namespace) -> Shown:
+def _audit(client: AdminClient, args: argparse.Namespace) -> Shown:
     _authenticated(client)
     query = [("prefix", _prefix(args.prefix))] if args.prefix else []
     query += [(k, str(v)) for k, v in (("since", args.since), ("limit", args.limit)) if v is not None]

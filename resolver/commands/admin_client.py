@@ -128,7 +128,7 @@ def handle_path(handle: str) -> str:
 Query = Sequence[tuple[str, str]]
 
 
-class NodeClient:
+class AdminClient:
     """Blocking requests to one node; each answer is the node's JSON object or an AdminError."""
 
     def __init__(self, url: str, credentials: Credentials | None, timeout: float = 10.0) -> None:

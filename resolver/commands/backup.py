@@ -1,7 +1,7 @@
 """``idnode backup`` and ``idnode restore``: a SQLite node's store and keys, copied while it serves.
 
 A backup is a directory: the store as one SQLite file (a single snapshot of every table,
-made by ``registry.sqlite_backup``), the node's keys (``handle-server-key.pem``, which its
+made by ``registry.sqlite.backup``), the node's keys (``handle-server-key.pem``, which its
 HS_SITE publishes, and ``snms-token-key``, which signs SNMS tokens: a node restored without
 them has another identity), and ``backup.json``, naming each file with its SHA-256. It is
 built beside DEST under a temporary name and renamed into place once every file is on
@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from registry.datadir import StoreInUse, hold, prepare_directory, write_private
 from registry.sqlite import backup as sb
-from registry.sqlite.writer import STORE_FILE, StoreInUse, hold, prepare_directory, write_private
+from registry.sqlite.writer import STORE_FILE
 from resolver import config as config_mod
 from resolver import logs
 from resolver.handle.server_key import KEY_FILE as SERVER_KEY_FILE

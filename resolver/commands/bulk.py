@@ -1,6 +1,6 @@
 """``idnode import`` and ``idnode export``: records in and out of the store, in bulk.
 
-Import reads its input twice. The first pass checks every item (``registry.bulk``, in a pool
+Import reads its input twice. The first pass checks every item (``registry.bulk.items``, in a pool
 of processes) and spools the rows to write to a temporary file; one bad item and nothing is
 written. The second pass writes the rows in chunks, each chunk one transaction that also
 records how far the import has got under the input's SHA-256, so a run that was stopped
@@ -30,6 +30,7 @@ import msgpack
 from protocol.errors import HandleError
 from protocol.identifiers import parse_prefix
 from registry.bulk import items as bulk
+from registry.bulk.rules import Rules
 from registry.store import AuditEntry, ImportMarker, Store
 from resolver.config import Config
 
@@ -152,7 +153,7 @@ def _blocks(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
         yield line, rest
 
 
-def check(stream: BinaryIO, fmt: str, rules: bulk.Rules, spool: IO[bytes], jobs: int) -> Checked:
+def check(stream: BinaryIO, fmt: str, rules: Rules, spool: IO[bytes], jobs: int) -> Checked:
     """Check every item of ``stream``; spool the rows of the good ones, numbered, in order."""
     hashing: Any = _Hashing(stream)
     result = Checked("", 0, [], 0)
@@ -282,7 +283,7 @@ def _count_upto(spool: IO[bytes], after: int) -> int:
 
 
 def run_import(config: Config, options: ImportOptions, err: IO[str] = sys.stderr) -> int:
-    rules = bulk.Rules(config.node_prefix, config.case_sensitive, config.max_body_bytes, int(time.time()))
+    rules = Rules(config.node_prefix, config.case_sensitive, config.max_body_bytes, int(time.time()))
     with tempfile.TemporaryDirectory(prefix="idnode-import-") as tmp, open(Path(tmp) / "rows", "w+b") as spool:
         try:
             with _input(options.source, Path(tmp)) as stream:

@@ -24,10 +24,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from protocol.errors import HandleError
-from registry.sqlite.writer import space_problem
+from registry.datadir import space_problem
 from registry.store import redact_url
 from resolver import config as config_mod
-from resolver.commands.admin_client import AdminError, AuthenticationRefused, Credentials, NodeClient, NodeRefused
+from resolver.commands.admin_client import AdminClient, AdminError, AuthenticationRefused, Credentials, NodeRefused
 
 OK, CONFIG_BAD, STORE_BAD, REDIS_BAD, UPSTREAM_BAD = 0, 2, 4, 8, 16
 EPILOG = (
@@ -185,7 +185,7 @@ def _cluster_node(item: str, kind: Any) -> Any:
 def _upstream(config: config_mod.Config, url: str, timeout: float) -> Finding:
     """Reachable and healthy, and this node's credentials accepted (one authenticated listing)."""
     identity, secret = config.upstream_identity or "", config.upstream_secret or ""
-    client = NodeClient(url, Credentials(identity, secret), timeout)
+    client = AdminClient(url, Credentials(identity, secret), timeout)
     try:
         client.get("/healthz", auth=False)
     except AdminError as exc:

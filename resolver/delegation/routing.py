@@ -10,7 +10,8 @@ drives it and fetches prefix handles ``0.NA/<zone>`` through its cache tiers. Gi
 the referrals a worker already holds, it decides the common case (a handle held here)
 with no coroutine at all.
 
-The rules (REFERENCE §4):
+The rules (the Handle System's service model, RFC 3651 §4.1, with its HS_SITE and HS_SERV
+of §3.2.2 and §3.2.4, applied to a hierarchy of nodes):
 
 * under the node prefix, the nearest prefix handle decides: none, one without HS_SITE, or
   one naming this node, and the handle is held here; any other site holds it (delegated
@@ -252,7 +253,7 @@ class _Held:
 class Referrals:
     """This worker's decoded referrals, each usable until its prefix handle expires or is written.
 
-    ``words`` are the node's generation words (``resolver.cache``): a write to a prefix
+    ``words`` are the node's generation words (``resolver.cache.local``): a write to a prefix
     handle bumps its word, which retires the referral in every worker at once.
     """
 

@@ -1,6 +1,6 @@
 """The Handle protocol front-end (RFC 3652): a complete request message in, its answer out.
 
-This module knows nothing of sockets (``resolver.handle_listeners`` moves the bytes); it
+This module knows nothing of sockets (``resolver.handle.transport`` moves the bytes); it
 maps messages onto the same engine and registration service as the HTTP front-end.
 
 Resolution is the hot path. A plain request (no index or type filter, no digest, no

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from protocol.wire.keys import encode_public_key
-from registry.sqlite.writer import write_private
+from registry.datadir import write_private
 
 KEY_FILE = "handle-server-key.pem"
 

@@ -4,7 +4,7 @@ A CNRI client answers a challenge on a new TCP connection (and sets a session up
 UDP), and the kernel hands each connection or datagram to any worker sharing the socket:
 the worker that checks an answer is often not the one that sent the challenge. So both
 live in anonymous shared mappings made before the workers fork, as
-``resolver.cache.Generations`` and ``registry.ratelimit`` keep theirs.
+``resolver.cache.local.Generations`` and ``registry.identity.ratelimit`` keep theirs.
 
 Each table is a fixed number of fixed-size slots: memory is bounded whatever clients do,
 and an entry past its expiry is free space. An entry is found by its id from the slot

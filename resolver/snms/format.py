@@ -1,7 +1,7 @@
 """SNMS's management API, as Teleinfo documents it: request shapes in, node models out.
 
 Everything here is checking and translating; the writes go through the registration
-service like every other front-end's (``resolver.http_snms`` wires the two).
+service like every other front-end's (``resolver.snms.routes`` wires the two).
 
 - An identifier item ``{handle, templateVersion, value: [{auth, index, type, data: {format,
   value}}]}`` becomes a record whose value at 1001 (type ``TEMPLATE``) names the template

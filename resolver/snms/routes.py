@@ -6,9 +6,9 @@ answer is SNMS's envelope ``{"message", "status", "data"}`` with HTTP 200, as SN
 except an internal failure (-4: 500, or 503 while the store is unavailable) and a login
 refused for too many failures (429 with Retry-After). The writes go through the same
 registration service, permissions, templates and audit as the REST API and the Handle
-protocol; the request shapes and their checks are in ``registry.snms``.
+protocol; the request shapes and their checks are in ``resolver.snms.format``.
 
-Logins are ``registry.logins``; each request's bearer token is checked here, reading the
+Logins are ``resolver.snms.logins``; each request's bearer token is checked here, reading the
 identity's record through the engine's cache.
 """
 
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -41,12 +39,9 @@ from registry.identity.tokens import TokenRefused, TokenSigner
 from registry.service import RegistrationService
 from registry.templates import SNMS_NAME, Field, Template, TemplateChecker
 from resolver.engine import ResolutionEngine
-from resolver.http.common import CONFIG, CORS, FRONTEND, body_limit, read_body
-from resolver.metrics import error_answered, observe
+from resolver.http.common import CONFIG, body_limit, edged, read_body
 from resolver.snms import format as snms
 from resolver.snms.logins import TokenLogins
-
-log = logging.getLogger("resolver.http")
 
 NOT_LOGGED_IN = "未登录：请求缺少 Authorization: Bearer <token>，请先调用 /identity/token 登录 (not logged in)"
 NOT_BEARER = "未登录：Authorization 必须是 Bearer <token> (the Authorization header must be Bearer <token>)"
@@ -70,42 +65,32 @@ def ok(data: Any) -> web.Response:
     return envelope(snms.OK, "success", data)
 
 
-def _edged(op: str, handler: SnmsHandler) -> SnmsHandler:
-    """``handler`` with SNMS's edge: every refusal an envelope, CORS, metrics."""
+class SnmsRefusals:
+    """SNMS's form of every refusal, for the shared edge: its envelope, with HTTP 200 unless the
+    node itself failed (500, 503) or a login is held back for too many failures (429)."""
 
-    async def edge(request: web.Request) -> web.Response:
-        started = time.perf_counter()
-        try:
-            response = await handler(request)
-        except TokenRefused as exc:
-            response = envelope(snms.NOT_LOGGED_IN, str(exc), None, code=ResponseCode.AUTHENTICATION_NEEDED)
-        except TooManyFailures as exc:
-            response = envelope(
-                snms.FAILED, f"登录失败次数过多，请{exc.retry_after}秒后重试 ({exc.message})", None, 429
-            )
-            response["code"] = exc.code
-            response.headers["Retry-After"] = str(exc.retry_after)
-        except HandleError as exc:
-            error_answered(exc)
-            status, message = snms.refusal(exc)
-            http_status = 200 if status != snms.INTERNAL else (503 if exc.code == ResponseCode.SERVER_TOO_BUSY else 500)
-            response = envelope(status, message, None, http_status, exc.code)
-        except web.HTTPRequestEntityTooLarge:
+    def refused(self, request: web.Request, exc: HandleError) -> web.Response:
+        if isinstance(exc, TokenRefused):
+            return envelope(snms.NOT_LOGGED_IN, exc.message, None, code=ResponseCode.AUTHENTICATION_NEEDED)
+        if isinstance(exc, TooManyFailures):
+            message = f"登录失败次数过多，请{exc.retry_after}秒后重试 ({exc.message})"
+            return envelope(snms.FAILED, message, None, 429, exc.code)
+        status, message = snms.refusal(exc)
+        http_status = 200 if status != snms.INTERNAL else (503 if exc.code == ResponseCode.SERVER_TOO_BUSY else 500)
+        return envelope(status, message, None, http_status, exc.code)
+
+    def http_error(self, request: web.Request, exc: web.HTTPException) -> web.Response:
+        if isinstance(exc, web.HTTPRequestEntityTooLarge):
             limit = body_limit(request)
-            response = envelope(snms.FAILED, f"请求体过大：最多{limit}字节 (the body is over {limit} bytes)", None)
-            response["code"] = ResponseCode.PROTOCOL_ERROR
-        except web.HTTPException as exc:
-            response = envelope(snms.FAILED, f"请求不合法 ({exc.reason})", None, code=ResponseCode.PROTOCOL_ERROR)
-        except ConnectionError:
-            raise  # the client went away mid-request: nobody to answer
-        except Exception:
-            log.exception("unexpected error serving %s %s", request.method, request.path)
-            response = envelope(snms.INTERNAL, snms.INTERNAL_ERROR, None, 500, ResponseCode.ERROR)
-        response.headers.update(CORS)
-        observe(FRONTEND, op, int(response.get("code", 0)), response.status, time.perf_counter() - started)
-        return response
+            message = f"请求体过大：最多{limit}字节 (the body is over {limit} bytes)"
+            return envelope(snms.FAILED, message, None, code=ResponseCode.PROTOCOL_ERROR)
+        return envelope(snms.FAILED, f"请求不合法 ({exc.reason})", None, code=ResponseCode.PROTOCOL_ERROR)
 
-    return edge
+    def unexpected(self, request: web.Request) -> web.Response:
+        return envelope(snms.INTERNAL, snms.INTERNAL_ERROR, None, 500, ResponseCode.ERROR)
+
+
+REFUSALS = SnmsRefusals()
 
 
 class SnmsRoutes:
@@ -123,7 +108,7 @@ class SnmsRoutes:
 
     def add_to(self, router: web.UrlDispatcher) -> None:
         def add(method: str, path: str, handler: SnmsHandler, name: str) -> None:
-            router.add_route(method, path, _edged(name, handler), name=name)
+            router.add_route(method, path, edged(name, handler, REFUSALS), name=name)
 
         add("POST", "/identity/token", self.login, "snms_login")
         add("POST", "/identity/token/v1", self.login_dated, "snms_login_v1")

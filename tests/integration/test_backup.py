@@ -25,10 +25,11 @@ from pathlib import Path
 
 import pytest
 
+from registry.datadir import hold
 from registry.sqlite.backup import Snapshot, copy_store, verify
 from registry.sqlite.schema import migrate
 from registry.sqlite.store import SqliteStore
-from registry.sqlite.writer import connect, hold
+from registry.sqlite.writer import connect
 from tests.integration.test_storage_faults import rec
 from tests.support.nodeproc import ADMIN, Node, record, url_value
 from tests.support.pgproc import temp_database

@@ -10,7 +10,7 @@ the (index, type) list of the values.
 Administrative requests are replayed as captured; the node challenges (402), and the
 answer is the captured CHALLENGE_RESPONSE re-signed over our nonce exactly as that client
 version signs: the same MAC kind (SHA-1 for 7.3.1, PBKDF2-HMAC-SHA1 for 9.0.0) keyed with
-the hashed secret a CNRI client is given for idnode (registry.secrets), or the same
+the hashed secret a CNRI client is given for idnode (registry.identity.secrets), or the same
 signature hash with the committed DSA / RSA key. The REST API then shows the change.
 """
 
@@ -52,7 +52,6 @@ ROOT = Path(__file__).parents[2]
 VECTORS = ROOT / "tests" / "vectors"
 RELEASES = ("7.3.1", "9.0.0")
 RESOLUTION_VECTORS = ("resolve-udp", "resolve-tcp", "resolve-large-udp", "resolve-missing", "resolve-missing-prefix")
-HAS_ADMIN = (ROOT / "resolver" / "handle_admin.py").exists()
 NODE_PREFIX = "88.118"
 UDP_PACKET = 512  # what one datagram of a Handle message may carry, envelope included
 
@@ -197,9 +196,6 @@ def test_the_clients_ask_idnode_what_they_ask_cnri(release: str, name: str) -> N
 
 # Administration -----------------------------------------------------------------------------
 
-needs_admin = pytest.mark.skipif(
-    not HAS_ADMIN, reason="resolver/handle_admin.py (the Handle admin operations) is not in this tree yet"
-)
 OPS = ("create", "add", "modify", "remove", "delete")
 AUTHS = ("seckey", "pubkey-dsa", "pubkey-rsa")
 
@@ -264,7 +260,6 @@ def _admin_vector(kind: str, release: str, name: str) -> Path:
     return path
 
 
-@needs_admin
 @pytest.mark.parametrize("kind", ["cnri", "idnode"])  # captured against CNRI's server, or against idnode
 @pytest.mark.parametrize("release", RELEASES)
 @pytest.mark.parametrize("auth", AUTHS)
@@ -279,7 +274,6 @@ def test_cnri_batch_operations_are_done_once_answered_as_the_client_answers(
         assert CHECKS[op](_values(node, handle)), f"after {op}: {_values(node, handle)}"
 
 
-@needs_admin
 @pytest.mark.parametrize("kind", ["cnri", "idnode"])
 @pytest.mark.parametrize("release", RELEASES)
 @pytest.mark.parametrize("alg", ["dsa", "rsa"])

@@ -1,4 +1,4 @@
-"""A tiny Handle responder over UDP and TCP, built from protocol.wire, for load-generator tests.
+"""A tiny Handle responder over UDP and TCP, built from protocol.wire.message, for load-generator tests.
 
 What it answers depends on the handle's name: a name containing ``missing`` gets
 HANDLE_NOT_FOUND, ``fail`` gets ERROR, ``drop`` gets nothing at all, ``big`` gets a

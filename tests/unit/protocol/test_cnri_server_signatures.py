@@ -1,4 +1,4 @@
-"""protocol.hsign checks what CNRI's own servers signed, byte for byte.
+"""protocol.wire.sign checks what CNRI's own servers signed, byte for byte.
 
 A certifying CNRI client refuses an answer its site's key does not verify, so the bytes a
 server signs must be exactly CNRI's. Every signed answer captured from CNRI 7.3.1 (protocol

@@ -1,4 +1,4 @@
-"""Handle parsing and normalisation (REFERENCE §2): what is accepted, how it is keyed, what is refused."""
+"""Handle parsing and normalisation (RFC 3651 §2): what is accepted, how it is keyed, what is refused."""
 
 from __future__ import annotations
 

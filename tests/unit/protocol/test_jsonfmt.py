@@ -1,4 +1,4 @@
-"""handle.net v9 JSON forms of values (REFERENCE §3): request bodies in, value objects out."""
+"""handle.net v9 JSON forms of values (as its JSON REST API shows them): request bodies in, value objects out."""
 
 from __future__ import annotations
 

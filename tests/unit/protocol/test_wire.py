@@ -113,7 +113,9 @@ def test_cnri_resolution_request_encodes_byte_for_byte() -> None:
 
 
 def test_resolution_request_datagram_sizes_match_the_measured_74_bytes() -> None:
-    # REFERENCE §6: a resolution request is a 74-byte datagram; 60 bytes plus the handle.
+    # RFC 3652 §2.2: a 20-byte envelope, a 24-byte header, the body, an empty credential. A
+    # resolution request is 60 bytes plus the handle: the 74-byte datagram measured for a
+    # 14-character handle.
     assert len(cnri_resolution_request("0.NA/88.118")) == 71
     assert len(cnri_resolution_request("86.1000.1/test")) == 74
 

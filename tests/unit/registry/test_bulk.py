@@ -12,9 +12,10 @@ import pytest
 from protocol.errors import HandleError, InvalidHandle, InvalidValue, NotResponsible
 from protocol.records import decode_record
 from registry.bulk import items as bulk
+from registry.bulk.rules import Rules
 from registry.identity import secrets
 
-RULES = bulk.Rules("88.118", now=1_800_000_000)
+RULES = Rules("88.118", now=1_800_000_000)
 
 
 def item(handle: str = "88.118.1/Abc", *values: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +76,7 @@ def test_a_secret_in_clear_is_hashed_and_never_public() -> None:
 def test_the_record_size_limit_is_the_put_body_limit() -> None:
     big = item("88.118/big", {"index": 1, "type": "URL", "data": "x" * 5000})
     with pytest.raises(InvalidValue, match="over the limit"):
-        bulk.row_from_item(big, bulk.Rules("88.118", max_bytes=4096))
+        bulk.row_from_item(big, Rules("88.118", max_bytes=4096))
 
 
 def test_check_batch_numbers_every_refusal_and_skips_blank_lines() -> None:

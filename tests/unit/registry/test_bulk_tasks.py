@@ -1,4 +1,4 @@
-"""The checking pass in blocks (``resolver.bulk.check``) judges every item as the item-by-item
+"""The checking pass in blocks (``resolver.commands.bulk.check``) judges every item as the item-by-item
 reading (``raw_items`` + ``check_batch``) does, wherever the blocks happen to be cut."""
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from registry.bulk import items as bulk
+from registry.bulk.rules import Rules
 from resolver.commands import bulk as command
 
-RULES = bulk.Rules("88.118", max_bytes=400, now=1_800_000_000)
+RULES = Rules("88.118", max_bytes=400, now=1_800_000_000)
 GOOD = [
     {"handle": "88.118/a", "values": [{"index": 1, "type": "URL", "data": "x"}]},
     {"handle": "88.118/A", "values": [{"index": 1, "type": "URL", "data": {"format": "hex", "value": "00"}}]},

@@ -13,6 +13,7 @@ from protocol.errors import HandleError
 from protocol.records import HS_SECKEY, decode_record, encode_record
 from registry.bulk import fast as bulkfast
 from registry.bulk import items as bulk
+from registry.bulk.rules import Rules
 
 GOOD_HANDLES = ["88.118.1/Abc", "88.118/x", "88.118.1/产品-1", "88.118.1/a b", "88.118/" + "x" * 248, "88.118.1/a/b"]
 BAD_HANDLES = [
@@ -101,7 +102,7 @@ ITEM = st.one_of(
     st.sampled_from([[], "x", {"handle": "88.118/x"}, {"handle": "88.118/x", "values": "v"}]),
 )
 RULES = st.builds(
-    bulk.Rules,
+    Rules,
     st.sampled_from(["88.118", "88.118.1", "88"]),
     st.booleans(),
     st.sampled_from([1024 * 1024, 120]),
@@ -109,7 +110,7 @@ RULES = st.builds(
 )
 
 
-def outcome(check: Any, obj: Any, rules: bulk.Rules) -> tuple[Any, ...]:
+def outcome(check: Any, obj: Any, rules: Rules) -> tuple[Any, ...]:
     """A row (secrets' salted hashes blanked) or the refusal."""
     try:
         key, handle, blob = check(obj, rules)
@@ -123,7 +124,7 @@ def outcome(check: Any, obj: Any, rules: bulk.Rules) -> tuple[Any, ...]:
 
 @settings(max_examples=2000, deadline=None)  # secrets are hashed slowly on purpose
 @given(ITEM, RULES)
-def test_the_fast_path_accepts_and_refuses_what_the_general_path_does(obj: Any, rules: bulk.Rules) -> None:
+def test_the_fast_path_accepts_and_refuses_what_the_general_path_does(obj: Any, rules: Rules) -> None:
     fast = bulkfast.fast_row(obj, rules)
     assert fast is None or ("row", *fast) == outcome(bulk.general_row, obj, rules)
     assert fast is None or HS_SECKEY.encode() not in fast[2].upper()
@@ -131,7 +132,7 @@ def test_the_fast_path_accepts_and_refuses_what_the_general_path_does(obj: Any, 
 
 
 def test_an_exported_record_takes_the_fast_path() -> None:
-    rules = bulk.Rules("88.118", now=1_800_000_000)
+    rules = Rules("88.118", now=1_800_000_000)
     for i in (0, 1, 7_000):
         item = bulk.item_of(record_for(i))
         assert bulkfast.fast_row(item, rules) == tuple(bulk.general_row(item, rules))
@@ -139,7 +140,7 @@ def test_an_exported_record_takes_the_fast_path() -> None:
 
 @pytest.mark.parametrize(("name", "odd"), [(name, odd) for name, odds in BAD_FIELDS.items() for odd in odds], ids=repr)
 def test_each_odd_field_of_a_value_is_judged_as_the_general_path_judges_it(name: str, odd: Any) -> None:
-    rules = bulk.Rules("88.118", now=1_800_000_000)
+    rules = Rules("88.118", now=1_800_000_000)
     obj = {"handle": "88.118/x", "values": [{"index": 1, "type": "URL", "data": "x", name: odd}]}
     fast = bulkfast.fast_row(obj, rules)
     assert fast is None or ("row", *fast) == outcome(bulk.general_row, obj, rules)

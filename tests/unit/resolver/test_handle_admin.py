@@ -1,6 +1,6 @@
 """Handle protocol administration driven in-process over a real SQLite store.
 
-The client side is built from the codec and ``protocol.hsauth`` only: it encodes a request,
+The client side is built from the codec and ``protocol.wire.auth`` only: it encodes a request,
 answers the 402 challenge the way CNRI's client does (MAC with the HS_SECKEY, or a DSA/RSA
 signature), and reads the response. Captured CNRI 7.3.1 exchanges are replayed at the end.
 """
@@ -582,7 +582,7 @@ async def test_cnri_s_list_answer_lists(node: Node) -> None:
 def test_cnri_s_secret_key_answers_are_macs_of_the_raw_secret() -> None:
     """CNRI 7.3 stored the secret as given and MACs with it; this node stores handle.net's
     hashed form, so these captured answers are checked here rather than replayed: a CNRI
-    client must be given the 40 hex digits as its secret (registry.secrets)."""
+    client must be given the 40 hex digits as its secret (registry.identity.secrets)."""
     for name, op in (("batch-create-seckey", 100), ("batch-home-seckey", 300)):
         challenge = decode_message(tcp(name, op, 402))
         answer = decode_message(tcp(name, 200, 0))
@@ -618,6 +618,6 @@ def test_session_macs_verify_in_every_version_and_bind_the_message(version: tupl
     assert not verify_mac_credential(os.urandom(8), credential, header_and_body, scope)
     assert not verify_mac_credential(key, credential[:-3], header_and_body, scope)
     # Only from 2.7 are the ids bound too: before 2.5 they were not, and CNRI 7.3's 2.5/2.6
-    # layout lost them (see protocol.hsession).
+    # layout lost them (see protocol.wire.session).
     other_request = replace(scope, request_id=679)
     assert verify_mac_credential(key, credential, header_and_body, other_request) == (version < (2, 7))

@@ -1,0 +1,19 @@
+"""What an import may write: the node's prefix, its case rule, the largest record, the import's time.
+
+Its own module so that both checkers, the general one (``items``) and the fast one (``fast``),
+import it and neither imports the other for it: items -> fast -> rules, items -> rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What the node accepts: its prefix, its case rule, the largest record, the import's time."""
+
+    node_prefix: str
+    case_sensitive: bool = False
+    max_bytes: int = 1024 * 1024
+    now: int = 0
