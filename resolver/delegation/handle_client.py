@@ -16,10 +16,9 @@ are not a Handle message) is the one ``unreachable`` message; the cause goes to 
 Every answer is hostile until checked, as over HTTP: datagrams count only from the
 address and port asked (a connected socket) and with the random request id sent; a
 message is at most ``MAX_MESSAGE`` (256 KiB, the envelope's own limit) and decoded by
-the strict codec (``protocol.wire``); a resolution answer is accepted only for the handle
-asked (bailiwick), with valid, distinct indexes. Failures raise ``HopFailed`` with the
-delegation metric's result labels, so the engine's failover, caching and serve-stale
-apply unchanged.
+the strict codec (``protocol.wire.message``); a resolution answer is then held to the hop
+rule (``resolver.delegation.hop``) that answers over HTTP are held to too, so the
+delegator's failover, caching and serve-stale apply unchanged.
 
 The protocol has no ``Idnode-Via``: the header's recursion count carries how many nodes
 the query has passed through, this one included (``len(via) + 1``, what the Via header
