@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--no-snms", dest="snms", action="store_const", const=False, help="do not serve SNMS's management API"
     )
-    s.add_argument("--token-key-file", help="key signing SNMS tokens (default DATA_DIR/snms-token-key)")
+    s.add_argument("--token-key-file", help=f"key signing SNMS tokens (default DATA_DIR/{config_mod.TOKEN_KEY_FILE})")
     s.add_argument(
         "--store",
         help="where records live: sqlite:///DIR (default: --data-dir) or postgresql://USER@HOST:PORT/DB",

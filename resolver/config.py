@@ -17,6 +17,7 @@ from typing import Any
 
 from protocol.errors import HandleError
 from protocol.identifiers import parse_prefix
+from registry.identity.tokens import KEY_FILE
 from registry.store import redact_url
 
 ENV_PREFIX = "IDNODE_"
@@ -36,6 +37,7 @@ ROLES = ("secondary", "top-level")
 PG_SCHEMES = ("postgresql://", "postgres://")
 SQLITE_SCHEME = "sqlite://"
 DEFAULT_PREFIXES = {"secondary": "88.118", "top-level": "88"}
+TOKEN_KEY_FILE = KEY_FILE  # in data_dir unless token_key_file says otherwise
 
 
 # Failure limits keep that many times per key in memory shared by the workers (registry.identity.ratelimit).
@@ -128,7 +130,7 @@ class Config:
     @property
     def token_key_path(self) -> Path:
         """The key SNMS tokens are signed with: give nodes that should accept each other's tokens the same file."""
-        return self.token_key_file or self.data_dir / "snms-token-key"
+        return self.token_key_file or self.data_dir / KEY_FILE
 
     @property
     def postgres(self) -> bool:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.datadir import StoreInUse, hold, prepare_directory, write_private
+from registry.identity.tokens import KEY_FILE as TOKEN_KEY_FILE
 from registry.sqlite import backup as sb
 from registry.sqlite.writer import STORE_FILE
 from resolver import config as config_mod
@@ -42,7 +43,6 @@ OK, FAILED, BAD_SETTINGS, WOULD_OVERWRITE, IN_USE, DAMAGED = 0, 1, 2, 3, 4, 5
 MANIFEST = "backup.json"
 FORMAT = "idnode-backup"
 FORMAT_VERSION = 1
-TOKEN_KEY_FILE = "snms-token-key"
 PG_HELP = "a PostgreSQL store is backed up with PostgreSQL's tools: see deploy/POSTGRESQL.md, 'Backup and restore'"
 
 
@@ -82,7 +82,7 @@ def _store_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML configuration file (the node's)")
     p.add_argument("--data-dir", help="directory of the embedded store (default ./data)")
     p.add_argument("--store", help="sqlite:///DIR (default: --data-dir)")
-    p.add_argument("--token-key-file", help="the SNMS token key (default DATA_DIR/snms-token-key)")
+    p.add_argument("--token-key-file", help=f"the SNMS token key (default DATA_DIR/{TOKEN_KEY_FILE})")
     p.add_argument("--log-level", choices=config_mod.LOG_LEVELS)
     p.add_argument("--log-format", choices=config_mod.LOG_FORMATS)
 
