@@ -7,7 +7,7 @@
 * serve-stale (RFC 8767): when the source fails or times out, an expired answer still
   inside the stale window is served with a 30 s TTL, and the source is not asked again
   for that handle for those 30 s (RFC 8767's failure recheck);
-* negative caching: "not found" is cached too, for its own (capped) TTL;
+* negative caching: "not found" is cached too, for its own TTL (``negative_ttl``);
 * invalidation: a write bumps the handle's generation word for every worker of the node
   (``resolver.cache.generations``) and is announced through Redis to the other nodes.
 
@@ -125,7 +125,8 @@ class CacheTiers:
         self.source: Source = _no_source  # set by the engine
         self._monotonic = monotonic
         self._wall = wall
-        self._inflight: dict[str, asyncio.Task[Fetched]] = {}
+        # Loads in flight by handle key, with the generation word each began under.
+        self._inflight: dict[str, tuple[asyncio.Task[Fetched], int]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._hits = metrics.RECORDER.hits
         self._reads = BatchedReads(store)
@@ -213,20 +214,25 @@ class CacheTiers:
         """The record for ``handle``: one load per handle at a time, whoever else asks meanwhile.
 
         The load caches its answer (``Fetched.entry``) before it completes: a request
-        arriving between the load's end and its waiters' wake-up then finds it cached.
+        arriving between the load's end and its waiters' wake-up then finds it cached. A load
+        is joined only while the handle's generation word is the one it began under: a
+        lookup after an acknowledged write never takes what a read begun before it saw.
         """
         key = handle.key
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.create_task(self._load(handle, refresh, via))
-            self._inflight[key] = task
-            task.add_done_callback(lambda t: self._loaded(key, t))
-        else:
+        gen = self.words[self.generations.slot(key)]  # before reading anything: see resolver.cache.generations
+        inflight = self._inflight.get(key)
+        if inflight is not None and inflight[1] == gen:
             metrics.count("coalesced")
+            task = inflight[0]
+        else:
+            task = asyncio.create_task(self._load(handle, refresh, via, gen))
+            self._inflight[key] = (task, gen)
+            task.add_done_callback(lambda t: self._loaded(key, t))
         return await asyncio.shield(task)
 
     def _loaded(self, key: str, task: asyncio.Task[Fetched]) -> None:
-        if self._inflight.get(key) is task:
+        inflight = self._inflight.get(key)
+        if inflight is not None and inflight[0] is task:
             del self._inflight[key]
         if not task.cancelled():
             task.exception()  # retrieved here, so a failure nobody awaited is not reported twice
@@ -237,9 +243,8 @@ class CacheTiers:
         self.local.put(handle.key, entry)
         return fetched._replace(entry=entry)
 
-    async def _load(self, handle: Handle, refresh: bool, via: Sequence[str]) -> Fetched:
+    async def _load(self, handle: Handle, refresh: bool, via: Sequence[str], gen: int) -> Fetched:
         key = handle.key
-        gen = self.words[self.generations.slot(key)]  # before reading anything: see resolver.cache.generations
         now = self._wall()
         stale: Fetched | None = None
         if self.redis is not None and not refresh:

@@ -288,11 +288,6 @@ async def test_a_change_is_seen_by_the_next_lookup(engine: ResolutionEngine, sto
     assert store.reads[reads:] == [Read([key("a")], primary=True)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CacheTiers.fetch joins a load in flight without comparing generation words: a lookup "
-    "begun after a write was acknowledged is answered with what a read begun before it saw",
-)
 async def test_a_lookup_after_a_write_does_not_join_a_read_begun_before_it(
     engine: ResolutionEngine, store: MemoryStore
 ) -> None:
