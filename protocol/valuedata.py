@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from protocol.errors import InvalidValue
+from protocol.wire.base import Reader, WholeErrors, pack_blob, pack_text
 
 # HS_ADMIN permission bits, bit 0 first, as handle.net reads and writes them (its Encoder's
 # PERM_* masks and RFC 3651 §3.2.1): read_value is bit 10 (0x0400), after the admin bits.
@@ -33,50 +34,26 @@ ADMIN_PERMISSION_NAMES = (
 ADMIN_PERMISSION_BITS = len(ADMIN_PERMISSION_NAMES)
 
 
-class Reader:
-    """A bounded cursor over bytes; every overrun is an InvalidValue, never an IndexError."""
-
-    def __init__(self, data: bytes, what: str) -> None:
-        self.data = data
-        self.pos = 0
-        self.what = what
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise InvalidValue(f"{self.what} data is truncated")
-        chunk = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return chunk
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        return int(struct.unpack(">H", self.take(2))[0])
-
-    def u32(self) -> int:
-        return int(struct.unpack(">I", self.take(4))[0])
-
-    def blob(self) -> bytes:
-        return self.take(self.u32())
-
-    def text(self) -> str:
-        try:
-            return self.blob().decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidValue(f"{self.what} data holds a string that is not UTF-8") from None
-
-    def end(self) -> None:
-        if self.pos != len(self.data):
-            raise InvalidValue(f"{self.what} data has {len(self.data) - self.pos} trailing bytes")
+def _refusals(kind: str) -> WholeErrors:
+    # Whatever field is short, the value is refused naming its type: what the REST API answers.
+    return WholeErrors(
+        truncated=lambda r: InvalidValue(f"{kind} data is truncated"),
+        not_utf8=lambda r: InvalidValue(f"{kind} data holds a string that is not UTF-8"),
+        trailing=lambda r: InvalidValue(f"{kind} data has {r.end - r.pos} trailing bytes"),
+    )
 
 
-def _blob(data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + data
+_ADMIN, _VLIST, _SITE = _refusals("HS_ADMIN"), _refusals("HS_VLIST"), _refusals("HS_SITE")
+_ANY = 0xFFFFFFFF  # a value's strings are bounded by its data alone, not by a message's limits
 
 
-def _text(text: str) -> bytes:
-    return _blob(text.encode("utf-8"))
+def _count(r: Reader, what: str, min_size: int) -> int:
+    # Against the whole value's size rather than what remains (Reader.count): a value wrong in
+    # two ways is refused for the same one as it always was.
+    n = r.u32(f"number of {what}")
+    if n * min_size > len(r.data):
+        raise r.errors.too_many(r, n, what)
+    return n
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,32 +79,30 @@ class AdminRef:
 
 
 def encode_admin(ref: AdminRef) -> bytes:
-    return struct.pack(">H", ref.permissions) + _text(ref.handle) + struct.pack(">I", ref.index)
+    return struct.pack(">H", ref.permissions) + pack_text(ref.handle) + struct.pack(">I", ref.index)
 
 
 @lru_cache(maxsize=65536)  # an enterprise's records share their HS_ADMIN; AdminRef is immutable
 def decode_admin(data: bytes) -> AdminRef:
-    r = Reader(data, "HS_ADMIN")
-    permissions = r.u16()
-    handle = r.text()
-    index = r.u32()
-    r.end()
+    r = Reader(data, errors=_ADMIN)
+    permissions = r.u16("permissions")
+    handle = r.text("admin handle", _ANY)
+    index = r.u32("admin index")
+    r.done()
     return AdminRef(handle, index, permissions & (1 << ADMIN_PERMISSION_BITS) - 1)
 
 
 def encode_vlist(members: list[tuple[str, int]]) -> bytes:
     out = [struct.pack(">I", len(members))]
-    out += [_text(handle) + struct.pack(">I", index) for handle, index in members]
+    out += [pack_text(handle) + struct.pack(">I", index) for handle, index in members]
     return b"".join(out)
 
 
 def decode_vlist(data: bytes) -> list[tuple[str, int]]:
-    r = Reader(data, "HS_VLIST")
-    count = r.u32()
-    if count * 8 > len(data):
-        raise InvalidValue("HS_VLIST data is truncated")
-    members = [(r.text(), r.u32()) for _ in range(count)]
-    r.end()
+    r = Reader(data, errors=_VLIST)
+    count = _count(r, "members", 8)
+    members = [(r.text("member handle", _ANY), r.u32("member index")) for _ in range(count)]
+    r.done()
     return members
 
 
@@ -194,14 +169,14 @@ def encode_site(site: Site) -> bytes:
     mask = (_PRIMARY if site.is_primary else 0) | (_MULTI_PRIMARY if site.is_multi_primary else 0)
     out = [
         struct.pack(">HBBHBB", site.version, *site.protocol_version, site.serial_number, mask, site.hash_option),
-        _text(site.hash_filter),
+        pack_text(site.hash_filter),
         struct.pack(">I", len(site.attributes)),
     ]
-    out += [_text(k) + _text(v) for k, v in site.attributes]
+    out += [pack_text(k) + pack_text(v) for k, v in site.attributes]
     out.append(struct.pack(">I", len(site.servers)))
     for server in site.servers:
         out.append(struct.pack(">I", server.server_id) + _address_bytes(server.address))
-        out.append(_blob(server.public_key) + struct.pack(">I", len(server.interfaces)))
+        out.append(pack_blob(server.public_key) + struct.pack(">I", len(server.interfaces)))
         for i in server.interfaces:
             service = (_SERVICE_ADMIN if i.admin else 0) | (_SERVICE_QUERY if i.query else 0)
             out.append(struct.pack(">BBI", service, PROTOCOLS[i.protocol], i.port))
@@ -209,35 +184,29 @@ def encode_site(site: Site) -> bytes:
 
 
 def _decode_interface(r: Reader) -> Interface:
-    service, proto, port = r.u8(), r.u8(), r.u32()
+    service, proto, port = r.u8("service"), r.u8("protocol"), r.u32("port")
     if proto not in PROTOCOL_NAMES:
         raise InvalidValue(f"HS_SITE interface has unknown protocol {proto}")
     return Interface(PROTOCOL_NAMES[proto], port, bool(service & _SERVICE_QUERY), bool(service & _SERVICE_ADMIN))
 
 
 def _decode_server(r: Reader) -> Server:
-    server_id = r.u32()
-    address = _address_text(r.take(16))
-    public_key = r.blob()
-    count = r.u32()
-    if count * 6 > len(r.data):
-        raise InvalidValue("HS_SITE data is truncated")
+    server_id = r.u32("server id")
+    address = _address_text(r.take(16, "server address"))
+    public_key = r.blob("server public key", _ANY)
+    count = _count(r, "interfaces", 6)
     return Server(server_id, address, public_key, tuple(_decode_interface(r) for _ in range(count)))
 
 
 def decode_site(data: bytes) -> Site:
-    r = Reader(data, "HS_SITE")
-    version, major, minor, serial = r.u16(), r.u8(), r.u8(), r.u16()
-    mask, hash_option, hash_filter = r.u8(), r.u8(), r.text()
-    attr_count = r.u32()
-    if attr_count * 8 > len(data):
-        raise InvalidValue("HS_SITE data is truncated")
-    attributes = tuple((r.text(), r.text()) for _ in range(attr_count))
-    server_count = r.u32()
-    if server_count * 24 > len(data):
-        raise InvalidValue("HS_SITE data is truncated")
+    r = Reader(data, errors=_SITE)
+    version, major, minor, serial = r.u16("version"), r.u8("major version"), r.u8("minor version"), r.u16("serial")
+    mask, hash_option, hash_filter = r.u8("primary mask"), r.u8("hash option"), r.text("hash filter", _ANY)
+    attr_count = _count(r, "attributes", 8)
+    attributes = tuple((r.text("attribute name", _ANY), r.text("attribute value", _ANY)) for _ in range(attr_count))
+    server_count = _count(r, "servers", 24)
     servers = tuple(_decode_server(r) for _ in range(server_count))
-    r.end()
+    r.done()
     return Site(
         servers=servers,
         version=version,

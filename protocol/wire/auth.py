@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from protocol.errors import AuthenticationFailed, InvalidValue, ProtocolViolation
-from protocol.wire.keys import DSAPrivateKey, DSAPublicKey, PrivateKey, PublicKey, Reader, decode_public_key, pack
+from protocol.wire.keys import DSAPrivateKey, DSAPublicKey, PrivateKey, PublicKey, decode_public_key, pack, reader
 
 Version = tuple[int, int]
 NONCE_BYTES = 16  # Common.CHALLENGE_NONCE_SIZE
@@ -176,9 +176,9 @@ def split_secret_answer(answer: bytes, version: Version) -> tuple[MacKind, bytes
 
 
 def _pbkdf2_params(mac: bytes) -> tuple[bytes, int, int]:
-    r = Reader(mac, "the PBKDF2 secret-key answer")
+    r = reader(mac, "the PBKDF2 secret-key answer")
     try:
-        salt, iterations, bits, digest = r.bytes(), r.int4(), r.int4(), r.bytes()
+        salt, iterations, bits, digest = r.blob("salt"), r.i32("iterations"), r.i32("key bits"), r.blob("mac")
         r.done()
     except InvalidValue as exc:
         raise ProtocolViolation(exc.message) from None
@@ -244,9 +244,9 @@ def sign_challenge(key: PrivateKey, nonce: bytes, request_digest: bytes, *, hash
 
 def split_signed_response(signed_response: bytes) -> tuple[hashes.HashAlgorithm, bytes]:
     """The hash and signature of an HS_PUBKEY answer; ProtocolViolation if malformed or not SHA-1/SHA-256."""
-    r = Reader(signed_response, "the public-key answer")
+    r = reader(signed_response, "the public-key answer")
     try:
-        hash_id, signature = r.bytes(), r.bytes()
+        hash_id, signature = r.blob("hash id"), r.blob("signature")
         r.done()
     except InvalidValue as exc:
         raise ProtocolViolation(exc.message) from None

@@ -1,13 +1,15 @@
 """Primitives of the Handle binary protocol (RFC 3652) as CNRI's ``net.handle.hdllib`` writes them.
 
-Constants, op codes and flags, the one exception malformed input may raise, a bounded
-reader, the 20-byte envelope and the handle value layout. Every length and count is
+Constants, op codes and flags, the one exception malformed input may raise, the one bounded
+reader of untrusted bytes (value data and key encodings use it too, with their own
+exceptions), the 20-byte envelope and the handle value layout. Every length and count is
 checked against the bytes that remain before anything is allocated.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
@@ -107,22 +109,84 @@ def version_at_least(version: tuple[int, int], wanted: tuple[int, int]) -> bool:
     return version >= wanted
 
 
+class ReadErrors:
+    """What a Reader raises when the bytes are not what they should be, and in what words.
+
+    These are the wire protocol's: a WireError naming the field. A format whose callers
+    expect another exception or other words (a value's data, a key) passes the Reader
+    others (``WholeErrors``); they are only asked on the way to raising, so reading costs
+    nothing more.
+    """
+
+    __slots__ = ()
+
+    def short(self, r: Reader, n: int, what: str) -> Exception:
+        """``what`` needs ``n`` bytes and fewer remain (or ``n`` is negative)."""
+        return WireError(f"{what} needs {n} bytes but {r.end - r.pos} remain")
+
+    def too_long(self, r: Reader, n: int, what: str, limit: int) -> Exception:
+        """``what`` announces ``n`` bytes, more than ``limit``."""
+        return WireError(f"{what} is {n} bytes, more than the {limit} allowed")
+
+    def too_many(self, r: Reader, n: int, what: str) -> Exception:
+        """A count of ``n`` elements that the bytes left could not hold."""
+        return WireError(f"{n} {what} cannot fit in the {r.end - r.pos} bytes that remain")
+
+    def not_utf8(self, r: Reader, what: str) -> Exception:
+        return WireError(f"{what} is not UTF-8")
+
+    def trailing(self, r: Reader) -> Exception:
+        """Bytes after what should have been the end."""
+        return WireError(f"{r.end - r.pos} bytes follow the end")
+
+
+WIRE_ERRORS = ReadErrors()
+Refusal = Callable[["Reader"], Exception]
+
+
+class WholeErrors(ReadErrors):
+    """The errors of a format whose users see the whole, not its fields (a value's data, a key):
+    any overrun is the one ``truncated`` refusal; each refusal is the caller's exception and words."""
+
+    __slots__ = ("_not_utf8", "_trailing", "_truncated")
+
+    def __init__(self, *, truncated: Refusal, not_utf8: Refusal, trailing: Refusal) -> None:
+        self._truncated, self._not_utf8, self._trailing = truncated, not_utf8, trailing
+
+    def short(self, r: Reader, n: int, what: str) -> Exception:
+        return self._truncated(r)
+
+    def too_long(self, r: Reader, n: int, what: str, limit: int) -> Exception:
+        return self._truncated(r)
+
+    def too_many(self, r: Reader, n: int, what: str) -> Exception:
+        return self._truncated(r)
+
+    def not_utf8(self, r: Reader, what: str) -> Exception:
+        return self._not_utf8(r)
+
+    def trailing(self, r: Reader) -> Exception:
+        return self._trailing(r)
+
+
 class Reader:
-    """A bounded cursor over one message's bytes (or a slice of them): every overrun is a WireError."""
+    """A bounded cursor over untrusted bytes (a message, a slice of one, a value's data, a key):
+    every overrun raises what ``errors`` makes (a WireError unless told), never IndexError."""
 
-    __slots__ = ("data", "end", "pos")
+    __slots__ = ("data", "end", "errors", "pos")
 
-    def __init__(self, data: bytes, pos: int = 0, end: int | None = None) -> None:
+    def __init__(self, data: bytes, pos: int = 0, end: int | None = None, *, errors: ReadErrors = WIRE_ERRORS) -> None:
         self.data = data
         self.pos = pos
         self.end = len(data) if end is None else end
+        self.errors = errors
 
     def remaining(self) -> int:
         return self.end - self.pos
 
     def take(self, n: int, what: str) -> bytes:
         if n < 0 or n > self.end - self.pos:
-            raise WireError(f"{what} needs {n} bytes but {self.end - self.pos} remain")
+            raise self.errors.short(self, n, what)
         chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
@@ -145,14 +209,14 @@ class Reader:
     def blob(self, what: str, limit: int = MAX_MESSAGE) -> bytes:
         n = self.u32(f"length of {what}")
         if n > limit:
-            raise WireError(f"{what} is {n} bytes, more than the {limit} allowed")
+            raise self.errors.too_long(self, n, what, limit)
         return self.take(n, what)
 
     def text(self, what: str, limit: int = MAX_MESSAGE) -> str:
         try:
             return self.blob(what, limit).decode("utf-8")
         except UnicodeDecodeError:
-            raise WireError(f"{what} is not UTF-8") from None
+            raise self.errors.not_utf8(self, what) from None
 
     def handle(self, what: str = "handle") -> str:
         return self.text(what, MAX_HANDLE)
@@ -161,8 +225,13 @@ class Reader:
         """An element count, refused when the bytes left could not hold that many elements."""
         n = self.u32(f"number of {what}")
         if n > limit or n * min_item_size > self.end - self.pos:
-            raise WireError(f"{n} {what} cannot fit in the {self.end - self.pos} bytes that remain")
+            raise self.errors.too_many(self, n, what)
         return n
+
+    def done(self) -> None:
+        """Refuse bytes left over: for a format that must end where its reader does."""
+        if self.pos != self.end:
+            raise self.errors.trailing(self)
 
 
 def pack_blob(data: bytes) -> bytes:

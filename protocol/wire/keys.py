@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.utils import CryptographyDeprecationWarning
 
 from protocol.errors import AuthenticationFailed, InvalidValue
+from protocol.wire.base import Reader, WholeErrors
 
 try:  # cryptography 43 moved the legacy ciphers
     from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -74,35 +75,25 @@ MAX_FILE_ITERATIONS = 1_000_000  # CNRI writes 10,000; a file is the user's own,
 FILE_ITERATIONS = 10_000
 
 
-class Reader:
-    """A bounded cursor over handle.net's length-prefixed encoding; overruns raise InvalidValue."""
+def reader(data: bytes, subject: str) -> Reader:
+    """The bounded reader over ``subject`` (a key, a credential, an answer) in handle.net's
+    encoding: what is wrong is InvalidValue naming it and, when cut short, where."""
+    return Reader(
+        data,
+        errors=WholeErrors(
+            truncated=lambda r: InvalidValue(f"{subject} is truncated at byte {r.pos}"),
+            not_utf8=lambda r: InvalidValue(f"{subject} holds a string that is not UTF-8"),
+            trailing=lambda r: InvalidValue(f"{subject} has {r.end - r.pos} bytes after its end"),
+        ),
+    )
 
-    def __init__(self, data: bytes, what: str) -> None:
-        self.data, self.pos, self.what = data, 0, what
 
-    def take(self, count: int) -> bytes:
-        if count < 0 or self.pos + count > len(self.data):
-            raise InvalidValue(f"{self.what} is truncated at byte {self.pos}")
-        chunk = self.data[self.pos : self.pos + count]
-        self.pos += count
-        return chunk
-
-    def int4(self) -> int:
-        value: int = struct.unpack(">i", self.take(4))[0]
-        return value
-
-    def bytes(self) -> bytes:
-        return self.take(self.int4())
-
-    def number(self) -> int:
-        raw = self.bytes()
-        if len(raw) * 8 > MAX_KEY_BITS + 8:
-            raise InvalidValue(f"{self.what} holds a number over {MAX_KEY_BITS} bits")
-        return int.from_bytes(raw, "big")  # Java reads them unsigned: new BigInteger(1, bytes)
-
-    def done(self) -> None:
-        if self.pos != len(self.data):
-            raise InvalidValue(f"{self.what} has {len(self.data) - self.pos} bytes after its end")
+def number(r: Reader, subject: str) -> int:
+    """A length-prefixed big-endian number of ``subject``, at most MAX_KEY_BITS long."""
+    raw = r.blob("number")
+    if len(raw) * 8 > MAX_KEY_BITS + 8:
+        raise InvalidValue(f"{subject} holds a number over {MAX_KEY_BITS} bits")
+    return int.from_bytes(raw, "big")  # Java reads them unsigned: new BigInteger(1, bytes)
 
 
 def java_bytes(n: int) -> bytes:
@@ -134,15 +125,16 @@ def decode_public_key(data: bytes) -> PublicKey:
     Bytes after the key are ignored, as CNRI does: its RSA encoder sizes the buffer for one
     length field too many, so every RSA_PUB_KEY it wrote ends in four zero bytes.
     """
-    r = Reader(data, "the HS_PUBKEY value")
-    kind = r.bytes()
-    r.take(2)  # flags, reserved
+    subject = "the HS_PUBKEY value"
+    r = reader(data, subject)
+    kind = r.blob("key type")
+    r.take(2, "flags")  # flags, reserved
     try:
         if kind == DSA_PUBLIC:
-            q, p, g, y = (r.number() for _ in range(4))
+            q, p, g, y = (number(r, subject) for _ in range(4))
             return DSAPublicNumbers(y, DSAParameterNumbers(p, q, g)).public_key()
         if kind == RSA_PUBLIC:
-            e, n = r.number(), r.number()
+            e, n = number(r, subject), number(r, subject)
             return rsa.RSAPublicNumbers(e, n).public_key()
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise InvalidValue(f"the HS_PUBKEY value is not a valid {kind.decode('latin-1')}: {exc}") from None
@@ -165,15 +157,16 @@ def encode_private_key(key: PrivateKey) -> bytes:
 
 def decode_private_key(data: bytes) -> PrivateKey:
     """The key in unencrypted private key bytes (``Util.getPrivateKeyFromBytes``)."""
-    r = Reader(data, "the private key")
-    kind = r.bytes()
+    subject = "the private key"
+    r = reader(data, subject)
+    kind = r.blob("key type")
     try:
         if kind == DSA_PRIVATE:
-            x, p, q, g = (r.number() for _ in range(4))
+            x, p, q, g = (number(r, subject) for _ in range(4))
             y = pow(g, x, p)
             return DSAPrivateNumbers(x, DSAPublicNumbers(y, DSAParameterNumbers(p, q, g))).private_key()
         if kind == RSA_CRT_PRIVATE:
-            n, e, d, p, q, dp, dq, qi = (r.number() for _ in range(8))
+            n, e, d, p, q, dp, dq, qi = (number(r, subject) for _ in range(8))
             return rsa.RSAPrivateNumbers(p, q, d, dp, dq, qi, rsa.RSAPublicNumbers(e, n)).private_key()
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise InvalidValue(f"the private key is not a valid {kind.decode('latin-1')}: {exc}") from None
@@ -204,20 +197,20 @@ def _decrypt_des(scheme: int, r: Reader, passphrase: bytes) -> bytes:
     key = TripleDES(hashlib.md5(passphrase).digest()[:8] * 3)  # three equal keys: plain DES
     if scheme == ENCRYPT_DES_ECB:
         decryptor = Cipher(key, modes.ECB()).decryptor()
-        body = r.take(len(r.data) - r.pos)
+        body = r.take(r.remaining(), "encrypted key")
         unpadder = padding.PKCS7(64).unpadder()
         return unpadder.update(decryptor.update(body) + decryptor.finalize()) + unpadder.finalize()
-    iv = r.take(8)
-    return _cbc_decrypt(key, iv, r.take(len(r.data) - r.pos), 64)
+    iv = r.take(8, "initialisation vector")
+    return _cbc_decrypt(key, iv, r.take(r.remaining(), "encrypted key"), 64)
 
 
 def _decrypt_pbkdf2(scheme: int, r: Reader, passphrase: bytes) -> bytes:
-    salt, iterations, bits = r.bytes(), r.int4(), r.int4()
+    salt, iterations, bits = r.blob("salt"), r.i32("iterations"), r.i32("key bits")
     want = 128 if scheme == ENCRYPT_PBKDF2_AES else 192
     if not 0 < iterations <= MAX_FILE_ITERATIONS or bits != want:
         raise InvalidValue(f"the private key file names {iterations} iterations and a {bits}-bit key")
     key = _pbkdf2(passphrase, salt, iterations, bits)
-    iv, body = r.bytes(), r.bytes()
+    iv, body = r.blob("initialisation vector"), r.blob("encrypted key")
     if scheme == ENCRYPT_PBKDF2_AES:
         return _cbc_decrypt(algorithms.AES(key), iv, body, 128)
     return _cbc_decrypt(TripleDES(key), iv, body, 64)
@@ -225,8 +218,8 @@ def _decrypt_pbkdf2(scheme: int, r: Reader, passphrase: bytes) -> bytes:
 
 def decrypt_private_key_file(data: bytes, passphrase: bytes | None) -> bytes:
     """The private key bytes in a key file (``Util.decrypt``); None for an unencrypted file."""
-    r = Reader(data, "the private key file")
-    scheme = r.int4()
+    r = reader(data, "the private key file")
+    scheme = r.i32("encryption scheme")
     if scheme == ENCRYPT_NONE:
         return data[4:]
     if scheme not in (ENCRYPT_DES_ECB, ENCRYPT_DES_CBC, ENCRYPT_PBKDF2_DESEDE, ENCRYPT_PBKDF2_AES):

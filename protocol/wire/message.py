@@ -7,14 +7,15 @@ algorithm byte and the digest. That digest is what a challenge binds an answer t
 
 ``decode_message`` turns one complete message's bytes into a Message or raises WireError,
 nothing else; ``encode_message`` writes one. Bodies live in ``protocol.wire.bodies``,
-primitives in ``protocol.wire.base``, UDP splitting and reassembly in ``protocol.wire.udp``.
+primitives in ``protocol.wire.base``, UDP splitting and reassembly in ``protocol.wire.udp``,
+TCP framing in ``protocol.wire.stream``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 from protocol.codes import ResponseCode
@@ -67,6 +68,7 @@ from protocol.wire.bodies import (
     VerifyAuthRequest,
     VerifyAuthResponse,
 )
+from protocol.wire.stream import frame
 from protocol.wire.udp import Reassembler, ReassemblyStats, split_datagrams
 
 __all__ = [
@@ -363,8 +365,7 @@ def _response_code_on_wire(rc: int, version: tuple[int, int]) -> int:
 
 def encode_message(msg: Message) -> bytes:
     """Envelope, header, body and credential; the envelope's length is computed."""
-    payload = encode_payload(msg)
-    return encode_envelope(replace(msg.envelope, length=len(payload))) + payload
+    return frame(msg.envelope, encode_payload(msg))
 
 
 # Request digests and responses ---------------------------------------------------------------

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import dh
 from cryptography.utils import CryptographyDeprecationWarning
 
 from protocol.errors import InvalidValue, SessionFailed
-from protocol.wire.keys import Reader, java_bytes, pack
+from protocol.wire.keys import java_bytes, number, pack, reader
 from protocol.wire.sign import credential, read_credential
 
 DH_PUBLIC = b"DH_PUB_KEY"
@@ -41,11 +41,12 @@ class DhPublic:
 
 
 def decode_dh_public(data: bytes) -> DhPublic:
-    r = Reader(data, "the DH public key")
-    if r.bytes() != DH_PUBLIC:
+    subject = "the DH public key"
+    r = reader(data, subject)
+    if r.blob("key type") != DH_PUBLIC:
         raise InvalidValue("the session's exchange key is not a DH public key")
-    r.take(2)
-    y, p, g = r.number(), r.number(), r.number()
+    r.take(2, "flags")
+    y, p, g = number(r, subject), number(r, subject), number(r, subject)
     return DhPublic(y, p, g)
 
 

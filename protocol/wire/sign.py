@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from protocol.errors import InvalidValue
-from protocol.wire.keys import DSAPrivateKey, DSAPublicKey, Reader, pack
+from protocol.wire.keys import DSAPrivateKey, DSAPublicKey, pack, reader
 
 CREDENTIAL_SIGNED = b"HS_SIGNED"
 _HASH_IDS: dict[bytes, type[hashes.SHA1] | type[hashes.SHA256]] = {
@@ -40,13 +40,13 @@ def credential(kind: bytes, counter: int, section: bytes) -> bytes:
 def read_credential(data: bytes) -> tuple[int, bytes, tuple[bytes, bytes]]:
     """What ``credential`` wrote: the counter, the type, and the section's two fields (the
     hash's name, then the signature or MAC); InvalidValue when it is not that."""
-    r = Reader(data, "the credential")
-    r.take(4)
-    r.bytes()
-    counter = r.int4()
-    kind = r.bytes()
-    section = Reader(r.bytes(), "the credential's section")
-    return counter, kind, (section.bytes(), section.bytes())
+    r = reader(data, "the credential")
+    r.take(4, "version, reserved and flags")
+    r.blob("signer")
+    counter = r.i32("session counter")
+    kind = r.blob("credential type")
+    section = reader(r.blob("credential section"), "the credential's section")
+    return counter, kind, (section.blob("hash id"), section.blob("signature"))
 
 
 def bound_prefix(

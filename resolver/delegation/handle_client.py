@@ -39,7 +39,6 @@ from protocol.codes import ResponseCode
 from protocol.identifiers import Handle
 from protocol.records import HandleRecord
 from protocol.wire.message import (
-    ENVELOPE_SIZE,
     MAX_MESSAGE,
     PROTOCOL_VERSION,
     Envelope,
@@ -52,10 +51,10 @@ from protocol.wire.message import (
     WireError,
     decode_envelope,
     decode_message,
-    encode_envelope,
     encode_payload,
     split_datagrams,
 )
+from protocol.wire.stream import frame, read_message
 from resolver import metrics
 from resolver.config import DEFAULTS
 from resolver.delegation.hop import MAX_SHOWN, HopFailed, accept, unreachable
@@ -211,12 +210,11 @@ async def _ask_tcp(address: str, port: int, request: bytes, request_id: int) -> 
     except OSError as exc:
         raise _NoAnswer(f"cannot connect: {exc.__class__.__name__}: {exc}") from None
     try:
-        writer.write(encode_envelope(_envelope(request_id, len(request))) + request)
-        head = await reader.readexactly(ENVELOPE_SIZE)
-        envelope = decode_envelope(head)  # refuses a length over MAX_MESSAGE before reading on
+        writer.write(frame(_envelope(request_id, len(request)), request))
+        envelope, answer = await read_message(reader.readexactly)  # a length over MAX_MESSAGE is never read
         if envelope.request_id != request_id:
             raise _NoAnswer(f"answered request {envelope.request_id}, not {request_id}")
-        return decode_message(head + await reader.readexactly(envelope.length))
+        return decode_message(answer)
     except asyncio.IncompleteReadError as exc:
         raise _NoAnswer(f"the connection closed after {len(exc.partial)} bytes of a message") from None
     except WireError as exc:

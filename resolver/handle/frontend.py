@@ -123,7 +123,8 @@ class HandleFrontend:
 
         Reads only fixed offsets of ``data`` (any bytes are safe: anything unexpected is
         left to ``respond``); the answer is the memoised one with this request's session
-        and request ids.
+        and request ids. Only bytes that are exactly one message are answered: the TCP
+        listener hands this each read before framing it.
         """
         if len(data) < _BODY_AT + 12:
             return None

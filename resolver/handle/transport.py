@@ -37,14 +37,15 @@ from typing import cast
 from protocol.codes import ResponseCode
 from protocol.wire.message import (
     ENVELOPE_SIZE,
-    MAX_MESSAGE,
     MAX_UDP_PACKET,
     PROTOCOL_VERSION,
+    Envelope,
     Reassembler,
     WireError,
     decode_envelope,
     split_datagrams,
 )
+from protocol.wire.stream import Framer
 from resolver import metrics
 from resolver.config import DEFAULTS, Config
 from resolver.handle.frontend import HandleFrontend, answer_code, error_answer
@@ -265,7 +266,7 @@ class TcpConnection(asyncio.Protocol):
     def __init__(self, server: TcpServer) -> None:
         self._server = server
         self._frontend = server.frontend
-        self._buffer = bytearray()
+        self._framer = Framer()
         self._transport: asyncio.Transport | None = None
         self.deadline = 0.0  # monotonic; 0: none (a request is being answered)
         self.waiting_for = "idle"  # or "message": what the deadline is for
@@ -292,33 +293,27 @@ class TcpConnection(asyncio.Protocol):
             self.worker.cancel()
 
     def data_received(self, data: bytes) -> None:
-        # The usual case: one whole request in one read, its answer cached.
-        whole = len(data) > _KEEP_ALIVE_AT and int.from_bytes(data[16:20], "big") == len(data) - ENVELOPE_SIZE
-        if whole and not self._buffer and not self.busy:
+        framer = self._framer
+        if not framer.pending and not self.busy:
+            # The usual case: one whole request in one read, its answer cached. ``cached``
+            # answers only bytes that are exactly one message (at least a header and a
+            # handle long), so this read needs no framing.
             started = time.perf_counter()
             answer = self._frontend.cached(data)
             if answer is not None:
                 self._answered(answer, bool(data[_KEEP_ALIVE_AT] & _KEEP_ALIVE_BIT))
                 metrics.observe("tcp", "resolve", answer_code(answer), 0, time.perf_counter() - started)
                 return
-        buffer = self._buffer
-        buffer += data
-        while len(buffer) >= ENVELOPE_SIZE:
-            length = int.from_bytes(buffer[16:20], "big", signed=True)
-            if not 0 <= length <= MAX_MESSAGE:
-                self._refuse(bytes(buffer[:ENVELOPE_SIZE]), length)
-                return
-            end = ENVELOPE_SIZE + length
-            if len(buffer) < end:
-                break
-            message = bytes(buffer[:end])
-            del buffer[:end]
-            self._queue.append(message)
+        try:
+            self._queue += framer.feed(data)
+        except WireError as exc:
+            self._refuse(exc)
+            return
         if self._queue and not self.busy:
             self.busy = True
             self.deadline = 0.0
             self.worker = asyncio.create_task(self._drain())
-        elif buffer and (not self.deadline or self.waiting_for != "message"):
+        elif framer.pending and (not self.deadline or self.waiting_for != "message"):
             self._arm(self._server.limits.message_timeout, "message")
 
     def _answered(self, answer: bytes, keep_alive: bool) -> None:
@@ -326,7 +321,7 @@ class TcpConnection(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         transport.write(answer)
-        if keep_alive or self._buffer or self._queue:
+        if keep_alive or self._framer.pending or self._queue:
             self._arm(self._server.limits.idle_timeout, "idle")
         else:
             transport.close()  # after what was written is sent
@@ -346,7 +341,7 @@ class TcpConnection(asyncio.Protocol):
             transport = self._transport
             if transport is not None and not transport.is_closing():
                 limits = self._server.limits
-                if self._buffer:  # part of the next message has come
+                if self._framer.pending:  # part of the next message has come
                     self._arm(limits.message_timeout, "message")
                 elif self._keep_alive:
                     self._arm(limits.idle_timeout, "idle")
@@ -357,17 +352,17 @@ class TcpConnection(asyncio.Protocol):
         peer = self._transport.get_extra_info("peername") if self._transport is not None else None
         return str(peer[0]) if peer else ""
 
-    def _refuse(self, envelope: bytes, length: int) -> None:
+    def _refuse(self, exc: WireError) -> None:
+        """Answer an envelope whose length is out of bounds, and close: the stream has lost its framing."""
         metrics.handle_dropped("tcp", "oversize")
-        request_id, session_id = int.from_bytes(envelope[8:12], "big"), int.from_bytes(envelope[4:8], "big")
-        message = f"message length {length} is outside 0..{MAX_MESSAGE}"
+        envelope = exc.envelope or Envelope()
         answer = error_answer(
-            request_id & 0x7FFFFFFF,
-            session_id & 0x7FFFFFFF,
+            envelope.request_id & 0x7FFFFFFF,
+            envelope.session_id & 0x7FFFFFFF,
             PROTOCOL_VERSION,
             None,
             ResponseCode.PROTOCOL_ERROR,
-            message,
+            exc.message,
         )
         assert self._transport is not None
         self._transport.write(answer)

@@ -29,7 +29,7 @@ from bench.cnri_idnode import ADMIN_HANDLE, PREFIX, prepare_records
 from bench.cnri_keys import SECRET_KEY
 from protocol.codes import ResponseCode
 from protocol.wire.auth import MacKind, hashed_secret_key, secret_answer, sign_challenge
-from protocol.wire.keys import Reader, load_private_key_file
+from protocol.wire.keys import load_private_key_file, reader
 from protocol.wire.message import (
     ENVELOPE_SIZE,
     ChallengeAnswerRequest,
@@ -205,7 +205,7 @@ def _signed(answer: ChallengeAnswerRequest, nonce: bytes, digest: bytes, keys: P
     if answer.auth_type == "HS_SECKEY":
         kind = MacKind(answer.signed_response[0])
         return secret_answer(kind, hashed_secret_key(SECRET_KEY.encode()), nonce, digest)
-    hash_id = Reader(answer.signed_response, "the captured answer").bytes().decode()
+    hash_id = reader(answer.signed_response, "the captured answer").blob("hash id").decode()
     alg = {301: "dsa", 302: "rsa"}[answer.user_id_index]
     key = load_private_key_file((keys / f"admin_{alg}_priv.bin").read_bytes(), None)
     return sign_challenge(key, nonce, digest, hash_name=hash_id)

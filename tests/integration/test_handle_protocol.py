@@ -7,6 +7,7 @@ abuse bounds (amplification, per-source rate, half-open connections) hold and ar
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 from dataclasses import replace
@@ -22,6 +23,7 @@ from protocol.wire.message import (
     GetSiteInfoResponse,
     Message,
     OpCode,
+    OpFlag,
     ResolutionResponse,
     decode_message,
     encode_message,
@@ -155,6 +157,25 @@ def test_bad_bytes_get_a_protocol_error_or_nothing_and_the_node_goes_on(node: No
         assert sock.recv(1) == b""  # and closed
     assert udp(node.handle_port, resolution("88.118/whatever")).response_code == ResponseCode.HANDLE_NOT_FOUND
     assert node.get("/healthz").status == 200
+
+
+def test_requests_cut_anywhere_or_sent_together_are_each_answered_in_order(node: Node) -> None:
+    # KEEP_ALIVE, so that a request answered before the next byte comes does not close the connection.
+    def kept(rid: int) -> bytes:
+        request = decode_message(resolution("88.118/whatever", rid=rid))
+        return encode_message(replace(request, flags=request.flags | OpFlag.KEEP_ALIVE))
+
+    stream = b"".join(kept(rid) for rid in range(1, 7))
+    one = len(kept(1))
+    cuts = [0, 1, 19, 20, 21, one - 1, one + 30, 3 * one, 3 * one + 2, len(stream)]  # then 3 at once
+    with socket.create_connection(("127.0.0.1", node.handle_port), timeout=5) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for start, end in itertools.pairwise(cuts):
+            sock.sendall(stream[start:end])
+            time.sleep(0.02)  # each piece its own read
+        answers = [decode_message(read_message(sock)) for _ in range(6)]
+    assert [a.request_id for a in answers] == [1, 2, 3, 4, 5, 6]
+    assert {a.response_code for a in answers} == {ResponseCode.HANDLE_NOT_FOUND}
 
 
 def test_half_open_and_idle_connections_are_cut_off(fresh_node: Node) -> None:

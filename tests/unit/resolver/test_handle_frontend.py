@@ -52,6 +52,15 @@ def test_a_memoised_answer_carries_the_new_request_s_ids(frontend: HandleFronten
                                                   flags=certified.flags | OpFlag.CERTIFY))) is None  # fmt: skip
 
 
+def test_only_bytes_that_are_exactly_one_message_are_answered(frontend: HandleFrontend) -> None:
+    # The TCP listener hands ``cached`` each read before framing it: a part of a request, or
+    # a request and the start of the next, must go the long way (through the framer).
+    whole = request("88.118/a")
+    assert frontend.cached(whole) is not None
+    for read in (whole[:-1], whole + whole, whole + whole[:20], whole + b"\0"):
+        assert frontend.cached(read) is None
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.binary(max_size=200), st.integers(0, 120), st.binary(min_size=1, max_size=8))
 def test_any_bytes_give_an_answer_or_none_never_an_error(
