@@ -4,6 +4,7 @@ protocol, SNMS and the console, with no file of the checkout on the path."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -24,25 +25,14 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The package installed from a copy of the checkout into a folder of its own (no build
     isolation: the dev extra has setuptools, so this needs no network)."""
+    source = tmp_path_factory.mktemp("source")  # what the Dockerfile copies, so no build/ is left here
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for package in ("protocol", "registry", "resolver"):
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            ".",
-        ],
-        cwd=REPO,
-        check=True,
-        timeout=600,
-        env={**os.environ, "PIP_NO_INPUT": "1"},
-    )
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target)]
+    subprocess.run([*pip, "."], cwd=source, check=True, timeout=600, env={**os.environ, "PIP_NO_INPUT": "1"})
     return target
 
 
