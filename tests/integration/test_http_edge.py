@@ -230,23 +230,27 @@ def test_a_slow_body_read_by_its_handler_is_a_clear_408(edge_node: Node) -> None
     assert edge_node.get("/api/handles/88.118/slowbody").status == 404  # nothing written
 
 
+def open_sockets(pid: int) -> int:
+    """The sockets process ``pid`` holds open (the connections it accepted, as `ss -p` shows them)."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # closed while we looked
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
 def test_the_connection_cap_refuses_the_excess_and_the_node_recovers(tmp_path: Path) -> None:
     cap = 40
     node = Node(tmp_path / "data", args=["--workers", "1", "--max-connections", str(cap)]).start()
     assert node.proc is not None
-    (worker,) = child_pids(node.proc.pid) or {node.proc.pid}  # one worker: the node's own process serves
-
-    def sockets() -> int:
-        """The sockets the worker holds open: what it has accepted, as `ss -p` would show."""
-        count = 0
-        for fd in Path(f"/proc/{worker}/fd").iterdir():
-            with contextlib.suppress(FileNotFoundError):  # closed while we looked
-                count += os.readlink(fd).startswith("socket:")
-        return count
-
-    idle = sockets()
     held: list[socket.socket] = []
     try:
+        (worker,) = child_pids(node.proc.pid) or {node.proc.pid}  # one worker: the node's own process serves
+        idle = open_sockets(worker)
+
+        def sockets() -> int:
+            return open_sockets(worker)
+
         held = [connect(node) for _ in range(cap)]
         wait_until(sockets, lambda n: n >= idle + cap, what=f"the worker to accept the {cap} held connections")
         refused = [connect(node) for _ in range(5)]
