@@ -29,10 +29,11 @@ from registry.datadir import hold
 from registry.sqlite.backup import Snapshot, copy_store, verify
 from registry.sqlite.schema import migrate
 from registry.sqlite.store import SqliteStore
-from registry.sqlite.writer import connect
+from registry.sqlite.writer import STORE_FILE, connect
 from tests.integration.test_storage_faults import rec
 from tests.support.nodeproc import ADMIN, Node, record, url_value
 from tests.support.pgproc import temp_database
+from tests.support.poll import wait_until
 from tests.support.snmsclient import Snms
 
 PREFILLED = 200_000  # ~50 MB of store: a backup of several steps
@@ -97,10 +98,12 @@ class Load:
             thread.join(30)
 
     def wait_for(self, count: int) -> None:
-        deadline = time.monotonic() + 60
-        while len(self.sent_acked) < count:
-            assert time.monotonic() < deadline and not self.failures, self.failures
-            time.sleep(0.01)
+        wait_until(
+            lambda: len(self.sent_acked) >= count or self.failures,
+            what=f"{count} acknowledged writes",
+            timeout=60,
+        )
+        assert not self.failures, self.failures
 
     def _run(self, kind: str) -> None:
         for n in itertools.count():
@@ -150,7 +153,7 @@ def listed(node: Node, prefix: str) -> set[str]:
         cursor = page["nextCursor"]
 
 
-def backup_under_load(node: Node, dest: Path, *, kill_after: float | None = None) -> tuple[Load, float, float]:
+def backup_under_load(node: Node, dest: Path, *, kill_during: bool = False) -> tuple[Load, float, float]:
     """Back ``node`` up to ``dest`` while it takes writes; (the load, when the backup started, when it ended)."""
     load = Load(node).start()
     load.wait_for(500)
@@ -161,17 +164,18 @@ def backup_under_load(node: Node, dest: Path, *, kill_after: float | None = None
         stderr=subprocess.PIPE,
         text=True,
     )
-    if kill_after is not None:
-        time.sleep(kill_after)
+    if kill_during:
+        copy = dest.with_name(f".{dest.name}.partial-{proc.pid}") / STORE_FILE  # where the backup copies to
+        wait_until(lambda: copy.exists() or proc.poll() is not None, what="the backup to begin its copy")
         node.kill()
     out, err = proc.communicate(timeout=120)
     ended = time.monotonic()
     assert proc.returncode == OK, err
     assert "handles" in out
-    if kill_after is None:
+    if not kill_during:
         load.wait_for(len(load.sent_acked) + 500)  # and writes go on after it
     load.stop()
-    if kill_after is None:
+    if not kill_during:
         assert not load.failures, load.failures
     return load, started, ended
 
@@ -212,7 +216,7 @@ def test_a_backup_under_write_load_holds_every_write_acknowledged_before_it(serv
 
 
 def test_a_node_killed_during_its_backup_leaves_a_restorable_one(serving: Node, tmp_path: Path) -> None:
-    load, started, _ = backup_under_load(serving, tmp_path / "backup", kill_after=0.05)
+    load, started, _ = backup_under_load(serving, tmp_path / "backup", kill_during=True)
     before = load.acked_before(started)
     node = restored_node(tmp_path / "backup", tmp_path / "restored")
     try:
@@ -310,8 +314,7 @@ def test_a_copy_is_one_snapshot_and_ends_while_another_connection_commits(tmp_pa
             commits[0] += 1
 
     threading.Thread(target=write, daemon=True).start()
-    while commits[0] < 100:
-        time.sleep(0.001)
+    wait_until(lambda: commits[0] >= 100, what="100 commits", interval=0.001)
     copied: list[Snapshot] = []
     copier = threading.Thread(target=lambda: copied.append(copy_store(source, tmp_path / "copy.sqlite3")))
     before = commits[0]

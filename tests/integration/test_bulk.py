@@ -11,7 +11,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from registry.sqlite.store import SqliteStore
 from registry.store import PrefixStats, Store
 from tests.support.nodeproc import Node
 from tests.support.pgproc import temp_database
+from tests.support.poll import wait_until
 
 STORE_BACKENDS = ("sqlite", "postgresql")
 HASH = "fef341f85d87439e7d91a2d465b9871ef66b5e98"  # handle.net's hashed HS_SECKEY of "s3cret"
@@ -227,11 +227,16 @@ def test_an_import_killed_mid_way_resumes_after_its_last_chunk(stores: Stores, t
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     cmd = [sys.executable, "-m", "resolver.cli", "import", str(source), "--chunk", "200", *where]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while _progress(where, digest) == 0 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        wait_until(
+            lambda: _progress(where, digest) > 0 or proc.poll() is not None,
+            what="the import's first chunk",
+            timeout=120,
+            interval=0.002,  # to land between two chunks
+        )
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     done_before = _progress(where, digest)
     assert 0 < done_before < 30_000, "the import was not killed between its first and its last chunk"
     assert proc.stderr is not None and proc.stderr.read() == b""

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from tests.support.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Node, basic, child_pids, record, url_value
+from tests.support.poll import wait_until
 
 CLIENTS = 4
 
@@ -74,17 +75,23 @@ class Client:
 
 def first_answer(node: Node, since: float, limit: float = 10.0) -> float:
     """Seconds from ``since`` until a request on a new connection is answered."""
-    while time.monotonic() < since + limit:
+
+    def answered() -> bool:
         conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=limit)
         try:
             conn.request("GET", "/api/handles/0.NA/88.118")
-            if conn.getresponse().status == 200:
-                return time.monotonic() - since
-        except (OSError, http.client.HTTPException):
-            time.sleep(0.005)
+            return conn.getresponse().status == 200
         finally:
             conn.close()
-    return limit
+
+    wait_until(
+        answered,
+        what="a request on a new connection to be answered",
+        timeout=since + limit - time.monotonic(),
+        interval=0.005,  # what is measured is how soon
+        ignoring=(OSError, http.client.HTTPException),
+    )
+    return time.monotonic() - since
 
 
 def test_kill_9_of_a_worker_fails_only_its_requests_in_flight(fresh_node: Node) -> None:
@@ -93,7 +100,7 @@ def test_kill_9_of_a_worker_fails_only_its_requests_in_flight(fresh_node: Node) 
     assert node.proc is not None
     assert node.put("/api/handles/88.118/kill9", record(url_value(1, "https://k.example/")), auth=ADMIN).status == 201
     clients = [Client(node, ["/api/handles/88.118/kill9", "/api/handles/0.NA/88.118"]) for _ in range(CLIENTS)]
-    time.sleep(1.0)
+    wait_until(lambda: all(c.ok for c in clients), what="every client to be answered, on a connection it keeps")
     before = child_pids(node.proc.pid)
     victim, survivor = sorted(before)
     # The survivor is paused, so that the only process able to answer the probe is the
@@ -101,9 +108,11 @@ def test_kill_9_of_a_worker_fails_only_its_requests_in_flight(fresh_node: Node) 
     os.kill(survivor, signal.SIGSTOP)
     killed = time.monotonic()
     os.kill(victim, signal.SIGKILL)
-    served = first_answer(node, killed)
-    os.kill(survivor, signal.SIGCONT)
-    time.sleep(2.0)
+    try:
+        served = first_answer(node, killed)
+    finally:
+        os.kill(survivor, signal.SIGCONT)
+    wait_until(lambda: all(c.ok and c.ok[-1] > killed + 1.5 for c in clients), what="every client to be served again")
     for client in clients:
         client.join()
     failures = [f for c in clients for f in c.failed]
@@ -133,6 +142,8 @@ def test_a_slow_then_failing_store_under_reads_and_writes(fresh_node: Node) -> N
         assert node.get(path).status == 200  # cached, expiring within a second
         paths.append(path)
     clients = [Client(node, paths, writes=f"88.118/flaky-w{i}") for i in range(CLIENTS)]
+    # Real time in each state of the store: the cached answers' 1 s TTL runs out in the first,
+    # and the load meets the slow store, then the failing one, for seconds each.
     time.sleep(1.5)
     (data / "SLOW").touch()  # every store read and write half a second slower
     time.sleep(2.0)
@@ -142,7 +153,9 @@ def test_a_slow_then_failing_store_under_reads_and_writes(fresh_node: Node) -> N
     time.sleep(2.0)
     (data / "FAIL").unlink()
     recovered = time.monotonic()
-    time.sleep(1.5)
+    wait_until(
+        lambda: all(c.ok and c.ok[-1] > recovered + 1.0 for c in clients), what="every client to be served again"
+    )
     for client in clients:
         client.join()
     statuses: dict[int, int] = {}

@@ -70,8 +70,8 @@ def test_resolution_over_udp_and_tcp_answers_what_the_rest_api_does(fresh_node: 
         assert missing.response_code == ResponseCode.HANDLE_NOT_FOUND and isinstance(missing.body, ErrorResponse)
         elsewhere = ask(resolution("99.1/x"))
         assert elsewhere.response_code == ResponseCode.SERVER_NOT_RESPONSIBLE
-    assert node.metric("idnode_requests_total", frontend="udp", op="resolve", code="1") >= 4
-    assert node.metric("idnode_requests_total", frontend="tcp", op="resolve", code="100") >= 1
+    assert node.metric("idnode_requests_total", until=lambda n: n >= 4, frontend="udp", op="resolve", code="1") >= 4
+    assert node.metric("idnode_requests_total", until=lambda n: n >= 1, frontend="tcp", op="resolve", code="100") >= 1
 
 
 def test_a_write_is_seen_over_the_protocol_at_once_by_every_worker(fresh_node: Node) -> None:
@@ -115,7 +115,7 @@ def test_an_answer_too_large_for_one_datagram_sends_the_client_to_tcp(node: Node
         assert refused.response_code == ResponseCode.ERROR and "TCP" in refused.body.message  # type: ignore[attr-defined]
     whole = tcp(node.handle_port, request)[0]
     assert whole.response_code == ResponseCode.SUCCESS and len(values_of(whole)) == 5
-    assert node.metric("idnode_handle_dropped_total", transport="udp", reason="too_large") >= 2
+    assert node.metric("idnode_handle_dropped_total", until=lambda n: n >= 2, transport="udp", reason="too_large") >= 2
 
 
 def test_site_info_names_this_nodes_handle_port(node: Node) -> None:
@@ -190,8 +190,8 @@ def test_half_open_and_idle_connections_are_cut_off(fresh_node: Node) -> None:
         started = time.monotonic()
         assert idle.recv(1) == b""
         assert 0.5 < time.monotonic() - started < 4
-    assert node.metric("idnode_handle_dropped_total", transport="tcp", reason="timeout") >= 1
-    assert node.metric("idnode_handle_dropped_total", transport="tcp", reason="idle") >= 1
+    assert node.metric("idnode_handle_dropped_total", until=lambda n: n >= 1, transport="tcp", reason="timeout") >= 1
+    assert node.metric("idnode_handle_dropped_total", until=lambda n: n >= 1, transport="tcp", reason="idle") >= 1
 
 
 def test_a_udp_source_over_its_rate_is_dropped_and_counted(fresh_node: Node) -> None:
@@ -211,7 +211,8 @@ def test_a_udp_source_over_its_rate_is_dropped_and_counted(fresh_node: Node) -> 
         except TimeoutError:
             pass
     assert 5 <= answered <= 15  # the burst (two seconds' worth), not all 40
-    assert node.metric("idnode_handle_dropped_total", transport="udp", reason="rate_limited") >= 25
+    dropped = "idnode_handle_dropped_total"
+    assert node.metric(dropped, until=lambda n: n >= 25, transport="udp", reason="rate_limited") >= 25
 
 
 def test_no_handle_turns_the_protocol_off_and_a_taken_port_is_named(fresh_node: Node) -> None:

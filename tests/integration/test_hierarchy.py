@@ -26,7 +26,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tests.support.nodeproc import ADMIN_SECRET, METRICS_LAG, Auth, Node, Reply, record, url_value
+from tests.support.nodeproc import ADMIN_SECRET, Auth, Node, Reply, record, url_value
+from tests.support.poll import TIMEOUT, wait_until
 from tests.support.redisproc import RedisServer
 
 TOP_ADMIN: Auth = ("300:0.NA/88", ADMIN_SECRET)
@@ -54,22 +55,19 @@ def grant(top: Node, prefix: str) -> None:
     assert reply.status in (200, 201), reply.body
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting until {what}")
-
-
 def publication(node: Node, prefix: str) -> dict[str, Any]:
     rows: list[dict[str, Any]] = node.get("/api/prefixes").json["publication"].get(prefix, [{}])
     return rows[0]
 
 
-def published(node: Node, prefix: str) -> bool:
-    return publication(node, prefix).get("state") == "published"
+def wait_published(node: Node, prefix: str, timeout: float = TIMEOUT) -> None:
+    """Until ``node`` shows ``prefix`` as published to its top-level node."""
+    wait_until(
+        lambda: publication(node, prefix),
+        lambda shown: shown.get("state") == "published",
+        what=f"{prefix} to be published",
+        timeout=timeout,
+    )
 
 
 def peer(node: Node) -> str:
@@ -83,9 +81,10 @@ class Hierarchy:
     b: Node
     started: list[Node] = field(default_factory=list)
 
-    def upstream_requests(self, node: Node, to: Node) -> float:
-        """Requests ``node`` sent ``to`` the top-level node (its upstream), or to any server a record names."""
-        return node.metric(UPSTREAM_REQUESTS, peer=peer(to) if to is self.top else "site")
+    def upstream_requests(self, node: Node, to: Node, until: Callable[[float], object] | None = None) -> float:
+        """Requests ``node`` sent ``to`` the top-level node (its upstream), or to any server a record names
+        (``until``: as in ``Node.metric``)."""
+        return node.metric(UPSTREAM_REQUESTS, until, peer=peer(to) if to is self.top else "site")
 
 
 def start_hierarchy(tmp: Path, *, a_env: dict[str, str] | None = None, a_workers: int = 1) -> Hierarchy:
@@ -97,7 +96,8 @@ def start_hierarchy(tmp: Path, *, a_env: dict[str, str] | None = None, a_workers
     # One worker each: a second one would fill its own cache with its own upstream queries.
     a = Node(tmp / "a", args=[*upstream, "--workers", str(a_workers)], env={**env, **(a_env or {})}).start()
     b = Node(tmp / "b", args=[*upstream, "--node-prefix", "88.200", "--workers", "1"], env=env).start()
-    wait_for("both node prefixes are published", lambda: published(a, "88.118") and published(b, "88.200"))
+    wait_published(a, "88.118")
+    wait_published(b, "88.200")
     return Hierarchy(top, a, b, [top, a, b])
 
 
@@ -112,7 +112,7 @@ def hierarchy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hierarchy]:
     h = start_hierarchy(tmp_path_factory.mktemp("hierarchy"))
     # An enterprise prefix allocated on B, published by B to the top-level node.
     assert h.b.put("/api/handles/0.NA/88.200.1", record(admin_of("88.200")), auth=B_ADMIN).status == 201
-    wait_for("88.200.1 is published", lambda: published(h.b, "88.200.1"))
+    wait_published(h.b, "88.200.1")
     yield h
     stop_all(h)
 
@@ -158,11 +158,15 @@ def test_a_secondary_node_publishes_its_prefix_site_at_the_top(hierarchy: Hierar
 def test_an_enterprise_prefix_is_published_and_withdrawn(hierarchy: Hierarchy) -> None:
     b, top = hierarchy.b, hierarchy.top
     assert b.put("/api/handles/0.NA/88.200.77", record(admin_of("88.200")), auth=B_ADMIN).status == 201
-    wait_for("88.200.77 is published", lambda: top.get("/api/handles/0.NA/88.200.77").status == 200)
+
+    def at_top() -> int:
+        return top.get("/api/handles/0.NA/88.200.77").status
+
+    wait_until(at_top, lambda status: status == 200, what="0.NA/88.200.77 on the top-level node")
     sites = [v for v in top.get("/api/handles/0.NA/88.200.77").json["values"] if v["type"] == "HS_SITE"]
     assert sites[0]["data"]["value"]["servers"][0]["interfaces"][0]["port"] == b.port
     assert b.delete("/api/handles/0.NA/88.200.77", auth=B_ADMIN).status == 200
-    wait_for("88.200.77 is withdrawn", lambda: top.get("/api/handles/0.NA/88.200.77").status == 404)
+    wait_until(at_top, lambda status: status == 404, what="0.NA/88.200.77 to be withdrawn")
     assert publication(b, "88.200.77")["state"] == "withdrawn"
 
 
@@ -184,8 +188,8 @@ def test_cold_then_warm_resolution_through_another_node(hierarchy: Hierarchy) ->
     assert first_url(reply) == "https://example.com/cold-warm"
     assert reply.json["handle"] == "88.200.1/cold-warm"  # answered as if it were local
     # Cold: one referral (0.NA/88.200.1 at the top) and one query (at B).
-    assert h.upstream_requests(h.a, h.top) - to_top == 1
-    assert h.upstream_requests(h.a, h.b) - to_b == 1
+    assert h.upstream_requests(h.a, h.top, until=lambda n: n > to_top) - to_top == 1
+    assert h.upstream_requests(h.a, h.b, until=lambda n: n > to_b) - to_b == 1
 
     hits = h.a.metric("idnode_cache_hits_total", tier="local")
     for _ in range(20):
@@ -193,7 +197,7 @@ def test_cold_then_warm_resolution_through_another_node(hierarchy: Hierarchy) ->
     # Warm: no upstream traffic at all; every answer from A's cache.
     assert h.upstream_requests(h.a, h.top) - to_top == 1
     assert h.upstream_requests(h.a, h.b) - to_b == 1
-    assert h.a.metric("idnode_cache_hits_total", tier="local") - hits == 20
+    assert h.a.metric("idnode_cache_hits_total", until=lambda n: n - hits >= 20, tier="local") - hits == 20
 
 
 def test_a_second_handle_under_a_known_prefix_uses_the_cached_referral(hierarchy: Hierarchy) -> None:
@@ -204,7 +208,7 @@ def test_a_second_handle_under_a_known_prefix_uses_the_cached_referral(hierarchy
     to_top, hits = h.upstream_requests(h.a, h.top), h.a.metric("idnode_referral_cache_hits_total")
     assert first_url(h.a.get("/api/handles/88.200.1/REF-2")) == "https://example.com/ref-2"
     assert h.upstream_requests(h.a, h.top) == to_top
-    assert h.a.metric("idnode_referral_cache_hits_total") > hits
+    assert h.a.metric("idnode_referral_cache_hits_total", until=lambda n: n > hits) > hits
 
 
 def test_concurrent_misses_for_a_remote_handle_make_one_upstream_query(hierarchy: Hierarchy) -> None:
@@ -215,7 +219,7 @@ def test_concurrent_misses_for_a_remote_handle_make_one_upstream_query(hierarchy
     with ThreadPoolExecutor(max_workers=20) as pool:
         replies = list(pool.map(lambda _: h.a.get("/api/handles/88.200.1/CROWD"), range(20)))
     assert {first_url(r) for r in replies} == {"https://example.com/crowd"}
-    assert h.upstream_requests(h.a, h.b) - to_b == 1
+    assert h.upstream_requests(h.a, h.b, until=lambda n: n > to_b) - to_b == 1
 
 
 def test_remote_answers_are_shared_through_redis(own_hierarchy: Callable[..., Hierarchy], tmp_path: Path) -> None:
@@ -223,13 +227,13 @@ def test_remote_answers_are_shared_through_redis(own_hierarchy: Callable[..., Hi
     try:
         h = own_hierarchy(a_env={"IDNODE_REDIS": redis.url}, a_workers=2)
         assert h.b.put("/api/handles/0.NA/88.200.1", record(admin_of("88.200")), auth=B_ADMIN).status == 201
-        wait_for("88.200.1 is published", lambda: published(h.b, "88.200.1"))
+        wait_published(h.b, "88.200.1")
         register(h.b, "88.200.1/SHARED", "https://example.com/shared", B_ADMIN)
         # New connections, spread over A's two workers: one asks B, the other finds it in Redis.
         replies = [h.a.get("/api/handles/88.200.1/SHARED") for _ in range(30)]
         assert {first_url(r) for r in replies} == {"https://example.com/shared"}
-        assert h.upstream_requests(h.a, h.b) == 1
-        assert h.a.metric("idnode_cache_hits_total", tier="redis") >= 1
+        assert h.upstream_requests(h.a, h.b, until=lambda n: n >= 1) == 1
+        assert h.a.metric("idnode_cache_hits_total", until=lambda n: n >= 1, tier="redis") >= 1
     finally:
         redis.stop()
 
@@ -276,7 +280,7 @@ def test_a_downward_delegation_to_an_enterprise_server(hierarchy: Hierarchy, tmp
         assert h.a.put("/api/handles/0.NA/88.118.42", values, auth=A_ADMIN).status == 201
         assert first_url(h.a.get("/api/handles/88.118.42/X")) == "https://example.com/enterprise"
         # A published the enterprise's site for 88.118.42, so B finds the server through the top.
-        wait_for("88.118.42 is published", lambda: published(h.a, "88.118.42"))
+        wait_published(h.a, "88.118.42")
         assert first_url(h.b.get("/api/handles/88.118.42/X")) == "https://example.com/enterprise"
         top_copy = h.top.get("/api/handles/0.NA/88.118.42").json["values"]
         assert top_copy[0]["data"]["value"]["servers"][0]["interfaces"][0]["port"] == enterprise.port
@@ -346,7 +350,8 @@ def test_an_answer_for_a_handle_outside_the_designation_is_refused_and_not_cache
             assert reply.status == 502 and reply.code == 2, reply.body
             assert "88.118/HIJACK" in reply.json["message"]
         assert len(Hijacker.asked) == 2  # nothing was cached: the second query went out again
-        assert h.a.metric("idnode_delegations_total", result="bailiwick") - before == 2
+        bailiwick = h.a.metric("idnode_delegations_total", until=lambda n: n - before >= 2, result="bailiwick")
+        assert bailiwick - before == 2
         hijacked = h.a.get("/api/handles/88.118/HIJACK")
         assert hijacked.status == 404, hijacked.body
 
@@ -378,7 +383,7 @@ def test_failover_to_the_next_server_through_an_hs_serv_service_handle(hierarchy
         errors = h.a.metric("idnode_delegations_total", result="unreachable")
         for name in names:  # the handle hash sends about half of them to the dead server first
             assert first_url(h.a.get(f"/api/handles/{name}")) == f"https://example.com/{name}"
-        assert h.a.metric("idnode_delegations_total", result="unreachable") > errors
+        assert h.a.metric("idnode_delegations_total", until=lambda n: n > errors, result="unreachable") > errors
     finally:
         enterprise.stop()
 
@@ -387,7 +392,7 @@ class Silent(FakeServer):
     """A server that accepts queries and never answers them."""
 
     def do_GET(self) -> None:
-        time.sleep(6)
+        time.sleep(6)  # the silence is what the test is about: longer than the node's 2 s per hop
 
 
 def test_a_server_that_does_not_answer_times_out_clearly(hierarchy: Hierarchy) -> None:
@@ -450,7 +455,7 @@ def test_a_referral_loop_between_two_nodes_is_cut(hierarchy: Hierarchy) -> None:
     h = hierarchy
     # A sends 88.118.9 down to B; the top-level node (overriding what A published) sends it to A.
     assert h.a.put("/api/handles/0.NA/88.118.9", record(site(h.b.port)), auth=A_ADMIN).status == 201
-    wait_for("88.118.9 is published", lambda: published(h.a, "88.118.9"))
+    wait_published(h.a, "88.118.9")
     assert h.top.put("/api/handles/0.NA/88.118.9", record(site(h.a.port)), auth=TOP_ADMIN).status == 200
     started = time.monotonic()
     for node in (h.a, h.b):
@@ -458,7 +463,7 @@ def test_a_referral_loop_between_two_nodes_is_cut(hierarchy: Hierarchy) -> None:
         assert reply.status == 508 and reply.code == 6, reply.body
         assert "loop" in reply.json["message"]
     assert time.monotonic() - started < 5  # cut at once, not by a timeout
-    assert h.a.metric("idnode_delegations_total", result="loop") >= 1
+    assert h.a.metric("idnode_delegations_total", until=lambda n: n >= 1, result="loop") >= 1
 
 
 def test_a_query_that_already_passed_through_too_many_nodes_is_refused(hierarchy: Hierarchy) -> None:
@@ -473,7 +478,7 @@ def test_a_query_that_already_passed_through_too_many_nodes_is_refused(hierarchy
 def test_with_the_top_level_node_down_known_prefixes_still_resolve(own_hierarchy: Callable[..., Hierarchy]) -> None:
     h = own_hierarchy()
     assert h.b.put("/api/handles/0.NA/88.200.1", record(admin_of("88.200")), auth=B_ADMIN).status == 201
-    wait_for("88.200.1 is published", lambda: published(h.b, "88.200.1"))
+    wait_published(h.b, "88.200.1")
     register(h.b, "88.200.1/BEFORE", "https://example.com/before", B_ADMIN)
     register(h.b, "88.200.1/AFTER", "https://example.com/after", B_ADMIN)
     assert first_url(h.a.get("/api/handles/88.200.1/BEFORE")) == "https://example.com/before"
@@ -491,7 +496,7 @@ def test_with_the_holder_down_answers_are_served_stale_then_fail_clearly(
 ) -> None:
     h = own_hierarchy(a_env={"IDNODE_CACHE_MAX_TTL": "1", "IDNODE_STALE_WINDOW": "4"})
     assert h.b.put("/api/handles/0.NA/88.200.1", record(admin_of("88.200")), auth=B_ADMIN).status == 201
-    wait_for("88.200.1 is published", lambda: published(h.b, "88.200.1"))
+    wait_published(h.b, "88.200.1")
     register(h.b, "88.200.1/STALE", "https://example.com/stale", B_ADMIN)
     fetched = time.monotonic()
     assert first_url(h.a.get("/api/handles/88.200.1/STALE")) == "https://example.com/stale"
@@ -514,13 +519,17 @@ def test_publication_is_retried_until_the_top_level_node_is_back_even_across_kil
     top_port = h.top.port
     h.top.stop()
     assert h.a.put("/api/handles/0.NA/88.118.5", record(admin_of("88.118")), auth=A_ADMIN).status == 201
-    wait_for("the publication has failed", lambda: publication(h.a, "88.118.5").get("state") == "failed")
+    wait_until(
+        lambda: publication(h.a, "88.118.5"),
+        lambda shown: shown.get("state") == "failed",
+        what="the publication to fail",
+    )
     shown = publication(h.a, "88.118.5")
     assert shown["attempts"] >= 1 and "127.0.0.1" in shown["error"]
     h.a.kill()  # the outbox is in the store: the publication survives
     h.top.start(f"127.0.0.1:{top_port}")
     h.a.start()
-    wait_for("88.118.5 is published", lambda: published(h.a, "88.118.5"))
+    wait_published(h.a, "88.118.5")
     reply = h.top.get("/api/handles/0.NA/88.118.5")
     assert reply.status == 200, reply.body
     assert reply.json["values"][0]["data"]["value"]["servers"][0]["interfaces"][0]["port"] == h.a.port
@@ -587,8 +596,9 @@ def test_by_default_a_referral_from_the_trusted_upstream_to_loopback_is_not_foll
         assert reply.status == 502 and reply.code == 2, reply.body
         assert "loopback" in reply.json["message"]
         assert not connected()
-    assert strict.metric(UPSTREAM_REQUESTS, peer=peer(hierarchy.top)) > asked  # the referral came from it
-    assert strict.metric("idnode_delegations_total", result="refused") >= 1
+    from_top = strict.metric(UPSTREAM_REQUESTS, until=lambda n: n > asked, peer=peer(hierarchy.top))
+    assert from_top > asked  # the referral came from it
+    assert strict.metric("idnode_delegations_total", until=lambda n: n >= 1, result="refused") >= 1
 
 
 def test_the_peer_label_stays_bounded_whatever_servers_records_name(hierarchy: Hierarchy) -> None:
@@ -603,9 +613,9 @@ def test_the_peer_label_stays_bounded_whatever_servers_records_name(hierarchy: H
     before = h.a.metric(UPSTREAM_REQUESTS, peer="site")
     reply = h.a.get("/api/handles/88.902/X")
     assert reply.status == 502 and reply.code == 2, reply.body
-    time.sleep(METRICS_LAG)
+    tried = h.a.metric(UPSTREAM_REQUESTS, until=lambda n: n - before >= len(ports), peer="site")
     exposition = h.a.get("/metrics").body.decode()
-    assert h.a.metric(UPSTREAM_REQUESTS, peer="site") - before == len(ports)  # every server was tried
+    assert tried - before == len(ports)  # every server was tried
     labels = set(re.findall(r'^idnode_upstream_request_duration_seconds_count\{peer="([^"]*)"', exposition, re.M))
     assert labels == {peer(h.top), "site"}
 

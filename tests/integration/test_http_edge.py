@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import resource
 import socket
 import statistics
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.nodeproc import ADMIN_SECRET, ADMIN_USER, Node, basic, child_pids
+from tests.support.poll import wait_until
 
 HEADER_TIMEOUT = 3.0
 BODY_TIMEOUT = 4.0
@@ -138,8 +140,9 @@ def test_200_slow_connections_do_not_stop_the_node_answering_others(edge_node: N
     finally:
         crowd.close()
     assert edge_node.get("/healthz").status == 200
-    assert edge_node.metric("idnode_http_connections_closed_total", reason="header_timeout") >= 140
-    assert edge_node.metric("idnode_http_connections_closed_total", reason="body_timeout") >= 60
+    closed = "idnode_http_connections_closed_total"
+    assert edge_node.metric(closed, until=lambda n: n >= 140, reason="header_timeout") >= 140
+    assert edge_node.metric(closed, until=lambda n: n >= 60, reason="body_timeout") >= 60
 
 
 def test_a_half_sent_header_is_closed_after_the_header_timeout(edge_node: Node) -> None:
@@ -180,7 +183,7 @@ def test_a_keep_alive_connection_gets_a_fresh_header_deadline_per_request(edge_n
     try:
         request = b"GET /api/handles/0.NA/88.118 HTTP/1.1\r\nHost: x\r\n\r\n"
         for _ in range(3):  # idle between requests longer than the header timeout allows a header
-            time.sleep(1.5)
+            time.sleep(1.5)  # kept idle: the time is what is tested
             sock.sendall(request)
             status, _, _ = read_reply(sock)
             assert status == 200
@@ -227,13 +230,29 @@ def test_a_slow_body_read_by_its_handler_is_a_clear_408(edge_node: Node) -> None
     assert edge_node.get("/api/handles/88.118/slowbody").status == 404  # nothing written
 
 
+def open_sockets(pid: int) -> int:
+    """The sockets process ``pid`` holds open (the connections it accepted, as `ss -p` shows them)."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # closed while we looked
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
 def test_the_connection_cap_refuses_the_excess_and_the_node_recovers(tmp_path: Path) -> None:
     cap = 40
     node = Node(tmp_path / "data", args=["--workers", "1", "--max-connections", str(cap)]).start()
+    assert node.proc is not None
     held: list[socket.socket] = []
     try:
+        (worker,) = child_pids(node.proc.pid) or {node.proc.pid}  # one worker: the node's own process serves
+        idle = open_sockets(worker)
+
+        def sockets() -> int:
+            return open_sockets(worker)
+
         held = [connect(node) for _ in range(cap)]
-        time.sleep(0.3)  # every one accepted and counted
+        wait_until(sockets, lambda n: n >= idle + cap, what=f"the worker to accept the {cap} held connections")
         refused = [connect(node) for _ in range(5)]
         for sock in refused:
             status, headers, body = read_reply(sock)
@@ -244,9 +263,9 @@ def test_the_connection_cap_refuses_the_excess_and_the_node_recovers(tmp_path: P
         for sock in held:
             sock.close()
         held = []
-        time.sleep(0.3)
+        wait_until(sockets, lambda n: n <= idle, what="the worker to close the connections let go")
         assert node.get("/api/handles/0.NA/88.118").status == 200
-        assert node.metric("idnode_http_connections_closed_total", reason="limit") == 5
+        assert node.metric("idnode_http_connections_closed_total", until=lambda n: n >= 5, reason="limit") == 5
     finally:
         for sock in held:
             sock.close()
@@ -303,7 +322,7 @@ def test_malformed_http_is_a_clear_400_without_a_traceback(node: Node, raw: byte
     assert words.lower() in answer["message"].lower(), answer["message"]
     assert len(answer["message"]) < 300  # the request is not echoed back
     assert node.get("/healthz").status == 200
-    time.sleep(0.2)  # the node's stderr reaches the test through a thread
+    time.sleep(0.2)  # an absence: the node's stderr reaches the test through a thread, give it time
     after = "".join(node.stderr_lines[logged:])
     assert "Traceback" not in after and " ERROR " not in after, after
 
@@ -315,7 +334,8 @@ def test_malformed_requests_are_counted(node: Node) -> None:
         sock.sendall(MALFORMED[0][0])
         assert read_reply(sock)[0] == 400
         sock.close()
-    assert node.metric("idnode_http_connections_closed_total", reason="malformed") == before + 3
+    closed = node.metric("idnode_http_connections_closed_total", until=lambda n: n >= before + 3, reason="malformed")
+    assert closed == before + 3
 
 
 def raw_exchange(node: Node, raw: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -328,7 +348,7 @@ def raw_exchange(node: Node, raw: bytes) -> tuple[int, dict[str, str], bytes]:
 
 
 def assert_quiet_since(node: Node, logged: int) -> None:
-    time.sleep(0.3)  # the node's stderr reaches the test through a thread
+    time.sleep(0.3)  # an absence: the node's stderr reaches the test through a thread, give it time
     after = "".join(node.stderr_lines[logged:])
     assert "Traceback" not in after and " ERROR " not in after, after
 

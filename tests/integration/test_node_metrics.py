@@ -7,23 +7,14 @@ prefix waits to be published: each seen on ``/metrics`` as an operator's Prometh
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from tests.integration.test_hierarchy import LOOPBACK_ALLOWED, admin_of, grant, published, wait_for
+from tests.integration.test_hierarchy import LOOPBACK_ALLOWED, admin_of, grant, wait_published
 from tests.support.nodeproc import ADMIN, ADMIN_SECRET, Node, record, url_value
+from tests.support.poll import wait_until
 from tests.support.redisproc import RedisServer
 
 A_ADMIN = ("300:0.NA/88.118", ADMIN_SECRET)
-
-
-def eventually(node: Node, name: str, wanted: Callable[[float], bool], timeout: float = 15.0) -> float:
-    """The value of ``name`` once ``wanted`` holds for it (the node reports every half second)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = node.metric(name)
-        if wanted(value) or time.monotonic() > deadline:
-            return value
 
 
 def test_store_failures_count_whether_answered_stale_or_with_an_error(tmp_path: Path, nodes: list[Node]) -> None:
@@ -45,8 +36,8 @@ def test_store_failures_count_whether_answered_stale_or_with_an_error(tmp_path: 
     (node.data_dir / "FAIL").unlink()
     (node.data_dir / "FAIL_WRITES").touch()
     assert node.put(path, record(url_value(1, "https://t.example/")), auth=ADMIN).status == 503
-    assert node.metric("idnode_store_errors_total") == 3
-    assert node.metric("idnode_cache_served_stale_total") == 1
+    assert node.metric("idnode_store_errors_total", until=lambda n: n >= 3) == 3
+    assert node.metric("idnode_cache_served_stale_total", until=lambda n: n >= 1) == 1
 
 
 def test_the_redis_breaker_gauge_opens_and_closes_with_redis(tmp_path: Path, nodes: list[Node]) -> None:
@@ -61,11 +52,14 @@ def test_the_redis_breaker_gauge_opens_and_closes_with_redis(tmp_path: Path, nod
         redis.kill()
         for _ in range(5):
             assert node.get(next(misses)).status == 404  # Redis down is a miss, never an error
-        assert node.metric("idnode_redis_breaker_open") == 1
+        assert node.metric("idnode_redis_breaker_open", until=lambda n: n >= 1) == 1
         redis.start()  # the same port, empty
-        deadline = time.monotonic() + 15
-        while node.metric("idnode_redis_breaker_open") > 0 and time.monotonic() < deadline:
+
+        def breakers_open_after_a_miss() -> float:
             node.get(next(misses))  # after the cool-down one of these probes Redis, and finds it back
+            return node.metric_now("idnode_redis_breaker_open")
+
+        wait_until(breakers_open_after_a_miss, lambda n: n == 0, what="the Redis breaker to close", interval=0.2)
         assert node.metric("idnode_redis_breaker_open") == 0
     finally:
         redis.stop()
@@ -78,13 +72,13 @@ def test_the_publication_backlog_grows_while_the_top_level_node_is_away(tmp_path
     env = {"IDNODE_UPSTREAM_SECRET": ADMIN_SECRET, **LOOPBACK_ALLOWED}
     a = Node(tmp_path / "a", args=["--upstream", f"http://127.0.0.1:{top.port}", "--workers", "2"], env=env).start()
     nodes.append(a)
-    wait_for("88.118 is published", lambda: published(a, "88.118"))
-    assert eventually(a, "idnode_publication_backlog", lambda v: v == 0) == 0
+    wait_published(a, "88.118")
+    assert a.metric("idnode_publication_backlog", until=lambda v: v == 0) == 0
     port = top.port
     top.stop()
     assert a.put("/api/handles/0.NA/88.118.7", record(admin_of("88.118")), auth=A_ADMIN).status == 201
-    assert eventually(a, "idnode_publication_backlog", lambda v: v == 1) == 1
-    assert a.metric("idnode_publications_total", result="failed") >= 1
+    assert a.metric("idnode_publication_backlog", until=lambda v: v == 1) == 1
+    assert a.metric("idnode_publications_total", until=lambda n: n >= 1, result="failed") >= 1
     top.start(listen=f"127.0.0.1:{port}")
-    wait_for("88.118.7 is published", lambda: published(a, "88.118.7"), timeout=30)
-    assert eventually(a, "idnode_publication_backlog", lambda v: v == 0) == 0
+    wait_published(a, "88.118.7", timeout=30)
+    assert a.metric("idnode_publication_backlog", until=lambda v: v == 0) == 0

@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.nodeproc import ADMIN, Node, Reply, record, url_value
 from tests.support.pgproc import PgServer, own_server, query
+from tests.support.poll import wait_until
 
 P = "/api/handles/88.118/"
 CACHED = [f"pgo-cached-{n}" for n in range(5)]
@@ -69,7 +70,7 @@ class Load:
             name = f"pgo-load-{n}"
             if self._one("write", "PUT", P + name, record(url_value(1, "https://l/"))).status == 201:
                 self.acknowledged.append(name)
-            time.sleep(0.02)
+            time.sleep(0.02)  # a client's pace, not a wait
 
     def _one(self, kind: str, method: str, path: str, body: object = None) -> Reply:
         phase, started = self.phase, time.monotonic()
@@ -90,11 +91,14 @@ def stored_names(server: PgServer, prefix: str) -> set[str]:
 
 def wait_until_writable(node: Node, name: str) -> float:
     started = time.monotonic()
-    while time.monotonic() - started < RECOVERY:
-        if node.put(P + name, record(url_value(1, "https://r/")), auth=ADMIN).status == 201:
-            return time.monotonic() - started
-        time.sleep(0.2)
-    raise AssertionError(f"the node could not write {RECOVERY} s after the database came back")
+    wait_until(
+        lambda: node.put(P + name, record(url_value(1, "https://r/")), auth=ADMIN).status,
+        lambda status: status == 201,
+        what="the node to write again after the database came back",
+        timeout=RECOVERY,
+        interval=0.2,
+    )
+    return time.monotonic() - started
 
 
 def test_an_outage_under_load_is_served_from_cache_refused_fast_and_recovered(pg_node: Node, server: PgServer) -> None:
@@ -104,19 +108,18 @@ def test_an_outage_under_load_is_served_from_cache_refused_fast_and_recovered(pg
     load = Load(pg_node)
     client = threading.Thread(target=load.run, daemon=True)
     client.start()
-    time.sleep(1.0)
+    wait_until(lambda: load.of("write", "up"), what="the client's first round")
 
     load.phase = "stopping"
     server.stop("immediate")
     load.phase = "down"
-    time.sleep(1.0)
-    health = pg_node.get("/healthz")
+    health = wait_until(lambda: pg_node.get("/healthz"), lambda reply: reply.status != 200, what="/healthz to fail")
     time.sleep(3.0)  # past the cache TTL: cached answers now come from stale entries
     load.phase = "starting"
     server.start()
     load.phase = "back"
     took = wait_until_writable(pg_node, "pgo-after")
-    time.sleep(1.0)
+    time.sleep(1.0)  # the load runs on the recovered node for a while, so that a relapse would show
     load.stopping.set()
     client.join(30)
 
@@ -160,9 +163,9 @@ def test_connections_killed_mid_query_fail_cleanly_and_recover(pg_node: Node, se
     kill = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'idnode'"
     for _ in range(15):
         query(server.url, kill)
-        time.sleep(0.15)
+        time.sleep(0.15)  # the pace of the kills, while the load runs
     load.phase = "calm"
-    time.sleep(1.5)
+    time.sleep(1.5)  # the load runs calm for a while, so that a lasting failure would show
     load.stopping.set()
     client.join(30)
     for s in load.seen:

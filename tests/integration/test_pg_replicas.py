@@ -14,6 +14,7 @@ import pytest
 from registry.postgres.store import PostgresStore
 from tests.support.nodeproc import ADMIN, Node, record, url_value
 from tests.support.pgproc import PgServer, own_server, query
+from tests.support.poll import wait_until
 
 P = "/api/handles/88.118/"
 DELAY = 3.0  # recovery_min_apply_delay of the replica
@@ -27,10 +28,12 @@ def servers() -> Iterator[tuple[PgServer, PgServer]]:
         replica.start()
         replica.wait_ready()
         asyncio.run(create_schema(primary.url))
-        deadline = time.monotonic() + DELAY + 10
-        while query(replica.url, "SELECT to_regclass('handles') IS NULL") == "t":
-            assert time.monotonic() < deadline, "the replica did not replay the schema"
-            time.sleep(0.2)
+        wait_until(
+            lambda: query(replica.url, "SELECT to_regclass('handles') IS NOT NULL") == "t",
+            what="the replica to replay the schema",
+            timeout=DELAY + 10,
+            interval=0.2,
+        )
         try:
             yield primary, replica
         finally:
@@ -63,10 +66,12 @@ def on_replica(replica: PgServer, name: str) -> bool:
 
 
 def wait_replayed(replica: PgServer, name: str) -> None:
-    deadline = time.monotonic() + DELAY + 10
-    while not on_replica(replica, name):
-        assert time.monotonic() < deadline, "the replica did not replay"
-        time.sleep(0.2)
+    wait_until(
+        lambda: on_replica(replica, name),
+        what=f"the replica to replay {name}",
+        timeout=DELAY + 10,
+        interval=0.2,
+    )
 
 
 def create(node: Node, name: str) -> None:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.support.nodeproc import Node
+from tests.support.poll import wait_until
 from tests.support.promql import DEPLOY, RULES, as_promql, dashboard_expressions, load_dashboard
 from tests.support.redisproc import free_port
 
@@ -120,17 +121,17 @@ class Prometheus:
 
 def until(what: str, probe: Callable[[], T | None], prom: Prometheus, timeout: float = 30.0) -> T:
     """``probe``'s first true result, polled while Prometheus runs, within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert prom.proc.poll() is None, prom.log.read_text()
-        try:
-            found = probe()
-        except OSError:  # not listening yet
-            found = None
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"no {what} within {timeout:g} s; Prometheus said:\n{prom.log.read_text()}")
+
+    def running_probe() -> T | None:
+        assert prom.proc.poll() is None, "Prometheus exited"
+        return probe()
+
+    try:
+        found = wait_until(running_probe, what=what, timeout=timeout, interval=0.2, ignoring=(OSError,))
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; Prometheus said:\n{prom.log.read_text()}") from None
+    assert found is not None
+    return found
 
 
 @pytest.fixture

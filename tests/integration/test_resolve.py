@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.nodeproc import ADMIN, Node, record, url_value
+from tests.support.nodeproc import ADMIN, Node, metric_value, record, url_value
+from tests.support.poll import wait_until
 
 # Run against both store backends (PostgreSQL: a database of this module's own).
 STORE_BACKENDS = ("sqlite", "postgresql")
@@ -142,17 +143,21 @@ def test_healthz(node: Node) -> None:
 
 
 def test_metrics_count_requests_by_route_and_code(node: Node, name: str) -> None:
-    def seen() -> tuple[float, float, float]:
+    def seen(exposition: str) -> tuple[float, float, float]:
         return (
-            node.metric("idnode_requests_total", code="100", frontend="http", op="resolve"),
-            node.metric("idnode_http_responses_total", op="resolve", status="404"),
-            node.metric("idnode_request_duration_seconds_count", frontend="http", op="resolve"),
+            metric_value(exposition, "idnode_requests_total", {"code": "100", "frontend": "http", "op": "resolve"}),
+            metric_value(exposition, "idnode_http_responses_total", {"op": "resolve", "status": "404"}),
+            metric_value(exposition, "idnode_request_duration_seconds_count", {"frontend": "http", "op": "resolve"}),
         )
 
-    before = seen()
+    before = seen(node.settled_metrics())
     for i in range(3):
         assert node.get(P + f"metrics-miss-{name}-{i}").status == 404
-    after = seen()
+    after = wait_until(
+        lambda: seen(node.get("/metrics").body.decode()),
+        lambda now: all(n - b >= 3 for n, b in zip(now, before, strict=True)),
+        what="the three misses to be counted",
+    )
     assert after[0] - before[0] == 3 and after[1] - before[1] == 3
     assert after[2] - before[2] == 3
 

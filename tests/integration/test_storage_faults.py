@@ -17,6 +17,7 @@ from protocol.records import HandleRecord, HandleValue
 from registry.sqlite.store import SqliteStore
 from tests.integration.test_startup import tmpfs
 from tests.support.nodeproc import ADMIN, Node, Reply, record, url_value
+from tests.support.poll import wait_until
 
 
 def fill(directory: Path) -> Path:
@@ -59,13 +60,13 @@ def test_healthz_fails_while_the_disk_is_full_and_nothing_acknowledged_is_lost(t
             assert "full" in refusal.json["message"]
             sick = health(node)
             assert (sick.status, sick.code) == (503, 3) and "full" in sick.json["message"]
-            time.sleep(1.1)
+            time.sleep(1.1)  # real time: the next probe write comes a second after the last
             assert health(node).status == 503  # the probe write fails too: it stays failing
             # Reads go on while writes fail.
             assert node.get(f"/api/handles/88.118/{acknowledged[0]}").status == 200
             filler.unlink()
-            time.sleep(1.1)  # probes are a second apart
-            assert health(node).status == 200  # the probe write succeeds: no client write needed
+            # The probe write succeeds (probes are a second apart): no client write needed.
+            wait_until(lambda: health(node).status, lambda status: status == 200, what="/healthz to pass again")
             assert node.put("/api/handles/88.118/full-after", record(big(1)), auth=ADMIN).status == 201
             acknowledged.append("full-after")
             logged = "".join(node.stderr_lines)
@@ -129,11 +130,11 @@ class LongReaders:
     def _run(self, i: int) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None)
         conn.execute("PRAGMA busy_timeout = 10000")
-        time.sleep(i * self.hold / self.count)
+        time.sleep(i * self.hold / self.count)  # staggered, so that the readers overlap
         while not self.stop.is_set():
             conn.execute("BEGIN")
             conn.execute("SELECT count(*) FROM handles").fetchone()
-            time.sleep(self.hold)
+            time.sleep(self.hold)  # the snapshot held: what the WAL must live with
             conn.execute("COMMIT")
             self.reads += 1
         conn.close()
@@ -153,7 +154,7 @@ async def peak_wal(tmp_path: Path, wal_max_bytes: int, seconds: float) -> tuple[
                 await asyncio.gather(*(store.create(f"88.118/wal-{written + i}", rec(written + i)) for i in range(10)))
                 written += 10
                 peak = max(peak, wal.stat().st_size if wal.exists() else 0)
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # the writers' pace, not a wait
         assert readers.reads > 10
         assert await store.count_handles("88.118") == written  # every acknowledged write is there
     finally:

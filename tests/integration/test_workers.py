@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 from tests.support.nodeproc import ADMIN, Node, child_pids, record, url_value
-
-
-def resolved_total(node: Node) -> float:
-    return node.metric("idnode_requests_total", code="1", frontend="http", op="resolve")
+from tests.support.poll import wait_until
 
 
 def test_workers_share_the_port_and_the_metrics(fresh_node: Node) -> None:
@@ -22,7 +18,8 @@ def test_workers_share_the_port_and_the_metrics(fresh_node: Node) -> None:
     assert node.put("/api/handles/88.118/w", record(url_value(1, "https://w.example/")), auth=ADMIN).status == 201
     for _ in range(40):  # new connections each time: the kernel spreads them over both workers
         assert node.get("/api/handles/88.118/w").status == 200
-    assert resolved_total(node) == 40
+    resolved = node.metric("idnode_requests_total", until=lambda n: n >= 40, code="1", frontend="http", op="resolve")
+    assert resolved == 40
     assert node.stop() == 0
     assert "idnode: stopped" in "".join(node.stderr_lines)
 
@@ -34,12 +31,12 @@ def test_a_dead_worker_is_replaced(fresh_node: Node) -> None:
     first = child_pids(node.proc.pid)
     victim = min(first)
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        now = child_pids(node.proc.pid)
-        if len(now) == 2 and victim not in now:
-            break
-        time.sleep(0.1)
+    parent = node.proc.pid
+    now = wait_until(
+        lambda: child_pids(parent),
+        lambda pids: len(pids) == 2 and victim not in pids,
+        what=f"a replacement for worker {victim}",
+    )
     assert len(now) == 2 and victim not in now
     for _ in range(20):
         assert node.get("/api/handles/0.NA/88.118").status == 200
@@ -54,7 +51,9 @@ def test_workers_go_when_the_parent_is_killed(fresh_node: Node) -> None:
     assert len(workers) == 2
     node.proc.send_signal(signal.SIGKILL)  # the parent alone
     node.proc.wait(15)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
-        time.sleep(0.1)
+    wait_until(
+        lambda: {pid for pid in workers if Path(f"/proc/{pid}").exists()},
+        lambda alive: not alive,
+        what="the workers to exit after their parent",
+    )
     assert not any(Path(f"/proc/{pid}/stat").exists() for pid in workers)

@@ -31,7 +31,7 @@ from resolver.config import Config
 class FlakyStore(SqliteStore):
     async def _check(self) -> None:
         if (self.path.parent / "SLOW").exists():
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # a slow disk: the delay is what the tests exercise
         if (self.path.parent / "FAIL").exists():
             raise StoreUnavailable("store read failed: disk I/O error (injected by the test)")
 

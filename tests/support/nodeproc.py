@@ -11,12 +11,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from protocol.basic_auth import basic_credentials
+from tests.support.poll import wait_until
 
 ADMIN_SECRET = "test-admin-secret-0123456789"
 NODE_PREFIX = "88.118"
@@ -191,11 +192,30 @@ class Node:
     def get(self, path: str, **kw: Any) -> Reply:
         return self.request("GET", path, **kw)
 
-    def metric(self, name: str, **labels: str) -> float:
-        """The sum of the series of ``name`` whose labels include ``labels``, once every
-        worker has handed its counts over (they do so every METRICS_LAG seconds)."""
-        time.sleep(METRICS_LAG)
+    def metric(self, name: str, until: Callable[[float], object] | None = None, **labels: str) -> float:
+        """The sum of the series of ``name`` whose labels include ``labels``.
+
+        With ``until``: polled on ``/metrics`` until ``until`` holds for it, to wait for a
+        count to move. Without: read once every worker has handed over what it counted so
+        far (``settled_metrics``), for a baseline or to show that a count did not move.
+        """
+        if until is not None:
+            return wait_until(
+                lambda: self.metric_now(name, **labels), until, what=f"{name}{labels or ''} to pass the check"
+            )
+        return metric_value(self.settled_metrics(), name, labels)
+
+    def metric_now(self, name: str, **labels: str) -> float:
+        """``metric`` as ``/metrics`` shows it now: a worker's last half second may be missing."""
         return metric_value(self.get("/metrics").body.decode(), name, labels)
+
+    def settled_metrics(self) -> str:
+        """``/metrics`` once every worker has handed over what it counted so far."""
+        # A real wait: the workers hand their counts over every half second and nothing on
+        # /metrics says that all of them have, so a baseline, or a count that must not have
+        # moved, is only sure once that time has passed.
+        time.sleep(METRICS_LAG)
+        return self.get("/metrics").body.decode()
 
     def put(self, path: str, body: Any = None, **kw: Any) -> Reply:
         return self.request("PUT", path, body, **kw)

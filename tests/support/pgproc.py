@@ -10,11 +10,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.poll import wait_until
 
 # The server on our machines (trust authentication); IDNODE_TEST_POSTGRES points elsewhere.
 SERVER = os.environ.get("IDNODE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -141,12 +142,7 @@ class PgServer:
         return self._run("pg_isready", "-h", "127.0.0.1", "-p", str(self.port), check=False).returncode == 0
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.ready():
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"PostgreSQL on port {self.port} did not become ready")
+        wait_until(self.ready, what=f"PostgreSQL on port {self.port} to be ready", timeout=timeout, interval=0.1)
 
     def remove(self) -> None:
         self.stop("immediate")

@@ -6,9 +6,10 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.poll import wait_until
 
 START_TIMEOUT = 10.0
 
@@ -65,11 +66,14 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [binary, *args, "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        deadline = time.monotonic() + START_TIMEOUT
-        while not ping(self.port):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.05)
+        proc = self.proc
+        wait_until(
+            lambda: ping(self.port) or proc.poll() is not None,
+            what=f"redis-server to answer PING on port {self.port}",
+            timeout=START_TIMEOUT,
+        )
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server did not start on port {self.port}")
         return self
 
     def kill(self) -> None:
@@ -105,13 +109,19 @@ def make_cluster(directory: Path, size: int = 3) -> list[RedisServer]:
         capture_output=True,
         timeout=60,
     )
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        states = [
+
+    def states() -> list[str]:
+        infos = [
             subprocess.run([cli, "-p", str(s.port), "cluster", "info"], capture_output=True, text=True).stdout
             for s in servers
         ]
-        if all("cluster_state:ok" in state for state in states):
-            return servers
-        time.sleep(0.1)
-    raise RuntimeError("the Redis Cluster did not become ready")
+        return [line for info in infos for line in info.splitlines() if line.startswith("cluster_state:")]
+
+    wait_until(
+        states,
+        lambda seen: len(seen) == size and all(s == "cluster_state:ok" for s in seen),
+        what="every server of the Redis Cluster to say cluster_state:ok",
+        timeout=START_TIMEOUT,
+        interval=0.1,
+    )
+    return servers
