@@ -43,6 +43,10 @@ log = logging.getLogger("resolver.http")
 
 FRONTEND = "http"
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack")
+# What a request body may be declared as. Nothing a browser's cross-site form can send
+# (text/plain, multipart/form-data, application/x-www-form-urlencoded) nor an undeclared body:
+# with Basic credentials cached, such a form would otherwise write (issue #21, finding 5).
+BODY_TYPES = ("application/json", *MSGPACK_TYPES)
 CONFIG = web.AppKey("config", Config)
 CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -349,6 +353,23 @@ class CompressedBody(ProtocolViolation):
     http_status = 415
 
 
+class UnsupportedBodyType(ProtocolViolation):
+    http_status = 415
+
+
+def check_body_type(request: web.Request) -> None:
+    """Refuse a body not declared as one of ``BODY_TYPES`` (parameters such as charset are fine)."""
+    declared = request.headers.get(hdrs.CONTENT_TYPE)
+    if declared is None and not request.body_exists:
+        return
+    if declared is not None and request.content_type in BODY_TYPES:
+        return
+    shown = "none" if declared is None else declared[:60]
+    raise UnsupportedBodyType(
+        f"request body must be declared Content-Type: application/json or application/msgpack (was {shown})"
+    )
+
+
 # A \\uD800-\\uDBFF escape not followed by a \\uDC00-\\uDFFF one, or the reverse. Python's
 # decoder turns them into str that no UTF-8 encoder takes: a handle in a batch carrying one
 # failed deep in the store's audit log (500). Valid pairs (emoji escaped by ensure_ascii) pass.
@@ -369,6 +390,7 @@ def body_limit(request: web.Request) -> int:
 
 async def read_body(request: web.Request) -> Any:
     """The request body as JSON (or msgpack, by Content-Type), within the route's size limit."""
+    check_body_type(request)
     encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
     if encoding not in ("identity", ""):
         raise CompressedBody(f"request bodies are not accepted compressed (Content-Encoding: {encoding[:40]})")

@@ -39,6 +39,7 @@ from resolver.http.common import (
     MAX_CURSOR_PAGE_SIZE,
     Routes,
     caller_of,
+    check_body_type,
     decode_cursor,
     dumps,
     edged,
@@ -225,6 +226,7 @@ class HttpFrontend:
         return render(request, {"responseCode": 1, "handle": handle.text}, 201 if created else 200)
 
     async def delete_handle(self, request: web.Request) -> web.Response:
+        check_body_type(request)  # a DELETE reads no body, but one a browser form could send is refused
         handle = self.service.parse(request.match_info["handle"])
         indexes, _ = indexes_param(request, various_ok=False)
         caller = await self._caller(request)

@@ -16,7 +16,16 @@ from registry.batch import BatchRunner, parse_batch
 from registry.identity.auth import Authenticator
 from registry.service import RegistrationService
 from registry.templates import template_to_json
-from resolver.http.common import MSGPACK_TYPES, Routes, caller_of, int_param, read_body, render, require_identity
+from resolver.http.common import (
+    MSGPACK_TYPES,
+    Routes,
+    caller_of,
+    check_body_type,
+    int_param,
+    read_body,
+    render,
+    require_identity,
+)
 
 MAX_AUDIT_ENTRIES = 10_000
 DEFAULT_AUDIT_ENTRIES = 100
@@ -91,6 +100,7 @@ class RegistryRoutes:
         return render(request, {"responseCode": 1, "prefix": prefix, "templates": shown}, 200)
 
     async def delete_template(self, request: web.Request) -> web.Response:
+        check_body_type(request)  # reads no body, but refuses one a browser form could send
         prefix, name = request.match_info["prefix"], request.match_info["name"]
         caller = await caller_of(request, self.authenticator)
         require_identity(caller, f"template {prefix}/{name}")
