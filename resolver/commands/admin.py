@@ -33,6 +33,7 @@ from resolver.commands.admin_client import (
     DEFAULT_NODE_URL,
     EXIT_CODES,
     IDENTITY_ENV,
+    INSECURE_HTTP_FLAG,
     NODE_URL_ENV,
     SECRET_ENV,
     AdminClient,
@@ -100,6 +101,11 @@ def _common() -> argparse.ArgumentParser:
         help=f'TOML file (mode 0600): identity = "300:0.NA/88.118", secret = "..." '
         f"(default ${IDENTITY_ENV} and ${SECRET_ENV})",
     )
+    common.add_argument(
+        INSECURE_HTTP_FLAG,
+        action="store_true",
+        help="allow a plain http:// URL to another machine (credentials then cross the network in clear)",
+    )
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
     common.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
     return common
@@ -134,7 +140,8 @@ def run(command: Command, args: argparse.Namespace) -> int:
     name = " ".join(filter(None, ("idnode", args.command, getattr(args, "action", None))))
     try:
         url = args.node or os.environ.get(NODE_URL_ENV) or DEFAULT_NODE_URL
-        client = AdminClient(url, load_credentials(args.credentials, os.environ), args.timeout)
+        credentials = load_credentials(args.credentials, os.environ)
+        client = AdminClient(url, credentials, args.timeout, insecure_http=args.insecure_http)
         shown, lines = command(client, args)
     except AdminError as exc:
         print(f"{name}: error: {exc.message}", file=sys.stderr)

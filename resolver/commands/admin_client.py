@@ -8,6 +8,7 @@ Every failure becomes an ``AdminError`` carrying the exit code the command ends 
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import os
 import socket
@@ -34,6 +35,7 @@ NODE_URL_ENV = "IDNODE_NODE_URL"
 IDENTITY_ENV = "IDNODE_CLIENT_IDENTITY"
 SECRET_ENV = "IDNODE_CLIENT_SECRET"
 DEFAULT_NODE_URL = "http://127.0.0.1:8000"
+INSECURE_HTTP_FLAG = "--insecure-http"
 MIN_SECRET_LENGTH = 16  # as for the node admin's secret (resolver.config)
 MAX_SECRET_FILE_BYTES = 4096
 _AUTH_CODES = {ResponseCode.AUTHENTICATION_NEEDED, ResponseCode.AUTHENTICATION_FAILED, ResponseCode.INVALID_CREDENTIAL}
@@ -121,6 +123,16 @@ def read_secret(source: str) -> str:
     return secret
 
 
+def is_loopback(host: str) -> bool:
+    """``localhost`` or an address of 127.0.0.0/8 or ::1: plain HTTP to it never leaves the machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def handle_path(handle: str) -> str:
     return "/api/handles/" + quote(handle, safe="/")
 
@@ -131,10 +143,17 @@ Query = Sequence[tuple[str, str]]
 class AdminClient:
     """Blocking requests to one node; each answer is the node's JSON object or an AdminError."""
 
-    def __init__(self, url: str, credentials: Credentials | None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, credentials: Credentials | None, timeout: float = 10.0, *, insecure_http: bool = False
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(f"--node: expected http://HOST:PORT or https://HOST:PORT, got {url!r}")
+        if parts.scheme == "http" and not insecure_http and not is_loopback(parts.hostname):
+            raise UsageError(
+                f"{url} is plain http:// to another machine: Basic credentials and answers would cross the "
+                f"network readable and alterable; use https://, or {INSECURE_HTTP_FLAG} to send them anyway"
+            )
         self.url = url.rstrip("/")
         self._parts = parts
         self.credentials = credentials

@@ -27,7 +27,15 @@ from protocol.errors import HandleError
 from registry.datadir import space_problem
 from registry.store import redact_url
 from resolver import config as config_mod
-from resolver.commands.admin_client import AdminClient, AdminError, AuthenticationRefused, Credentials, NodeRefused
+from resolver.commands.admin_client import (
+    INSECURE_HTTP_FLAG,
+    AdminClient,
+    AdminError,
+    AuthenticationRefused,
+    Credentials,
+    NodeRefused,
+    UsageError,
+)
 
 OK, CONFIG_BAD, STORE_BAD, REDIS_BAD, UPSTREAM_BAD = 0, 2, 4, 8, 16
 EPILOG = (
@@ -62,6 +70,11 @@ def add_parsers(commands: Any) -> None:
     c.add_argument("--role", choices=config_mod.ROLES)
     c.add_argument("--redis", help="redis://HOST:PORT[/DB] or redis+cluster://HOST:PORT,...")
     c.add_argument("--upstream", action="append", help="a top-level node's URL (repeatable)")
+    c.add_argument(
+        INSECURE_HTTP_FLAG,
+        action="store_true",
+        help="ask a plain http:// upstream on another machine (its credentials then cross the network in clear)",
+    )
     c.add_argument("--timeout", type=float, default=3.0, help="seconds each check may take (default 3)")
     c.add_argument("--json", action="store_true", help='print {"exitCode", "checks": [...]} for scripts')
     c.set_defaults(run=run)
@@ -94,7 +107,7 @@ def findings_for(args: argparse.Namespace) -> list[Finding]:
     found.append(_store(config, args.timeout))
     if config.redis is not None:
         found.append(_redis(config.redis, args.timeout))
-    found += [_upstream(config, url, args.timeout) for url in config.upstream]
+    found += [_upstream(config, url, args.timeout, args.insecure_http) for url in config.upstream]
     return found
 
 
@@ -182,10 +195,13 @@ def _cluster_node(item: str, kind: Any) -> Any:
     return kind(host.strip("[]") or "127.0.0.1", int(port or 6379))
 
 
-def _upstream(config: config_mod.Config, url: str, timeout: float) -> Finding:
+def _upstream(config: config_mod.Config, url: str, timeout: float, insecure_http: bool) -> Finding:
     """Reachable and healthy, and this node's credentials accepted (one authenticated listing)."""
     identity, secret = config.upstream_identity or "", config.upstream_secret or ""
-    client = AdminClient(url, Credentials(identity, secret), timeout)
+    try:
+        client = AdminClient(url, Credentials(identity, secret), timeout, insecure_http=insecure_http)
+    except UsageError as exc:  # nothing is sent: the URL would carry the credentials in clear
+        return Finding("upstream", False, exc.message, CONFIG_BAD)
     try:
         client.get("/healthz", auth=False)
     except AdminError as exc:

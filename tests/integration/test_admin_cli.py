@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -400,3 +401,51 @@ def test_check_upstream_refusing_credentials_and_unreachable_store(node: Node, t
     assert run.code == 4 | 16, run.out
     assert lines_of(run) == {"config": "ok", "store": "PROBLEM", "upstream": "PROBLEM"}
     assert "refuses upstream_identity" in run.out and "a-wrong-upstream-secret" not in run.out
+
+
+OFF_MACHINE = "http://192.0.2.1:8000"  # TEST-NET-1: never routed, so nothing could leave the machine anyway
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("stats",),
+        ("audit",),
+        ("prefix", "list"),
+        ("identity", "set-secret", "88.118.9"),
+        ("handle", "get", "88.118/x"),
+    ],
+)
+def test_plain_http_to_another_machine_is_refused_before_connecting(command: tuple[str, ...]) -> None:
+    env = {"IDNODE_CLIENT_IDENTITY": ADMIN_USER, "IDNODE_CLIENT_SECRET": ADMIN_SECRET}
+    started = time.monotonic()
+    refused = idnode(*command, "--node", OFF_MACHINE, "--timeout", "30", env=env)
+    assert refused.code == 2, (refused.code, refused.err)
+    assert "plain http://" in refused.err and "--insecure-http" in refused.err and "https://" in refused.err
+    assert "cannot reach" not in refused.err
+    assert time.monotonic() - started < 20  # a connection attempt would wait out the 30 s timeout
+    as_json = idnode(*command, "--json", env={**env, "IDNODE_NODE_URL": OFF_MACHINE + "/"})
+    assert as_json.code == 2 and as_json.json["exitCode"] == 2
+
+
+def test_insecure_http_flag_and_loopback_names_are_allowed(node: Node) -> None:
+    env = {"IDNODE_CLIENT_IDENTITY": ADMIN_USER, "IDNODE_CLIENT_SECRET": ADMIN_SECRET}
+    for host in ("127.0.0.1", "localhost", "127.1.2.3"):
+        url = f"http://{host}:{node.port}"
+        ran = idnode("stats", "--node", url, env=env)
+        assert ran.code in (0, 3), (host, ran.err)  # 127.1.2.3 has no listener: unreachable, not refused
+        assert "--insecure-http" not in ran.err
+    down = idnode("stats", "--node", f"http://[::1]:{free_port()}", env=env)
+    assert down.code == 3 and "--insecure-http" not in down.err
+    # The flag lets the URL through: the command then tries to connect (to a closed port here).
+    allowed = idnode("stats", "--insecure-http", "--node", "http://0.0.0.0:1", "--timeout", "2", env=env)
+    assert allowed.code == 3 and "cannot reach the node" in allowed.err
+
+
+def test_check_refuses_a_plain_http_upstream_on_another_machine(tmp_path: Path) -> None:
+    conf = config_file(tmp_path / "node.toml", data_dir=str(tmp_path / "d"), upstream=[OFF_MACHINE])
+    started = time.monotonic()
+    run = check(conf, "--timeout", "30", env={"IDNODE_UPSTREAM_SECRET": ADMIN_SECRET})
+    assert run.code == 2, run.out
+    assert lines_of(run)["upstream"] == "PROBLEM" and "--insecure-http" in run.out
+    assert time.monotonic() - started < 20
