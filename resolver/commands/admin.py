@@ -41,7 +41,9 @@ from resolver.commands.admin_client import (
     NodeRefused,
     UsageError,
     handle_path,
+    json_text,
     load_credentials,
+    printable,
     read_secret,
 )
 
@@ -144,14 +146,14 @@ def run(command: Command, args: argparse.Namespace) -> int:
         client = AdminClient(url, credentials, args.timeout, insecure_http=args.insecure_http)
         shown, lines = command(client, args)
     except AdminError as exc:
-        print(f"{name}: error: {exc.message}", file=sys.stderr)
+        print(f"{name}: error: {printable(exc.message)}", file=sys.stderr)
         if args.json:
             print(json.dumps({"exitCode": exc.exit_code, "message": exc.message, "node": exc.body}))
         return exc.exit_code
     if args.json:
-        print(json.dumps(shown, indent=2, ensure_ascii=False))
+        print(json_text(shown, indent=2))
     else:
-        print("\n".join(lines))
+        print("\n".join(printable(line) for line in lines))
     return 0
 
 

@@ -11,6 +11,7 @@ import http.client
 import ipaddress
 import json
 import os
+import re
 import socket
 import ssl
 import stat
@@ -121,6 +122,24 @@ def read_secret(source: str) -> str:
     if len(secret) < MIN_SECRET_LENGTH:
         raise UsageError(f"--secret-file {source}: the secret must be at least {MIN_SECRET_LENGTH} characters")
     return secret
+
+
+# C0 controls, DEL and C1 controls (0x9b is a CSI on some terminals): in a record's data or a
+# node's message they would move the cursor, recolour or retitle the admin's terminal.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+_C1_AND_DEL = re.compile("[\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character shown as an escape (``\\x1b``, ``\\u009b``)."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m[0]):02x}" if m[0] < "\x80" else f"\\u{ord(m[0]):04x}", text)
+
+
+def json_text(obj: Any, **options: Any) -> str:
+    """``obj`` as JSON for a terminal: non-ASCII text as is, but DEL and C1 escaped as well
+    (json.dumps escapes only C0 when ``ensure_ascii`` is off); they occur only inside strings."""
+    text = json.dumps(obj, ensure_ascii=False, **options)
+    return _C1_AND_DEL.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
 
 
 def is_loopback(host: str) -> bool:

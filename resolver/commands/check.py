@@ -35,6 +35,7 @@ from resolver.commands.admin_client import (
     Credentials,
     NodeRefused,
     UsageError,
+    printable,
 )
 
 OK, CONFIG_BAD, STORE_BAD, REDIS_BAD, UPSTREAM_BAD = 0, 2, 4, 8, 16
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"exitCode": code, "checks": [asdict(f) for f in findings]}, indent=2))
     else:
         for f in findings:
-            print(f"{'ok' if f.ok else 'PROBLEM':7} {f.check}: {f.detail}")
+            print(f"{'ok' if f.ok else 'PROBLEM':7} {f.check}: {printable(f.detail)}")
     return code
 
 

@@ -7,12 +7,14 @@ command line or in any output: the only secrets printed are those a command gene
 
 from __future__ import annotations
 
+import http.server
 import itertools
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -449,3 +451,64 @@ def test_check_refuses_a_plain_http_upstream_on_another_machine(tmp_path: Path) 
     assert run.code == 2, run.out
     assert lines_of(run)["upstream"] == "PROBLEM" and "--insecure-http" in run.out
     assert time.monotonic() - started < 20
+
+
+RAW_CONTROLS = ("\x1b", "\x9b", "\x07", "\x7f")
+
+
+def test_record_data_prints_no_terminal_escapes(node: Node, enterprise: tuple[str, Path]) -> None:
+    prefix, _ = enterprise
+    handle = f"{prefix}/esc"
+    hostile = "\x1b[31mred\x9b2J\x07\x7f"
+    body = record({"index": 2, "type": "EMAIL", "data": hostile})
+    assert node.put(f"/api/handles/{handle}", body, auth=ADMIN).status == 201
+    env = {"IDNODE_NODE_URL": f"http://127.0.0.1:{node.port}"}
+    shown = idnode("handle", "get", handle, env=env)
+    assert shown.code == 0 and not any(c in shown.out for c in RAW_CONTROLS), repr(shown.out)
+    assert "\\x1b[31mred\\u009b2J\\x07\\x7f" in shown.out
+    as_json = idnode("handle", "get", handle, "--json", env=env)
+    assert not any(c in as_json.out for c in RAW_CONTROLS), repr(as_json.out)
+    assert as_json.json["values"][0]["data"]["value"] == hostile
+
+
+class HostileNode(http.server.BaseHTTPRequestHandler):
+    """A node (or a proxy in front of one) whose answers carry terminal escapes."""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/api/audit"):
+            entry = {"time": "2026-12-01T00:00:00Z", "identity": "300:0.NA/88\x1b[2J", "address": "\x9b1;1H",
+                     "operation": "create\x1b]0;owned\x07", "handle": "88/\x1b[31mx", "responseCode": 1}  # fmt: skip
+            self._send(200, {"responseCode": 1, "entries": [entry]})
+        else:
+            self._send(404, {"responseCode": 100, "message": "handle \x1b]0;owned\x07x\x9b2J not found"})
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_nodes_refusals_and_audit_print_no_terminal_escapes() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HostileNode)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {"IDNODE_NODE_URL": f"http://127.0.0.1:{server.server_address[1]}",
+               "IDNODE_CLIENT_IDENTITY": ADMIN_USER, "IDNODE_CLIENT_SECRET": ADMIN_SECRET}  # fmt: skip
+        refused = idnode("handle", "get", "88/x", env=env)
+        assert refused.code == 1 and not any(c in refused.out + refused.err for c in RAW_CONTROLS), repr(refused.err)
+        assert "\\x1b]0;owned\\x07x\\u009b2J not found" in refused.err
+        audit = idnode("audit", env=env)
+        assert audit.code == 0 and not any(c in audit.out for c in RAW_CONTROLS), repr(audit.out)
+        assert "\\x1b[31m" in audit.out
+        as_json = idnode("audit", "--json", env=env)
+        assert not any(c in as_json.out for c in RAW_CONTROLS), repr(as_json.out)
+        assert as_json.json["entries"][0]["address"] == "\x9b1;1H"
+    finally:
+        server.shutdown()
+        server.server_close()
