@@ -94,7 +94,8 @@ HANDLE_DROPPED = Counter(
     "Handle protocol traffic the node dropped or cut off, by transport and reason (rate_limited: a UDP "
     "source over its rate; oversize; fragments: parts of a UDP message that never completed; timeout: a TCP "
     "message that did not arrive in time; idle; limit: connections over the cap; overload: UDP requests over "
-    "the in-flight cap; too_large: a UDP answer refused for its size, the client told to use TCP).",
+    "the in-flight cap; too_large: a UDP answer refused for its size, the client told to use TCP; "
+    "session_limit: a session setup over its source's or the node's bound).",
     ["transport", "reason"],
 )
 

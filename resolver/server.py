@@ -246,7 +246,7 @@ async def serve(
         app = HttpFrontend(config, engine, service, authenticator, mounted=mounted, publications=publications).app()
         served: list[Served] = [HttpListener(app, config, listeners.http)]
         server_key = load_key(config.data_dir)
-        admin = HandleAdmin(service, authenticator, shared.handle)
+        admin = HandleAdmin(service, authenticator, shared.handle, exempt=config.handle_udp_exempt)
         handle = HandleFrontend(engine, case_sensitive=config.case_sensitive, admin=admin.respond, key=server_key)
         if listeners.handle_tcp is not None:
             limits = HandleLimits.of(config)

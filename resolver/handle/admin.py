@@ -21,6 +21,8 @@ round trip per request, and no state that a session key could misuse.
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 import time
 from dataclasses import replace
@@ -60,6 +62,7 @@ from protocol.wire.session import (
     MacScope,
     agree,
     decode_dh_public,
+    known_group,
     mac_credential,
     setup_response_data,
 )
@@ -68,6 +71,7 @@ from registry.identity.auth import Authenticator, Identity
 from registry.identity.caller import Caller
 from registry.service import RegistrationService
 from resolver import metrics
+from resolver.config import DEFAULTS
 from resolver.handle.ops import ADMIN_OPS, AdminOps
 from resolver.handle.shared import Challenge, HandleShared, Session
 
@@ -75,6 +79,13 @@ log = logging.getLogger("resolver.handle_admin")
 
 RESPONSE_LIFETIME = 12 * 3600  # the expiration CNRI's server puts on its responses
 SIGNED_BY_THE_SERVER = (OpCode.SESSION_SETUP, OpCode.SESSION_EXCHANGE_KEY)
+SETUPS_IN_FLIGHT = 2  # key agreements a worker runs at once, off its event loop
+
+
+class TooManySetups(HandleError):
+    """A session setup over the source's or the node's bound: the client may retry shortly."""
+
+    code = ResponseCode.SERVER_TOO_BUSY
 
 
 class HandleAdmin:
@@ -87,17 +98,20 @@ class HandleAdmin:
         shared: HandleShared,
         *,
         site_info_serial: int = NO_SITE_SERIAL,
+        exempt: tuple[str, ...] = DEFAULTS.handle_udp_exempt,
     ) -> None:
         self.service = service
         self.authenticator = authenticator
         self.shared = shared
+        self.exempt = tuple(ipaddress.ip_network(n, strict=False) for n in exempt)
+        self.setups_in_flight = 0
         self.ops = AdminOps(service)
         self.site_info_serial = site_info_serial
 
     async def respond(self, request: Message, raw: bytes, peer: str, transport: str) -> Message:
         """The response to ``request`` (decoded from ``raw``, the whole message) from ``peer``."""
         try:
-            response = await self._respond(request, raw, peer)
+            response = await self._respond(request, raw, peer, transport)
         except HandleError as exc:
             response = self.error(request, exc)
         except Exception:
@@ -114,7 +128,7 @@ class HandleAdmin:
         session = self.shared.session(session_id)
         return None if session is None else session.key
 
-    async def _respond(self, request: Message, raw: bytes, peer: str) -> Message:
+    async def _respond(self, request: Message, raw: bytes, peer: str, transport: str) -> Message:
         if not request.is_request:
             raise ProtocolViolation("a response was sent where a request was expected")
         op = request.op_code
@@ -125,7 +139,7 @@ class HandleAdmin:
         if op == OpCode.VERIFY_RESPONSE:
             return await self.verify(request, peer)
         if op == OpCode.SESSION_SETUP:
-            return self.setup_session(request)
+            return await self.setup_session(request, peer, transport)
         if op == OpCode.SESSION_TERMINATE:
             self.shared.end_session(request.envelope.session_id)
             return self.reply(request, GenericResponse())
@@ -255,7 +269,12 @@ class HandleAdmin:
 
     # Sessions ----------------------------------------------------------------------------
 
-    def setup_session(self, request: Message) -> Message:
+    async def setup_session(self, request: Message, peer: str, transport: str) -> Message:
+        """Agree a key by Diffie-Hellman in a known group, bounded: the client is anonymous yet.
+
+        The group and the client's value are checked first (a lookup and a comparison); the
+        exponentiations run in a thread, at most ``SETUPS_IN_FLIGHT`` at once per worker, and
+        setups are counted per source address and for the whole node (``SETUPS_PER_*``)."""
         body = request.body
         assert isinstance(body, SessionSetupRequest)
         if body.key_exchange_mode != KEY_EXCHANGE_DH:
@@ -264,12 +283,38 @@ class HandleAdmin:
                 "this node agrees keys by Diffie-Hellman (4)"
             )
         try:
-            server, key = agree(decode_dh_public(body.public_key))
+            client = decode_dh_public(body.public_key)
+            known_group(client)
         except HandleError as exc:
             raise SessionFailed(exc.message) from None
+        self._admit_setup(peer, transport)
+        self.setups_in_flight += 1
+        try:
+            server, key = await asyncio.to_thread(agree, client)
+        finally:
+            self.setups_in_flight -= 1
         session_id = self.shared.new_session_id()
         session = Session(body.identity_handle, body.identity_index, ENCRYPT_ALG_DES, key, self.shared.now())
         self.shared.put_session(session_id, session, body.timeout)
         data = setup_response_data(server, request.envelope.suggest)
         response = self.reply(request, SessionSetupResponse(KEY_EXCHANGE_DH, data))
         return replace(response, envelope=replace(response.envelope, session_id=session_id))
+
+    def _admit_setup(self, peer: str, transport: str) -> None:
+        """Count a setup against its source's and the node's bounds, or refuse it (SERVER_TOO_BUSY)."""
+        keys = [] if self._exempt(peer) else [peer]
+        wait = 1 if self.setups_in_flight >= SETUPS_IN_FLIGHT else None
+        wait = wait or self.shared.setups_per_source.retry_after(keys)
+        wait = wait or self.shared.setups_per_node.retry_after(["node"])
+        if wait is not None:
+            metrics.handle_dropped(transport, "session_limit")
+            raise TooManySetups(f"too many session setups at once or from this address; retry in {wait} s")
+        self.shared.setups_per_source.record(keys)
+        self.shared.setups_per_node.record(["node"])
+
+    def _exempt(self, peer: str) -> bool:
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in self.exempt)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from protocol.wire.base import Reader, WireError, pack_blob
+from registry.identity.ratelimit import FailureLimiter
 
 PROBE = 8  # slots looked at per id
 _MAC_BYTES = 16
@@ -177,6 +178,8 @@ class Session:
 
 CHALLENGE_TTL = 60.0  # seconds; CNRI purges unanswered challenges after 30 to 60
 MAX_SESSION_TTL = 86400.0  # what CNRI's clients ask for; a longer request is cut to this
+SETUPS_PER_SOURCE = (4, 2.0)  # session setups one address may ask for in so many seconds (a batch tool asks once)
+SETUPS_PER_NODE = (50, 1.0)  # and the whole node: at most ~0.25 s of CPU a second in 4096-bit groups
 
 
 class HandleShared:
@@ -198,6 +201,9 @@ class HandleShared:
         self.small = SlotTable(*small, clock=clock)
         self.large = SlotTable(*large, clock=clock)
         self.sessions = SlotTable(*sessions, clock=clock)
+        # Session setups cost CPU before anyone is authenticated: counted node-wide, not per worker.
+        self.setups_per_source = FailureLimiter(*SETUPS_PER_SOURCE, clock=clock)
+        self.setups_per_node = FailureLimiter(*SETUPS_PER_NODE, clock=clock)
 
     @property
     def max_request(self) -> int:
