@@ -121,7 +121,26 @@ def audit_rows(entries: Sequence[tuple[AuditEntry, Outcome]]) -> list[AuditRow]:
 
 def _audit_row(fields: tuple[float, str, str, str, str, int, str], handles: list[str]) -> AuditRow:
     """One row for entries alike but for the handle: the first in ``handle``, the rest packed in ``more``."""
-    return (*fields, handles[0], msgpack.packb(handles[1:]) if len(handles) > 1 else None)
+    when, prefix, identity, address, operation, result, message = fields
+    more = msgpack.packb(handles[1:]) if len(handles) > 1 else None  # bytea: NUL is fine there
+    text = storable
+    return (
+        when,
+        text(prefix),
+        text(identity),
+        text(address),
+        text(operation),
+        result,
+        text(message),
+        text(handles[0]),
+        more,
+    )
+
+
+def storable(text: str) -> str:
+    """Audit text as a text column can hold it: a refusal records what the caller sent, which may
+    carry NUL (PostgreSQL's text cannot), so NUL is written as the four characters ``\\x00``."""
+    return text.replace("\x00", "\\x00") if "\x00" in text else text
 
 
 def expand_audit(fields: Sequence[object], more: bytes | None) -> list[AuditEntry]:

@@ -40,7 +40,15 @@ from registry.identity import secrets
 from registry.identity.auth import Identity
 from registry.identity.caller import NODE_ADMIN_INDEX, Caller
 from registry.store import AuditEntry, PrefixStats, Store, StoredTemplate
-from registry.templates import Template, TemplateChecker, check_name, decode_template, encode_template, parse_template
+from registry.templates import (
+    Template,
+    TemplateChecker,
+    check_name,
+    check_version_query,
+    decode_template,
+    encode_template,
+    parse_template,
+)
 from registry.writes import Moved, Plan, Planner, guard
 
 MINT_ATTEMPTS = 3
@@ -315,6 +323,8 @@ class RegistrationService:
         shown = f"template {prefix}/{name}"
         try:
             await self._require_prefix_admin(caller, prefix, "modify_value", f"delete {shown}")
+            check_name(name)
+            check_version_query(version)
             if await self.store.get_template(prefix, name, version) is None:
                 raise HandleNotFound(f"{shown}{'' if version is None else '@' + version} is not defined")
         except HandleError as exc:
@@ -326,7 +336,7 @@ class RegistrationService:
     async def get_template(self, prefix_text: str, name: str, version: str | None) -> Template:
         prefix = parse_prefix(prefix_text)
         self.prefix_zones(prefix)
-        stored = await self.store.get_template(prefix, check_name(name), version)
+        stored = await self.store.get_template(prefix, check_name(name), check_version_query(version))
         if stored is None:
             raise HandleNotFound(f"template {prefix}/{name}{'' if version is None else '@' + version} is not defined")
         return decode_template(stored)

@@ -74,6 +74,11 @@ def check_name(name: str, what: str = "template name") -> str:
     return name
 
 
+def check_version_query(version: str | None) -> str | None:
+    """A version a request asks for (``?version=``): None for any, else a valid version."""
+    return None if version is None else check_version(version)
+
+
 def check_version(version: Any) -> str:
     """A template version: SNMS allows 1 to 128 characters of any text but control characters."""
     if (
@@ -113,8 +118,8 @@ def _field(obj: Any, n: int) -> Field:
     if not isinstance(index, int) or isinstance(index, bool) or not FIRST_FIELD_INDEX <= index <= MAX_INDEX:
         raise InvalidValue(f"{where}.index must be an integer from {FIRST_FIELD_INDEX} to {MAX_INDEX}")
     vtype = obj.get("type")
-    if not isinstance(vtype, str) or not 0 < len(vtype) <= MAX_TYPE_CHARS:
-        raise InvalidValue(f"{where}.type must be a string of 1 to {MAX_TYPE_CHARS} characters")
+    if not isinstance(vtype, str) or not 0 < len(vtype) <= MAX_TYPE_CHARS or not vtype.isprintable():
+        raise InvalidValue(f"{where}.type must be 1 to {MAX_TYPE_CHARS} printable characters")
     data_type = obj.get("dataType", "string")
     if data_type not in DATA_TYPES:
         raise InvalidValue(f"{where}.dataType must be one of {', '.join(DATA_TYPES)}")
@@ -266,6 +271,10 @@ def template_reference(record: HandleRecord) -> tuple[str, str | None] | None:
         text = value.data.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise InvalidValue(f"the {value.type} value at index {TEMPLATE_INDEX} is not text") from None
+    if not text.isprintable():  # a template's name and version are text columns: no NUL, no control
+        raise InvalidValue(
+            f"the {value.type} value at index {TEMPLATE_INDEX} holds control characters", handle=record.handle
+        )
     if kind == SNMS_TEMPLATE_TYPE:
         return SNMS_NAME, text
     name, _, version = text.partition("@")

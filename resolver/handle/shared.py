@@ -17,18 +17,26 @@ Workers write without a lock. A slot starts with a keyed MAC over the rest of th
 another worker is writing, or two writes that interleaved, sees a MAC that does not match
 and takes the slot for empty. The cost of such a race is one lost entry (the client is
 told its challenge or session expired and starts again), never a wrong one.
+
+Taking an entry (``pop``) is the exception: read-then-clear let two workers that received
+copies of one challenge answer both take it and run the challenged request twice. ``pop``
+holds a POSIX record lock on the slot's byte of a file made before the fork: record locks
+exclude other processes and the kernel drops them if a worker dies holding one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import mmap
 import os
 import secrets
 import struct
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -58,6 +66,16 @@ class SlotTable:
         self._map = mmap.mmap(-1, slots * slot_bytes)  # MAP_SHARED | MAP_ANONYMOUS: inherited by fork()
         self._key = os.urandom(32)
         self._clock = clock
+        self._locks = tempfile.TemporaryFile()  # noqa: SIM115 (lives as the table does) one byte per slot: see ``pop``
+
+    @contextlib.contextmanager
+    def _taking(self, slot: int) -> Iterator[None]:
+        """Hold ``slot`` against every other worker taking from it (a few microseconds)."""
+        fcntl.lockf(self._locks, fcntl.LOCK_EX, 1, slot)
+        try:
+            yield
+        finally:
+            fcntl.lockf(self._locks, fcntl.LOCK_UN, 1, slot)
 
     def _mac(self, entry: bytes | memoryview) -> bytes:
         return hashlib.blake2b(entry, key=self._key, digest_size=_MAC_BYTES).digest()
@@ -106,11 +124,12 @@ class SlotTable:
         """Take the entry away: the next ``get`` of any worker finds nothing."""
         for n in self._probe(entry_id):
             slot = n & self._mask
-            found = self._read(slot)
-            if found is not None and found[0] == entry_id:
-                base = slot * self.slot_bytes
-                self._map[base : base + _HEAD_BYTES] = bytes(_HEAD_BYTES)
-                return found[2]
+            with self._taking(slot):  # read and clear as one step: one taker only
+                found = self._read(slot)
+                if found is not None and found[0] == entry_id:
+                    base = slot * self.slot_bytes
+                    self._map[base : base + _HEAD_BYTES] = bytes(_HEAD_BYTES)
+                    return found[2]
         return None
 
     def in_use(self, entry_id: int) -> bool:
