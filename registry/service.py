@@ -133,14 +133,14 @@ class RegistrationService:
         return Planner(self.store, self.authority(), caller, self.node_prefix, self.template_checker())
 
     async def visible_values(self, caller: Caller, handle: Handle, record: HandleRecord) -> list[HandleValue]:
-        """The values of ``record`` the caller may read."""
+        """The values of ``record`` the caller may read, secrets withheld (``secrets.withhold``)."""
         public = [v for v in record.values if v.public_read]
         if caller.identity is None or len(public) == len(record.values):
-            return public
+            return secrets.withhold(public)
         zones = enclosing_zones(handle, self.node_prefix)
         if not await self.authority().holds(caller, "read_value", zones, record):
-            return public
-        return [v for v in record.values if v.public_read or v.admin_read]
+            return secrets.withhold(public)
+        return secrets.withhold(v for v in record.values if v.public_read or v.admin_read)
 
     # Audit ------------------------------------------------------------------------------
 

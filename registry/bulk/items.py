@@ -236,8 +236,9 @@ def raw_items(stream: IO[bytes], fmt: str) -> Iterator[bytes]:
 
 
 def item_of(record: HandleRecord) -> dict[str, Any]:
-    """The exported form of a record: handle and every value, as a resolution answer shows them."""
-    return {"handle": record.handle, "values": [value_to_json(v) for v in record.values]}
+    """The exported form of a record: handle and every value, as a resolution answer shows them
+    (secrets withheld: an export is no credential; ``idnode backup`` keeps them)."""
+    return {"handle": record.handle, "values": [value_to_json(v) for v in secrets.withhold(record.values)]}
 
 
 def encode_items(records: Iterable[HandleRecord], fmt: str) -> bytes:

@@ -19,6 +19,12 @@ sent back once could). Values still in the old ``scrypt$<log2 n>$<r>$<p>$<salt>$
 form verify over HTTP, at this node's scrypt parameters only, and are rewritten to the new
 form on their next successful login (``registry.identity.auth``); they cannot authenticate over the
 Handle protocol until then, or until the owner sets the secret again.
+
+Because the stored value is the MAC key, it is never shown: ``withhold`` is the one read view
+of values for every reader and every path (REST, SNMS, the Handle protocol, export). It keeps
+an HS_SECKEY's index, type, ttl, timestamp and permissions and empties its data, which JSON
+shows as ``{"format": "hash", "value": ""}``. That form is refused on a write (``check_hash``),
+so sending a read back can never replace a stored secret with nothing.
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ import os
 import re
 import secrets
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from protocol.errors import InvalidValue
+from protocol.records import HS_SECKEY, HandleValue
 from protocol.wire.auth import hashed_secret_key
 
 _SCHEME = "scrypt"  # the old form, still verified until rewritten
@@ -98,12 +106,23 @@ def _parse_scrypt(stored: bytes) -> tuple[bytes, bytes]:
         raise InvalidValue("not an scrypt hash with this node's parameters") from None
 
 
+def withhold(values: Iterable[HandleValue]) -> list[HandleValue]:
+    """``values`` as any reader is shown them: each HS_SECKEY's data withheld, the rest as stored."""
+    return [v._replace(data=b"") if v.type.upper() == HS_SECKEY else v for v in values]
+
+
 def check_hash(stored: bytes) -> bytes:
     """Validate a hash a client sends (format "hash"); return it unchanged.
 
     Only the current form is taken: an scrypt hash would carry its own cost, and could
     never serve the Handle protocol.
     """
+    if not stored:
+        raise InvalidValue(
+            "HS_SECKEY data is withheld from every read, so it cannot be sent back: to keep a stored "
+            "secret, leave its index out (PUT with index= of the other values); to set one, send the "
+            f"secret or {_FORM}"
+        )
     if not is_current(stored):
         raise InvalidValue(f"a secret in format hash must be {_FORM}, as this node makes them")
     return stored

@@ -22,6 +22,7 @@ from typing import Any
 
 from protocol.errors import ProtocolViolation
 from protocol.records import PUBLIC_READ, HandleRecord, HandleValue, decode_record, encode_record
+from registry.identity.secrets import withhold
 
 # Bytes an entry costs beyond its record's data and its memoised encodings: the Entry
 # object and its numbers, the record and value objects, the dict slot and str headers
@@ -76,7 +77,8 @@ class Entry:
                 size += len(v.data) + len(v.type) + VALUE_OVERHEAD
                 if v.permissions & PUBLIC_READ:
                     public.append(v)
-        self.public: tuple[HandleValue, ...] = tuple(public)
+        # A secret is never public (the write path clears it), and is withheld even if a store says otherwise.
+        self.public: tuple[HandleValue, ...] = tuple(withhold(public))
         self.ttl = ttl  # seconds this answer was cached for
         self.expires = expires  # time.monotonic() after which it is not served fresh
         self.refresh_at = expires - ttl * 0.1  # a hit after this refreshes it in the background

@@ -221,16 +221,19 @@ def test_secret_keys_are_stored_hashed_and_never_shown(node: Node, name: str) ->
     admin = node.get(P + name, auth=ADMIN)
     assert b"enterprise-secret-42" not in admin.body
     shown = {v["index"]: v for v in admin.json["values"]}[300]
-    assert shown["data"] == {"format": "hash", "value": hashlib.sha1(b"enterprise-secret-42").hexdigest()}
+    assert shown["data"] == {"format": "hash", "value": ""}  # the MAC key: withheld from every reader
+    assert hashlib.sha1(b"enterprise-secret-42").hexdigest().encode() not in admin.body
     assert shown["permissions"] == "1100"
     assert ADMIN_SECRET.encode() not in node.get("/api/handles/0.NA/88.118", auth=ADMIN).body
 
 
-def test_hashed_secret_survives_a_get_put_round_trip(node: Node, name: str) -> None:
+def test_a_withheld_secret_sent_back_is_refused_and_a_hash_still_sets_one(node: Node, name: str) -> None:
     seckey = {"index": 300, "type": "HS_SECKEY", "data": "round-trip-secret"}
     node.put(P + name, record(seckey), auth=ADMIN)
     shown = node.get(P + name, auth=ADMIN).json["values"]
-    assert node.put(P + name, {"values": shown}, auth=ADMIN).status == 200
+    assert node.put(P + name, {"values": shown}, auth=ADMIN).status == 400
+    hashed = {"format": "hash", "value": hashlib.sha1(b"round-trip-secret").hexdigest()}
+    assert node.put(P + name, record({"index": 300, "type": "HS_SECKEY", "data": hashed}), auth=ADMIN).status == 200
     # The identity still authenticates with the original secret.
     probe = node.get(P + name, auth=(f"300:88.118.9/{name}", "round-trip-secret"))
     assert probe.status == 200
