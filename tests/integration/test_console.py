@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Error, Page, Request, expect, sync_playwright
 
 from resolver.http.console_routes import CONTENT_TYPES
-from tests.support.nodeproc import ADMIN, NODE_PREFIX, Node
+from tests.support.nodeproc import ADMIN, NODE_PREFIX, Node, url_value
 
 CHROMIUM = os.environ.get("IDNODE_TEST_CHROMIUM", "/usr/bin/chromium")
 NO_BROWSER = pytest.mark.skipif(
@@ -50,6 +50,18 @@ def motor(name: str, made: str = "2026-11-27") -> list[dict[str, Any]]:
     ]
 
 
+def give_prefix(node: Node, prefix: str, secret: str = "") -> tuple[str, str]:
+    """``prefix`` on the node, administered by the enterprise identity ``300:0.NA/{prefix}``."""
+    secret = secret or f"console-{prefix}-secret"
+    admin = {"handle": f"0.NA/{prefix}", "index": 300, "permissions": "111111111111"}
+    record = [
+        {"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": admin}},
+        {"index": 300, "type": "HS_SECKEY", "data": secret},
+    ]
+    assert node.put(f"/api/handles/0.NA/{prefix}", {"values": record}, auth=ADMIN).status in (200, 201)
+    return f"300:0.NA/{prefix}", secret
+
+
 def data_at(node: Node, handle: str, index: int) -> str | None:
     """The text of ``handle``'s value at ``index`` as the REST API gives it to the enterprise."""
     for value in node.get("/api/handles/" + handle, auth=ENTERPRISE).json["values"]:
@@ -62,12 +74,7 @@ def data_at(node: Node, handle: str, index: int) -> str | None:
 @pytest.fixture(scope="module")
 def enterprise(node: Node) -> Node:
     """The node with an enterprise prefix, its admin, a template and one record made by REST."""
-    admin = {"handle": f"0.NA/{PREFIX}", "index": 300, "permissions": "111111111111"}
-    prefix_record = [
-        {"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": admin}},
-        {"index": 300, "type": "HS_SECKEY", "data": ENTERPRISE[1]},
-    ]
-    assert node.put(f"/api/handles/0.NA/{PREFIX}", {"values": prefix_record}, auth=ADMIN).status == 201
+    assert give_prefix(node, PREFIX, ENTERPRISE[1]) == ENTERPRISE
     assert node.put(f"/api/templates/{PREFIX}/motor", TEMPLATE, auth=ENTERPRISE).status == 201
     assert node.put("/api/handles/" + SEED, {"values": motor("Seed motor")}, auth=ENTERPRISE).status == 201
     return node
@@ -362,3 +369,67 @@ def test_resolve_any_identifier_signed_in_or_not(console: Console) -> None:
     page.fill("#resolve-handle", f"0.NA/{PREFIX}")
     page.click("#resolve-submit")
     expect(page.locator('#resolve-result tr[data-index="100"]')).to_contain_text("HS_ADMIN")
+
+
+# Dot segments: a handle's "." and ".." are part of its name, never a path step ---------------
+
+DOTTED = "88.118.8/../88.118.9/Q1"  # handle.net allows any suffix; the browser would read "88.118.9/Q1"
+VICTIM = "88.118.9/Q1"
+
+
+def url_of(node: Node, path: str) -> str | None:
+    """The URL at index 1 of the record at ``path`` (sent as it is), or None when there is none."""
+    reply = node.get(path)
+    if reply.status == 404:
+        return None
+    return str(next(v["data"]["value"] for v in reply.json["values"] if v["index"] == 1))
+
+
+def test_the_rest_api_takes_encoded_dot_segments_literally(enterprise: Node) -> None:
+    """``%2E%2E`` (what curl or a client library may send) and ``%2F..%2F`` (what the console
+    sends) both name the record whose suffix holds ``..``; neither reaches ``88.118.9/Q2``."""
+    node, owner, other = enterprise, give_prefix(enterprise, "88.118.8"), give_prefix(enterprise, "88.118.9")
+    victim, dotted = "88.118.9/Q2", "88.118.8/../88.118.9/Q2"
+    assert node.put("/api/handles/" + victim, {"values": [url_value(1, "https://victim")]}, auth=other).status == 201
+    made = node.put("/api/handles/" + dotted, {"values": [url_value(1, "https://dotted")]}, auth=owner)
+    assert made.status == 201
+    assert url_of(node, "/api/handles/88.118.8%2F..%2F88.118.9/Q2") == "https://dotted"
+    assert node.get("/api/handles/88.118.8/%2e%2E/88.118.9/Q2").json["handle"] == dotted
+    assert node.delete("/api/handles/88.118.8/%2E%2E/88.118.9/Q2", auth=ADMIN).status == 200
+    assert url_of(node, "/api/handles/" + dotted) is None
+    assert url_of(node, "/api/handles/" + victim) == "https://victim"
+    odd = "88.118.8/./a%b?c#d"
+    escaped = "/api/handles/88.118.8/%2E/a%25b%3Fc%23d"
+    assert node.put(escaped, {"values": [url_value(1, "https://odd")]}, auth=owner).status == 201
+    assert node.get("/api/handles/88.118.8%2F.%2Fa%25b%3Fc%23d").json["handle"] == odd
+
+
+@NO_BROWSER
+def test_the_console_views_edits_and_deletes_a_dotted_handle_not_the_one_it_spells(console: Console) -> None:
+    node, owner, other = console.node, give_prefix(console.node, "88.118.8"), give_prefix(console.node, "88.118.9")
+    assert node.put("/api/templates/88.118.8/motor", TEMPLATE, auth=owner).status in (200, 201)
+    assert node.put("/api/handles/" + VICTIM, {"values": [url_value(1, "https://victim")]}, auth=other).status == 201
+    assert node.put("/api/handles/" + DOTTED, {"values": motor("Dotted motor")}, auth=owner).status == 201
+    assert ADMIN is not None
+    console.sign_in(ADMIN[1], ADMIN[0])
+    page = console.page
+    expect(page.locator(".prefix-card").first).to_be_visible()
+    console.go("#/handles?prefix=88.118.8")
+    page.click(f"#handle-list a:text-is('{DOTTED}')")
+    expect(page.locator("#record-handle")).to_have_text(DOTTED)
+    expect(page.locator('tr[data-index="2000"]')).to_contain_text("Dotted motor")
+
+    page.click("#edit")
+    expect(page.locator("#field-2000")).to_have_value("Dotted motor")
+    page.fill("#field-2000", "Dotted motor 2")
+    page.click("#save")
+    expect(page.locator("#flash")).to_have_text(f"Saved {DOTTED}.")
+    assert data_at(node, "88.118.8%2F..%2F88.118.9/Q1", 2000) == "Dotted motor 2"
+
+    page.click("#delete")
+    page.click("#delete")
+    expect(page.locator("#flash")).to_have_text(f"Deleted {DOTTED}.")
+    assert url_of(node, "/api/handles/" + VICTIM) == "https://victim"
+    assert node.get("/api/handles/88.118.8/%2E%2E/88.118.9/Q1").status == 404
+    sent = [w.split("?")[0] for w in console.writes()]
+    assert sent == [f"{m} {console.origin}/api/handles/88.118.8%2F..%2F88.118.9/Q1" for m in ("PUT", "DELETE")]

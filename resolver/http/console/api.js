@@ -58,8 +58,23 @@ export async function api(method, path, options) {
   return data;
 }
 
+// A path under `root` whose segments reach the node exactly as given. Each is percent-encoded
+// whole ("%", "?", "#" and "/" inside it too). A segment that is "." or ".." would be removed by
+// the browser's URL parser, and so would "%2E" and "%2E%2E" (WHATWG URL counts them as dot
+// segments), so it is joined to its neighbour by "%2F" instead of "/": the node decodes either
+// to "/" (deploy/CONSOLE.md, "Dot segments").
+export function apiPath(root, segments) {
+  const dot = (segment) => segment === "." || segment === "..";
+  let path = "";
+  segments.forEach((segment, i) => {
+    const glued = i > 0 && (dot(segment) || dot(segments[i - 1]));
+    path += (glued ? "%2F" : "/") + encodeURIComponent(segment);
+  });
+  return root + path;
+}
+
 export function handlePath(handle) {
-  return "/api/handles/" + handle.split("/").map(encodeURIComponent).join("/");
+  return apiPath("/api/handles", handle.split("/"));
 }
 
 export function enc(text) {

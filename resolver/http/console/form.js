@@ -1,5 +1,5 @@
 // Creating and editing an identifier with a form made from its prefix's template.
-import { api, enc, ensurePrefixes, handlePath, state } from "./api.js";
+import { api, apiPath, enc, ensurePrefixes, handlePath, state } from "./api.js";
 import { chosenPrefix, h, needPrefixes, prefixSelect, route, show, shownData } from "./dom.js";
 import { loadRecord } from "./views.js";
 
@@ -20,7 +20,7 @@ async function templatesFor(prefix) {
   const found = [];
   const seen = new Set();
   for (const zone of zonesOf(prefix)) {
-    const listed = (await api("GET", `/api/templates/${enc(zone)}`, { auth: false })).templates;
+    const listed = (await api("GET", apiPath("/api/templates", [zone]), { auth: false })).templates;
     for (const t of listed) {
       if (seen.has(t.name) && !found.some((f) => f.name === t.name && f.zone === zone)) continue;
       seen.add(t.name);
@@ -32,7 +32,7 @@ async function templatesFor(prefix) {
 
 async function templateFields(zone, name, version) {
   const versioned = version ? `?version=${enc(version)}` : "";
-  return (await api("GET", `/api/templates/${enc(zone)}/${enc(name)}${versioned}`, { auth: false })).fields;
+  return (await api("GET", apiPath("/api/templates", [zone, name]) + versioned, { auth: false })).fields;
 }
 
 // What a record's value at 1001 names: HS_TEMPLATE "name" or "name@version"; SNMS's TEMPLATE "version".
