@@ -136,6 +136,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help=f"open connections per worker; more are refused with 503 (default {D.max_connections})",
     )
+    s.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        help="open connections per worker from one client address, HTTP and Handle TCP each; more are "
+        f"refused (default {D.max_connections_per_address}, at most --max-connections)",
+    )
     recursion = s.add_mutually_exclusive_group()
     recursion.add_argument(
         "--recursion", action="store_const", const=True, default=None, help="resolve others' handles for clients"

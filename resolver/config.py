@@ -113,6 +113,15 @@ class Config:
     body_timeout: float = 60.0  # whole body complete, from the end of its header: 16 MiB needs 280 KB/s
     keepalive_timeout: float = 75.0  # idle between requests before the node closes the connection
     max_connections: int = 1024  # open connections per worker; more are answered 503 and closed
+    # Open connections per worker from one client address, HTTP and Handle TCP each: one address
+    # must not hold every slot. Above what the project's own load drivers open from one address
+    # (bench/handle_load: up to 64, wrk -c50); capped by max_connections.
+    max_connections_per_address: int = 128
+
+    @property
+    def connections_per_address(self) -> int:
+        """The per-address cap in force: one above ``max_connections`` could never be reached."""
+        return min(self.max_connections_per_address, self.max_connections)
 
     @property
     def host(self) -> str:
@@ -383,6 +392,8 @@ def _validate_edge(config: Config) -> None:
             raise ConfigError(f"setting {name!r}: must be more than 0 and at most {most} seconds")
     if not 1 <= config.max_connections <= 1_000_000:
         raise ConfigError("setting 'max_connections': must be between 1 and 1000000")
+    if not 1 <= config.max_connections_per_address <= 1_000_000:
+        raise ConfigError("setting 'max_connections_per_address': must be between 1 and 1000000")
     for name, most in (("handle_message_timeout", 300), ("handle_idle_timeout", 3600)):
         if not 0 < getattr(config, name) <= most:
             raise ConfigError(f"setting {name!r}: must be more than 0 and at most {most} seconds")

@@ -85,7 +85,8 @@ PUBLICATION_BACKLOG = Gauge(
 )
 CONNECTIONS_CLOSED = Counter(
     "idnode_http_connections_closed",
-    "HTTP connections the node closed itself, by reason (header_timeout, body_timeout, limit, malformed).",
+    "HTTP connections the node closed itself, by reason (header_timeout, body_timeout, limit, address_limit: "
+    "over the cap per client address, malformed).",
     ["reason"],
 )
 
@@ -93,8 +94,9 @@ HANDLE_DROPPED = Counter(
     "idnode_handle_dropped",
     "Handle protocol traffic the node dropped or cut off, by transport and reason (rate_limited: a UDP "
     "source over its rate; oversize; fragments: parts of a UDP message that never completed; timeout: a TCP "
-    "message that did not arrive in time; idle; limit: connections over the cap; overload: UDP requests over "
-    "the in-flight cap; too_large: a UDP answer refused for its size, the client told to use TCP; "
+    "message that did not arrive in time; idle; limit: connections over the cap; address_limit: over the cap "
+    "per client address; overload: UDP requests over the in-flight cap; too_large: a UDP answer refused "
+    "for its size, the client told to use TCP; "
     "session_limit: a session setup over its source's or the node's bound).",
     ["transport", "reason"],
 )

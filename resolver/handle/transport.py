@@ -18,9 +18,10 @@ answered inside ``datagram_received``, without a task. Against abuse:
 TCP. A connection may carry any number of messages, one after the other (CNRI's clients
 send one and close). A message must arrive whole within ``message_timeout`` of its first
 byte, a connection with nothing in flight is closed after ``idle_timeout``, and a worker
-holds at most ``max_connections``: half-open and slow connections cannot pile up. An
-envelope announcing more than 256 KiB is answered with a protocol error and the
-connection closed.
+holds at most ``max_connections``, at most ``max_connections_per_address`` of them from one
+client address: half-open and slow connections cannot pile up, and one address cannot hold
+every slot. An envelope announcing more than 256 KiB is answered with a protocol error and
+the connection closed.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class HandleLimits:
     message_timeout: float = DEFAULTS.handle_message_timeout
     idle_timeout: float = DEFAULTS.handle_idle_timeout
     max_connections: int = DEFAULTS.max_connections
+    per_address: int = DEFAULTS.connections_per_address  # of those, from one client address
 
     @classmethod
     def of(cls, config: Config) -> HandleLimits:
@@ -76,6 +78,7 @@ class HandleLimits:
             message_timeout=config.handle_message_timeout,
             idle_timeout=config.handle_idle_timeout,
             max_connections=config.max_connections,
+            per_address=config.connections_per_address,
         )
 
 
@@ -227,8 +230,22 @@ class TcpServer:
         self.frontend = frontend
         self.limits = limits
         self.connections: set[TcpConnection] = set()
+        self.per_address: dict[str, int] = {}  # open connections by client address; none: no entry
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
+
+    def admit(self, address: str) -> bool:
+        """Count one more connection from ``address``, unless it holds its share already."""
+        held = self.per_address.get(address, 0)
+        if held >= self.limits.per_address:
+            return False
+        self.per_address[address] = held + 1
+        return True
+
+    def release(self, address: str) -> None:
+        held = self.per_address.pop(address) - 1
+        if held:
+            self.per_address[address] = held
 
     async def start(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -274,6 +291,7 @@ class TcpConnection(asyncio.Protocol):
         self.worker: asyncio.Task[None] | None = None
         self._keep_alive = False  # the last request asked to keep the connection
         self.busy = False
+        self._address = ""  # the client's address while counted in the server's ``per_address``
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
@@ -282,12 +300,21 @@ class TcpConnection(asyncio.Protocol):
             metrics.handle_dropped("tcp", "limit")
             self._transport.abort()
             return
+        address = self._peer()
+        if address and not server.admit(address):
+            metrics.handle_dropped("tcp", "address_limit")
+            self._transport.abort()
+            return
+        self._address = address
         server.connections.add(self)
         self.deadline = time.monotonic() + server.limits.idle_timeout
         self.waiting_for = "idle"
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
+        if self._address:
+            self._server.release(self._address)
+            self._address = ""
         self.deadline = 0.0
         if self.worker is not None and not self.worker.done():
             self.worker.cancel()

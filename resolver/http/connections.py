@@ -11,8 +11,10 @@ server classes to add, per connection:
   wait between requests is the keep-alive idle timeout's business);
 - a body deadline: the body must be complete ``body_timeout`` seconds after its header;
   the handler reading it then gets ``BodyTimeout`` (a 408), and the connection closes;
-- a cap of ``max_connections`` open connections per worker: one more is answered 503 and
-  closed at once, before anything is parsed.
+- a cap of ``max_connections`` open connections per worker, and of
+  ``max_connections_per_address`` of them from one client address (so that one address
+  cannot hold every slot): one more is answered 503 and closed at once, before anything is
+  parsed.
 
 It also answers a request the HTTP parser rejects (bad bytes in the URL, a duplicate
 Content-Length, a header line that is not one, over-long lines, too many headers) with a
@@ -57,10 +59,11 @@ class ConnectionLimits:
     header_timeout: float
     body_timeout: float
     max_connections: int
+    per_address: int
 
     @classmethod
     def of(cls, config: Config) -> ConnectionLimits:
-        return cls(config.header_timeout, config.body_timeout, config.max_connections)
+        return cls(config.header_timeout, config.body_timeout, config.max_connections, config.connections_per_address)
 
 
 class BodyTimeout(asyncio.TimeoutError):
@@ -84,6 +87,12 @@ def raw_answer(status: int, reason: str, code: ResponseCode, message: str) -> by
 TOO_MANY_CONNECTIONS = raw_answer(
     503, "Service Unavailable", ResponseCode.SERVER_TOO_BUSY, "too many open connections to this server; retry later"
 )
+TOO_MANY_FROM_ADDRESS = raw_answer(
+    503,
+    "Service Unavailable",
+    ResponseCode.SERVER_TOO_BUSY,
+    "too many open connections from this address (max_connections_per_address); close some or retry later",
+)
 CONNECT_REFUSED = raw_answer(
     405, "Method Not Allowed", ResponseCode.OPERATION_NOT_SUPPORTED, "CONNECT is not supported: this is no proxy"
 )
@@ -95,7 +104,17 @@ HEADER_TIMEOUT = raw_answer(
 class GuardedHandler(RequestHandler):
     """aiohttp's HTTP/1 protocol with the deadlines, the cap and quiet 400s."""
 
-    __slots__ = ("_body", "_deadline", "_guard", "_refused", "_started", "_timer", "_timer_at", "_waiting_for")
+    __slots__ = (
+        "_address",
+        "_body",
+        "_deadline",
+        "_guard",
+        "_refused",
+        "_started",
+        "_timer",
+        "_timer_at",
+        "_waiting_for",
+    )
 
     def __init__(self, manager: GuardedServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -110,23 +129,38 @@ class GuardedHandler(RequestHandler):
         self._body: StreamReader | None = None
         self._started = False  # some bytes of the awaited header arrived
         self._refused = False
+        self._address = ""  # the client's address, counted in the guard's ``per_address``
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         guard = self._guard
         if guard.open >= guard.limits.max_connections:
-            self._refused = True
-            connection_closed("limit")
-            cast(asyncio.Transport, transport).write(TOO_MANY_CONNECTIONS)
-            transport.close()
+            self._refuse(transport, "limit", TOO_MANY_CONNECTIONS)
             return
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else ""  # none over a Unix socket
+        if address:
+            held = guard.per_address.get(address, 0)
+            if held >= guard.limits.per_address:
+                self._refuse(transport, "address_limit", TOO_MANY_FROM_ADDRESS)
+                return
+            guard.per_address[address] = held + 1
+            self._address = address
         guard.open += 1
         super().connection_made(transport)
         self._arm("header", guard.limits.header_timeout)
+
+    def _refuse(self, transport: asyncio.BaseTransport, reason: str, answer: bytes) -> None:
+        self._refused = True
+        connection_closed(reason)
+        cast(asyncio.Transport, transport).write(answer)
+        transport.close()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._refused:
             return
         self._guard.open -= 1
+        if self._address:
+            self._guard.release(self._address)
         self._disarm()
         if self._timer is not None:
             self._timer.cancel()
@@ -279,6 +313,12 @@ class GuardedServer(web.Server):
         )
         self.limits = limits
         self.open = 0  # connections of this worker, refused ones not counted
+        self.per_address: dict[str, int] = {}  # the same by client address; none held: no entry
+
+    def release(self, address: str) -> None:
+        held = self.per_address.pop(address) - 1
+        if held:
+            self.per_address[address] = held
 
     def __call__(self) -> RequestHandler:
         return GuardedHandler(self, loop=self._loop, **self._kwargs)

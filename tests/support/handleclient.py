@@ -78,8 +78,9 @@ def _exactly(sock: socket.socket, n: int) -> bytes:
     return got
 
 
-def tcp(port: int, *messages: bytes, timeout: float = 5.0) -> list[Message]:
-    """Send ``messages`` on one connection and read as many answers."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+def tcp(port: int, *messages: bytes, timeout: float = 5.0, source: str | None = None) -> list[Message]:
+    """Send ``messages`` on one connection and read as many answers; ``source`` picks the loopback address."""
+    where = None if source is None else (source, 0)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=where) as sock:
         sock.sendall(b"".join(messages))
         return [decode_message(read_message(sock)) for _ in messages]
