@@ -136,6 +136,14 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help=f"open connections per worker; more are refused with 503 (default {D.max_connections})",
     )
+    s.add_argument(
+        "--trusted-proxy",
+        dest="trusted_proxies",
+        action="append",
+        metavar="NETWORK",
+        help="a reverse proxy (address or CIDR network) whose X-Forwarded-For names the client "
+        "(repeatable; default none: the header is ignored)",
+    )
     recursion = s.add_mutually_exclusive_group()
     recursion.add_argument(
         "--recursion", action="store_const", const=True, default=None, help="resolve others' handles for clients"

@@ -113,6 +113,8 @@ class Config:
     body_timeout: float = 60.0  # whole body complete, from the end of its header: 16 MiB needs 280 KB/s
     keepalive_timeout: float = 75.0  # idle between requests before the node closes the connection
     max_connections: int = 1024  # open connections per worker; more are answered 503 and closed
+    # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For names the client (resolver/http/forwarded.py)
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def host(self) -> str:
@@ -383,6 +385,8 @@ def _validate_edge(config: Config) -> None:
             raise ConfigError(f"setting {name!r}: must be more than 0 and at most {most} seconds")
     if not 1 <= config.max_connections <= 1_000_000:
         raise ConfigError("setting 'max_connections': must be between 1 and 1000000")
+    for text in config.trusted_proxies:
+        _network(text, "trusted_proxies")
     for name, most in (("handle_message_timeout", 300), ("handle_idle_timeout", 3600)):
         if not 0 < getattr(config, name) <= most:
             raise ConfigError(f"setting {name!r}: must be more than 0 and at most {most} seconds")
