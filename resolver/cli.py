@@ -142,6 +142,14 @@ def _parser() -> argparse.ArgumentParser:
         help="open connections per worker from one client address, HTTP and Handle TCP each; more are "
         f"refused (default {D.max_connections_per_address}, at most --max-connections)",
     )
+    s.add_argument(
+        "--trusted-proxy",
+        dest="trusted_proxies",
+        action="append",
+        metavar="NETWORK",
+        help="a reverse proxy (address or CIDR network) whose X-Forwarded-For names the client "
+        "(repeatable; default none: the header is ignored)",
+    )
     recursion = s.add_mutually_exclusive_group()
     recursion.add_argument(
         "--recursion", action="store_const", const=True, default=None, help="resolve others' handles for clients"

@@ -117,6 +117,8 @@ class Config:
     # must not hold every slot. Above what the project's own load drivers open from one address
     # (bench/handle_load: up to 64, wrk -c50); capped by max_connections.
     max_connections_per_address: int = 128
+    # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For names the client (resolver/http/forwarded.py)
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def connections_per_address(self) -> int:
@@ -394,6 +396,8 @@ def _validate_edge(config: Config) -> None:
         raise ConfigError("setting 'max_connections': must be between 1 and 1000000")
     if not 1 <= config.max_connections_per_address <= 1_000_000:
         raise ConfigError("setting 'max_connections_per_address': must be between 1 and 1000000")
+    for text in config.trusted_proxies:
+        _network(text, "trusted_proxies")
     for name, most in (("handle_message_timeout", 300), ("handle_idle_timeout", 3600)):
         if not 0 < getattr(config, name) <= most:
             raise ConfigError(f"setting {name!r}: must be more than 0 and at most {most} seconds")

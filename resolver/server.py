@@ -44,6 +44,7 @@ from resolver.handle.server_key import ensure_key, load_key, public_key_bytes
 from resolver.handle.shared import HandleShared
 from resolver.handle.transport import HandleLimits, HandleTcpListener, HandleUdpListener
 from resolver.http.connections import ConnectionLimits, GuardedRunner
+from resolver.http.forwarded import ClientAccessLogger
 from resolver.http.frontend import HttpFrontend
 from resolver.listeners import Listeners, open_listeners
 from resolver.logs import ACCESS_LOGGER
@@ -321,6 +322,7 @@ class HttpListener:
             app,
             ConnectionLimits.of(config),
             access_log=logging.getLogger(ACCESS_LOGGER) if config.access_log else None,
+            access_log_class=ClientAccessLogger,
             shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
             handle_signals=False,
             keepalive_timeout=config.keepalive_timeout,

@@ -3,5 +3,5 @@
 ``frontend`` (resolution routes and the hot path), ``registry_routes`` (templates, batches, audit,
 statistics), ``console_routes`` and ``console/`` (the web console's files), ``common`` (the one
 error edge, parameters, bodies), ``render`` (records to handle.net JSON), ``connections``
-(per-connection limits and deadlines).
+(per-connection limits and deadlines), ``forwarded`` (the client address behind a trusted proxy).
 """

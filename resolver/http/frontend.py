@@ -53,6 +53,7 @@ from resolver.http.common import (
     select_values,
 )
 from resolver.http.console_routes import ConsoleRoutes
+from resolver.http.forwarded import TrustedProxies
 from resolver.http.registry_routes import RegistryRoutes
 from resolver.http.render import status_of, unfiltered_body
 from resolver.metrics import observe
@@ -109,6 +110,8 @@ class HttpFrontend:
         limit = max(self.config.max_body_bytes, self.config.max_batch_bytes)
         app = web.Application(client_max_size=limit)
         app[CONFIG] = self.config
+        if self.config.trusted_proxies:  # else no middleware: the peer is the client, at no cost
+            app.middlewares.append(TrustedProxies(self.config.trusted_proxies).middleware())
         r = Routes(app.router)
         # First: aiohttp tries the routes under one path prefix in the order they were added.
         self._resolve = edged("resolve", self.get_handle)
