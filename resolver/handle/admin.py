@@ -73,7 +73,7 @@ from registry.service import RegistrationService
 from resolver import metrics
 from resolver.config import DEFAULTS
 from resolver.handle.ops import ADMIN_OPS, AdminOps
-from resolver.handle.shared import Challenge, HandleShared, Session
+from resolver.handle.shared import CHALLENGE_TTL, Challenge, HandleShared, Session
 
 log = logging.getLogger("resolver.handle_admin")
 
@@ -84,6 +84,12 @@ SETUPS_IN_FLIGHT = 2  # key agreements a worker runs at once, off its event loop
 
 class TooManySetups(HandleError):
     """A session setup over the source's or the node's bound: the client may retry shortly."""
+
+    code = ResponseCode.SERVER_TOO_BUSY
+
+
+class TooManyChallenges(HandleError):
+    """An admin request from a source with its quota of challenges pending: answer those first."""
 
     code = ResponseCode.SERVER_TOO_BUSY
 
@@ -133,7 +139,7 @@ class HandleAdmin:
             raise ProtocolViolation("a response was sent where a request was expected")
         op = request.op_code
         if op in ADMIN_OPS:
-            return self.challenge(request, raw)
+            return self.challenge(request, raw, peer, transport)
         if op == OpCode.CHALLENGE_RESPONSE:
             return await self.answered(request, peer)
         if op == OpCode.VERIFY_RESPONSE:
@@ -187,8 +193,12 @@ class HandleAdmin:
 
     # Challenges and answers -----------------------------------------------------------------
 
-    def challenge(self, request: Message, raw: bytes) -> Message:
-        """402 with a fresh nonce; the request is kept to be done once the answer checks out."""
+    def challenge(self, request: Message, raw: bytes, peer: str, transport: str) -> Message:
+        """402 with a fresh nonce; the request is kept to be done once the answer checks out.
+
+        The request is kept for ``peer``, within its quota, never in place of another source's
+        pending challenge: past that the answer is 3 (SERVER_TOO_BUSY), counted as
+        ``reason="challenge_limit"``."""
         self.ops.precheck(request)
         if len(raw) > self.shared.max_request:
             raise ProtocolViolation(f"a request to authenticate may be at most {self.shared.max_request} bytes")
@@ -202,8 +212,13 @@ class HandleAdmin:
         response = self.reply(request, ChallengeResponse(nonce), ResponseCode.AUTHENTICATION_NEEDED)
         digest = response.request_digest
         assert digest is not None and int(digest.algorithm) == int(request_digest_kind(response.version))
-        if repeated is None:
-            self.shared.put_challenge(session_id, Challenge(nonce, digest.algorithm, digest.digest, raw))
+        pending = Challenge(nonce, digest.algorithm, digest.digest, raw)
+        if repeated is None and not self.shared.put_challenge(session_id, pending, peer):
+            metrics.handle_dropped(transport, "challenge_limit")
+            raise TooManyChallenges(
+                "too many challenges are pending from this address, or the node holds too many; "
+                f"answer or let them expire (within {CHALLENGE_TTL:.0f} s) and retry"
+            )
         return replace(response, envelope=replace(response.envelope, session_id=session_id))
 
     async def answered(self, answer: Message, peer: str) -> Message:

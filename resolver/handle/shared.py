@@ -22,6 +22,13 @@ Taking an entry (``pop``) is the exception: read-then-clear let two workers that
 copies of one challenge answer both take it and run the challenged request twice. ``pop``
 holds a POSIX record lock on the slot's byte of a file made before the fork: record locks
 exclude other processes and the kernel drops them if a worker dies holding one.
+
+Challenges are the other exception. Anyone may ask for one, so an entry that replaced the
+soonest-expiring one let an anonymous flood evict the challenge a legitimate client was about
+to answer (issue #21, finding 4). A challenge is stored with its owner, the source address,
+and placed by ``claim``: only into a free or expired slot or over its own id, and only while
+its owner holds fewer than its quota of live entries. Counting and placing hold one lock
+byte past the slots' so that workers cannot both take an owner's last place.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import contextlib
 import fcntl
 import hashlib
 import hmac
+import ipaddress
 import mmap
 import os
 import secrets
@@ -45,7 +53,7 @@ from registry.identity.ratelimit import FailureLimiter
 
 PROBE = 8  # slots looked at per id
 _MAC_BYTES = 16
-_HEAD = struct.Struct(">IdI")  # id, expiry (CLOCK_MONOTONIC, the same in every process), payload length
+_HEAD = struct.Struct(">IdIQ")  # id, expiry (CLOCK_MONOTONIC, the same in every process), payload length, owner
 _HEAD_BYTES = _MAC_BYTES + _HEAD.size
 T = TypeVar("T")
 MAX_ID = 0x7FFFFFFF  # session ids are a Java int on the wire; CNRI's are positive
@@ -66,7 +74,7 @@ class SlotTable:
         self._map = mmap.mmap(-1, slots * slot_bytes)  # MAP_SHARED | MAP_ANONYMOUS: inherited by fork()
         self._key = os.urandom(32)
         self._clock = clock
-        self._locks = tempfile.TemporaryFile()  # noqa: SIM115 (lives as the table does) one byte per slot: see ``pop``
+        self._locks = tempfile.TemporaryFile()  # noqa: SIM115 (lives as the table does) a byte per slot, one to place
 
     @contextlib.contextmanager
     def _taking(self, slot: int) -> Iterator[None]:
@@ -83,7 +91,7 @@ class SlotTable:
     def _read(self, slot: int) -> tuple[int, float, bytes] | None:
         """The entry in ``slot`` if it is whole and live."""
         base = slot * self.slot_bytes
-        entry_id, expiry, length = _HEAD.unpack_from(self._map, base + _MAC_BYTES)
+        entry_id, expiry, length, _ = _HEAD.unpack_from(self._map, base + _MAC_BYTES)
         if length > self.capacity or expiry <= self._clock():
             return None
         body = self._map[base + _MAC_BYTES : base + _HEAD_BYTES + length]
@@ -105,8 +113,7 @@ class SlotTable:
 
     def put(self, entry_id: int, payload: bytes, ttl: float) -> None:
         """Store ``payload`` under ``entry_id`` for ``ttl`` seconds, replacing an entry of that id."""
-        if len(payload) > self.capacity:
-            raise ValueError(f"an entry holds at most {self.capacity} bytes, not {len(payload)}")
+        self._check_size(payload)
         slot, soonest = -1, float("inf")
         for n in self._probe(entry_id):
             found = self._read(n & self._mask)
@@ -115,7 +122,38 @@ class SlotTable:
                 break
             if found[1] < soonest:
                 slot, soonest = n & self._mask, found[1]
-        body = _HEAD.pack(entry_id, self._clock() + ttl, len(payload)) + payload
+        self._write(slot, entry_id, payload, ttl, 0)
+
+    def claim(self, entry_id: int, payload: bytes, ttl: float, owner: int, quota: int) -> bool:
+        """Store ``payload`` as ``put`` does, for ``owner``, evicting no live entry of another id.
+
+        False, storing nothing, when ``owner`` holds ``quota`` live entries already or every
+        slot ``entry_id`` may take holds another live entry."""
+        self._check_size(payload)
+        with self._taking(self.slots):  # the placing lock: one count-and-place at a time
+            if self.held_by(owner) >= quota:
+                return False
+            for n in self._probe(entry_id):
+                found = self._read(n & self._mask)
+                if found is None or found[0] == entry_id:
+                    self._write(n & self._mask, entry_id, payload, ttl, owner)
+                    return True
+        return False
+
+    def held_by(self, owner: int) -> int:
+        """How many live entries ``owner`` holds (headers only: a torn one may miscount, briefly)."""
+        now, held = self._clock(), 0
+        for base in range(_MAC_BYTES, len(self._map), self.slot_bytes):
+            _, expiry, _, holder = _HEAD.unpack_from(self._map, base)
+            held += holder == owner and expiry > now
+        return held
+
+    def _check_size(self, payload: bytes) -> None:
+        if len(payload) > self.capacity:
+            raise ValueError(f"an entry holds at most {self.capacity} bytes, not {len(payload)}")
+
+    def _write(self, slot: int, entry_id: int, payload: bytes, ttl: float, owner: int) -> None:
+        body = _HEAD.pack(entry_id, self._clock() + ttl, len(payload), owner) + payload
         base = slot * self.slot_bytes
         self._map[base + _MAC_BYTES : base + _HEAD_BYTES + len(payload)] = body
         self._map[base : base + _MAC_BYTES] = self._mac(body)
@@ -197,6 +235,7 @@ class Session:
 
 CHALLENGE_TTL = 60.0  # seconds; CNRI purges unanswered challenges after 30 to 60
 MAX_SESSION_TTL = 86400.0  # what CNRI's clients ask for; a longer request is cut to this
+CHALLENGES_PER_SOURCE = (8, 2)  # challenges one source may have pending: small, large (a tool waits for each)
 SETUPS_PER_SOURCE = (4, 2.0)  # session setups one address may ask for in so many seconds (a batch tool asks once)
 SETUPS_PER_NODE = (50, 1.0)  # and the whole node: at most ~0.25 s of CPU a second in 4096-bit groups
 
@@ -205,7 +244,9 @@ class HandleShared:
     """Pending challenges and sessions of one node, made before its workers fork.
 
     Challenges hold the challenged request, so they come in two sizes: many small slots for
-    the usual request, a few large ones for a request up to the protocol's 256 KiB.
+    the usual request, a few large ones for a request up to the protocol's 256 KiB. Anyone may
+    ask for a challenge, so each source may hold ``quotas`` of them (small, large) and never
+    takes the place of another's: a flood fills its own quota and is refused past it.
     """
 
     def __init__(
@@ -214,9 +255,12 @@ class HandleShared:
         small: tuple[int, int] = (1024, 8192),
         large: tuple[int, int] = (16, 262_144 + 2048),
         sessions: tuple[int, int] = (4096, 512),
+        quotas: tuple[int, int] = CHALLENGES_PER_SOURCE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
+        self.quotas = quotas
+        self._owner_key = os.urandom(32)
         self.small = SlotTable(*small, clock=clock)
         self.large = SlotTable(*large, clock=clock)
         self.sessions = SlotTable(*sessions, clock=clock)
@@ -235,11 +279,30 @@ class HandleShared:
     def new_session_id(self) -> int:
         return new_id(self.small, self.large, self.sessions)
 
-    def put_challenge(self, session_id: int, challenge: Challenge, ttl: float = CHALLENGE_TTL) -> None:
+    def put_challenge(self, session_id: int, challenge: Challenge, source: str, ttl: float = CHALLENGE_TTL) -> bool:
+        """Keep ``challenge`` for ``source``; False, keeping nothing, when the source has its quota
+        pending or the challenge's slots are all taken by others' (see ``SlotTable.claim``)."""
         payload = challenge.encode()
         self.pop_challenge(session_id)  # at most one pending per session, as in CNRI
-        table = self.small if len(payload) <= self.small.capacity else self.large
-        table.put(session_id, payload, ttl)
+        small = len(payload) <= self.small.capacity
+        table, quota = (self.small, self.quotas[0]) if small else (self.large, self.quotas[1])
+        return table.claim(session_id, payload, ttl, self.owner(source), quota)
+
+    def owner(self, source: str) -> int:
+        """The owner tag of a source address: an IPv6 source by its /64, which one host commonly
+        holds whole; never 0, the tag of entries no source owns."""
+        try:
+            address = ipaddress.ip_address(source)
+        except ValueError:
+            key = source
+        else:
+            if isinstance(address, ipaddress.IPv6Address):
+                mapped = address.ipv4_mapped
+                key = str(mapped) if mapped else str(ipaddress.IPv6Network((address, 64), strict=False))
+            else:
+                key = str(address)
+        tag = hashlib.blake2b(key.encode(), key=self._owner_key, digest_size=8).digest()
+        return int.from_bytes(tag, "big") or 1
 
     def peek_challenge(self, session_id: int) -> Challenge | None:
         payload = self.small.get(session_id) or self.large.get(session_id)

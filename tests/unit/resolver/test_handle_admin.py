@@ -308,6 +308,58 @@ def test_the_tables_are_bounded_and_replace_what_expires_first() -> None:
         table.put(99, bytes(200), 100)
 
 
+# Anonymous requests for challenges (issue #21, finding 4) ------------------------------------
+
+FLOODER = "198.51.100.9"
+
+
+async def challenged(admin: HandleAdmin, handle: str, peer: str, data: bytes = b"") -> bytes:
+    """The right answer to the challenge of a request, from ``peer``, to create ``handle``."""
+    body = CreateHandleRequest(handle, (url(1, "u"), HandleValue(2, "DATA", data)))
+    challenge = await send(admin, encoded(OpCode.CREATE_HANDLE, body), peer)
+    assert code_of(challenge) == ResponseCode.AUTHENTICATION_NEEDED, challenge
+    answer = SECKEY_ADMIN.answer(challenge)
+    return encoded(OpCode.CHALLENGE_RESPONSE, answer, session_id=challenge.envelope.session_id)
+
+
+async def flood(admin: HandleAdmin, peer: str, count: int, data: bytes = b"") -> list[ResponseCode]:
+    """The codes answering ``count`` anonymous requests from ``peer`` (creates carrying ``data`` if any)."""
+    raw = [encoded(OpCode.DELETE_HANDLE, DeleteHandleRequest(f"{NODE}/F{n}")) for n in range(count)]
+    if data:
+        body = CreateHandleRequest(f"{NODE}/F", (HandleValue(2, "DATA", data),))
+        raw = [encoded(OpCode.CREATE_HANDLE, body) for _ in range(count)]
+    return [code_of(await send(admin, r, peer)) for r in raw]
+
+
+@pytest.mark.parametrize("data,quota", [(b"", 8), (bytes(9000), 2)], ids=["small", "large"])
+async def test_a_flood_of_requests_for_challenges_evicts_no_other_source_s(node: Node, data: bytes, quota: int) -> None:
+    answer = await challenged(node.admin, f"{NODE}/KEPT", PEER, data)
+    codes = await flood(node.worker(), FLOODER, 20 if data else 500, data)
+    assert codes.count(ResponseCode.AUTHENTICATION_NEEDED) == quota  # its quota, then refused
+    assert set(codes[quota:]) == {ResponseCode.SERVER_TOO_BUSY}
+    response = await send(node.worker(), answer)
+    assert (response.op_code, code_of(response)) == (OpCode.CREATE_HANDLE, ResponseCode.SUCCESS)
+    assert await node.store.get(f"{NODE}/KEPT") is not None
+
+
+async def test_a_source_s_quota_comes_back_as_its_challenges_are_answered_or_expire(node: Node) -> None:
+    for n in range(20):  # a batch tool answers each challenge before it asks for the next
+        answer = await challenged(node.admin, f"{NODE}/B{n}", FLOODER)
+        assert code_of(await send(node.admin, answer, FLOODER)) == ResponseCode.SUCCESS
+    assert set(await flood(node.admin, FLOODER, 9)) == {
+        ResponseCode.AUTHENTICATION_NEEDED,
+        ResponseCode.SERVER_TOO_BUSY,
+    }
+    node.clock.now += 61
+    assert set(await flood(node.admin, FLOODER, 8)) == {ResponseCode.AUTHENTICATION_NEEDED}
+
+
+async def test_one_host_s_ipv6_addresses_share_one_quota(node: Node) -> None:
+    codes = [(await flood(node.admin, f"2001:db8:1:2::{n:x}", 1))[0] for n in range(1, 20)]
+    assert codes.count(ResponseCode.AUTHENTICATION_NEEDED) == 8
+    assert (await flood(node.admin, "2001:db8:1:3::1", 1))[0] == ResponseCode.AUTHENTICATION_NEEDED
+
+
 async def test_a_wrong_secret_fails_and_repeats_are_refused(node: Node) -> None:
     wrong = Who(ADMIN, 300, hashed_secret_key(b"guess"))
     for _ in range(3):
@@ -559,7 +611,8 @@ async def test_cnri_s_signed_answers_create_end_to_end(node: Node, name: str) ->
     # answers a challenge this node holds, and must create the handle.
     session_id = cnri_challenge.envelope.session_id
     digest = cnri_challenge.request_digest
-    node.shared.put_challenge(session_id, Challenge(cnri_challenge.body.nonce, digest.algorithm, digest.digest, create))
+    challenge = Challenge(cnri_challenge.body.nonce, digest.algorithm, digest.digest, create)
+    assert node.shared.put_challenge(session_id, challenge, PEER)
     response = await send(node.worker(), answer)
     assert (response.op_code, code_of(response)) == (OpCode.CREATE_HANDLE, ResponseCode.SUCCESS)
     assert response.request_id == decode_message(answer).request_id
@@ -576,7 +629,7 @@ async def test_cnri_s_list_answer_lists(node: Node) -> None:
     assert isinstance(cnri_challenge.body, ChallengeResponse) and cnri_challenge.request_digest is not None
     digest = cnri_challenge.request_digest
     challenge = Challenge(cnri_challenge.body.nonce, digest.algorithm, digest.digest, request)
-    node.shared.put_challenge(cnri_challenge.envelope.session_id, challenge)
+    assert node.shared.put_challenge(cnri_challenge.envelope.session_id, challenge, PEER)
     response = await send(node.admin, answer)
     assert isinstance(response.body, ListHandlesResponse) and ADMIN in response.body.handles
     assert response.envelope.session_id == 0  # the listing's own session, as CNRI answers
