@@ -9,7 +9,6 @@ the same transaction as the change.
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -118,8 +117,7 @@ class RegistrationService:
         (``registry.identity.tokens``): the stored SHA-1 cannot give it. Called once the write is done."""
         for value, fmt in incoming:
             if value.type.upper() == HS_SECKEY and fmt != "hash" and value.data:
-                seckey = secrets.hash_secret(value.data).decode()
-                await self.store.put_login_digest(seckey, hashlib.sha256(value.data).hexdigest())
+                await self.store.put_login_digest(*secrets.seal_digest(value.data))
 
     def authority(self) -> Authority:
         """A permission evaluator for one request."""

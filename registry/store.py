@@ -234,13 +234,24 @@ class Store(ABC):
 
     # SNMS's dated login (registry.identity.tokens) --------------------------------------
 
+    # Both are kept sealed under the node's secret key (``registry.identity.secrets.seal_digest``):
+    # ``seckey`` is a keyed name of the hashed secret, ``digest`` the sealed SHA-256 of the secret.
+
     @abstractmethod
     async def login_digest(self, seckey: str) -> str | None:
-        """The hex SHA-256 of the secret whose stored HS_SECKEY (hex SHA-1) is ``seckey``, once known."""
+        """The sealed digest kept under the name ``seckey``, once known."""
 
     @abstractmethod
     async def put_login_digest(self, seckey: str, digest: str) -> None:
-        """Remember ``digest`` for ``seckey`` (both are hashes of one secret seen in clear)."""
+        """Remember the sealed ``digest`` under ``seckey``, unless one is kept there already."""
+
+    @abstractmethod
+    async def login_digests(self) -> list[tuple[str, str]]:
+        """Every kept (name, digest): for resealing them under a new key."""
+
+    @abstractmethod
+    async def replace_login_digests(self, rows: Sequence[tuple[str, str]], drop: Sequence[str]) -> None:
+        """In one transaction, forget the names ``drop`` and keep ``rows`` (replacing any under their names)."""
 
     # Bulk import and export (registry.bulk, resolver.commands.bulk) ---------------------
 

@@ -15,6 +15,7 @@ import uvloop
 from protocol.errors import HandleError
 from registry import datadir
 from registry.bulk import items as bulk_fmt
+from registry.identity.sealing import SecretKeyError
 from registry.identity.tokens import TokenKeyError
 from resolver import config as config_mod
 from resolver import logs
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             await serve(config, listeners=listeners, announce_them=True)
 
         uvloop.run(single())
-    except (StartupError, ServerKeyError, TokenKeyError) as exc:
+    except (StartupError, ServerKeyError, TokenKeyError, SecretKeyError) as exc:
         print(f"idnode: error: {exc}", file=sys.stderr)
         return 1
     except HandleError as exc:  # the store could not be opened

@@ -17,6 +17,7 @@ from typing import Any
 
 from protocol.errors import HandleError
 from protocol.identifiers import parse_prefix
+from registry.identity import sealing
 from registry.identity.tokens import KEY_FILE
 from registry.store import redact_url
 
@@ -38,6 +39,7 @@ PG_SCHEMES = ("postgresql://", "postgres://")
 SQLITE_SCHEME = "sqlite://"
 DEFAULT_PREFIXES = {"secondary": "88.118", "top-level": "88"}
 TOKEN_KEY_FILE = KEY_FILE  # in data_dir unless token_key_file says otherwise
+SECRET_KEY_FILE = sealing.KEY_FILE  # in data_dir unless secret_key_file says otherwise
 
 
 # Failure limits keep that many times per key in memory shared by the workers (registry.identity.ratelimit).
@@ -68,6 +70,9 @@ class Config:
     # SNMS's management API (token login, /identityv2/data, /snms/api/v5/template) on the HTTP listener.
     snms: bool = True
     token_key_file: Path | None = None  # signs SNMS tokens; default data_dir/snms-token-key (made at first start)
+    # Seals stored secrets (HS_SECKEY, login digests); default data_dir/secret-key (made at first start).
+    # Never in a backup: keep it apart from the store (registry.identity.sealing).
+    secret_key_file: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
     store_readers: int = 4
@@ -142,6 +147,11 @@ class Config:
     def token_key_path(self) -> Path:
         """The key SNMS tokens are signed with: give nodes that should accept each other's tokens the same file."""
         return self.token_key_file or self.data_dir / KEY_FILE
+
+    @property
+    def secret_key_path(self) -> Path:
+        """The key stored secrets are sealed with: nodes sharing one store need the same file."""
+        return self.secret_key_file or self.data_dir / SECRET_KEY_FILE
 
     @property
     def postgres(self) -> bool:

@@ -21,9 +21,10 @@ from aiohttp import web
 from protocol import valuedata as vd
 from protocol.wire.message import PROTOCOL_VERSION
 from registry.bootstrap import ensure_node_prefix
-from registry.identity import tokens
+from registry.identity import sealing, secrets, tokens
 from registry.identity.auth import NODE_BRAKE_FACTOR, Authenticator
 from registry.identity.ratelimit import FailureLimiter
+from registry.identity.resealing import reseal_store
 from registry.postgres.store import PostgresStore
 from registry.service import RegistrationService
 from registry.sqlite.store import SqliteStore
@@ -107,7 +108,15 @@ def raise_fd_limit(config: Config) -> None:
         )
 
 
+def load_secret_key(config: Config) -> None:
+    """Seal and open stored secrets with the node's key file, made now if there is none."""
+    if sealing.ensure_file(config.secret_key_path):
+        log.info("made the secret key %s: keep a copy apart from the store and its backups", config.secret_key_path)
+    secrets.use_keyring(sealing.load_file(config.secret_key_path))
+
+
 def default_store(config: Config) -> Store:
+    load_secret_key(config)  # every process that opens the store seals and opens secrets with the node's key
     if config.postgres:
         return PostgresStore(
             config.store,
@@ -130,9 +139,11 @@ async def bootstrap(config: Config, admin_secret: str | None, store: Store | Non
     ensure_key(config.data_dir)  # the Handle server key: made once, before the workers fork
     if config.snms:
         tokens.ensure_key(config.token_key_path)  # likewise the key SNMS tokens are signed with
+    load_secret_key(config)  # and the key stored secrets are sealed with
     store = store or default_store(config)
     await store.open()
     try:
+        (await reseal_store(store)).report()  # secrets in clear (or under an older key) sealed now
         generated = await ensure_node_prefix(store, config.node_prefix, admin_secret)
         if generated:
             _announce_secret(config, generated)
@@ -198,6 +209,7 @@ async def serve(
     if listeners is None:
         listeners, announce_them = open_listeners(config), True
     raise_fd_limit(config)
+    load_secret_key(config)
     store = store or default_store(config)
     shared = shared or node_shared(config)
     await store.open()

@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from registry.identity import sealing, secrets
 from tests.support.nodeproc import Node
 from tests.support.pgproc import temp_database
 
 _names = itertools.count()
+# Stores opened in the test process seal secrets as a node does (nodes use their data_dir's key).
+secrets.use_keyring(sealing.Keyring.generate())
 # Many tests send wrong credentials on purpose; the failure limit and the brake have tests of their own.
 LIMITS_OFF = {"IDNODE_AUTH_FAILURE_LIMIT": "10000", "IDNODE_AUTH_BRAKE_LIMIT": "10000"}
 

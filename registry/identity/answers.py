@@ -1,7 +1,7 @@
 """Checking a Handle protocol challenge answer against the identity's key stored here.
 
 An answer names an identity (``index:handle``) and carries a MAC keyed with its HS_SECKEY
-(``registry.identity.secrets.protocol_key`` gives the key) or a signature by the private key of
+(``registry.identity.secrets.protocol_key`` opens it from its sealed stored form) or a signature by the private key of
 its HS_PUBKEY. Index 0 with HS_PUBKEY means any HS_PUBKEY of the handle, as in CNRI; the
 identity is then the one whose key verified. Only identities whose handle this node holds
 can be checked: CNRI would ask the identity's home server, this node does not.
@@ -60,7 +60,11 @@ def _check_secret(record: HandleRecord, answer: Answer) -> Identity | None:
     value = record.value_at(answer.identity.index)
     if value is None or value.type.upper() != HS_SECKEY:
         return None
-    key = secrets.protocol_key(value.data)
+    try:
+        key = secrets.protocol_key(value.data)
+    except secrets.KeyMissing as exc:
+        log.warning("the secret of identity %s cannot verify a challenge answer: it is %s", answer.identity, exc)
+        return None
     if key is None:
         log.warning(
             "identity %s holds its secret in the old form, which the Handle protocol cannot check; "

@@ -84,14 +84,29 @@ class Authenticator:
         record = await self._store.get(handle_key)
         return sorted(v.index for v in record.values if v.type.upper() == HS_SECKEY) if record else []
 
-    async def login_digest(self, seckey: str) -> str | None:
-        """The SHA-256 of the secret whose stored form is ``seckey``, if it was ever seen in clear."""
-        return await self._store.login_digest(seckey)
+    async def login_digest(self, stored: bytes) -> str | None:
+        """The SHA-256 of the secret whose stored HS_SECKEY is ``stored``, if it was ever seen in clear."""
+        try:
+            hashed = secrets.protocol_key(stored)
+        except secrets.KeyMissing as exc:
+            log.warning("a dated login cannot be verified: %s", exc)
+            return None
+        if hashed is None:
+            return None
+        for name in secrets.digest_names(hashed):
+            sealed = await self._store.login_digest(name)
+            if sealed is not None:
+                try:
+                    return secrets.open_digest(name, sealed)[1]
+                except (secrets.KeyMissing, ValueError) as exc:
+                    log.warning("a login digest cannot be opened: %s", exc)
+        return await self._store.login_digest(hashed.decode())  # kept in clear before sealing
 
-    async def learn_login_digest(self, seckey: str, digest: str) -> None:
-        """Keep ``digest`` (SHA-256 of the secret seen in clear) for ``seckey``, unless known already."""
-        if await self._store.login_digest(seckey) is None:
-            await self._store.put_login_digest(seckey, digest)
+    async def learn_login_digest(self, secret: bytes) -> None:
+        """Keep the SHA-256 of ``secret``, just seen in clear, for the dated login, unless known already."""
+        name, sealed = secrets.seal_digest(secret)
+        if await self._store.login_digest(name) is None:
+            await self._store.put_login_digest(name, sealed)
 
     async def check_answer(self, answer: Answer) -> Identity | None:
         """The identity a Handle protocol challenge answer proves (``registry.identity.answers``)."""
@@ -183,8 +198,10 @@ class Authenticator:
         if stored is None or secrets.is_current(stored):
             # An unknown identity costs one hash, as a wrong secret does: the time taken must
             # not tell which identities exist.
-            if not secrets.Verifier.verify(stored or secrets.DECOY_HASH, secret) or stored is None:
+            if not secrets.Verifier.verify(stored or secrets.seal(secrets.DECOY_HASH), secret) or stored is None:
                 raise failed
+            if secrets.needs_reseal(stored):  # in clear or under an old key: sealed anew now it verified
+                await self._rehash(identity, stored, secret, address)
             return identity
         if not await self._check_legacy(stored, secret):
             raise failed

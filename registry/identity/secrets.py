@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -41,6 +42,10 @@ from collections.abc import Iterable
 from protocol.errors import InvalidValue
 from protocol.records import HS_SECKEY, HandleValue
 from protocol.wire.auth import hashed_secret_key
+from registry.identity.sealing import KeyMissing as KeyMissing  # raised by protocol_key: named here for callers
+from registry.identity.sealing import Keyring, key_of
+
+log = logging.getLogger("registry.secrets")
 
 _SCHEME = "scrypt"  # the old form, still verified until rewritten
 _LOG2_N, _R, _P = 14, 8, 1
@@ -51,7 +56,8 @@ _MAXMEM = 64 * 1024 * 1024
 _HASHED = re.compile(rb"[0-9a-f]{40}")
 _FORM = "the 40 lowercase hex digits of the secret's SHA-1 (handle.net's hashed HS_SECKEY)"
 
-# Verified against when an identity has no secret: a value no known secret hashes to.
+# Verified against when an identity has no secret: a value no known secret hashes to (sealed
+# when used, so an unknown identity costs what a known one does).
 DECOY_HASH = b"0" * 40
 
 
@@ -60,19 +66,111 @@ def generate_secret() -> str:
     return secrets.token_urlsafe(24)
 
 
+_CONTEXT = b"HS_SECKEY"
+_DIGEST_CONTEXT = b"login-digest:"
+_keyring: Keyring | None = None
+
+
+def use_keyring(keyring: Keyring | None) -> None:
+    """Seal and open with ``keyring`` from now on (the node's secret key file, loaded at start)."""
+    global _keyring
+    _keyring = keyring
+
+
+def keyring() -> Keyring:
+    if _keyring is None:
+        raise RuntimeError("the node's secret key (secret_key_file) is not loaded")
+    return _keyring
+
+
 def hash_secret(secret: bytes) -> bytes:
-    """The value to store for ``secret``: handle.net's hashed HS_SECKEY."""
-    return hashed_secret_key(secret)
+    """The value to store for ``secret``: handle.net's hashed HS_SECKEY, sealed under the node's key."""
+    return seal(hashed_secret_key(secret))
+
+
+def seal(hashed: bytes) -> bytes:
+    """The stored form of a hashed HS_SECKEY (40 hex digits): AES-GCM under the node's current key."""
+    return keyring().seal(hashed, _CONTEXT).encode()
+
+
+def is_sealed(stored: bytes) -> bool:
+    return key_of(stored[:13].decode("ascii", "replace")) is not None
 
 
 def is_current(stored: bytes) -> bool:
-    """True for a value in the form this node stores, which the Handle protocol can use."""
-    return _HASHED.fullmatch(stored) is not None
+    """True for a value the Handle protocol can use: sealed, or hashed in clear (as clients send it,
+    and as this node stored it before sealing; ``needs_reseal``)."""
+    return is_sealed(stored) or _HASHED.fullmatch(stored) is not None
+
+
+def needs_reseal(stored: bytes) -> bool:
+    """True for a hashed value in clear, or one sealed under a key other than the current one this node holds."""
+    if _HASHED.fullmatch(stored) is not None:
+        return True
+    key_id = key_of(stored[:13].decode("ascii", "replace")) if is_sealed(stored) else None
+    return key_id is not None and key_id != keyring().current and keyring().holds(key_id)
+
+
+def reseal(stored: bytes) -> bytes:
+    """``stored`` sealed under the current key (KeyMissing, ValueError when it cannot be opened)."""
+    hashed = protocol_key(stored)
+    if hashed is None:
+        raise ValueError("not a hashed secret")
+    return seal(hashed)
 
 
 def protocol_key(stored: bytes) -> bytes | None:
-    """The key a Handle protocol client MACs its answer with, or None for an old scrypt value."""
-    return stored if is_current(stored) else None
+    """The key a Handle protocol client MACs its answer with (the hex SHA-1 of the secret), or
+    None for an old scrypt value. KeyMissing when sealed under a key this node does not hold."""
+    if _HASHED.fullmatch(stored) is not None:
+        return stored
+    if not is_sealed(stored):
+        return None
+    try:
+        hashed = keyring().open(stored.decode("ascii"), _CONTEXT)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return hashed if _HASHED.fullmatch(hashed) is not None else None
+
+
+# Login digests (SNMS's dated login, registry.identity.tokens) ----------------------------------
+# Kept by a keyed name of the hashed secret, sealed with it: the store holds neither hash in clear.
+
+
+def digest_names(hashed: bytes) -> list[str]:
+    """The names a login digest for the hashed secret ``hashed`` may be kept under, the current first."""
+    return keyring().lookup_ids(hashed)
+
+
+def seal_digest(secret: bytes) -> tuple[str, str]:
+    """The (name, sealed value) to keep for a secret seen in clear: its SHA-256 for the dated login."""
+    hashed = hashed_secret_key(secret)
+    name = keyring().lookup_id(hashed)
+    return name, keyring().seal(
+        hashed + b":" + hashlib.sha256(secret).hexdigest().encode(), _DIGEST_CONTEXT + name.encode()
+    )
+
+
+def open_digest(name: str, sealed: str) -> tuple[bytes, str]:
+    """The hashed secret and the hex SHA-256 a kept login digest holds (KeyMissing, ValueError)."""
+    hashed, _, digest = keyring().open(sealed, _DIGEST_CONTEXT + name.encode()).partition(b":")
+    return hashed, digest.decode()
+
+
+def reseal_digest(name: str, stored: str) -> tuple[str, str]:
+    """A kept login digest under the current key: from the old form (name = hex SHA-1, value = hex
+    SHA-256, in clear) or sealed under an older key."""
+    if key_of(name) is None:
+        hashed, digest = name.encode(), stored
+    else:
+        hashed, digest = open_digest(name, stored)
+    new_name = keyring().lookup_id(hashed)
+    return new_name, keyring().seal(hashed + b":" + digest.encode(), _DIGEST_CONTEXT + new_name.encode())
+
+
+def digest_needs_reseal(name: str) -> bool:
+    key_id = key_of(name)
+    return key_id is None or (key_id != keyring().current and keyring().holds(key_id))
 
 
 def needs_rehash(stored: bytes) -> bool:
@@ -112,7 +210,7 @@ def withhold(values: Iterable[HandleValue]) -> list[HandleValue]:
 
 
 def check_hash(stored: bytes) -> bytes:
-    """Validate a hash a client sends (format "hash"); return it unchanged.
+    """Validate a hash a client sends (format "hash"); return its stored form (sealed).
 
     Only the current form is taken: an scrypt hash would carry its own cost, and could
     never serve the Handle protocol.
@@ -123,9 +221,9 @@ def check_hash(stored: bytes) -> bytes:
             "secret, leave its index out (PUT with index= of the other values); to set one, send the "
             f"secret or {_FORM}"
         )
-    if not is_current(stored):
+    if _HASHED.fullmatch(stored) is None:
         raise InvalidValue(f"a secret in format hash must be {_FORM}, as this node makes them")
-    return stored
+    return seal(stored)
 
 
 class Verifier:
@@ -152,7 +250,12 @@ class Verifier:
         """Check ``secret`` against ``stored``; for an old scrypt value this is the slow path,
         touching no shared state, so it may run in a worker thread. Garbage never verifies."""
         if is_current(stored):
-            return hmac.compare_digest(hash_secret(secret), stored)
+            try:
+                key = protocol_key(stored)
+            except KeyMissing as exc:
+                log.warning("a secret cannot be verified: %s", exc)
+                return False
+            return key is not None and hmac.compare_digest(hashed_secret_key(secret), key)
         try:
             salt, digest = _parse_scrypt(stored)
         except InvalidValue:

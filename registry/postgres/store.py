@@ -468,6 +468,20 @@ class PostgresStore(Store):
                 "INSERT INTO login_digests (seckey, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING", seckey, digest
             )
 
+    async def login_digests(self) -> list[tuple[str, str]]:
+        async with self._primary() as conn:
+            rows = await conn.fetch("SELECT seckey, digest FROM login_digests")
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    async def replace_login_digests(self, rows: Sequence[tuple[str, str]], drop: Sequence[str]) -> None:
+        async with self._primary() as conn, conn.transaction():
+            await conn.execute("DELETE FROM login_digests WHERE seckey = ANY($1::text[])", list(drop))
+            await conn.executemany(
+                "INSERT INTO login_digests (seckey, digest) VALUES ($1, $2) "
+                "ON CONFLICT (seckey) DO UPDATE SET digest = EXCLUDED.digest",
+                list(rows),
+            )
+
 
 def _lookup(keys: list[str]) -> tuple[str, str | list[str]]:
     """The query and its argument that read ``keys``."""

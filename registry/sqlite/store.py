@@ -459,6 +459,20 @@ class SqliteStore(Store):
 
         await self._writer.submit(work)
 
+    async def login_digests(self) -> list[tuple[str, str]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            return [(str(a), str(b)) for a, b in conn.execute("SELECT seckey, digest FROM login_digests")]
+
+        result: list[tuple[str, str]] = await self._read(read)
+        return result
+
+    async def replace_login_digests(self, rows: Sequence[tuple[str, str]], drop: Sequence[str]) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM login_digests WHERE seckey = ?", [(name,) for name in drop])
+            conn.executemany("INSERT OR REPLACE INTO login_digests (seckey, digest) VALUES (?, ?)", rows)
+
+        await self._writer.submit(work)
+
 
 def _under(column: str, prefixes: Sequence[str] | None) -> tuple[str, list[str]]:
     """SQL condition: ``column`` is one of ``prefixes`` or a prefix derived from one (any, when None)."""

@@ -251,6 +251,12 @@ def _restore(config: config_mod.Config, args: argparse.Namespace) -> None:
     finally:
         os.close(in_use)
     print(f"idnode restore: {backup.contents.handles} handles (schema {backup.contents.schema_version}) into {store}")
+    if not config.secret_key_path.exists():  # never in a backup: kept apart (registry.identity.sealing)
+        print(
+            f"idnode restore: the secret key is not at {config.secret_key_path} (setting 'secret_key_file'): "
+            "put the node's key file there before it starts, or no stored secret will verify",
+            file=sys.stderr,
+        )
 
 
 def _refuse_overwrite(store: Path, backup: Checked, targets: dict[str, Path]) -> None:

@@ -8,7 +8,6 @@ prefix's own identity, ``300:0.NA/88.118.8``. Failures are limited and braked by
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 
@@ -52,9 +51,7 @@ class TokenLogins:
             raise
         except AuthenticationFailed:
             raise AuthenticationFailed(LOGIN_FAILED) from None
-        seckey = secrets.hash_secret(password.encode()).decode()
-        # So that the dated login works from now on.
-        await self.authenticator.learn_login_digest(seckey, hashlib.sha256(password.encode()).hexdigest())
+        await self.authenticator.learn_login_digest(password.encode())  # so that the dated login works from now on
         return await self._token_for(identity)
 
     async def login_dated(self, username: str, password: str, address: str) -> str:
@@ -70,7 +67,7 @@ class TokenLogins:
             value = await self.authenticator.secret_key(claimed)
             if value is None or not secrets.is_current(value.data):
                 return None
-            digest = await self.authenticator.login_digest(value.data.decode())
+            digest = await self.authenticator.login_digest(value.data)
             return claimed if digest is not None and dated_matches(digest, password, time.time()) else None
 
         try:

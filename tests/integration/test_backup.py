@@ -180,9 +180,12 @@ def backup_under_load(node: Node, dest: Path, *, kill_during: bool = False) -> t
     return load, started, ended
 
 
-def restored_node(backup: Path, data_dir: Path) -> Node:
+def restored_node(backup: Path, data_dir: Path, key_from: Path) -> Node:
     done = idnode("restore", backup, "--data-dir", data_dir)
     assert done.returncode == OK, done.stderr
+    assert not (backup / "secret-key").exists(), "the key sealing the secrets is never in a backup"
+    assert "secret_key_file" in done.stderr  # the operator is told to give the key
+    shutil.copy(key_from / "secret-key", data_dir / "secret-key")  # kept apart, given back
     return Node(data_dir).start()
 
 
@@ -194,7 +197,7 @@ def test_a_backup_under_write_load_holds_every_write_acknowledged_before_it(serv
     assert len(before) >= 500 and len(after) >= 500
     serving.stop()
 
-    node = restored_node(tmp_path / "backup", tmp_path / "restored")
+    node = restored_node(tmp_path / "backup", tmp_path / "restored", serving.data_dir)
     try:
         missing = [h for h in sorted(before) if node.get(f"/api/handles/{h}").status != 200]
         assert not missing, f"{len(missing)} acknowledged writes missing, e.g. {missing[:5]}"
@@ -218,7 +221,7 @@ def test_a_backup_under_write_load_holds_every_write_acknowledged_before_it(serv
 def test_a_node_killed_during_its_backup_leaves_a_restorable_one(serving: Node, tmp_path: Path) -> None:
     load, started, _ = backup_under_load(serving, tmp_path / "backup", kill_during=True)
     before = load.acked_before(started)
-    node = restored_node(tmp_path / "backup", tmp_path / "restored")
+    node = restored_node(tmp_path / "backup", tmp_path / "restored", serving.data_dir)
     try:
         missing = [h for h in sorted(before) if node.get(f"/api/handles/{h}").status != 200]
         assert not missing and len(before) >= 500

@@ -145,6 +145,12 @@ class MemoryStore(Store):
     async def put_login_digest(self, seckey: str, digest: str) -> None:
         _not_kept()
 
+    async def login_digests(self) -> list[tuple[str, str]]:
+        _not_kept()
+
+    async def replace_login_digests(self, rows: Sequence[tuple[str, str]], drop: Sequence[str]) -> None:
+        _not_kept()
+
     async def import_rows(self, rows: Sequence[tuple[str, str, bytes]], entry: AuditEntry, marker: ImportMarker) -> int:
         _not_kept()
 

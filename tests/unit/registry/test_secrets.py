@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import pytest
 
 from protocol.errors import InvalidValue
 from protocol.wire import auth as hsauth
-from registry.identity import secrets
+from registry.identity import sealing, secrets
 from registry.identity.secrets import Verifier
 
 SALT, HASH = "AAAAAAAAAAAAAAAAAAAAAA==", "A" * 43 + "="
@@ -16,8 +17,9 @@ SALT, HASH = "AAAAAAAAAAAAAAAAAAAAAA==", "A" * 43 + "="
 
 def test_a_hash_round_trips_and_is_the_handle_protocol_key() -> None:
     stored = secrets.hash_secret(b"s3cret")
-    assert stored == b"fef341f85d87439e7d91a2d465b9871ef66b5e98"  # CNRI's Encoder.encodeSecretKey(hash=true)
-    assert secrets.check_hash(stored) == stored
+    hashed = b"fef341f85d87439e7d91a2d465b9871ef66b5e98"  # CNRI's Encoder.encodeSecretKey(hash=true)
+    assert secrets.protocol_key(stored) == hashed  # the key, opened from its sealed stored form
+    assert secrets.protocol_key(secrets.check_hash(hashed)) == hashed  # a client may send the hash
     assert Verifier.verify(stored, b"s3cret")
     assert not Verifier.verify(stored, b"other")
     assert not Verifier.verify(stored, stored)  # the hash is not a password for HTTP
@@ -69,3 +71,30 @@ def test_garbage_is_refused(stored: bytes) -> None:
 def test_the_decoy_never_verifies() -> None:
     assert secrets.check_hash(secrets.DECOY_HASH)
     assert not Verifier.verify(secrets.DECOY_HASH, b"")
+
+
+def test_the_stored_form_holds_no_hash_of_the_secret_and_opens_only_under_its_key() -> None:
+    hashed = hsauth.hashed_secret_key(b"s3cret")
+    stored = secrets.hash_secret(b"s3cret")
+    assert hashed not in stored and bytes.fromhex(hashed.decode()) not in stored
+    name, digest = secrets.seal_digest(b"s3cret")
+    sha256 = hashlib.sha256(b"s3cret").hexdigest()
+    assert hashed.decode() not in name + digest and sha256 not in name + digest
+    assert secrets.open_digest(name, digest) == (hashed, sha256)
+    node_key = secrets.keyring()
+    try:
+        secrets.use_keyring(sealing.Keyring.generate())  # a store copied to a node without its key
+        with pytest.raises(sealing.KeyMissing, match="secret_key_file does not hold"):
+            secrets.protocol_key(stored)
+        assert not Verifier.verify(stored, b"s3cret")
+    finally:
+        secrets.use_keyring(node_key)
+
+
+def test_a_hash_kept_in_clear_before_sealing_still_verifies_and_is_resealed() -> None:
+    hashed = hsauth.hashed_secret_key(b"s3cret")
+    assert Verifier.verify(hashed, b"s3cret") and secrets.needs_reseal(hashed)
+    resealed = secrets.reseal(hashed)
+    assert not secrets.needs_reseal(resealed) and secrets.protocol_key(resealed) == hashed
+    name, digest = secrets.reseal_digest(hashed.decode(), hashlib.sha256(b"s3cret").hexdigest())
+    assert not secrets.digest_needs_reseal(name) and secrets.open_digest(name, digest)[0] == hashed

@@ -1,0 +1,99 @@
+"""Sealing every stored secret under the node's current key: at start, and when the key is rotated.
+
+At each start (before the workers fork) the node reseals what is not yet sealed under its current
+key: hashed HS_SECKEY values and login digests kept in clear by nodes before sealing, and any
+sealed under an older key still listed in ``secret_key_file`` (a rotation cut short). A value
+sealed under a key the file does not hold is left as it is and counted: the node says it cannot
+verify those secrets until it is given that key. Each record is rewritten on its own (audited
+as ``reseal_secret``) only if it is still the one read; login digests are replaced in one
+transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from protocol.errors import HandleError, InvalidValue
+from protocol.records import HS_SECKEY, HandleRecord, HandleValue
+from registry.identity import secrets
+from registry.identity.sealing import KeyMissing, key_of
+from registry.store import AuditEntry, Store
+
+log = logging.getLogger("registry.secrets")
+
+PAGE = 500
+
+
+@dataclass
+class Resealed:
+    values: int = 0  # HS_SECKEY values rewritten
+    digests: int = 0  # login digests rewritten
+    missing: dict[str, int] = field(default_factory=dict)  # key id -> values sealed under it, not held
+
+    def report(self) -> None:
+        if self.values or self.digests:
+            log.info(
+                "sealed %d secret(s) and %d login digest(s) under the current secret key", self.values, self.digests
+            )
+        for key_id, count in sorted(self.missing.items()):
+            log.warning(
+                "%d stored secret(s) are sealed under secret key %s, which secret_key_file does not hold: "
+                "they cannot verify a login or a challenge answer until that key is given to the node "
+                "(a store copied or restored without its key file?). Records are served as usual.",
+                count, key_id,
+            )  # fmt: skip
+
+
+async def reseal_store(store: Store) -> Resealed:
+    done = Resealed()
+    after: str | None = None
+    while rows := await store.export_after(None, after, PAGE):
+        for key, record in rows:
+            await _reseal_record(store, key, record, done)
+        after = rows[-1][0]
+    await _reseal_digests(store, done)
+    return done
+
+
+def _key_missing(value: HandleValue) -> str | None:
+    key_id = key_of(value.data[:13].decode("ascii", "replace")) if secrets.is_sealed(value.data) else None
+    return key_id if key_id is not None and not secrets.keyring().holds(key_id) else None
+
+
+async def _reseal_record(store: Store, key: str, record: HandleRecord, done: Resealed) -> None:
+    seckeys = [v for v in record.values if v.type.upper() == HS_SECKEY]
+    for value in seckeys:
+        if (missing := _key_missing(value)) is not None:
+            done.missing[missing] = done.missing.get(missing, 0) + 1
+    stale = {v.index: v.data for v in seckeys if secrets.needs_reseal(v.data)}
+    if not stale:
+        return
+
+    def change(old: HandleRecord | None) -> HandleRecord | None:
+        if old is None or any((v := old.value_at(i)) is None or v.data != data for i, data in stale.items()):
+            raise InvalidValue("the record changed since it was read; left as it is")
+        return old.with_values([v._replace(data=secrets.reseal(v.data)) if v.index in stale else v for v in old.values])
+
+    try:
+        await store.apply(key, change, AuditEntry(time.time(), "node", "", "reseal_secret", record.handle))
+    except HandleError as exc:
+        log.warning("could not reseal the secrets of %s: %s", record.handle, exc.message)
+        return
+    done.values += len(stale)
+
+
+async def _reseal_digests(store: Store, done: Resealed) -> None:
+    rows, drop = [], []
+    for name, digest in await store.login_digests():
+        if not secrets.digest_needs_reseal(name):
+            continue
+        try:
+            rows.append(secrets.reseal_digest(name, digest))
+        except (KeyMissing, ValueError):
+            continue  # under a key not held, or damaged: kept, it may open once the key is given
+        drop.append(name)
+    if drop:
+        await store.replace_login_digests(rows, drop)
+        done.digests += len(rows)

@@ -1,0 +1,65 @@
+"""Finding 3 of #21: a copy of the store is not a set of credentials (secrets sealed under secret_key_file)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from tests.support.nodeproc import ADMIN, ADMIN_SECRET, Node, record
+from tests.support.poll import wait_until
+
+OWNER = "0.NA/88.118.77"
+SECRET = "owner-of-77-secret-value"
+
+
+def _forms(secret: str) -> list[bytes]:
+    sha1, sha256 = hashlib.sha1(secret.encode()), hashlib.sha256(secret.encode())
+    return [sha1.hexdigest().encode(), sha1.digest(), sha256.hexdigest().encode(), sha256.digest()]
+
+
+def _raw_store(data_dir: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in data_dir.glob("idnode.sqlite3*"))
+
+
+def test_a_stolen_store_holds_no_hash_of_any_secret_and_opens_nothing_without_its_key(tmp_path: Path) -> None:
+    node = Node(tmp_path / "data").start()
+    try:
+        grant = {"handle": OWNER, "index": 300, "permissions": "111111111111"}
+        values = record(
+            {"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": grant}},
+            {"index": 300, "type": "HS_SECKEY", "data": SECRET},
+        )
+        assert node.put(f"/api/handles/{OWNER}", values, auth=ADMIN).status == 201
+        assert node.get(f"/api/handles/{OWNER}", auth=(f"300:{OWNER}", SECRET)).status == 200
+    finally:
+        node.stop()
+    raw = _raw_store(tmp_path / "data")
+    assert raw
+    for secret in (SECRET, ADMIN_SECRET):
+        for form in _forms(secret):
+            assert form not in raw, (secret, form)
+    key_file = tmp_path / "data" / "secret-key"
+    assert key_file.stat().st_mode & 0o077 == 0
+
+    node = node.restart()  # the key kept with the node: everything still verifies
+    try:
+        assert node.get(f"/api/handles/{OWNER}", auth=(f"300:{OWNER}", SECRET)).status == 200
+    finally:
+        node.stop()
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tmp_path / "data", copy, ignore=shutil.ignore_patterns("secret-key", "*.lock"))
+    thief = Node(copy).start()
+    try:
+        assert thief.get(f"/api/handles/{OWNER}", auth=(f"300:{OWNER}", SECRET)).status == 403
+        assert thief.get(f"/api/handles/{OWNER}").status in (200, 403)  # records are served as usual
+        wait_until(lambda: "secret_key_file does not hold" in "".join(thief.stderr_lines), what="the reason logged")
+    finally:
+        thief.stop()
+    shutil.copy(key_file, copy / "secret-key")  # given the key, the copy verifies again
+    thief = Node(copy).start()
+    try:
+        assert thief.get(f"/api/handles/{OWNER}", auth=(f"300:{OWNER}", SECRET)).status == 200
+    finally:
+        thief.stop()
