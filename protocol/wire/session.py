@@ -12,11 +12,13 @@ Only DES keys are made here, which is what CNRI 7.3's server chose in the captur
 session key only ever MACs session messages, never encrypts them on this node.
 
 Keys are agreed only in known groups: the 1024-bit group CNRI's clients send (RFC 2409's
-second Oakley group) and RFC 3526's 1536- to 4096-bit MODP groups, all safe primes with
-g = 2. Checking a group a client made up costs hundreds of milliseconds of CPU (OpenSSL's
-safe-prime test), which an anonymous client could ask for again and again; known groups need
-no check at all. The client's public value is checked to lie in 1 < y < p - 1, which with a
-safe prime leaves only the large subgroups.
+second Oakley group) and RFC 3526's 1536- and 2048-bit MODP groups, all safe primes with
+g = 2. Larger groups are refused too: the exponentiation runs in Python's ``pow``, which holds
+the interpreter lock (a 4096-bit setup stalled resolution on the same worker for up to ~180 ms
+under a burst), and no client this node serves uses one. Checking a group a client made up
+costs hundreds of milliseconds of CPU (OpenSSL's safe-prime test), which an anonymous client
+could ask for again and again; known groups need no check at all. The client's public value
+is checked to lie in 1 < y < p - 1, which with a safe prime leaves only the large subgroups.
 """
 
 from __future__ import annotations
@@ -58,31 +60,6 @@ _MODP_2048 = int(
     "15728E5A8AACAA68FFFFFFFFFFFFFFFF",
     16,
 )
-_MODP_3072 = int(
-    "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DD"
-    "EF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED"
-    "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF0598DA48361C55D39A69163FA8FD24CF5F"
-    "83655D23DCA3AD961C62F356208552BB9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3B"
-    "E39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF6955817183995497CEA956AE515D2261898FA0510"
-    "15728E5A8AAAC42DAD33170D04507A33A85521ABDF1CBA64ECFB850458DBEF0A8AEA71575D060C7DB3970F85A6E1E4C7"
-    "ABF5AE8CDB0933D71E8C94E04A25619DCEE3D2261AD2EE6BF12FFA06D98A0864D87602733EC86A64521F2B18177B200C"
-    "BBE117577A615D6C770988C0BAD946E208E24FA074E5AB3143DB5BFCE0FD108E4B82D120A93AD2CAFFFFFFFFFFFFFFFF",
-    16,
-)
-_MODP_4096 = int(
-    "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DD"
-    "EF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED"
-    "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF0598DA48361C55D39A69163FA8FD24CF5F"
-    "83655D23DCA3AD961C62F356208552BB9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3B"
-    "E39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF6955817183995497CEA956AE515D2261898FA0510"
-    "15728E5A8AAAC42DAD33170D04507A33A85521ABDF1CBA64ECFB850458DBEF0A8AEA71575D060C7DB3970F85A6E1E4C7"
-    "ABF5AE8CDB0933D71E8C94E04A25619DCEE3D2261AD2EE6BF12FFA06D98A0864D87602733EC86A64521F2B18177B200C"
-    "BBE117577A615D6C770988C0BAD946E208E24FA074E5AB3143DB5BFCE0FD108E4B82D120A92108011A723C12A787E6D7"
-    "88719A10BDBA5B2699C327186AF4E23C1A946834B6150BDA2583E9CA2AD44CE8DBBBC2DB04DE8EF92E8EFC141FBECAA6"
-    "287C59474E6BC05D99B2964FA090C3A2233BA186515BE7ED1F612970CEE2D7AFB81BDD762170481CD0069127D5B05AA9"
-    "93B4EA988D8FDDC186FFB7DC90A6C08F4DF435C934063199FFFFFFFFFFFFFFFF",
-    16,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +74,6 @@ KNOWN_GROUPS = (
     DhGroup("RFC 2409 group 2 (1024-bit, CNRI's)", _MODP_1024, 2, 256),
     DhGroup("RFC 3526 group 5 (1536-bit)", _MODP_1536, 2, 256),
     DhGroup("RFC 3526 group 14 (2048-bit)", _MODP_2048, 2, 256),
-    DhGroup("RFC 3526 group 15 (3072-bit)", _MODP_3072, 2, 320),
-    DhGroup("RFC 3526 group 16 (4096-bit)", _MODP_4096, 2, 400),
 )
 _BY_NUMBERS = {(group.p, group.g): group for group in KNOWN_GROUPS}
 
@@ -146,7 +121,7 @@ def des_parity(key: bytes) -> bytes:
 def agree(client: DhPublic) -> tuple[DhPublic, bytes]:
     """The server's public key and the session key (DES) agreed with ``client``.
 
-    Two modular exponentiations of a few milliseconds at most (4096 bits, a 400-bit
+    Two modular exponentiations of a few milliseconds at most (2048 bits, a 256-bit
     exponent); the caller runs this off the event loop. Call ``known_group`` first: an
     unknown group is refused here too, but only after the caller has paid for a thread."""
     group = known_group(client)

@@ -74,6 +74,7 @@ from protocol.wire.session import (
 from registry.bootstrap import ensure_node_prefix
 from registry.identity.auth import Authenticator
 from registry.identity.ratelimit import FailureLimiter
+from registry.identity.secrets import protocol_key
 from registry.service import RegistrationService
 from registry.sqlite.store import SqliteStore
 from resolver.handle.admin import HandleAdmin
@@ -472,7 +473,8 @@ async def test_minting_and_secrets_sent_over_the_protocol(node: Node) -> None:
     record = await node.store.get(node.service.parse(minted.body.handle).key)
     assert record is not None
     secret = record.value_at(300)
-    assert secret is not None and secret.data == hashed_secret_key(b"plain secret") and not secret.public_read
+    assert secret is not None and protocol_key(secret.data) == hashed_secret_key(b"plain secret")
+    assert not secret.public_read
     # A hashed secret arrives as it is stored, so the new identity authenticates at once.
     body = CreateHandleRequest(f"{NODE}/ID", (HandleValue(300, HS_SECKEY, hashed_secret_key(b"s2")),))
     assert code_of(await authenticated(node.admin, OpCode.CREATE_HANDLE, body)) == ResponseCode.SUCCESS
@@ -715,7 +717,7 @@ def pi_bits(bits: int) -> int:
 
 
 def test_the_known_groups_are_rfc_2409_s_and_rfc_3526_s() -> None:
-    ks = {1024: 129093, 1536: 741804, 2048: 124476, 3072: 1690314, 4096: 240904}  # the RFCs' k
+    ks = {1024: 129093, 1536: 741804, 2048: 124476}  # the RFCs' k
     assert [g.p.bit_length() for g in KNOWN_GROUPS] == list(ks)
     for group in KNOWN_GROUPS:
         n = group.p.bit_length()
@@ -734,7 +736,7 @@ async def test_a_group_the_client_made_up_is_refused_at_once_naming_the_accepted
     assert code_of(await send(node.admin, encoded(OpCode.SESSION_SETUP, request))) == ResponseCode.SESSION_FAILED
 
 
-@pytest.mark.parametrize("group", range(5))
+@pytest.mark.parametrize("group", range(3))
 async def test_cnri_s_group_and_rfc_3526_s_groups_agree_the_same_key(node: Node, group: int) -> None:
     p, x = KNOWN_GROUPS[group].p, secrets.randbits(256)
     response = await send(node.admin, setup_in(p, x))
