@@ -125,6 +125,13 @@ def varied() -> list[dict[str, Any]]:
     ]
 
 
+def refused_import(source: Path, *args: str) -> str:
+    """What ``idnode import`` says when it writes nothing (exit 1)."""
+    done = idnode("import", str(source), *args)
+    assert done.returncode == 1, done.stderr
+    return done.stderr.decode()
+
+
 def lines_of(out: bytes) -> list[str]:
     return sorted(out.decode().splitlines())
 
@@ -166,9 +173,7 @@ def test_bad_items_are_reported_by_line_and_nothing_is_written(stores: Stores, t
     source = write_items(tmp_path / "in.jsonl", items)
     with source.open("a") as fh:
         fh.write("{not json\n")
-    done = idnode("import", str(source), *where)
-    assert done.returncode == 1
-    err = done.stderr.decode()
+    err = refused_import(source, *where)
     assert "line 2: this node serves prefix 88.118; 99.7/elsewhere is not under it" in err
     assert "line 4: index 1 appears more than once" in err
     assert "line 6: not JSON" in err
@@ -299,7 +304,7 @@ def _identity(handle: str, secret: str) -> dict[str, Any]:
     return {"handle": handle, "values": [_admin_of(handle, 300), seckey]}
 
 
-def _node_secret_check(stores: Stores, where: list[str], tmp_path: Path, secret: str) -> tuple[int, int]:
+def _node_secret_check(where: list[str], tmp_path: Path, secret: str) -> tuple[int, int]:
     """Statuses of one write as the node admin, with ``secret`` and with the bootstrap one."""
     flag, value = where
     node = Node(Path(value) if flag == "--data-dir" else tmp_path / "data", store=value if flag == "--store" else None)
@@ -324,17 +329,15 @@ def test_an_import_refuses_to_change_existing_credentials_unless_told(stores: St
         *synthetic(3),
     ]
     source = write_items(tmp_path / "hostile.jsonl", hostile)
-    done = idnode("import", str(source), *where)
-    assert done.returncode == 1
-    err = done.stderr.decode()
+    err = refused_import(source, *where)
     assert "line 1: 0.NA/88.118 is this node's prefix handle and would change (--replace-credentials" in err
     assert "line 2: 0.NA/88.118.5: would change its HS_ADMIN, HS_SECKEY (--replace-credentials" in err
     assert "2 items refused; nothing was written" in err
     assert sum(p.handles for p in look(where, lambda s: s.stats(None))) == 0  # not even the harmless items
-    assert _node_secret_check(stores, where, tmp_path, "attacker-secret") == (403, 201)  # wrong credentials: 403
+    assert _node_secret_check(where, tmp_path, "attacker-secret") == (403, 201)  # wrong credentials: 403
     forced = idnode("import", str(source), "--replace-credentials", *where)
     assert forced.returncode == 0, forced.stderr
-    assert _node_secret_check(stores, where, tmp_path, "attacker-secret")[0] == 201
+    assert _node_secret_check(where, tmp_path, "attacker-secret")[0] == 201
 
 
 def test_an_import_limited_to_prefixes_refuses_items_outside(stores: Stores, tmp_path: Path) -> None:
@@ -347,9 +350,7 @@ def test_an_import_limited_to_prefixes_refuses_items_outside(stores: Stores, tmp
         {"handle": "88.118.6/x", "values": [{"index": 1, "type": "URL", "data": "x"}]},
     ]
     source = write_items(tmp_path / "in.jsonl", items)
-    done = idnode("import", str(source), "--prefix", "88.118.5", "--prefix", "88.118.7", *where)
-    assert done.returncode == 1
-    err = done.stderr.decode()
+    err = refused_import(source, "--prefix", "88.118.5", "--prefix", "88.118.7", *where)
     assert "line 4: 0.NA/88.118 is outside --prefix 88.118.5, 88.118.7" in err
     assert "line 5: 88.118.6/x is outside --prefix 88.118.5, 88.118.7" in err
     assert "2 bad items (2 outside --prefix); nothing was written" in err
