@@ -203,7 +203,8 @@ def _bulk_parsers(commands: Any) -> None:
         "import",
         help="load records from a file",
         description="Load handle records (JSON lines or msgpack, as GET /api/handles/{h} shows them), "
-        "replacing those that exist. Every item is checked first; any bad one and nothing is written "
+        "replacing those that exist (not existing credentials or the node's prefix handle unless "
+        "--replace-credentials). Every item is checked first; any bad one and nothing is written "
         "(exit 1). Records are written in chunks, each recorded with the input's SHA-256: "
         "after an interruption the same command resumes. " + BULK_HELP,
     )
@@ -213,6 +214,18 @@ def _bulk_parsers(commands: Any) -> None:
     i.add_argument("--identity", default="import", help="who the audit log names (default: import)")
     i.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes checking the input")
     i.add_argument("--restart", action="store_true", help="write everything again, ignoring earlier progress")
+    i.add_argument(
+        "--prefix",
+        action="append",
+        default=[],
+        help="only handles at or under this prefix (0.NA/P counts as P); repeatable; others are refused",
+    )
+    i.add_argument(
+        "--replace-credentials",
+        action="store_true",
+        help="let the file change existing HS_ADMIN, HS_SECKEY, HS_PUBKEY, HS_VLIST values and the node's "
+        "prefix handle (refused by default)",
+    )
     e = commands.add_parser(
         "export",
         help="write records to a file",
@@ -238,7 +251,16 @@ def _bulk(args: argparse.Namespace) -> int:
     fmt = bulk_fmt.format_of(args.file, args.format)
     if args.command == "export":
         return bulk.run_export(config, args.file, fmt, args.prefix)
-    options = bulk.ImportOptions(args.file, fmt, args.chunk, args.identity, max(args.jobs, 1), args.restart)
+    options = bulk.ImportOptions(
+        args.file,
+        fmt,
+        args.chunk,
+        args.identity,
+        max(args.jobs, 1),
+        args.restart,
+        tuple(args.prefix),
+        args.replace_credentials,
+    )
     return bulk.run_import(config, options)
 
 

@@ -159,6 +159,7 @@ class NodeShared:
     brake: FailureLimiter  # failed authentications per identity: slows
     node_brake: FailureLimiter  # failed authentications on the whole node: slows
     generations: Generations = field(default_factory=Generations)
+    used_passwords: tokens.UsedPasswords = field(default_factory=tokens.UsedPasswords)  # SNMS's dated logins
     handle: HandleShared = field(default_factory=HandleShared)  # pending challenges and sessions
     node_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}")
 
@@ -254,7 +255,7 @@ async def serve(
             node_brake=shared.node_brake,
         )
         signer = tokens.TokenSigner(tokens.load_key(config.token_key_path)) if config.snms else None
-        mounted = [] if signer is None else [SnmsRoutes(service, authenticator, engine, signer)]
+        mounted = [] if signer is None else [SnmsRoutes(service, authenticator, engine, signer, shared.used_passwords)]
         publications = partial(publication_report, store, engine.upstreams) if config.upstream else None
         app = HttpFrontend(config, engine, service, authenticator, mounted=mounted, publications=publications).app()
         served: list[Served] = [HttpListener(app, config, listeners.http)]

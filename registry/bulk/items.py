@@ -20,11 +20,12 @@ from typing import IO, Any, NamedTuple
 import msgpack
 import orjson
 
-from protocol.errors import HandleError, InvalidValue
+from protocol.errors import HandleError, InvalidValue, NotResponsible
 from protocol.identifiers import check_registrable, check_responsible, parse_handle
 from protocol.jsonfmt import value_from_json, value_to_json
 from protocol.records import HS_SECKEY, PUBLIC_READ, PUBLIC_WRITE, HandleRecord, HandleValue, encode_record
 from registry.bulk.fast import fast_row, moment
+from registry.bulk.guard import scope_refusal
 from registry.bulk.rules import Rules
 from registry.identity import secrets
 
@@ -93,7 +94,11 @@ def _values(items: Any, now: int) -> tuple[HandleValue, ...]:
 def row_from_item(obj: Any, rules: Rules) -> Row:
     """Check one decoded item and return its row; raise HandleError saying what is wrong."""
     fast = fast_row(obj, rules)
-    return Row(*fast) if fast is not None else general_row(obj, rules)
+    row = Row(*fast) if fast is not None else general_row(obj, rules)
+    outside = scope_refusal(row.handle, rules.scope)
+    if outside is not None:
+        raise NotResponsible(outside)
+    return row
 
 
 def general_row(obj: Any, rules: Rules) -> Row:

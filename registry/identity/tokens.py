@@ -1,16 +1,19 @@
-"""SNMS login tokens: signed, stateless, 24 hours, void once the identity's secret changes.
+"""SNMS login tokens: signed, stateless, 24 hours, void once the identity's secret is written.
 
 A token is a JWT (HS256), as SNMS's are: ``{"sub": identity, "iat", "exp", "sfp"}``, signed
 with the node's token key. Any worker, and any node given the same key file, checks one
 without a store read. ``sfp`` is a keyed fingerprint of the identity's stored HS_SECKEY
-when the token was issued: a request is refused once the stored value differs, so setting
-a new secret revokes every token issued before (the record is read through the cache,
-which every write invalidates on every worker).
+*and of its generation*, the time it was written (the value's timestamp, which the node
+stamps on every write of it): a request is refused once the stored value or its generation
+differs, so setting a new secret revokes every token issued before, and setting the old
+secret back later does not revive them (the stored hash is the same, its generation is not).
+The record is read through the cache, which every write invalidates on every worker.
 
 SNMS's dated login (``/identity/token/v1``) sends ``sha256(sha256(secret) + "yyyy-MM-dd")``
 in hex. The stored SHA-1 of the secret cannot give that, so the node keeps, per stored
 secret, the SHA-256 it learned when the secret was last seen in clear (set through the API,
-or a login with it): ``Store.login_digest``.
+or a login with it): ``Store.login_digest``. A dated password is good for three days of
+China's calendar, so each one logs in once: ``UsedPasswords`` refuses it the second time.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import mmap
 import os
 import time
 from collections.abc import Callable
@@ -73,13 +77,15 @@ class TokenSigner:
         self._key = key
         self._clock = clock
 
-    def fingerprint(self, seckey: bytes) -> str:
-        """What a token holds of the stored HS_SECKEY: keyed, so it gives nothing of the value away."""
-        return _b64(hmac.digest(self._key, b"idnode-token-seckey\0" + seckey, "sha256")[:12]).decode()
+    def fingerprint(self, seckey: bytes, written: int) -> str:
+        """What a token holds of the stored HS_SECKEY and of when it was ``written`` (its generation):
+        keyed, so it gives nothing of the value away."""
+        message = b"idnode-token-seckey\0%d\0" % written + seckey
+        return _b64(hmac.digest(self._key, message, "sha256")[:12]).decode()
 
-    def issue(self, identity: Identity, seckey: bytes) -> str:
+    def issue(self, identity: Identity, seckey: bytes, written: int) -> str:
         now = int(self._clock())
-        claims = {"sub": str(identity), "iat": now, "exp": now + LIFETIME, "sfp": self.fingerprint(seckey)}
+        claims = {"sub": str(identity), "iat": now, "exp": now + LIFETIME, "sfp": self.fingerprint(seckey, written)}
         signed = _HEADER + b"." + _b64(json.dumps(claims, separators=(",", ":")).encode())
         return (signed + b"." + _b64(hmac.digest(self._key, signed, "sha256"))).decode()
 
@@ -109,6 +115,49 @@ class TokenSigner:
 def dated_password(digest: str, day: dt.date) -> str:
     """SNMS's dated login password for a secret whose hex SHA-256 is ``digest``."""
     return hashlib.sha256(f"{digest}{day:%Y-%m-%d}".encode()).hexdigest()
+
+
+class UsedPasswords:
+    """Dated passwords that have logged in, kept while they could log in again, for the whole node.
+
+    A dated password is accepted on three days of China's calendar; kept for ``KEPT`` seconds
+    from its use, it cannot be used twice. Entries live in memory shared by every worker (an
+    anonymous shared mapping made before they fork), as the failure limits' do: a slot is a
+    salted 64-bit fingerprint of (identity, password) and the time it may be forgotten. A key
+    probes ``PROBES`` slots; when all hold live entries the login is refused (it errs on the side
+    of refusing; a table of 65,536 slots holds that many identities' daily logins). Nodes that
+    share only a database do not share this table: a password used at one can be used once at
+    each of the others. Two workers taking the same password within the same instant may both
+    succeed; one after the other, the second is refused.
+    """
+
+    SLOTS = 1 << 16
+    PROBES = 8
+    KEPT = 3 * 24 * 3600 + 3600  # yesterday, today, tomorrow, and an hour of clock skew
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._salt = os.urandom(16)
+        self._map = mmap.mmap(-1, self.SLOTS * 16)
+        self._words = memoryview(self._map).cast("q")  # (fingerprint, forget after) per slot
+
+    def take(self, identity: str, password: str) -> bool:
+        """True the first time (identity, password) is taken within ``KEPT`` seconds, else False."""
+        digest = hashlib.blake2b(f"{identity}\0{password.lower()}".encode(), key=self._salt, digest_size=8).digest()
+        mark = int.from_bytes(digest, "little", signed=True) or 1
+        now = int(self._clock())
+        free = None
+        for probe in range(self.PROBES):
+            slot = ((mark + probe) & (self.SLOTS - 1)) * 2
+            live = self._words[slot + 1] > now
+            if live and self._words[slot] == mark:
+                return False
+            if not live and free is None:
+                free = slot
+        if free is None:
+            return False
+        self._words[free], self._words[free + 1] = mark, now + self.KEPT
+        return True
 
 
 def dated_matches(digest: str, sent: str, now: float) -> bool:

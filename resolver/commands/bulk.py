@@ -28,7 +28,8 @@ from typing import IO, Any, BinaryIO
 import msgpack
 
 from protocol.errors import HandleError
-from protocol.identifiers import parse_prefix
+from protocol.identifiers import parse_handle, parse_prefix
+from registry.bulk import guard
 from registry.bulk import items as bulk
 from registry.bulk.rules import Rules
 from registry.store import AuditEntry, ImportMarker, Store
@@ -55,6 +56,8 @@ class ImportOptions:
     identity: str = "import"
     jobs: int = os.cpu_count() or 1
     restart: bool = False
+    prefixes: tuple[str, ...] = ()  # --prefix: items elsewhere are refused
+    replace_credentials: bool = False  # existing credentials and the node's prefix handle may change
 
 
 @dataclass(slots=True)
@@ -65,6 +68,7 @@ class Checked:
     items: int  # rows to write
     bad: list[bulk.BadItem]
     bad_count: int
+    outside: int = 0  # of them, outside --prefix
 
 
 # Input ------------------------------------------------------------------------------
@@ -161,6 +165,7 @@ def check(stream: BinaryIO, fmt: str, rules: Rules, spool: IO[bytes], jobs: int)
     with _pool(jobs) as imap:
         for rows, count, bad in imap(work, _tasks(hashing, fmt)):
             result.bad_count += len(bad)
+            result.outside += sum(1 for item in bad if guard.OUTSIDE in item.reason)
             result.bad.extend(bad[: SHOWN_BAD - len(result.bad)])
             if fmt == "msgpack" and bad and bad[-1].reason.startswith(bulk.BROKEN_REASON):
                 break  # a broken msgpack stream: nothing after it can be read
@@ -260,9 +265,46 @@ async def _opened(config: Config) -> AsyncIterator[Store]:
         await store.close()
 
 
-async def _write(config: Config, options: ImportOptions, checked: Checked, spool: IO[bytes], err: IO[str]) -> None:
+def _numbered(spool: IO[bytes], after: int, chunk: int) -> Iterator[list[tuple[int, str, bytes]]]:
+    """Chunks of spooled (number, key, blob) past item ``after``."""
+    spool.seek(0)
+    rows: list[tuple[int, str, bytes]] = []
+    for line, key, _, blob in msgpack.Unpacker(spool, raw=False, use_list=False, read_size=SPOOL_BYTES):
+        if line > after:
+            rows.append((line, key, blob))
+        if len(rows) >= chunk:
+            yield rows
+            rows = []
+    if rows:
+        yield rows
+
+
+async def _guard(store: Store, config: Config, spool: IO[bytes], after: int, chunk: int) -> Checked:
+    """The items that would change what the store holds of credentials or the node's prefix handle.
+
+    One batched read of the chunk's keys per chunk (not a read per item): the rows the store does
+    not hold cost an index probe each, and only those it holds are decoded and compared."""
+    refused = Checked("", 0, [], 0)
+    node_key = parse_handle(f"0.NA/{config.node_prefix}").key
+    for rows in _numbered(spool, after, chunk):
+        held = await store.get_many((key for _, key, _ in rows), primary=True)
+        for line, key, blob in rows:
+            reason = guard.refusal(held.get(key), blob, node_key, key)
+            if reason is not None:
+                refused.bad_count += 1
+                if len(refused.bad) < SHOWN_BAD:
+                    refused.bad.append(bulk.BadItem(line, reason))
+    return refused
+
+
+async def _write(config: Config, options: ImportOptions, checked: Checked, spool: IO[bytes], err: IO[str]) -> int:
     async with _opened(config) as store:
         after = 0 if options.restart else await store.import_progress(checked.digest)
+        if not options.replace_credentials:
+            refused = await _guard(store, config, spool, after, options.chunk)
+            if refused.bad_count:
+                _report(refused, err, "items refused")
+                return BAD_INPUT
         chunks = _spooled(spool, after, options.chunk)
         progress = Progress(checked.items - _count_upto(spool, after), err)
         for last, rows in chunks:
@@ -272,6 +314,7 @@ async def _write(config: Config, options: ImportOptions, checked: Checked, spool
         if progress.tty:
             print(file=err)
         print(progress.summary(after and _count_upto(spool, after)), file=err)
+    return OK
 
 
 def _count_upto(spool: IO[bytes], after: int) -> int:
@@ -283,7 +326,12 @@ def _count_upto(spool: IO[bytes], after: int) -> int:
 
 
 def run_import(config: Config, options: ImportOptions, err: IO[str] = sys.stderr) -> int:
-    rules = Rules(config.node_prefix, config.case_sensitive, config.max_body_bytes, int(time.time()))
+    try:
+        scope = tuple(parse_prefix(p) for p in options.prefixes)
+    except HandleError as exc:
+        print(f"idnode import: --prefix: {exc.message}", file=err)
+        return BAD_SETTINGS
+    rules = Rules(config.node_prefix, config.case_sensitive, config.max_body_bytes, int(time.time()), scope)
     with tempfile.TemporaryDirectory(prefix="idnode-import-") as tmp, open(Path(tmp) / "rows", "w+b") as spool:
         try:
             with _input(options.source, Path(tmp)) as stream:
@@ -292,10 +340,10 @@ def run_import(config: Config, options: ImportOptions, err: IO[str] = sys.stderr
             print(f"idnode import: cannot read {options.source}: {exc.strerror}", file=err)
             return BAD_INPUT
         if checked.bad_count:
-            _report(checked, err)
+            _report(checked, err, "bad items")
             return BAD_INPUT
         try:
-            asyncio.run(_write(config, options, checked, spool, err))
+            return asyncio.run(_write(config, options, checked, spool, err))
         except (StoreFailed, HandleError) as exc:
             print(
                 f"idnode import: the store failed: {_reason(exc)}; committed chunks stay, run again to resume", file=err
@@ -304,20 +352,20 @@ def run_import(config: Config, options: ImportOptions, err: IO[str] = sys.stderr
         except KeyboardInterrupt:
             print("\nidnode import: interrupted; committed chunks stay, run again to resume", file=err)
             return INTERRUPTED
-    return OK
 
 
 def _reason(exc: Exception) -> str:
     return exc.message if isinstance(exc, HandleError) else str(exc)
 
 
-def _report(checked: Checked, err: IO[str]) -> None:
+def _report(checked: Checked, err: IO[str], what: str) -> None:
     for item in checked.bad:
         print(f"line {item.line}: {item.reason}", file=err)
     more = checked.bad_count - len(checked.bad)
     if more:
         print(f"... and {more:,} more", file=err)
-    print(f"idnode import: {checked.bad_count:,} bad items; nothing was written", file=err)
+    outside = f" ({checked.outside:,} outside --prefix)" if checked.outside else ""
+    print(f"idnode import: {checked.bad_count:,} {what}{outside}; nothing was written", file=err)
 
 
 # Export -----------------------------------------------------------------------------

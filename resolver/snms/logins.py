@@ -14,7 +14,7 @@ import time
 from protocol.errors import AuthenticationFailed, HandleError, TooManyFailures
 from registry.identity import secrets
 from registry.identity.auth import Authenticator, Identity, parse_identity
-from registry.identity.tokens import TokenSigner, dated_matches
+from registry.identity.tokens import TokenSigner, UsedPasswords, dated_matches
 from registry.service import RegistrationService
 from resolver.snms.format import LOGIN_FAILED
 
@@ -24,10 +24,17 @@ _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 class TokenLogins:
-    def __init__(self, service: RegistrationService, authenticator: Authenticator, signer: TokenSigner) -> None:
+    def __init__(
+        self,
+        service: RegistrationService,
+        authenticator: Authenticator,
+        signer: TokenSigner,
+        used: UsedPasswords | None = None,
+    ) -> None:
         self.service = service
         self.authenticator = authenticator
         self.signer = signer
+        self.used = used or UsedPasswords()  # the node's, shared by its workers; else this process's
 
     async def identity_named(self, username: str) -> str:
         """The identity ``index:handle`` a login name stands for."""
@@ -68,7 +75,10 @@ class TokenLogins:
             if value is None or not secrets.is_current(value.data):
                 return None
             digest = await self.authenticator.login_digest(value.data)
-            return claimed if digest is not None and dated_matches(digest, password, time.time()) else None
+            if digest is None or not dated_matches(digest, password, time.time()):
+                return None
+            # Once: the same dated password again (a replay, within its three days) is a failure.
+            return claimed if self.used.take(str(claimed), password) else None
 
         try:
             identity = await self.authenticator.prove(claimed, address, check)
@@ -82,4 +92,4 @@ class TokenLogins:
         value = await self.authenticator.secret_key(identity)
         if value is None:  # deleted since it was verified
             raise AuthenticationFailed(LOGIN_FAILED)
-        return self.signer.issue(identity, value.data)
+        return self.signer.issue(identity, value.data, value.timestamp)

@@ -35,7 +35,7 @@ from protocol.records import HS_SECKEY
 from registry.batch import MAX_OPERATIONS, BatchItem, BatchRunner
 from registry.identity.auth import Authenticator
 from registry.identity.caller import Caller
-from registry.identity.tokens import TokenRefused, TokenSigner
+from registry.identity.tokens import TokenRefused, TokenSigner, UsedPasswords
 from registry.service import RegistrationService
 from registry.templates import SNMS_NAME, Field, Template, TemplateChecker
 from resolver.engine import ResolutionEngine
@@ -100,9 +100,10 @@ class SnmsRoutes:
         authenticator: Authenticator,
         engine: ResolutionEngine,
         signer: TokenSigner,
+        used: UsedPasswords | None = None,
     ) -> None:
         self.service = service
-        self.logins = TokenLogins(service, authenticator, signer)
+        self.logins = TokenLogins(service, authenticator, signer, used)
         self.engine = engine
         self.signer = signer
 
@@ -174,7 +175,7 @@ class SnmsRoutes:
         value = None if entry.record is None else entry.record.value_at(identity.index)
         if value is None or value.type.upper() != HS_SECKEY:
             raise TokenRefused(REVOKED)
-        if not hmac.compare_digest(self.signer.fingerprint(value.data), claims.fingerprint):
+        if not hmac.compare_digest(self.signer.fingerprint(value.data, value.timestamp), claims.fingerprint):
             raise TokenRefused(REVOKED)
         return Caller(identity, request.remote or "")
 

@@ -21,11 +21,12 @@ import pytest
 
 from bench.load_store import record_for
 from protocol.records import HandleRecord
+from registry.bootstrap import ensure_node_prefix
 from registry.bulk import items as bulk
 from registry.postgres.store import PostgresStore
 from registry.sqlite.store import SqliteStore
 from registry.store import PrefixStats, Store
-from tests.support.nodeproc import Node
+from tests.support.nodeproc import ADMIN_SECRET, Node
 from tests.support.pgproc import temp_database
 from tests.support.poll import wait_until
 
@@ -124,6 +125,13 @@ def varied() -> list[dict[str, Any]]:
     ]
 
 
+def refused_import(source: Path, *args: str) -> str:
+    """What ``idnode import`` says when it writes nothing (exit 1)."""
+    done = idnode("import", str(source), *args)
+    assert done.returncode == 1, done.stderr
+    return done.stderr.decode()
+
+
 def lines_of(out: bytes) -> list[str]:
     return sorted(out.decode().splitlines())
 
@@ -165,9 +173,7 @@ def test_bad_items_are_reported_by_line_and_nothing_is_written(stores: Stores, t
     source = write_items(tmp_path / "in.jsonl", items)
     with source.open("a") as fh:
         fh.write("{not json\n")
-    done = idnode("import", str(source), *where)
-    assert done.returncode == 1
-    err = done.stderr.decode()
+    err = refused_import(source, *where)
     assert "line 2: this node serves prefix 88.118; 99.7/elsewhere is not under it" in err
     assert "line 4: index 1 appears more than once" in err
     assert "line 6: not JSON" in err
@@ -286,3 +292,68 @@ def test_bad_settings_and_an_unreachable_store_have_their_exit_codes(tmp_path: P
     down = idnode("import", str(source), "--store", "postgresql://postgres@127.0.0.1:1/none")
     assert down.returncode == 3, down.stderr
     assert idnode("export", "--store", "postgresql://postgres@127.0.0.1:1/none").returncode == 3
+
+
+def _admin_of(handle: str, index: int) -> dict[str, Any]:
+    ref = {"handle": handle, "index": index, "permissions": "011111110011"}
+    return {"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": ref}}
+
+
+def _identity(handle: str, secret: str) -> dict[str, Any]:
+    seckey = {"index": 300, "type": "HS_SECKEY", "data": {"format": "string", "value": secret}}
+    return {"handle": handle, "values": [_admin_of(handle, 300), seckey]}
+
+
+def _node_secret_check(where: list[str], tmp_path: Path, secret: str) -> tuple[int, int]:
+    """Statuses of one write as the node admin, with ``secret`` and with the bootstrap one."""
+    flag, value = where
+    node = Node(Path(value) if flag == "--data-dir" else tmp_path / "data", store=value if flag == "--store" else None)
+    node.start()
+    try:
+        body = {"values": [{"index": 1, "type": "URL", "data": "https://x.example/"}]}
+        given = node.put("/api/handles/88.118/probe-a", body, auth=("300:0.NA/88.118", secret)).status
+        old = node.put("/api/handles/88.118/probe-b", body, auth=("300:0.NA/88.118", ADMIN_SECRET)).status
+        return given, old
+    finally:
+        node.stop()
+
+
+def test_an_import_refuses_to_change_existing_credentials_unless_told(stores: Stores, tmp_path: Path) -> None:
+    where = stores.new()
+    look(where, lambda s: ensure_node_prefix(s, "88.118", ADMIN_SECRET))
+    enterprise = write_items(tmp_path / "enterprise.jsonl", [_identity("0.NA/88.118.5", "enterprise-secret")])
+    assert idnode("import", str(enterprise), *where).returncode == 0  # new records may carry credentials
+    hostile = [
+        _identity("0.NA/88.118", "attacker-secret"),
+        {"handle": "0.NA/88.118.5", "values": [_admin_of("88.118.9/evil", 300)]},
+        *synthetic(3),
+    ]
+    source = write_items(tmp_path / "hostile.jsonl", hostile)
+    err = refused_import(source, *where)
+    assert "line 1: 0.NA/88.118 is this node's prefix handle and would change (--replace-credentials" in err
+    assert "line 2: 0.NA/88.118.5: would change its HS_ADMIN, HS_SECKEY (--replace-credentials" in err
+    assert "2 items refused; nothing was written" in err
+    assert sum(p.handles for p in look(where, lambda s: s.stats(None))) == 0  # not even the harmless items
+    assert _node_secret_check(where, tmp_path, "attacker-secret") == (403, 201)  # wrong credentials: 403
+    forced = idnode("import", str(source), "--replace-credentials", *where)
+    assert forced.returncode == 0, forced.stderr
+    assert _node_secret_check(where, tmp_path, "attacker-secret")[0] == 201
+
+
+def test_an_import_limited_to_prefixes_refuses_items_outside(stores: Stores, tmp_path: Path) -> None:
+    where = stores.new()
+    items = [
+        _identity("0.NA/88.118.5", "enterprise-secret"),
+        *synthetic(1, 4),  # 88.118.5/...
+        {"handle": "88.118.5/y", "values": [{"index": 1, "type": "URL", "data": "y"}]},
+        _identity("0.NA/88.118", "attacker-secret"),
+        {"handle": "88.118.6/x", "values": [{"index": 1, "type": "URL", "data": "x"}]},
+    ]
+    source = write_items(tmp_path / "in.jsonl", items)
+    err = refused_import(source, "--prefix", "88.118.5", "--prefix", "88.118.7", *where)
+    assert "line 4: 0.NA/88.118 is outside --prefix 88.118.5, 88.118.7" in err
+    assert "line 5: 88.118.6/x is outside --prefix 88.118.5, 88.118.7" in err
+    assert "2 bad items (2 outside --prefix); nothing was written" in err
+    inside = write_items(tmp_path / "inside.jsonl", items[:3])
+    assert idnode("import", str(inside), "--prefix", "88.118.5", *where).returncode == 0
+    assert len(lines_of(idnode("export", *where).stdout)) == 3

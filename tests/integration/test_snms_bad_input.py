@@ -269,8 +269,8 @@ def test_tokens_that_are_refused(snms_node: Node, a: Snms) -> None:
     header, claims, signature = a.token.split(".")
     key = load_key(snms_node.data_dir / "snms-token-key")
     identity = Identity(300, f"0.NA/{A}")
-    expired = TokenSigner(key, clock=lambda: time.time() - 90_000).issue(identity, b"whatever")
-    foreign = TokenSigner(os.urandom(32)).issue(identity, b"whatever")
+    expired = TokenSigner(key, clock=lambda: time.time() - 90_000).issue(identity, b"whatever", 0)
+    foreign = TokenSigner(os.urandom(32)).issue(identity, b"whatever", 0)
     b_claims = logged_in(snms_node, B).token.split(".")[1]
     bad = {
         "no header": {},

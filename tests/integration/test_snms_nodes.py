@@ -10,11 +10,15 @@ import base64
 import http.client
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.nodeproc import Node, child_pids
+from tests.conftest import LIMITS_OFF
+from tests.integration.test_permissions import admin_value
+from tests.support.nodeproc import Node, child_pids, record
 from tests.support.snmsclient import (
+    NODE_ADMIN,
     NODE_ARGS,
     Snms,
     dated,
@@ -166,5 +170,46 @@ def test_no_snms_serves_none_of_it(tmp_path: Path) -> None:
             assert "responseCode" in reply.json and "status" not in reply.json, (path, reply.body)
         assert node.get(f"/api/handles/{PREFIX}/x").status == 404
         assert node.get(f"/api/templates/{PREFIX}").json.get("templates", []) == []
+    finally:
+        node.stop()
+
+
+def _set_secret(node: Node, secret: str) -> None:
+    seckey = {"index": 300, "type": "HS_SECKEY", "data": secret}
+    reply = node.put(f"/api/handles/0.NA/{PREFIX}", record(admin_value(f"0.NA/{PREFIX}"), seckey), auth=NODE_ADMIN)
+    assert reply.status in (200, 201), reply.body
+
+
+def test_setting_the_old_secret_back_does_not_revive_old_tokens(tmp_path: Path) -> None:
+    node = Node(tmp_path / "data", args=NODE_ARGS).start()
+    try:
+        enterprise(node, PREFIX)
+        old = logged_in(node, PREFIX)
+        assert envelope(old.detail(f"{PREFIX}/none"))[0] == -2  # the token works
+        _set_secret(node, "another-secret-0123456789")
+        assert envelope(old.detail(f"{PREFIX}/none"))[0] == -1  # revoked
+        time.sleep(1.05)  # setting it back later: a later generation of the same stored value
+        _set_secret(node, secret_of(PREFIX))
+        refused = envelope(old.detail(f"{PREFIX}/none"))
+        assert refused[0] == -1, refused
+        assert envelope(logged_in(node, PREFIX).detail(f"{PREFIX}/none"))[0] == -2  # a new login works
+    finally:
+        node.stop()
+
+
+def test_a_dated_password_logs_in_once_on_any_worker(tmp_path: Path) -> None:
+    node = Node(tmp_path / "data", args=[*NODE_ARGS, "--workers", "2"], env=LIMITS_OFF).start()
+    try:
+        enterprise(node, PREFIX)
+        client = Snms(node)
+        password = dated(secret_of(PREFIX))
+        assert envelope(client.login(PREFIX, password, "/identity/token/v1"))[0] == 1
+        for _ in range(8):  # a connection each: the replays reach both workers
+            replay = envelope(Snms(node).login(PREFIX, password, "/identity/token/v1"))
+            assert replay[:2] == (-2, "用户名/密码错误！"), replay
+        tomorrow = dated(secret_of(PREFIX), 1)
+        assert envelope(client.login(PREFIX, tomorrow, "/identity/token/v1"))[0] == 1  # another day's, once
+        assert envelope(client.login(PREFIX, secret_of(PREFIX)))[0] == 1  # the secret itself, as often as wanted
+        assert envelope(client.login(PREFIX, secret_of(PREFIX)))[0] == 1
     finally:
         node.stop()

@@ -21,6 +21,7 @@ from registry.identity.tokens import (
     TokenKeyError,
     TokenRefused,
     TokenSigner,
+    UsedPasswords,
     dated_matches,
     dated_password,
     ensure_key,
@@ -31,6 +32,7 @@ KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
 WHO = Identity(300, "0.NA/88.118.8")
 SECKEY = b"stored-seckey-hash"
+WRITTEN = 1_700_000_000  # when the HS_SECKEY was written: its generation
 T0 = 1_800_000_000.0
 
 # The dated login's example in SNMS's documentation (identity-auth.md, "密文传输").
@@ -72,14 +74,14 @@ def signer(clock: Clock) -> TokenSigner:
 
 
 def test_round_trip_gives_back_the_identity_expiry_and_fingerprint(signer: TokenSigner) -> None:
-    claims = signer.verify(signer.issue(WHO, SECKEY))
+    claims = signer.verify(signer.issue(WHO, SECKEY, WRITTEN))
     assert claims.identity == WHO
     assert claims.expires == int(T0) + LIFETIME
-    assert claims.fingerprint == signer.fingerprint(SECKEY)
+    assert claims.fingerprint == signer.fingerprint(SECKEY, WRITTEN)
 
 
 def test_a_token_is_a_compact_hs256_jwt(signer: TokenSigner) -> None:
-    header, payload, signature = signer.issue(WHO, SECKEY).split(".")
+    header, payload, signature = signer.issue(WHO, SECKEY, WRITTEN).split(".")
     assert json.loads(_unb64(header)) == {"alg": "HS256", "typ": "JWT"}
     claims = json.loads(_unb64(payload))
     assert claims["sub"] == "300:0.NA/88.118.8"
@@ -89,13 +91,13 @@ def test_a_token_is_a_compact_hs256_jwt(signer: TokenSigner) -> None:
 
 
 def test_identity_is_normalised_as_the_node_reads_it(signer: TokenSigner) -> None:
-    token = signer.issue(Identity(300, "0.na/88.118.8"), SECKEY)
+    token = signer.issue(Identity(300, "0.na/88.118.8"), SECKEY, WRITTEN)
     assert signer.verify(token).identity == WHO
     assert signer.verify(token, case_sensitive=True).identity == Identity(300, "0.NA/88.118.8")
 
 
 def test_a_token_is_good_until_its_last_second_and_void_from_then(clock: Clock, signer: TokenSigner) -> None:
-    token = signer.issue(WHO, SECKEY)
+    token = signer.issue(WHO, SECKEY, WRITTEN)
     clock.now = T0 + LIFETIME - 1
     assert signer.verify(token).identity == WHO
     clock.now = T0 + LIFETIME
@@ -104,12 +106,12 @@ def test_a_token_is_good_until_its_last_second_and_void_from_then(clock: Clock, 
 
 
 def test_another_node_with_the_same_key_accepts_the_token(clock: Clock, signer: TokenSigner) -> None:
-    token = signer.issue(WHO, SECKEY)
+    token = signer.issue(WHO, SECKEY, WRITTEN)
     assert TokenSigner(KEY, clock=clock).verify(token).identity == WHO
 
 
 def test_a_token_signed_with_another_key_is_refused(clock: Clock, signer: TokenSigner) -> None:
-    token = TokenSigner(OTHER_KEY, clock=clock).issue(WHO, SECKEY)
+    token = TokenSigner(OTHER_KEY, clock=clock).issue(WHO, SECKEY, WRITTEN)
     with pytest.raises(TokenRefused, match="signature"):
         signer.verify(token)
 
@@ -147,13 +149,13 @@ def _flip(text: str, at: int) -> str:
     ],
 )
 def test_a_changed_claim_is_refused(signer: TokenSigner, change: dict[str, object]) -> None:
-    forged = _with_claims(signer.issue(WHO, SECKEY), **change)
+    forged = _with_claims(signer.issue(WHO, SECKEY, WRITTEN), **change)
     with pytest.raises(TokenRefused, match="signature"):
         signer.verify(forged)
 
 
 def test_a_changed_header_is_refused_even_when_re_signed(signer: TokenSigner) -> None:
-    _, payload, signature = signer.issue(WHO, SECKEY).split(".")
+    _, payload, signature = signer.issue(WHO, SECKEY, WRITTEN).split(".")
     for header in ({"alg": "none", "typ": "JWT"}, {"alg": "HS512", "typ": "JWT"}, {"typ": "JWT", "alg": "HS256"}):
         with pytest.raises(TokenRefused):
             signer.verify(f"{_b64(json.dumps(header).encode())}.{payload}.{signature}")
@@ -163,7 +165,7 @@ def test_a_changed_header_is_refused_even_when_re_signed(signer: TokenSigner) ->
 
 @pytest.mark.parametrize("at", [0, 10, 20, 42])
 def test_a_changed_signature_is_refused(signer: TokenSigner, at: int) -> None:
-    header, payload, signature = signer.issue(WHO, SECKEY).split(".")
+    header, payload, signature = signer.issue(WHO, SECKEY, WRITTEN).split(".")
     with pytest.raises(TokenRefused):
         signer.verify(f"{header}.{payload}.{_flip(signature, at)}")
 
@@ -171,7 +173,7 @@ def test_a_changed_signature_is_refused(signer: TokenSigner, at: int) -> None:
 def test_only_the_canonical_spelling_of_the_signature_is_accepted(signer: TokenSigner) -> None:
     """A JWT's base64url has no padding, and the signature's unused low bits are zero: other
     spellings of the same bytes are other tokens, not this one."""
-    token = signer.issue(WHO, SECKEY)
+    token = signer.issue(WHO, SECKEY, WRITTEN)
     header, payload, signature = token.split(".")
     variants = [token + "=", token + "==", token + ".", token + "!", token + " "]
     last = signature[-1]
@@ -184,7 +186,7 @@ def test_only_the_canonical_spelling_of_the_signature_is_accepted(signer: TokenS
 
 @pytest.mark.parametrize("keep", [0, 1, 20, 37, 38, -1, -10])
 def test_a_truncated_token_is_refused(signer: TokenSigner, keep: int) -> None:
-    token = signer.issue(WHO, SECKEY)
+    token = signer.issue(WHO, SECKEY, WRITTEN)
     with pytest.raises(TokenRefused):
         signer.verify(token[:keep])
 
@@ -199,7 +201,7 @@ def test_garbage_is_refused(signer: TokenSigner, token: str) -> None:
 
 
 def test_non_ascii_and_over_long_tokens_are_refused_before_any_work(signer: TokenSigner) -> None:
-    token = signer.issue(WHO, SECKEY)
+    token = signer.issue(WHO, SECKEY, WRITTEN)
     with pytest.raises(TokenRefused):
         signer.verify(token[:-1] + "é")
     with pytest.raises(TokenRefused):
@@ -229,14 +231,49 @@ def test_a_signed_token_with_malformed_claims_is_refused(signer: TokenSigner) ->
 
 def test_the_fingerprint_is_stable_and_tells_secrets_apart(clock: Clock) -> None:
     one, two = TokenSigner(KEY, clock=clock), TokenSigner(KEY)
-    assert one.fingerprint(SECKEY) == one.fingerprint(SECKEY) == two.fingerprint(SECKEY)
-    others = {one.fingerprint(SECKEY + bytes([n])) for n in range(50)}
-    assert len(others | {one.fingerprint(SECKEY)}) == 51
-    assert one.fingerprint(SECKEY) != TokenSigner(OTHER_KEY).fingerprint(SECKEY)
+    assert one.fingerprint(SECKEY, WRITTEN) == one.fingerprint(SECKEY, WRITTEN) == two.fingerprint(SECKEY, WRITTEN)
+    others = {one.fingerprint(SECKEY + bytes([n]), WRITTEN) for n in range(50)}
+    assert len(others | {one.fingerprint(SECKEY, WRITTEN)}) == 51
+    assert one.fingerprint(SECKEY, WRITTEN) != TokenSigner(OTHER_KEY).fingerprint(SECKEY, WRITTEN)
+
+
+def test_the_fingerprint_tells_generations_of_one_secret_apart(signer: TokenSigner) -> None:
+    """The old secret set back later is stored alike but written later: old tokens stay void."""
+    assert signer.fingerprint(SECKEY, WRITTEN) != signer.fingerprint(SECKEY, WRITTEN + 1)
+    token = signer.issue(WHO, SECKEY, WRITTEN)
+    assert signer.verify(token).fingerprint != signer.fingerprint(SECKEY, WRITTEN + 3600)
+
+
+# Dated passwords used once ------------------------------------------------------------------
+
+
+def test_a_dated_password_logs_in_once_while_it_could_log_in_again(clock: Clock) -> None:
+    used = UsedPasswords(clock=clock)
+    password = "ab" * 32
+    assert used.take("300:0.NA/88.118.8", password)
+    assert not used.take("300:0.NA/88.118.8", password.upper())  # the same hex, spelt otherwise
+    assert used.take("300:0.NA/88.118.9", password)  # another identity's
+    assert used.take("300:0.NA/88.118.8", "cd" * 32)  # another day's
+    clock.now += UsedPasswords.KEPT - 1
+    assert not used.take("300:0.NA/88.118.8", password)
+    clock.now += 2  # past three days and an hour: no longer accepted as a password anyway
+    assert used.take("300:0.NA/88.118.8", password)
+
+
+def test_used_passwords_are_shared_with_forked_workers(clock: Clock) -> None:
+    import os
+
+    used = UsedPasswords(clock=clock)
+    pid = os.fork()
+    if pid == 0:  # a worker
+        os._exit(0 if used.take("300:0.NA/88.118.8", "ab" * 32) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not used.take("300:0.NA/88.118.8", "ab" * 32)
 
 
 def test_the_fingerprint_gives_nothing_of_the_secret_away(signer: TokenSigner) -> None:
-    fingerprint = signer.fingerprint(SECKEY)
+    fingerprint = signer.fingerprint(SECKEY, WRITTEN)
     assert SECKEY.decode() not in fingerprint
     assert fingerprint not in (_b64(hashlib.sha256(SECKEY).digest()), _b64(hashlib.sha256(SECKEY).digest()[:12]))
 
@@ -309,7 +346,7 @@ def test_load_key_reads_a_key_an_operator_made(tmp_path: Path) -> None:
     path = tmp_path / "key"
     path.write_text(base64.b64encode(KEY).decode() + "\n")
     assert load_key(path) == KEY
-    TokenSigner(load_key(path)).issue(WHO, SECKEY)
+    TokenSigner(load_key(path)).issue(WHO, SECKEY, WRITTEN)
 
 
 @pytest.mark.parametrize(
