@@ -166,7 +166,12 @@ def _parser() -> argparse.ArgumentParser:
 
 # Commands kept in modules of their own: each has add_parsers(commands), whose parsers set
 # ``run`` (args -> exit code) with set_defaults.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("resolver.commands.admin", "resolver.commands.check", "resolver.commands.backup")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "resolver.commands.admin",
+    "resolver.commands.check",
+    "resolver.commands.backup",
+    "resolver.commands.rotate",
+)
 
 
 BULK_HELP = (

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.support.nodeproc import ADMIN, ADMIN_SECRET, Node, record
@@ -63,3 +66,47 @@ def test_a_stolen_store_holds_no_hash_of_any_secret_and_opens_nothing_without_it
         assert thief.get(f"/api/handles/{OWNER}", auth=(f"300:{OWNER}", SECRET)).status == 200
     finally:
         thief.stop()
+
+
+def _rotate(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDNODE_")}
+    cmd = [sys.executable, "-m", "resolver.cli", "rotate-secret-key", "--data-dir", str(data_dir)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_rotating_the_secret_key_reseals_everything_and_the_old_key_opens_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    node = Node(data).start()
+    try:
+        grant = {"handle": OWNER, "index": 300, "permissions": "111111111111"}
+        values = record(
+            {"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": grant}},
+            {"index": 300, "type": "HS_SECKEY", "data": SECRET},
+        )
+        assert node.put(f"/api/handles/{OWNER}", values, auth=ADMIN).status == 201
+        busy = _rotate(data)  # refused while the node has the store open
+        assert busy.returncode == 4 and "stop the node first" in busy.stderr, busy.stderr
+    finally:
+        node.stop()
+    old_key = (data / "secret-key").read_bytes()
+
+    done = _rotate(data)
+    assert done.returncode == 0, done.stderr
+    assert "sealed under the new key" in done.stdout
+    new_key = (data / "secret-key").read_bytes()
+    assert new_key != old_key and len(new_key.split()) == 1  # the old key is gone from the file
+    assert (data / "secret-key").stat().st_mode & 0o077 == 0
+
+    node = node.start()
+    try:  # the owner and the node admin still log in under the new key
+        assert node.get(f"/api/handles/{OWNER}", auth=(f"300:{OWNER}", SECRET)).status == 200
+        assert node.get("/api/audit?limit=1", auth=ADMIN).status == 200
+    finally:
+        node.stop()
+
+    (data / "secret-key").write_bytes(old_key)  # the old key alone opens nothing any more
+    node = node.start()
+    try:
+        assert node.get(f"/api/handles/{OWNER}", auth=(f"300:{OWNER}", SECRET)).status == 403
+    finally:
+        node.stop()
