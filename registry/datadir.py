@@ -42,7 +42,7 @@ def write_private(path: Path, data: bytes) -> None:
     file beside it (``.tmp``), renamed over it. OSError if it cannot be, with nothing left behind."""
     temporary = path.with_suffix(".tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)  # a folder made for it is private too
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
         with os.fdopen(fd, "wb") as out:
             out.write(data)

@@ -21,7 +21,7 @@ from aiohttp import web
 from protocol import valuedata as vd
 from protocol.wire.message import PROTOCOL_VERSION
 from registry.bootstrap import ensure_node_prefix
-from registry.identity import sealing, secrets, tokens
+from registry.identity import secrets, tokens
 from registry.identity.auth import NODE_BRAKE_FACTOR, Authenticator
 from registry.identity.ratelimit import FailureLimiter
 from registry.identity.resealing import reseal_store
@@ -110,9 +110,7 @@ def raise_fd_limit(config: Config) -> None:
 
 def load_secret_key(config: Config) -> None:
     """Seal and open stored secrets with the node's key file, made now if there is none."""
-    if sealing.ensure_file(config.secret_key_path):
-        log.info("made the secret key %s: keep a copy apart from the store and its backups", config.secret_key_path)
-    secrets.use_keyring(sealing.load_file(config.secret_key_path))
+    secrets.use_key_file(config.secret_key_path)
 
 
 def default_store(config: Config) -> Store:
@@ -139,6 +137,8 @@ async def bootstrap(config: Config, admin_secret: str | None, store: Store | Non
     ensure_key(config.data_dir)  # the Handle server key: made once, before the workers fork
     if config.snms:
         tokens.ensure_key(config.token_key_path)  # likewise the key SNMS tokens are signed with
+    if not config.secret_key_path.exists():
+        log.info("making the secret key %s: keep a copy apart from the store and its backups", config.secret_key_path)
     load_secret_key(config)  # and the key stored secrets are sealed with
     store = store or default_store(config)
     await store.open()

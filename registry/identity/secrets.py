@@ -38,10 +38,12 @@ import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Iterable
+from pathlib import Path
 
 from protocol.errors import InvalidValue
 from protocol.records import HS_SECKEY, HandleValue
 from protocol.wire.auth import hashed_secret_key
+from registry.identity import sealing
 from registry.identity.sealing import KeyMissing as KeyMissing  # raised by protocol_key: named here for callers
 from registry.identity.sealing import Keyring, key_of
 
@@ -75,6 +77,15 @@ def use_keyring(keyring: Keyring | None) -> None:
     """Seal and open with ``keyring`` from now on (the node's secret key file, loaded at start)."""
     global _keyring
     _keyring = keyring
+
+
+def use_key_file(path: Path) -> Keyring:
+    """The keyring in ``path`` (made now if there is none), installed for this process."""
+    if sealing.ensure_file(path):  # said at INFO by the node's first start (resolver.server.bootstrap)
+        log.debug("made the secret key %s", path)
+    installed = sealing.load_file(path)
+    use_keyring(installed)
+    return installed
 
 
 def keyring() -> Keyring:

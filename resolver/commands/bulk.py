@@ -32,6 +32,7 @@ from protocol.identifiers import parse_handle, parse_prefix
 from registry.bulk import guard
 from registry.bulk import items as bulk
 from registry.bulk.rules import Rules
+from registry.identity import sealing, secrets
 from registry.store import AuditEntry, ImportMarker, Store
 from resolver.config import Config
 
@@ -332,6 +333,12 @@ def run_import(config: Config, options: ImportOptions, err: IO[str] = sys.stderr
         print(f"idnode import: --prefix: {exc.message}", file=err)
         return BAD_SETTINGS
     rules = Rules(config.node_prefix, config.case_sensitive, config.max_body_bytes, int(time.time()), scope)
+    try:
+        # Before the checking pool forks: its processes seal the secrets items carry.
+        secrets.use_key_file(config.secret_key_path)
+    except sealing.SecretKeyError as exc:
+        print(f"idnode import: {exc}", file=err)
+        return BAD_SETTINGS
     with tempfile.TemporaryDirectory(prefix="idnode-import-") as tmp, open(Path(tmp) / "rows", "w+b") as spool:
         try:
             with _input(options.source, Path(tmp)) as stream:

@@ -23,6 +23,7 @@ from bench.load_store import record_for
 from protocol.records import HandleRecord
 from registry.bootstrap import ensure_node_prefix
 from registry.bulk import items as bulk
+from registry.identity import sealing, secrets
 from registry.postgres.store import PostgresStore
 from registry.sqlite.store import SqliteStore
 from registry.store import PrefixStats, Store
@@ -44,10 +45,10 @@ class Stores:
     made: list[list[str]] = field(default_factory=list)
 
     def new(self) -> list[str]:
-        if self.backend == "sqlite":
-            args = ["--data-dir", str(self.tmp / f"data{len(self.made)}")]
-        else:
-            args = ["--store", self.stack.enter_context(temp_database())]
+        # Each store has a data directory of its own, for the keys beside it (secret_key_file).
+        args = ["--data-dir", str(self.tmp / f"data{len(self.made)}")]
+        if self.backend != "sqlite":
+            args += ["--store", self.stack.enter_context(temp_database())]
         self.made.append(args)
         return args
 
@@ -65,12 +66,26 @@ def idnode(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProces
 
 
 def open_store(where: list[str]) -> Store:
-    flag, value = where
-    return SqliteStore(Path(value) / "idnode.sqlite3") if flag == "--data-dir" else PostgresStore(value)
+    flags = dict(zip(where[::2], where[1::2], strict=True))
+    return (
+        PostgresStore(flags["--store"])
+        if "--store" in flags
+        else SqliteStore(Path(flags["--data-dir"]) / "idnode.sqlite3")
+    )
+
+
+def opened_secret(where: list[str], stored: bytes) -> bytes | None:
+    """The hashed secret a stored HS_SECKEY seals, opened with that store's own key file."""
+    before = secrets.keyring()
+    secrets.use_keyring(sealing.load_file(data_dir_of(where) / sealing.KEY_FILE))
+    try:
+        return secrets.protocol_key(stored)
+    finally:
+        secrets.use_keyring(before)
 
 
 def look(where: list[str], fn: Any) -> Any:
-    """Run ``fn(store)`` against the store, opened beside the commands."""
+    """Run ``fn(store)`` against the store, opened beside the commands, with its own secret key."""
 
     async def go() -> Any:
         store = open_store(where)
@@ -80,7 +95,20 @@ def look(where: list[str], fn: Any) -> Any:
         finally:
             await store.close()
 
-    return asyncio.run(go())
+    before = secrets.keyring()
+    secrets.use_key_file(data_dir_of(where) / sealing.KEY_FILE)
+    try:
+        return asyncio.run(go())
+    finally:
+        secrets.use_keyring(before)
+
+
+def data_dir_of(where: list[str]) -> Path:
+    return Path(dict(zip(where[::2], where[1::2], strict=True))["--data-dir"])
+
+
+def store_url_of(where: list[str]) -> str | None:
+    return dict(zip(where[::2], where[1::2], strict=True)).get("--store")
 
 
 def write_items(path: Path, items: list[dict[str, Any]], fmt: str = "jsonl") -> Path:
@@ -143,7 +171,9 @@ def test_export_of_an_import_imports_to_the_same_records(stores: Stores, tmp_pat
     assert done.returncode == 0, done.stderr
     assert b"imported 22 records (22 created, 0 replaced)" in done.stderr
     secret = look(first, lambda s: s.get("88.118.77/MIXED-CASE/WITH:COLON"))
-    assert secret.value_at(300).data == HASH.encode() and secret.value_at(300).permissions == 0b1100
+    stored = secret.value_at(300).data
+    assert HASH.encode() not in stored and opened_secret(first, stored) == HASH.encode()  # sealed at rest
+    assert secret.value_at(300).permissions == 0b1100
     exported = idnode("export", "--format", "msgpack", *first)
     assert exported.returncode == 0, exported.stderr
     # An export is no credential (a backup is): its secret is withheld, and importing that is refused.
@@ -223,18 +253,19 @@ def test_a_prefix_handle_imported_is_queued_for_publishing(stores: Stores, tmp_p
 def _progress(where: list[str], digest: str) -> int:
     """The import's committed progress, read without opening a store (which would queue for
     the writer's lock): the poll must be quick to land between two chunks."""
-    flag, value = where
     name = f"import:{digest}"
-    if flag == "--data-dir":
+    url = store_url_of(where)
+    if url is None:
+        db = data_dir_of(where) / "idnode.sqlite3"
         with (
             contextlib.suppress(sqlite3.Error),
-            contextlib.closing(sqlite3.connect(f"file:{value}/idnode.sqlite3?mode=ro", uri=True)) as conn,
+            contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn,
         ):
             row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
             return 0 if row is None else int(row[0])
         return 0
     query = f"SELECT value FROM idnode_meta WHERE name = '{name}'"
-    done = subprocess.run(["psql", value, "-qAtc", query], capture_output=True, check=False)
+    done = subprocess.run(["psql", url, "-qAtc", query], capture_output=True, check=False)
     return int(done.stdout or 0)
 
 
@@ -270,8 +301,7 @@ def test_an_import_killed_mid_way_resumes_after_its_last_chunk(stores: Stores, t
 def test_imported_records_resolve_through_a_node(stores: Stores, tmp_path: Path) -> None:
     where = stores.new()
     assert idnode("import", str(write_items(tmp_path / "in.jsonl", varied())), *where).returncode == 0
-    flag, value = where
-    node = Node(Path(value) if flag == "--data-dir" else tmp_path / "data", store=value if flag == "--store" else None)
+    node = Node(data_dir_of(where), store=store_url_of(where))
     node.start()
     try:
         reply = node.get("/api/handles/88.118.5/FAAA2106005-000001")
@@ -306,8 +336,7 @@ def _identity(handle: str, secret: str) -> dict[str, Any]:
 
 def _node_secret_check(where: list[str], tmp_path: Path, secret: str) -> tuple[int, int]:
     """Statuses of one write as the node admin, with ``secret`` and with the bootstrap one."""
-    flag, value = where
-    node = Node(Path(value) if flag == "--data-dir" else tmp_path / "data", store=value if flag == "--store" else None)
+    node = Node(data_dir_of(where), store=store_url_of(where))
     node.start()
     try:
         body = {"values": [{"index": 1, "type": "URL", "data": "https://x.example/"}]}
