@@ -144,6 +144,15 @@ def protocol_key(stored: bytes) -> bytes | None:
     return hashed if _HASHED.fullmatch(hashed) is not None else None
 
 
+def unsealed(stored: bytes) -> bytes:
+    """A stored secret as it stays across reseals and nodes: the hashed secret it seals, or the
+    stored bytes themselves (a form not sealed, or sealed under a key this node does not hold)."""
+    try:
+        return protocol_key(stored) or stored
+    except KeyMissing:
+        return stored
+
+
 # Login digests (SNMS's dated login, registry.identity.tokens) ----------------------------------
 # Kept by a keyed name of the hashed secret, sealed with it: the store holds neither hash in clear.
 

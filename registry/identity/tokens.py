@@ -33,6 +33,7 @@ from pathlib import Path
 
 from protocol.errors import AuthenticationFailed, AuthenticationNeeded
 from registry.datadir import write_private
+from registry.identity import secrets
 from registry.identity.auth import Identity, parse_identity
 
 LIFETIME = 24 * 3600
@@ -80,7 +81,7 @@ class TokenSigner:
     def fingerprint(self, seckey: bytes, written: int) -> str:
         """What a token holds of the stored HS_SECKEY and of when it was ``written`` (its generation):
         keyed, so it gives nothing of the value away."""
-        message = b"idnode-token-seckey\0%d\0" % written + seckey
+        message = b"idnode-token-seckey\0%d\0" % written + secrets.unsealed(seckey)
         return _b64(hmac.digest(self._key, message, "sha256")[:12]).decode()
 
     def issue(self, identity: Identity, seckey: bytes, written: int) -> str:

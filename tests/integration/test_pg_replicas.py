@@ -51,7 +51,9 @@ async def create_schema(url: str) -> None:
 def start_node(data: Path, servers: tuple[PgServer, PgServer], workers: int) -> Node:
     primary, replica = servers
     args = ["--workers", str(workers), "--store-replica", replica.url]
-    return Node(data, store=primary.url, args=args).start()
+    # Nodes sharing one database share the key its secrets are sealed with (secret_key_file).
+    key = {"IDNODE_SECRET_KEY_FILE": str(primary.directory.parent / "secret-key")}
+    return Node(data, store=primary.url, args=args, env=key).start()
 
 
 def idnode_connections(server: PgServer) -> int:

@@ -10,6 +10,7 @@ import base64
 import http.client
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -106,10 +107,20 @@ def test_a_token_works_on_every_node_sharing_the_key(tmp_path: Path) -> None:
     key = tmp_path / "token-key"
     key.write_bytes(base64.b64encode(os.urandom(32)) + b"\n")
     args = [*NODE_ARGS, "--token-key-file", str(key), "--workers", "1"]
+    first = Node(tmp_path / "one", args=args).start()
+    try:
+        enterprise(first, PREFIX)  # the identity's secret, written once: a token is bound to that write
+    finally:
+        first.stop()
+    # Node two starts from a copy of node one's store, as nodes sharing one database see one write.
+    shutil.copytree(tmp_path / "one", tmp_path / "two", ignore=shutil.ignore_patterns("*.lock"))
     one, two, other = (Node(tmp_path / name, args=args).start() for name in ("one", "two", "other"))
     try:
-        token = with_template(one).token
-        on_two = with_template(two, Snms(two, token))  # the template made on node two with node one's token
+        made = template(PREFIX, "1.0.0", URL)
+        token = logged_in(one, PREFIX).token
+        assert envelope(Snms(one, token).call("POST", "/snms/api/v5/template", made))[0] == 1
+        on_two = Snms(two, token)  # the template made on node two with node one's token
+        assert envelope(on_two.call("POST", "/snms/api/v5/template", made))[0] == 1
         body = identifier(f"{PREFIX}/shared", "1.0.0", value(2000, "URL", "https://shared.example/"))
         assert envelope(on_two.call("POST", "/identityv2/data", body))[0] == 1
         assert envelope(on_two.detail(body["handle"]))[2]["handle"] == body["handle"]
