@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 # The name its one warning always carried (it lived with the SQLite writer): log filters know it.
@@ -53,6 +54,20 @@ def write_private(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):  # e.g. the parent is a file: there is no temporary to remove
             temporary.unlink(missing_ok=True)
         raise
+
+
+def make_private_once(
+    path: Path, make: Callable[[], bytes], error: type[Exception], setting: str, what: str = ""
+) -> bool:
+    """Write ``make()`` to ``path`` as ``write_private`` does unless the file exists (a key made at
+    first start); True when made now. A failure raises ``error`` naming ``setting``."""
+    if path.exists():
+        return False
+    try:
+        write_private(path, make())
+    except OSError as exc:
+        raise error(f"setting '{setting}': cannot write {what}{path}: {exc.strerror or exc}") from None
+    return True
 
 
 class StoreInUse(Exception):

@@ -22,7 +22,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from registry.datadir import write_private
+from registry.datadir import make_private_once, write_private
 
 KEY_FILE = "secret-key"
 KEY_BYTES = 32
@@ -119,13 +119,7 @@ def _encode(keys: list[bytes]) -> bytes:
 
 def ensure_file(path: Path) -> bool:
     """Make the key file (random, 0600, atomically) if there is none; True when made now."""
-    if path.exists():
-        return False
-    try:
-        write_private(path, _encode([os.urandom(KEY_BYTES)]))
-    except OSError as exc:
-        raise SecretKeyError(f"setting '{SETTING}': cannot write {path}: {exc.strerror or exc}") from None
-    return True
+    return make_private_once(path, lambda: _encode([os.urandom(KEY_BYTES)]), SecretKeyError, SETTING)
 
 
 def load_file(path: Path) -> Keyring:

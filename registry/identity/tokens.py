@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protocol.errors import AuthenticationFailed, AuthenticationNeeded
-from registry.datadir import write_private
+from registry.datadir import make_private_once
 from registry.identity import secrets
 from registry.identity.auth import Identity, parse_identity
 
@@ -176,12 +176,7 @@ def dated_matches(digest: str, sent: str, now: float) -> bool:
 
 def ensure_key(path: Path) -> Path:
     """The token key file, made now (random, mode 0600, atomically) if there is none."""
-    if path.exists():
-        return path
-    try:
-        write_private(path, base64.b64encode(os.urandom(KEY_BYTES)) + b"\n")
-    except OSError as exc:
-        raise TokenKeyError(f"setting 'token_key_file': cannot write {path}: {exc.strerror or exc}") from None
+    make_private_once(path, lambda: base64.b64encode(os.urandom(KEY_BYTES)) + b"\n", TokenKeyError, "token_key_file")
     return path
 
 

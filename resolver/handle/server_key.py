@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from protocol.wire.keys import encode_public_key
-from registry.datadir import write_private
+from registry.datadir import make_private_once
 
 KEY_FILE = "handle-server-key.pem"
 
@@ -22,19 +22,17 @@ class ServerKeyError(Exception):
     """The key file cannot be made or read; the message names the setting and the path."""
 
 
+def _new_pem() -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
 def ensure_key(data_dir: Path) -> Path:
     """The key file, made now if there is none (atomically, mode 0600)."""
     path = data_dir / KEY_FILE
-    if path.exists():
-        return path
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    try:
-        write_private(path, pem)
-    except OSError as exc:
-        raise ServerKeyError(
-            f"setting 'data_dir': cannot write the Handle server key {path}: {exc.strerror or exc}"
-        ) from None
+    make_private_once(path, _new_pem, ServerKeyError, "data_dir", "the Handle server key ")
     return path
 
 

@@ -66,12 +66,8 @@ def idnode(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProces
 
 
 def open_store(where: list[str]) -> Store:
-    flags = dict(zip(where[::2], where[1::2], strict=True))
-    return (
-        PostgresStore(flags["--store"])
-        if "--store" in flags
-        else SqliteStore(Path(flags["--data-dir"]) / "idnode.sqlite3")
-    )
+    url = store_url_of(where)
+    return SqliteStore(data_dir_of(where) / "idnode.sqlite3") if url is None else PostgresStore(url)
 
 
 def opened_secret(where: list[str], stored: bytes) -> bytes | None:
