@@ -384,7 +384,13 @@ def run(args: argparse.Namespace) -> int:
         cmd = serve_command("--data-dir", f"{work}/data")
         node = Target("node", "idnode serve", [*cmd, "--workers", str(args.workers)])
         # The fuzzer sends wrong credentials on purpose: the failure limit has tests of its own.
-        node.env = {"IDNODE_AUTH_FAILURE_LIMIT": "10000", "IDNODE_AUTH_BRAKE_LIMIT": "10000"}
+        # Its highest allowed count over a one-second window, so that a fast run explores the
+        # routes rather than the limiter's 429 (a 60 s window was reached at ~1,000 requests/s).
+        node.env = {
+            "IDNODE_AUTH_FAILURE_LIMIT": "10000",
+            "IDNODE_AUTH_BRAKE_LIMIT": "10000",
+            "IDNODE_AUTH_FAILURE_WINDOW": "1",
+        }
         node.start()
         try:
             assert node.proc is not None
