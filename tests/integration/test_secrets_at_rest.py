@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.support.nodeproc import ADMIN, ADMIN_SECRET, Node, record
+from tests.support.pgproc import temp_database
 from tests.support.poll import wait_until
 
 OWNER = "0.NA/88.118.77"
@@ -23,6 +24,17 @@ def _forms(secret: str) -> list[bytes]:
 
 def _raw_store(data_dir: Path) -> bytes:
     return b"".join(p.read_bytes() for p in data_dir.glob("idnode.sqlite3*"))
+
+
+def _dumped(url: str) -> bytes:
+    """Every row of a PostgreSQL store as pg_dump writes it (bytea as hex text)."""
+    done = subprocess.run(["pg_dump", "--data-only", url], capture_output=True, check=True, timeout=120)
+    return done.stdout
+
+
+def _texts(form: bytes) -> list[bytes]:
+    """A form as it can stand in a dump: itself, and bytea's hex of it."""
+    return [form, form.hex().encode()]
 
 
 def test_a_stolen_store_holds_no_hash_of_any_secret_and_opens_nothing_without_its_key(tmp_path: Path) -> None:
@@ -66,6 +78,27 @@ def test_a_stolen_store_holds_no_hash_of_any_secret_and_opens_nothing_without_it
         assert thief.get(f"/api/handles/{OWNER}", auth=(f"300:{OWNER}", SECRET)).status == 200
     finally:
         thief.stop()
+
+
+def test_a_postgresql_store_holds_no_hash_of_any_secret(tmp_path: Path) -> None:
+    with temp_database() as url:
+        node = Node(tmp_path / "data", store=url).start()
+        try:
+            grant = {"handle": OWNER, "index": 300, "permissions": "111111111111"}
+            values = record(
+                {"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": grant}},
+                {"index": 300, "type": "HS_SECKEY", "data": SECRET},
+            )
+            assert node.put(f"/api/handles/{OWNER}", values, auth=ADMIN).status == 201
+            assert node.get(f"/api/handles/{OWNER}", auth=(f"300:{OWNER}", SECRET)).status == 200
+        finally:
+            node.stop()
+        dump = _dumped(url)
+    assert OWNER.encode() in dump  # the dump holds the records: the check below can see them
+    for secret in (SECRET, ADMIN_SECRET):
+        for form in _forms(secret):
+            for text in _texts(form):
+                assert text not in dump, (secret, text)
 
 
 def _rotate(data_dir: Path) -> subprocess.CompletedProcess[str]:
