@@ -182,8 +182,10 @@ def change_permissions(
     """HS_ADMIN permissions needed to turn ``old`` into one with ``new_values`` and without ``removed``.
 
     Per value: adding needs add_value (add_admin for HS_ADMIN), changing needs modify_*,
-    removing needs remove_*. A value marked public-write may be changed or removed by
-    anyone; one without admin-write by nobody but the node admin.
+    removing needs remove_*. Changing a value into or out of an HS_ADMIN is changing an admin:
+    an HS_ADMIN overwritten by a URL is an admin removed (issue #21's probe). A value marked
+    public-write may be changed or removed by anyone; one without admin-write by nobody but the
+    node admin.
     """
     needed: set[str] = set()
     current = {v.index: v for v in old.values}
@@ -192,7 +194,8 @@ def change_permissions(
         if before is None:
             needed.add(f"add_{value_kind(value.type)}")
         elif not same_value(before, value):
-            needed |= _touch(before, "modify", value_kind(value.type))
+            kind = "admin" if "admin" in (value_kind(before.type), value_kind(value.type)) else "value"
+            needed |= _touch(before, "modify", kind)
     for index in removed:
         if index in current:
             needed |= _touch(current[index], "remove", value_kind(current[index].type))

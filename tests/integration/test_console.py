@@ -4,6 +4,8 @@ Playwright drives Debian's chromium (``IDNODE_TEST_CHROMIUM``, default /usr/bin/
 never a browser of Playwright's own; without one the browser tests skip, saying why. Every
 test checks that the page asked nothing of any origin but the node's and raised no script
 error. ``IDNODE_SCREENSHOTS=DIR`` saves the main pages there (deploy/screenshots/ holds a set).
+Every view is also shown records, handles, identities, templates and audit messages that carry
+script payloads, and must show them as text (issue #21's probe; ``test_script_payloads_stay_text``).
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Error, Page, Request, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Error, Locator, Page, Request, expect, sync_playwright
 
 from resolver.http.console_routes import CONTENT_TYPES
 from tests.support.nodeproc import ADMIN, NODE_PREFIX, Node, url_value
@@ -433,3 +436,211 @@ def test_the_console_views_edits_and_deletes_a_dotted_handle_not_the_one_it_spel
     assert node.get("/api/handles/88.118.8/%2E%2E/88.118.9/Q1").status == 404
     sent = [w.split("?")[0] for w in console.writes()]
     assert sent == [f"{m} {console.origin}/api/handles/88.118.8%2F..%2F88.118.9/Q1" for m in ("PUT", "DELETE")]
+
+
+# Script payloads: data shown as text, never markup (issue #21's probe) ----------------------------
+
+# Markup in every form an attacker could store: a quote to close an attribute, an image whose
+# load fails (it asks for xss-probe first), an SVG load handler and a script. No spaces: the
+# new-identifier form's suffix field takes none.
+SCRIPTED = (
+    """"'><img/src="xss-probe"/onerror="window.__xss=1"><svg/onload="window.__xss=2"><script>window.__xss=3</script>"""
+)
+SCRIPTED_TEXT = re.compile(re.escape(SCRIPTED), re.IGNORECASE)  # an identity is shown as parsed: upper case
+XP = "88.118.71"  # the payloads' prefix, administered by an identity whose handle is one
+WHO = (f"300:{XP}/{SCRIPTED}", "scripted-identity-secret")
+RECORD = f"{XP}/X-{SCRIPTED}"
+# Watches for what the page's policy blocked, from before the page's own scripts run.
+WATCH = (
+    "window.__violations = [];"
+    "document.addEventListener('securitypolicyviolation', e => window.__violations.push(e.violatedDirective));"
+)
+
+
+def rest_path(handle: str) -> str:
+    prefix, _, suffix = handle.partition("/")
+    return f"/api/handles/{prefix}/{quote(suffix, safe='')}"
+
+
+@pytest.fixture(scope="module")
+def scripted(enterprise: Node) -> Node:
+    """Prefix XP administered by an identity named by a payload, holding a template, a record and
+    audit entries (one a refusal) made of payloads."""
+    node = enterprise
+    give_prefix(node, XP)
+    grant = {"handle": f"{XP}/{SCRIPTED}", "index": 300, "permissions": "111111111111"}
+    admin = {"index": 101, "type": "HS_ADMIN", "data": {"format": "admin", "value": grant}}
+    assert node.put(f"/api/handles/0.NA/{XP}?index=101", {"values": [admin]}, auth=ADMIN).status == 200
+    secret = {"index": 300, "type": "HS_SECKEY", "data": WHO[1]}
+    assert node.put(rest_path(f"{XP}/{SCRIPTED}"), {"values": [secret]}, auth=ADMIN).status == 201
+    shape = {"index": 2000, "type": SCRIPTED, "name": SCRIPTED, "dataType": "enum", "choices": [SCRIPTED, "B"]}
+    made = node.put(
+        f"/api/templates/{XP}/xss", {"version": SCRIPTED, "description": SCRIPTED, "fields": [shape]}, auth=WHO
+    )
+    assert made.status == 201, made.body
+    values = [
+        url_value(1, "javascript:window.__xss=4//"),
+        {"index": 2, "type": SCRIPTED, "data": SCRIPTED},
+        {"index": 3, "type": "NOTE", "data": SCRIPTED, "permissions": "1100"},
+        {"index": 1001, "type": "HS_TEMPLATE", "data": f"xss@{SCRIPTED}"},
+        {"index": 2000, "type": SCRIPTED, "data": SCRIPTED},
+    ]
+    assert node.put(rest_path(RECORD), {"values": values}, auth=WHO).status == 201
+    assert node.put(rest_path(RECORD) + "?overwrite=false", {"values": values}, auth=WHO).status == 409
+    return node
+
+
+def as_who(console: Console) -> Page:
+    console.sign_in(WHO[1], WHO[0])
+    expect(console.page.locator(f'.prefix-card[data-prefix="{XP}"]')).to_be_visible()
+    return console.page
+
+
+def hash_of(view: str, **params: str) -> str:
+    return f"#/{view}?{urlencode(params)}"
+
+
+def signin_error(c: Console, tmp: Path) -> Locator:
+    c.sign_in("not-the-secret", WHO[0])
+    return c.page.locator("#signin-error")
+
+
+def dashboard(c: Console, tmp: Path) -> Locator:
+    return as_who(c).locator("header")
+
+
+def browse(c: Console, tmp: Path) -> Locator:
+    as_who(c)
+    c.go(hash_of("handles", prefix=XP))
+    return c.page.locator("#handle-list")
+
+
+def search(c: Console, tmp: Path) -> Locator:
+    as_who(c)
+    c.go(hash_of("handles", prefix=XP, q=SCRIPTED))
+    return c.page.locator("#handle-results")
+
+
+def identifier(c: Console, tmp: Path) -> Locator:
+    as_who(c)
+    c.go(hash_of("handle", h=RECORD))
+    return c.page.locator("#view table.values")
+
+
+def identifier_refused(c: Console, tmp: Path) -> Locator:
+    as_who(c)
+    c.go(hash_of("handle", h=f"{XP}/none-{SCRIPTED}"))
+    return c.page.locator("#view-error")
+
+
+def edit(c: Console, tmp: Path) -> Locator:
+    as_who(c)
+    c.go(hash_of("edit", h=RECORD))
+    expect(c.page.locator("#kept-values")).to_contain_text(SCRIPTED)
+    return c.page.locator("#template-fields")
+
+
+def new(c: Console, tmp: Path) -> Locator:
+    as_who(c)
+    c.go(hash_of("new", prefix=XP))
+    expect(c.page.locator("#template")).to_contain_text(SCRIPTED)
+    return c.page.locator("#template-fields")
+
+
+def new_refused(c: Console, tmp: Path) -> Locator:
+    page = as_who(c)
+    c.go(hash_of("new", prefix=XP))
+    page.fill("#suffix", f"X-{SCRIPTED}")
+    page.select_option("#field-2000", SCRIPTED)
+    page.click("#save")
+    return page.locator("#form-error")
+
+
+def deleted(c: Console, tmp: Path) -> Locator:
+    doomed = f"{XP}/D-{SCRIPTED}"
+    assert c.node.put(rest_path(doomed), {"values": [url_value(1, "https://d.example/")]}, auth=WHO).status == 201
+    page = as_who(c)
+    c.go(hash_of("handle", h=doomed))
+    page.click("#delete")
+    page.click("#delete")
+    return page.locator("#flash")
+
+
+def csv_line(*cells: str) -> str:
+    return ",".join('"' + cell.replace('"', '""') + '"' for cell in cells)
+
+
+def upload(c: Console, tmp: Path) -> Locator:
+    csv = tmp / "scripted.csv"
+    csv.write_text(
+        "\r\n".join([
+            csv_line("handle", "1:URL", "1001:HS_TEMPLATE", f"2000:{SCRIPTED}"),
+            csv_line(f"{XP}/U-{SCRIPTED}", "https://u.example/", f"xss@{SCRIPTED}", SCRIPTED),
+            csv_line(f"{XP}/V-{SCRIPTED}", "https://v.example/", f"xss@{SCRIPTED}", "not-a-choice"),
+        ]) + "\r\n"
+    )  # fmt: skip
+    page = as_who(c)
+    c.go(hash_of("upload", prefix=XP))
+    page.set_input_files("#upload-file", str(csv))
+    page.click("#upload-submit")
+    expect(page.locator("#upload-status")).to_contain_text("1 records written, 1 failed")
+    return page.locator("#upload-failures")
+
+
+def audit(c: Console, tmp: Path) -> Locator:
+    as_who(c)
+    c.go(hash_of("audit", prefix=XP))
+    expect(c.page.locator("#audit-table tr.refused").first).to_contain_text(SCRIPTED)
+    return c.page.locator("#audit-table")
+
+
+def resolve(c: Console, tmp: Path) -> Locator:
+    c.open(hash_of("resolve", h=RECORD))
+    return c.page.locator("#resolve-result")
+
+
+def resolve_signed_in(c: Console, tmp: Path) -> Locator:
+    as_who(c)
+    c.go(hash_of("resolve", h=RECORD, **{"as": "me"}))
+    expect(c.page.locator('#resolve-result tr[data-index="3"]')).to_contain_text(SCRIPTED)  # admin-read only
+    return c.page.locator("#resolve-result")
+
+
+def resolve_error(c: Console, tmp: Path) -> Locator:
+    c.open(hash_of("resolve", h=f"{XP}/none-{SCRIPTED}"))
+    return c.page.locator("#resolve-error")
+
+
+VIEWS: dict[str, Callable[[Console, Path], Locator]] = {
+    "sign-in error": signin_error,
+    "dashboard": dashboard,
+    "browse": browse,
+    "search": search,
+    "identifier": identifier,
+    "identifier refused": identifier_refused,
+    "edit": edit,
+    "new": new,
+    "new refused": new_refused,
+    "deleted (flash)": deleted,
+    "upload failures": upload,
+    "audit log": audit,
+    "resolve": resolve,
+    "resolve signed in": resolve_signed_in,
+    "resolve error": resolve_error,
+}
+
+
+@NO_BROWSER
+@pytest.mark.parametrize("view", VIEWS)
+def test_script_payloads_stay_text(scripted: Node, console: Console, view: str, tmp_path: Path) -> None:
+    """The payloads are on the page as text; no script of theirs ran, the page's policy blocked
+    nothing (it would have had to, had any become markup), and no image of theirs was asked for.
+    The ``console`` fixture checks for script errors and policy reports in the console too."""
+    console.page.add_init_script(WATCH)
+    shown = VIEWS[view](console, tmp_path)
+    expect(shown).to_contain_text(SCRIPTED_TEXT)
+    page = console.page
+    assert page.evaluate("window.__xss") is None, "a payload's script ran"
+    assert page.evaluate("window.__violations") == [], "the page's policy blocked a payload's markup"
+    asked = [r.url for r in console.requests if r.resource_type == "image" and "xss-probe" in r.url.lower()]
+    assert asked == [], "a payload's image was asked for"
