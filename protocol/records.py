@@ -34,6 +34,9 @@ HS_VLIST = "HS_VLIST"
 HS_PUBKEY = "HS_PUBKEY"
 HS_SECKEY = "HS_SECKEY"
 URL = "URL"
+# Who may act for a handle: its admins and the credentials identities log in with. Changing
+# one is changing an admin (registry.authority); import leaves existing ones alone unless told.
+CREDENTIAL_TYPES = frozenset((HS_ADMIN, HS_SECKEY, HS_PUBKEY, HS_VLIST))
 
 _STORE_FORMAT = 1
 

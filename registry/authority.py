@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from protocol import valuedata as vd
 from protocol.errors import AuthenticationNeeded, HandleError, InsufficientPermissions
 from protocol.identifiers import NA_PREFIX, Handle, is_at_or_under, parse_handle
-from protocol.records import ADMIN_WRITE, HS_ADMIN, HS_VLIST, PUBLIC_WRITE, HandleRecord, HandleValue
+from protocol.records import ADMIN_WRITE, CREDENTIAL_TYPES, HS_ADMIN, HS_VLIST, PUBLIC_WRITE, HandleRecord, HandleValue
 from registry.identity.auth import Identity
 from registry.identity.caller import Caller
 from registry.store import Store
@@ -173,7 +173,10 @@ class Authority:
 
 
 def value_kind(value_type: str) -> str:
-    return "admin" if value_type.upper() == HS_ADMIN else "value"
+    """"admin" for the values that say who may act for a handle: HS_ADMIN, and the credentials
+    an identity logs in with (HS_SECKEY, HS_PUBKEY, HS_VLIST). An editor granted value rights
+    on a prefix could otherwise set the enterprise admin's secret and log in as the admin."""
+    return "admin" if value_type.upper() in CREDENTIAL_TYPES else "value"
 
 
 def change_permissions(

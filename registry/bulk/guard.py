@@ -18,9 +18,9 @@ import msgpack
 
 from protocol.errors import HandleError
 from protocol.identifiers import NA_PREFIX, is_at_or_under, parse_prefix
-from protocol.records import HS_ADMIN, HS_PUBKEY, HS_SECKEY, HS_VLIST, HandleRecord, HandleValue
+from protocol.records import CREDENTIAL_TYPES, HandleRecord, HandleValue
 
-CREDENTIALS = (HS_ADMIN, HS_SECKEY, HS_PUBKEY, HS_VLIST)
+CREDENTIALS = CREDENTIAL_TYPES
 ASK = "--replace-credentials allows it"
 OUTSIDE = "is outside --prefix"
 

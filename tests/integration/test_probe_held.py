@@ -405,6 +405,20 @@ def op_admin_to_other_type(n: Node) -> list[Outcome]:
     ]
 
 
+def op_set_an_admins_credentials(n: Node) -> list[Outcome]:
+    """The secret or key the enterprise admin logs in with says who the admin is: setting it is
+    changing an admin. With value rights alone, the editor would log in as the admin after."""
+    taken = record(seckey(EDITOR))  # the editor's own secret, on the admin's index 300
+    key = {"index": 301, "type": "HS_PUBKEY", "data": {"format": "base64", "value": "AAAA"}}
+    modified = ModifyValueRequest(f"0.NA/{A}", (HandleValue(300, "HS_SECKEY", EDITOR[1].encode()),))
+    return [
+        rest("REST PUT prefix index=300", n.put(f"/api/handles/0.NA/{A}?index=300", taken, auth=EDITOR)),
+        rest("REST PUT prefix index=301", n.put(f"/api/handles/0.NA/{A}?index=301", record(key), auth=EDITOR)),
+        batch("REST batch", n, EDITOR, {"op": "add_values", "handle": f"0.NA/{A}", "values": [seckey(EDITOR)]}),
+        handle("Handle MODIFY_VALUE", n, EDITOR, OpCode.MODIFY_VALUE, modified),
+    ]
+
+
 def op_create_sub_prefix(n: Node) -> list[Outcome]:
     desc = record({"index": 1, "type": "DESC", "data": "sub"})
     return [
@@ -477,6 +491,7 @@ ADMIN_OPS: dict[str, Callable[[Node], list[Outcome]]] = {
     "modify admin": op_modify_admin,
     "remove admin": op_remove_admin,
     "turn an admin into another value": op_admin_to_other_type,
+    "set an admin's secret or key": op_set_an_admins_credentials,
     "create sub-prefix": op_create_sub_prefix,
     "delete prefix": op_delete_prefix,
     "define template": op_define_template,
