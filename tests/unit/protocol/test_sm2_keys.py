@@ -145,6 +145,20 @@ def test_the_json_form_names_the_key_type_beside_the_bytes() -> None:
     assert back.value.data == pem and back.format == "key"  # a client sending it back sends the bytes
 
 
+OIDS = [keys.OID_EC_PUBLIC_KEY, keys.OID_SM2, "1.2.840.113549.1.1.1", "1.2.840.10040.4.1", "1.3.101.112"]
+
+
+@given(st.sampled_from(OIDS), st.binary(max_size=40), st.binary(max_size=80), st.booleans())
+def test_any_spki_shaped_field_decodes_or_raises_invalid_value(oid: str, params: bytes, bits: bytes, pem: bool) -> None:
+    spki = der.sequence(der.sequence(der.oid(oid), params), der.bit_string(bits))
+    field = b"-----BEGIN PUBLIC KEY-----\n" + base64.encodebytes(spki) + b"-----END PUBLIC KEY-----" if pem else spki
+    for data in (java_style_value(field), field):
+        with contextlib.suppress(InvalidValue):
+            keys.decode_public_key(data)
+        with contextlib.suppress(InvalidValue):
+            keys.check_public_key_value(data)
+
+
 # Challenge answers ------------------------------------------------------------------------
 
 
