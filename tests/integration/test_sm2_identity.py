@@ -29,8 +29,10 @@ from protocol.wire.message import (
     OpFlag,
     encode_message,
 )
+from tests.conftest import LIMITS_OFF
 from tests.support.handleclient import tcp
 from tests.support.nodeproc import ADMIN, Node, record, url_value
+from tests.support.snmsclient import NODE_ARGS, Snms, enterprise, envelope, identifier, item, logged_in, template, value
 
 PREFIX = "88.118.52"
 IDENTITY = f"{PREFIX}/sm2admin"  # the case the SDK is configured with, as registered
@@ -116,3 +118,32 @@ def test_a_value_claiming_sm2_that_is_no_sm2_key_is_refused_with_400(sm2_node: N
     assert refused.status == 400, refused.body
     assert "value 300" in refused.json["message"] and "SM2" in refused.json["message"], refused.json
     assert sm2_node.get(f"/api/handles/{PREFIX}/bad-key").status == 404
+
+
+# SNMS: its template items are typed; an item of type HS_PUBKEY takes the SDK's PEM text --------
+
+SNMS_PREFIX = "88.777.1"
+
+
+@pytest.fixture(scope="module")
+def snms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snms]:
+    node = Node(tmp_path_factory.mktemp("sm2-snms") / "data", args=NODE_ARGS, env=LIMITS_OFF).start()
+    enterprise(node, SNMS_PREFIX)
+    client = logged_in(node, SNMS_PREFIX)
+    key_item = item("公钥", "HS_PUBKEY", 2000, 1, 1024)
+    assert envelope(client.call("POST", "/snms/api/v5/template", template(SNMS_PREFIX, "1.0", key_item)))[0] == 1
+    yield client
+    node.stop()
+
+
+def test_snms_takes_an_sm2_pem_and_refuses_one_off_the_curve(snms: Snms) -> None:
+    good = identifier(f"{SNMS_PREFIX}/key-1", "1.0", value(2000, "HS_PUBKEY", keys.sm2_pem(KEY.public_key()).decode()))
+    assert envelope(snms.call("POST", "/identityv2/data", good))[0] == 1
+    status, _, data = envelope(snms.detail(f"{SNMS_PREFIX}/key-1"))
+    shown = next(v["data"] for v in data["value"] if v["index"] == 2000)
+    assert status == 1 and set(shown) == {"format", "value"}  # SNMS's documented shape
+    assert keys.decode_public_key(base64.b64decode(shown["value"])) == KEY.public_key()
+    bad = identifier(f"{SNMS_PREFIX}/key-2", "1.0", value(2000, "HS_PUBKEY", off_curve_pem()))
+    status, message, _ = envelope(snms.call("POST", "/identityv2/data", bad))
+    assert status != 1 and "not a point of the SM2 curve" in message, message
+    assert envelope(snms.detail(f"{SNMS_PREFIX}/key-2"))[0] != 1
