@@ -181,6 +181,39 @@ def test_an_answer_signed_as_the_sdk_signs_verifies_with_the_identity_s_handle()
     assert auth.client_signature_hash((2, 10), private) == "SM3"
 
 
+# Made by tests/vectors/sm2/SdkAnswer.java: the SDK's signing branch run in Java, hutool 4.6.3 (the
+# jar in CAICT's ID-SDK repository) over Debian's BouncyCastle 1.72, a key of its own each run:
+#   java -cp hutool-all-4.6.3.jar:/usr/share/java/bcprov.jar:. SdkAnswer HANDLE NONCE_HEX DIGEST_HEX
+JAVA_NONCE, JAVA_DIGEST = bytes(range(16)), bytes(range(100, 132))
+JAVA_ANSWERS = [
+    (
+        "88.888.1/sm2user",
+        "MFkwEwYHKoZIzj0CAQYIKoEcz1UBgi0DQgAEu3rhn/dR9kaae9/FNdv8dLM5G7BG23jW8yeCEs3+wCyQ/BdyrVR70RFVto82M6AGo9s1iDGaqZGu"
+        "wusB58cylw==",
+        "304502207c8c878e8caec795860b52fc202d90b2512f5379e0a72173a42fe9105f8af811022100b94a18db05e3028e584f0a96cff4459ea3"
+        "adb289f84d35e5d60998f07f6b247e",
+    ),
+    (
+        "0.NA/88.888",
+        "MFkwEwYHKoZIzj0CAQYIKoEcz1UBgi0DQgAEHIbW27t1PXtzmMTNiI9xnMyXZEPfXaXDoVptUcrqzcnwQ9azHPLPkJmeP0GlUGGTyCX9K1VCRy3I"
+        "ykjDiDzztA==",
+        "304402201dadb85f42364af32b283c572099faed9cb943cedd5bcae2c5a74e6dedeb733e02207d3e44d364c4216eaeb74027c10634317f99"
+        "459dfda489d7450509c2d1947aba",
+    ),
+]
+
+
+@pytest.mark.parametrize(("handle", "spki", "signature"), JAVA_ANSWERS)
+def test_answers_signed_by_the_sdk_s_java_code_verify(handle: str, spki: str, signature: str) -> None:
+    der_key = base64.b64decode(spki)
+    answer = keys.pack(b"SM3", bytes.fromhex(signature))
+    pem = b"-----BEGIN PUBLIC KEY-----\r\n" + base64.encodebytes(der_key) + b"-----END PUBLIC KEY-----\r\n"
+    for stored in (java_style_value(der_key), java_style_value(pem), pem):
+        assert auth.verify_signature(stored, answer, JAVA_NONCE, JAVA_DIGEST, signer=handle)
+    assert not auth.verify_signature(pem, answer, JAVA_NONCE, JAVA_DIGEST, signer=f"300:{handle}")  # not index:handle
+    assert not auth.verify_signature(pem, answer, JAVA_DIGEST[:16], JAVA_NONCE * 2, signer=handle)
+
+
 def test_wrong_answers_are_refused() -> None:
     private = sm2.generate_private_key()
     stored = keys.sm2_pem(private.public_key())
