@@ -28,6 +28,7 @@ from protocol.records import (
     MAX_TYPE_CHARS,
     HandleValue,
 )
+from protocol.wire.keys import key_type
 
 _new_tuple = tuple.__new__
 _C0 = re.compile(r"[\x00-\x1f]")
@@ -414,7 +415,9 @@ def _structured(value: HandleValue) -> dict[str, Any] | None:
     except InvalidValue:
         return None  # stored as raw bytes by a client: show them as such
     if vtype == HS_PUBKEY:
-        return {"format": "key", "value": base64.b64encode(value.data).decode()}
+        shown = {"format": "key", "value": base64.b64encode(value.data).decode()}
+        kind = key_type(value.data)  # beside the value, which stays the bytes: a reader ignores it
+        return shown if kind is None else shown | {"keyType": kind}
     if vtype == HS_SECKEY:
         try:
             return {"format": "hash", "value": value.data.decode("utf-8")}

@@ -33,7 +33,8 @@ from protocol.identifiers import (
     prefix_handle,
 )
 from protocol.jsonfmt import IncomingValue
-from protocol.records import HS_SECKEY, PUBLIC_READ, PUBLIC_WRITE, HandleRecord, HandleValue
+from protocol.records import HS_PUBKEY, HS_SECKEY, PUBLIC_READ, PUBLIC_WRITE, HandleRecord, HandleValue
+from protocol.wire.keys import check_public_key_value
 from registry.authority import Authority, enclosing_zones, zone_chain
 from registry.identity import secrets
 from registry.identity.auth import Identity
@@ -55,6 +56,15 @@ PLAN_ATTEMPTS = 5
 
 # Given the record as stored now, plan the write.
 PlanFor = Callable[[HandleRecord | None], Awaitable[Plan]]
+
+
+def _check_public_key(value: HandleValue) -> None:
+    """InvalidValue naming the value when its HS_PUBKEY data claims SM2 and is no SM2 key: an
+    identity given it could never log in, and the writer would only learn so at its first login."""
+    try:
+        check_public_key_value(value.data)
+    except InvalidValue as exc:
+        raise InvalidValue(f"value {value.index}: {exc.message}") from None
 
 
 class RegistrationService:
@@ -95,7 +105,11 @@ class RegistrationService:
         return int(self.clock())
 
     async def prepare(self, incoming: list[IncomingValue]) -> list[HandleValue]:
-        """The values to store: any secret among them hashed (values are stamped when parsed)."""
+        """The values to store: any secret among them hashed (values are stamped when parsed),
+        any HS_PUBKEY that claims to be an SM2 key checked to be one."""
+        for value, _ in incoming:
+            if value.type.upper() == HS_PUBKEY:
+                _check_public_key(value)
         if not any(value.type.upper() == HS_SECKEY for value, _ in incoming):
             return [value for value, _ in incoming]
         return [

@@ -13,7 +13,12 @@ a digest of the request's encoded body (MD5 below protocol 2.1, SHA-1 up to 2.6,
   sends them: ``salt, iterations, key bits, mac`` (``Util.doPbkdf2HmacSHA1``).
 - for HS_PUBKEY, ``hash id, signature`` over ``nonce || request_digest``
   (``PublicKeyAuthenticationInfo.authenticate``): SHA256withRSA or SHA256withDSA from 2.7
-  (SHA1withDSA below 2.11), SHA1with* before (``Util.getDefaultSigId``).
+  (SHA1withDSA below 2.11), SHA1with* before (``Util.getDefaultSigId``). Teleinfo's id-pointer
+  SDK signs with an SM2 key differently, whatever the version: hash id ``SM3``, and a DER SM2
+  signature (BouncyCastle's SM2Signer through hutool's ``SM2.signHex``) of
+  ``SM3(nonce || request_digest)`` under the signer ID that is the identity's handle, as UTF-8
+  (so e = SM3(Z_A || SM3(nonce || request_digest))). The request digest stays MD5, SHA-1 or
+  SHA-256: the SDK's ``Util.doDigest`` knows no other.
 
 The secret key is whatever bytes the HS_SECKEY value holds. handle.net's "hashed" secret key
 (``Encoder.encodeSecretKey(secret, hash=true)``) is the lowercase hex of SHA-1(secret) stored
@@ -38,7 +43,17 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from protocol.errors import AuthenticationFailed, InvalidValue, ProtocolViolation
-from protocol.wire.keys import DSAPrivateKey, DSAPublicKey, PrivateKey, PublicKey, decode_public_key, pack, reader
+from protocol.wire import sm2
+from protocol.wire.keys import (
+    DSAPrivateKey,
+    DSAPublicKey,
+    PrivateKey,
+    PublicKey,
+    claims_sm2,
+    decode_public_key,
+    pack,
+    reader,
+)
 
 Version = tuple[int, int]
 NONCE_BYTES = 16  # Common.CHALLENGE_NONCE_SIZE
@@ -98,8 +113,10 @@ def client_secret_kind(challenge: Version, suggested: Version) -> MacKind:
     return MacKind.PBKDF2_HMAC_SHA1 if at_least(lower, 2, 7) else MacKind.SHA1
 
 
-def client_signature_hash(challenge: Version, key: PrivateKey | PublicKey) -> str:
-    """The hash a CNRI client signs a challenge with: ``SHA-256`` or ``SHA1``."""
+def client_signature_hash(challenge: Version, key: PrivateKey | sm2.SM2PrivateKey | PublicKey) -> str:
+    """The hash a client signs a challenge with: CNRI's ``SHA-256`` or ``SHA1``, id-pointer's ``SM3`` for SM2."""
+    if isinstance(key, sm2.SM2PrivateKey | sm2.SM2PublicKey):
+        return "SM3"
     if not at_least(challenge, 2, 7):
         return "SHA1"
     is_dsa = isinstance(key, DSAPrivateKey | DSAPublicKey)
@@ -228,22 +245,36 @@ _SIGNATURE_HASHES: dict[bytes, Callable[[], hashes.HashAlgorithm]] = {
     b"SHA-256": hashes.SHA256,
     b"SHA256": hashes.SHA256,
     bytes([MacKind.SHA256]): hashes.SHA256,
+    b"SM3": hashes.SM3,  # id-pointer's Common.HASH_ALG_SM3, with SM2 keys only
 }
 
 
-def sign_challenge(key: PrivateKey, nonce: bytes, request_digest: bytes, *, hash_name: str = "SHA-256") -> bytes:
-    """The ChallengeAnswer's signed response for HS_PUBKEY: hash id, then the signature."""
-    algorithm = _SIGNATURE_HASHES[hash_name.encode()]()
+def sign_challenge(
+    key: PrivateKey | sm2.SM2PrivateKey,
+    nonce: bytes,
+    request_digest: bytes,
+    *,
+    hash_name: str = "SHA-256",
+    signer: str | None = None,
+) -> bytes:
+    """The ChallengeAnswer's signed response for HS_PUBKEY: hash id, then the signature.
+
+    An SM2 key signs as id-pointer does (``hash_name`` is then SM3); ``signer`` is the
+    identity's handle, its SM2 signer ID."""
     message = nonce + request_digest
+    if isinstance(key, sm2.SM2PrivateKey):
+        signature = sm2.sign(key, sm2.sm3(message), _signer_id(signer))
+        return pack(b"SM3", sm2.encode_signature(signature))
+    algorithm = _SIGNATURE_HASHES[hash_name.encode()]()
     if isinstance(key, DSAPrivateKey):
-        signature = key.sign(message, algorithm)
+        signature_bytes = key.sign(message, algorithm)
     else:
-        signature = key.sign(message, padding.PKCS1v15(), algorithm)
-    return pack(hash_name.encode(), signature)
+        signature_bytes = key.sign(message, padding.PKCS1v15(), algorithm)
+    return pack(hash_name.encode(), signature_bytes)
 
 
 def split_signed_response(signed_response: bytes) -> tuple[hashes.HashAlgorithm, bytes]:
-    """The hash and signature of an HS_PUBKEY answer; ProtocolViolation if malformed or not SHA-1/SHA-256."""
+    """The hash and signature of an HS_PUBKEY answer; ProtocolViolation if malformed or not SHA-1/SHA-256/SM3."""
     r = reader(signed_response, "the public-key answer")
     try:
         hash_id, signature = r.blob("hash id"), r.blob("signature")
@@ -252,12 +283,31 @@ def split_signed_response(signed_response: bytes) -> tuple[hashes.HashAlgorithm,
         raise ProtocolViolation(exc.message) from None
     if hash_id not in _SIGNATURE_HASHES:
         raise ProtocolViolation(
-            f"the public-key answer is signed with hash {hash_id[:20]!r}; this node accepts SHA-1 and SHA-256"
+            f"the public-key answer is signed with hash {hash_id[:20]!r}; this node accepts SHA-1 and SHA-256, "
+            "and SM3 with SM2 keys"
         )
     return _SIGNATURE_HASHES[hash_id](), signature
 
 
+def _signer_id(signer: str | None) -> bytes:
+    return sm2.DEFAULT_USER_ID if signer is None else signer.encode("utf-8")
+
+
+def _verify_sm2(
+    key: sm2.SM2PublicKey, signature: bytes, message: bytes, algorithm: hashes.HashAlgorithm, signer: str | None
+) -> bool:
+    if not isinstance(algorithm, hashes.SM3):
+        return False  # an SM2 key signs only with SM3
+    try:
+        pair = sm2.decode_signature(signature)
+    except InvalidValue as exc:
+        raise ProtocolViolation(exc.message) from None
+    return sm2.verify(key, pair, sm2.sm3(message), _signer_id(signer))
+
+
 def _verify(key: PublicKey, signature: bytes, message: bytes, algorithm: hashes.HashAlgorithm) -> bool:
+    if isinstance(key, sm2.SM2PublicKey) or isinstance(algorithm, hashes.SM3):
+        return False  # SM3 signs only with SM2 keys, and those only with SM3
     try:
         if isinstance(key, DSAPublicKey):
             key.verify(signature, message, algorithm)
@@ -268,18 +318,30 @@ def _verify(key: PublicKey, signature: bytes, message: bytes, algorithm: hashes.
     return True
 
 
-def verify_signature(public_key_bytes: bytes, signed_response: bytes, nonce: bytes, request_digest: bytes) -> bool:
+def verify_signature(
+    public_key_bytes: bytes, signed_response: bytes, nonce: bytes, request_digest: bytes, *, signer: str | None = None
+) -> bool:
     """True when ``signed_response`` is a signature of the challenge by the HS_PUBKEY ``public_key_bytes``.
 
-    A malformed answer raises ProtocolViolation; a stored key this node cannot read raises
-    AuthenticationFailed (the identity cannot authenticate with it); a wrong signature is False.
+    ``signer`` is the identity's handle: an SM2 signature binds it as its signer ID (None: the
+    standard's default ID, which no SDK uses for an answer). A malformed answer raises
+    ProtocolViolation; a stored key this node cannot read raises AuthenticationFailed (the
+    identity cannot authenticate with it); a wrong signature is False. An SM2 check costs about
+    a millisecond of Python arithmetic: ``is_slow_key`` tells a caller to run it off its loop.
     """
     algorithm, signature = split_signed_response(signed_response)
     try:
         key = decode_public_key(public_key_bytes)
     except InvalidValue as exc:
         raise AuthenticationFailed(exc.message) from None
+    if isinstance(key, sm2.SM2PublicKey):
+        return _verify_sm2(key, signature, nonce + request_digest, algorithm, signer)
     return _verify(key, signature, nonce + request_digest, algorithm)
+
+
+def is_slow_key(public_key_bytes: bytes) -> bool:
+    """Whether verifying with this HS_PUBKEY value takes long enough to keep off an event loop (SM2)."""
+    return claims_sm2(public_key_bytes)
 
 
 def new_nonce() -> bytes:

@@ -11,22 +11,33 @@ under MD5 of the passphrase, 3/4 DESede/AES-128-CBC under PBKDF2-HMAC-SHA1 of it
 We read all of them so that keys made by ``hdl-keygen`` work here, and write the unencrypted
 and AES forms so that tests can make keys CNRI's tools accept. Anything malformed raises
 ``InvalidValue`` naming what is wrong; a key file that does not decrypt, ``AuthenticationFailed``.
+
+Teleinfo's id-pointer SDK adds SM2 keys, in two forms (its ``Util.getBytesFromPublicKey`` and
+``ValueHelper.newIdisPublicKeyValue``): ``SM2_PUB_KEY``, two reserved octets and the key's X.509
+PEM text as one length-prefixed field; or the PEM text alone as the whole value. Its reader
+(``Util.getPublicKeyFromBytes``) and its own tests put DER SubjectPublicKeyInfo in that field, so
+that is read too, and so is a bare SEC 1 point. The PEM text alone may also hold an RSA or DSA key
+(CAICT's ID-SDK stores whatever key file it is given).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import struct
 import warnings
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives import padding, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.utils import CryptographyDeprecationWarning
 
 from protocol.errors import AuthenticationFailed, InvalidValue
+from protocol.wire import der
 from protocol.wire.base import Reader, WholeErrors
+from protocol.wire.sm2 import SM2PublicKey, decode_point
 
 try:  # cryptography 43 moved the legacy ciphers
     from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -55,8 +66,8 @@ with warnings.catch_warnings():
     )
     from cryptography.hazmat.primitives.asymmetric.dsa import generate_private_key as _generate_dsa
 
-PublicKey = DSAPublicKey | rsa.RSAPublicKey
-PrivateKey = DSAPrivateKey | rsa.RSAPrivateKey
+PublicKey = DSAPublicKey | rsa.RSAPublicKey | SM2PublicKey
+PrivateKey = DSAPrivateKey | rsa.RSAPrivateKey  # what handle.net's key files hold; SM2's live in PKCS#8
 
 
 def generate_dsa_key(bits: int) -> DSAPrivateKey:
@@ -66,7 +77,7 @@ def generate_dsa_key(bits: int) -> DSAPrivateKey:
         return _generate_dsa(bits)
 
 
-DSA_PUBLIC, RSA_PUBLIC = b"DSA_PUB_KEY", b"RSA_PUB_KEY"
+DSA_PUBLIC, RSA_PUBLIC, SM2_PUBLIC = b"DSA_PUB_KEY", b"RSA_PUB_KEY", b"SM2_PUB_KEY"
 DSA_PRIVATE, RSA_PRIVATE, RSA_CRT_PRIVATE = b"DSA_PRIV_KEY", b"RSA_PRIV_KEY", b"RSA_PRIVCRT_KEY"
 ENCRYPT_DES_ECB, ENCRYPT_NONE, ENCRYPT_DES_CBC, ENCRYPT_PBKDF2_DESEDE, ENCRYPT_PBKDF2_AES = 0, 1, 2, 3, 4
 
@@ -107,9 +118,16 @@ def pack(*fields: bytes) -> bytes:
 
 # Public keys ------------------------------------------------------------------------------
 
+OID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
+OID_SM2 = "1.2.156.10197.1.301"  # sm2p256v1, and SM2 as an algorithm
+PEM_BEGIN, PEM_END = b"-----BEGIN PUBLIC KEY-----", b"-----END PUBLIC KEY-----"
+_SM2_OID_DER = der.oid(OID_SM2)
+
 
 def encode_public_key(key: PublicKey) -> bytes:
-    """The HS_PUBKEY value data for ``key`` (``Util.getBytesFromPublicKey``)."""
+    """The HS_PUBKEY value data for ``key`` (``Util.getBytesFromPublicKey``, id-pointer's for SM2)."""
+    if isinstance(key, SM2PublicKey):
+        return pack(SM2_PUBLIC) + b"\0\0" + pack(sm2_pem(key))
     if isinstance(key, DSAPublicKey):
         n = key.public_numbers()
         p, q, g = n.parameter_numbers.p, n.parameter_numbers.q, n.parameter_numbers.g
@@ -119,13 +137,28 @@ def encode_public_key(key: PublicKey) -> bytes:
     return pack(RSA_PUBLIC) + b"\0\0" + pack(java_bytes(n2.e), java_bytes(n2.n)) + bytes(4)
 
 
+def sm2_spki(key: SM2PublicKey) -> bytes:
+    """DER SubjectPublicKeyInfo as BouncyCastle encodes an SM2 key: id-ecPublicKey on sm2p256v1."""
+    algorithm = der.sequence(der.oid(OID_EC_PUBLIC_KEY), der.oid(OID_SM2))
+    return der.sequence(algorithm, der.bit_string(key.point_bytes()))
+
+
+def sm2_pem(key: SM2PublicKey) -> bytes:
+    """The PEM text id-pointer writes (``KeyConverter.toX509Pem``): MIME base64, CRLF lines."""
+    body = base64.encodebytes(sm2_spki(key)).replace(b"\n", b"").decode()
+    lines = [body[i : i + 76] for i in range(0, len(body), 76)]
+    return "\r\n".join([PEM_BEGIN.decode(), *lines, PEM_END.decode(), ""]).encode()
+
+
 def decode_public_key(data: bytes) -> PublicKey:
-    """The DSA or RSA key in an HS_PUBKEY value (``Util.getPublicKeyFromBytes``).
+    """The DSA, RSA or SM2 key in an HS_PUBKEY value (``Util.getPublicKeyFromBytes``).
 
     Bytes after the key are ignored, as CNRI does: its RSA encoder sizes the buffer for one
     length field too many, so every RSA_PUB_KEY it wrote ends in four zero bytes.
     """
     subject = "the HS_PUBKEY value"
+    if _looks_pem(data):
+        return _from_spki(_pem_der(data, subject), subject)
     r = reader(data, subject)
     kind = r.blob("key type")
     r.take(2, "flags")  # flags, reserved
@@ -138,7 +171,103 @@ def decode_public_key(data: bytes) -> PublicKey:
             return rsa.RSAPublicNumbers(e, n).public_key()
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise InvalidValue(f"the HS_PUBKEY value is not a valid {kind.decode('latin-1')}: {exc}") from None
-    raise InvalidValue(f"the HS_PUBKEY value has key type {kind[:40]!r}; this node reads DSA_PUB_KEY and RSA_PUB_KEY")
+    if kind == SM2_PUBLIC:
+        return _sm2_field(r.blob("SM2 key"))
+    raise InvalidValue(
+        f"the HS_PUBKEY value has key type {kind[:40]!r}; this node reads DSA_PUB_KEY, RSA_PUB_KEY, "
+        "SM2_PUB_KEY and PEM text"
+    )
+
+
+def key_type(data: bytes) -> str | None:
+    """ "DSA", "RSA" or "SM2" for an HS_PUBKEY value holding a key this node reads, else None."""
+    try:
+        key = decode_public_key(data)
+    except InvalidValue:
+        return None
+    return "SM2" if isinstance(key, SM2PublicKey) else "DSA" if isinstance(key, DSAPublicKey) else "RSA"
+
+
+def claims_sm2(data: bytes) -> bool:
+    """Whether HS_PUBKEY data says it is an SM2 key: the SM2_PUB_KEY tag, or PEM text naming SM2's curve."""
+    if data.startswith(pack(SM2_PUBLIC)):
+        return True
+    if not _looks_pem(data):
+        return False
+    try:
+        return _SM2_OID_DER in _pem_der(data, "")
+    except InvalidValue:
+        return False
+
+
+def check_public_key_value(data: bytes) -> None:
+    """InvalidValue when HS_PUBKEY data claims to be an SM2 key and is not a valid one.
+
+    Other data is stored as handle.net stores it, whatever it holds: clients keep key files
+    of their own there, and an RSA or DSA key this node cannot read only cannot log in here.
+    """
+    if claims_sm2(data):
+        decode_public_key(data)
+
+
+def _looks_pem(data: bytes) -> bool:
+    return data.lstrip()[:11] == b"-----BEGIN "
+
+
+def _pem_der(data: bytes, subject: str) -> bytes:
+    """The DER inside PEM text ``-----BEGIN PUBLIC KEY-----`` ... ``-----END PUBLIC KEY-----``."""
+    lines = [line.strip() for line in data.strip().splitlines()]
+    if len(lines) < 2 or lines[0] != PEM_BEGIN or lines[-1] != PEM_END:
+        raise InvalidValue(f"{subject} is not PEM text from {PEM_BEGIN.decode()} to {PEM_END.decode()}")
+    try:
+        return base64.b64decode(b"".join(lines[1:-1]), validate=True)
+    except binascii.Error:
+        raise InvalidValue(f"{subject} holds PEM text whose base64 does not decode") from None
+
+
+def _spki(data: bytes, subject: str) -> tuple[str, str | None, bytes]:
+    """The algorithm, its parameter when that is an OID (an EC key's curve), and the key bits."""
+    outer = der.Reader(data, subject)
+    info = outer.sequence()
+    outer.done()
+    algorithm = info.sequence()
+    bits = info.bit_string()
+    info.done()
+    oid = algorithm.oid()
+    return oid, algorithm.oid() if algorithm.peek() == der.OID else None, bits
+
+
+def _from_spki(data: bytes, subject: str) -> PublicKey:
+    """The key in DER SubjectPublicKeyInfo: SM2 read here, RSA and DSA by cryptography."""
+    oid, curve, bits = _spki(data, subject)
+    if oid in (OID_EC_PUBLIC_KEY, OID_SM2):
+        if curve != OID_SM2 and not (oid == OID_SM2 and curve is None):
+            raise InvalidValue(
+                f"{subject} is an EC key on curve {curve or '(given by parameters)'}; "
+                f"this node reads EC keys on SM2's curve sm2p256v1 ({OID_SM2}) only"
+            )
+        return decode_point(bits)
+    try:
+        key = serialization.load_der_public_key(data)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise InvalidValue(f"{subject} is not a key this node reads (algorithm {oid}): {exc}") from None
+    if isinstance(key, rsa.RSAPublicKey | DSAPublicKey):
+        return key
+    raise InvalidValue(f"{subject} is a key of algorithm {oid}; this node reads SM2, RSA and DSA keys")
+
+
+def _sm2_field(field: bytes) -> SM2PublicKey:
+    """The key in SM2_PUB_KEY's field: PEM text (what id-pointer writes), DER SPKI or a SEC 1 point."""
+    subject = "the SM2_PUB_KEY value's key"
+    if _looks_pem(field):
+        key = _from_spki(_pem_der(field, subject), subject)
+    elif field[:1] == b"\x30":
+        key = _from_spki(field, subject)
+    else:
+        return decode_point(field)
+    if not isinstance(key, SM2PublicKey):
+        raise InvalidValue(f"{subject} is not an SM2 key")
+    return key
 
 
 # Private keys -----------------------------------------------------------------------------

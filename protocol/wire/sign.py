@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from protocol.errors import InvalidValue
-from protocol.wire.keys import DSAPrivateKey, DSAPublicKey, pack, reader
+from protocol.wire.keys import DSAPrivateKey, PublicKey, pack, reader
+from protocol.wire.sm2 import SM2PublicKey
 
 CREDENTIAL_SIGNED = b"HS_SIGNED"
 _HASH_IDS: dict[bytes, type[hashes.SHA1] | type[hashes.SHA256]] = {
@@ -78,13 +79,13 @@ def signed_credential(key: SigningKey, header_and_body: bytes, prefix: bytes, ve
     return credential(CREDENTIAL_SIGNED, 0, pack(hash_id, signature))
 
 
-def verify_signed_credential(
-    key: rsa.RSAPublicKey | DSAPublicKey, credential: bytes, header_and_body: bytes, prefix: bytes
-) -> bool:
-    """True when ``credential`` is a server signature of the message (what a certifying client checks)."""
+def verify_signed_credential(key: PublicKey, credential: bytes, header_and_body: bytes, prefix: bytes) -> bool:
+    """True when ``credential`` is a server signature of the message (what a certifying client checks).
+
+    A server signs with RSA or DSA (CNRI's, and this node's key); an SM2 key never verifies here."""
     try:
         _, kind, (hash_id, signature) = read_credential(credential)
-        if kind != CREDENTIAL_SIGNED:
+        if kind != CREDENTIAL_SIGNED or isinstance(key, SM2PublicKey):
             return False
         algorithm = _HASH_IDS[hash_id]()
         if isinstance(key, rsa.RSAPublicKey):

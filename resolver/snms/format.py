@@ -307,10 +307,16 @@ def detail(handle: str, prefix: str, values: list[HandleValue]) -> dict[str, Any
     """``/identityv2/data/detail``'s data. ``auth`` is reserved in SNMS: "1" for a value anyone may
     read, "0" for one only its admins may."""
     shown = [
-        {"auth": "1" if v.public_read else "0", "index": v.index, "type": v.type, "data": data_to_json(v)}
-        for v in values
+        {"auth": "1" if v.public_read else "0", "index": v.index, "type": v.type, "data": _data(v)} for v in values
     ]
     return {"prefix": prefix, "handle": handle, "templateVersion": template_version(values), "value": shown}
+
+
+def _data(value: HandleValue) -> dict[str, Any]:
+    """SNMS documents a value's data as {format, value}: the REST API's ``keyType`` beside a key is left out."""
+    data = data_to_json(value)
+    data.pop("keyType", None)
+    return data
 
 
 # Templates ------------------------------------------------------------------------------

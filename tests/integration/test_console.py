@@ -25,6 +25,7 @@ from urllib.parse import quote, urlencode
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Error, Locator, Page, Request, expect, sync_playwright
 
+from protocol.wire import keys, sm2
 from resolver.http.console_routes import CONTENT_TYPES
 from tests.support.nodeproc import ADMIN, NODE_PREFIX, Node, url_value
 
@@ -372,6 +373,20 @@ def test_resolve_any_identifier_signed_in_or_not(console: Console) -> None:
     page.fill("#resolve-handle", f"0.NA/{PREFIX}")
     page.click("#resolve-submit")
     expect(page.locator('#resolve-result tr[data-index="100"]')).to_contain_text("HS_ADMIN")
+
+
+@NO_BROWSER
+def test_an_sm2_key_shows_its_type_and_its_pem_text(console: Console) -> None:
+    pem = keys.sm2_pem(sm2.generate_private_key().public_key()).decode()
+    handle = f"{PREFIX}/SM2-USER"
+    values = {"values": [{"index": 300, "type": "HS_PUBKEY", "data": pem}]}
+    assert console.node.put(f"/api/handles/{handle}", values, auth=ENTERPRISE).status == 201
+    console.open("#/resolve")
+    console.page.fill("#resolve-handle", handle)
+    console.page.click("#resolve-submit")
+    cell = console.page.locator('#resolve-result tr[data-index="300"] td.data')
+    expect(cell).to_contain_text("SM2: -----BEGIN PUBLIC KEY-----")
+    expect(cell).to_contain_text(pem.splitlines()[1])
 
 
 # Dot segments: a handle's "." and ".." are part of its name, never a path step ---------------

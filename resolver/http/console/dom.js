@@ -75,6 +75,21 @@ export function shownData(value) {
   return typeof data === "string" ? data : JSON.stringify(data);
 }
 
+// A key's JSON names its type beside the bytes (HS_PUBKEY); PEM text, as the SDKs store it, is shown as text.
+// Only the table shows it so: forms edit the data as shownData gives it.
+function tableData(value) {
+  const data = value.data;
+  if (!data || typeof data !== "object" || !data.keyType || typeof data.value !== "string") return shownData(value);
+  let text = data.value;
+  try {
+    const decoded = atob(data.value);
+    if (decoded.startsWith("-----BEGIN")) text = decoded.trim();
+  } catch {
+    // not base64: shown as it came
+  }
+  return `${data.keyType}: ${text}`;
+}
+
 export function valuesTable(values) {
   return h(
     "table",
@@ -89,7 +104,7 @@ export function valuesTable(values) {
           { "data-index": v.index },
           h("td", {}, String(v.index)),
           h("td", {}, v.type),
-          h("td", { class: "data" }, shownData(v)),
+          h("td", { class: "data" }, tableData(v)),
           h("td", {}, v.ttl === undefined ? "" : String(v.ttl)),
         ),
       ),
