@@ -17,14 +17,15 @@ answered inside ``datagram_received``, without a task. Against abuse:
 
 TCP. A connection may carry any number of messages, one after the other, answered in order,
 and stays open, KEEP_ALIVE or not, until the client closes it (CNRI's clients send one and
-close; China's SDKs send all theirs on one). A message must arrive whole within
-``message_timeout`` of its first byte, a connection with nothing in flight is closed after
-``idle_timeout``, and a worker holds at most ``max_connections``, at most
-``max_connections_per_address`` of them from one client address: half-open and slow
-connections cannot pile up, and one address cannot hold every slot. A client that sends
-without reading is read no further once ``MAX_QUEUED`` requests wait or its answers fill the
-transport's buffer, and cut off if it stays so for ``idle_timeout``. An envelope announcing
-more than 256 KiB is answered with a protocol error and the connection closed.
+close; China's SDKs send all theirs on one, and may log it in: ``resolver.handle.login``).
+A message must arrive whole within ``message_timeout`` of its first byte, a connection with
+nothing in flight is closed after ``idle_timeout``, and a worker holds at most
+``max_connections``, at most ``max_connections_per_address`` of them from one client
+address: half-open and slow connections cannot pile up, and one address cannot hold every
+slot. A client that sends without reading is read no further once ``MAX_QUEUED`` requests
+wait or its answers fill the transport's buffer, and cut off if it stays so for
+``idle_timeout``. An envelope announcing more than 256 KiB is answered with a protocol error
+and the connection closed.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from protocol.wire.stream import Framer
 from resolver import metrics
 from resolver.config import DEFAULTS, Config
 from resolver.handle.frontend import HandleFrontend, answer_code, error_answer
+from resolver.handle.login import Link
 
 log = logging.getLogger("resolver.handle")
 
@@ -274,13 +276,14 @@ class TcpServer:
             connection.close()
 
 
-class TcpConnection(asyncio.Protocol):
+class TcpConnection(Link, asyncio.Protocol):
     """Messages one after the other: envelope, then as many bytes as it announces; answered
     in order, each once the one before it is.
 
     A connection stays open for more requests, KEEP_ALIVE or not, until the client closes it
     or leaves it idle past ``idle_timeout``: China's SDKs send every request on one connection
-    without the flag. CNRI's clients close after reading their answer; the node then reads
+    without the flag, and their login (``resolver.handle.login``; this object is the ``Link``)
+    lasts as long as it. CNRI's clients close after reading their answer; the node then reads
     the end of the stream and closes its side, and the client keeps the TIME_WAIT.
 
     A client that sends without reading meets backpressure: at most ``MAX_QUEUED`` requests
@@ -329,6 +332,7 @@ class TcpConnection(asyncio.Protocol):
             self._server.release(self._address)
             self._address = ""
         self.deadline = 0.0
+        self.identity = None
         if self.worker is not None and not self.worker.done():
             self.worker.cancel()
 
@@ -372,7 +376,9 @@ class TcpConnection(asyncio.Protocol):
                 message = self._queue.pop(0)
                 if self._paused:
                     self._flow()
-                answer = self._frontend.cached(message) or await self._frontend.respond(message, self._peer(), "tcp")
+                answer = self._frontend.cached(message) or await self._frontend.respond(
+                    message, self._peer(), "tcp", self
+                )
                 if self._transport is None or self._transport.is_closing():
                     return
                 self._transport.write(answer)

@@ -22,6 +22,7 @@ from registry.identity.ratelimit import FailureLimiter
 from registry.service import RegistrationService
 from registry.sqlite.store import SqliteStore
 from resolver.handle.admin import HandleAdmin
+from resolver.handle.login import DEFAULT_LOGINS, Link, LoginPolicy
 from resolver.handle.shared import HandleShared
 from tests.support.handleauth import VECTORS, Who, key_file
 
@@ -63,11 +64,11 @@ class AdminNode:
     admin: HandleAdmin
     limiter: FailureLimiter
 
-    def worker(self) -> HandleAdmin:
+    def worker(self, logins: LoginPolicy = DEFAULT_LOGINS) -> HandleAdmin:
         """Another worker: its own service and authenticator, the node's shared tables and limits."""
         service = RegistrationService(self.store, node_prefix=NODE)
         authenticator = Authenticator(self.store, limiter=self.limiter, brake_delay=0)
-        return HandleAdmin(service, authenticator, self.shared)
+        return HandleAdmin(service, authenticator, self.shared, logins=logins)
 
 
 async def seed(store: SqliteStore) -> None:
@@ -94,7 +95,7 @@ async def seed(store: SqliteStore) -> None:
 
 
 @asynccontextmanager
-async def seeded_admin(tmp_path: Path) -> AsyncIterator[AdminNode]:
+async def seeded_admin(tmp_path: Path, logins: LoginPolicy = DEFAULT_LOGINS) -> AsyncIterator[AdminNode]:
     """A seeded store and one worker's HandleAdmin on it, failures limited to 3 a minute."""
     store = SqliteStore(tmp_path / "store.sqlite3")
     await store.open()
@@ -103,14 +104,16 @@ async def seeded_admin(tmp_path: Path) -> AsyncIterator[AdminNode]:
     shared = HandleShared(small=(64, 8192), large=(8, 300_000), sessions=(64, 512), clock=clock)
     limiter = FailureLimiter(limit=3, window=60)
     service = RegistrationService(store, node_prefix=NODE)
-    admin = HandleAdmin(service, Authenticator(store, limiter=limiter, brake_delay=0), shared)
+    admin = HandleAdmin(service, Authenticator(store, limiter=limiter, brake_delay=0), shared, logins=logins)
     try:
         yield AdminNode(store, service, shared, clock, admin, limiter)
     finally:
         await store.close()
 
 
-async def send(admin: HandleAdmin, raw: bytes, peer: str = PEER, *, transport: str = "tcp") -> Message:
-    """What the client reads off the wire for ``raw``."""
-    response = await admin.respond(decode_message(raw), raw, peer, transport)
+async def send(
+    admin: HandleAdmin, raw: bytes, peer: str = PEER, *, link: Link | None = None, transport: str = "tcp"
+) -> Message:
+    """What the client reads off the wire for ``raw``, sent on the connection ``link``."""
+    response = await admin.respond(decode_message(raw), raw, peer, transport, link)
     return decode_message(encode_message(response))

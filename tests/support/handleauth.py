@@ -5,9 +5,11 @@ the keys of the CNRI 7.3.1 captures that tests give their identities."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from protocol.codes import ResponseCode
 from protocol.wire.auth import client_secret_kind, secret_answer, sign_challenge
 from protocol.wire.keys import PrivateKey, load_private_key_file
 from protocol.wire.message import (
@@ -15,6 +17,7 @@ from protocol.wire.message import (
     ChallengeAnswerRequest,
     ChallengeResponse,
     Envelope,
+    LoginIdSystemRequest,
     Message,
     OpCode,
     OpFlag,
@@ -68,3 +71,27 @@ class Who:
             )
         signed = sign_challenge(self.key, nonce, digest, hash_name="SHA-256")
         return ChallengeAnswerRequest("HS_PUBKEY", self.handle, self.index, signed)
+
+
+SDK_SESSION = 4242  # a session id the client chose itself, as both SDKs send on their logins
+
+
+def login_request(who: Who, *, session_id: int = SDK_SESSION) -> bytes:
+    """LOGIN_ID_SYSTEM as China's SDKs send it: the identity in the body."""
+    return encoded(OpCode.LOGIN_ID_SYSTEM, LoginIdSystemRequest(who.handle, who.index), session_id=session_id)
+
+
+def login_answer(who: Who, challenge: Message, *, session_id: int = SDK_SESSION, own_session: bool = False) -> bytes:
+    """The answer to a login's challenge: Teleinfo's SDK sends it under the challenge's session
+    id, CAICT's ID-SDK under its own (``own_session``: ``session_id``, as on all its messages)."""
+    answer_session = session_id if own_session else challenge.envelope.session_id
+    return encoded(OpCode.CHALLENGE_RESPONSE, who.answer(challenge), session_id=answer_session)
+
+
+def login(ask: Callable[[bytes], Message], who: Who, *, own_session: bool = False) -> Message:
+    """A login over ``ask`` (one connection): the request, and the answer to its challenge if
+    there is one; the node's last reply."""
+    challenge = ask(login_request(who))
+    if challenge.response_code != ResponseCode.AUTHENTICATION_NEEDED:
+        return challenge
+    return ask(login_answer(who, challenge, own_session=own_session))
