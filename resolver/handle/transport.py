@@ -332,7 +332,8 @@ class TcpConnection(Link, asyncio.Protocol):
             self._server.release(self._address)
             self._address = ""
         self.deadline = 0.0
-        self.identity = None
+        if self.identity is not None:  # set on login only: a connection that never logged in stores nothing more
+            self.identity = None
         if self.worker is not None and not self.worker.done():
             self.worker.cancel()
 
