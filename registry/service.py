@@ -158,6 +158,8 @@ class RegistrationService:
 
     def audit_entry(self, caller: Caller, operation: str, handle: str) -> AuditEntry:
         identity = "anonymous" if caller.identity is None else str(caller.identity)
+        if caller.via:
+            operation = f"{caller.via}_{operation}"
         return AuditEntry(self.clock(), identity, caller.address, operation, handle)
 
     async def log_refusal(self, caller: Caller, operation: str, handle: str, exc: HandleError) -> None:

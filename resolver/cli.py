@@ -40,6 +40,20 @@ def _parser() -> argparse.ArgumentParser:
     handle.add_argument(
         "--no-handle", dest="handle_listen", action="store_const", const="", help="do not serve the Handle protocol"
     )
+    s.add_argument(
+        "--no-handle-login",
+        dest="handle_login",
+        action="store_const",
+        const=False,
+        help="refuse LOGIN_ID_SYSTEM (2001): every administrative Handle request answers its own challenge",
+    )
+    s.add_argument(
+        "--handle-password-login",
+        action="store_const",
+        const=True,
+        default=None,
+        help="accept OC_LOGIN (2000), a secret sent in clear (default off)",
+    )
     s.add_argument("--data-dir", help=f"directory of the embedded store (default ./{D.data_dir})")
     s.add_argument(
         "--no-snms", dest="snms", action="store_const", const=False, help="do not serve SNMS's management API"

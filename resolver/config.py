@@ -58,6 +58,11 @@ class Config:
     handle_udp_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # networks the UDP rate does not apply to
     handle_message_timeout: float = 10.0  # seconds a Handle message over TCP may take to arrive, from its first byte
     handle_idle_timeout: float = 60.0  # seconds a Handle TCP connection may sit idle
+    # LOGIN_ID_SYSTEM (2001), China's SDKs' login: a challenge answered once authorises the
+    # administrative requests that follow on the same TCP connection (resolver/handle/login.py).
+    handle_login: bool = True
+    # OC_LOGIN (2000), CAICT ID-SDK's password login: the secret crosses the network in clear.
+    handle_password_login: bool = False
     data_dir: Path = Path("data")
     node_prefix: str = ""  # default: 88.118, or 88 for a top-level node
     case_sensitive: bool = False

@@ -94,7 +94,8 @@ HANDLE_DROPPED = Counter(
     "idnode_handle_dropped",
     "Handle protocol traffic the node dropped or cut off, by transport and reason (rate_limited: a UDP "
     "source over its rate; oversize; fragments: parts of a UDP message that never completed; timeout: a TCP "
-    "message that did not arrive in time; idle; limit: connections over the cap; address_limit: over the cap "
+    "message that did not arrive in time; idle; stalled: a TCP client that stopped reading its answers; "
+    "limit: connections over the cap; address_limit: over the cap "
     "per client address; overload: UDP requests over the in-flight cap; too_large: a UDP answer refused "
     "for its size, the client told to use TCP; session_limit: a session setup over its source's or the "
     "node's bound; challenge_limit: an admin request refused a challenge, its source having its quota "

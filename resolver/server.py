@@ -41,6 +41,7 @@ from resolver.delegation.publisher import Publisher, publication_report
 from resolver.engine import ResolutionEngine
 from resolver.handle.admin import HandleAdmin
 from resolver.handle.frontend import HandleFrontend
+from resolver.handle.login import LoginPolicy
 from resolver.handle.server_key import ensure_key, load_key, public_key_bytes
 from resolver.handle.shared import HandleShared
 from resolver.handle.transport import HandleLimits, HandleTcpListener, HandleUdpListener
@@ -260,7 +261,9 @@ async def serve(
         app = HttpFrontend(config, engine, service, authenticator, mounted=mounted, publications=publications).app()
         served: list[Served] = [HttpListener(app, config, listeners.http)]
         server_key = load_key(config.data_dir)
-        admin = HandleAdmin(service, authenticator, shared.handle, exempt=config.handle_udp_exempt)
+        admin = HandleAdmin(
+            service, authenticator, shared.handle, exempt=config.handle_udp_exempt, logins=LoginPolicy.of(config)
+        )
         handle = HandleFrontend(engine, case_sensitive=config.case_sensitive, admin=admin.respond, key=server_key)
         if listeners.handle_tcp is not None:
             limits = HandleLimits.of(config)

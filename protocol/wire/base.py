@@ -51,6 +51,10 @@ class OpCode(IntEnum):
     RETRIEVE_TXN_LOG = 1001
     DUMP_HANDLES = 1002
     BACKUP_SERVER = 1003
+    # China's identifier SDKs (CAICT's ID-SDK MessageCommon, Teleinfo's AbstractMessage): a
+    # login that lasts for the TCP connection it was made on.
+    LOGIN = 2000  # OC_LOGIN, "密码登录": an identity and its secret, in clear
+    LOGIN_ID_SYSTEM = 2001  # OC_LOGIN_ID_SYSTEM, "idis 登录自定义": an identity, then the usual challenge
 
 
 class OpFlag(IntFlag):

@@ -186,6 +186,45 @@ class ChallengeAnswerRequest(Body):
         return cls(auth_type, handle, r.i32("identity index"), r.blob("signed response"))
 
 
+@dataclass(frozen=True, slots=True)
+class LoginIdSystemRequest(Body):
+    """OC_LOGIN_ID_SYSTEM (2001): the identity that logs in, its handle and index, challenged
+    and answered as any administrative request. Both SDKs write it so (CAICT ID-SDK
+    ``MsgBytesConvertor.convertLoginIDSystemReqToBytes``, Teleinfo id-pointer-sdk
+    ``MsgConverter.convertLoginIDSystemReqToBytes``); Teleinfo's leaves out the credential
+    section, which a message may (``protocol.wire.message``)."""
+
+    handle: str
+    index: int
+
+    def encode(self, version: Version) -> bytes:
+        return pack_text(self.handle) + struct.pack(">i", self.index)
+
+    @classmethod
+    def decode(cls, r: Reader, version: Version) -> Self:
+        return cls(r.handle("identity handle"), r.i32("identity index"))
+
+
+@dataclass(frozen=True, slots=True)
+class LoginRequest(ResolutionRequest):
+    """OC_LOGIN (2000), CAICT ID-SDK's password login, laid out as a resolution request
+    (``MsgBytesConvertor.convertLoginReqToBytes``: handle, requested indexes, requested types)
+    and answered, on success, with a resolution response's body.
+
+    The SDK's public source writes this body but never builds one (its jars are prebuilt), so
+    which field carries what is read from the layout: the identity is ``index``:``handle``
+    with the first requested index, and the secret is the first requested "type", in clear.
+    """
+
+    @property
+    def identity_index(self) -> int:
+        return self.indexes[0] if self.indexes else 0
+
+    @property
+    def secret(self) -> bytes:
+        return self.types[0].encode("utf-8") if self.types else b""
+
+
 _DIGEST_SIZES = {1: 16, 2: 20, 3: 32}  # Common.HASH_CODE_MD5, _SHA1, _SHA256
 
 
@@ -436,6 +475,8 @@ REQUEST_BODIES: dict[OpCode, type[Body]] = {
     OpCode.SESSION_SETUP: SessionSetupRequest,
     OpCode.SESSION_TERMINATE: GenericRequest,
     OpCode.SESSION_EXCHANGE_KEY: SessionExchangeKeyRequest,
+    OpCode.LOGIN: LoginRequest,
+    OpCode.LOGIN_ID_SYSTEM: LoginIdSystemRequest,
 }
 
 SUCCESS_BODIES: dict[OpCode, type[Body]] = {
@@ -454,4 +495,6 @@ SUCCESS_BODIES: dict[OpCode, type[Body]] = {
     OpCode.SESSION_SETUP: SessionSetupResponse,
     OpCode.SESSION_TERMINATE: GenericResponse,
     OpCode.SESSION_EXCHANGE_KEY: GenericResponse,
+    OpCode.LOGIN: ResolutionResponse,  # the SDK reads a handle and values; the node sends none
+    OpCode.LOGIN_ID_SYSTEM: GenericResponse,  # both SDKs ignore the body
 }

@@ -28,3 +28,7 @@ class Caller:
 
     identity: Identity | None = None
     address: str = ""
+    # How the identity was proved when not by this request's own credentials: "login" for a
+    # Handle connection logged in once (resolver.handle.login). The audit prefixes the
+    # operation with it, as batch writes are logged as batch_<operation>.
+    via: str = ""

@@ -14,7 +14,9 @@ every worker of the node sees: the answer may reach another worker than the chal
 Every administrative request is challenged, in a session or not. CNRI lets a session
 whose identity once answered skip later challenges, trusting a MAC with the session key
 on each request; this node does not verify those MACs, so it does not skip: one more
-round trip per request, and no state that a session key could misuse.
+round trip per request, and no state that a session key could misuse. The one exception is
+a TCP connection logged in with China's SDKs' LOGIN_ID_SYSTEM (``resolver.handle.login``):
+what binds there is the connection, which the transport passes in as a ``Link``.
 
 ``respond`` never raises: malformed or refused requests get the protocol's error response.
 """
@@ -72,6 +74,7 @@ from registry.identity.caller import Caller
 from registry.service import RegistrationService
 from resolver import metrics
 from resolver.config import DEFAULTS
+from resolver.handle.login import DEFAULT_LOGINS, Link, LoginPolicy, Logins
 from resolver.handle.ops import ADMIN_OPS, AdminOps
 from resolver.handle.shared import CHALLENGE_TTL, Challenge, HandleShared, Session
 
@@ -105,6 +108,7 @@ class HandleAdmin:
         *,
         site_info_serial: int = NO_SITE_SERIAL,
         exempt: tuple[str, ...] = DEFAULTS.handle_udp_exempt,
+        logins: LoginPolicy = DEFAULT_LOGINS,
     ) -> None:
         self.service = service
         self.authenticator = authenticator
@@ -113,11 +117,15 @@ class HandleAdmin:
         self.setups_in_flight = 0
         self.ops = AdminOps(service)
         self.site_info_serial = site_info_serial
+        self.logins = Logins(self, logins)
 
-    async def respond(self, request: Message, raw: bytes, peer: str, transport: str) -> Message:
-        """The response to ``request`` (decoded from ``raw``, the whole message) from ``peer``."""
+    async def respond(
+        self, request: Message, raw: bytes, peer: str, transport: str, link: Link | None = None
+    ) -> Message:
+        """The response to ``request`` (decoded from ``raw``, the whole message) from ``peer``,
+        on the TCP connection ``link`` (None over UDP)."""
         try:
-            response = await self._respond(request, raw, peer, transport)
+            response = await self._respond(request, raw, peer, transport, link)
         except HandleError as exc:
             response = self.error(request, exc)
         except Exception:
@@ -134,14 +142,20 @@ class HandleAdmin:
         session = self.shared.session(session_id)
         return None if session is None else session.key
 
-    async def _respond(self, request: Message, raw: bytes, peer: str, transport: str) -> Message:
+    async def _respond(self, request: Message, raw: bytes, peer: str, transport: str, link: Link | None) -> Message:
         if not request.is_request:
             raise ProtocolViolation("a response was sent where a request was expected")
         op = request.op_code
         if op in ADMIN_OPS:
-            return self.challenge(request, raw, peer, transport)
+            if link is not None and link.identity is not None:
+                return await self.logins.run(request, peer, link.identity)
+            return self.challenge(request, raw, peer, transport, link)
         if op == OpCode.CHALLENGE_RESPONSE:
-            return await self.answered(request, peer)
+            return await self.answered(request, peer, link)
+        if op == OpCode.LOGIN_ID_SYSTEM:
+            return self.logins.challenge(request, raw, peer, transport, link)
+        if op == OpCode.LOGIN:
+            return await self.logins.password(request, peer, link)
         if op == OpCode.VERIFY_RESPONSE:
             return await self.verify(request, peer)
         if op == OpCode.SESSION_SETUP:
@@ -193,8 +207,9 @@ class HandleAdmin:
 
     # Challenges and answers -----------------------------------------------------------------
 
-    def challenge(self, request: Message, raw: bytes, peer: str, transport: str) -> Message:
-        """402 with a fresh nonce; the request is kept to be done once the answer checks out.
+    def challenge(self, request: Message, raw: bytes, peer: str, transport: str, link: Link | None = None) -> Message:
+        """402 with a fresh nonce; the request is kept to be done once the answer checks out
+        (and its session id on ``link``, the connection it came on).
 
         The request is kept for ``peer``, within its quota, never in place of another source's
         pending challenge: past that the answer is 3 (SERVER_TOO_BUSY), counted as
@@ -219,18 +234,30 @@ class HandleAdmin:
                 "too many challenges are pending from this address, or the node holds too many; "
                 f"answer or let them expire (within {CHALLENGE_TTL:.0f} s) and retry"
             )
+        if link is not None:
+            link.challenged = session_id
         return replace(response, envelope=replace(response.envelope, session_id=session_id))
 
-    async def answered(self, answer: Message, peer: str) -> Message:
+    async def answered(self, answer: Message, peer: str, link: Link | None = None) -> Message:
         """Check a CHALLENGE_RESPONSE and, if it proves its identity, do the challenged request."""
         assert isinstance(answer.body, ChallengeAnswerRequest)
-        pending = self.shared.pop_challenge(answer.envelope.session_id) if answer.envelope.session_id > 0 else None
+        session_id = answer.envelope.session_id
+        pending = self.shared.pop_challenge(session_id) if session_id > 0 else None
+        mine = 0 if link is None else link.challenged  # the last challenge sent on this connection
+        if pending is None and mine:
+            session_id = mine  # the ID-SDK answers under its own session id, not the challenge's
+            pending = self.shared.pop_challenge(session_id)
+        own = 0 < mine == session_id
+        if own and link is not None:
+            link.challenged = 0
         if pending is None:
             raise AuthenticationTimeout(
                 f"no challenge is pending on session {answer.envelope.session_id}: "
                 "it expired, was answered already, or was never sent"
             )
         original = decode_message(pending.request)
+        if original.op_code == OpCode.LOGIN_ID_SYSTEM:
+            return await self.logins.answered(answer, original, pending, peer, link, own)
         try:
             identity = await self.prove(answer.body, pending, answer.version, peer)
             body = await self.ops.run(Caller(identity, peer), original)

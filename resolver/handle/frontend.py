@@ -50,6 +50,7 @@ from protocol.wire.sign import SigningKey, bound_prefix, signed_credential
 from resolver import metrics
 from resolver.cache.local import Entry
 from resolver.engine import ResolutionEngine
+from resolver.handle.login import Link
 
 log = logging.getLogger("resolver.handle")
 
@@ -75,6 +76,8 @@ OP_NAMES = {
     OpCode.SESSION_SETUP: "session_setup",
     OpCode.SESSION_TERMINATE: "session_end",
     OpCode.SESSION_EXCHANGE_KEY: "session_key",
+    OpCode.LOGIN: "password_login",
+    OpCode.LOGIN_ID_SYSTEM: "login",
 }
 
 # The envelope and header fields the fast path reads: the envelope's flags, the message
@@ -89,7 +92,7 @@ _BODY_AT = ENVELOPE_SIZE + HEADER_SIZE
 _NO_FILTER = bytes(8)  # no index, no type
 _SERVICE_TYPES = frozenset({HS_SITE, "HS_SITE.6", HS_SERV, "HS_NA_DELEGATE"})
 
-Admin = Callable[[Message, bytes, str, str], Awaitable[Message]]
+Admin = Callable[[Message, bytes, str, str, Link | None], Awaitable[Message]]
 
 
 def _variant(data: bytes, handle_end: int) -> bytes:
@@ -155,8 +158,9 @@ class HandleFrontend:
 
     # Everything else ----------------------------------------------------------------------
 
-    async def respond(self, data: bytes, peer: str, transport: str) -> bytes:
-        """The answer to one complete message (envelope first); never raises."""
+    async def respond(self, data: bytes, peer: str, transport: str, link: Link | None = None) -> bytes:
+        """The answer to one complete message (envelope first) from ``peer``, on the TCP
+        connection ``link`` (None over UDP); never raises."""
         started = time.perf_counter()
         op, code = "malformed", int(ResponseCode.PROTOCOL_ERROR)
         try:
@@ -165,7 +169,7 @@ class HandleFrontend:
             answer = _error_for_garbage(exc)
         else:
             op = OP_NAMES.get(request.op_code, "other")
-            reply = await self._answer(request, data, peer, transport)
+            reply = await self._answer(request, data, peer, transport, link)
             if isinstance(reply, bytes):  # encoded already (and memoised)
                 answer = reply
                 code = answer_code(reply)
@@ -185,7 +189,9 @@ class HandleFrontend:
         header_and_body = encode_payload(reply)[:-4]  # without the credential's (empty) length
         return replace(reply, credential=signed_credential(self._key, header_and_body, prefix, env.version))
 
-    async def _answer(self, request: Message, data: bytes, peer: str, transport: str) -> Message | bytes:
+    async def _answer(
+        self, request: Message, data: bytes, peer: str, transport: str, link: Link | None
+    ) -> Message | bytes:
         try:
             if not request.is_request:
                 return _error(request, ResponseCode.PROTOCOL_ERROR, "a response was sent where a request was expected")
@@ -199,7 +205,7 @@ class HandleFrontend:
                 return _error(
                     request, ResponseCode.OPERATION_NOT_SUPPORTED, f"{request.op_code.name} is not served by this node"
                 )
-            return await self._admin(request, data, peer, transport)
+            return await self._admin(request, data, peer, transport, link)
         except HandleError as exc:
             metrics.error_answered(exc)
             return _error(request, exc.code, exc.message)

@@ -15,13 +15,17 @@ answered inside ``datagram_received``, without a task. Against abuse:
 * parts of multi-datagram requests are bounded per source and in total, and expire;
 * requests waiting for the store are bounded per worker; past that, dropped and counted.
 
-TCP. A connection may carry any number of messages, one after the other (CNRI's clients
-send one and close). A message must arrive whole within ``message_timeout`` of its first
-byte, a connection with nothing in flight is closed after ``idle_timeout``, and a worker
-holds at most ``max_connections``, at most ``max_connections_per_address`` of them from one
-client address: half-open and slow connections cannot pile up, and one address cannot hold
-every slot. An envelope announcing more than 256 KiB is answered with a protocol error and
-the connection closed.
+TCP. A connection may carry any number of messages, one after the other, answered in order,
+and stays open, KEEP_ALIVE or not, until the client closes it (CNRI's clients send one and
+close; China's SDKs send all theirs on one, and may log it in: ``resolver.handle.login``).
+A message must arrive whole within ``message_timeout`` of its first byte, a connection with
+nothing in flight is closed after ``idle_timeout``, and a worker holds at most
+``max_connections``, at most ``max_connections_per_address`` of them from one client
+address: half-open and slow connections cannot pile up, and one address cannot hold every
+slot. A client that sends without reading is read no further once ``MAX_QUEUED`` requests
+wait or its answers fill the transport's buffer, and cut off if it stays so for
+``idle_timeout``. An envelope announcing more than 256 KiB is answered with a protocol error
+and the connection closed.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from protocol.wire.stream import Framer
 from resolver import metrics
 from resolver.config import DEFAULTS, Config
 from resolver.handle.frontend import HandleFrontend, answer_code, error_answer
+from resolver.handle.login import Link
 
 log = logging.getLogger("resolver.handle")
 
@@ -219,8 +224,7 @@ class UdpServer(asyncio.DatagramProtocol):
             self._transport.close()
 
 
-_KEEP_ALIVE_AT = ENVELOPE_SIZE + 8  # the op flags' first byte ...
-_KEEP_ALIVE_BIT = 0x02  # ... and OpFlag.KEEP_ALIVE in it
+MAX_QUEUED = 32  # whole requests a connection may have waiting; past that it is not read
 
 
 class TcpServer:
@@ -272,13 +276,26 @@ class TcpServer:
             connection.close()
 
 
-class TcpConnection(asyncio.Protocol):
-    """Messages one after the other: envelope, then as many bytes as it announces.
+class TcpConnection(Link, asyncio.Protocol):
+    """Messages one after the other: envelope, then as many bytes as it announces; answered
+    in order, each once the one before it is.
 
-    As CNRI's server does, the connection is closed once the requests it carried are
-    answered, unless the last one set KEEP_ALIVE; CNRI's clients send one request a
-    connection, and closing first spares the wake-up their close would cost.
+    A connection stays open for more requests, KEEP_ALIVE or not, until the client closes it
+    or leaves it idle past ``idle_timeout``: China's SDKs send every request on one connection
+    without the flag, and their login (``resolver.handle.login``; this object is the ``Link``)
+    lasts as long as it. CNRI's clients close after reading their answer; the node then reads
+    the end of the stream and closes its side, and the client keeps the TIME_WAIT.
+
+    A client that sends without reading meets backpressure: at most ``MAX_QUEUED`` requests
+    wait, and while its answers pile up unread (the transport's buffer over its high-water
+    mark) no more are answered or read; a client that stays so past ``idle_timeout`` is cut off.
     """
+
+    # Per-connection states that are rarely set: class defaults, so that a connection that
+    # never needs them (a CNRI client's one request) stores nothing for them.
+    _paused = False  # reading is paused: too many requests queued, or answers unread
+    _writable: asyncio.Future[None] | None = None  # while the client reads too slowly: set when it catches up
+    _eof = False  # the client has finished sending: close once its requests are answered
 
     def __init__(self, server: TcpServer) -> None:
         self._server = server
@@ -286,10 +303,9 @@ class TcpConnection(asyncio.Protocol):
         self._framer = Framer()
         self._transport: asyncio.Transport | None = None
         self.deadline = 0.0  # monotonic; 0: none (a request is being answered)
-        self.waiting_for = "idle"  # or "message": what the deadline is for
+        self.waiting_for = "idle"  # or "message", or "reader": what the deadline is for
         self._queue: list[bytes] = []
         self.worker: asyncio.Task[None] | None = None
-        self._keep_alive = False  # the last request asked to keep the connection
         self.busy = False
         self._address = ""  # the client's address while counted in the server's ``per_address``
 
@@ -316,6 +332,8 @@ class TcpConnection(asyncio.Protocol):
             self._server.release(self._address)
             self._address = ""
         self.deadline = 0.0
+        if self.identity is not None:  # set on login only: a connection that never logged in stores nothing more
+            self.identity = None
         if self.worker is not None and not self.worker.done():
             self.worker.cancel()
 
@@ -328,7 +346,9 @@ class TcpConnection(asyncio.Protocol):
             started = time.perf_counter()
             answer = self._frontend.cached(data)
             if answer is not None:
-                self._answered(answer, bool(data[_KEEP_ALIVE_AT] & _KEEP_ALIVE_BIT))
+                assert self._transport is not None
+                self._transport.write(answer)
+                self._arm(self._server.limits.idle_timeout, "idle")
                 metrics.observe("tcp", "resolve", answer_code(answer), 0, time.perf_counter() - started)
                 return
         try:
@@ -342,38 +362,74 @@ class TcpConnection(asyncio.Protocol):
             self.worker = asyncio.create_task(self._drain())
         elif framer.pending and (not self.deadline or self.waiting_for != "message"):
             self._arm(self._server.limits.message_timeout, "message")
+        if len(self._queue) >= MAX_QUEUED:
+            self._flow()
 
-    def _answered(self, answer: bytes, keep_alive: bool) -> None:
-        """Send ``answer``; close unless the request kept the connection or more has come."""
-        transport = self._transport
-        assert transport is not None
-        transport.write(answer)
-        if keep_alive or self._framer.pending or self._queue:
-            self._arm(self._server.limits.idle_timeout, "idle")
-        else:
-            transport.close()  # after what was written is sent
+    def eof_received(self) -> bool | None:
+        if self.busy or self._queue:
+            self._eof = True
+            return True  # half-closed: the requests it sent are still answered, then closed
+        return None  # closes
 
     async def _drain(self) -> None:
         try:
             while self._queue:
                 message = self._queue.pop(0)
-                keep_alive = len(message) > _KEEP_ALIVE_AT and bool(message[_KEEP_ALIVE_AT] & _KEEP_ALIVE_BIT)
-                answer = self._frontend.cached(message) or await self._frontend.respond(message, self._peer(), "tcp")
+                if self._paused:
+                    self._flow()
+                answer = self._frontend.cached(message) or await self._frontend.respond(
+                    message, self._peer(), "tcp", self
+                )
                 if self._transport is None or self._transport.is_closing():
                     return
-                self._keep_alive = keep_alive
                 self._transport.write(answer)
+                if self._writable is not None:
+                    await self._caught_up()
         finally:
             self.busy = False
-            transport = self._transport
-            if transport is not None and not transport.is_closing():
-                limits = self._server.limits
-                if self._framer.pending:  # part of the next message has come
-                    self._arm(limits.message_timeout, "message")
-                elif self._keep_alive:
-                    self._arm(limits.idle_timeout, "idle")
-                else:
-                    transport.close()
+            self._after_drain()
+
+    def _after_drain(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        limits = self._server.limits
+        if self._eof:
+            transport.close()  # after what was written is sent
+        elif self._framer.pending:  # part of the next message has come
+            self._arm(limits.message_timeout, "message")
+        else:
+            self._arm(limits.idle_timeout, "idle")
+
+    async def _caught_up(self) -> None:
+        """Wait while the client reads too slowly, at most ``idle_timeout`` (the sweep's deadline)."""
+        self._arm(self._server.limits.idle_timeout, "reader")
+        writable = self._writable
+        if writable is not None:
+            await writable
+        self.deadline = 0.0
+
+    def pause_writing(self) -> None:
+        self._writable = asyncio.get_running_loop().create_future()
+        self._flow()
+
+    def resume_writing(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+        self._flow()
+
+    def _flow(self) -> None:
+        """Read while fewer than ``MAX_QUEUED`` requests wait and the client reads its answers."""
+        pause = len(self._queue) >= MAX_QUEUED or self._writable is not None
+        transport = self._transport
+        if pause == self._paused or transport is None or transport.is_closing():
+            return
+        self._paused = pause
+        if pause:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
     def _peer(self) -> str:
         peer = self._transport.get_extra_info("peername") if self._transport is not None else None
@@ -401,15 +457,18 @@ class TcpConnection(asyncio.Protocol):
         self.deadline = time.monotonic() + seconds
         self.waiting_for = reason
 
-    def _disarm(self) -> None:
-        self.deadline = 0.0
-
     def expire(self, now: float) -> None:
-        """Close this connection if it waited past its deadline."""
-        if self.deadline and now > self.deadline and not self.busy:
-            metrics.handle_dropped("tcp", "timeout" if self.waiting_for == "message" else "idle")
-            self.deadline = 0.0
-            self.close()
+        """Close this connection if it waited past its deadline (busy only while its client does not read)."""
+        if not self.deadline or now <= self.deadline or (self.busy and self.waiting_for != "reader"):
+            return
+        self.deadline = 0.0
+        if self.waiting_for == "reader":  # what it was sent would never be read: no flushing it
+            metrics.handle_dropped("tcp", "stalled")
+            if self._transport is not None:
+                self._transport.abort()
+            return
+        metrics.handle_dropped("tcp", "timeout" if self.waiting_for == "message" else "idle")
+        self.close()
 
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():

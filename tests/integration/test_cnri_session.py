@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,12 +28,16 @@ from protocol.wire.message import (
     encode_message,
 )
 from protocol.wire.session import MacScope, decode_dh_public, verify_mac_credential
-from tests.unit.resolver.test_handle_admin import NODE_ADMIN, RFC2409_P, Node, node, send
-
-__all__ = ["node"]  # the fixture
+from tests.support.handle_admin_node import NODE_ADMIN, RFC2409_P, AdminNode, seeded_admin, send
 
 CNRI_HOME = Path(os.environ.get("CNRI_HOME", "/work/cnri/7.3.1"))
 PEER_SOURCE = Path(__file__).with_name("cnri") / "CnriSessionPeer.java"
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[AdminNode]:
+    async with seeded_admin(tmp_path) as seeded:
+        yield seeded
 
 
 @pytest.fixture
@@ -67,7 +71,7 @@ def ask(process: subprocess.Popen[str], line: str | None = None) -> str:
 
 @pytest.mark.filterwarnings("ignore:Diffie-Hellman")
 async def test_cnri_s_client_and_this_node_agree_the_session_key_and_its_macs(
-    node: Node, peer: subprocess.Popen[str]
+    node: AdminNode, peer: subprocess.Popen[str]
 ) -> None:
     client_key = bytes.fromhex(ask(peer))
     assert decode_dh_public(client_key).p == RFC2409_P

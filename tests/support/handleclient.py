@@ -84,3 +84,35 @@ def tcp(port: int, *messages: bytes, timeout: float = 5.0, source: str | None = 
     with socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=where) as sock:
         sock.sendall(b"".join(messages))
         return [decode_message(read_message(sock)) for _ in messages]
+
+
+class Connection:
+    """One TCP connection kept for many requests, each answered before the next is sent, as
+    China's SDKs keep theirs (no KEEP_ALIVE flag); ``source`` picks the loopback address."""
+
+    def __init__(self, port: int, *, timeout: float = 5.0, source: str | None = None) -> None:
+        where = None if source is None else (source, 0)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=where)
+
+    def ask(self, data: bytes) -> Message:
+        self.sock.sendall(data)
+        return decode_message(read_message(self.sock))
+
+    def closed_by_peer(self, within: float) -> bool:
+        """True once the node closed the connection, waiting at most ``within`` seconds."""
+        self.sock.settimeout(within)
+        try:
+            return self.sock.recv(1) == b""
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

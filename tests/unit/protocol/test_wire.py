@@ -34,6 +34,8 @@ from protocol.wire.message import (
     ListHandlesResponse,
     ListPrefixesRequest,
     ListPrefixesResponse,
+    LoginIdSystemRequest,
+    LoginRequest,
     Message,
     ModifyValueRequest,
     OpCode,
@@ -303,6 +305,8 @@ ALL_BODIES = [
     (OpCode.SESSION_TERMINATE, 0, GenericRequest("/")),
     (OpCode.SESSION_EXCHANGE_KEY, 0, SessionExchangeKeyRequest(b"key")),
     (OpCode.SESSION_EXCHANGE_KEY, 0, SessionExchangeKeyRequest(None)),
+    (OpCode.LOGIN_ID_SYSTEM, 0, LoginIdSystemRequest("88.118/admin", 300)),
+    (OpCode.LOGIN, 0, LoginRequest("88.118/admin", (300,), ("secret",))),
     (OpCode.RESOLUTION, 1, ResolutionResponse("88.118/a", (URL_VALUE,))),
     (OpCode.GET_SITE_INFO, 1, GetSiteInfoResponse(SITE)),
     (OpCode.CREATE_HANDLE, 1, CreateHandleResponse("88.118/minted")),
@@ -312,6 +316,9 @@ ALL_BODIES = [
     (OpCode.LIST_HOMED_PREFIXES, 1, ListPrefixesResponse(("0.NA/88.118",))),
     (OpCode.VERIFY_RESPONSE, 1, VerifyAuthResponse(True)),
     (OpCode.SESSION_SETUP, 1, SessionSetupResponse(KEY_EXCHANGE_DH, b"x")),
+    (OpCode.LOGIN_ID_SYSTEM, 1, GenericResponse()),
+    (OpCode.LOGIN, 1, ResolutionResponse("88.118/admin")),
+    (OpCode.LOGIN_ID_SYSTEM, 402, ChallengeResponse(b"nonce")),
     (OpCode.RESOLUTION, 302, ServiceReferralResponse("0.NA/88", (URL_VALUE,))),
     (OpCode.CREATE_HANDLE, 402, ChallengeResponse(b"nonce")),
     (OpCode.RESOLUTION, 100, ErrorResponse("not found")),
@@ -381,6 +388,56 @@ def test_a_message_without_credential_section_is_read_as_cnri_reads_it() -> None
     wire = cnri_resolution_request("0.NA/88.118")
     bare = wire[:16] + i4(len(wire) - 24) + wire[20:-4]
     assert decode_message(bare).body == ResolutionRequest("0.NA/88.118")
+
+
+# China's SDKs' logins -----------------------------------------------------------------------
+
+# What CAICT's ID-SDK 2.0 sets on a login: BaseMessage's defaults (recursive, cacheCertify,
+# ignoreRestrictedValues) and returnRequestDigest, which IDManageServiceChannelImpl forces.
+SDK_LOGIN_FLAGS = CNRI_RESOLUTION_FLAGS | 0x00800000
+SDK_SESSION = 123456789  # IdentifierResolveEngine's own random session id, on all its messages
+
+
+def sdk_message(op: int, body: bytes, *, credential: bool = True) -> bytes:
+    """A request as the ID-SDK writes it (MsgBytesConvertor.writeHeader: site serial -1, a
+    2.3 envelope suggesting 2.10); Teleinfo's login comes without the credential section."""
+    message = header(op, 0, SDK_LOGIN_FLAGS, 0xFFFF, EXPIRES, len(body)) + body + (i4(0) if credential else b"")
+    head = bytes([2, 3, 2, 10]) + i4(SDK_SESSION) + i4(77) + i4(0) + i4(len(message))
+    return head + message
+
+
+@pytest.mark.parametrize("credential", [True, False], ids=["id-sdk", "teleinfo"])
+def test_login_id_system_is_the_identity_handle_and_index(credential: bool) -> None:
+    # convertLoginIDSystemReqToBytes in both SDKs: writeByteArray(handle), write4Bytes(index).
+    wire = sdk_message(2001, s("88.118/ADMIN") + i4(301), credential=credential)
+    msg = decode_message(wire)
+    assert msg.op_code is OpCode.LOGIN_ID_SYSTEM and msg.body == LoginIdSystemRequest("88.118/ADMIN", 301)
+    assert msg.envelope.session_id == SDK_SESSION and msg.flags & OpFlag.RETURN_REQUEST_DIGEST
+    assert msg.header_and_body == wire[20 : 20 + 24 + 20]  # what the challenge's digest covers
+    if credential:
+        assert encode_message(msg) == wire
+
+
+def test_password_login_is_laid_out_as_a_resolution_request() -> None:
+    # convertLoginReqToBytes: the handle, the requested indexes, the requested "types".
+    wire = sdk_message(2000, s("88.118/ADMIN") + i4(1) + i4(300) + i4(1) + s("the secret"))
+    msg = decode_message(wire)
+    assert msg.body == LoginRequest("88.118/ADMIN", (300,), ("the secret",))
+    assert isinstance(msg.body, LoginRequest)
+    assert (msg.body.identity_index, msg.body.secret) == (300, b"the secret")
+    assert LoginRequest("88.118/ADMIN").identity_index == 0 and LoginRequest("88.118/ADMIN").secret == b""
+
+
+def test_a_login_s_success_is_read_as_the_sdks_read_it() -> None:
+    # BytesMsgConvertor: a 2001 success is read for nothing past the request digest, a 2000
+    # success as a resolution response (a handle and its values).
+    digest = RequestDigest(DigestAlgorithm.SHA256, bytes(32))
+    flags = OpFlag.RETURN_REQUEST_DIGEST
+    done = Message(OpCode.LOGIN_ID_SYSTEM, GenericResponse(), 1, flags=flags, request_digest=digest)
+    wire = encode_message(done)
+    assert wire[44:] == b"\x03" + bytes(32) + i4(0)  # the digest, an empty body, an empty credential
+    body = s("88.118/ADMIN") + i4(0)
+    assert encode_message(Message(OpCode.LOGIN, ResolutionResponse("88.118/ADMIN"), 1))[44:] == body + i4(0)
 
 
 # UDP ------------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ from protocol.wire.message import (
     ListHandlesResponse,
     ListPrefixesRequest,
     ListPrefixesResponse,
+    LoginIdSystemRequest,
+    LoginRequest,
     Message,
     ModifyValueRequest,
     OpCode,
@@ -99,6 +101,8 @@ REQUESTS: list[tuple[OpCode, st.SearchStrategy[Body]]] = [
         ),
     ),
     (OpCode.SESSION_EXCHANGE_KEY, st.builds(SessionExchangeKeyRequest, st.none() | blobs)),
+    (OpCode.LOGIN_ID_SYSTEM, st.builds(LoginIdSystemRequest, handles, i32)),
+    (OpCode.LOGIN, st.builds(LoginRequest, handles, st.lists(i32).map(tuple), st.lists(texts).map(tuple))),
 ]
 
 SUCCESSES: list[tuple[OpCode, st.SearchStrategy[Body]]] = [
@@ -111,6 +115,8 @@ SUCCESSES: list[tuple[OpCode, st.SearchStrategy[Body]]] = [
     (OpCode.SESSION_SETUP, st.builds(SessionSetupResponse, st.integers(0, 65535), blobs)),
     (OpCode.ADD_VALUE, st.just(GenericResponse())),
     (OpCode.DELETE_HANDLE, st.just(GenericResponse())),
+    (OpCode.LOGIN_ID_SYSTEM, st.just(GenericResponse())),
+    (OpCode.LOGIN, st.builds(ResolutionResponse, handles, value_lists)),
 ]
 
 ops = st.sampled_from([op for op in OpCode if op not in (OpCode.RESERVED,) and op < 1000])

@@ -10,30 +10,25 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import random
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import dh
 
-from protocol import valuedata as vd
 from protocol.codes import ResponseCode
-from protocol.records import HS_ADMIN, HS_PUBKEY, HS_SECKEY, HS_VLIST, SECRET_PERMISSIONS, HandleRecord, HandleValue
+from protocol.records import HS_SECKEY, HandleValue
 from protocol.wire.auth import (
     MacKind,
-    client_secret_kind,
     hashed_secret_key,
     secret_answer,
-    sign_challenge,
     verify_secret_answer,
 )
 from protocol.wire.bodies import KEY_EXCHANGE_DH
-from protocol.wire.keys import PrivateKey, load_private_key_file
 from protocol.wire.message import (
     AddValueRequest,
     Body,
@@ -42,7 +37,6 @@ from protocol.wire.message import (
     CreateHandleRequest,
     CreateHandleResponse,
     DeleteHandleRequest,
-    Envelope,
     ErrorResponse,
     GenericRequest,
     ListHandlesRequest,
@@ -59,7 +53,6 @@ from protocol.wire.message import (
     VerifyAuthRequest,
     VerifyAuthResponse,
     decode_message,
-    encode_message,
 )
 from protocol.wire.session import (
     KNOWN_GROUPS,
@@ -71,132 +64,31 @@ from protocol.wire.session import (
     mac_credential,
     verify_mac_credential,
 )
-from registry.bootstrap import ensure_node_prefix
-from registry.identity.auth import Authenticator
-from registry.identity.ratelimit import FailureLimiter
 from registry.identity.secrets import protocol_key
-from registry.service import RegistrationService
-from registry.sqlite.store import SqliteStore
 from resolver.handle.admin import HandleAdmin
-from resolver.handle.shared import Challenge, HandleShared, SlotTable
-
-VECTORS = Path(__file__).parents[2] / "vectors" / "cnri-7.3.1"
-NODE = "88.118.8"
-ADMIN = f"{NODE}/ADMIN"  # 300 HS_SECKEY, 301 HS_PUBKEY DSA, 302 HS_PUBKEY RSA, as in the captures
-SECRET = (VECTORS / "keys" / "secret_key.txt").read_text().strip().encode()
-KEY = hashed_secret_key(SECRET)  # what this node stores, and what a hashing client MACs with
-OTHER_KEY = hashed_secret_key(b"another enterprise")
-PEER = "192.0.2.7"
-ALL = 0x0FFF
-
-
-def admin_value(index: int, handle: str, ref_index: int) -> HandleValue:
-    return HandleValue(index, HS_ADMIN, vd.encode_admin(vd.AdminRef(handle, ref_index, ALL)))
-
-
-def key_file(name: str) -> bytes:
-    return (VECTORS / "keys" / name).read_bytes()
-
-
-def private_key(alg: str) -> PrivateKey:
-    return load_private_key_file(key_file(f"admin_{alg}_priv.bin"), None)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class Node:
-    store: SqliteStore
-    service: RegistrationService
-    shared: HandleShared
-    clock: Clock
-    admin: HandleAdmin
-    limiter: FailureLimiter
-
-    def worker(self) -> HandleAdmin:
-        """Another worker: its own service and authenticator, the node's shared tables and limits."""
-        service = RegistrationService(self.store, node_prefix=NODE)
-        return HandleAdmin(service, Authenticator(self.store, limiter=self.limiter, brake_delay=0), self.shared)
-
-
-async def seed(store: SqliteStore) -> None:
-    await ensure_node_prefix(store, NODE, "node-admin-secret")
-    node_handle = await store.get(f"0.NA/{NODE}")
-    assert node_handle is not None
-    grants = [admin_value(101 + n, ADMIN, i) for n, i in enumerate((300, 301, 302))]
-    await store.put_values(f"0.NA/{NODE}", node_handle.handle, grants)
-    admin_values = (
-        HandleValue(300, HS_SECKEY, KEY, permissions=SECRET_PERMISSIONS),
-        HandleValue(301, HS_PUBKEY, key_file("admin_dsa_pub.bin")),
-        HandleValue(302, HS_PUBKEY, key_file("admin_rsa_pub.bin")),
-    )
-    await store.create(ADMIN, HandleRecord(ADMIN, admin_values))
-    # Two enterprises under the node: 88.118.8.1 run by a group, 88.118.8.2 by its own admin.
-    await store.create("0.NA/88.118.8.1", HandleRecord("0.NA/88.118.8.1", (admin_value(100, "88.118.8.1/GROUP", 200),)))
-    vlist = vd.encode_vlist([("88.118.8.1/USER", 300)])
-    await store.create("88.118.8.1/GROUP", HandleRecord("88.118.8.1/GROUP", (HandleValue(200, HS_VLIST, vlist),)))
-    user = (HandleValue(300, HS_SECKEY, KEY, permissions=SECRET_PERMISSIONS),)
-    await store.create("88.118.8.1/USER", HandleRecord("88.118.8.1/USER", user))
-    await store.create("0.NA/88.118.8.2", HandleRecord("0.NA/88.118.8.2", (admin_value(100, "88.118.8.2/ADMIN", 300),)))
-    other = (HandleValue(300, HS_SECKEY, OTHER_KEY, permissions=SECRET_PERMISSIONS),)
-    await store.create("88.118.8.2/ADMIN", HandleRecord("88.118.8.2/ADMIN", other))
+from resolver.handle.shared import Challenge, SlotTable
+from tests.support.handle_admin_node import (
+    ADMIN,
+    KEY,
+    NODE,
+    NODE_ADMIN,
+    OTHER_KEY,
+    PEER,
+    RFC2409_P,
+    SECKEY_ADMIN,
+    SECRET,
+    AdminNode,
+    Clock,
+    seeded_admin,
+    send,
+)
+from tests.support.handleauth import VECTORS, Who, encoded, private_key
 
 
 @pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[Node]:
-    store = SqliteStore(tmp_path / "store.sqlite3")
-    await store.open()
-    await seed(store)
-    clock = Clock()
-    shared = HandleShared(small=(64, 8192), large=(8, 300_000), sessions=(64, 512), clock=clock)
-    limiter = FailureLimiter(limit=3, window=60)
-    service = RegistrationService(store, node_prefix=NODE)
-    admin = HandleAdmin(service, Authenticator(store, limiter=limiter, brake_delay=0), shared)
-    yield Node(store, service, shared, clock, admin, limiter)
-    await store.close()
-
-
-# The client ------------------------------------------------------------------------------
-
-
-def encoded(
-    op: OpCode, body: Body, *, session_id: int = 0, version: tuple[int, int] = (2, 10), flags: int = 0
-) -> bytes:
-    envelope = Envelope(request_id=random.randrange(1, 2**31), session_id=session_id, version=version, suggest=version)
-    return encode_message(Message(op, body, envelope=envelope, flags=OpFlag(0x19000000 | flags)))
-
-
-async def send(admin: HandleAdmin, raw: bytes, peer: str = PEER) -> Message:
-    response = await admin.respond(decode_message(raw), raw, peer, "tcp")
-    return decode_message(encode_message(response))  # what the client reads off the wire
-
-
-@dataclass(frozen=True)
-class Who:
-    handle: str
-    index: int
-    key: bytes | PrivateKey
-
-    def answer(self, challenge: Message) -> ChallengeAnswerRequest:
-        assert isinstance(challenge.body, ChallengeResponse) and challenge.request_digest is not None
-        nonce, digest = challenge.body.nonce, challenge.request_digest.digest
-        if isinstance(self.key, bytes):
-            kind = client_secret_kind(challenge.version, challenge.envelope.suggest)
-            return ChallengeAnswerRequest(
-                "HS_SECKEY", self.handle, self.index, secret_answer(kind, self.key, nonce, digest)
-            )
-        signed = sign_challenge(self.key, nonce, digest, hash_name="SHA-256")
-        return ChallengeAnswerRequest("HS_PUBKEY", self.handle, self.index, signed)
-
-
-SECKEY_ADMIN = Who(ADMIN, 300, KEY)
-NODE_ADMIN = Who(f"0.NA/{NODE}", 300, hashed_secret_key(b"node-admin-secret"))
+async def node(tmp_path: Path) -> AsyncIterator[AdminNode]:
+    async with seeded_admin(tmp_path) as seeded:
+        yield seeded
 
 
 async def authenticated(
@@ -229,7 +121,7 @@ def code_of(response: Message) -> ResponseCode:
 # Create, authenticate, and where the answer may arrive ---------------------------------------
 
 
-async def test_create_is_challenged_then_done_as_the_identity_that_answered(node: Node) -> None:
+async def test_create_is_challenged_then_done_as_the_identity_that_answered(node: AdminNode) -> None:
     body = CreateHandleRequest(f"{NODE}/P1", (url(1, "https://example.org/1"),))
     raw = encoded(OpCode.CREATE_HANDLE, body)
     challenge = await send(node.admin, raw)
@@ -250,7 +142,7 @@ async def test_create_is_challenged_then_done_as_the_identity_that_answered(node
 
 
 @pytest.mark.parametrize("alg,index", [("dsa", 301), ("rsa", 302)])
-async def test_public_key_identities_sign_their_answers(node: Node, alg: str, index: int) -> None:
+async def test_public_key_identities_sign_their_answers(node: AdminNode, alg: str, index: int) -> None:
     who = Who(ADMIN, index, private_key(alg))
     response = await authenticated(
         node.admin, OpCode.CREATE_HANDLE, CreateHandleRequest(f"{NODE}/{alg}", (url(1, "u"),)), who
@@ -264,7 +156,7 @@ async def test_public_key_identities_sign_their_answers(node: Node, alg: str, in
     assert (f"{index}:{ADMIN}", "delete") in [(a.identity, a.operation) for a in audit]
 
 
-async def test_the_answer_may_reach_another_worker(node: Node) -> None:
+async def test_the_answer_may_reach_another_worker(node: AdminNode) -> None:
     other = node.worker()
     response = await authenticated(
         node.admin, OpCode.CREATE_HANDLE, CreateHandleRequest(f"{NODE}/W", (url(1, "u"),)), answer_to=other
@@ -333,7 +225,9 @@ async def flood(admin: HandleAdmin, peer: str, count: int, data: bytes = b"") ->
 
 
 @pytest.mark.parametrize("data,quota", [(b"", 8), (bytes(9000), 2)], ids=["small", "large"])
-async def test_a_flood_of_requests_for_challenges_evicts_no_other_source_s(node: Node, data: bytes, quota: int) -> None:
+async def test_a_flood_of_requests_for_challenges_evicts_no_other_source_s(
+    node: AdminNode, data: bytes, quota: int
+) -> None:
     answer = await challenged(node.admin, f"{NODE}/KEPT", PEER, data)
     codes = await flood(node.worker(), FLOODER, 20 if data else 500, data)
     assert codes.count(ResponseCode.AUTHENTICATION_NEEDED) == quota  # its quota, then refused
@@ -343,7 +237,7 @@ async def test_a_flood_of_requests_for_challenges_evicts_no_other_source_s(node:
     assert await node.store.get(f"{NODE}/KEPT") is not None
 
 
-async def test_a_source_s_quota_comes_back_as_its_challenges_are_answered_or_expire(node: Node) -> None:
+async def test_a_source_s_quota_comes_back_as_its_challenges_are_answered_or_expire(node: AdminNode) -> None:
     for n in range(20):  # a batch tool answers each challenge before it asks for the next
         answer = await challenged(node.admin, f"{NODE}/B{n}", FLOODER)
         assert code_of(await send(node.admin, answer, FLOODER)) == ResponseCode.SUCCESS
@@ -355,13 +249,13 @@ async def test_a_source_s_quota_comes_back_as_its_challenges_are_answered_or_exp
     assert set(await flood(node.admin, FLOODER, 8)) == {ResponseCode.AUTHENTICATION_NEEDED}
 
 
-async def test_one_host_s_ipv6_addresses_share_one_quota(node: Node) -> None:
+async def test_one_host_s_ipv6_addresses_share_one_quota(node: AdminNode) -> None:
     codes = [(await flood(node.admin, f"2001:db8:1:2::{n:x}", 1))[0] for n in range(1, 20)]
     assert codes.count(ResponseCode.AUTHENTICATION_NEEDED) == 8
     assert (await flood(node.admin, "2001:db8:1:3::1", 1))[0] == ResponseCode.AUTHENTICATION_NEEDED
 
 
-async def test_a_wrong_secret_fails_and_repeats_are_refused(node: Node) -> None:
+async def test_a_wrong_secret_fails_and_repeats_are_refused(node: AdminNode) -> None:
     wrong = Who(ADMIN, 300, hashed_secret_key(b"guess"))
     for _ in range(3):
         response = await authenticated(node.admin, OpCode.DELETE_HANDLE, DeleteHandleRequest(ADMIN), wrong)
@@ -381,7 +275,7 @@ async def test_a_wrong_secret_fails_and_repeats_are_refused(node: Node) -> None:
     assert code_of(await send(node.worker(), answer, "192.0.2.8")) == ResponseCode.SUCCESS
 
 
-async def test_a_challenge_can_be_answered_once_and_not_after_it_expired(node: Node) -> None:
+async def test_a_challenge_can_be_answered_once_and_not_after_it_expired(node: AdminNode) -> None:
     raw = encoded(OpCode.CREATE_HANDLE, CreateHandleRequest(f"{NODE}/E", (url(1, "u"),)))
     challenge = await send(node.admin, raw)
     answer = encoded(
@@ -400,7 +294,7 @@ async def test_a_challenge_can_be_answered_once_and_not_after_it_expired(node: N
     assert code_of(await send(node.admin, answer)) == ResponseCode.AUTHEN_TIMEOUT  # a replay finds nothing
 
 
-async def test_an_answer_under_a_forged_session_id_finds_nothing(node: Node) -> None:
+async def test_an_answer_under_a_forged_session_id_finds_nothing(node: AdminNode) -> None:
     raw = encoded(OpCode.DELETE_HANDLE, DeleteHandleRequest(ADMIN))
     challenge = await send(node.admin, raw)
     session_id = challenge.envelope.session_id
@@ -413,7 +307,7 @@ async def test_an_answer_under_a_forged_session_id_finds_nothing(node: Node) -> 
     assert code_of(await send(node.admin, answer)) == ResponseCode.SUCCESS
 
 
-async def test_identities_not_held_here_and_malformed_answers_fail(node: Node) -> None:
+async def test_identities_not_held_here_and_malformed_answers_fail(node: AdminNode) -> None:
     stranger = Who("88.999/ADMIN", 300, KEY)
     response = await authenticated(node.admin, OpCode.DELETE_HANDLE, DeleteHandleRequest(ADMIN), stranger)
     assert code_of(response) == ResponseCode.AUTHENTICATION_FAILED
@@ -430,7 +324,7 @@ async def test_identities_not_held_here_and_malformed_answers_fail(node: Node) -
 # Every op ---------------------------------------------------------------------------------
 
 
-async def test_value_ops_list_and_delete(node: Node) -> None:
+async def test_value_ops_list_and_delete(node: AdminNode) -> None:
     h = f"{NODE}/V"
     assert code_of(await authenticated(node.admin, OpCode.CREATE_HANDLE, CreateHandleRequest(h, (url(1, "a"),)))) == 1
     again = await authenticated(node.admin, OpCode.CREATE_HANDLE, CreateHandleRequest(h, (url(1, "b"),)))
@@ -466,7 +360,7 @@ async def test_value_ops_list_and_delete(node: Node) -> None:
     assert code_of(await authenticated(node.admin, OpCode.DELETE_HANDLE, DeleteHandleRequest(h))) == 100
 
 
-async def test_minting_and_secrets_sent_over_the_protocol(node: Node) -> None:
+async def test_minting_and_secrets_sent_over_the_protocol(node: AdminNode) -> None:
     body = CreateHandleRequest(f"{NODE}/M-", (url(1, "u"), HandleValue(300, HS_SECKEY, b"plain secret")))
     minted = await authenticated(node.admin, OpCode.CREATE_HANDLE, body, flags=OpFlag.MINT_NEW_SUFFIX)
     assert isinstance(minted.body, CreateHandleResponse) and minted.body.handle is not None
@@ -480,7 +374,7 @@ async def test_minting_and_secrets_sent_over_the_protocol(node: Node) -> None:
     assert code_of(await authenticated(node.admin, OpCode.CREATE_HANDLE, body)) == ResponseCode.SUCCESS
 
 
-async def test_permissions_are_http_s(node: Node) -> None:
+async def test_permissions_are_http_s(node: AdminNode) -> None:
     member = Who("88.118.8.1/USER", 300, KEY)  # admin of 88.118.8.1 through the HS_VLIST group
     outsider = Who("88.118.8.2/ADMIN", 300, OTHER_KEY)
     body = CreateHandleRequest("88.118.8.1/X", (url(1, "u"),))
@@ -500,7 +394,7 @@ async def test_permissions_are_http_s(node: Node) -> None:
     assert code_of(outside) == ResponseCode.SERVER_NOT_RESPONSIBLE
 
 
-async def test_homing_is_the_node_admin_s_and_maps_onto_prefix_handles(node: Node) -> None:
+async def test_homing_is_the_node_admin_s_and_maps_onto_prefix_handles(node: AdminNode) -> None:
     listed = await authenticated(node.admin, OpCode.LIST_HOMED_PREFIXES, ListPrefixesRequest("/"), NODE_ADMIN)
     assert isinstance(listed.body, ListHandlesResponse)
     assert listed.body.handles == ("0.NA/88.118.8", "0.NA/88.118.8.1", "0.NA/88.118.8.2")
@@ -517,7 +411,7 @@ async def test_homing_is_the_node_admin_s_and_maps_onto_prefix_handles(node: Nod
     assert code_of(not_admin) == ResponseCode.INSUFFICIENT_PERMISSIONS
 
 
-async def test_verify_response_checks_identities_held_here(node: Node) -> None:
+async def test_verify_response_checks_identities_held_here(node: AdminNode) -> None:
     nonce, digest = os.urandom(16), os.urandom(20)
     right = secret_answer(MacKind.SHA1, KEY, nonce, digest)
     for signed, valid in ((right, True), (secret_answer(MacKind.SHA1, OTHER_KEY, nonce, digest), False)):
@@ -528,7 +422,7 @@ async def test_verify_response_checks_identities_held_here(node: Node) -> None:
     assert code_of(await send(node.admin, raw)) == ResponseCode.SERVER_NOT_RESPONSIBLE
 
 
-async def test_malformed_and_unsupported_requests_get_protocol_errors(node: Node) -> None:
+async def test_malformed_and_unsupported_requests_get_protocol_errors(node: AdminNode) -> None:
     resolve = encoded(OpCode.GET_SITE_INFO, GenericRequest("/"))
     assert code_of(await send(node.admin, resolve)) == ResponseCode.OPERATION_NOT_SUPPORTED
     bad_handle = encoded(OpCode.DELETE_HANDLE, DeleteHandleRequest("no slash"))
@@ -545,16 +439,9 @@ async def test_malformed_and_unsupported_requests_get_protocol_errors(node: Node
 
 # Sessions ---------------------------------------------------------------------------------
 
-RFC2409_P = int(
-    "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DD"
-    "EF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED"
-    "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE65381FFFFFFFFFFFFFFFF",
-    16,
-)
-
 
 @pytest.mark.filterwarnings("ignore:Diffie-Hellman")
-async def test_a_dh_session_agrees_the_same_key_on_both_sides_and_challenges_in_it(node: Node) -> None:
+async def test_a_dh_session_agrees_the_same_key_on_both_sides_and_challenges_in_it(node: AdminNode) -> None:
     group = dh.DHParameterNumbers(RFC2409_P, 2)
     client = group.parameters().generate_private_key()
     mine = encode_dh_public(DhPublic(client.public_key().public_numbers().y, RFC2409_P, 2))
@@ -602,7 +489,7 @@ def tcp(name: str, op: int, code: int) -> bytes:
 
 
 @pytest.mark.parametrize("name", ["batch-create-pubkey-dsa", "batch-create-pubkey-rsa"])
-async def test_cnri_s_signed_answers_create_end_to_end(node: Node, name: str) -> None:
+async def test_cnri_s_signed_answers_create_end_to_end(node: AdminNode, name: str) -> None:
     create, answer = tcp(name, 100, 0), tcp(name, 200, 0)
     cnri_challenge = decode_message(tcp(name, 100, 402))
     assert isinstance(cnri_challenge.body, ChallengeResponse) and cnri_challenge.request_digest is not None
@@ -624,7 +511,7 @@ async def test_cnri_s_signed_answers_create_end_to_end(node: Node, name: str) ->
     assert record is not None and record.indexes() == {1, 100}
 
 
-async def test_cnri_s_list_answer_lists(node: Node) -> None:
+async def test_cnri_s_list_answer_lists(node: AdminNode) -> None:
     name = "list-rsa"
     request, answer = tcp(name, 105, 0), tcp(name, 200, 0)
     cnri_challenge = decode_message(tcp(name, 105, 402))
@@ -651,7 +538,7 @@ def test_cnri_s_secret_key_answers_are_macs_of_the_raw_secret() -> None:
         assert not verify_secret_answer(KEY, *args, version=answer.version)
 
 
-async def test_cnri_s_session_setup_gets_a_dh_answer(node: Node) -> None:
+async def test_cnri_s_session_setup_gets_a_dh_answer(node: AdminNode) -> None:
     raw = next(
         bytes.fromhex(e["hex"])
         for e in exchanges("batch-create-seckey")
@@ -725,7 +612,7 @@ def test_the_known_groups_are_rfc_2409_s_and_rfc_3526_s() -> None:
     assert KNOWN_GROUPS[0].p == RFC2409_P  # the group CNRI's clients send (tests/vectors)
 
 
-async def test_a_group_the_client_made_up_is_refused_at_once_naming_the_accepted_ones(node: Node) -> None:
+async def test_a_group_the_client_made_up_is_refused_at_once_naming_the_accepted_ones(node: AdminNode) -> None:
     started = time.perf_counter()
     response = await send(node.admin, setup_in(FFDHE2048_P))
     assert time.perf_counter() - started < 0.05
@@ -737,7 +624,7 @@ async def test_a_group_the_client_made_up_is_refused_at_once_naming_the_accepted
 
 
 @pytest.mark.parametrize("group", range(3))
-async def test_cnri_s_group_and_rfc_3526_s_groups_agree_the_same_key(node: Node, group: int) -> None:
+async def test_cnri_s_group_and_rfc_3526_s_groups_agree_the_same_key(node: AdminNode, group: int) -> None:
     p, x = KNOWN_GROUPS[group].p, secrets.randbits(256)
     response = await send(node.admin, setup_in(p, x))
     assert code_of(response) == ResponseCode.SUCCESS and isinstance(response.body, SessionSetupResponse)
@@ -747,7 +634,7 @@ async def test_cnri_s_group_and_rfc_3526_s_groups_agree_the_same_key(node: Node,
     assert node.admin.session_key(response.envelope.session_id) == des_parity(shared[:8])
 
 
-async def test_a_burst_of_setups_from_one_address_is_refused_beyond_its_bound(node: Node) -> None:
+async def test_a_burst_of_setups_from_one_address_is_refused_beyond_its_bound(node: AdminNode) -> None:
     codes = [code_of(await send(node.admin, setup_in(RFC2409_P), peer=PEER)) for _ in range(20)]
     assert codes[:4] == [ResponseCode.SUCCESS] * 4
     assert codes[4:] == [ResponseCode.SERVER_TOO_BUSY] * 16
