@@ -12,11 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from protocol.errors import DailyQuotaExceeded, HandleError, IdentifierQuotaExceeded, PrefixQuotaExceeded
+from protocol.errors import (
+    DailyQuotaExceeded,
+    HandleError,
+    IdentifierQuotaExceeded,
+    PrefixQuotaExceeded,
+    QuotaExceeded,
+)
 from protocol.records import HandleRecord, HandleValue
 from registry.days import CHINA
+from registry.identity.auth import Identity
+from registry.identity.caller import Caller
 from registry.postgres.store import PostgresStore
 from registry.quota import Limits, QuotaPolicy, QuotaSetting
+from registry.service import RegistrationService
 from registry.sqlite.store import SqliteStore
 from registry.store import AuditEntry, Store, Write
 from tests.support.pgproc import temp_database
@@ -164,3 +173,27 @@ async def test_workers_sharing_the_store_never_pass_a_quota_together(opener: Ope
         *(w.charge_resolution("300:0.NA/88.118.8", "88.118.8", 10, "2026-12-06") for w in workers for _ in range(6))
     )
     assert sum(resolved) == 10
+
+
+async def test_the_service_charges_identities_in_chinas_day_and_never_the_anonymous(opener: Opener) -> None:
+    clock = Clock(dt.datetime(2026, 12, 6, 23, 0, tzinfo=CHINA).timestamp())
+    refused: list[QuotaExceeded] = []
+    store = opener()
+    await store.open()
+    defaults = Limits(resolutions_per_day=1)
+    service = RegistrationService(
+        store, node_prefix="88.118", clock=clock, quota_defaults=defaults, quota_refused=refused.append
+    )
+    enterprise = Caller(Identity(300, "0.NA/88.118.8"), "127.0.0.1")
+    await service.charge_resolution(enterprise)
+    with pytest.raises(DailyQuotaExceeded) as exc:
+        await service.charge_resolution(enterprise)
+    assert exc.value.retry_after == 3600 and refused == [exc.value]
+    for anyone in (Caller(None, "127.0.0.1"), Caller(service.node_admin, "127.0.0.1")):
+        for _ in range(3):
+            await service.charge_resolution(anyone)  # anonymous, and the node's own prefix: never counted
+    clock.now += 3600  # midnight in China
+    await service.charge_resolution(enterprise)
+    usage = await store.quota_usage("88.118.8", "2026-12-06")
+    assert usage.resolutions == {"300:0.NA/88.118.8": 1} and usage.refusals == {"resolutions": 1}
+    assert (await store.quota_usage("88.118.8", "2026-12-07")).resolutions == {"300:0.NA/88.118.8": 1}

@@ -10,6 +10,15 @@ import pytest
 from protocol.codes import ResponseCode, http_status
 from protocol.errors import DailyQuotaExceeded, IdentifierQuotaExceeded, PrefixQuotaExceeded
 from protocol.records import HandleRecord, HandleValue
+from protocol.wire.message import (
+    CreateHandleRequest,
+    ErrorResponse,
+    Message,
+    OpCode,
+    decode_message,
+    encode_message,
+    response_to,
+)
 from registry import changeset
 from registry.days import CHINA, china_day, seconds_to_midnight
 from registry.quota import (
@@ -159,3 +168,13 @@ def test_derived_prefixes_count_against_every_prefix_above() -> None:
     nested = ledger_for(p, [w.key for w in deeper], {}, derived={"88.118.8": 1})
     (outcome,) = changeset.plan({}, deeper, atomic=False, ledger=nested).outcomes
     assert isinstance(outcome, PrefixQuotaExceeded) and outcome.prefix == "88.118.8"  # its grandparent is full
+
+
+@pytest.mark.parametrize("code", [ResponseCode.REQUEST_LIMIT_DAILY, ResponseCode.REGISTER_COUNT_LIMIT, 605])
+def test_a_refusal_on_the_wire_is_an_error_answer_our_clients_read(code: int) -> None:
+    """As Teleinfo's SDK decodes 603-605 (Encoder.decodeMessage: an error message body), so does
+    the node's own decoder, which the delegation client and the tests use."""
+    request = Message(OpCode.CREATE_HANDLE, CreateHandleRequest("88.118.8/x", (HandleValue(1, "URL", b"u"),)))
+    sent = decode_message(encode_message(request))
+    answer = decode_message(encode_message(response_to(sent, ErrorResponse("full"), code, expiration=0)))
+    assert answer.response_code == code and answer.body == ErrorResponse("full")
