@@ -420,10 +420,9 @@ class PostgresStore(Store):
             "GROUP BY prefix, day, kind ORDER BY prefix, day, kind",
             *args,
         )
-        for prefix, day, kind, n in refused:
-            if prefix in found:
-                found[prefix].refusals_per_day.setdefault(day, {})[kind] = int(n)
-        return list(found.values())
+        for prefix, day, kind, n in refused:  # a prefix refused a sub-prefix may hold no identifier
+            found.setdefault(prefix, PrefixStats(prefix, 0)).refusals_per_day.setdefault(day, {})[kind] = int(n)
+        return sorted(found.values(), key=lambda s: s.prefix)
 
     # Quotas ---------------------------------------------------------------------------
 

@@ -454,10 +454,9 @@ class SqliteStore(Store):
             refused = conn.execute(
                 f"SELECT prefix, day, kind, refusals FROM quota_refusals WHERE {where} ORDER BY prefix, day, kind", args
             )
-            for prefix, day, kind, n in refused:
-                if prefix in found:
-                    found[prefix].refusals_per_day.setdefault(day, {})[kind] = n
-            return list(found.values())
+            for prefix, day, kind, n in refused:  # a prefix refused a sub-prefix may hold no identifier
+                found.setdefault(prefix, PrefixStats(prefix, 0)).refusals_per_day.setdefault(day, {})[kind] = n
+            return sorted(found.values(), key=lambda s: s.prefix)
 
         result: list[PrefixStats] = await self._read(read)
         return result

@@ -145,6 +145,8 @@ async def test_derived_prefixes_past_the_quota_are_refused(opener: Opener) -> No
     with pytest.raises(PrefixQuotaExceeded):
         await store.apply(*create("0.NA/88.118.8.0.1")[:3])  # deeper down counts too
     assert (await store.quota_usage("88.118.8", "2026-12-06")).prefixes == 2
+    (stats,) = await store.stats(["88.118.8"])  # no identifier under it, but refusals to show
+    assert (stats.handles, stats.refusals_per_day) == (0, {"2026-12-06": {"prefixes": 2}})
     assert await store.prefix_outbox() == {"88.118.8.0": 1, "88.118.8.1": 2}  # nothing queued for what was refused
 
 
