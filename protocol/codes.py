@@ -1,4 +1,11 @@
-"""Handle response codes (RFC 3652 §2.2.2.2) and their HTTP statuses (handle.net v9)."""
+"""Handle response codes (RFC 3652 §2.2.2.2) and their HTTP statuses (handle.net v9).
+
+601-605 are Teleinfo's additions (id-pointer-sdk, ``cn.teleinfo.idpointer.sdk.core.AbstractMessage``):
+603 RC_REQUEST_LIMIT_DAILY, 604 RC_REGISTER_COUNT_LIMIT and 605 RC_PREFIX_LIMIT, which its
+decoder reads as error responses (an error message body), as it does 601 and 602, the SDK's
+own client-side failures that no server sends. A node answers them when a quota is used up
+(``registry.quota``).
+"""
 
 from __future__ import annotations
 
@@ -36,6 +43,9 @@ class ResponseCode(IntEnum):
     NEED_RSAKEY_FOR_SESSIONEXCHANGE = 503
     INVALID_SESSIONSETUP_REQUEST = 504
     SESSION_MESSAGE_REJECTED = 505
+    REQUEST_LIMIT_DAILY = 603  # a daily quota is used up: registrations of a prefix, resolutions of an identity
+    REGISTER_COUNT_LIMIT = 604  # the identifiers a prefix may hold are all registered
+    PREFIX_LIMIT = 605  # the prefixes that may be derived from a prefix all exist
 
 
 _HTTP_STATUS: dict[ResponseCode, int] = {
@@ -57,6 +67,11 @@ _HTTP_STATUS: dict[ResponseCode, int] = {
     ResponseCode.INSUFFICIENT_PERMISSIONS: 403,
     ResponseCode.AUTHENTICATION_FAILED: 403,
     ResponseCode.INVALID_CREDENTIAL: 403,
+    # A daily quota is a rate: "come back after midnight" (with Retry-After). A count quota is
+    # not: asking again does not help until identifiers or prefixes go or the plan grows.
+    ResponseCode.REQUEST_LIMIT_DAILY: 429,
+    ResponseCode.REGISTER_COUNT_LIMIT: 403,
+    ResponseCode.PREFIX_LIMIT: 403,
 }
 
 

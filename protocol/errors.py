@@ -14,6 +14,7 @@ class HandleError(Exception):
 
     code: ResponseCode = ResponseCode.ERROR
     http_status: int | None = None  # when the status is not the code's usual one
+    retry_after: int | None = None  # seconds after which asking again may succeed (HTTP's Retry-After)
 
     def __init__(self, message: str, *, handle: str | None = None) -> None:
         super().__init__(message)
@@ -114,3 +115,34 @@ class TooManyFailures(HandleError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class QuotaExceeded(HandleError):
+    """A prefix's plan does not allow this (``registry.quota``): ``kind`` says which quota,
+    ``prefix`` whose. Nothing was written and nothing counted."""
+
+    def __init__(
+        self, message: str, *, kind: str, prefix: str, handle: str | None = None, retry_after: int | None = None
+    ) -> None:
+        super().__init__(message, handle=handle)
+        self.kind = kind
+        self.prefix = prefix
+        self.retry_after = retry_after
+
+
+class DailyQuotaExceeded(QuotaExceeded):
+    """Registrations under a prefix, or resolutions by an identity, reached today's limit."""
+
+    code = ResponseCode.REQUEST_LIMIT_DAILY
+
+
+class IdentifierQuotaExceeded(QuotaExceeded):
+    """The prefix holds as many identifiers as its plan allows."""
+
+    code = ResponseCode.REGISTER_COUNT_LIMIT
+
+
+class PrefixQuotaExceeded(QuotaExceeded):
+    """As many prefixes are derived from the prefix as its plan allows."""
+
+    code = ResponseCode.PREFIX_LIMIT

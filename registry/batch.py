@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.errors import HandleError, InvalidHandle, InvalidValue, ProtocolViolation
+from protocol.errors import HandleError, InvalidHandle, InvalidValue, ProtocolViolation, QuotaExceeded
 from protocol.identifiers import Handle
 from protocol.jsonfmt import IncomingValue, values_from_body
 from protocol.records import HandleRecord, HandleValue
@@ -171,8 +171,12 @@ class BatchRunner:
             writes, slots = [], []
         outcomes = await self.service.store.apply_many(writes, atomic=atomic)
         for n, outcome in zip(slots, outcomes, strict=True):
+            if isinstance(outcome, BatchAborted):
+                continue  # fine itself: shown as aborted, naming the item that failed (the store audited it)
             if isinstance(outcome, HandleError):
                 items[n].error = outcome
+                if isinstance(outcome, QuotaExceeded):
+                    self.service.quota_refused(outcome)
         await self._log_refusals(items)
         return self._results(items, plans, atomic)
 

@@ -7,7 +7,9 @@ A backend reads the records the writes touch, calls ``plan`` and runs the result
 - the changes run in order, each seeing the ones before it on the same key;
 - a change that raises a HandleError fails alone, unless the batch is atomic, when one
   failure leaves everything unwritten (the other items fail with ``BatchAborted``);
-- per-prefix counts and registrations per day move by what was created and deleted;
+- per-prefix counts and registrations per day (China's day) move by what was created and deleted;
+- a creation past a prefix's quota fails (``registry.quota``: the backend's ``Ledger`` holds
+  the counts it read in the transaction), and quota refusals are counted per prefix and day;
 - a changed prefix handle (``0.NA/<prefix>``) is queued in the publication outbox;
 - every write with an audit entry is logged with its outcome, applied or not; entries alike
   but for the handle (a batch's items) share one audit row.
@@ -25,6 +27,8 @@ import msgpack
 from protocol.errors import HandleError
 from protocol.identifiers import NA_PREFIX
 from protocol.records import HandleRecord, encode_record
+from registry import quota
+from registry.days import china_day
 from registry.store import AuditEntry, BatchAborted, Outcome, Write
 
 OUTBOX_KEY_START = NA_PREFIX + "/"
@@ -33,12 +37,8 @@ OUTBOX_KEY_START = NA_PREFIX + "/"
 AuditRow = tuple[float, str, str, str, str, int, str, str, bytes | None]
 
 
-def key_prefix(key: str) -> str:
-    return key.partition("/")[0]
-
-
-def day_of(moment: float) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(moment))
+key_prefix = quota.key_prefix
+day_of = china_day  # the day registrations are counted in
 
 
 @dataclass(slots=True)
@@ -53,6 +53,7 @@ class ChangeSet:
     created: dict[str, int] = field(default_factory=dict)  # per prefix: handles created (registrations)
     outbox: list[str] = field(default_factory=list)  # prefixes whose prefix handle changed
     audit: list[AuditRow] = field(default_factory=list)
+    refusals: dict[tuple[str, str], int] = field(default_factory=dict)  # quota refusals by (prefix, kind)
     day: str = ""
 
     @property
@@ -60,25 +61,37 @@ class ChangeSet:
         return self.inserts + self.updates
 
 
-def plan(stored: Mapping[str, HandleRecord], writes: Sequence[Write], *, atomic: bool) -> ChangeSet:
-    """Run the changes against ``stored`` (the records of the keys they touch, absent ones left out)."""
+def plan(
+    stored: Mapping[str, HandleRecord],
+    writes: Sequence[Write],
+    *,
+    atomic: bool,
+    ledger: quota.Ledger | None = None,
+) -> ChangeSet:
+    """Run the changes against ``stored`` (the records of the keys they touch, absent ones left
+    out), creations checked against the quotas in ``ledger`` (none when None)."""
     state: dict[str, HandleRecord | None] = dict(stored)
     outcomes: list[Outcome] = []
     for write in writes:
+        old = state.get(write.key)
         try:
-            new = write.change(state.get(write.key))
+            new = write.change(old)
+            if ledger is not None:
+                ledger.admit(write.key, old, new)
         except HandleError as exc:
             outcomes.append(exc)
             continue
         state[write.key] = new
         outcomes.append(new)
     failed = [n for n, o in enumerate(outcomes) if isinstance(o, HandleError)]
+    day = day_of(time.time()) if ledger is None else ledger.day
     if atomic and failed:
         aborted = BatchAborted(f"not applied: the atomic batch failed at item {failed[0]}")
-        changes = ChangeSet([o if isinstance(o, HandleError) else aborted for o in outcomes])
+        changes = ChangeSet([o if isinstance(o, HandleError) else aborted for o in outcomes], day=day)
     else:
-        changes = ChangeSet(outcomes)
+        changes = ChangeSet(outcomes, day=day)
         _diff(changes, stored, state)
+    changes.refusals = quota.refusals(changes.outcomes)
     changes.audit = audit_rows([(w.audit, o) for w, o in zip(writes, changes.outcomes, strict=True) if w.audit])
     return changes
 
@@ -101,7 +114,6 @@ def _diff(changes: ChangeSet, stored: Mapping[str, HandleRecord], state: dict[st
         else:
             changes.updates.append((key, new.handle, encode_record(new)))
     changes.counts = {p: n for p, n in changes.counts.items() if n}
-    changes.day = day_of(time.time())
 
 
 def audit_rows(entries: Sequence[tuple[AuditEntry, Outcome]]) -> list[AuditRow]:

@@ -4,7 +4,9 @@ It decides responsibility, prepares values (stamps them; secrets are hashed befo
 reach the store), plans the write against the stored record (``registry.writes``) and
 applies it, recording the outcome in the audit log. A write that was refused before it
 reached the store is logged here; one refused or done by the store is logged there, in
-the same transaction as the change.
+the same transaction as the change. The store checks the writes against the prefixes'
+quotas (``registry.quota``); the service charges authenticated resolutions to theirs and
+lets the node admin set them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from protocol.errors import (
     HandleNotFound,
     InsufficientPermissions,
     InvalidValue,
+    QuotaExceeded,
     StoreUnavailable,
 )
 from protocol.identifiers import (
@@ -35,7 +38,9 @@ from protocol.identifiers import (
 from protocol.jsonfmt import IncomingValue
 from protocol.records import HS_PUBKEY, HS_SECKEY, PUBLIC_READ, PUBLIC_WRITE, HandleRecord, HandleValue
 from protocol.wire.keys import check_public_key_value
+from registry import quota
 from registry.authority import Authority, enclosing_zones, zone_chain
+from registry.days import china_day
 from registry.identity import secrets
 from registry.identity.auth import Identity
 from registry.identity.caller import NODE_ADMIN_INDEX, Caller
@@ -56,6 +61,11 @@ PLAN_ATTEMPTS = 5
 
 # Given the record as stored now, plan the write.
 PlanFor = Callable[[HandleRecord | None], Awaitable[Plan]]
+QuotaRefused = Callable[[QuotaExceeded], None]
+
+
+def _uncounted(exc: QuotaExceeded) -> None:
+    pass
 
 
 def _check_public_key(value: HandleValue) -> None:
@@ -75,12 +85,18 @@ class RegistrationService:
         node_prefix: str,
         case_sensitive: bool = False,
         clock: Callable[[], float] = time.time,
+        quota_defaults: quota.Limits = quota.UNLIMITED,
+        quota_refused: QuotaRefused = _uncounted,
     ) -> None:
         self.store = store
         self.node_prefix = parse_prefix(node_prefix)
         self.case_sensitive = case_sensitive
         self.node_admin = Identity(NODE_ADMIN_INDEX, prefix_handle(self.node_prefix).key)
         self.clock = clock
+        # The store checks every write through the service against these (its clock says when "today" is).
+        self.quotas = quota.QuotaPolicy(self.node_prefix, quota_defaults, clock)
+        store.use_quotas(self.quotas)
+        self.quota_refused = quota_refused  # told of every quota refusal (the metric)
 
     # Naming ---------------------------------------------------------------------------
 
@@ -183,6 +199,8 @@ class RegistrationService:
                     continue
             raise StoreUnavailable(f"{handle.text} is being changed by others; try again")
         except HandleError as exc:
+            if isinstance(exc, QuotaExceeded):
+                self.quota_refused(exc)
             if not exc.logged:
                 await self.log_refusal(caller, verb, handle.text, exc)
             raise
@@ -382,3 +400,67 @@ class RegistrationService:
     async def stats(self, caller: Caller, prefix: str | None) -> list[PrefixStats]:
         scope = await self._oversight_scope(caller, prefix, "statistics")
         return await self.store.stats(scope)
+
+    # Quotas ---------------------------------------------------------------------------
+
+    async def charge_resolution(self, caller: Caller) -> None:
+        """Count an authenticated resolution against the daily quota of its identity's prefix;
+        DailyQuotaExceeded (nothing counted but the refusal) once it is used up. Anonymous
+        resolutions have no identity to count against: they cost nothing here."""
+        identity = caller.identity
+        if identity is None:
+            return
+        prefix = quota.identity_prefix(identity.handle)
+        if not self.quotas.governs(prefix):
+            return
+        setting = (await self.store.quota_settings([prefix])).get(prefix)
+        limit = self.quotas.limits(prefix, setting).resolutions_per_day
+        if not limit:
+            return
+        now = self.quotas.clock()
+        day = china_day(now)
+        if not await self.store.charge_resolution(str(identity), prefix, limit, day):
+            exc = quota.resolution_refused(str(identity), prefix, limit, day, now)
+            self.quota_refused(exc)
+            raise exc
+
+    async def quota_report(self, caller: Caller, prefix_text: str) -> quota.QuotaReport:
+        """A prefix's quotas (its own, and those in force) and today's use of them; for whoever
+        may see its statistics."""
+        prefix = parse_prefix(prefix_text)
+        await self._oversight_scope(caller, prefix, "the quotas")
+        setting = (await self.store.quota_settings([prefix])).get(prefix, quota.QuotaSetting())
+        day = china_day(self.quotas.clock())
+        usage = await self.store.quota_usage(prefix, day)
+        return quota.QuotaReport(prefix, day, self.quotas.limits(prefix, setting), setting, usage)
+
+    async def quota_settings(self, caller: Caller) -> tuple[quota.Limits, dict[str, quota.QuotaSetting]]:
+        """The node's default quotas and every prefix's own: the node admin's view."""
+        self._require_node_admin(caller, "see the quotas of every prefix")
+        return self.quotas.defaults, await self.store.quota_settings(None)
+
+    def _require_node_admin(self, caller: Caller, what: str) -> None:
+        if caller.identity is None:
+            raise AuthenticationNeeded(f"only the node admin may {what}: authenticate as {self.node_admin}")
+        if caller.identity != self.node_admin:
+            raise InsufficientPermissions(f"only the node admin ({self.node_admin}) may {what}")
+
+    async def set_quota(self, caller: Caller, prefix_text: str, changes: dict[str, int | None]) -> quota.QuotaSetting:
+        """Change a prefix's own quotas (a None puts the node's default back); the node admin's alone."""
+        prefix = parse_prefix(prefix_text)
+        shown = prefix_handle(prefix).text
+        try:
+            self._require_node_admin(caller, f"set the quotas of {prefix}")
+            check_responsible(prefix, self.node_prefix, prefix)
+            if not self.quotas.governs(prefix):
+                raise InvalidValue(f"{prefix} is this node's own prefix: quotas govern the prefixes under it")
+            if await self.store.get(prefix_handle(prefix).key) is None:
+                raise HandleNotFound(f"prefix {prefix} is not allocated here ({shown} does not exist)", handle=shown)
+        except HandleError as exc:
+            await self.log_refusal(caller, "set_quota", shown, exc)
+            raise
+        setting = (await self.store.quota_settings([prefix])).get(prefix, quota.QuotaSetting()).changed(changes)
+        entry = self.audit_entry(caller, "set_quota", shown)
+        message = ", ".join(f"{k}={'default' if v is None else v}" for k, v in setting.as_json().items())
+        await self.store.set_quota(prefix, setting, entry._replace(message=message))
+        return setting

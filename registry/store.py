@@ -3,12 +3,15 @@
 A backend provides reads (``get``, ``get_many``, listing, counting), one write primitive
 (``apply_many``: a list of read-modify-write changes committed in one transaction, each
 recorded in the audit log with its outcome) and the small tables beside the records:
-audit, statistics, metadata templates and the publication outbox: every committed change
+audit, statistics, quotas, metadata templates and the publication outbox: every committed change
 to a prefix handle ``0.NA/<prefix>`` gives that prefix the outbox's next sequence number in
 the same transaction, so that publishing it to the top-level node can never be lost (see
 ``resolver.delegation.publisher``). The named operations (create, replace, delete,
 add / replace / remove values) are built on ``apply`` here, once, so a PostgreSQL backend
 inherits exactly the same semantics.
+
+Once given a ``QuotaPolicy`` (``use_quotas``), a backend checks every write's creations
+against the prefixes' quotas inside the write's transaction (``registry.quota``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import NamedTuple
 from protocol.codes import ResponseCode
 from protocol.errors import HandleAlreadyExists, HandleError, HandleNotFound, ValueAlreadyExists, ValuesNotFound
 from protocol.records import HandleRecord, HandleValue
+from registry.quota import QuotaPolicy, QuotaSetting, QuotaUsage
 
 # How long after a write reads of the written keys avoid read replicas: the replication
 # lag a node tolerates (a replica further behind serves other keys stale for longer).
@@ -107,6 +111,7 @@ class PrefixStats:
     prefix: str
     handles: int
     registrations_per_day: dict[str, int] = field(default_factory=dict)
+    refusals_per_day: dict[str, dict[str, int]] = field(default_factory=dict)  # day -> quota kind -> refusals
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,11 @@ class Store(ABC):
 
     def __init__(self) -> None:
         self._write_listeners: list[WriteListener] = []
+        self.quotas: QuotaPolicy | None = None  # no quota is checked until ``use_quotas``
+
+    def use_quotas(self, policy: QuotaPolicy | None) -> None:
+        """Check every write's creations against the quotas of ``policy`` from now on (None: none)."""
+        self.quotas = policy
 
     @abstractmethod
     async def open(self) -> None: ...
@@ -215,7 +225,26 @@ class Store(ABC):
 
     @abstractmethod
     async def stats(self, prefixes: Sequence[str] | None) -> list[PrefixStats]:
-        """Identifiers registered and registrations per day, per prefix (under ``prefixes``)."""
+        """Identifiers registered, registrations and quota refusals per day, per prefix (under ``prefixes``)."""
+
+    # Quotas (registry.quota) ------------------------------------------------------------
+
+    @abstractmethod
+    async def quota_settings(self, prefixes: Sequence[str] | None) -> dict[str, QuotaSetting]:
+        """The quotas the node admin set for ``prefixes`` (for every prefix that has some, when None)."""
+
+    @abstractmethod
+    async def set_quota(self, prefix: str, setting: QuotaSetting, audit: AuditEntry) -> None:
+        """Keep ``setting`` as ``prefix``'s own quotas (none, when it sets none), audited in the same transaction."""
+
+    @abstractmethod
+    async def charge_resolution(self, identity: str, prefix: str, limit: int, day: str) -> bool:
+        """Count one resolution by ``identity`` (of ``prefix``) on ``day`` unless it made ``limit``
+        already; False when it had, and then the refusal is counted for ``prefix`` instead."""
+
+    @abstractmethod
+    async def quota_usage(self, prefix: str, day: str) -> QuotaUsage:
+        """What ``prefix`` holds now, and what it and its identities used on ``day``."""
 
     @abstractmethod
     async def put_template(self, template: StoredTemplate, audit: AuditEntry) -> bool:

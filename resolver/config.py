@@ -19,6 +19,7 @@ from protocol.errors import HandleError
 from protocol.identifiers import parse_prefix
 from registry.identity import sealing
 from registry.identity.tokens import KEY_FILE
+from registry.quota import MAX_LIMIT, Limits
 from registry.store import redact_url
 
 ENV_PREFIX = "IDNODE_"
@@ -129,6 +130,22 @@ class Config:
     max_connections_per_address: int = 128
     # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For names the client (resolver/http/forwarded.py)
     trusted_proxies: tuple[str, ...] = ()
+    # Quotas of every enterprise prefix (registry/quota.py) unless the node admin set its own
+    # (`idnode prefix quota`); 0: no limit. Days are China's (UTC+8).
+    quota_identifiers: int = 0  # identifiers one prefix may hold (604 past it)
+    quota_registrations_per_day: int = 0  # identifiers created under one prefix per day (603)
+    quota_resolutions_per_day: int = 0  # authenticated resolutions per identity of the prefix per day (603)
+    quota_prefixes: int = 0  # prefixes that may be derived from one prefix (605)
+
+    @property
+    def quota_defaults(self) -> Limits:
+        """The node-wide quotas, as the quota policy takes them."""
+        return Limits(
+            self.quota_identifiers,
+            self.quota_registrations_per_day,
+            self.quota_resolutions_per_day,
+            self.quota_prefixes,
+        )
 
     @property
     def connections_per_address(self) -> int:
@@ -418,6 +435,9 @@ def _validate_edge(config: Config) -> None:
             raise ConfigError(f"setting {name!r}: must be more than 0 and at most {most} seconds")
     if config.handle_udp_rate < 0:
         raise ConfigError("setting 'handle_udp_rate': must be 0 (no limit) or more")
+    for name in ("quota_identifiers", "quota_registrations_per_day", "quota_resolutions_per_day", "quota_prefixes"):
+        if not 0 <= getattr(config, name) <= MAX_LIMIT:
+            raise ConfigError(f"setting {name!r}: must be 0 (no limit) or a positive count")
     for network in config.handle_udp_exempt:
         try:
             ipaddress.ip_network(network, strict=False)

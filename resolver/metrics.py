@@ -14,7 +14,7 @@ from collections import Counter as Tally
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from protocol.errors import HandleError, StoreUnavailable
+from protocol.errors import HandleError, QuotaExceeded, StoreUnavailable
 
 REQUESTS = Counter(
     "idnode_requests",
@@ -103,6 +103,13 @@ HANDLE_DROPPED = Counter(
     ["transport", "reason"],
 )
 
+QUOTA_REFUSALS = Counter(
+    "idnode_quota_refusals",
+    "Requests refused because a prefix's quota is used up, by kind (identifiers: 604, registrations: 603, "
+    "resolutions: 603, prefixes: 605; registry/quota.py). A batch counts each refused item.",
+    ["kind"],
+)
+
 _COUNTERS = {
     "store_reads": STORE_READS,
     "misses": CACHE_MISSES,
@@ -125,6 +132,7 @@ class Recorder:
         self.hits = {"local": 0, "redis": 0}
         self.closed: Tally[str] = Tally()
         self.dropped: Tally[tuple[str, str]] = Tally()
+        self.quota: Tally[str] = Tally()
 
     def observe(self, frontend: str, op: str, code: int, status: int, seconds: float) -> None:
         slots = self.series.get((frontend, op, code, status))
@@ -160,6 +168,9 @@ class Recorder:
         for (transport, reason), n in self.dropped.items():
             HANDLE_DROPPED.labels(transport, reason).inc(n)
         self.dropped.clear()
+        for kind, n in self.quota.items():
+            QUOTA_REFUSALS.labels(kind).inc(n)
+        self.quota.clear()
 
 
 RECORDER = Recorder()
@@ -179,6 +190,11 @@ def error_answered(exc: HandleError) -> None:
 def connection_closed(reason: str) -> None:
     """Count a connection the HTTP edge closed (a flood of them costs no file write each)."""
     RECORDER.closed[reason] += 1
+
+
+def quota_refused(exc: QuotaExceeded) -> None:
+    """Count a quota refusal (the registration service's hook: single writes, batch items, resolutions)."""
+    RECORDER.quota[exc.kind] += 1
 
 
 def handle_dropped(transport: str, reason: str, n: int = 1) -> None:

@@ -223,7 +223,13 @@ async def serve(
     background: list[asyncio.Task[None]] = []
     publishing = HttpClient(shared.node_id, config.upstream_timeout)  # the publisher's, to the upstreams
     try:
-        service = RegistrationService(store, node_prefix=config.node_prefix, case_sensitive=config.case_sensitive)
+        service = RegistrationService(
+            store,
+            node_prefix=config.node_prefix,
+            case_sensitive=config.case_sensitive,
+            quota_defaults=config.quota_defaults,
+            quota_refused=metrics.quota_refused,
+        )
         local: list[ResolutionEngine] = []
         if config.redis is not None:
             redis = RedisTier(

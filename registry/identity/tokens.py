@@ -33,6 +33,7 @@ from pathlib import Path
 
 from protocol.errors import AuthenticationFailed, AuthenticationNeeded
 from registry.datadir import make_private_once
+from registry.days import CHINA  # SNMS dates the login in China's time (a client's may be a day off ours)
 from registry.identity import secrets
 from registry.identity.auth import Identity, parse_identity
 
@@ -40,8 +41,6 @@ LIFETIME = 24 * 3600
 KEY_FILE = "snms-token-key"
 KEY_BYTES = 32
 MAX_TOKEN_CHARS = 2048
-# SNMS dates the login in China's time; a client's clock may be a day either side of ours.
-CHINA = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")
 _HEADER = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
 
 

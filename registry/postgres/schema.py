@@ -9,6 +9,11 @@
 - ``prefix_counts`` and ``daily_registrations`` keep a few slots per prefix that
   transactions pick at random and readers add up, so concurrent batches under one prefix
   do not queue for one row.
+- ``quotas`` holds the quotas the node admin set per prefix; ``daily_resolutions`` one row
+  per identity and day (a charge is an increment of it, refused at the limit); ``quota_refusals``
+  slots like the counts. A write that checks a quota holds the prefix's advisory lock
+  (``QUOTA_LOCK``) while it reads the counts, so that transactions under a limited prefix
+  count one after another (those under unlimited prefixes take no lock).
 - ``audit`` is partitioned by month (``time`` in seconds since the epoch): retention drops
   whole partitions; rows outside every month land in the default partition.
 - Only plain tables, btree indexes and ``INSERT ... ON CONFLICT``: nothing a Citus-style
@@ -25,10 +30,12 @@ import asyncpg
 
 log = logging.getLogger("registry.postgres")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the quota tables
 COUNT_SLOTS = 16
 MIGRATION_LOCK = 0x1D0DE001  # pg_advisory_xact_lock key: one worker migrates at a time
 OUTBOX_LOCK = 0x1D0DE002  # taken by a transaction that bumps the outbox (see PostgresStore)
+# pg_advisory_xact_lock(QUOTA_LOCK, crc32 of the prefix): a two-key lock, a key space apart from the others
+QUOTA_LOCK = 0x1D0DE003
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS idnode_meta (name text PRIMARY KEY, value text NOT NULL);
@@ -73,6 +80,29 @@ CREATE TABLE IF NOT EXISTS templates (
     PRIMARY KEY (prefix, name, version)
 );
 CREATE TABLE IF NOT EXISTS login_digests (seckey text PRIMARY KEY, digest text NOT NULL);
+CREATE TABLE IF NOT EXISTS quotas (
+    prefix text COLLATE "C" PRIMARY KEY,
+    identifiers bigint,
+    registrations_per_day bigint,
+    resolutions_per_day bigint,
+    prefixes bigint
+);
+CREATE TABLE IF NOT EXISTS daily_resolutions (
+    identity text NOT NULL,
+    day text NOT NULL,
+    prefix text COLLATE "C" NOT NULL,
+    resolutions bigint NOT NULL,
+    PRIMARY KEY (identity, day)
+);
+CREATE INDEX IF NOT EXISTS daily_resolutions_by_prefix ON daily_resolutions (prefix, day);
+CREATE TABLE IF NOT EXISTS quota_refusals (
+    prefix text COLLATE "C" NOT NULL,
+    day text NOT NULL,
+    kind text NOT NULL,
+    slot smallint NOT NULL,
+    refusals bigint NOT NULL,
+    PRIMARY KEY (prefix, day, kind, slot)
+);
 CREATE SEQUENCE IF NOT EXISTS audit_id_seq;
 CREATE TABLE IF NOT EXISTS audit (
     id bigint NOT NULL DEFAULT nextval('audit_id_seq'),
@@ -142,10 +172,15 @@ async def migrate(conn: asyncpg.Connection, partitions_wanted: int) -> None:
         for statement in statements(partitions):
             await conn.execute(statement)
         await conn.execute(
-            "INSERT INTO idnode_meta (name, value) VALUES ('schema_version', $1), ('partitions', $2) "
-            "ON CONFLICT (name) DO NOTHING",
-            str(SCHEMA_VERSION),
+            "INSERT INTO idnode_meta (name, value) VALUES ('partitions', $1) ON CONFLICT (name) DO NOTHING",
             str(partitions),
+        )
+        # Every version only adds tables (created above, if missing): an older database is upgraded.
+        await conn.execute(
+            "INSERT INTO idnode_meta (name, value) VALUES ('schema_version', $1) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value "
+            "WHERE idnode_meta.value::int < excluded.value::int",  # an older node sharing it must not lower it
+            str(SCHEMA_VERSION),
         )
 
 

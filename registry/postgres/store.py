@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import socket
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -28,7 +29,7 @@ import asyncpg
 
 from protocol.errors import StoreUnavailable
 from protocol.records import HandleRecord, decode_record
-from registry import changeset
+from registry import changeset, quota
 from registry.postgres import schema
 from registry.postgres import writes as txn
 from registry.postgres.replicas import REPLICA_RETRY_SECONDS, ReadRouting
@@ -267,12 +268,15 @@ class PostgresStore(Store):
         if not writes:
             return []
         keys = sorted({w.key for w in writes})
+        write_keys = [w.key for w in writes]
         for _ in range(WRITE_ATTEMPTS):
             committing = False
             try:
                 async with self._primary() as conn, conn.transaction():
                     rows = await conn.fetch(_LOCK_MANY, keys)
-                    changes = changeset.plan({k: decode_record(b) for k, b in rows}, writes, atomic=atomic)
+                    stored = {k: decode_record(b) for k, b in rows}
+                    ledger = None if self.quotas is None else await txn.ledger(conn, self.quotas, write_keys, stored)
+                    changes = changeset.plan(stored, writes, atomic=atomic, ledger=ledger)
                     await txn.run(conn, changes)
                     committing = True
             except _RETRY:
@@ -411,7 +415,86 @@ class PostgresStore(Store):
         for prefix, day, n in daily:
             if prefix in found:
                 found[prefix].registrations_per_day[day] = int(n)
-        return list(found.values())
+        refused = await self._read(
+            f"SELECT prefix, day, kind, sum(refusals) FROM quota_refusals WHERE {where} "
+            "GROUP BY prefix, day, kind ORDER BY prefix, day, kind",
+            *args,
+        )
+        for prefix, day, kind, n in refused:  # a prefix refused a sub-prefix may hold no identifier
+            found.setdefault(prefix, PrefixStats(prefix, 0)).refusals_per_day.setdefault(day, {})[kind] = int(n)
+        return sorted(found.values(), key=lambda s: s.prefix)
+
+    # Quotas ---------------------------------------------------------------------------
+
+    async def quota_settings(self, prefixes: Sequence[str] | None) -> dict[str, quota.QuotaSetting]:
+        if prefixes is None:
+            rows = await self._read_primary(f"SELECT {txn.SETTING_COLUMNS} FROM quotas ORDER BY prefix")
+            return {prefix: quota.QuotaSetting(*limits) for prefix, *limits in rows}
+        if not prefixes:
+            return {}
+        # From the primary: a quota the node admin just set applies at once, whichever worker reads it.
+        async with self._primary() as conn:
+            return await txn.settings(conn, prefixes)
+
+    async def set_quota(self, prefix: str, setting: quota.QuotaSetting, audit: AuditEntry) -> None:
+        async with self._primary() as conn, conn.transaction():
+            if setting.empty:
+                await conn.execute("DELETE FROM quotas WHERE prefix = $1", prefix)
+            else:
+                await conn.execute(
+                    f"INSERT INTO quotas ({txn.SETTING_COLUMNS}) VALUES ($1, $2, $3, $4, $5) "
+                    "ON CONFLICT (prefix) DO UPDATE SET identifiers = excluded.identifiers, "
+                    "registrations_per_day = excluded.registrations_per_day, "
+                    "resolutions_per_day = excluded.resolutions_per_day, prefixes = excluded.prefixes",
+                    prefix,
+                    *setting.as_row(),
+                )
+            await txn.audit(conn, changeset.audit_rows([(audit, None)]))
+
+    async def charge_resolution(self, identity: str, prefix: str, limit: int, day: str) -> bool:
+        # One row per identity and day: the upsert's row lock makes concurrent charges count one
+        # after another, and its WHERE refuses the one past the limit.
+        async with self._primary() as conn, conn.transaction():
+            counted = await conn.fetchval(
+                "INSERT INTO daily_resolutions (identity, day, prefix, resolutions) VALUES ($1, $2, $3, 1) "
+                "ON CONFLICT (identity, day) DO UPDATE SET resolutions = daily_resolutions.resolutions + 1 "
+                "WHERE daily_resolutions.resolutions < $4 RETURNING resolutions",
+                identity,
+                day,
+                prefix,
+                limit,
+            )
+            if counted is None:
+                await txn.refused(conn, day, {(prefix, quota.RESOLUTIONS): 1}, random.randrange(schema.COUNT_SLOTS))
+        return counted is not None
+
+    async def quota_usage(self, prefix: str, day: str) -> quota.QuotaUsage:
+        async with self._primary() as conn:
+            held = await conn.fetchval("SELECT coalesce(sum(handles), 0) FROM prefix_counts WHERE prefix = $1", prefix)
+            registered = await conn.fetchval(
+                "SELECT coalesce(sum(registrations), 0) FROM daily_registrations WHERE prefix = $1 AND day = $2",
+                prefix,
+                day,
+            )
+            derived = await conn.fetchval(txn.DERIVED, *txn.derived_range(prefix))
+            resolutions = await conn.fetch(
+                "SELECT identity, resolutions FROM daily_resolutions WHERE prefix = $1 AND day = $2 ORDER BY identity",
+                prefix,
+                day,
+            )
+            refusals = await conn.fetch(
+                "SELECT kind, sum(refusals) FROM quota_refusals WHERE prefix = $1 AND day = $2 GROUP BY kind "
+                "ORDER BY kind",
+                prefix,
+                day,
+            )
+        return quota.QuotaUsage(
+            identifiers=int(held),
+            registrations=int(registered),
+            prefixes=int(derived),
+            resolutions={str(i): int(n) for i, n in resolutions},
+            refusals={str(k): int(n) for k, n in refusals},
+        )
 
     # Templates ------------------------------------------------------------------------
 

@@ -1,14 +1,17 @@
 """The SQL of a PostgreSQL write transaction: what ``registry.changeset`` decided, run on one
-connection inside a transaction the caller holds (``PostgresStore``)."""
+connection inside a transaction the caller holds (``PostgresStore``), and the quota counts it
+decides against (``ledger``), read in that transaction under the prefixes' locks."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+import zlib
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 
-from registry import changeset
+from protocol.records import HandleRecord
+from registry import changeset, quota
 from registry.postgres import schema
 
 RECORD_COLUMNS = ("key", "handle", "record")
@@ -25,6 +28,21 @@ _DAILY = (
     "ON CONFLICT (prefix, day, slot) DO UPDATE SET registrations = daily_registrations.registrations + "
     "excluded.registrations"
 )
+_REFUSALS = (
+    "INSERT INTO quota_refusals (prefix, day, kind, slot, refusals) "
+    "SELECT p, $4, k, $5, n FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(p, k, n) "
+    "ON CONFLICT (prefix, day, kind, slot) DO UPDATE SET refusals = quota_refusals.refusals + excluded.refusals"
+)
+SETTING_COLUMNS = "prefix, identifiers, registrations_per_day, resolutions_per_day, prefixes"
+_SETTINGS = f"SELECT {SETTING_COLUMNS} FROM quotas WHERE prefix = ANY($1::text[])"
+_QUOTA_LOCKS = "SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::int[]) AS u(k)"
+_HELD = "SELECT prefix, sum(handles) FROM prefix_counts WHERE prefix = ANY($1::text[]) GROUP BY prefix"
+_TODAY = (
+    "SELECT prefix, sum(registrations) FROM daily_registrations WHERE prefix = ANY($1::text[]) AND day = $2 "
+    "GROUP BY prefix"
+)
+# Prefix handles of prefixes derived from P sort between "0.NA/P." and "0.NA/P/".
+DERIVED = "SELECT count(*) FROM handles WHERE key > $1 AND key < $2"
 _OUTBOX_BUMP = (
     "INSERT INTO prefix_outbox (prefix, seq) SELECT p, nextval('prefix_outbox_seq') FROM unnest($1::text[]) AS u(p) "
     "ON CONFLICT (prefix) DO UPDATE SET seq = excluded.seq"
@@ -78,7 +96,54 @@ async def run_tables(conn: asyncpg.Connection, changes: changeset.ChangeSet) -> 
         await conn.execute(_DAILY, prefixes, [changes.created[p] for p in prefixes], changes.day, slot)
     if changes.outbox:
         await bump(conn, changes.outbox)
+    if changes.refusals:
+        await refused(conn, changes.day, changes.refusals, slot)
     await audit(conn, changes.audit)
+
+
+async def refused(conn: asyncpg.Connection, day: str, refusals: Mapping[tuple[str, str], int], slot: int) -> None:
+    rows = sorted(refusals.items())
+    await conn.execute(_REFUSALS, [p for (p, _), _ in rows], [k for (_, k), _ in rows], [n for _, n in rows], day, slot)
+
+
+def lock_key(prefix: str) -> int:
+    """The second key of ``prefix``'s quota lock: its CRC-32 as a signed 32-bit integer."""
+    return zlib.crc32(prefix.encode()) - 2**31
+
+
+async def settings(conn: asyncpg.Connection, prefixes: Sequence[str]) -> dict[str, quota.QuotaSetting]:
+    return {prefix: quota.QuotaSetting(*limits) for prefix, *limits in await conn.fetch(_SETTINGS, list(prefixes))}
+
+
+def derived_range(prefix: str) -> tuple[str, str]:
+    return f"{quota.NA_KEY_START}{prefix}.", f"{quota.NA_KEY_START}{prefix}/"
+
+
+async def ledger(
+    conn: asyncpg.Connection, policy: quota.QuotaPolicy, keys: list[str], stored: Mapping[str, HandleRecord]
+) -> quota.Ledger:
+    """The quota counts writes to ``keys`` are checked against. The limited prefixes are locked
+    first, in the order of their lock keys (so two transactions cannot wait for each other), and
+    their counts read after: under READ COMMITTED each statement sees what committed before it,
+    so a transaction that held the lock before this one is counted in."""
+    watch = policy.watch(keys, stored)
+    if not watch:
+        return quota.Ledger.of(policy)
+    found = await settings(conn, watch.every)
+    limits = {p: policy.limits(p, found.get(p)) for p in watch.every}
+    needs = quota.needs(watch, limits)
+    if not needs.every:
+        return quota.Ledger.of(policy, limits)
+    await conn.execute(_QUOTA_LOCKS, schema.QUOTA_LOCK, sorted({lock_key(p) for p in needs.every}))
+    result = quota.Ledger.of(policy, limits)
+    if needs.held:
+        result.held = {p: 0 for p in needs.held} | {p: int(n) for p, n in await conn.fetch(_HELD, needs.held)}
+    if needs.today:
+        counted = await conn.fetch(_TODAY, needs.today, result.day)
+        result.today = {p: 0 for p in needs.today} | {p: int(n) for p, n in counted}
+    for prefix in needs.derived:
+        result.derived[prefix] = int(await conn.fetchval(DERIVED, *derived_range(prefix)))
+    return result
 
 
 async def bump(conn: asyncpg.Connection, prefixes: Sequence[str]) -> None:

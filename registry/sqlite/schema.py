@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS handles (
@@ -55,6 +55,28 @@ CREATE TABLE IF NOT EXISTS templates (
     PRIMARY KEY (prefix, name, version)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS login_digests (seckey TEXT PRIMARY KEY, digest TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quotas (
+    prefix TEXT PRIMARY KEY,
+    identifiers INTEGER,
+    registrations_per_day INTEGER,
+    resolutions_per_day INTEGER,
+    prefixes INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS daily_resolutions (
+    identity TEXT NOT NULL,
+    day TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    resolutions INTEGER NOT NULL,
+    PRIMARY KEY (identity, day)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS daily_resolutions_by_prefix ON daily_resolutions (prefix, day);
+CREATE TABLE IF NOT EXISTS quota_refusals (
+    prefix TEXT NOT NULL,
+    day TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    refusals INTEGER NOT NULL,
+    PRIMARY KEY (prefix, day, kind)
+) WITHOUT ROWID;
 """
 
 
@@ -85,6 +107,8 @@ def migrate(conn: sqlite3.Connection) -> None:
                 "SELECT substr(key, 6), row_number() OVER (ORDER BY key) FROM handles "
                 "WHERE key >= '0.NA/' AND key < '0.NA0'"
             )
+        # Version 5 adds the quota tables (quotas, daily_resolutions, quota_refusals): created
+        # above, empty, which is where an upgraded node starts (no prefix has a quota of its own).
         conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
         conn.execute("COMMIT")
     except BaseException:

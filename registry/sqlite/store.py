@@ -7,7 +7,10 @@ never stalls the event loop.
 
 A batch of writes is one job: the records it touches are read with one query per 500
 keys, the changes run in Python, and the results are written with ``executemany``
-together with their audit rows and the per-prefix counters, inside the same commit.
+together with their audit rows and the per-prefix counters, inside the same commit. The
+counts a job checks quotas against are read inside it too: the writer holds the database's
+write lock (and the node's other workers wait on the file lock), so no one else can count
+meanwhile.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 
 from protocol.errors import StoreUnavailable
 from protocol.records import HandleRecord, decode_record
-from registry import changeset
+from registry import changeset, quota
 from registry.datadir import StoreInUse, hold, prepare_directory, space_problem
 from registry.sqlite.writer import Checkpointer, Writer, connect, create_private
 from registry.store import (
@@ -64,10 +67,75 @@ def _select_many(conn: sqlite3.Connection, keys: list[str]) -> dict[str, HandleR
     return found
 
 
-def _apply_job(conn: sqlite3.Connection, writes: Sequence[Write], atomic: bool) -> list[Outcome]:
-    changes = changeset.plan(_select_many(conn, list(dict.fromkeys(w.key for w in writes))), writes, atomic=atomic)
+def _apply_job(
+    conn: sqlite3.Connection, writes: Sequence[Write], atomic: bool, policy: quota.QuotaPolicy | None
+) -> list[Outcome]:
+    stored = _select_many(conn, list(dict.fromkeys(w.key for w in writes)))
+    ledger = None if policy is None else _ledger(conn, policy, [w.key for w in writes], stored)
+    changes = changeset.plan(stored, writes, atomic=atomic, ledger=ledger)
     _run(conn, changes)
     return changes.outcomes
+
+
+def _ledger(
+    conn: sqlite3.Connection, policy: quota.QuotaPolicy, keys: list[str], stored: dict[str, HandleRecord]
+) -> quota.Ledger:
+    """The quota counts the writes to ``keys`` are checked against, read in the writing transaction."""
+    watch = policy.watch(keys, stored)
+    if not watch:
+        return quota.Ledger.of(policy)
+    settings = _settings(conn, watch.every)
+    limits = {p: policy.limits(p, settings.get(p)) for p in watch.every}
+    needs = quota.needs(watch, limits)
+    ledger = quota.Ledger.of(policy, limits)
+    for prefix in needs.held:
+        row = conn.execute("SELECT handles FROM prefix_counts WHERE prefix = ?", (prefix,)).fetchone()
+        ledger.held[prefix] = 0 if row is None else int(row[0])
+    for prefix in needs.today:
+        row = conn.execute(
+            "SELECT registrations FROM daily_registrations WHERE prefix = ? AND day = ?", (prefix, ledger.day)
+        ).fetchone()
+        ledger.today[prefix] = 0 if row is None else int(row[0])
+    for prefix in needs.derived:
+        ledger.derived[prefix] = _derived_count(conn, prefix)
+    return ledger
+
+
+def _derived_count(conn: sqlite3.Connection, prefix: str) -> int:
+    # Prefix handles of prefixes derived from P sort between "0.NA/P." and "0.NA/P/".
+    lo, hi = f"{quota.NA_KEY_START}{prefix}.", f"{quota.NA_KEY_START}{prefix}/"
+    return int(conn.execute("SELECT count(*) FROM handles WHERE key > ? AND key < ?", (lo, hi)).fetchone()[0])
+
+
+_SETTING_COLUMNS = "prefix, identifiers, registrations_per_day, resolutions_per_day, prefixes"
+
+
+def _settings(conn: sqlite3.Connection, prefixes: Sequence[str] | None) -> dict[str, quota.QuotaSetting]:
+    if prefixes is None:
+        rows = conn.execute(f"SELECT {_SETTING_COLUMNS} FROM quotas ORDER BY prefix")
+    else:
+        marks = ",".join("?" * len(prefixes))
+        rows = conn.execute(f"SELECT {_SETTING_COLUMNS} FROM quotas WHERE prefix IN ({marks})", list(prefixes))
+    return {prefix: quota.QuotaSetting(*limits) for prefix, *limits in rows}
+
+
+def _refused(conn: sqlite3.Connection, day: str, refusals: dict[tuple[str, str], int]) -> None:
+    conn.executemany(
+        "INSERT INTO quota_refusals (prefix, day, kind, refusals) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (prefix, day, kind) DO UPDATE SET refusals = refusals + excluded.refusals",
+        [(prefix, day, kind, n) for (prefix, kind), n in refusals.items()],
+    )
+
+
+def _charge_job(conn: sqlite3.Connection, identity: str, prefix: str, limit: int, day: str) -> bool:
+    counted = conn.execute(
+        "INSERT INTO daily_resolutions (identity, day, prefix, resolutions) VALUES (?, ?, ?, 1) "
+        "ON CONFLICT (identity, day) DO UPDATE SET resolutions = resolutions + 1 WHERE resolutions < ?",
+        (identity, day, prefix, limit),
+    ).rowcount
+    if not counted:
+        _refused(conn, day, {(prefix, quota.RESOLUTIONS): 1})
+    return bool(counted)
 
 
 _UPSERT = "INSERT OR REPLACE INTO handles (key, handle, record) VALUES (?, ?, ?)"
@@ -92,6 +160,7 @@ def _run_tables(conn: sqlite3.Connection, changes: changeset.ChangeSet) -> None:
         "ON CONFLICT (prefix, day) DO UPDATE SET registrations = registrations + excluded.registrations",
         [(p, changes.day, n) for p, n in changes.created.items()],
     )
+    _refused(conn, changes.day, changes.refusals)
     _audit(conn, changes.audit)
 
 
@@ -248,7 +317,8 @@ class SqliteStore(Store):
     async def _apply_many(self, writes: Sequence[Write], *, atomic: bool) -> list[Outcome]:
         if not writes:
             return []
-        result: list[Outcome] = await self._writer.submit(lambda conn: _apply_job(conn, writes, atomic))
+        policy = self.quotas
+        result: list[Outcome] = await self._writer.submit(lambda conn: _apply_job(conn, writes, atomic, policy))
         return result
 
     # Bulk import and export ------------------------------------------------------------
@@ -381,9 +451,64 @@ class SqliteStore(Store):
             for prefix, day, n in daily:
                 if prefix in found:
                     found[prefix].registrations_per_day[day] = n
-            return list(found.values())
+            refused = conn.execute(
+                f"SELECT prefix, day, kind, refusals FROM quota_refusals WHERE {where} ORDER BY prefix, day, kind", args
+            )
+            for prefix, day, kind, n in refused:  # a prefix refused a sub-prefix may hold no identifier
+                found.setdefault(prefix, PrefixStats(prefix, 0)).refusals_per_day.setdefault(day, {})[kind] = n
+            return sorted(found.values(), key=lambda s: s.prefix)
 
         result: list[PrefixStats] = await self._read(read)
+        return result
+
+    # Quotas ---------------------------------------------------------------------------
+
+    async def quota_settings(self, prefixes: Sequence[str] | None) -> dict[str, quota.QuotaSetting]:
+        if prefixes is not None and not prefixes:
+            return {}
+        wanted = None if prefixes is None else list(prefixes)
+        result: dict[str, quota.QuotaSetting] = await self._read(lambda conn: _settings(conn, wanted))
+        return result
+
+    async def set_quota(self, prefix: str, setting: quota.QuotaSetting, audit: AuditEntry) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            if setting.empty:
+                conn.execute("DELETE FROM quotas WHERE prefix = ?", (prefix,))
+            else:
+                conn.execute(
+                    f"INSERT OR REPLACE INTO quotas ({_SETTING_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                    (prefix, *setting.as_row()),
+                )
+            _audit(conn, changeset.audit_rows([(audit, None)]))
+
+        await self._writer.submit(work)
+
+    async def charge_resolution(self, identity: str, prefix: str, limit: int, day: str) -> bool:
+        result: bool = await self._writer.submit(lambda conn: _charge_job(conn, identity, prefix, limit, day))
+        return result
+
+    async def quota_usage(self, prefix: str, day: str) -> quota.QuotaUsage:
+        def read(conn: sqlite3.Connection) -> quota.QuotaUsage:
+            held = conn.execute("SELECT handles FROM prefix_counts WHERE prefix = ?", (prefix,)).fetchone()
+            registered = conn.execute(
+                "SELECT registrations FROM daily_registrations WHERE prefix = ? AND day = ?", (prefix, day)
+            ).fetchone()
+            resolutions = conn.execute(
+                "SELECT identity, resolutions FROM daily_resolutions WHERE prefix = ? AND day = ? ORDER BY identity",
+                (prefix, day),
+            )
+            refusals = conn.execute(
+                "SELECT kind, refusals FROM quota_refusals WHERE prefix = ? AND day = ? ORDER BY kind", (prefix, day)
+            )
+            return quota.QuotaUsage(
+                identifiers=0 if held is None else int(held[0]),
+                registrations=0 if registered is None else int(registered[0]),
+                prefixes=_derived_count(conn, prefix),
+                resolutions={str(i): int(n) for i, n in resolutions},
+                refusals={str(k): int(n) for k, n in refusals},
+            )
+
+        result: quota.QuotaUsage = await self._read(read)
         return result
 
     # Templates ------------------------------------------------------------------------

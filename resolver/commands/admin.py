@@ -48,6 +48,14 @@ from resolver.commands.admin_client import (
 )
 
 ADMIN_INDEX = 300
+# --option: what it limits; the REST API's name is the option's in camel case (registry.quota.JSON_NAMES).
+QUOTA_OPTIONS = {
+    "identifiers": "identifiers the prefix may hold",
+    "registrations-per-day": "identifiers it may create per day (China's day)",
+    "resolutions-per-day": "authenticated resolutions per identity of the prefix per day",
+    "prefixes": "prefixes that may be derived from it",
+}
+_UNSET = object()
 ADMIN_GRANT_INDEX = 100
 ALL_PERMISSIONS = "111111111111"
 SHOWN_DAYS = 7
@@ -68,6 +76,16 @@ def add_parsers(commands: Any) -> None:
     _command(prefix, "list", common, _prefix_list, "the prefixes this node serves")
     s = _command(prefix, "show", common, _prefix_show, "a prefix's values, identifier count and templates")
     s.add_argument("prefix", metavar="PREFIX")
+    q = _command(prefix, "quota", common, _prefix_quota, "show a prefix's quotas and today's use; set them")
+    q.add_argument("prefix", metavar="PREFIX")
+    for option, what in QUOTA_OPTIONS.items():
+        q.add_argument(
+            f"--{option}",
+            type=_quota_value,
+            metavar="N",
+            default=_UNSET,
+            help=f"{what}: N (0: no limit), or 'default' for the node's setting",
+        )
     identity = _group(commands, "identity", "manage the identities that authenticate")
     i = _command(identity, "set-secret", common, _set_secret, "give an identity a new secret (HS_SECKEY)")
     i.add_argument("identity", metavar="IDENTITY", help="INDEX:HANDLE, e.g. 300:0.NA/88.118.8")
@@ -251,6 +269,49 @@ def _prefix_show(client: AdminClient, args: argparse.Namespace) -> Shown:
     return shown, lines
 
 
+def _quota_value(text: str) -> int | None:
+    if text == "default":
+        return None
+    if not text.isascii() or not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number (0: no limit) or 'default', not {text!r}")
+    return int(text)
+
+
+def _prefix_quota(client: AdminClient, args: argparse.Namespace) -> Shown:
+    _authenticated(client)
+    prefix = _prefix(args.prefix)
+    path = "/api/quotas/" + quote(prefix, safe="")
+    changes = {
+        _camel(option): value
+        for option in QUOTA_OPTIONS
+        if (value := getattr(args, option.replace("-", "_"))) is not _UNSET
+    }
+    answer = client.request("PUT", path, body=changes)[1] if changes else client.get(path)
+    return answer, _quota_lines(answer)
+
+
+def _camel(option: str) -> str:
+    first, *rest = option.split("-")
+    return first + "".join(word.title() for word in rest)
+
+
+def _quota_lines(answer: dict[str, Any]) -> list[str]:
+    limits, own, used = answer.get("limits") or {}, answer.get("set") or {}, answer.get("used") or {}
+    lines = [f"prefix {answer.get('prefix')}: quotas, and their use on {answer.get('day')} (China's day)"]
+    for option in QUOTA_OPTIONS:
+        name = _camel(option)
+        limit = limits.get(name, 0)
+        shown = f"{limit:,}" if limit else "no limit"
+        source = "set for this prefix" if own.get(name) is not None else "node default"
+        use = used.get(name)
+        if isinstance(use, dict):
+            use = ", ".join(f"{who} {n:,}" for who, n in use.items()) or "none"
+        lines.append(f"  {option:<22} {shown} ({source}); used: {use}")
+    refusals = ", ".join(f"{kind} {n:,}" for kind, n in (answer.get("refusals") or {}).items())
+    lines.append(f"  refused today: {refusals or 'nothing'}")
+    return lines
+
+
 # Identities ------------------------------------------------------------------------
 
 
@@ -358,7 +419,11 @@ def _stats(client: AdminClient, args: argparse.Namespace) -> Shown:
 def _stats_lines(entry: dict[str, Any]) -> list[str]:
     days = sorted((entry.get("registrationsPerDay") or {}).items())[-SHOWN_DAYS:]
     shown = ", ".join(f"{day} {count}" for day, count in days)
-    return [f"{entry.get('prefix')}: {entry.get('handles')} identifiers" + (f"; registered {shown}" if shown else "")]
+    lines = [f"{entry.get('prefix')}: {entry.get('handles')} identifiers" + (f"; registered {shown}" if shown else "")]
+    refused = sorted((entry.get("quotaRefusalsPerDay") or {}).items())[-SHOWN_DAYS:]
+    for day, kinds in refused:
+        lines.append(f"  quota refusals {day}: " + ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())))
+    return lines
 
 
 def _audit(client: AdminClient, args: argparse.Namespace) -> Shown:

@@ -236,8 +236,8 @@ def _answer(method: str, path: str, status: int, retry_after: str | None, raw: b
         body = json.loads(raw)
     except ValueError:
         body = None
-    if status == 429:
-        wait = f"; retry after {retry_after} s" if retry_after else ""
+    wait = f"; retry after {retry_after} s" if retry_after else ""
+    if status == 429 and (not isinstance(body, dict) or body.get("responseCode") in _AUTH_CODES):
         raise AuthenticationRefused(f"too many failed authentications from here{wait}", body)
     if not isinstance(body, dict) or "responseCode" not in body:
         kind = NodeUnreachable if status in (502, 503, 504) else NodeRefused
@@ -246,5 +246,5 @@ def _answer(method: str, path: str, status: int, retry_after: str | None, raw: b
     if code in _AUTH_CODES or status == 401:
         raise AuthenticationRefused(f"authentication failed (responseCode {code}): {message}".rstrip(": "), body)
     if status >= 400 or code != ResponseCode.SUCCESS:
-        raise NodeRefused(f"refused (responseCode {code}, HTTP {status}): {message}".rstrip(": "), body)
+        raise NodeRefused(f"refused (responseCode {code}, HTTP {status}): {message}".rstrip(": ") + wait, body)
     return body

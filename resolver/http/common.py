@@ -30,7 +30,6 @@ from protocol.errors import (
     HandleError,
     InvalidValue,
     ProtocolViolation,
-    TooManyFailures,
 )
 from protocol.records import MAX_INDEX, HandleValue
 from registry.identity.auth import Authenticator
@@ -118,7 +117,7 @@ class Refusals(Protocol):
     """
 
     def refused(self, request: web.Request, exc: HandleError) -> web.Response:
-        """The answer to a request the node refuses (TooManyFailures's Retry-After is the edge's)."""
+        """The answer to a request the node refuses (a Retry-After, when the refusal has one, is the edge's)."""
         ...
 
     def http_error(self, request: web.Request, exc: web.HTTPException) -> web.Response:
@@ -162,7 +161,7 @@ def edged(op: str, handler: Handler, refusals: Refusals = HANDLE_NET) -> Handler
         except HandleError as exc:
             error_answered(exc)
             response = refusals.refused(request, exc)
-            if isinstance(exc, TooManyFailures):  # whatever the form, the client learns when to retry
+            if exc.retry_after is not None:  # whatever the form, the client learns when to retry
                 response.headers["Retry-After"] = str(exc.retry_after)
         except web.HTTPException as exc:
             response = refusals.http_error(request, exc)

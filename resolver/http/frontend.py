@@ -182,7 +182,9 @@ class HttpFrontend:
                 memo = self._filtered(request, handle, list(entry.public))
                 self._remember(entry, request.raw_path, memo, len(memo[0]))
             return self._memo_response(memo, entry.stale)
-        visible = await self.service.visible_values(await self._caller(request), handle, entry.record)
+        caller = await self._caller(request)
+        await self.service.charge_resolution(caller)  # an authenticated resolution counts against its quota
+        visible = await self.service.visible_values(caller, handle, entry.record)
         if flag(request, "publicOnly", False):
             visible = [v for v in visible if v.public_read]
         body, code = self._filtered(request, handle, visible)

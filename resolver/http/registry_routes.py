@@ -1,4 +1,4 @@
-"""HTTP routes of the registry: batch registration, metadata templates, audit log, statistics."""
+"""HTTP routes of the registry: batch registration, metadata templates, audit log, statistics, quotas."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import msgpack
 from aiohttp import web
 
 from protocol.codes import ResponseCode, http_status
-from protocol.errors import ProtocolViolation
+from protocol.errors import InvalidValue, ProtocolViolation
 from protocol.jsonfmt import format_timestamp
 from registry.batch import BatchRunner, parse_batch
 from registry.identity.auth import Authenticator
+from registry.quota import parse_setting_changes
 from registry.service import RegistrationService
 from registry.templates import template_to_json
 from resolver.http.common import (
@@ -62,6 +63,9 @@ class RegistryRoutes:
         r.delete("/api/templates/{prefix}/{name}", self.delete_template, "delete_template")
         r.get("/api/audit", self.audit, "audit")
         r.get("/api/stats", self.stats, "stats")
+        r.get("/api/quotas", self.quotas, "quotas")
+        r.get("/api/quotas/{prefix}", self.quota, "quota")
+        r.put("/api/quotas/{prefix}", self.set_quota, "set_quota")
 
     async def batch(self, request: web.Request) -> web.Response:
         caller = await caller_of(request, self.authenticator)
@@ -130,6 +134,39 @@ class RegistryRoutes:
         caller = await caller_of(request, self.authenticator)
         found = await self.service.stats(caller, request.query.get("prefix") or None)
         shown = [
-            {"prefix": s.prefix, "handles": s.handles, "registrationsPerDay": s.registrations_per_day} for s in found
+            {
+                "prefix": s.prefix,
+                "handles": s.handles,
+                "registrationsPerDay": s.registrations_per_day,
+                "quotaRefusalsPerDay": s.refusals_per_day,
+            }
+            for s in found
         ]
         return render(request, {"responseCode": 1, "prefixes": shown}, 200)
+
+    async def quotas(self, request: web.Request) -> web.Response:
+        """GET /api/quotas: the node's defaults and every prefix's own quotas (the node admin's)."""
+        caller = await caller_of(request, self.authenticator)
+        defaults, found = await self.service.quota_settings(caller)
+        shown = [{"prefix": prefix, "set": setting.as_json()} for prefix, setting in found.items()]
+        body = {"responseCode": 1, "defaults": defaults.as_json(), "prefixes": shown}
+        return render(request, body, 200)
+
+    async def quota(self, request: web.Request) -> web.Response:
+        """GET /api/quotas/{prefix}: its quotas in force, its own, and today's use (China's day)."""
+        caller = await caller_of(request, self.authenticator)
+        report = await self.service.quota_report(caller, request.match_info["prefix"])
+        return render(request, {"responseCode": 1, **report.as_json()}, 200)
+
+    async def set_quota(self, request: web.Request) -> web.Response:
+        """PUT /api/quotas/{prefix}: change some of its quotas (null: the node's default); the node admin's."""
+        prefix = request.match_info["prefix"]
+        caller = await caller_of(request, self.authenticator)
+        require_identity(caller, f"the quotas of {prefix}")
+        try:
+            changes = parse_setting_changes(await read_body(request))
+        except ValueError as exc:
+            raise InvalidValue(str(exc)) from None
+        await self.service.set_quota(caller, prefix, changes)
+        report = await self.service.quota_report(caller, prefix)
+        return render(request, {"responseCode": 1, **report.as_json()}, 200)

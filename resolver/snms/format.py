@@ -66,6 +66,11 @@ _KINDS: dict[int, str] = {
     ResponseCode.VALUE_ALREADY_EXISTS: "属性已存在",
     ResponseCode.VALUES_NOT_FOUND: "属性不存在",
     ResponseCode.AUTHENTICATION_FAILED: "认证失败",
+    # Quotas (registry.quota), in the words of Teleinfo's SDK: daily request limit, registration
+    # count limit, prefix limit. A business failure (-2), as SNMS answers a refusal it explains.
+    ResponseCode.REQUEST_LIMIT_DAILY: "超过每日请求次数限制",
+    ResponseCode.REGISTER_COUNT_LIMIT: "超过标识注册数量限制",
+    ResponseCode.PREFIX_LIMIT: "超过前缀数量限制",
 }
 
 

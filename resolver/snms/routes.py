@@ -192,6 +192,7 @@ class SnmsRoutes:
         entry = await self.engine.lookup(handle)
         if entry.record is None:
             raise HandleNotFound(f"handle {handle.text} not found", handle=handle.text)
+        await self.service.charge_resolution(caller)  # a resolution by an identity: its quota counts it
         values = await self.service.visible_values(caller, handle, entry.record)
         return ok(snms.detail(entry.record.handle, handle.prefix, values))
 

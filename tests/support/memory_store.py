@@ -16,6 +16,7 @@ from typing import NamedTuple, NoReturn
 from protocol.errors import HandleError
 from protocol.identifiers import parse_handle
 from protocol.records import HandleRecord
+from registry.quota import QuotaSetting, QuotaUsage
 from registry.store import AuditEntry, ImportMarker, Outcome, PrefixStats, Publication, Store, StoredTemplate, Write
 
 
@@ -125,6 +126,18 @@ class MemoryStore(Store):
         _not_kept()
 
     async def stats(self, prefixes: Sequence[str] | None) -> list[PrefixStats]:
+        _not_kept()
+
+    async def quota_settings(self, prefixes: Sequence[str] | None) -> dict[str, QuotaSetting]:
+        return {}  # none set: the node's defaults apply (writes here are not checked against them)
+
+    async def set_quota(self, prefix: str, setting: QuotaSetting, audit: AuditEntry) -> None:
+        _not_kept()
+
+    async def charge_resolution(self, identity: str, prefix: str, limit: int, day: str) -> bool:
+        _not_kept()
+
+    async def quota_usage(self, prefix: str, day: str) -> QuotaUsage:
         _not_kept()
 
     async def put_template(self, template: StoredTemplate, audit: AuditEntry) -> bool:

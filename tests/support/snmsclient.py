@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from registry.identity.tokens import CHINA, dated_password
+from registry.days import CHINA
+from registry.identity.tokens import dated_password
 from tests.integration.test_permissions import admin_value
 from tests.support.nodeproc import ADMIN_SECRET, Auth, Node, Reply, record
 

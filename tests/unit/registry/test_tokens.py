@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from registry.days import CHINA
 from registry.identity.auth import Identity
 from registry.identity.tokens import (
-    CHINA,
     KEY_BYTES,
     LIFETIME,
     MAX_TOKEN_CHARS,
