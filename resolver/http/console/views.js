@@ -138,9 +138,9 @@ async function browseHandles(results, prefix, cursors) {
   const summary = page.handles.length
     ? t("handles.summary", { from: start + 1, to: start + page.handles.length, total: Number(page.totalCount) })
     : t("handles.empty");
-  const back = h("button", { type: "button", class: "quiet", disabled: cursors.length === 1 }, t("handles.previous"));
-  const next = h("button", { type: "button", class: "quiet", id: "next-page", disabled: !page.nextCursor });
-  next.textContent = t("handles.next");
+  const pager = (text, attrs) => h("button", { type: "button", class: "quiet", ...attrs }, text);
+  const back = pager(t("handles.previous"), { disabled: cursors.length === 1 });
+  const next = pager(t("handles.next"), { id: "next-page", disabled: !page.nextCursor });
   back.addEventListener("click", () => browseHandles(results, prefix, cursors.slice(0, -1)));
   next.addEventListener("click", () => browseHandles(results, prefix, [...cursors, page.nextCursor]));
   results.replaceChildren(
