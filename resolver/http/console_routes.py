@@ -18,7 +18,7 @@ from resolver.http.common import Routes
 
 PAGE = "index.html"
 JAVASCRIPT = "text/javascript; charset=utf-8"
-MODULES = ("app.js", "api.js", "dom.js", "chart.js", "views.js", "form.js", "upload.js")
+MODULES = ("app.js", "api.js", "dom.js", "chart.js", "views.js", "form.js", "upload.js", "i18n.js", "messages.js")
 CONTENT_TYPES = {
     PAGE: "text/html; charset=utf-8",
     **dict.fromkeys(MODULES, JAVASCRIPT),

@@ -1,11 +1,12 @@
 """The web console at /console/: served by a real node, driven in a real headless Chromium.
 
-Playwright drives Debian's chromium (``IDNODE_TEST_CHROMIUM``, default /usr/bin/chromium),
-never a browser of Playwright's own; without one the browser tests skip, saying why. Every
-test checks that the page asked nothing of any origin but the node's and raised no script
-error. ``IDNODE_SCREENSHOTS=DIR`` saves the main pages there (deploy/screenshots/ holds a set).
-Every view is also shown records, handles, identities, templates and audit messages that carry
-script payloads, and must show them as text (issue #21's probe; ``test_script_payloads_stay_text``).
+Every browser test runs once in each of the console's languages (the browser asking for
+English, then for Chinese) and checks that the page asked nothing of any origin but the
+node's, raised no script error and asked for no text it does not have; without a Chromium
+they skip, saying why (tests/support/console.py). test_console_language.py tests the
+languages themselves. Every view is also shown records, handles, identities, templates and
+audit messages that carry script payloads, and must show them as text (issue #21's probe;
+``test_script_payloads_stay_text``).
 """
 
 from __future__ import annotations
@@ -13,157 +14,41 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import os
 import re
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Error, Locator, Page, Request, expect, sync_playwright
+from playwright.sync_api import Locator, Page, expect
 
 from protocol.wire import keys, sm2
 from resolver.http.console_routes import CONTENT_TYPES
-from tests.support.nodeproc import ADMIN, NODE_PREFIX, Node, url_value
-
-CHROMIUM = os.environ.get("IDNODE_TEST_CHROMIUM", "/usr/bin/chromium")
-NO_BROWSER = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)"
+from tests.support.console import (
+    ENTERPRISE,
+    NO_BROWSER,
+    PREFIX,
+    SEED,
+    TEMPLATE,
+    Console,
+    data_at,
+    give_prefix,
+    motor,
+    signed_in,
 )
-PREFIX = "88.118.70"
-ENTERPRISE = ("300:0.NA/88.118.70", "console-enterprise-secret")
-TEMPLATE = {
-    "version": "1.0",
-    "fields": [
-        {"index": 2000, "type": "productName", "dataType": "string", "required": True, "minLength": 1, "maxLength": 16},
-        {"index": 2001, "type": "made", "dataType": "date", "required": True},
-        {"index": 2002, "type": "grade", "dataType": "enum", "choices": ["A", "B"]},
-    ],
-}
-SEED = f"{PREFIX}/SEED-1"
-
-
-def motor(name: str, made: str = "2026-11-27") -> list[dict[str, Any]]:
-    return [
-        {"index": 1001, "type": "HS_TEMPLATE", "data": "motor@1.0"},
-        {"index": 2000, "type": "productName", "data": name},
-        {"index": 2001, "type": "made", "data": made},
-    ]
-
-
-def give_prefix(node: Node, prefix: str, secret: str = "") -> tuple[str, str]:
-    """``prefix`` on the node, administered by the enterprise identity ``300:0.NA/{prefix}``."""
-    secret = secret or f"console-{prefix}-secret"
-    admin = {"handle": f"0.NA/{prefix}", "index": 300, "permissions": "111111111111"}
-    record = [
-        {"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": admin}},
-        {"index": 300, "type": "HS_SECKEY", "data": secret},
-    ]
-    assert node.put(f"/api/handles/0.NA/{prefix}", {"values": record}, auth=ADMIN).status in (200, 201)
-    return f"300:0.NA/{prefix}", secret
-
-
-def data_at(node: Node, handle: str, index: int) -> str | None:
-    """The text of ``handle``'s value at ``index`` as the REST API gives it to the enterprise."""
-    for value in node.get("/api/handles/" + handle, auth=ENTERPRISE).json["values"]:
-        if value["index"] == index:
-            data = value["data"]
-            return str(data["value"] if isinstance(data, dict) else data)
-    return None
-
-
-@pytest.fixture(scope="module")
-def enterprise(node: Node) -> Node:
-    """The node with an enterprise prefix, its admin, a template and one record made by REST."""
-    assert give_prefix(node, PREFIX, ENTERPRISE[1]) == ENTERPRISE
-    assert node.put(f"/api/templates/{PREFIX}/motor", TEMPLATE, auth=ENTERPRISE).status == 201
-    assert node.put("/api/handles/" + SEED, {"values": motor("Seed motor")}, auth=ENTERPRISE).status == 201
-    return node
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)")
-    with sync_playwright() as playwright:
-        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield launched
-        launched.close()
-
-
-class Console:
-    """One browser tab on the node's console, with every request it made and every script error."""
-
-    def __init__(self, node: Node, page: Page) -> None:
-        self.node = node
-        self.page = page
-        self.origin = f"http://127.0.0.1:{node.port}"
-        self.requests: list[Request] = []
-        self.errors: list[Error | str] = []
-        page.on("request", self._requested)
-        page.on("pageerror", self._failed)
-        page.on("console", self._said)
-
-    def _requested(self, request: Request) -> None:
-        self.requests.append(request)
-
-    def _failed(self, error: Error) -> None:
-        self.errors.append(error)
-
-    def _said(self, message: ConsoleMessage) -> None:
-        if "Content Security Policy" in message.text:  # the page broke its own policy
-            self.errors.append(message.text)
-
-    def open(self, view: str = "") -> None:
-        self.page.goto(f"{self.origin}/console/{view}")
-
-    def sign_in(self, secret: str = ENTERPRISE[1], identity: str = ENTERPRISE[0]) -> None:
-        self.open()
-        self.page.fill("#signin-identity", identity)
-        self.page.fill("#signin-secret", secret)
-        self.page.click("#signin-submit")
-
-    def go(self, view: str) -> None:
-        """Follow an in-page link (the secret lives in this tab's sessionStorage)."""
-        self.page.evaluate("hash => { location.hash = hash }", view)
-
-    def writes(self) -> list[str]:
-        return [f"{r.method} {r.url}" for r in self.requests if r.method in ("PUT", "POST", "DELETE")]
-
-    def shot(self, name: str) -> None:
-        folder = os.environ.get("IDNODE_SCREENSHOTS")
-        if folder:
-            self.page.screenshot(path=str(Path(folder) / f"{name}.png"))
-
-
-@pytest.fixture
-def console(enterprise: Node, browser: Browser) -> Iterator[Console]:
-    context = browser.new_context(viewport={"width": 1100, "height": 700})
-    tab = Console(enterprise, context.new_page())
-    yield tab
-    context.close()
-    foreign = [r.url for r in tab.requests if not r.url.startswith(tab.origin + "/")]
-    assert not foreign, f"the console asked other origins: {foreign}"
-    assert not tab.errors, f"script errors or policy violations: {tab.errors}"
-
-
-def signed_in(console: Console) -> Console:
-    console.sign_in()
-    expect(console.page.locator(".prefix-card")).to_be_visible()
-    return console
-
+from tests.support.nodeproc import ADMIN, NODE_PREFIX, Node, url_value
 
 # Served by the node ----------------------------------------------------------------------
 
 
-def test_console_is_served_with_a_strict_policy(enterprise: Node) -> None:
-    moved = enterprise.get("/console")
+def test_console_is_served_with_a_strict_policy(console_node: Node) -> None:
+    moved = console_node.get("/console")
     assert (moved.status, moved.headers["location"]) == (301, "/console/")
-    page = enterprise.get("/console/")
+    page = console_node.get("/console/")
     assert page.status == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
     policy = page.headers["content-security-policy"]
     assert "default-src 'self'" in policy and "script-src 'self'" in policy and "unsafe" not in policy
@@ -174,14 +59,14 @@ def test_console_is_served_with_a_strict_policy(enterprise: Node) -> None:
     assert not re.search(r"""(src|href)=["'](https?:)?//""", html), "a file from elsewhere"
     for asset in re.findall(r'(?:src|href)="([^"#]+)"', html):
         name, _, version = asset.partition("?v=")
-        served = enterprise.get("/console/" + asset)
+        served = console_node.get("/console/" + asset)
         assert served.status == 200 and served.headers["content-type"] == CONTENT_TYPES[name]
         assert hashlib.sha256(served.body).hexdigest().startswith(version)  # a new file gets a new URL
         assert served.headers["cache-control"] == "public, max-age=31536000, immutable"
-        assert enterprise.get("/console/" + name).headers["cache-control"] == "no-cache"
-        again = enterprise.get("/console/" + asset, headers={"If-None-Match": served.headers["etag"]})
+        assert console_node.get("/console/" + name).headers["cache-control"] == "no-cache"
+        again = console_node.get("/console/" + asset, headers={"If-None-Match": served.headers["etag"]})
         assert (again.status, again.body) == (304, b"")
-    assert enterprise.get("/console/missing.js").status == 404
+    assert console_node.get("/console/missing.js").status == 404
 
 
 def test_the_console_files_ship_in_the_package() -> None:
@@ -193,6 +78,16 @@ def test_the_console_files_ship_in_the_package() -> None:
     config = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     patterns = config["tool"]["setuptools"]["package-data"]["resolver.http"]
     assert all(any(fnmatch.fnmatch(f"console/{name}", p) for p in patterns) for name in shipped)
+    # and the node serves every module that another imports (app.js imports by plain name)
+    imported = {m for name in shipped if name.endswith(".js") for m in MODULE_IMPORT.findall(read(folder, name))}
+    assert imported and imported <= set(CONTENT_TYPES)
+
+
+MODULE_IMPORT = re.compile(r'^import [^;]+ from "\./([\w.]+)";', re.M)
+
+
+def read(folder: Any, name: str) -> str:
+    return str(folder.joinpath(name).read_text(encoding="utf-8"))
 
 
 # In the browser --------------------------------------------------------------------------
@@ -202,7 +97,7 @@ def test_the_console_files_ship_in_the_package() -> None:
 def test_sign_in_shows_your_prefix_its_count_and_chart(console: Console) -> None:
     page = console.page
     console.sign_in("not-the-secret")
-    expect(page.locator("#signin-error")).to_contain_text("Wrong identity or secret")
+    expect(page.locator("#signin-error")).to_contain_text(console.says("Wrong identity or secret", "身份或密钥错误"))
     assert page.evaluate("sessionStorage.length") == 0
     console.shot("signin")
     page.fill("#signin-secret", ENTERPRISE[1])
@@ -217,6 +112,12 @@ def test_sign_in_shows_your_prefix_its_count_and_chart(console: Console) -> None
     assert bars.count() == 30
     day, registered = max(mine["registrationsPerDay"].items())
     assert card.locator(f'rect.bar[data-day="{day}"]').get_attribute("data-count") == str(registered)
+    last = datetime.fromisoformat(bars.last.get_attribute("data-day") or "")
+    shown = console.says(f"{last:%b} {last.day}", f"{last.month}月{last.day}日")  # the chart's last day
+    expect(card.locator("svg.chart text.label").nth(1)).to_have_text(shown)
+    count = f"{mine['handles']:,}"
+    plural = "" if mine["handles"] == 1 else "s"
+    expect(card.locator(".count-line")).to_have_text(console.says(f"{count} identifier{plural}", f"{count} 个标识"))
     assert page.evaluate("localStorage.length") == 0 and page.evaluate("sessionStorage.length") == 2
     console.shot("dashboard")
     page.click("#signout")
@@ -243,8 +144,12 @@ def test_create_edit_and_delete_with_the_template_form(console: Console, name: s
     page.fill("#field-2000", "M" * 17)
     page.fill("#field-2001", "2026-11-27")
     page.click("#save")
-    expect(page.locator("#error-2000")).to_contain_text("at most 16")
-    expect(page.locator("#form-error")).to_contain_text("nothing was sent")
+    expect(page.locator("#error-2000")).to_have_text(
+        console.says(
+            "productName is 17 characters long; at most 16 are allowed", "productName：长度为 17 个字符，最多 16 个"
+        )
+    )
+    expect(page.locator("#form-error")).to_contain_text(console.says("nothing was sent", "尚未发送任何内容"))
     console.shot("new-identifier")
     assert console.writes() == [] and node.get("/api/handles/" + handle).status == 404
 
@@ -262,7 +167,9 @@ def test_create_edit_and_delete_with_the_template_form(console: Console, name: s
     page.fill("#field-2000", "Another")
     page.fill("#field-2001", "2026-11-28")
     page.click("#save")
-    expect(page.locator("#form-error")).to_contain_text(f"handle {handle} already exists (HTTP 409, code 101)")
+    # the node's message as it sent it, in the page's words around it
+    refused = f"handle {handle} already exists" + console.says(" (HTTP 409, code 101)", "（HTTP 409，响应码 101）")
+    expect(page.locator("#form-error")).to_have_text(console.says("The node refused: ", "节点拒绝了请求：") + refused)
     assert data_at(node, handle, 2000) == "Motor M3"
 
     extra = {"index": 3, "type": "EMAIL", "data": "qa@example.com"}
@@ -273,13 +180,14 @@ def test_create_edit_and_delete_with_the_template_form(console: Console, name: s
     expect(page.locator("#kept-values")).to_contain_text("3 EMAIL")
     page.fill("#field-2000", "Motor M4")
     page.click("#save")
-    expect(page.locator("#flash")).to_have_text(f"Saved {handle}.")
+    expect(page.locator("#flash")).to_have_text(console.says(f"Saved {handle}.", f"已保存 {handle}。"))
     assert data_at(node, handle, 2000) == "Motor M4" and data_at(node, handle, 2002) == "B"
     assert data_at(node, handle, 3) == "qa@example.com"
 
     page.click("#delete")
+    expect(page.locator("#delete")).to_have_text(console.says(f"Really delete {handle}?", f"确定删除 {handle}？"))
     page.click("#delete")  # armed by the first click
-    expect(page.locator("#flash")).to_have_text(f"Deleted {handle}.")
+    expect(page.locator("#flash")).to_have_text(console.says(f"Deleted {handle}.", f"已删除 {handle}。"))
     assert node.get("/api/handles/" + handle).status == 404
 
 
@@ -292,14 +200,21 @@ def test_browse_pages_and_search(console: Console, name: str) -> None:
     total = node.get(f"/api/handles?prefix={PREFIX}&pageSize=0", auth=ENTERPRISE).json["totalCount"]
     page = signed_in(console).page
     console.go(f"#/handles?prefix={PREFIX}")
-    expect(page.locator("#handle-summary")).to_have_text(f"1–50 of {total} identifiers")
+    shown = f"{int(total):,}"  # grouped by commas in both languages
+    expect(page.locator("#handle-summary")).to_have_text(
+        console.says(f"1–50 of {shown} identifiers", f"第 1–50 个，共 {shown} 个标识")
+    )
     assert page.locator("#handle-list li").count() == 50
     console.shot("identifiers")
     page.click("#next-page")
-    expect(page.locator("#handle-summary")).to_contain_text(f"51–{min(int(total), 100)} of {total}")
+    expect(page.locator("#handle-summary")).to_contain_text(
+        console.says(f"51–{min(int(total), 100)} of {shown}", f"第 51–{min(int(total), 100)} 个，共 {shown} 个")
+    )
     page.fill("#search", f"b-{name}-04")  # case-insensitive
     page.click("#search-form button[type=submit]")
-    expect(page.locator("#handle-summary")).to_contain_text(f"10 found for “b-{name}-04”")
+    expect(page.locator("#handle-summary")).to_have_text(
+        console.says(f"10 found for “b-{name}-04”.", f"找到 10 个包含“b-{name}-04”的标识。")
+    )
     assert page.locator("#handle-list li").all_inner_texts() == handles[40:50]
 
 
@@ -315,7 +230,11 @@ def test_upload_csv_and_json_lines_in_batches(console: Console, name: str, tmp_p
     page.set_input_files("#upload-file", str(csv))
     page.fill("#upload-batch", "2")
     page.click("#upload-submit")
-    expect(page.locator("#upload-status")).to_have_text("Done: 3 of 3 batches, 5 records written, 1 failed.")
+    expect(page.locator("#upload-status")).to_have_text(
+        console.says(
+            "Done: 3 of 3 batches, 5 records written, 1 failed.", "完成：已发送 3/3 批，写入 5 条记录，失败 1 条。"
+        )
+    )
     expect(page.locator("#upload-percent")).to_have_text("100%")
     assert page.eval_on_selector("#upload-progress", "p => [p.value, p.max]") == [6, 6]
     expect(page.locator("#upload-failures")).to_contain_text(f"{PREFIX}/U-{name}-bad")
@@ -333,7 +252,11 @@ def test_upload_csv_and_json_lines_in_batches(console: Console, name: str, tmp_p
     page.set_input_files("#upload-file", str(jsonl))
     page.fill("#upload-batch", "1000")
     page.click("#upload-submit")
-    expect(page.locator("#upload-status")).to_have_text("Done: 1 of 1 batches, 3 records written, 0 failed.")
+    expect(page.locator("#upload-status")).to_have_text(
+        console.says(
+            "Done: 1 of 1 batches, 3 records written, 0 failed.", "完成：已发送 1/1 批，写入 3 条记录，失败 0 条。"
+        )
+    )
     expect(page.locator("#upload-percent")).to_have_text("100%")
     for n in range(2):
         assert data_at(node, f"{PREFIX}/J-{name}-{n}", 2000) == f"JSON motor {n}"
@@ -353,9 +276,17 @@ def test_audit_log_shows_writes_and_refusals(console: Console, name: str) -> Non
     expect(rows).to_have_count(2)
     newest, oldest = rows.nth(0), rows.nth(1)
     expect(newest).to_have_class("refused")
-    expect(newest).to_contain_text("101")
-    expect(oldest).to_contain_text("create")
+    expect(newest.locator("[data-code]")).to_have_text(f"101 handle {handle} already exists")  # as the node says
+    expect(oldest.locator("[data-op]")).to_have_attribute("data-op", "create")
+    expect(oldest.locator("[data-op]")).to_have_text(console.says("create", "创建"))
+    expect(oldest.locator("[data-code]")).to_have_text(console.says("ok", "成功"))
     expect(oldest).to_contain_text(ENTERPRISE[0])
+    # times to the second in UTC, as the language writes them
+    at = datetime.fromisoformat(oldest.locator("time").get_attribute("datetime") or "")
+    expect(oldest.locator("time")).to_have_text(console.says(f"{at:%m/%d/%Y, %H:%M:%S}", f"{at:%Y/%m/%d %H:%M:%S}"))
+    since = datetime.now(UTC).date() - timedelta(days=7)
+    shown = console.says(f"{since:%B} {since.day}, {since.year}", f"{since.year}年{since.month}月{since.day}日")
+    expect(page.locator("#audit-summary")).to_contain_text(shown)
     console.shot("audit")
 
 
@@ -369,16 +300,18 @@ def test_resolve_any_identifier_signed_in_or_not(console: Console) -> None:
     console.shot("resolve")
     page.fill("#resolve-handle", f"{PREFIX}/NO-SUCH-HANDLE")
     page.click("#resolve-submit")
-    expect(page.locator("#resolve-error")).to_contain_text("not found (HTTP 404, code 100)")
+    expect(page.locator("#resolve-error")).to_contain_text(
+        console.says("not found (HTTP 404, code 100)", "not found（HTTP 404，响应码 100）")
+    )
     page.fill("#resolve-handle", f"0.NA/{PREFIX}")
     page.click("#resolve-submit")
     expect(page.locator('#resolve-result tr[data-index="100"]')).to_contain_text("HS_ADMIN")
 
 
 @NO_BROWSER
-def test_an_sm2_key_shows_its_type_and_its_pem_text(console: Console) -> None:
+def test_an_sm2_key_shows_its_type_and_its_pem_text(console: Console, name: str) -> None:
     pem = keys.sm2_pem(sm2.generate_private_key().public_key()).decode()
-    handle = f"{PREFIX}/SM2-USER"
+    handle = f"{PREFIX}/SM2-{name}"
     values = {"values": [{"index": 300, "type": "HS_PUBKEY", "data": pem}]}
     assert console.node.put(f"/api/handles/{handle}", values, auth=ENTERPRISE).status == 201
     console.open("#/resolve")
@@ -387,6 +320,7 @@ def test_an_sm2_key_shows_its_type_and_its_pem_text(console: Console) -> None:
     cell = console.page.locator('#resolve-result tr[data-index="300"] td.data')
     expect(cell).to_contain_text("SM2: -----BEGIN PUBLIC KEY-----")
     expect(cell).to_contain_text(pem.splitlines()[1])
+    expect(cell).to_have_attribute("translate", "no")  # "SM2:" is the key's data, not a text of the console's
 
 
 # Dot segments: a handle's "." and ".." are part of its name, never a path step ---------------
@@ -403,10 +337,10 @@ def url_of(node: Node, path: str) -> str | None:
     return str(next(v["data"]["value"] for v in reply.json["values"] if v["index"] == 1))
 
 
-def test_the_rest_api_takes_encoded_dot_segments_literally(enterprise: Node) -> None:
+def test_the_rest_api_takes_encoded_dot_segments_literally(console_node: Node) -> None:
     """``%2E%2E`` (what curl or a client library may send) and ``%2F..%2F`` (what the console
     sends) both name the record whose suffix holds ``..``; neither reaches ``88.118.9/Q2``."""
-    node, owner, other = enterprise, give_prefix(enterprise, "88.118.8"), give_prefix(enterprise, "88.118.9")
+    node, owner, other = console_node, give_prefix(console_node, "88.118.8"), give_prefix(console_node, "88.118.9")
     victim, dotted = "88.118.9/Q2", "88.118.8/../88.118.9/Q2"
     assert node.put("/api/handles/" + victim, {"values": [url_value(1, "https://victim")]}, auth=other).status == 201
     made = node.put("/api/handles/" + dotted, {"values": [url_value(1, "https://dotted")]}, auth=owner)
@@ -426,7 +360,8 @@ def test_the_rest_api_takes_encoded_dot_segments_literally(enterprise: Node) -> 
 def test_the_console_views_edits_and_deletes_a_dotted_handle_not_the_one_it_spells(console: Console) -> None:
     node, owner, other = console.node, give_prefix(console.node, "88.118.8"), give_prefix(console.node, "88.118.9")
     assert node.put("/api/templates/88.118.8/motor", TEMPLATE, auth=owner).status in (200, 201)
-    assert node.put("/api/handles/" + VICTIM, {"values": [url_value(1, "https://victim")]}, auth=other).status == 201
+    victim = node.put("/api/handles/" + VICTIM, {"values": [url_value(1, "https://victim")]}, auth=other)
+    assert victim.status in (200, 201)  # made by the test in the other language, or not
     assert node.put("/api/handles/" + DOTTED, {"values": motor("Dotted motor")}, auth=owner).status == 201
     assert ADMIN is not None
     console.sign_in(ADMIN[1], ADMIN[0])
@@ -441,12 +376,12 @@ def test_the_console_views_edits_and_deletes_a_dotted_handle_not_the_one_it_spel
     expect(page.locator("#field-2000")).to_have_value("Dotted motor")
     page.fill("#field-2000", "Dotted motor 2")
     page.click("#save")
-    expect(page.locator("#flash")).to_have_text(f"Saved {DOTTED}.")
+    expect(page.locator("#flash")).to_have_text(console.says(f"Saved {DOTTED}.", f"已保存 {DOTTED}。"))
     assert data_at(node, "88.118.8%2F..%2F88.118.9/Q1", 2000) == "Dotted motor 2"
 
     page.click("#delete")
     page.click("#delete")
-    expect(page.locator("#flash")).to_have_text(f"Deleted {DOTTED}.")
+    expect(page.locator("#flash")).to_have_text(console.says(f"Deleted {DOTTED}.", f"已删除 {DOTTED}。"))
     assert url_of(node, "/api/handles/" + VICTIM) == "https://victim"
     assert node.get("/api/handles/88.118.8/%2E%2E/88.118.9/Q1").status == 404
     sent = [w.split("?")[0] for w in console.writes()]
@@ -478,10 +413,10 @@ def rest_path(handle: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def scripted(enterprise: Node) -> Node:
+def scripted(console_node: Node) -> Node:
     """Prefix XP administered by an identity named by a payload, holding a template, a record and
     audit entries (one a refusal) made of payloads."""
-    node = enterprise
+    node = console_node
     give_prefix(node, XP)
     grant = {"handle": f"{XP}/{SCRIPTED}", "index": 300, "permissions": "111111111111"}
     admin = {"index": 101, "type": "HS_ADMIN", "data": {"format": "admin", "value": grant}}
@@ -590,15 +525,17 @@ def upload(c: Console, tmp: Path) -> Locator:
     csv.write_text(
         "\r\n".join([
             csv_line("handle", "1:URL", "1001:HS_TEMPLATE", f"2000:{SCRIPTED}"),
-            csv_line(f"{XP}/U-{SCRIPTED}", "https://u.example/", f"xss@{SCRIPTED}", SCRIPTED),
-            csv_line(f"{XP}/V-{SCRIPTED}", "https://v.example/", f"xss@{SCRIPTED}", "not-a-choice"),
+            csv_line(f"{XP}/U-{c.language}-{SCRIPTED}", "https://u.example/", f"xss@{SCRIPTED}", SCRIPTED),
+            csv_line(f"{XP}/V-{c.language}-{SCRIPTED}", "https://v.example/", f"xss@{SCRIPTED}", "not-a-choice"),
         ]) + "\r\n"
     )  # fmt: skip
     page = as_who(c)
     c.go(hash_of("upload", prefix=XP))
     page.set_input_files("#upload-file", str(csv))
     page.click("#upload-submit")
-    expect(page.locator("#upload-status")).to_contain_text("1 records written, 1 failed")
+    expect(page.locator("#upload-status")).to_contain_text(
+        c.says("1 records written, 1 failed", "写入 1 条记录，失败 1 条")
+    )
     return page.locator("#upload-failures")
 
 

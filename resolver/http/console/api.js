@@ -1,4 +1,5 @@
 // The node's REST API with this tab's credentials, and which prefixes they administer.
+import { t } from "./i18n.js";
 
 const BASE = location.pathname.replace(/console\/[^/]*$/, ""); // the node's root, wherever it is mounted
 const KEY_IDENTITY = "idnode.console.identity";
@@ -14,9 +15,12 @@ export class ApiError extends Error {
     this.retryAfter = retryAfter;
   }
 
+  // The node's message as it sent it (never translated: it may be the node's or SNMS's own
+  // words), with the HTTP status and the Handle response code.
   get shown() {
-    const code = this.code === undefined ? "" : `, code ${this.code}`;
-    return `${this.message} (HTTP ${this.status}${code})`;
+    const status = String(this.status);
+    if (this.code === undefined) return t("error.http", { message: this.message, status });
+    return t("error.httpCode", { message: this.message, status, code: String(this.code) });
   }
 }
 

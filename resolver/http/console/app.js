@@ -4,6 +4,7 @@
 import { ApiError, session, signOut, state } from "./api.js";
 import { viewEdit, viewNew } from "./form.js";
 import { h, message, show, startView } from "./dom.js";
+import { LANGUAGES, currentLanguage, pickLanguage, startLanguage, t, tx } from "./i18n.js";
 import { viewUpload } from "./upload.js";
 import { viewAudit, viewDashboard, viewHandle, viewHandles, viewResolve, viewSignin } from "./views.js";
 
@@ -54,16 +55,41 @@ async function render() {
     if (err instanceof ApiError && (err.code === 403 || err.status === 429) && session()) {
       // The secret changed or is being refused: only signing in again helps.
       signOut();
-      state.flash = `Signed out: ${err.shown}`;
+      state.flash = t("page.signedOut", { reason: err.shown });
       return;
     }
     const shown = err instanceof ApiError ? err.shown : String(err);
-    show(h("h1", {}, "Something went wrong"), message("error", shown, "view-error"));
+    show(h("h1", {}, t("page.failed")), message("error", shown, "view-error"));
   } finally {
     if (id === state.renderId) document.body.dataset.ready = "yes";
   }
 }
 
+// The page's own texts (index.html marks them with data-i18n), in the current language.
+function translatePage() {
+  document.title = t("page.title");
+  for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of document.querySelectorAll("[data-i18n-label]")) {
+    el.setAttribute("aria-label", t(el.dataset.i18nLabel));
+  }
+  document.getElementById("footer").replaceChildren(...tx("page.footer", { api: h("code", {}, "/api") }));
+  const languages = Object.entries(LANGUAGES).map(([tag, name]) =>
+    h("option", { value: tag, lang: tag, selected: tag === currentLanguage() }, name),
+  );
+  document.getElementById("language").replaceChildren(...languages);
+}
+
+// A language picked in the page: the frame and the view are drawn again in it (a form being
+// filled in starts again).
+function switchLanguage(event) {
+  pickLanguage(event.target.value);
+  translatePage();
+  render();
+}
+
+startLanguage();
+translatePage();
+document.getElementById("language").addEventListener("change", switchLanguage);
 document.getElementById("signout").addEventListener("click", signOut);
 window.addEventListener("hashchange", render);
 render();

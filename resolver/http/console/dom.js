@@ -1,5 +1,8 @@
 // Building the page: elements, links between views, the shared tables and pickers.
 // Text goes in as text nodes, never as HTML: a handle or a value cannot become markup.
+// What the node holds (handles, values, identities) is marked translate="no": it is shown as
+// stored, in whatever language it was written, and the browser's translator leaves it alone.
+import { t } from "./i18n.js";
 
 let asked = null; // the location.hash of the view being built
 
@@ -43,6 +46,11 @@ export function link(hash, text, attrs) {
   return h("a", { href: hash, ...attrs }, text);
 }
 
+// Data as the node holds it, inside a text of the console's (a handle in a sentence).
+export function data(text, tag) {
+  return h(tag || "span", { translate: "no" }, text);
+}
+
 export function route(view, params) {
   const query = new URLSearchParams(params || {}).toString();
   return `#/${view}${query ? "?" + query : ""}`;
@@ -52,7 +60,7 @@ export function prefixSelect(prefixes, chosen, id) {
   return h(
     "select",
     { id, name: "prefix" },
-    prefixes.map((p) => h("option", { value: p, selected: p === chosen }, p)),
+    prefixes.map((p) => h("option", { value: p, selected: p === chosen, translate: "no" }, p)),
   );
 }
 
@@ -63,7 +71,7 @@ export function chosenPrefix(params, prefixes) {
 
 export function needPrefixes(prefixes, title) {
   if (prefixes.length) return false;
-  show(h("h1", {}, title), message("muted", "This identity administers no prefix on this node."));
+  show(h("h1", {}, title), message("muted", t("prefix.none")));
   return true;
 }
 
@@ -90,11 +98,13 @@ function tableData(value) {
   return `${data.keyType}: ${text}`;
 }
 
+const VALUE_COLUMNS = ["values.index", "values.type", "values.data", "values.ttl"];
+
 export function valuesTable(values) {
   return h(
     "table",
     { class: "values" },
-    h("thead", {}, h("tr", {}, h("th", {}, "Index"), h("th", {}, "Type"), h("th", {}, "Data"), h("th", {}, "TTL"))),
+    h("thead", {}, h("tr", {}, VALUE_COLUMNS.map((id) => h("th", {}, t(id))))),
     h(
       "tbody",
       {},
@@ -103,8 +113,8 @@ export function valuesTable(values) {
           "tr",
           { "data-index": v.index },
           h("td", {}, String(v.index)),
-          h("td", {}, v.type),
-          h("td", { class: "data" }, tableData(v)),
+          h("td", { translate: "no" }, v.type),
+          h("td", { class: "data", translate: "no" }, tableData(v)),
           h("td", {}, v.ttl === undefined ? "" : String(v.ttl)),
         ),
       ),

@@ -1,6 +1,7 @@
 // Creating and editing an identifier with a form made from its prefix's template.
 import { api, apiPath, enc, ensurePrefixes, handlePath, state } from "./api.js";
-import { chosenPrefix, h, needPrefixes, prefixSelect, route, show, shownData } from "./dom.js";
+import { chosenPrefix, data, h, needPrefixes, prefixSelect, route, show, shownData } from "./dom.js";
+import { known, t, tx } from "./i18n.js";
 import { loadRecord } from "./views.js";
 
 const TEMPLATE_INDEX = 1001;
@@ -55,18 +56,19 @@ const DATE = /^\d{4}-\d{2}-\d{2}$/;
 const DATETIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}/;
 const parses = (v) => !Number.isNaN(Date.parse(v));
 
-// The node's checks of each data type (registry/templates.py), as near as JavaScript gets.
+// The node's checks of each data type (registry/templates.py), as near as JavaScript gets;
+// a failed check names its message.
 const CHECKS = {
-  integer: (v) => /^[+-]?\d+$/.test(v) || "must be a whole number",
-  number: (v) => (NUMBER.test(v) && Number.isFinite(Number(v))) || "must be a number",
-  date: (v) => (DATE.test(v) && parses(v)) || "must be a date, YYYY-MM-DD",
-  datetime: (v) => (DATETIME.test(v) && parses(v)) || "must be a date and time, ISO 8601",
+  integer: (v) => /^[+-]?\d+$/.test(v) || "check.integer",
+  number: (v) => (NUMBER.test(v) && Number.isFinite(Number(v))) || "check.number",
+  date: (v) => (DATE.test(v) && parses(v)) || "check.date",
+  datetime: (v) => (DATETIME.test(v) && parses(v)) || "check.datetime",
   url: (v) => {
     try {
       const url = new URL(v);
-      return ((url.protocol === "http:" || url.protocol === "https:") && Boolean(url.host)) || "must be an http(s) URL";
+      return ((url.protocol === "http:" || url.protocol === "https:") && Boolean(url.host)) || "check.url";
     } catch {
-      return "must be an http(s) URL";
+      return "check.url";
     }
   },
 };
@@ -74,19 +76,19 @@ const CHECKS = {
 // Everything the node would refuse in one field, said before anything is sent.
 function fieldProblem(field, input) {
   const value = input.value;
-  if (value === "") return field.required ? "is required" : null;
-  if (!input.checkValidity()) return input.validationMessage;
+  if (value === "") return field.required ? t("check.required") : null;
+  if (!input.checkValidity()) return input.validationMessage; // the browser's words, in its language
   const length = codePoints(value);
-  if (field.minLength !== undefined && length < field.minLength) return `needs at least ${field.minLength} characters`;
+  if (field.minLength !== undefined && length < field.minLength) return t("check.minLength", { min: field.minLength });
   if (field.maxLength !== undefined && length > field.maxLength) {
-    return `is ${length} characters long; at most ${field.maxLength} are allowed`;
+    return t("check.maxLength", { length, max: field.maxLength });
   }
   if (field.dataType === "enum") {
-    return field.choices.includes(value) ? null : `must be one of ${field.choices.join(", ")}`;
+    return field.choices.includes(value) ? null : t("check.enum", { choices: field.choices.join(", ") });
   }
   const check = CHECKS[field.dataType];
   const verdict = check ? check(value) : true;
-  return verdict === true ? null : verdict;
+  return verdict === true ? null : t(verdict);
 }
 
 function fieldInput(field, value) {
@@ -96,8 +98,8 @@ function fieldInput(field, value) {
     return h(
       "select",
       common,
-      h("option", { value: "" }, field.required ? "— choose —" : "(none)"),
-      field.choices.map((c) => h("option", { value: c, selected: c === value }, c)),
+      h("option", { value: "" }, t(field.required ? "form.choose" : "form.none")),
+      field.choices.map((c) => h("option", { value: c, selected: c === value, translate: "no" }, c)),
     );
   }
   // No maxlength attribute: the browser would cut a pasted value silently; the check says so instead.
@@ -112,13 +114,22 @@ function fieldInput(field, value) {
   });
 }
 
+// "index 2000 · productName · string · 1–16 characters · required": the value type as the
+// template gives it, the rest in the console's words.
 function fieldHint(field) {
-  const parts = [field.type, field.dataType];
+  const parts = [t("form.hintIndex", { index: String(field.index) }), data(field.type, "code")];
+  const dataType = `dataType.${field.dataType}`;
+  parts.push(known(dataType) ? t(dataType) : data(field.dataType));
   if (field.minLength !== undefined || field.maxLength !== undefined) {
-    parts.push(`${field.minLength ?? 0}–${field.maxLength ?? "∞"} characters`);
+    parts.push(t("form.hintLength", { min: field.minLength ?? 0, max: field.maxLength ?? "∞" }));
   }
-  if (field.required) parts.push("required");
-  return `index ${field.index} · ${parts.join(" · ")}`;
+  if (field.required) parts.push(t("form.required"));
+  return parts.flatMap((part, n) => (n ? [" · ", part] : [part]));
+}
+
+// The field's name exactly as the template gives it (SNMS's display name, often Chinese), else its type.
+function fieldName(field) {
+  return field.name || field.type;
 }
 
 // Whether a record's template reference (name, version or none: the latest) names template ``t``.
@@ -126,8 +137,8 @@ function names(reference, t) {
   return Boolean(reference) && reference.name === t.name && (reference.version || t.version) === t.version;
 }
 
-function required() {
-  return h("span", { class: "req" }, " *");
+function required(field) {
+  return field.required ? h("span", { class: "req", "aria-hidden": "true" }, " *") : null;
 }
 
 function text(index, type, value) {
@@ -163,17 +174,17 @@ class RecordForm {
       });
       this.suffix = h("input", { id: "suffix", name: "suffix", required: true, pattern: "\\S+" });
       this.suffix.placeholder = "M3-0001";
-      const suffix = h("label", { class: "grow" }, "Suffix", this.suffix);
-      head.push(h("div", { class: "row" }, h("label", {}, "Prefix", this.prefixInput), suffix));
+      const suffix = h("label", { class: "grow" }, t("form.suffix"), this.suffix);
+      head.push(h("div", { class: "row" }, h("label", {}, t("field.prefix"), this.prefixInput), suffix));
     }
-    this.submit = h("button", { type: "submit", id: "save" }, this.handle === null ? "Create" : "Save");
+    this.submit = h("button", { type: "submit", id: "save" }, t(this.handle === null ? "form.create" : "form.save"));
     this.form = h(
       "form",
       { class: "card record-form", id: "record-form", novalidate: true },
       head,
-      h("label", {}, "Template", this.templateSelect),
+      h("label", {}, t("form.template"), this.templateSelect),
       this.fieldBox,
-      this.urlEditable ? h("label", {}, "URL (index 1, where the proxy redirects)", this.url) : null,
+      this.urlEditable ? h("label", {}, t("form.url"), this.url) : null,
       this.keptList(),
       this.problem,
       this.submit,
@@ -205,13 +216,14 @@ class RecordForm {
   async loadTemplates() {
     this.templates = await templatesFor(this.prefix);
     const reference = this.record ? templateReference(this.record) : null;
-    const options = [h("option", { value: "" }, "(no template)")];
-    this.templates.forEach((t, n) => {
-      const label = `${t.name}@${t.version} (${t.zone})`;
-      options.push(h("option", { value: String(n), selected: names(reference, t) }, label));
+    const options = [h("option", { value: "" }, t("form.noTemplate"))];
+    this.templates.forEach((template, n) => {
+      const label = `${template.name}@${template.version} (${template.zone})`;
+      options.push(h("option", { value: String(n), selected: names(reference, template), translate: "no" }, label));
     });
-    if (reference && !this.templates.some((t) => t.name === reference.name)) {
-      options.push(h("option", { value: "stored", selected: true }, `${reference.name} (as stored)`));
+    if (reference && !this.templates.some((template) => template.name === reference.name)) {
+      const stored = t("form.asStored", { name: reference.name });
+      options.push(h("option", { value: "stored", selected: true }, stored));
     }
     this.templateSelect.replaceChildren(...options);
     if (this.handle === null && this.templates.length && !reference) this.templateSelect.value = "0";
@@ -236,15 +248,15 @@ class RecordForm {
       return h(
         "div",
         { class: "field", "data-index": field.index },
-        h("label", { for: input.id }, field.name || field.type, field.required ? required() : ""),
+        h("label", { for: input.id }, data(fieldName(field)), required(field)),
         input,
         h("small", { class: "hint" }, fieldHint(field)),
         h("small", { class: "field-error", id: `error-${field.index}`, hidden: true }),
       );
     });
     this.fieldBox.replaceChildren(...rows);
-    const kept = this.keptValues();
-    this.kept.textContent = kept.length ? `Kept unchanged: ${kept.map((v) => `${v.index} ${v.type}`).join(", ")}.` : "";
+    const kept = this.keptValues().map((v) => `${v.index} ${v.type}`);
+    this.kept.replaceChildren(...(kept.length ? tx("form.kept", { values: data(kept.join(", ")) }) : []));
   }
 
   markField(field, input, final) {
@@ -253,7 +265,7 @@ class RecordForm {
     if (!final && !input.classList.contains("invalid")) return problem;
     input.classList.toggle("invalid", Boolean(problem));
     input.setAttribute("aria-invalid", problem ? "true" : "false");
-    shown.textContent = problem ? `${field.name || field.type} ${problem}` : "";
+    shown.replaceChildren(...(problem ? tx("form.fieldProblem", { field: data(fieldName(field)), problem }) : []));
     shown.hidden = !problem;
     return problem;
   }
@@ -295,8 +307,7 @@ class RecordForm {
     this.problem.hidden = true;
     const problems = this.checkAll();
     if (problems.length) {
-      const marked = problems.length === 1 ? "the marked field" : `the ${problems.length} marked fields`;
-      this.problem.textContent = `Fix ${marked}; nothing was sent.`;
+      this.problem.textContent = t("form.fix", { count: problems.length });
       this.problem.hidden = false;
       problems[0].focus();
       return;
@@ -306,10 +317,10 @@ class RecordForm {
     this.submit.disabled = true;
     try {
       await api("PUT", handlePath(handle) + query, { body: { values: this.values() } });
-      state.flash = this.handle === null ? `Created ${handle}.` : `Saved ${handle}.`;
+      state.flash = t(this.handle === null ? "form.created" : "form.saved", { handle });
       location.hash = route("handle", { h: handle });
     } catch (err) {
-      this.problem.textContent = `The node refused: ${err.shown || err.message}`;
+      this.problem.textContent = t("error.refused", { reason: err.shown || err.message });
       this.problem.hidden = false;
     } finally {
       this.submit.disabled = false;
@@ -319,10 +330,10 @@ class RecordForm {
 
 export async function viewNew(params) {
   const prefixes = await ensurePrefixes();
-  if (needPrefixes(prefixes, "New identifier")) return;
+  if (needPrefixes(prefixes, t("form.newTitle"))) return;
   const form = new RecordForm({ handle: null, prefix: chosenPrefix(params, prefixes), prefixes, record: null });
   await form.loadTemplates();
-  show(h("h1", {}, "New identifier"), form.form);
+  show(h("h1", {}, t("form.newTitle")), form.form);
 }
 
 export async function viewEdit(params) {
@@ -331,5 +342,5 @@ export async function viewEdit(params) {
   const prefix = record.handle.split("/")[0];
   const form = new RecordForm({ handle: record.handle, prefix, prefixes: [prefix], record: record.values });
   await form.loadTemplates();
-  show(h("h1", {}, `Edit ${record.handle}`), form.form);
+  show(h("h1", {}, tx("form.editTitle", { handle: data(record.handle) })), form.form);
 }

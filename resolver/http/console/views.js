@@ -1,7 +1,8 @@
 // The views that read: sign-in, dashboard, browsing and search, one identifier, audit log, resolution.
 import { ApiError, api, discoverPrefixes, enc, ensurePrefixes, handlePath, keep, pool, session, state } from "./api.js";
 import { CHART_DAYS, barChart } from "./chart.js";
-import { chosenPrefix, h, link, message, needPrefixes, prefixSelect, route, show, valuesTable } from "./dom.js";
+import { chosenPrefix, data, h, link, message, needPrefixes, prefixSelect, route, show, valuesTable } from "./dom.js";
+import { dateTime, day, known, num, t, tx } from "./i18n.js";
 
 const PAGE_SIZE = 50;
 const SEARCH_PAGE = 1000;
@@ -23,14 +24,14 @@ export function viewSignin() {
     autocomplete: "current-password",
   });
   const problem = h("p", { id: "signin-error", class: "error", role: "alert", hidden: true });
-  const button = h("button", { id: "signin-submit", type: "submit" }, "Sign in");
+  const button = h("button", { id: "signin-submit", type: "submit" }, t("signin.submit"));
   const form = h(
     "form",
     { class: "card narrow", id: "signin-form" },
-    h("h1", {}, "Sign in"),
-    h("p", { class: "muted" }, "With an identity of this node (index:handle) and its secret."),
-    h("label", {}, "Identity", identity),
-    h("label", {}, "Secret", secret),
+    h("h1", {}, t("signin.title")),
+    h("p", { class: "muted" }, t("signin.intro")),
+    h("label", {}, t("signin.identity"), identity),
+    h("label", {}, t("signin.secret"), secret),
     problem,
     button,
   );
@@ -55,10 +56,12 @@ export function viewSignin() {
 }
 
 function signinProblem(err) {
-  if (!(err instanceof ApiError)) return `The node could not be reached: ${err.message}`;
-  if (err.status === 429) return `Too many failed attempts; try again in ${err.retryAfter || "a few"} s.`;
-  if (err.code === 403 || err.code === 402) return `Wrong identity or secret: ${err.shown}`;
-  return `Sign-in failed: ${err.shown}`;
+  if (!(err instanceof ApiError)) return t("signin.unreachable", { detail: err.message });
+  if (err.status === 429) {
+    return err.retryAfter ? t("signin.throttled", { seconds: err.retryAfter }) : t("signin.throttledSoon");
+  }
+  if (err.code === 403 || err.code === 402) return t("signin.wrong", { reason: err.shown });
+  return t("signin.failed", { reason: err.shown });
 }
 
 // Dashboard -----------------------------------------------------------------------------------
@@ -66,10 +69,7 @@ function signinProblem(err) {
 export async function viewDashboard() {
   const prefixes = await ensurePrefixes();
   if (!prefixes.length) {
-    show(
-      h("h1", {}, "Dashboard"),
-      message("muted", "This identity administers no prefix on this node. Resolving identifiers still works."),
-    );
+    show(h("h1", {}, t("dashboard.title")), message("muted", t("dashboard.noPrefix")));
     return;
   }
   const stats = new Map();
@@ -78,7 +78,7 @@ export async function viewDashboard() {
     for (const entry of (await api("GET", path)).prefixes) stats.set(entry.prefix, entry);
   });
   const cards = prefixes.map((prefix) => prefixCard(prefix, stats.get(prefix)));
-  show(h("h1", {}, "Dashboard"), h("div", { class: "cards" }, cards));
+  show(h("h1", {}, t("dashboard.title")), h("div", { class: "cards" }, cards));
 }
 
 function prefixCard(prefix, stat) {
@@ -88,16 +88,16 @@ function prefixCard(prefix, stat) {
     "section",
     { class: "card prefix-card", "data-prefix": prefix },
     h("h2", {}, prefix),
-    h("p", { class: "count-line" }, h("span", { class: "count" }, count.toLocaleString("en")), " identifiers"),
-    h("h3", {}, `Registrations per day, last ${CHART_DAYS} days`),
+    h("p", { class: "count-line" }, tx("dashboard.count", { count, shown: h("span", { class: "count" }, num(count)) })),
+    h("h3", {}, t("dashboard.perDay", { days: CHART_DAYS })),
     barChart(perDay),
     h(
       "p",
       { class: "actions" },
-      link(route("handles", { prefix }), "Browse"),
-      link(route("new", { prefix }), "New identifier"),
-      link(route("upload", { prefix }), "Upload"),
-      link(route("audit", { prefix }), "Audit log"),
+      link(route("handles", { prefix }), t("dashboard.browse")),
+      link(route("new", { prefix }), t("action.newIdentifier")),
+      link(route("upload", { prefix }), t("action.upload")),
+      link(route("audit", { prefix }), t("action.audit")),
     ),
   );
 }
@@ -106,26 +106,27 @@ function prefixCard(prefix, stat) {
 
 export async function viewHandles(params) {
   const prefixes = await ensurePrefixes();
-  if (needPrefixes(prefixes, "Identifiers")) return;
+  if (needPrefixes(prefixes, t("handles.title"))) return;
   const prefix = chosenPrefix(params, prefixes);
   const query = params.get("q") || "";
   const select = prefixSelect(prefixes, prefix, "browse-prefix");
-  const search = h("input", { id: "search", name: "q", type: "search", value: query, placeholder: "part of a handle" });
+  const search = h("input", { id: "search", name: "q", type: "search", value: query });
+  search.placeholder = t("handles.searchHint");
   const form = h(
     "form",
     { class: "toolbar", id: "search-form" },
-    h("label", {}, "Prefix", select),
-    h("label", { class: "grow" }, "Search", search),
-    h("button", { type: "submit" }, "Search"),
-    link(route("new", { prefix }), "New identifier", { class: "button" }),
+    h("label", {}, t("field.prefix"), select),
+    h("label", { class: "grow" }, t("handles.search"), search),
+    h("button", { type: "submit" }, t("handles.searchButton")),
+    link(route("new", { prefix }), t("action.newIdentifier"), { class: "button" }),
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     location.hash = route("handles", { prefix: select.value, ...(search.value ? { q: search.value } : {}) });
   });
   select.addEventListener("change", () => form.requestSubmit());
-  const results = h("div", { id: "handle-results" }, message("muted", "Loading…"));
-  show(h("h1", {}, "Identifiers"), form, results);
+  const results = h("div", { id: "handle-results" }, message("muted", t("page.loading")));
+  show(h("h1", {}, t("handles.title")), form, results);
   if (query) await searchHandles(results, prefix, query);
   else await browseHandles(results, prefix, [""]);
 }
@@ -135,10 +136,11 @@ async function browseHandles(results, prefix, cursors) {
   const page = await api("GET", `/api/handles?prefix=${enc(prefix)}&pageSize=${PAGE_SIZE}&cursor=${enc(cursor)}`);
   const start = (cursors.length - 1) * PAGE_SIZE;
   const summary = page.handles.length
-    ? `${start + 1}–${start + page.handles.length} of ${Number(page.totalCount).toLocaleString("en")} identifiers`
-    : "No identifiers under this prefix yet.";
-  const back = h("button", { type: "button", class: "quiet", disabled: cursors.length === 1 }, "← Previous");
-  const next = h("button", { type: "button", class: "quiet", id: "next-page", disabled: !page.nextCursor }, "Next →");
+    ? t("handles.summary", { from: start + 1, to: start + page.handles.length, total: Number(page.totalCount) })
+    : t("handles.empty");
+  const pager = (text, attrs) => h("button", { type: "button", class: "quiet", ...attrs }, text);
+  const back = pager(t("handles.previous"), { disabled: cursors.length === 1 });
+  const next = pager(t("handles.next"), { id: "next-page", disabled: !page.nextCursor });
   back.addEventListener("click", () => browseHandles(results, prefix, cursors.slice(0, -1)));
   next.addEventListener("click", () => browseHandles(results, prefix, [...cursors, page.nextCursor]));
   results.replaceChildren(
@@ -165,12 +167,11 @@ async function searchHandles(results, prefix, query) {
     cursor = page.nextCursor;
   }
   const exact = query.includes("/") ? query : `${prefix}/${query}`;
-  const count = (n) => n.toLocaleString("en");
-  const partial = read < total ? ` (searched the first ${count(read)} of ${count(total)})` : "";
+  const said = { count: found.length, query: data(query), read, total };
   results.replaceChildren(
-    h("p", { class: "muted", id: "handle-summary" }, `${found.length} found for “${query}”${partial}.`),
+    h("p", { class: "muted", id: "handle-summary" }, tx(read < total ? "handles.foundPartial" : "handles.found", said)),
     handleList(found),
-    h("p", {}, link(route("handle", { h: exact }), `Open ${exact} directly`)),
+    h("p", {}, link(route("handle", { h: exact }), tx("handles.openDirectly", { handle: data(exact) }))),
   );
 }
 
@@ -178,7 +179,7 @@ function handleList(handles) {
   return h(
     "ul",
     { class: "handles", id: "handle-list" },
-    handles.map((handle) => h("li", {}, link(route("handle", { h: handle }), handle))),
+    handles.map((handle) => h("li", {}, link(route("handle", { h: handle }), handle, { translate: "no" }))),
   );
 }
 
@@ -189,7 +190,8 @@ export async function loadRecord(handle) {
     return await api("GET", handlePath(handle));
   } catch (err) {
     if (!(err instanceof ApiError)) throw err;
-    show(h("h1", {}, handle), message("error", `The node refused: ${err.shown}`, "view-error"));
+    const refused = message("error", t("error.refused", { reason: err.shown }), "view-error");
+    show(h("h1", { translate: "no" }, handle), refused);
     return null;
   }
 }
@@ -199,30 +201,30 @@ export async function viewHandle(params) {
   const record = await loadRecord(handle);
   if (record === null) return;
   const problem = h("p", { class: "error", id: "delete-error", role: "alert", hidden: true });
-  const remove = h("button", { type: "button", class: "danger", id: "delete" }, "Delete…");
+  const remove = h("button", { type: "button", class: "danger", id: "delete" }, t("handle.delete"));
   remove.addEventListener("click", async () => {
     if (remove.dataset.armed !== "yes") {
       remove.dataset.armed = "yes";
-      remove.textContent = `Really delete ${handle}?`;
+      remove.textContent = t("handle.confirmDelete", { handle });
       return;
     }
     try {
       await api("DELETE", handlePath(handle));
-      state.flash = `Deleted ${handle}.`;
+      state.flash = t("handle.deleted", { handle });
       location.hash = route("handles", { prefix: handle.split("/")[0] });
     } catch (err) {
-      problem.textContent = `The node refused: ${err.shown || err.message}`;
+      problem.textContent = t("error.refused", { reason: err.shown || err.message });
       problem.hidden = false;
     }
   });
   show(
-    h("h1", { id: "record-handle" }, record.handle),
+    h("h1", { id: "record-handle", translate: "no" }, record.handle),
     h(
       "p",
       { class: "actions" },
-      link(route("edit", { h: record.handle }), "Edit", { class: "button", id: "edit" }),
+      link(route("edit", { h: record.handle }), t("handle.edit"), { class: "button", id: "edit" }),
       remove,
-      link(route("resolve", { h: record.handle }), "Resolve as the public sees it"),
+      link(route("resolve", { h: record.handle }), t("handle.resolvePublic")),
     ),
     problem,
     valuesTable(record.values),
@@ -238,7 +240,7 @@ function daysAgo(days) {
 
 export async function viewAudit(params) {
   const prefixes = await ensurePrefixes();
-  if (needPrefixes(prefixes, "Audit log")) return;
+  if (needPrefixes(prefixes, t("audit.title"))) return;
   const prefix = chosenPrefix(params, prefixes);
   const since = params.get("since") || daysAgo(7);
   const limit = params.get("limit") || "1000";
@@ -247,15 +249,15 @@ export async function viewAudit(params) {
   const limitSelect = h(
     "select",
     { id: "audit-limit" },
-    ["100", "1000", "10000"].map((n) => h("option", { value: n, selected: n === limit }, n)),
+    ["100", "1000", "10000"].map((n) => h("option", { value: n, selected: n === limit }, num(Number(n)))),
   );
   const form = h(
     "form",
     { class: "toolbar" },
-    h("label", {}, "Prefix", select),
-    h("label", {}, "Since", sinceInput),
-    h("label", {}, "At most", limitSelect),
-    h("button", { type: "submit" }, "Show"),
+    h("label", {}, t("field.prefix"), select),
+    h("label", {}, t("audit.since"), sinceInput),
+    h("label", {}, t("audit.limit"), limitSelect),
+    h("button", { type: "submit" }, t("audit.show")),
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -264,12 +266,34 @@ export async function viewAudit(params) {
   const epoch = Date.parse(since + "T00:00:00Z") / 1000;
   const path = `/api/audit?prefix=${enc(prefix)}&since=${Number.isFinite(epoch) ? epoch : 0}&limit=${enc(limit)}`;
   const entries = (await api("GET", path)).entries;
+  const shownSince = day(since, "long");
   const note =
     entries.length >= Number(limit)
-      ? `The first ${limit} entries since ${since} (the log is read oldest first): pick a later day to see newer ones.`
-      : `${entries.length} entries since ${since} (UTC), newest first.`;
+      ? t("audit.truncated", { limit: Number(limit), since: shownSince })
+      : t("audit.summary", { count: entries.length, since: shownSince });
   const summary = h("p", { class: "muted", id: "audit-summary" }, note);
-  show(h("h1", {}, "Audit log"), form, summary, auditTable(entries.reverse()));
+  show(h("h1", {}, t("audit.title")), form, summary, auditTable(entries.reverse()));
+}
+
+const AUDIT_COLUMNS = [
+  "audit.time",
+  "audit.identity",
+  "audit.address",
+  "audit.operation",
+  "audit.handle",
+  "audit.result",
+];
+
+// The node's name of an operation, in words when the console knows it, else as the node wrote it.
+function operation(name) {
+  if (known(`op.${name}`)) return t(`op.${name}`);
+  const single = name.replace(/^batch_/, "");
+  return single !== name && known(`op.${single}`) ? t("op.batch", { op: t(`op.${single}`) }) : data(name);
+}
+
+// A refusal's code and the node's message, as it sent it.
+function refusal(entry) {
+  return [String(entry.responseCode), " ", data(entry.message || "")];
 }
 
 function auditTable(entries) {
@@ -279,7 +303,7 @@ function auditTable(entries) {
     h(
       "thead",
       {},
-      h("tr", {}, ["Time", "Identity", "Address", "Operation", "Handle", "Result"].map((t) => h("th", {}, t))),
+      h("tr", {}, AUDIT_COLUMNS.map((id) => h("th", {}, t(id)))),
     ),
     h(
       "tbody",
@@ -288,12 +312,12 @@ function auditTable(entries) {
         h(
           "tr",
           { class: e.responseCode === 1 ? "" : "refused" },
-          h("td", { class: "time" }, e.time.replace("T", " ")),
-          h("td", {}, e.identity),
-          h("td", {}, e.address),
-          h("td", {}, e.operation),
-          h("td", {}, e.handle),
-          h("td", {}, e.responseCode === 1 ? "ok" : `${e.responseCode} ${e.message || ""}`),
+          h("td", { class: "time" }, h("time", { datetime: e.time }, dateTime(e.time))),
+          h("td", { translate: "no" }, e.identity),
+          h("td", { translate: "no" }, e.address),
+          h("td", { "data-op": e.operation }, operation(e.operation)),
+          h("td", { translate: "no" }, e.handle),
+          h("td", { "data-code": e.responseCode }, e.responseCode === 1 ? t("audit.ok") : refusal(e)),
         ),
       ),
     ),
@@ -305,27 +329,27 @@ function auditTable(entries) {
 export async function viewResolve(params) {
   const asked = params.get("h") || "";
   const input = h("input", { id: "resolve-handle", name: "h", value: asked, required: true });
-  input.placeholder = "88.118.8/JXDY2106023";
+  input.placeholder = "88.118.8/JXDY2106023"; // a handle, in every language
   const mine = h("input", { id: "resolve-auth", type: "checkbox", checked: params.get("as") === "me" });
   const form = h(
     "form",
     { class: "toolbar", id: "resolve-form" },
-    h("label", { class: "grow" }, "Identifier", input),
-    session() ? h("label", { class: "inline" }, mine, " with my credentials") : null,
-    h("button", { type: "submit", id: "resolve-submit" }, "Resolve"),
+    h("label", { class: "grow" }, t("resolve.identifier"), input),
+    session() ? h("label", { class: "inline" }, mine, " ", t("resolve.mine")) : null,
+    h("button", { type: "submit", id: "resolve-submit" }, t("resolve.submit")),
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     location.hash = route("resolve", { h: input.value.trim(), ...(mine.checked ? { as: "me" } : {}) });
   });
   const result = h("div", { id: "resolve-result" });
-  show(h("h1", {}, "Resolve an identifier"), form, result);
+  show(h("h1", {}, t("resolve.title")), form, result);
   if (!asked) return;
   try {
     const record = await api("GET", handlePath(asked), { auth: mine.checked });
-    result.replaceChildren(h("h2", {}, record.handle), valuesTable(record.values));
+    result.replaceChildren(h("h2", { translate: "no" }, record.handle), valuesTable(record.values));
   } catch (err) {
     if (!(err instanceof ApiError)) throw err;
-    result.replaceChildren(message("error", `The node answered: ${err.shown}`, "resolve-error"));
+    result.replaceChildren(message("error", t("resolve.answered", { reason: err.shown }), "resolve-error"));
   }
 }

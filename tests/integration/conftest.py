@@ -1,0 +1,60 @@
+"""Fixtures of the web console's tests (test_console.py, test_console_language.py)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, sync_playwright
+
+from tests.support.console import CHROMIUM, ENTERPRISE, LANGUAGES, PREFIX, SEED, TEMPLATE, Console, give_prefix, motor
+from tests.support.nodeproc import Node
+
+
+@pytest.fixture(scope="module")
+def console_node(node: Node) -> Node:
+    """The node with an enterprise prefix, its admin, a template and one record made by REST."""
+    assert give_prefix(node, PREFIX, ENTERPRISE[1]) == ENTERPRISE
+    assert node.put(f"/api/templates/{PREFIX}/motor", TEMPLATE, auth=ENTERPRISE).status == 201
+    assert node.put("/api/handles/" + SEED, {"values": motor("Seed motor")}, auth=ENTERPRISE).status == 201
+    return node
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Callable[[str], Browser]]:
+    """Chromium with its own user interface in a language (``chromium("zh-CN")``): a file
+    picker's button, a date input, a required field's message, as a user there sees them when
+    Debian's chromium-l10n is installed (English without it). Each starts when first asked for."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)")
+    with sync_playwright() as playwright:
+        started: dict[str, Browser] = {}
+
+        def in_language(language: str) -> Browser:
+            if language not in started:
+                env: dict[str, str | float | bool] = {**os.environ, "LANGUAGE": language.replace("-", "_")}
+                # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
+                started[language] = playwright.chromium.launch(
+                    executable_path=CHROMIUM, headless=True, args=["--no-sandbox"], env=env
+                )
+            return started[language]
+
+        yield in_language
+        for launched in started.values():
+            launched.close()
+
+
+@pytest.fixture(params=list(LANGUAGES))
+def console(
+    request: pytest.FixtureRequest, console_node: Node, chromium: Callable[[str], Browser]
+) -> Iterator[Console]:
+    """A tab whose browser asks for each of the console's languages in turn (``en``, ``zh-CN``);
+    a test gives ``indirect`` parameters to run in some of them only."""
+    language = request.param
+    context = chromium(language).new_context(viewport={"width": 1100, "height": 700}, locale=LANGUAGES[language])
+    tab = Console(console_node, context.new_page(), language)
+    yield tab
+    context.close()
+    tab.check_clean()
