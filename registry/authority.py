@@ -173,9 +173,10 @@ class Authority:
 
 
 def value_kind(value_type: str) -> str:
-    """"admin" for the values that say who may act for a handle: HS_ADMIN, and the credentials
-    an identity logs in with (HS_SECKEY, HS_PUBKEY, HS_VLIST). An editor granted value rights
-    on a prefix could otherwise set the enterprise admin's secret and log in as the admin."""
+    """The kind of right a value needs: admin for the values that say who may act for a handle
+    (HS_ADMIN, and the credentials an identity logs in with: HS_SECKEY, HS_PUBKEY, HS_VLIST),
+    value for the rest. An editor granted value rights on a prefix could otherwise set the
+    enterprise admin's secret and log in as the admin."""
     return "admin" if value_type.upper() in CREDENTIAL_TYPES else "value"
 
 

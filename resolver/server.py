@@ -270,7 +270,13 @@ async def serve(
         admin = HandleAdmin(
             service, authenticator, shared.handle, exempt=config.handle_udp_exempt, logins=LoginPolicy.of(config)
         )
-        handle = HandleFrontend(engine, case_sensitive=config.case_sensitive, admin=admin.respond, key=server_key)
+        handle = HandleFrontend(
+            engine,
+            case_sensitive=config.case_sensitive,
+            admin=admin.respond,
+            charge=admin.charge_resolution,
+            key=server_key,
+        )
         if listeners.handle_tcp is not None:
             limits = HandleLimits.of(config)
             served.append(HandleTcpListener(handle, limits, listeners.handle_tcp))

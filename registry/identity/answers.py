@@ -44,6 +44,7 @@ class Answer:
     request_digest: bytes
     signed_response: bytes
     version: tuple[int, int]  # of the message that carried the answer
+    signer: str = ""  # the handle as the client wrote it, its SM2 signer ID (default: as stored)
 
 
 async def check_answer(store: Store, answer: Answer) -> Identity | None:
@@ -61,8 +62,9 @@ async def check_answer(store: Store, answer: Answer) -> Identity | None:
         keys = _public_keys(record, answer.identity.index)
         if any(is_slow_key(v.data) for v in keys):
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(_slow_thread(), _check_signature, record.handle, keys, answer)
-        return _check_signature(record.handle, keys, answer)
+            signer = answer.signer or record.handle
+            return await loop.run_in_executor(_slow_thread(), _check_signature, signer, keys, answer)
+        return _check_signature(answer.signer or record.handle, keys, answer)
     raise AuthenticationFailed(f"authentication type {answer.auth_type[:40]!r} is not HS_SECKEY or HS_PUBKEY")
 
 

@@ -74,7 +74,7 @@ from registry.identity.caller import Caller
 from registry.service import RegistrationService
 from resolver import metrics
 from resolver.config import DEFAULTS
-from resolver.handle.login import DEFAULT_LOGINS, Link, LoginPolicy, Logins
+from resolver.handle.login import DEFAULT_LOGINS, VIA_LOGIN, Link, LoginPolicy, Logins
 from resolver.handle.ops import ADMIN_OPS, AdminOps
 from resolver.handle.shared import CHALLENGE_TTL, Challenge, HandleShared, Session
 
@@ -136,6 +136,11 @@ class HandleAdmin:
         except Exception:
             log.exception("could not MAC the response to request %s in session", request.request_id)
             return self.error(request, HandleError("internal error signing the response"))
+
+    async def charge_resolution(self, identity: Identity, peer: str) -> None:
+        """A resolution on a connection logged in as ``identity`` counts against its daily
+        quota, as an authenticated resolution over REST or SNMS does (603 once used up)."""
+        await self.service.charge_resolution(Caller(identity, peer, via=VIA_LOGIN))
 
     def session_key(self, session_id: int) -> bytes | None:
         """The key agreed for a live session (to MAC responses in it), or None."""
@@ -271,7 +276,10 @@ class HandleAdmin:
         self, body: ChallengeAnswerRequest, pending: Challenge, version: tuple[int, int], peer: str
     ) -> Identity:
         claimed = self.identity(body.user_id_handle, body.user_id_index)
-        answer = Answer(body.auth_type, claimed, pending.nonce, pending.digest, body.signed_response, version)
+        # An SM2 signature binds the handle as the client wrote it (its signer ID), whatever its case.
+        answer = Answer(
+            body.auth_type, claimed, pending.nonce, pending.digest, body.signed_response, version, body.user_id_handle
+        )
         return await self.authenticator.prove(claimed, peer, lambda: self._check(answer))
 
     def identity(self, handle_text: str, index: int) -> Identity:

@@ -47,6 +47,7 @@ from protocol.wire.message import (
     response_to,
 )
 from protocol.wire.sign import SigningKey, bound_prefix, signed_credential
+from registry.identity.caller import Identity
 from resolver import metrics
 from resolver.cache.local import Entry
 from resolver.engine import ResolutionEngine
@@ -93,6 +94,7 @@ _NO_FILTER = bytes(8)  # no index, no type
 _SERVICE_TYPES = frozenset({HS_SITE, "HS_SITE.6", HS_SERV, "HS_NA_DELEGATE"})
 
 Admin = Callable[[Message, bytes, str, str, Link | None], Awaitable[Message]]
+Charge = Callable[[Identity, str], Awaitable[None]]  # a logged-in resolution against its quota
 
 
 def _variant(data: bytes, handle_end: int) -> bytes:
@@ -109,6 +111,7 @@ class HandleFrontend:
         *,
         case_sensitive: bool,
         admin: Admin | None = None,
+        charge: Charge | None = None,
         key: SigningKey | None = None,
     ) -> None:
         self.engine = engine
@@ -116,6 +119,7 @@ class HandleFrontend:
         self._key_of = engine.key_of
         self._case_sensitive = case_sensitive
         self._admin = admin
+        self._charge = charge
         self._key = key  # signs answers to CERTIFY requests that carry no session MAC
         self.site: vd.Site | None = None  # this node's HS_SITE, set once it listens
 
@@ -196,6 +200,8 @@ class HandleFrontend:
             if not request.is_request:
                 return _error(request, ResponseCode.PROTOCOL_ERROR, "a response was sent where a request was expected")
             if request.op_code == OpCode.RESOLUTION:
+                if link is not None and link.identity is not None and self._charge is not None:
+                    await self._charge(link.identity, peer)  # the transport sent it past the cache
                 return await self._resolve(request, data)
             if request.op_code == OpCode.GET_SITE_INFO:
                 if self.site is None:

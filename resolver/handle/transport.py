@@ -339,10 +339,11 @@ class TcpConnection(Link, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         framer = self._framer
-        if not framer.pending and not self.busy:
+        if not framer.pending and not self.busy and self.identity is None:
             # The usual case: one whole request in one read, its answer cached. ``cached``
             # answers only bytes that are exactly one message (at least a header and a
-            # handle long), so this read needs no framing.
+            # handle long), so this read needs no framing. A logged-in connection's
+            # resolutions go to ``respond``, which counts them against its quota.
             started = time.perf_counter()
             answer = self._frontend.cached(data)
             if answer is not None:
@@ -377,9 +378,8 @@ class TcpConnection(Link, asyncio.Protocol):
                 message = self._queue.pop(0)
                 if self._paused:
                     self._flow()
-                answer = self._frontend.cached(message) or await self._frontend.respond(
-                    message, self._peer(), "tcp", self
-                )
+                cached = self._frontend.cached(message) if self.identity is None else None
+                answer = cached or await self._frontend.respond(message, self._peer(), "tcp", self)
                 if self._transport is None or self._transport.is_closing():
                     return
                 self._transport.write(answer)

@@ -410,7 +410,7 @@ def op_set_an_admins_credentials(n: Node) -> list[Outcome]:
     changing an admin. With value rights alone, the editor would log in as the admin after."""
     taken = record(seckey(EDITOR))  # the editor's own secret, on the admin's index 300
     key = {"index": 301, "type": "HS_PUBKEY", "data": {"format": "base64", "value": "AAAA"}}
-    modified = ModifyValueRequest(f"0.NA/{A}", (HandleValue(300, "HS_SECKEY", EDITOR[1].encode()),))
+    modified = ModifyValueRequest(f"0.NA/{A}", (HandleValue(300, "HS_SECKEY", b"editor-secret-of-88.400.1"),))
     return [
         rest("REST PUT prefix index=300", n.put(f"/api/handles/0.NA/{A}?index=300", taken, auth=EDITOR)),
         rest("REST PUT prefix index=301", n.put(f"/api/handles/0.NA/{A}?index=301", record(key), auth=EDITOR)),

@@ -36,7 +36,8 @@ from registry.days import china_day
 from tests.conftest import LIMITS_OFF, store_for
 from tests.integration.test_handle_admin_wire import request
 from tests.integration.test_permissions import enterprise
-from tests.support.handleclient import tcp
+from tests.support.handleauth import Who, login
+from tests.support.handleclient import Connection, resolution, tcp
 from tests.support.nodeproc import ADMIN, ADMIN_SECRET, ADMIN_USER, Auth, Node, Reply, record, url_value
 from tests.support.snmsclient import Snms, envelope, identifier, item, template, value
 
@@ -204,6 +205,27 @@ def test_authenticated_resolutions_are_charged_anonymous_ones_are_free(quota_nod
     assert status == -2 and message.startswith("超过每日请求次数限制")
     used = node.get(f"/api/quotas/{prefix}", auth=ent).json
     assert used["used"]["resolutionsPerDay"] == {ent[0]: 3} and used["refusals"] == {"resolutions": 2}
+
+
+def test_resolutions_on_a_logged_in_handle_connection_are_charged(quota_node: Node) -> None:
+    """An SDK logged in on its connection (2001) resolves as its identity: its quota counts each
+    answer, cached or not, and refuses with 603 past it; another connection, anonymous, is free."""
+    node = quota_node
+    prefix, (_, secret) = allocated(node, resolutionsPerDay=2)
+    assert put(node, f"{prefix}/h", (f"300:0.NA/{prefix}", secret)).status == 201
+    assert tcp(node.handle_port, resolution(f"{prefix}/h"))[0].response_code == ResponseCode.SUCCESS  # now cached
+    with Connection(node.handle_port) as conn:
+        assert (
+            login(conn.ask, Who(f"0.NA/{prefix}", 300, hashed_secret_key(secret.encode()))).response_code
+            == ResponseCode.SUCCESS
+        )
+        codes = [conn.ask(resolution(f"{prefix}/h")).response_code for _ in range(3)]
+    assert codes == [ResponseCode.SUCCESS, ResponseCode.SUCCESS, ResponseCode.REQUEST_LIMIT_DAILY]
+    assert all(
+        tcp(node.handle_port, resolution(f"{prefix}/h"))[0].response_code == ResponseCode.SUCCESS for _ in range(3)
+    )
+    used = node.get(f"/api/quotas/{prefix}", auth=ADMIN).json
+    assert used["used"]["resolutionsPerDay"] == {f"300:0.NA/{prefix}": 2} and used["refusals"] == {"resolutions": 1}
 
 
 def as_identity(node: Node, body: Body, handle: str, secret: str) -> Message:

@@ -51,7 +51,7 @@ OLD = HandleRecord("88.118.1/x", (URL, ADMIN, SECKEY, PUBKEY))
         "add value list",
         "remove secret",
         "secret to url",
-    ],  # fmt: skip
+    ],
 )
 def test_change_permissions(new: list[HandleValue], removed: list[int], needed: set[str]) -> None:
     assert change_permissions(OLD, new, removed=removed) == needed

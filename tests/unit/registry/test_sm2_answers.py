@@ -1,7 +1,8 @@
 """Checking an SM2-signed challenge answer against an identity stored here.
 
-The SDK signs with the identity's handle as the SM2 signer ID; the node takes the handle as
-the record holds it (as registered), and checks off its event loop.
+The SDK signs with the identity's handle as the SM2 signer ID, the handle as it writes it in
+its answer; without one, the node takes the handle as the record holds it (as registered).
+The check runs off the event loop.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ def store(*values: HandleValue) -> MemoryStore:
     return MemoryStore([HandleRecord(HANDLE, values)])
 
 
-def answer(index: int, signed: bytes) -> Answer:
-    return Answer("HS_PUBKEY", Identity(index, "88.118/SM2USER"), NONCE, DIGEST, signed, (2, 10))
+def answer(index: int, signed: bytes, written: str = "") -> Answer:
+    return Answer("HS_PUBKEY", Identity(index, "88.118/SM2USER"), NONCE, DIGEST, signed, (2, 10), written)
 
 
 def signed_by(key: sm2.SM2PrivateKey, signer: str = HANDLE) -> bytes:
@@ -40,6 +41,14 @@ async def test_an_answer_signed_with_the_registered_handle_proves_the_identity()
     assert await check_answer(records, answer(300, signed_by(USER))) == Identity(300, "88.118/SM2USER")
     assert await check_answer(records, answer(300, signed_by(USER, "88.118/SM2USER"))) is None
     assert await check_answer(records, answer(300, signed_by(SECOND))) is None
+
+
+async def test_the_handle_as_the_client_wrote_it_is_the_signer_id() -> None:
+    """A node that ignores case takes 88.118/sm2user for the identity; its signature binds that spelling."""
+    records = store(HandleValue(300, HS_PUBKEY, keys.sm2_pem(USER.public_key())))
+    proved = await check_answer(records, answer(300, signed_by(USER, "88.118/sm2user"), "88.118/sm2user"))
+    assert proved == Identity(300, "88.118/SM2USER")
+    assert await check_answer(records, answer(300, signed_by(USER), "88.118/sm2user")) is None
 
 
 async def test_index_0_finds_whichever_key_signed() -> None:
