@@ -107,8 +107,11 @@ def metric(target: Target, name: str, **labels: str) -> float:
 
 
 class Series:
-    def __init__(self, name: str, label: str, port: int, pid: int, mix: RequestMix, transport: str) -> None:
+    def __init__(
+        self, name: str, label: str, port: int, pid: int, mix: RequestMix, transport: str, *, kept: bool = False
+    ) -> None:
         self.name, self.label, self.port, self.pid, self.mix, self.transport = name, label, port, pid, mix, transport
+        self.kept = kept  # TCP: 100 requests a connection (the mix says whether they carry KEEP_ALIVE)
         self.runs: list[Report] = []
 
     def run(self, seconds: float, concurrency: int, rate: float = 0.0, warmup: float = 1.0) -> Report:
@@ -116,6 +119,7 @@ class Series:
             target=("127.0.0.1", self.port),
             pace=Pace(seconds, concurrency, rate, 1.0),
             transport=self.transport,
+            keepalive=self.kept,
             warmup=warmup,
             server_pids=(self.pid,),
         )

@@ -27,6 +27,7 @@ from protocol.identifiers import parse_handle, prefix_handle
 from protocol.records import HS_ADMIN, URL, HandleRecord, HandleValue, encode_record
 from registry.bootstrap import node_admin_record
 from registry.identity import secrets
+from registry.identity.sealing import KEY_FILE
 from registry.sqlite.store import SqliteStore
 from registry.store import AuditEntry, ImportMarker, Store
 
@@ -135,6 +136,8 @@ def load(
     generated = None if admin_secret else secrets.generate_secret()
     secret = admin_secret or generated
     assert secret is not None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secrets.use_key_file(data_dir / KEY_FILE)  # the node's default secret key: it seals the admin's secret
     started = time.perf_counter()
     if not asyncio.run(_load(path, count, node_prefix, secret, record_of)):
         generated = None  # the existing prefix handle keeps its secret

@@ -1,0 +1,153 @@
+"""Issue 22: cached Handle TCP, a connection per request and kept connections, against CNRI.
+
+China's SDKs keep one TCP connection for every request and never set KEEP_ALIVE; CNRI's
+clients open a connection per request. Both shapes, idnode against CNRI 7.3.1 in one run,
+inside a private network namespace (``bench.cnri.require_netns``)::
+
+    unshare -n sh -c 'ip link set lo up; timeout 3600 .venv/bin/python -m bench.tcp_kept \\
+        --dist /work/cnri/7.3.1'
+
+Series, driven in turn round after round (bench.handle_load, closed loop), over the same
+10,000 hot records of 100,000 (as bench.handle_vs_cnri), warmed first:
+
+* ``cnri-tcp`` / ``idnode-tcp``: a connection per request (CNRI's clients);
+* ``cnri-tcp-kept``: 100 requests a connection with KEEP_ALIVE set (CNRI's server closes
+  after one answer without it);
+* ``idnode-tcp-kept``: 100 requests a connection without KEEP_ALIVE, as the SDKs send them;
+* ``cnri-udp`` / ``idnode-udp``: for reference.
+
+Reported: answers/s and the server's CPU µs per answer (its process tree, from /proc), and
+idnode's answers per server CPU second over CNRI's for each shape (issue 22's target: the
+connection-per-request ratio stays >= 1.2). Writes bench/results/tcp_kept.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import cnri
+from bench.handle_load_base import RequestMix
+from bench.handle_vs_cnri import HOT, NODE_PREFIX, PREFIX, Series, _free_port, _pid, cnri_record, idnode_cmd
+from bench.load_store import load
+from bench.resolve_baseline import ADMIN_SECRET, RESULTS, Target, machine, revision
+
+PAIRS = (("udp", "UDP"), ("tcp", "TCP, a connection per request"), ("tcp-kept", "TCP, 100 requests a connection"))
+
+
+def series(lay: cnri.Layout, cnri_pid: int, idnode: Target, hot: list[str]) -> list[Series]:
+    def mix(seed: int, keepalive: bool = False) -> RequestMix:
+        return RequestMix(hot, seed=seed, keepalive=keepalive)
+
+    node, label = idnode.handle_port, "idnode --workers 2"
+    return [
+        Series("cnri-udp", "CNRI 7.3.1, UDP", lay.port, cnri_pid, mix(1), "udp"),
+        Series("idnode-udp", f"{label}, UDP", node, _pid(idnode), mix(1), "udp"),
+        Series("cnri-tcp", "CNRI 7.3.1, TCP, a connection per request", lay.port, cnri_pid, mix(2), "tcp"),
+        Series("idnode-tcp", f"{label}, TCP, a connection per request", node, _pid(idnode), mix(2), "tcp"),
+        Series(
+            "cnri-tcp-kept",
+            "CNRI 7.3.1, TCP, 100 requests a connection, KEEP_ALIVE set",
+            lay.port,
+            cnri_pid,
+            mix(3, keepalive=True),
+            "tcp",
+            kept=True,
+        ),
+        Series(
+            "idnode-tcp-kept",
+            f"{label}, TCP, 100 requests a connection, no KEEP_ALIVE (as the SDKs)",
+            node,
+            _pid(idnode),
+            mix(3),
+            "tcp",
+            kept=True,
+        ),
+    ]
+
+
+def table(runs: list[Series]) -> str:
+    by = {s.name: s for s in runs}
+    rows = [
+        "| target | answers/s (median) | runs | p50 ms | server CPU µs/answer (median) |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for s in runs:
+        each = " / ".join(f"{r.answers_per_s:,.0f}" for r in s.runs)
+        rows.append(
+            f"| {s.name}: {s.label} | {s.median('answers_per_s'):,.0f} | {each} | {s.median('p50_ms'):.2f} | "
+            f"{s.median('server_cpu_us_per_answer'):.1f} |"
+        )
+    rows.append("")
+    for shape, label in PAIRS:
+        ours, theirs = by[f"idnode-{shape}"], by[f"cnri-{shape}"]
+        ratio = theirs.median("server_cpu_us_per_answer") / ours.median("server_cpu_us_per_answer")
+        target = " (target >= 1.2)" if shape == "tcp" else ""
+        rows.append(f"- {label}: idnode / CNRI, answers per server CPU second{target}: **{ratio:.2f}**")
+    return "\n".join(rows)
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
+    data = work / "idnode"
+    if not (data / "idnode.sqlite3").exists():
+        load(data, args.count, NODE_PREFIX, ADMIN_SECRET, cnri_record)
+    ports_file = work / "cnri-ports.json"
+    if not ports_file.exists():
+        ports_file.write_text(json.dumps([_free_port(), _free_port()]))
+    port, http_port = json.loads(ports_file.read_text())
+    lay = cnri.Layout(work / "cnri", args.dist.resolve(), PREFIX, "127.0.0.1", port, http_port)
+    if not (lay.server_dir / "config.dct").exists():
+        cnri.write_dirs(lay)
+        cnri.load_handles(lay, args.count)
+    hot = [f"{PREFIX}/{n}" for n in random.Random(12).sample(range(1, args.count + 1), min(HOT, args.count))]
+    server = cnri.Server(lay)
+    idnode = Target("idnode", "idnode --workers 2", idnode_cmd(data))
+    try:
+        idnode.start()
+        runs = series(lay, server.proc.pid, idnode, hot)
+        for s in runs:  # CNRI's JIT, every worker's cache
+            s.run(seconds=4.0, concurrency=args.concurrency, warmup=2.0)
+        for n in range(1, args.rounds + 1):
+            print(f"round {n}/{args.rounds}", file=sys.stderr, flush=True)
+            for s in runs:
+                concurrency = args.udp_concurrency if s.transport == "udp" else args.concurrency
+                report = s.run(args.seconds, concurrency)
+                s.runs.append(report)
+                print(f"  {s.name:<16} {report.line()}", file=sys.stderr, flush=True)
+    finally:
+        idnode.stop()
+        server.stop()
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    header = f"{when}; {machine()}; code {revision()}; CNRI {args.dist.name}; {args.count:,} records\n\n"
+    summary = table(runs)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "tcp_kept.md").write_text(header + summary + "\n")
+    print(header + summary)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.tcp_kept", description=__doc__.splitlines()[0])
+    parser.add_argument("--dist", type=Path, required=True, help="an unpacked CNRI distribution (bin/, lib/)")
+    parser.add_argument("--count", type=int, default=100_000, help="records in both stores (default 100000)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per measured run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=16, help="TCP clients in flight")
+    parser.add_argument("--udp-concurrency", type=int, default=32)
+    parser.add_argument("--work", type=Path, help="keep the stores here (default: a temporary directory)")
+    args = parser.parse_args(argv)
+    cnri.require_netns()
+    if args.work:
+        args.work.mkdir(parents=True, exist_ok=True)
+        return run(args, args.work)
+    with tempfile.TemporaryDirectory(prefix="idnode-tcp-kept-") as work:
+        return run(args, Path(work))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
