@@ -1,7 +1,7 @@
 """The web console at /console/: served by a real node, driven in a real headless Chromium.
 
-Playwright drives Debian's chromium (``IDNODE_TEST_CHROMIUM``, default /usr/bin/chromium),
-never a browser of Playwright's own; without one the browser tests skip, saying why. Every
+Playwright drives Debian's chromium (tests.support.chromium); without it the browser tests
+skip, saying why. Every
 test checks that the page asked nothing of any origin but the node's and raised no script
 error. ``IDNODE_SCREENSHOTS=DIR`` saves the main pages there (deploy/screenshots/ holds a set).
 """
@@ -20,15 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Error, Page, Request, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Error, Page, Request, expect
 
 from resolver.http.console_routes import CONTENT_TYPES
+from tests.support.chromium import NO_BROWSER, chromium
 from tests.support.nodeproc import ADMIN, NODE_PREFIX, Node, url_value
 
-CHROMIUM = os.environ.get("IDNODE_TEST_CHROMIUM", "/usr/bin/chromium")
-NO_BROWSER = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)"
-)
 PREFIX = "88.118.70"
 ENTERPRISE = ("300:0.NA/88.118.70", "console-enterprise-secret")
 TEMPLATE = {
@@ -82,13 +79,8 @@ def enterprise(node: Node) -> Node:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)")
-    with sync_playwright() as playwright:
-        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 class Console:
