@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
-from tests.support.console import CHROMIUM, ENTERPRISE, LANGUAGES, PREFIX, SEED, TEMPLATE, Console, give_prefix, motor
+from tests.support.chromium import chromium_in
+from tests.support.console import ENTERPRISE, LANGUAGES, PREFIX, SEED, TEMPLATE, Console, give_prefix, motor
 from tests.support.nodeproc import Node
 
 
@@ -24,26 +23,10 @@ def console_node(node: Node) -> Node:
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Callable[[str], Browser]]:
-    """Chromium with its own user interface in a language (``chromium("zh-CN")``): a file
-    picker's button, a date input, a required field's message, as a user there sees them when
-    Debian's chromium-l10n is installed (English without it). Each starts when first asked for."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)")
-    with sync_playwright() as playwright:
-        started: dict[str, Browser] = {}
-
-        def in_language(language: str) -> Browser:
-            if language not in started:
-                env: dict[str, str | float | bool] = {**os.environ, "LANGUAGE": language.replace("-", "_")}
-                # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
-                started[language] = playwright.chromium.launch(
-                    executable_path=CHROMIUM, headless=True, args=["--no-sandbox"], env=env
-                )
-            return started[language]
-
+    """Chromium with its own user interface in a language (``chromium("zh-CN")``), each started
+    when first asked for (tests.support.chromium)."""
+    with chromium_in() as in_language:
         yield in_language
-        for launched in started.values():
-            launched.close()
 
 
 @pytest.fixture(params=list(LANGUAGES))

@@ -3,7 +3,7 @@
 Every browser test runs once in each of the console's languages (the browser asking for
 English, then for Chinese) and checks that the page asked nothing of any origin but the
 node's, raised no script error and asked for no text it does not have; without a Chromium
-they skip, saying why (tests/support/console.py). test_console_language.py tests the
+they skip, saying why (tests/support/chromium.py). test_console_language.py tests the
 languages themselves. Every view is also shown records, handles, identities, templates and
 audit messages that carry script payloads, and must show them as text (issue #21's probe;
 ``test_script_payloads_stay_text``).
@@ -28,9 +28,9 @@ from playwright.sync_api import Locator, Page, expect
 
 from protocol.wire import keys, sm2
 from resolver.http.console_routes import CONTENT_TYPES
+from tests.support.chromium import NO_BROWSER
 from tests.support.console import (
     ENTERPRISE,
-    NO_BROWSER,
     PREFIX,
     SEED,
     TEMPLATE,

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from tests.support.chromium import NO_BROWSER
 from tests.support.console import (
     ENTERPRISE,
-    NO_BROWSER,
     PREFIX,
     SEED,
     Console,

@@ -1,7 +1,7 @@
 """The web console in a real headless Chromium: one tab, what it asked, and what it said.
 
-Playwright drives Debian's chromium (``IDNODE_TEST_CHROMIUM``, default /usr/bin/chromium),
-never a browser of Playwright's own. ``IDNODE_SCREENSHOTS=DIR`` saves the main pages there, as
+Playwright drives Debian's chromium (tests.support.chromium), never a browser of
+Playwright's own. ``IDNODE_SCREENSHOTS=DIR`` saves the main pages there, as
 ``console-en-*.png`` and ``console-zh-*.png`` (deploy/screenshots/ holds a set).
 """
 
@@ -11,15 +11,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest
 from playwright.sync_api import ConsoleMessage, Error, Page, Request, expect
 
 from tests.support.nodeproc import ADMIN, Node
 
-CHROMIUM = os.environ.get("IDNODE_TEST_CHROMIUM", "/usr/bin/chromium")
-NO_BROWSER = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)"
-)
 # The console's languages, and the browser locale that asks for each.
 LANGUAGES = {"en": "en-US", "zh-CN": "zh-CN"}
 I18N_COMPLAINT = "idnode i18n:"  # what i18n.js logs for an unknown message id or a missing parameter

@@ -5,19 +5,32 @@ from __future__ import annotations
 import itertools
 import socket
 
+from protocol.wire.bodies import KEY_EXCHANGE_DH
 from protocol.wire.message import (
+    DEFAULT_REQUEST_FLAGS,
     ENVELOPE_SIZE,
     Envelope,
     Message,
     OpCode,
     ResolutionRequest,
+    SessionSetupRequest,
     decode_message,
     encode_message,
     split_datagrams,
 )
+from protocol.wire.session import DhPublic, encode_dh_public
 
 _IDS = itertools.count(1000)
 CNRI_731 = (2, 5)  # what hdl-qresolver 7.3.1 writes
+FFDHE2048_P = int(  # RFC 7919's group: a sound safe prime, but not one CNRI's clients send
+    "FFFFFFFFFFFFFFFFADF85458A2BB4A9AAFDC5620273D3CF1D8B9C583CE2D3695A9E13641146433FBCC939DCE249B3EF9"
+    "7D2FE363630C75D8F681B202AEC4617AD3DF1ED5D5FD65612433F51F5F066ED0856365553DED1AF3B557135E7F57C935"
+    "984F0C70E0E68B77E2A689DAF3EFE8721DF158A136ADE73530ACCA4F483A797ABC0AB182B324FB61D108A94BB2C8E3FB"
+    "B96ADAB760D7F4681D4F42A3DE394DF4AE56EDE76372BB190B07A7C8EE0A6D709E02FCE1CDF7E2ECC03404CD28342F61"
+    "9172FE9CE98583FF8E4F1232EEF28183C3FE3B1B4C6FAD733BB5FCBC2EC22005C58EF1837D1683B2C6F34A26C1B2EFFA"
+    "886B423861285C97FFFFFFFFFFFFFFFF",
+    16,
+)
 
 
 def resolution(handle: str, *, indexes: tuple[int, ...] = (), types: tuple[str, ...] = (), rid: int = 0) -> bytes:
@@ -25,10 +38,22 @@ def resolution(handle: str, *, indexes: tuple[int, ...] = (), types: tuple[str, 
     return encode_message(Message(OpCode.RESOLUTION, ResolutionRequest(handle, indexes, types), envelope=env))
 
 
-def udp(port: int, data: bytes, *, timeout: float = 5.0, split: bool = False) -> Message:
-    """Send ``data`` (one message; in 512-byte datagrams with ``split``) and decode the whole answer."""
+def session_setup(p: int, x: int = 0x1234567890ABCDEF, *, identity: str = "0.NA/88.118", rid: int = 0) -> bytes:
+    """An anonymous SESSION_SETUP asking for a Diffie-Hellman key in the group of ``p`` (g = 2),
+    with the client's public value 2^x mod p, for ``identity``'s index 300."""
+    mine = encode_dh_public(DhPublic(pow(2, x, p), p, 2))
+    body = SessionSetupRequest(KEY_EXCHANGE_DH, 600, identity, 300, public_key=mine)
+    env = Envelope(request_id=rid or next(_IDS), version=(2, 10), suggest=(2, 10))
+    return encode_message(Message(OpCode.SESSION_SETUP, body, envelope=env, flags=DEFAULT_REQUEST_FLAGS))
+
+
+def udp(port: int, data: bytes, *, timeout: float = 5.0, split: bool = False, source: str | None = None) -> Message:
+    """Send ``data`` (one message; in 512-byte datagrams with ``split``) and decode the whole answer;
+    ``source`` picks the loopback address it comes from."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
+        if source is not None:
+            sock.bind((source, 0))
         if split:
             env = decode_message(data).envelope
             parts = split_datagrams(env, data[ENVELOPE_SIZE:])

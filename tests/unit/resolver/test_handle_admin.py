@@ -83,6 +83,7 @@ from tests.support.handle_admin_node import (
     send,
 )
 from tests.support.handleauth import VECTORS, Who, encoded, private_key
+from tests.support.handleclient import FFDHE2048_P, session_setup
 
 
 @pytest.fixture
@@ -570,21 +571,6 @@ def test_session_macs_verify_in_every_version_and_bind_the_message(version: tupl
 
 # Session setups are bounded: known groups only, exponentiations off the loop, rates ----------
 
-FFDHE2048_P = int(  # RFC 7919's group: a sound safe prime, but not one CNRI's clients send
-    "FFFFFFFFFFFFFFFFADF85458A2BB4A9AAFDC5620273D3CF1D8B9C583CE2D3695A9E13641146433FBCC939DCE249B3EF9"
-    "7D2FE363630C75D8F681B202AEC4617AD3DF1ED5D5FD65612433F51F5F066ED0856365553DED1AF3B557135E7F57C935"
-    "984F0C70E0E68B77E2A689DAF3EFE8721DF158A136ADE73530ACCA4F483A797ABC0AB182B324FB61D108A94BB2C8E3FB"
-    "B96ADAB760D7F4681D4F42A3DE394DF4AE56EDE76372BB190B07A7C8EE0A6D709E02FCE1CDF7E2ECC03404CD28342F61"
-    "9172FE9CE98583FF8E4F1232EEF28183C3FE3B1B4C6FAD733BB5FCBC2EC22005C58EF1837D1683B2C6F34A26C1B2EFFA"
-    "886B423861285C97FFFFFFFFFFFFFFFF",
-    16,
-)
-
-
-def setup_in(p: int, x: int = 0x1234567890ABCDEF) -> bytes:
-    mine = encode_dh_public(DhPublic(pow(2, x, p), p, 2))
-    return encoded(OpCode.SESSION_SETUP, SessionSetupRequest(KEY_EXCHANGE_DH, 600, ADMIN, 300, public_key=mine))
-
 
 def pi_bits(bits: int) -> int:
     """floor(pi * 2^bits), by Machin's formula."""
@@ -614,7 +600,7 @@ def test_the_known_groups_are_rfc_2409_s_and_rfc_3526_s() -> None:
 
 async def test_a_group_the_client_made_up_is_refused_at_once_naming_the_accepted_ones(node: AdminNode) -> None:
     started = time.perf_counter()
-    response = await send(node.admin, setup_in(FFDHE2048_P))
+    response = await send(node.admin, session_setup(FFDHE2048_P, identity=ADMIN))
     assert time.perf_counter() - started < 0.05
     assert code_of(response) == ResponseCode.SESSION_FAILED
     assert isinstance(response.body, ErrorResponse) and "RFC 3526 group 14" in response.body.message
@@ -626,7 +612,7 @@ async def test_a_group_the_client_made_up_is_refused_at_once_naming_the_accepted
 @pytest.mark.parametrize("group", range(3))
 async def test_cnri_s_group_and_rfc_3526_s_groups_agree_the_same_key(node: AdminNode, group: int) -> None:
     p, x = KNOWN_GROUPS[group].p, secrets.randbits(256)
-    response = await send(node.admin, setup_in(p, x))
+    response = await send(node.admin, session_setup(p, x, identity=ADMIN))
     assert code_of(response) == ResponseCode.SUCCESS and isinstance(response.body, SessionSetupResponse)
     server = decode_dh_public(response.body.data[4:])
     assert (server.p, server.g) == (p, 2) and 1 < server.y < p - 1
@@ -635,9 +621,12 @@ async def test_cnri_s_group_and_rfc_3526_s_groups_agree_the_same_key(node: Admin
 
 
 async def test_a_burst_of_setups_from_one_address_is_refused_beyond_its_bound(node: AdminNode) -> None:
-    codes = [code_of(await send(node.admin, setup_in(RFC2409_P), peer=PEER)) for _ in range(20)]
+    def setup() -> bytes:
+        return session_setup(RFC2409_P, identity=ADMIN)
+
+    codes = [code_of(await send(node.admin, setup(), peer=PEER)) for _ in range(20)]
     assert codes[:4] == [ResponseCode.SUCCESS] * 4
     assert codes[4:] == [ResponseCode.SERVER_TOO_BUSY] * 16
-    assert code_of(await send(node.worker(), setup_in(RFC2409_P), peer="192.0.2.8")) == ResponseCode.SUCCESS
+    assert code_of(await send(node.worker(), setup(), peer="192.0.2.8")) == ResponseCode.SUCCESS
     node.clock.now += 2.5
-    assert code_of(await send(node.admin, setup_in(RFC2409_P), peer=PEER)) == ResponseCode.SUCCESS
+    assert code_of(await send(node.admin, setup(), peer=PEER)) == ResponseCode.SUCCESS
