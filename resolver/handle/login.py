@@ -132,9 +132,7 @@ class Logins:
             )
         link = _connection(link, "OC_LOGIN")
         try:
-            identity = await self.admin.authenticator.authenticate(
-                f"{body.identity_index}:{body.handle}", body.secret, peer
-            )
+            identity = await self.admin.authenticator.authenticate(body.user, body.secret, peer)
         except HandleError:
             link.identity = None
             raise

@@ -187,6 +187,17 @@ async def test_the_password_login_checks_the_secret_as_an_http_login(node: Admin
     assert (await send(node.admin, password(SECRET), link=None)).response_code == ResponseCode.OPERATION_NOT_SUPPORTED
 
 
+async def test_the_password_login_takes_the_user_where_the_id_sdk_puts_it(node: AdminNode) -> None:
+    # IDManageServiceChannelImpl.login(username, password, settings): the user name in the
+    # handle field and no index, as run against the node (tests/vectors/idsdk-2.0.x).
+    link = Link()
+    sdk_login = encoded(OpCode.LOGIN, LoginRequest(f"300:{ADMIN}", (), (SECRET.decode(),)))
+    done = await send(node.admin, sdk_login, link=link)
+    assert (done.op_code, done.response_code) == (OpCode.LOGIN, ResponseCode.SUCCESS)
+    assert (await send(node.admin, create(f"{NODE}/PW-SDK"), link=link)).response_code == ResponseCode.SUCCESS
+    assert [op for _, _, op, _ in await audited(node, f"{NODE}/PW-SDK")] == ["login_create"]
+
+
 async def test_logins_switched_off_are_refused_saying_so(node: AdminNode) -> None:
     off = node.worker(LoginPolicy(login=False, password_login=False))
     for raw, setting in (
