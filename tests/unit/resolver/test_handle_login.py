@@ -96,7 +96,7 @@ async def test_a_login_authorises_the_connection_s_admin_requests_without_challe
     assert {(i, a) for i, a, _, _ in await audited(node, handle)} == {(me, PEER)}
 
 
-async def test_the_id_sdk_answers_its_login_under_its_own_session_id(node: AdminNode) -> None:
+async def test_an_answer_under_the_client_s_own_session_id_is_matched_to_its_connection(node: AdminNode) -> None:
     link = Link()
     assert (await log_in(node.admin, SECKEY_ADMIN, link, own_session=True)).response_code == ResponseCode.SUCCESS
     assert (await send(node.admin, create(f"{NODE}/IDSDK"), link=link)).response_code == ResponseCode.SUCCESS
