@@ -20,8 +20,12 @@ nothing listens, and a NAT rule of this private namespace sends its datagrams on
 relay (and the answers back as if from that port).
 
 Nothing here builds an SDK: ``--classpath`` names the SDK's classes and their dependencies,
-made beforehand outside this repository. Run as root, only inside a private network
-namespace (the JVMs, the relay and the node all on its loopback)::
+made beforehand outside this repository. id-pointer's code calls hutool-crypto 5 and java-jwt;
+where those are not to be had, test-only stand-ins of one's own that compute the same bytes
+go first on its classpath, and ``--label`` says so (it is written into every vector).
+
+Run as root, only inside a private network namespace (the JVMs, the relay and the node all
+on its loopback)::
 
     unshare -n sh -c 'ip link set lo up; /work/main/.venv/bin/python -m \\
         tests.vectors.make_sdk_vectors --sdk idsdk --classpath "$IDSDK_CLASSPATH" \\
