@@ -9,12 +9,14 @@ the medians. Shapes:
   100,000 handles drawn uniformly from the store;
 * ``--cached``: cached REST, wrk over 10,000 handles, cache on;
 * ``--udp``: cached Handle protocol over UDP, ``bench.handle_load`` (32 in flight) over the
-  same 10,000 handles, cache on.
+  same 10,000 handles, cache on;
+* ``--tcp``: the same over TCP, a connection per request as CNRI's clients use it (16 in
+  flight).
 
 ::
 
     git worktree add /tmp/old <commit>
-    timeout 600 python -m bench.uncached_ab --data-dir /tmp/b1m --tree /tmp/old [--cached | --udp]
+    timeout 600 python -m bench.uncached_ab --data-dir /tmp/b1m --tree /tmp/old [--cached | --udp | --tcp]
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ CACHED_HANDLES = 10_000
 
 def _measure(target: Target, args: argparse.Namespace, paths: Path, names: list[str], seconds: float) -> float:
     """One run against ``target``: answers/s; the server's CPU µs per answer is printed."""
-    if args.udp:
-        pace = Pace(seconds, concurrency=32)
-        config = LoadConfig(target=("127.0.0.1", target.handle_port), pace=pace, server_pids=(target.proc_pid,))
+    if args.udp or args.tcp:
+        pace = Pace(seconds, concurrency=16 if args.tcp else 32)
+        address = ("127.0.0.1", target.handle_port)
+        transport = "tcp" if args.tcp else "udp"
+        config = LoadConfig(target=address, pace=pace, transport=transport, server_pids=(target.proc_pid,))
         report = run_load(config, RequestMix(names, seed=SEED))
         if report.errors or report.timeouts:
             raise RuntimeError(f"{target.name}: {report.errors} errors, {report.timeouts} timeouts")
@@ -63,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     shape = parser.add_mutually_exclusive_group()
     shape.add_argument("--cached", action="store_true", help="cached REST: 10,000 handles, cache on")
     shape.add_argument("--udp", action="store_true", help="cached Handle protocol over UDP: 10,000 handles")
+    shape.add_argument("--tcp", action="store_true", help="the same over TCP, a connection per request")
     args = parser.parse_args(argv)
     rng = random.Random(SEED)
-    cached = args.cached or args.udp
+    cached = args.cached or args.udp or args.tcp
     node = ["--data-dir", str(args.data_dir.resolve()), "--workers", "2", "--handle-listen", "127.0.0.1:0"]
     node += [] if cached else ["--cache-entries", "1"]
     other = [sys.executable, "-m", "resolver.cli", "serve", "--listen", "127.0.0.1:0", *node]

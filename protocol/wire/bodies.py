@@ -211,14 +211,17 @@ class LoginRequest(ResolutionRequest):
     (``MsgBytesConvertor.convertLoginReqToBytes``: handle, requested indexes, requested types)
     and answered, on success, with a resolution response's body.
 
-    The SDK's public source writes this body but never builds one (its jars are prebuilt), so
-    which field carries what is read from the layout: the identity is ``index``:``handle``
-    with the first requested index, and the secret is the first requested "type", in clear.
+    The SDK's ``login(username, password, settings)`` (2.0.3's jar, read with ``javap -c``)
+    puts the user name where the handle goes, no index (a count of 0) and the password as the
+    one requested "type", in clear. So the user is named as an HTTP Basic login names it,
+    ``index:handle``, in the handle field; a request that does give an index names the user
+    ``index``:``handle`` with the first one.
     """
 
     @property
-    def identity_index(self) -> int:
-        return self.indexes[0] if self.indexes else 0
+    def user(self) -> str:
+        """The identity the login claims, as ``index:handle`` (Authenticator.authenticate's user)."""
+        return f"{self.indexes[0]}:{self.handle}" if self.indexes else self.handle
 
     @property
     def secret(self) -> bytes:

@@ -250,7 +250,7 @@ class HandleAdmin:
         pending = self.shared.pop_challenge(session_id) if session_id > 0 else None
         mine = 0 if link is None else link.challenged  # the last challenge sent on this connection
         if pending is None and mine:
-            session_id = mine  # the ID-SDK answers under its own session id, not the challenge's
+            session_id = mine  # an answer under a session id of the client's own, not the challenge's
             pending = self.shared.pop_challenge(session_id)
         own = 0 < mine == session_id
         if own and link is not None:

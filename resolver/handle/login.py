@@ -14,14 +14,14 @@ then send creations and value changes with no credentials, answering no challeng
   Basic login is (``Authenticator.authenticate``). Off unless ``handle_password_login``.
 
 What a login binds is the connection (``Link``: the transport's connection object is one),
-never a session id. The SDKs choose their session ids themselves (the ID-SDK puts one random
-id on all its messages, its challenge answers included), so an id would be a bearer token
-anyone could replay from elsewhere. A login ends with its connection: it reaches no other
-connection, no other worker, nothing over UDP, and nothing after the idle timeout.
+never a session id. Clients choose their session ids themselves (id-pointer puts one of its
+own on every message of a connection), so an id would be a bearer token anyone could replay
+from elsewhere. A login ends with its connection: it reaches no other connection, no other
+worker, nothing over UDP, and nothing after the idle timeout.
 
-As the ID-SDK answers a challenge under its own session id rather than the one the
-challenge came with, an answer is matched to the last challenge sent on its connection when
-its session id names none.
+Both SDKs answer a challenge under the session id it came with (their captures in
+tests/vectors show it); an answer whose session id names no challenge is matched to the last
+challenge sent on its connection.
 """
 
 from __future__ import annotations
@@ -132,9 +132,7 @@ class Logins:
             )
         link = _connection(link, "OC_LOGIN")
         try:
-            identity = await self.admin.authenticator.authenticate(
-                f"{body.identity_index}:{body.handle}", body.secret, peer
-            )
+            identity = await self.admin.authenticator.authenticate(body.user, body.secret, peer)
         except HandleError:
             link.identity = None
             raise

@@ -97,7 +97,7 @@ def without_credential(raw: bytes) -> bytes:
 
 @pytest.mark.parametrize(
     ("key", "as_sent"),
-    [("seckey", "id-sdk"), ("dsa", "teleinfo"), ("rsa", "id-sdk")],
+    [("seckey", "own-session"), ("dsa", "teleinfo"), ("rsa", "own-session")],
 )
 def test_a_login_then_writes_without_challenges_seen_through_rest(sdk: Node, key: str, as_sent: str) -> None:
     who, handle = KEYS[key], f"{PREFIX}/LOGIN-{key}"
@@ -105,7 +105,7 @@ def test_a_login_then_writes_without_challenges_seen_through_rest(sdk: Node, key
         if as_sent == "teleinfo":  # no credential section; the answer under the challenge's session id
             challenge = conn.ask(without_credential(login_request(who)))
             done = conn.ask(login_answer(who, challenge))
-        else:  # the answer under the client's own session id
+        else:  # the answer under the client's own session id, not the challenge's
             done = login(conn.ask, who, own_session=True)
         assert (done.op_code, code(done)) == (OpCode.LOGIN_ID_SYSTEM, ResponseCode.SUCCESS)
 

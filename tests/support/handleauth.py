@@ -73,7 +73,7 @@ class Who:
         return ChallengeAnswerRequest("HS_PUBKEY", self.handle, self.index, signed)
 
 
-SDK_SESSION = 4242  # a session id the client chose itself, as both SDKs send on their logins
+SDK_SESSION = 4242  # a session id the client chose itself, as id-pointer sends on its logins
 
 
 def login_request(who: Who, *, session_id: int = SDK_SESSION) -> bytes:
@@ -82,8 +82,9 @@ def login_request(who: Who, *, session_id: int = SDK_SESSION) -> bytes:
 
 
 def login_answer(who: Who, challenge: Message, *, session_id: int = SDK_SESSION, own_session: bool = False) -> bytes:
-    """The answer to a login's challenge: Teleinfo's SDK sends it under the challenge's session
-    id, CAICT's ID-SDK under its own (``own_session``: ``session_id``, as on all its messages)."""
+    """The answer to a login's challenge, under the challenge's session id as both SDKs send it
+    (tests/vectors/idsdk-2.0.x, idpointer), or under the client's own (``own_session``:
+    ``session_id``), which the node matches to its connection's last challenge."""
     answer_session = session_id if own_session else challenge.envelope.session_id
     return encoded(OpCode.CHALLENGE_RESPONSE, who.answer(challenge), session_id=answer_session)
 

@@ -424,8 +424,17 @@ def test_password_login_is_laid_out_as_a_resolution_request() -> None:
     msg = decode_message(wire)
     assert msg.body == LoginRequest("88.118/ADMIN", (300,), ("the secret",))
     assert isinstance(msg.body, LoginRequest)
-    assert (msg.body.identity_index, msg.body.secret) == (300, b"the secret")
-    assert LoginRequest("88.118/ADMIN").identity_index == 0 and LoginRequest("88.118/ADMIN").secret == b""
+    assert (msg.body.user, msg.body.secret) == ("300:88.118/ADMIN", b"the secret")
+    assert LoginRequest("88.118/ADMIN").user == "88.118/ADMIN" and LoginRequest("88.118/ADMIN").secret == b""
+
+
+def test_the_sdk_s_password_login_names_its_user_in_the_handle_field() -> None:
+    # IDManageServiceChannelImpl.login(username, password, settings) in the 2.0.3 jar: the user
+    # name as the handle, no index (a count of 0), the password as the one "type".
+    wire = sdk_message(2000, s("300:88.118/ADMIN") + i4(0) + i4(1) + s("the secret"))
+    msg = decode_message(wire)
+    assert isinstance(msg.body, LoginRequest)
+    assert (msg.body.user, msg.body.secret) == ("300:88.118/ADMIN", b"the secret")
 
 
 def test_a_login_s_success_is_read_as_the_sdks_read_it() -> None:

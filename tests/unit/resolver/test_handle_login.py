@@ -96,7 +96,7 @@ async def test_a_login_authorises_the_connection_s_admin_requests_without_challe
     assert {(i, a) for i, a, _, _ in await audited(node, handle)} == {(me, PEER)}
 
 
-async def test_the_id_sdk_answers_its_login_under_its_own_session_id(node: AdminNode) -> None:
+async def test_an_answer_under_the_client_s_own_session_id_is_matched_to_its_connection(node: AdminNode) -> None:
     link = Link()
     assert (await log_in(node.admin, SECKEY_ADMIN, link, own_session=True)).response_code == ResponseCode.SUCCESS
     assert (await send(node.admin, create(f"{NODE}/IDSDK"), link=link)).response_code == ResponseCode.SUCCESS
@@ -185,6 +185,17 @@ async def test_the_password_login_checks_the_secret_as_an_http_login(node: Admin
     refused = await send(node.admin, password(SECRET), link=link)  # three failures from PEER: limited
     assert refused.response_code == ResponseCode.AUTHENTICATION_FAILED and link.identity is None
     assert (await send(node.admin, password(SECRET), link=None)).response_code == ResponseCode.OPERATION_NOT_SUPPORTED
+
+
+async def test_the_password_login_takes_the_user_where_the_id_sdk_puts_it(node: AdminNode) -> None:
+    # IDManageServiceChannelImpl.login(username, password, settings): the user name in the
+    # handle field and no index, as run against the node (tests/vectors/idsdk-2.0.x).
+    link = Link()
+    sdk_login = encoded(OpCode.LOGIN, LoginRequest(f"300:{ADMIN}", (), (SECRET.decode(),)))
+    done = await send(node.admin, sdk_login, link=link)
+    assert (done.op_code, done.response_code) == (OpCode.LOGIN, ResponseCode.SUCCESS)
+    assert (await send(node.admin, create(f"{NODE}/PW-SDK"), link=link)).response_code == ResponseCode.SUCCESS
+    assert [op for _, _, op, _ in await audited(node, f"{NODE}/PW-SDK")] == ["login_create"]
 
 
 async def test_logins_switched_off_are_refused_saying_so(node: AdminNode) -> None:
