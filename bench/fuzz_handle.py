@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import re
 import socket
@@ -48,7 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.fuzz_http import ENTERPRISE_SECRET, call, log_problems, prepare
+from bench.fuzz_http import ENTERPRISE_SECRET, LOG_RECORD, call, log_problems, prepare
 from bench.fuzzgen_handle import Case, Generator, Identity, World
 from bench.fuzzoracle_handle import (
     HANG_SECONDS,
@@ -59,7 +60,7 @@ from bench.fuzzoracle_handle import (
     read_reply,
     udp_expectations,
 )
-from bench.resolve_baseline import ADMIN_SECRET, RESULTS, Target, serve_command
+from bench.resolve_baseline import ADMIN_SECRET, RESULTS, Target, machine, revision, serve_command
 from protocol.codes import ResponseCode
 from protocol.wire.auth import hashed_secret_key
 from protocol.wire.message import (
@@ -369,18 +370,22 @@ def world_of(port: int, admin_secret: str = ADMIN_SECRET) -> World:
     )
 
 
-def summary(tally: Tally, restarts: int, log_found: list[str], after: list[str], seed: int) -> str:
+def summary(tally: Tally, restarts: int, log_found: list[str], after: list[str], args: argparse.Namespace) -> str:
     codes = " ".join(f"{c}:{n}" for c, n in sorted(tally.codes.items()))
     failed = len(tally.failures) + restarts + len(log_found) + len(after)
     verdict = "PASS" if failed == 0 else "FAIL"
-    dropped = f"UDP datagrams dropped as allowed {tally.dropped}" if tally.transport == "udp" else (
-        f"TCP connections closed early as allowed {tally.closed_early}")  # fmt: skip
+    if tally.transport == "udp":
+        dropped = f"UDP datagrams dropped as allowed {tally.dropped}"
+    else:
+        dropped = f"TCP connections closed early as allowed {tally.closed_early}"
+    rate = tally.sent / max(tally.seconds, 1e-9)
     return (
-        f"fuzz_handle[{tally.transport}] {verdict}: seed {seed}, {tally.sent} cases in {tally.seconds:.1f} s "
-        f"({tally.sent / max(tally.seconds, 1e-9):.0f}/s), {tally.follow_ups} challenge answers, "
+        f"fuzz_handle[{tally.transport}] {verdict}: seed {args.seed}, store {args.store}, "
+        f"{tally.sent} cases in {tally.seconds:.1f} s ({rate:.0f}/s), {tally.follow_ups} challenge answers, "
         f"{tally.in_sessions} requests in sessions; "
         f"reply codes {codes}; {dropped}; failures {len(tally.failures)} {dict(tally.reasons)}; "
-        f"worker restarts {restarts}; node log errors {len(log_found)}; after the run: {after or 'answers'}"
+        f"worker restarts {restarts}; node log errors {len(log_found)}; after the run: {after or 'answers'}; "
+        f"revision {revision()}; {machine()}"
     )
 
 
@@ -415,9 +420,24 @@ def node_problems(lines: list[str]) -> list[str]:
     return found
 
 
+def warnings_in(lines: list[str]) -> collections.Counter[str]:
+    """The node's WARNING records, counted by their words (numbers as N): not failures, but worth a look."""
+    found: collections.Counter[str] = collections.Counter()
+    for line in lines:
+        record = LOG_RECORD.match(line)
+        if record is not None and record["level"] == "WARNING":
+            found[f"{record['logger']}: {re.sub(r'[0-9]+', 'N', record['message'])[:120]}"] += 1
+    return found
+
+
 def run(args: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory(prefix="idnode-fuzz-handle-") as work:
-        node = Target("node", "idnode serve", [*serve_command("--data-dir", f"{work}/data"), "--workers", "2"])
+    with tempfile.TemporaryDirectory(prefix="idnode-fuzz-handle-") as work, contextlib.ExitStack() as stack:
+        cmd = [*serve_command("--data-dir", f"{work}/data"), "--workers", "2"]
+        if args.store != "sqlite":
+            from tests.support.pgproc import temp_database
+
+            cmd += ["--store", stack.enter_context(temp_database(args.store))]
+        node = Target("node", "idnode serve", cmd)
         node.env = dict(NODE_ENV)
         node.start()
         try:
@@ -437,9 +457,10 @@ def run(args: argparse.Namespace) -> int:
         finally:
             node.stop()
     log_found = node_problems(node.log)
-    line = summary(tally, restarts, log_found, after, args.seed)
+    line = summary(tally, restarts, log_found, after, args)
     print(line)
     print(f"cases by kind: {dict(tally.kinds.most_common())}")
+    print(f"node log warnings: {dict(warnings_in(node.log).most_common())}")
     print(f"replies by op and code: {sorted(tally.by_op.items())}")
     if args.errors:
         for (code, text), count in sorted(tally.errors.items()):
@@ -462,6 +483,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--count", type=int, default=100_000, help="cases to send (at most)")
     parser.add_argument("--transport", choices=("udp", "tcp"), default="udp")
+    parser.add_argument(
+        "--store",
+        default="sqlite",
+        help="sqlite (in a temporary directory) or a PostgreSQL server URL (a new database)",
+    )
     parser.add_argument("--seconds", type=float, default=1500.0, help="stop sending after this long")
     parser.add_argument(
         "--concurrency", type=int, default=None, help="cases in flight at once (default: UDP 32, TCP 96)"
