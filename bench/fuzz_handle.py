@@ -47,6 +47,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench.fuzz_http import ENTERPRISE_SECRET, LOG_RECORD, call, log_problems, prepare
@@ -457,6 +458,8 @@ def run(args: argparse.Namespace) -> int:
         finally:
             node.stop()
     log_found = node_problems(node.log)
+    if args.log is not None:
+        args.log.write_text("".join(node.log))
     line = summary(tally, restarts, log_found, after, args)
     print(line)
     print(f"cases by kind: {dict(tally.kinds.most_common())}")
@@ -492,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--concurrency", type=int, default=None, help="cases in flight at once (default: UDP 32, TCP 96)"
     )
+    parser.add_argument("--log", type=Path, default=None, help="write the node's log to this file")
     parser.add_argument("--errors", action="store_true", help="print the error replies' messages, counted")
     parser.add_argument("--replay", type=int, default=None, metavar="N", help="send case N only and show it")
     return run(parser.parse_args(argv))
