@@ -439,9 +439,9 @@ class TcpConnection(Link, asyncio.Protocol):
         """Answer an envelope whose length is out of bounds, and close: the stream has lost its framing."""
         metrics.handle_dropped("tcp", "oversize")
         envelope = exc.envelope or Envelope()
-        answer = error_answer(
-            envelope.request_id & 0x7FFFFFFF,
-            envelope.session_id & 0x7FFFFFFF,
+        answer = error_answer(  # under the ids as read (Java ints, signed), as every other error answer
+            envelope.request_id,
+            envelope.session_id,
             PROTOCOL_VERSION,
             None,
             ResponseCode.PROTOCOL_ERROR,
