@@ -19,9 +19,11 @@ the protocol defines) and carries the request id of the message it answers. Per 
 * TCP: the messages the stream frames (envelope, then as many bytes as its length says) are
   answered in order, KEEP_ALIVE or not; the fuzzer half-closes after a stream of whole
   messages, and the node closes once it has answered them; it may close early only after
-  refusing an envelope whose length is out of bounds (answered with a protocol error first,
-  unless the close beat it); a stream that stops inside a message is closed by the node; no
-  connection waits over 5 s for an answer or a close;
+  answering a message from a client before protocol 2.8 (no suggested version) without
+  KEEP_ALIVE, as CNRI's 7.x server does, or after refusing an envelope whose length is out of
+  bounds (answered with a protocol error first, unless the close beat it); a stream that
+  stops inside a message is closed by the node; no connection waits over 5 s for an answer
+  or a close;
 
 and for the run: the same worker processes at the end as at the start, no ERROR or
 Traceback in the node's log, and a normal resolution of the sentinel over UDP and TCP still

@@ -38,7 +38,7 @@ def int32(data: bytes, at: int) -> int:
 
 @dataclass
 class Frames:
-    """What a TCP stream carries for a server that frames it: whole messages (request id, KEEP_ALIVE),
+    """What a TCP stream carries for a server that frames it: whole messages (request id, kept),
     the request id of an envelope whose length is out of bounds (framing stops there), and
     whether the stream stops inside a message."""
 
@@ -58,7 +58,9 @@ def frames(stream: bytes) -> Frames:
         end = pos + ENVELOPE_SIZE + length
         if end > len(stream):
             break
-        keep_alive = length > 8 and bool(stream[pos + ENVELOPE_SIZE + 8] & 0x02)
+        # Kept: KEEP_ALIVE, or a client of protocol 2.8 or later (it suggests a version); a
+        # client before 2.8 without the flag is closed after its answer, as CNRI 7.x closes it.
+        keep_alive = length > 8 and bool(stream[pos + ENVELOPE_SIZE + 8] & 0x02 or stream[pos + 2] & 0x03)
         found.messages.append((int32(stream, pos + 8), keep_alive))
         pos = end
     found.partial = pos < len(stream)
@@ -100,10 +102,15 @@ def judge_tcp(
 
 
 def _may_close(expected: Frames, answered: int, end: str) -> bool:
-    """May the node end the connection with only ``answered`` messages answered? Only after an
-    envelope whose length is out of bounds: it keeps every other connection, KEEP_ALIVE or not,
-    until the client has finished sending (China's SDKs send every request on one connection)."""
-    return expected.refused is not None
+    """May the node end the connection with only ``answered`` messages answered?"""
+    if expected.refused is not None:
+        return True  # the messages read with the bad envelope go with the stream
+    keep = [keep for _, keep in expected.messages]
+    if answered and not keep[answered - 1]:
+        return True  # it answered a client before 2.8 without KEEP_ALIVE, and closed before the next came
+    # A close with our bytes unread is a reset, and a reset discards the replies not yet read: after
+    # any message the node may close on, the replies before it may be lost.
+    return end == "reset" and not all(keep)
 
 
 def udp_expectations(units: list[bytes]) -> tuple[collections.Counter[int], set[int]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.handle_load_base import resolution_request
 from protocol.codes import ResponseCode
 from protocol.wire.message import OpFlag, decode_message
 from tests.support.handleclient import Connection, read_message, resolution, tcp
@@ -62,6 +63,24 @@ def test_a_connection_per_request_still_works_and_the_client_closes_it(short: No
         sock.shutdown(socket.SHUT_WR)  # done sending: the request is still answered, then the node closes
         assert decode_message(read_message(sock)).request_id == 77
         assert sock.recv(1) == b""
+
+
+def test_a_client_before_protocol_2_8_is_closed_after_its_request_as_cnri_7_closes_it(short: Node) -> None:
+    """hdl-qresolver 7.3.1 suggests no version and sends one request a connection: the node
+    answers and closes first, as CNRI's 7.x server does (its close would cost the node a
+    wake-up); with KEEP_ALIVE, or when it sent more, the connection is kept."""
+    for handle in ("88.118/CONN-BIG", "88.118/CONN-NONE"):  # answered from the cache, and from the store
+        with Connection(short.handle_port) as conn:
+            assert conn.ask(resolution_request(handle)).request_id == 0
+            assert conn.closed_by_peer(within=2)
+    with Connection(short.handle_port) as conn:
+        for _ in range(3):
+            assert conn.ask(resolution_request("88.118/CONN-BIG", keepalive=True)).response_code == ResponseCode.SUCCESS
+        assert not conn.closed_by_peer(within=0.3)
+    with Connection(short.handle_port) as conn:  # two at once: both answered, then closed
+        conn.sock.sendall(resolution_request("88.118/CONN-NONE") * 2)
+        assert [decode_message(read_message(conn.sock)).request_id for _ in range(2)] == [0, 0]
+        assert conn.closed_by_peer(within=2)
 
 
 def test_a_connection_idle_after_its_answers_is_closed(short: Node) -> None:
