@@ -33,6 +33,7 @@ from protocol.wire.message import (
 # (tests/vectors/cnri-7.3.1/resolve-udp.json): Envelope(suggest=(0, 0)) encodes exactly that.
 CNRI_731_VERSION = (2, 5)
 _CNRI_731_SUGGEST = (0, 0)
+SDK_SUGGEST = (2, 10)  # China's SDKs and CNRI 9.x suggest 2.10 (or 2.11): the node keeps their connections
 EXPIRATION_AHEAD = 43200  # CNRI's client sets expiration to now + 12 hours
 
 RID_OFFSET = 8
@@ -74,13 +75,16 @@ def parse_target(text: str) -> tuple[str, int]:
     return loopback_target(host.strip("[]"), int(port))
 
 
-def resolution_request(handle: str, *, keepalive: bool = False, expiration: int | None = None) -> bytes:
-    """A resolution request as CNRI 7.3.1's hdl-qresolver sends it, request id 0."""
+def resolution_request(
+    handle: str, *, keepalive: bool = False, expiration: int | None = None, suggest: tuple[int, int] = _CNRI_731_SUGGEST
+) -> bytes:
+    """A resolution request as CNRI 7.3.1's hdl-qresolver sends it, request id 0; with
+    ``suggest`` SDK_SUGGEST, as a client of protocol 2.10 (China's SDKs, CNRI 9.x) writes it."""
     flags = DEFAULT_REQUEST_FLAGS | (OpFlag.KEEP_ALIVE if keepalive else OpFlag(0))
     msg = Message(
         op_code=OpCode.RESOLUTION,
         body=ResolutionRequest(handle),
-        envelope=Envelope(version=CNRI_731_VERSION, suggest=_CNRI_731_SUGGEST),
+        envelope=Envelope(version=CNRI_731_VERSION, suggest=suggest),
         flags=flags,
         expiration=int(time.time()) + EXPIRATION_AHEAD if expiration is None else expiration,
     )
@@ -108,12 +112,13 @@ class RequestMix:
         hot_share: float = 1.0,
         keepalive: bool = False,
         seed: int | None = None,
+        suggest: tuple[int, int] = _CNRI_731_SUGGEST,
     ) -> None:
         if not handles:
             raise LoadError("no handles to ask for")
         if not 0.0 <= hot_share <= 1.0:
             raise LoadError(f"--hot-share must be within 0..1, got {hot_share}")
-        self.templates = [bytearray(resolution_request(h, keepalive=keepalive)) for h in handles]
+        self.templates = [bytearray(resolution_request(h, keepalive=keepalive, suggest=suggest)) for h in handles]
         self.order = _draw_order(len(handles), min(hot, len(handles)), hot_share, random.Random(seed))
         self._mask = len(self.order) - 1
         self._pos = 0

@@ -10,10 +10,14 @@ inside a private network namespace (``bench.cnri.require_netns``)::
 Series, driven in turn round after round (bench.handle_load, closed loop), over the same
 10,000 hot records of 100,000 (as bench.handle_vs_cnri), warmed first:
 
-* ``cnri-tcp`` / ``idnode-tcp``: a connection per request (CNRI's clients);
-* ``cnri-tcp-kept``: 100 requests a connection with KEEP_ALIVE set (CNRI's server closes
-  after one answer without it);
-* ``idnode-tcp-kept``: 100 requests a connection without KEEP_ALIVE, as the SDKs send them;
+* ``cnri-tcp`` / ``idnode-tcp``: a connection per request, requests as CNRI 7.3.1's
+  hdl-qresolver writes them (no suggested version: the node closes after the answer);
+* ``idnode-tcp-2.10``: a connection per request from a client of protocol 2.10 (CNRI 9.x):
+  the node keeps the connection until the client closes it, and pays the wake-up;
+* ``cnri-tcp-kept``: 100 requests a connection with KEEP_ALIVE set (CNRI 7.3.1's server
+  closes after every answer all the same: the driver reconnects);
+* ``idnode-tcp-kept``: 100 requests a connection without KEEP_ALIVE, written as the SDKs
+  write them (suggesting 2.10);
 * ``cnri-udp`` / ``idnode-udp``: for reference.
 
 Reported: answers/s and the server's CPU µs per answer (its process tree, from /proc), and
@@ -32,17 +36,22 @@ import time
 from pathlib import Path
 
 from bench import cnri
-from bench.handle_load_base import RequestMix
+from bench.handle_load_base import SDK_SUGGEST, RequestMix
 from bench.handle_vs_cnri import HOT, NODE_PREFIX, PREFIX, Series, _free_port, _pid, cnri_record, idnode_cmd
 from bench.load_store import load
 from bench.resolve_baseline import ADMIN_SECRET, RESULTS, Target, machine, revision
 
-PAIRS = (("udp", "UDP"), ("tcp", "TCP, a connection per request"), ("tcp-kept", "TCP, 100 requests a connection"))
+PAIRS = (
+    ("udp", "udp", "UDP"),
+    ("tcp", "tcp", "TCP, a connection per request"),
+    ("tcp-2.10", "tcp", "TCP, a connection per request, the client of 2.10 closing first"),
+    ("tcp-kept", "tcp-kept", "TCP, 100 requests a connection"),
+)
 
 
 def series(lay: cnri.Layout, cnri_pid: int, idnode: Target, hot: list[str]) -> list[Series]:
-    def mix(seed: int, keepalive: bool = False) -> RequestMix:
-        return RequestMix(hot, seed=seed, keepalive=keepalive)
+    def mix(seed: int, keepalive: bool = False, sdk: bool = False) -> RequestMix:
+        return RequestMix(hot, seed=seed, keepalive=keepalive, suggest=SDK_SUGGEST if sdk else (0, 0))
 
     node, label = idnode.handle_port, "idnode --workers 2"
     return [
@@ -50,6 +59,14 @@ def series(lay: cnri.Layout, cnri_pid: int, idnode: Target, hot: list[str]) -> l
         Series("idnode-udp", f"{label}, UDP", node, _pid(idnode), mix(1), "udp"),
         Series("cnri-tcp", "CNRI 7.3.1, TCP, a connection per request", lay.port, cnri_pid, mix(2), "tcp"),
         Series("idnode-tcp", f"{label}, TCP, a connection per request", node, _pid(idnode), mix(2), "tcp"),
+        Series(
+            "idnode-tcp-2.10",
+            f"{label}, TCP, a connection per request from a 2.10 client (kept until it closes)",
+            node,
+            _pid(idnode),
+            mix(2, sdk=True),
+            "tcp",
+        ),
         Series(
             "cnri-tcp-kept",
             "CNRI 7.3.1, TCP, 100 requests a connection, KEEP_ALIVE set",
@@ -61,10 +78,10 @@ def series(lay: cnri.Layout, cnri_pid: int, idnode: Target, hot: list[str]) -> l
         ),
         Series(
             "idnode-tcp-kept",
-            f"{label}, TCP, 100 requests a connection, no KEEP_ALIVE (as the SDKs)",
+            f"{label}, TCP, 100 requests a connection, no KEEP_ALIVE, 2.10 (as the SDKs)",
             node,
             _pid(idnode),
-            mix(3),
+            mix(3, sdk=True),
             "tcp",
             kept=True,
         ),
@@ -84,8 +101,8 @@ def table(runs: list[Series]) -> str:
             f"{s.median('server_cpu_us_per_answer'):.1f} |"
         )
     rows.append("")
-    for shape, label in PAIRS:
-        ours, theirs = by[f"idnode-{shape}"], by[f"cnri-{shape}"]
+    for shape, cnri_shape, label in PAIRS:
+        ours, theirs = by[f"idnode-{shape}"], by[f"cnri-{cnri_shape}"]
         ratio = theirs.median("server_cpu_us_per_answer") / ours.median("server_cpu_us_per_answer")
         target = " (target >= 1.2)" if shape == "tcp" else ""
         rows.append(f"- {label}: idnode / CNRI, answers per server CPU second{target}: **{ratio:.2f}**")
