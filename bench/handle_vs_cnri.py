@@ -287,10 +287,8 @@ def measure(
     return 0
 
 
-def table(
-    series: list[Series], http: list[wrk.WrkRun], http_cpu: list[float], at70: dict[str, Report], cold: float
-) -> str:
-    by = {s.name: s for s in series}
+def series_rows(series: list[Series]) -> list[str]:
+    """A Markdown table of the series: medians of answers/s, p50, p99 and server CPU per answer."""
     rows = [
         "| target | answers/s (median) | runs | p50 ms | p99 ms | server CPU µs/answer |",
         "|---|---:|---|---:|---:|---:|",
@@ -301,6 +299,14 @@ def table(
             f"| {s.name}: {s.label} | {s.median('answers_per_s'):,.0f} | {runs} | {s.median('p50_ms'):.2f} | "
             f"{s.median('p99_ms'):.2f} | {s.median('server_cpu_us_per_answer'):.1f} |"
         )
+    return rows
+
+
+def table(
+    series: list[Series], http: list[wrk.WrkRun], http_cpu: list[float], at70: dict[str, Report], cold: float
+) -> str:
+    by = {s.name: s for s in series}
+    rows = series_rows(series)
     http_rps = statistics.median(r.rps for r in http)
     rows.append(
         f"| idnode-http: same node, REST API (wrk -c50) | {http_rps:,.0f} | | | | {statistics.median(http_cpu):.1f} |"

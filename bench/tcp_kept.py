@@ -37,7 +37,17 @@ from pathlib import Path
 
 from bench import cnri
 from bench.handle_load_base import SDK_SUGGEST, RequestMix
-from bench.handle_vs_cnri import HOT, NODE_PREFIX, PREFIX, Series, _free_port, _pid, cnri_record, idnode_cmd
+from bench.handle_vs_cnri import (
+    HOT,
+    NODE_PREFIX,
+    PREFIX,
+    Series,
+    _free_port,
+    _pid,
+    cnri_record,
+    idnode_cmd,
+    series_rows,
+)
 from bench.load_store import load
 from bench.resolve_baseline import ADMIN_SECRET, RESULTS, Target, machine, revision
 
@@ -90,17 +100,7 @@ def series(lay: cnri.Layout, cnri_pid: int, idnode: Target, hot: list[str]) -> l
 
 def table(runs: list[Series]) -> str:
     by = {s.name: s for s in runs}
-    rows = [
-        "| target | answers/s (median) | runs | p50 ms | server CPU µs/answer (median) |",
-        "|---|---:|---|---:|---:|",
-    ]
-    for s in runs:
-        each = " / ".join(f"{r.answers_per_s:,.0f}" for r in s.runs)
-        rows.append(
-            f"| {s.name}: {s.label} | {s.median('answers_per_s'):,.0f} | {each} | {s.median('p50_ms'):.2f} | "
-            f"{s.median('server_cpu_us_per_answer'):.1f} |"
-        )
-    rows.append("")
+    rows = [*series_rows(runs), ""]
     for shape, cnri_shape, label in PAIRS:
         ours, theirs = by[f"idnode-{shape}"], by[f"cnri-{cnri_shape}"]
         ratio = theirs.median("server_cpu_us_per_answer") / ours.median("server_cpu_us_per_answer")

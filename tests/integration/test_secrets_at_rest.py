@@ -37,15 +37,20 @@ def _texts(form: bytes) -> list[bytes]:
     return [form, form.hex().encode()]
 
 
+def _register_owner(node: Node) -> None:
+    """OWNER's handle, its own admin, with SECRET at 300 (written by the node admin)."""
+    grant = {"handle": OWNER, "index": 300, "permissions": "111111111111"}
+    values = record(
+        {"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": grant}},
+        {"index": 300, "type": "HS_SECKEY", "data": SECRET},
+    )
+    assert node.put(f"/api/handles/{OWNER}", values, auth=ADMIN).status == 201
+
+
 def test_a_stolen_store_holds_no_hash_of_any_secret_and_opens_nothing_without_its_key(tmp_path: Path) -> None:
     node = Node(tmp_path / "data").start()
     try:
-        grant = {"handle": OWNER, "index": 300, "permissions": "111111111111"}
-        values = record(
-            {"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": grant}},
-            {"index": 300, "type": "HS_SECKEY", "data": SECRET},
-        )
-        assert node.put(f"/api/handles/{OWNER}", values, auth=ADMIN).status == 201
+        _register_owner(node)
         assert node.get(f"/api/handles/{OWNER}", auth=(f"300:{OWNER}", SECRET)).status == 200
     finally:
         node.stop()
@@ -84,12 +89,7 @@ def test_a_postgresql_store_holds_no_hash_of_any_secret(tmp_path: Path) -> None:
     with temp_database() as url:
         node = Node(tmp_path / "data", store=url).start()
         try:
-            grant = {"handle": OWNER, "index": 300, "permissions": "111111111111"}
-            values = record(
-                {"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": grant}},
-                {"index": 300, "type": "HS_SECKEY", "data": SECRET},
-            )
-            assert node.put(f"/api/handles/{OWNER}", values, auth=ADMIN).status == 201
+            _register_owner(node)
             assert node.get(f"/api/handles/{OWNER}", auth=(f"300:{OWNER}", SECRET)).status == 200
         finally:
             node.stop()
@@ -111,12 +111,7 @@ def test_rotating_the_secret_key_reseals_everything_and_the_old_key_opens_nothin
     data = tmp_path / "data"
     node = Node(data).start()
     try:
-        grant = {"handle": OWNER, "index": 300, "permissions": "111111111111"}
-        values = record(
-            {"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": grant}},
-            {"index": 300, "type": "HS_SECKEY", "data": SECRET},
-        )
-        assert node.put(f"/api/handles/{OWNER}", values, auth=ADMIN).status == 201
+        _register_owner(node)
         busy = _rotate(data)  # refused while the node has the store open
         assert busy.returncode == 4 and "stop the node first" in busy.stderr, busy.stderr
     finally:
