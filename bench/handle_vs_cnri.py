@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -142,13 +143,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--udp-concurrency", type=int, default=32)
     parser.add_argument("--tcp-concurrency", type=int, default=16)
     parser.add_argument("--work", type=Path, help="keep stores here (default: a temporary directory)")
-    args = parser.parse_args(argv)
+    return in_work(parser.parse_args(argv), run_all, "idnode-handle-bench-")
+
+
+def in_work(args: argparse.Namespace, run: Callable[[argparse.Namespace, Path], int], prefix: str) -> int:
+    """``run`` inside this private network namespace, on ``--work`` (kept) or a temporary directory."""
     cnri.require_netns()
     if args.work:
         args.work.mkdir(parents=True, exist_ok=True)
-        return run_all(args, args.work)
-    with tempfile.TemporaryDirectory(prefix="idnode-handle-bench-") as work:
-        return run_all(args, Path(work))
+        return run(args, args.work)
+    with tempfile.TemporaryDirectory(prefix=prefix) as work:
+        return run(args, Path(work))
+
+
+def cnri_layout(args: argparse.Namespace, work: Path) -> cnri.Layout:
+    """CNRI's server in ``work`` with ``args.count`` records (``args.dist``), written once: a kept
+    ``--work`` reuses it, its ports included."""
+    ports_file = work / "cnri-ports.json"
+    if not ports_file.exists():
+        ports_file.write_text(json.dumps([_free_port(), _free_port()]))
+    port, http_port = json.loads(ports_file.read_text())
+    lay = cnri.Layout(work / "cnri", args.dist.resolve(), PREFIX, "127.0.0.1", port, http_port)
+    if not (lay.server_dir / "config.dct").exists():
+        cnri.write_dirs(lay)
+        cnri.load_handles(lay, args.count)
+    return lay
 
 
 def run_all(args: argparse.Namespace, work: Path) -> int:
@@ -157,14 +176,7 @@ def run_all(args: argparse.Namespace, work: Path) -> int:
         load(cached_data, args.count, NODE_PREFIX, ADMIN_SECRET, cnri_record)
     if not (uncached_data / "idnode.sqlite3").exists():
         load(uncached_data, args.uncached_count, NODE_PREFIX, ADMIN_SECRET, cnri_record)
-    ports_file = work / "cnri-ports.json"  # a kept --work reuses the CNRI server as it was written
-    if not ports_file.exists():
-        ports_file.write_text(json.dumps([_free_port(), _free_port()]))
-    port, http_port = json.loads(ports_file.read_text())
-    lay = cnri.Layout(work / "cnri", args.dist.resolve(), PREFIX, "127.0.0.1", port, http_port)
-    if not (lay.server_dir / "config.dct").exists():
-        cnri.write_dirs(lay)
-        cnri.load_handles(lay, args.count)
+    lay = cnri_layout(args, work)
     rng = random.Random(12)
     hot = [f"{PREFIX}/{n}" for n in rng.sample(range(1, args.count + 1), min(HOT, args.count))]
     uniform = [f"{PREFIX}/{n}" for n in range(1, args.uncached_count + 1)]

@@ -28,10 +28,8 @@ connection-per-request ratio stays >= 1.2). Writes bench/results/tcp_kept.md.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,10 +40,11 @@ from bench.handle_vs_cnri import (
     NODE_PREFIX,
     PREFIX,
     Series,
-    _free_port,
     _pid,
+    cnri_layout,
     cnri_record,
     idnode_cmd,
+    in_work,
     series_rows,
 )
 from bench.load_store import load
@@ -113,14 +112,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     data = work / "idnode"
     if not (data / "idnode.sqlite3").exists():
         load(data, args.count, NODE_PREFIX, ADMIN_SECRET, cnri_record)
-    ports_file = work / "cnri-ports.json"
-    if not ports_file.exists():
-        ports_file.write_text(json.dumps([_free_port(), _free_port()]))
-    port, http_port = json.loads(ports_file.read_text())
-    lay = cnri.Layout(work / "cnri", args.dist.resolve(), PREFIX, "127.0.0.1", port, http_port)
-    if not (lay.server_dir / "config.dct").exists():
-        cnri.write_dirs(lay)
-        cnri.load_handles(lay, args.count)
+    lay = cnri_layout(args, work)
     hot = [f"{PREFIX}/{n}" for n in random.Random(12).sample(range(1, args.count + 1), min(HOT, args.count))]
     server = cnri.Server(lay)
     idnode = Target("idnode", "idnode --workers 2", idnode_cmd(data))
@@ -157,13 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="TCP clients in flight")
     parser.add_argument("--udp-concurrency", type=int, default=32)
     parser.add_argument("--work", type=Path, help="keep the stores here (default: a temporary directory)")
-    args = parser.parse_args(argv)
-    cnri.require_netns()
-    if args.work:
-        args.work.mkdir(parents=True, exist_ok=True)
-        return run(args, args.work)
-    with tempfile.TemporaryDirectory(prefix="idnode-tcp-kept-") as work:
-        return run(args, Path(work))
+    return in_work(parser.parse_args(argv), run, "idnode-tcp-kept-")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ challenge sent on its connection.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -92,11 +94,8 @@ class Logins:
                 "answer the challenge of each administrative request instead"
             )
         link = _connection(link, "LOGIN_ID_SYSTEM")
-        try:
+        with _logged_out_on_failure(link):
             self.admin.identity(body.handle, body.index)
-        except HandleError:
-            link.identity = None
-            raise
         return self.admin.challenge(request, raw, peer, transport, link)
 
     async def answered(
@@ -131,11 +130,8 @@ class Logins:
                 "secret in clear; log in with LOGIN_ID_SYSTEM (2001), which answers a challenge instead"
             )
         link = _connection(link, "OC_LOGIN")
-        try:
+        with _logged_out_on_failure(link):
             identity = await self.admin.authenticator.authenticate(body.user, body.secret, peer)
-        except HandleError:
-            link.identity = None
-            raise
         link.identity = identity
         log.info("identity %s logged in with its secret on a Handle connection from %s", identity, peer)
         return self.admin.reply(request, ResolutionResponse(body.handle))
@@ -146,6 +142,16 @@ class Logins:
         ops.precheck(request)
         body = await ops.run(Caller(identity, peer, via=VIA_LOGIN), request)
         return self.admin.reply(request, body)
+
+
+@contextlib.contextmanager
+def _logged_out_on_failure(link: Link) -> Iterator[None]:
+    """A failed login leaves its connection logged out, whoever was logged in on it before."""
+    try:
+        yield
+    except HandleError:
+        link.identity = None
+        raise
 
 
 def _connection(link: Link | None, what: str) -> Link:

@@ -8,7 +8,6 @@ workers: one copy does the request, every other one is told no challenge is pend
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -17,9 +16,9 @@ from protocol.codes import ResponseCode
 from protocol.errors import AuthenticationTimeout
 from protocol.records import HandleValue
 from protocol.wire.auth import client_secret_kind, secret_answer
-from protocol.wire.message import ChallengeAnswerRequest, ChallengeResponse, CreateHandleRequest, OpCode, decode_message
+from protocol.wire.message import ChallengeAnswerRequest, ChallengeResponse, CreateHandleRequest, OpCode
 from tests.integration.test_handle_admin_wire import KEY, NODE_ADMIN, request
-from tests.support.handleclient import tcp
+from tests.support.handleclient import copies_at_once, tcp
 from tests.support.nodeproc import Node
 
 TRIALS = 600
@@ -43,27 +42,11 @@ def answer_for(node: Node, handle: str, rid: int) -> bytes:
     return request(OpCode.CHALLENGE_RESPONSE, answer, session_id=challenge.envelope.session_id, rid=rid + 1)
 
 
-def race(port: int, datagram: bytes) -> list[int]:
-    """Send ``datagram`` from COPIES sockets at once (each its own port, so the kernel spreads
-    them over the workers) and give back each copy's response code."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(COPIES)]
-    try:
-        for sock in socks:
-            sock.settimeout(10)
-            sock.connect(("127.0.0.1", port))
-        for sock in socks:
-            sock.send(datagram)
-        return [decode_message(sock.recv(65536)).response_code for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 def test_racing_copies_of_one_answer_run_the_request_once(two_workers: Node) -> None:
     node = two_workers
     outcomes = []
     for n in range(TRIALS):
-        codes = race(node.handle_port, answer_for(node, f"88.118/RACE-{n}", rid=1000 + 2 * n))
+        codes = copies_at_once(node.handle_port, answer_for(node, f"88.118/RACE-{n}", rid=1000 + 2 * n), COPIES)
         outcomes.append(sorted(codes))
     once = sorted([ResponseCode.SUCCESS] + [AuthenticationTimeout.code] * (COPIES - 1))
     twice = [o for o in outcomes if o != once]

@@ -68,7 +68,7 @@ from registry.identity.tokens import LIFETIME, TokenSigner, load_key
 from tests.conftest import LIMITS_OFF
 from tests.integration.test_handle_admin_wire import request
 from tests.integration.test_permissions import admin_value
-from tests.support.handleclient import read_message
+from tests.support.handleclient import copies_at_once, read_message
 from tests.support.nodeproc import Auth, Node, Reply, record, url_value
 from tests.support.pgproc import query, temp_database
 from tests.support.snmsclient import (
@@ -206,20 +206,6 @@ AT_ONCE = 10  # UDP copies of each sent at once, from sockets of their own (so o
 OVER_TCP = 9  # then one after the other, a connection each
 
 
-def copies_at_once(node: Node, data: bytes, copies: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(copies)]
-    try:
-        for sock in socks:
-            sock.settimeout(5)
-            sock.connect(("127.0.0.1", node.handle_port))
-        for sock in socks:
-            sock.send(data)
-        return [decode_message(sock.recv(65536)).response_code for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 def grafted(answer: bytes, challenge: Message) -> bytes:
     """A used answer put on another request's fresh challenge (its session id)."""
     message = decode_message(answer)
@@ -242,7 +228,7 @@ def test_200_replays_of_used_answers_are_refused(probe: Probe) -> None:
         used.append(answer)
     codes: Counter[int] = Counter()
     for answer in used:
-        codes.update(copies_at_once(node, answer, AT_ONCE))
+        codes.update(copies_at_once(node.handle_port, answer, AT_ONCE, timeout=5))
         codes.update(send(node, answer, "tcp").response_code for _ in range(OVER_TCP))
         fresh = send(node, request(OpCode.DELETE_HANDLE, DeleteHandleRequest(victim), rid=next(_ids)), "tcp")
         assert fresh.response_code == ResponseCode.AUTHENTICATION_NEEDED

@@ -141,3 +141,19 @@ class Connection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def copies_at_once(port: int, datagram: bytes, copies: int, *, timeout: float = 10) -> list[int]:
+    """Send ``datagram`` from ``copies`` sockets at once (each its own port, so the kernel spreads
+    them over the workers) and give back each copy's response code."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(copies)]
+    try:
+        for sock in socks:
+            sock.settimeout(timeout)
+            sock.connect(("127.0.0.1", port))
+        for sock in socks:
+            sock.send(datagram)
+        return [decode_message(sock.recv(65536)).response_code for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
