@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from resolver.config import Config
 
 LISTEN_BACKLOG = 1024
+DEFER_ACCEPT_SECONDS = 1  # the Handle listener's TCP_DEFER_ACCEPT
 # A burst of datagrams waits here while every worker is busy; past it the kernel drops them
 # (counted by the kernel as receive-buffer errors), as a DNS server's would.
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
@@ -57,11 +58,16 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _tcp(host: str, port: int) -> socket.socket:
+def _tcp(host: str, port: int, defer_accept: bool = False) -> socket.socket:
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        if defer_accept and hasattr(socket, "TCP_DEFER_ACCEPT"):
+            # Linux: wake the node once the client's first bytes have come (Handle clients
+            # speak first), not at the end of the handshake; a client silent that long is
+            # accepted all the same and meets the idle timeout. resolver.handle.transport.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)
         sock.listen(LISTEN_BACKLOG)
     except OSError:
         sock.close()
@@ -86,7 +92,7 @@ def _udp(host: str, port: int) -> socket.socket:
 def _handle_sockets(host: str, port: int, udp_count: int) -> tuple[socket.socket, tuple[socket.socket, ...]]:
     """TCP and ``udp_count`` UDP sockets on one port; for port 0, the first port free for both."""
     for _ in range(PORT_ATTEMPTS if port == 0 else 1):
-        tcp = _tcp(host, port)
+        tcp = _tcp(host, port, defer_accept=True)
         udp: list[socket.socket] = []
         try:
             for _ in range(udp_count):

@@ -32,9 +32,12 @@ and the connection closed.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
+import errno
 import ipaddress
 import logging
+import select
 import socket
 import time
 from collections import OrderedDict
@@ -242,15 +245,35 @@ def _one_request(message: bytes) -> bool:
     )
 
 
+ACCEPT_BATCH = 64  # connections accepted in one wake-up of the listener, at most
+FIRST_READ = 65_536  # bytes read from a connection as it is accepted
+ACCEPT_RETRY = 1.0  # seconds without accepting once the process is out of descriptors or memory
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
 class TcpServer:
-    """The connections of one worker's TCP listener."""
+    """The connections of one worker's TCP listener.
+
+    It accepts them itself: a connection whose first read is one cached resolution from a
+    client of one request a connection (CNRI's 7.x tools, ``_one_request``) is answered and
+    closed there and then, with four system calls and no transport; every other connection
+    (more to read, an admin request, a client that keeps it) is handed to the event loop
+    as a ``TcpConnection``, with what was read. With the listener's TCP_DEFER_ACCEPT
+    (``resolver.listeners``) the kernel wakes the node only once the request has arrived.
+    """
 
     def __init__(self, frontend: HandleFrontend, limits: HandleLimits) -> None:
         self.frontend = frontend
         self.limits = limits
         self.connections: set[TcpConnection] = set()
         self.per_address: dict[str, int] = {}  # open connections by client address; none: no entry
-        self._server: asyncio.AbstractServer | None = None
+        # Connections answered by the server itself and kept for their client's close or
+        # next request, by descriptor: the socket, its client's address, the idle deadline.
+        self.waiting: dict[int, tuple[_socket.socket, str, float]] = {}
+        self._listener: socket.socket | None = None
+        self._poller: select.epoll | None = None
+        self._accepting = False
+        self._handoffs: set[asyncio.Task[object]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
     def admit(self, address: str) -> bool:
@@ -267,9 +290,164 @@ class TcpServer:
             self.per_address[address] = held
 
     async def start(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: TcpConnection(self), sock=sock)
+        """Serve ``sock``'s connections. On Linux the listener and the connections waiting for
+        their client's next move are watched through an epoll of this worker's own, itself
+        watched by the loop: the listener with EPOLLEXCLUSIVE, so that a connection wakes one
+        worker, not all of them (every worker accepts from the one listener: watched directly,
+        each connection would wake them all, and all but one would find nothing); a waiting
+        connection costs two epoll_ctl calls and no loop object."""
+        self._listener = sock
+        if hasattr(select, "epoll"):
+            self._poller = select.epoll()
+            asyncio.get_running_loop().add_reader(self._poller.fileno(), self._ready)
+        self._resume_accepting()
         self._sweeper = asyncio.create_task(self._sweep(), name="handle-tcp-sweep")
+
+    def _resume_accepting(self) -> None:
+        listener = self._listener
+        if listener is None or self._accepting:
+            return
+        if self._poller is None:
+            asyncio.get_running_loop().add_reader(listener.fileno(), self._accept)
+        else:
+            self._poller.register(listener.fileno(), select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0))
+        self._accepting = True
+
+    def _stop_accepting(self) -> None:
+        listener = self._listener
+        if listener is None or not self._accepting:
+            return
+        if self._poller is None:
+            asyncio.get_running_loop().remove_reader(listener.fileno())
+        else:
+            self._poller.unregister(listener.fileno())
+        self._accepting = False
+
+    def _ready(self) -> None:
+        """The worker's epoll is readable: accept, or read from connections kept after their answer."""
+        assert self._poller is not None and self._listener is not None
+        listener = self._listener.fileno()
+        for fd, _ in self._poller.poll(0):
+            if fd == listener:
+                if self._accepting:
+                    self._accept()
+            elif fd in self.waiting:
+                self._next(fd)
+
+    def _accept(self) -> None:
+        listener = self._listener
+        assert listener is not None
+        for _ in range(ACCEPT_BATCH):
+            try:
+                fd, addr = listener._accept()  # type: ignore[attr-defined]
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return  # none left, or another worker took it, or the client gave up
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    raise
+                # As asyncio's own accept loop: stop for a while rather than spin on the error.
+                log.warning("tcp: cannot accept (%s); not accepting for %.0f s", exc, ACCEPT_RETRY)
+                metrics.handle_dropped("tcp", "limit")
+                self._stop_accepting()
+                asyncio.get_running_loop().call_later(ACCEPT_RETRY, self._resume_accepting)
+                return
+            # The C socket, not socket.socket's Python wrapper: a third of this path's Python.
+            self._serve(_socket.socket(listener.family, listener.type, listener.proto, fd), addr)
+
+    def _serve(self, conn: _socket.socket, addr: tuple[str, int]) -> None:
+        """Answer ``conn``'s one cached request here, or hand the connection to the loop."""
+        try:
+            first = conn.recv(FIRST_READ, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            first = b""  # nothing yet: the connection reads it
+        except OSError:
+            conn.close()  # reset before it was read
+            return
+        else:
+            if not first:  # closed without a request
+                conn.close()
+                return
+        if first and self._answer(conn, addr, first):
+            return
+        self._hand_off(conn, first, b"")
+
+    def _answer(self, conn: _socket.socket, addr: tuple[str, int], request: bytes) -> bool:
+        """Answer ``request`` if its answer is cached; False if it is not (nothing was sent)."""
+        started = time.perf_counter()
+        answer = self.frontend.cached(request)
+        if answer is None:
+            return False
+        try:
+            sent = conn.send(answer, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            conn.close()
+            return True
+        metrics.observe("tcp", "resolve", answer_code(answer), 0, time.perf_counter() - started)
+        if sent < len(answer):
+            self._hand_off(conn, b"", answer[sent:], keep=not _one_request(request))
+        elif _one_request(request):
+            conn.close()  # the answer is in the kernel's buffer: it is still delivered
+        else:
+            self._await_next(conn, addr)
+        return True
+
+    def _await_next(self, conn: _socket.socket, addr: tuple[str, int]) -> None:
+        """After answering a client that keeps its connection: wait for its close (CNRI's
+        9.x tools) or its next request (China's SDKs: the connection is then handed over)."""
+        address = str(addr[0])
+        if len(self.connections) + len(self.waiting) >= self.limits.max_connections or not self.admit(address):
+            metrics.handle_dropped("tcp", "limit")
+            conn.close()
+            return
+        if self._poller is None:
+            self.release(address)
+            self._hand_off(conn, b"", b"")
+            return
+        fd = conn.fileno()
+        self.waiting[fd] = (conn, address, time.monotonic() + self.limits.idle_timeout)
+        self._poller.register(fd, select.EPOLLIN)
+
+    def _next(self, fd: int) -> None:
+        conn = self._unwait(fd)[0]
+        try:
+            data = conn.recv(FIRST_READ, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            self._hand_off(conn, b"", b"")
+            return
+        except OSError:
+            conn.close()
+            return
+        if not data:
+            conn.close()  # the client is done
+        else:
+            self._hand_off(conn, data, b"")
+
+    def _unwait(self, fd: int) -> tuple[_socket.socket, str, float]:
+        assert self._poller is not None
+        self._poller.unregister(fd)
+        held = self.waiting.pop(fd)
+        self.release(held[1])
+        return held
+
+    def _hand_off(self, conn: _socket.socket, first: bytes, unsent: bytes, keep: bool = False) -> None:
+        """Have the loop serve ``conn`` as a ``TcpConnection``, its stream starting with ``first``
+        (or, with ``unsent``, finish sending that answer, then close unless ``keep``)."""
+        sock = socket.socket(conn.family, conn.type, conn.proto, fileno=conn.detach())
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        task: asyncio.Task[object] = loop.create_task(
+            loop.connect_accepted_socket(lambda: TcpConnection(self, first, unsent, keep), sock)
+        )
+        self._handoffs.add(task)
+        task.add_done_callback(lambda done: self._handed(done, sock))
+
+    def _handed(self, task: asyncio.Task[object], conn: socket.socket) -> None:
+        self._handoffs.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("tcp: connection not taken over: %s", task.exception())
+            conn.close()
 
     async def _sweep(self) -> None:
         step = min(self.limits.message_timeout, self.limits.idle_timeout, 1.0) / 4
@@ -278,10 +456,14 @@ class TcpServer:
             now = time.monotonic()
             for connection in list(self.connections):
                 connection.expire(now)
+            for fd in [fd for fd, (_, _, deadline) in self.waiting.items() if now > deadline]:
+                metrics.handle_dropped("tcp", "idle")
+                self._unwait(fd)[0].close()
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        self._stop_accepting()
+        if self._handoffs:
+            await asyncio.wait(set(self._handoffs), timeout=SHUTDOWN_GRACE)
         if self._sweeper is not None:
             self._sweeper.cancel()
         working = {c.worker for c in self.connections if c.worker is not None and not c.worker.done()}
@@ -289,6 +471,13 @@ class TcpServer:
             await asyncio.wait(working, timeout=SHUTDOWN_GRACE)
         for connection in list(self.connections):
             connection.close()
+        for fd in list(self.waiting):
+            self._unwait(fd)[0].close()
+        if self._poller is not None:
+            asyncio.get_running_loop().remove_reader(self._poller.fileno())
+            self._poller.close()
+            self._poller = None
+        self._listener = None
 
 
 class TcpConnection(Link, asyncio.Protocol):
@@ -317,9 +506,17 @@ class TcpConnection(Link, asyncio.Protocol):
     _writable: asyncio.Future[None] | None = None  # while the client reads too slowly: set when it catches up
     _eof = False  # the client has finished sending: close once its requests are answered
     _last_one = False  # the last request answered came from a client of one request a connection
+    _first = b""  # read by the server as it accepted the connection: the first bytes of the stream
+    _unsent = b""  # the rest of an answer the server began to send itself: sent, then closed unless kept
+    _keep = False
 
-    def __init__(self, server: TcpServer) -> None:
+    def __init__(self, server: TcpServer, first: bytes = b"", unsent: bytes = b"", keep: bool = False) -> None:
         self._server = server
+        if first:
+            self._first = first
+        if unsent:
+            self._unsent = unsent
+            self._keep = keep
         self._frontend = server.frontend
         self._framer = Framer()
         self._transport: asyncio.Transport | None = None
@@ -333,7 +530,7 @@ class TcpConnection(Link, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         server = self._server
-        if len(server.connections) >= server.limits.max_connections:
+        if len(server.connections) + len(server.waiting) >= server.limits.max_connections:
             metrics.handle_dropped("tcp", "limit")
             self._transport.abort()
             return
@@ -346,6 +543,16 @@ class TcpConnection(Link, asyncio.Protocol):
         server.connections.add(self)
         self.deadline = time.monotonic() + server.limits.idle_timeout
         self.waiting_for = "idle"
+        if self._unsent:
+            self._transport.write(self._unsent)
+            if not self._keep:
+                self._transport.close()
+        elif self._first:
+            first, self._first = self._first, b""
+            self.data_received(first)
+            if self._paused:  # the loop starts reading once this returns, whatever was asked: ask again then
+                self._paused = False
+                asyncio.get_running_loop().call_soon(self._flow)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)

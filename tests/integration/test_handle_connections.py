@@ -138,3 +138,39 @@ def test_per_address_and_node_caps_count_kept_connections(tmp_path: Path) -> Non
             conn.close()
     finally:
         node.stop()
+
+
+def test_a_connection_kept_after_one_cached_answer_idles_out_and_holds_its_slot(tmp_path: Path) -> None:
+    """The listener answers a cached request itself and keeps the connection of a client that
+    keeps it (protocol 2.8 and later) without a transport: that connection still meets the idle
+    timeout and counts against its address's share, and its next request is answered."""
+    args = ["--workers", "1", "--max-connections-per-address", "2"]
+    node = Node(tmp_path / "data", args=args, env={"IDNODE_HANDLE_IDLE_TIMEOUT": str(IDLE)}).start()
+    try:
+        kept_record = record(url_value(1, "https://k.example/"))
+        assert node.put("/api/handles/88.118/KEPT", kept_record, auth=ADMIN).status == 201
+        assert tcp(node.handle_port, resolution("88.118/KEPT"))[0].response_code == ResponseCode.SUCCESS  # cached now
+        idle_before = node.metric("idnode_handle_dropped_total", transport="tcp", reason="idle")
+        with Connection(node.handle_port) as lone:
+            assert lone.ask(resolution("88.118/KEPT", rid=1)).response_code == ResponseCode.SUCCESS
+            answered = time.monotonic()
+            assert lone.closed_by_peer(within=IDLE + 4)
+            assert time.monotonic() - answered > IDLE / 2
+        dropped = "idnode_handle_dropped_total"
+        assert node.metric(dropped, until=lambda n: n > idle_before, transport="tcp", reason="idle") > idle_before
+        kept = [Connection(node.handle_port) for _ in range(2)]
+        for n, conn in enumerate(kept):
+            assert conn.ask(resolution("88.118/KEPT", rid=10 + n)).response_code == ResponseCode.SUCCESS
+        with Connection(node.handle_port) as third:  # answered, then closed: 127.0.0.1's share is held
+            assert third.ask(resolution("88.118/KEPT", rid=20)).response_code == ResponseCode.SUCCESS
+            assert third.closed_by_peer(within=1)
+        for n, conn in enumerate(kept):  # the kept ones go on: their next requests are answered in order
+            conn.sock.sendall(resolution("88.118/KEPT", rid=30 + n) + resolution("88.118/NONE", rid=40 + n))
+            answers = [decode_message(read_message(conn.sock)) for _ in range(2)]
+            assert [(a.request_id, a.response_code) for a in answers] == [
+                (30 + n, ResponseCode.SUCCESS),
+                (40 + n, ResponseCode.HANDLE_NOT_FOUND),
+            ]
+            conn.close()
+    finally:
+        node.stop()
