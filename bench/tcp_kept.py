@@ -28,18 +28,23 @@ connection-per-request ratio stays >= 1.2). Writes bench/results/tcp_kept.md.
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import signal
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 from bench import cnri
-from bench.handle_load_base import SDK_SUGGEST, RequestMix
+from bench.handle_load_base import SDK_SUGGEST, RequestMix, resolution_request
 from bench.handle_vs_cnri import (
     HOT,
     NODE_PREFIX,
     PREFIX,
     Series,
+    _free_port,
     _pid,
     cnri_layout,
     cnri_record,
@@ -58,7 +63,7 @@ PAIRS = (
 )
 
 
-def series(lay: cnri.Layout, cnri_pid: int, idnode: Target, hot: list[str]) -> list[Series]:
+def series(lay: cnri.Layout, cnri_pid: int, idnode: Target, hot: list[str], floor: tuple[int, int]) -> list[Series]:
     def mix(seed: int, keepalive: bool = False, sdk: bool = False) -> RequestMix:
         return RequestMix(hot, seed=seed, keepalive=keepalive, suggest=SDK_SUGGEST if sdk else (0, 0))
 
@@ -68,6 +73,14 @@ def series(lay: cnri.Layout, cnri_pid: int, idnode: Target, hot: list[str]) -> l
         Series("idnode-udp", f"{label}, UDP", node, _pid(idnode), mix(1), "udp"),
         Series("cnri-tcp", "CNRI 7.3.1, TCP, a connection per request", lay.port, cnri_pid, mix(2), "tcp"),
         Series("idnode-tcp", f"{label}, TCP, a connection per request", node, _pid(idnode), mix(2), "tcp"),
+        Series(
+            "floor-tcp",
+            "the floor: two Python processes that accept, read and send one fixed answer (bench.tcp_floor)",
+            floor[0],
+            floor[1],
+            mix(2),
+            "tcp",
+        ),
         Series(
             "idnode-tcp-2.10",
             f"{label}, TCP, a connection per request from a 2.10 client (kept until it closes)",
@@ -101,11 +114,40 @@ def table(runs: list[Series]) -> str:
     by = {s.name: s for s in runs}
     rows = [*series_rows(runs), ""]
     for shape, cnri_shape, label in PAIRS:
+        if f"idnode-{shape}" not in by or f"cnri-{cnri_shape}" not in by:
+            continue
         ours, theirs = by[f"idnode-{shape}"], by[f"cnri-{cnri_shape}"]
         ratio = theirs.median("server_cpu_us_per_answer") / ours.median("server_cpu_us_per_answer")
         target = " (target >= 1.2)" if shape == "tcp" else ""
         rows.append(f"- {label}: idnode / CNRI, answers per server CPU second{target}: **{ratio:.2f}**")
+    if "floor-tcp" in by and "idnode-tcp" in by and "cnri-tcp" in by:
+        least, node, cnri_tcp = (
+            by[n].median("server_cpu_us_per_answer") for n in ("floor-tcp", "idnode-tcp", "cnri-tcp")
+        )
+        rows.append(
+            f"- TCP, a connection per request: the floor / CNRI, answers per server CPU second: "
+            f"**{cnri_tcp / least:.2f}**; idnode's CPU per answer over the floor's: **{node / least:.2f}**"
+        )
     return "\n".join(rows)
+
+
+def start_floor(node_port: int, handle: str) -> tuple[int, subprocess.Popen[bytes]]:
+    """bench.tcp_floor on a free port, answering with idnode's answer for ``handle``."""
+    with socket.create_connection(("127.0.0.1", node_port), timeout=5) as sock:
+        sock.sendall(resolution_request(handle))
+        answer = b""
+        while chunk := sock.recv(65_536):
+            answer += chunk
+    port = _free_port()
+    cmd = [sys.executable, "-m", "bench.tcp_floor", "--port", str(port), "--answer", answer.hex()]
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return port, proc
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("bench.tcp_floor did not listen")
 
 
 def run(args: argparse.Namespace, work: Path) -> int:
@@ -116,9 +158,12 @@ def run(args: argparse.Namespace, work: Path) -> int:
     hot = [f"{PREFIX}/{n}" for n in random.Random(12).sample(range(1, args.count + 1), min(HOT, args.count))]
     server = cnri.Server(lay)
     idnode = Target("idnode", "idnode --workers 2", idnode_cmd(data))
+    floor: subprocess.Popen[bytes] | None = None
     try:
         idnode.start()
-        runs = series(lay, server.proc.pid, idnode, hot)
+        floor_port, floor = start_floor(idnode.handle_port, hot[0])
+        every = series(lay, server.proc.pid, idnode, hot, (floor_port, floor.pid))
+        runs = [s for s in every if not args.series or s.name in args.series]
         for s in runs:  # CNRI's JIT, every worker's cache
             s.run(seconds=4.0, concurrency=args.concurrency, warmup=2.0)
         for n in range(1, args.rounds + 1):
@@ -129,6 +174,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 s.runs.append(report)
                 print(f"  {s.name:<16} {report.line()}", file=sys.stderr, flush=True)
     finally:
+        if floor is not None:
+            os.killpg(floor.pid, signal.SIGKILL)
+            floor.wait()
         idnode.stop()
         server.stop()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -149,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="TCP clients in flight")
     parser.add_argument("--udp-concurrency", type=int, default=32)
     parser.add_argument("--work", type=Path, help="keep the stores here (default: a temporary directory)")
+    parser.add_argument(
+        "--series", type=lambda v: set(v.split(",")), default=set(), help="only these series, comma-separated"
+    )
     return in_work(parser.parse_args(argv), run, "idnode-tcp-kept-")
 
 
