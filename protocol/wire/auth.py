@@ -18,7 +18,11 @@ a digest of the request's encoded body (MD5 below protocol 2.1, SHA-1 up to 2.6,
   signature (BouncyCastle's SM2Signer through hutool's ``SM2.signHex``) of
   ``SM3(nonce || request_digest)`` under the signer ID that is the identity's handle, as UTF-8
   (so e = SM3(Z_A || SM3(nonce || request_digest))). The request digest stays MD5, SHA-1 or
-  SHA-256: the SDK's ``Util.doDigest`` knows no other.
+  SHA-256: the SDK's ``Util.doDigest`` knows no other. An SM2 private key the SDK reads with
+  its own ``KeyConverter`` (algorithm ``SM2``, not hutool's ``EC``) goes the generic way,
+  ``Signature.getInstance("SHA256withSM2")``: BouncyCastle's SM2Signer over SHA-256 (Z_A and e
+  both), under the default signer ID, of ``nonce || request_digest`` itself, hash id
+  ``SHA-256``. The node accepts both forms.
 
 The secret key is whatever bytes the HS_SECKEY value holds. handle.net's "hashed" secret key
 (``Encoder.encodeSecretKey(secret, hash=true)``) is the lowercase hex of SHA-1(secret) stored
@@ -254,17 +258,22 @@ def sign_challenge(
     nonce: bytes,
     request_digest: bytes,
     *,
-    hash_name: str = "SHA-256",
+    hash_name: str = "",
     signer: str | None = None,
 ) -> bytes:
     """The ChallengeAnswer's signed response for HS_PUBKEY: hash id, then the signature.
 
-    An SM2 key signs as id-pointer does (``hash_name`` is then SM3); ``signer`` is the
-    identity's handle, its SM2 signer ID."""
+    ``hash_name`` defaults to SHA-256; an SM2 key signs as id-pointer does: by default with SM3,
+    as hutool does, ``signer`` (the identity's handle) its signer ID; with SHA-256, as
+    BouncyCastle's SHA256withSM2."""
     message = nonce + request_digest
     if isinstance(key, sm2.SM2PrivateKey):
+        if hash_name in ("SHA-256", "SHA256"):  # BouncyCastle's SHA256withSM2: no signer ID given
+            signature = sm2.sign(key, message, sm2.DEFAULT_USER_ID, algorithm=hashes.SHA256())
+            return pack(hash_name.encode(), sm2.encode_signature(signature))
         signature = sm2.sign(key, sm2.sm3(message), _signer_id(signer))
         return pack(b"SM3", sm2.encode_signature(signature))
+    hash_name = hash_name or "SHA-256"
     algorithm = _SIGNATURE_HASHES[hash_name.encode()]()
     if isinstance(key, DSAPrivateKey):
         signature_bytes = key.sign(message, algorithm)
@@ -296,18 +305,20 @@ def _signer_id(signer: str | None) -> bytes:
 def _verify_sm2(
     key: sm2.SM2PublicKey, signature: bytes, message: bytes, algorithm: hashes.HashAlgorithm, signer: str | None
 ) -> bool:
-    if not isinstance(algorithm, hashes.SM3):
-        return False  # an SM2 key signs only with SM3
+    if not isinstance(algorithm, hashes.SM3 | hashes.SHA256):
+        return False  # an SM2 key signs with SM3 (hutool) or SHA-256 (BouncyCastle's SHA256withSM2)
     try:
         pair = sm2.decode_signature(signature)
     except InvalidValue as exc:
         raise ProtocolViolation(exc.message) from None
+    if isinstance(algorithm, hashes.SHA256):
+        return sm2.verify(key, pair, message, sm2.DEFAULT_USER_ID, algorithm)
     return sm2.verify(key, pair, sm2.sm3(message), _signer_id(signer))
 
 
 def _verify(key: PublicKey, signature: bytes, message: bytes, algorithm: hashes.HashAlgorithm) -> bool:
     if isinstance(key, sm2.SM2PublicKey) or isinstance(algorithm, hashes.SM3):
-        return False  # SM3 signs only with SM2 keys, and those only with SM3
+        return False  # SM3 signs only with SM2 keys
     try:
         if isinstance(key, DSAPublicKey):
             key.verify(signature, message, algorithm)

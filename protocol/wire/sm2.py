@@ -117,32 +117,49 @@ def _root(curve: Curve, x: int) -> int | None:
 # Hashing ---------------------------------------------------------------------------------
 
 
-def sm3(*parts: bytes) -> bytes:
-    digest = hashes.Hash(hashes.SM3())
+SM3 = hashes.SM3()
+
+
+def digest_of(algorithm: hashes.HashAlgorithm, *parts: bytes) -> bytes:
+    digest = hashes.Hash(algorithm)
     for part in parts:
         digest.update(part)
     return digest.finalize()
 
 
-def z_value(key: SM2PublicKey, user_id: bytes) -> bytes:
-    """Z_A = SM3(ENTL || ID || a || b || xG || yG || xA || yA): binds the signer's ID and key."""
+def sm3(*parts: bytes) -> bytes:
+    return digest_of(SM3, *parts)
+
+
+def z_value(key: SM2PublicKey, user_id: bytes, algorithm: hashes.HashAlgorithm = SM3) -> bytes:
+    """Z_A = H(ENTL || ID || a || b || xG || yG || xA || yA): binds the signer's ID and key.
+
+    H is SM3 in the standard; BouncyCastle's ``SHA256withSM2`` uses SHA-256 here as for e."""
     if len(user_id) > MAX_USER_ID:
         raise InvalidValue(f"an SM2 signer ID is at most {MAX_USER_ID} bytes, not {len(user_id)}")
     c, size = key.curve, key.curve.size
     numbers = (c.a, c.b, c.gx, c.gy, key.x, key.y)
-    return sm3((len(user_id) * 8).to_bytes(2, "big"), user_id, *(v.to_bytes(size, "big") for v in numbers))
+    entl = (len(user_id) * 8).to_bytes(2, "big")
+    return digest_of(algorithm, entl, user_id, *(v.to_bytes(size, "big") for v in numbers))
 
 
-def message_digest(key: SM2PublicKey, user_id: bytes, message: bytes) -> int:
-    """e = SM3(Z_A || M) as a number."""
-    return int.from_bytes(sm3(z_value(key, user_id), message), "big")
+def message_digest(key: SM2PublicKey, user_id: bytes, message: bytes, algorithm: hashes.HashAlgorithm = SM3) -> int:
+    """e = H(Z_A || M) as a number."""
+    return int.from_bytes(digest_of(algorithm, z_value(key, user_id, algorithm), message), "big")
 
 
 # Signatures ------------------------------------------------------------------------------
 
 
-def verify(key: SM2PublicKey, signature: tuple[int, int], message: bytes, user_id: bytes = DEFAULT_USER_ID) -> bool:
-    """True when (r, s) is ``key``'s SM2 signature of ``message`` by the signer ``user_id``."""
+def verify(
+    key: SM2PublicKey,
+    signature: tuple[int, int],
+    message: bytes,
+    user_id: bytes = DEFAULT_USER_ID,
+    algorithm: hashes.HashAlgorithm = SM3,
+) -> bool:
+    """True when (r, s) is ``key``'s SM2 signature of ``message`` by the signer ``user_id``
+    (hashed with ``algorithm``: SM3, or SHA-256 as BouncyCastle's ``SHA256withSM2``)."""
     r, s = signature
     c = key.curve
     n = c.n
@@ -151,7 +168,7 @@ def verify(key: SM2PublicKey, signature: tuple[int, int], message: bytes, user_i
     t = (r + s) % n
     if t == 0:
         return False
-    e = message_digest(key, user_id, message)
+    e = message_digest(key, user_id, message, algorithm)
     point = _shamir(c, s, (c.gx, c.gy), t, (key.x, key.y))
     if point[2] == 0:
         return False
@@ -160,12 +177,17 @@ def verify(key: SM2PublicKey, signature: tuple[int, int], message: bytes, user_i
 
 
 def sign(
-    key: SM2PrivateKey, message: bytes, user_id: bytes = DEFAULT_USER_ID, *, k: int | None = None
+    key: SM2PrivateKey,
+    message: bytes,
+    user_id: bytes = DEFAULT_USER_ID,
+    *,
+    algorithm: hashes.HashAlgorithm = SM3,
+    k: int | None = None,
 ) -> tuple[int, int]:
     """An SM2 signature (r, s) of ``message``; ``k`` only for the standard's known-answer tests."""
     c = key.curve
     n = c.n
-    e = message_digest(key.public_key(), user_id, message)
+    e = message_digest(key.public_key(), user_id, message, algorithm)
     while True:
         nonce = k if k is not None else 1 + secrets.randbelow(n - 1)
         x1, _ = _affine(_multiply(c, nonce, (c.gx, c.gy)), c.p)

@@ -11,9 +11,10 @@ curve is refused on write.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+from cryptography.hazmat.primitives import hashes
 
 from protocol.codes import ResponseCode
 from protocol.records import HandleValue
@@ -63,12 +64,20 @@ def sdk_answer(key: sm2.SM2PrivateKey, handle: str, nonce: bytes, digest: bytes)
     return keys.pack(b"SM3", sm2.encode_signature(signature))
 
 
-def create_as(node: Node, handle: str, key: sm2.SM2PrivateKey, rid: int) -> Message:
+def bc_answer(key: sm2.SM2PrivateKey, handle: str, nonce: bytes, digest: bytes) -> bytes:
+    """As id-pointer signs with a key its KeyConverter read (BouncyCastle's SHA256withSM2)."""
+    signature = sm2.sign(key, nonce + digest, sm2.DEFAULT_USER_ID, algorithm=hashes.SHA256())
+    return keys.pack(b"SHA-256", sm2.encode_signature(signature))
+
+
+def create_as(
+    node: Node, handle: str, key: sm2.SM2PrivateKey, rid: int, answer_with: Callable[..., bytes] = sdk_answer
+) -> Message:
     body = CreateHandleRequest(handle, (HandleValue(1, "URL", b"https://sm2.example/"),))
     (challenge,) = tcp(node.handle_port, request(OpCode.CREATE_HANDLE, body, rid=rid))
     assert challenge.response_code == ResponseCode.AUTHENTICATION_NEEDED, challenge
     assert isinstance(challenge.body, ChallengeResponse) and challenge.request_digest is not None
-    signed = sdk_answer(key, IDENTITY, challenge.body.nonce, challenge.request_digest.digest)
+    signed = answer_with(key, IDENTITY, challenge.body.nonce, challenge.request_digest.digest)
     answer = ChallengeAnswerRequest("HS_PUBKEY", IDENTITY, 300, signed)
     session = challenge.envelope.session_id
     (done,) = tcp(node.handle_port, request(OpCode.CHALLENGE_RESPONSE, answer, session_id=session, rid=rid + 1))
@@ -91,8 +100,17 @@ def test_an_sm2_identity_answers_the_challenge_and_creates_a_handle(sm2_node: No
     assert any(e.get("identity") == f"300:{PREFIX}/SM2ADMIN" for e in audit.json.get("entries", [])), audit.json
 
 
-def test_an_answer_signed_with_another_key_is_refused_and_nothing_is_written(sm2_node: Node) -> None:
-    refused = create_as(sm2_node, f"{PREFIX}/not-made", sm2.generate_private_key(), rid=41)
+def test_an_answer_signed_as_bouncycastles_sha256withsm2_is_accepted(sm2_node: Node) -> None:
+    created = create_as(sm2_node, f"{PREFIX}/made-with-sha256", KEY, rid=51, answer_with=bc_answer)
+    assert created.response_code == ResponseCode.SUCCESS, created.body
+    assert sm2_node.get(f"/api/handles/{PREFIX}/made-with-sha256").status == 200
+
+
+@pytest.mark.parametrize("answer_with", [sdk_answer, bc_answer])
+def test_an_answer_signed_with_another_key_is_refused_and_nothing_is_written(
+    sm2_node: Node, answer_with: Callable[..., bytes]
+) -> None:
+    refused = create_as(sm2_node, f"{PREFIX}/not-made", sm2.generate_private_key(), rid=41, answer_with=answer_with)
     assert refused.response_code == ResponseCode.AUTHENTICATION_FAILED
     assert sm2_node.get(f"/api/handles/{PREFIX}/not-made").status == 404
 

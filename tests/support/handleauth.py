@@ -69,7 +69,7 @@ class Who:
             return ChallengeAnswerRequest(
                 "HS_SECKEY", self.handle, self.index, secret_answer(kind, self.key, nonce, digest)
             )
-        signed = sign_challenge(self.key, nonce, digest, hash_name="SHA-256")
+        signed = sign_challenge(self.key, nonce, digest, signer=self.handle)
         return ChallengeAnswerRequest("HS_PUBKEY", self.handle, self.index, signed)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -23,6 +25,8 @@ from protocol.errors import AuthenticationFailed, InvalidValue, ProtocolViolatio
 from protocol.jsonfmt import data_to_json, value_from_json, value_to_json
 from protocol.records import HandleValue
 from protocol.wire import auth, der, keys, sm2
+
+VECTORS = Path(__file__).parents[2] / "vectors"
 
 NONCE, DIGEST = bytes(range(16)), bytes(range(100, 132))
 HANDLE = "88.888.1/sm2user"
@@ -223,13 +227,41 @@ def test_wrong_answers_are_refused() -> None:
     assert not auth.verify_signature(stored, answer, NONCE[::-1], DIGEST, signer=HANDLE)
     other = keys.sm2_pem(sm2.generate_private_key().public_key())
     assert not auth.verify_signature(other, answer, NONCE, DIGEST, signer=HANDLE)
-    # An SM2 key signs with SM3 only, and SM3 goes with SM2 keys only.
+    # The SM3 answer relabelled SHA-256 (BouncyCastle's form) does not verify; SM3 goes with SM2 keys only.
     signature = answer[7 + 4 :]
     assert not auth.verify_signature(stored, keys.pack(b"SHA-256", signature), NONCE, DIGEST, signer=HANDLE)
     rsa_key = rsa.generate_private_key(65537, 2048)
     rsa_answer = auth.sign_challenge(rsa_key, NONCE, DIGEST)
     rsa_stored = keys.encode_public_key(rsa_key.public_key())
     assert not auth.verify_signature(rsa_stored, keys.pack(b"SM3", rsa_answer[11:]), NONCE, DIGEST)
+
+
+BC_SHA256_WITH_SM2 = json.loads((VECTORS / "sm2" / "bc-sha256withsm2.json").read_text())["cases"]
+
+
+@pytest.mark.parametrize("case", BC_SHA256_WITH_SM2)
+def test_answers_signed_by_bouncycastles_sha256withsm2_verify(case: dict[str, str]) -> None:
+    """id-pointer signs with ``Signature.getInstance("SHA256withSM2")`` when its key reads as
+    ``SM2``: the signatures BouncyCastle itself made (tests/vectors/sm2/BcSha256WithSm2.java)."""
+    stored, nonce, digest = (
+        case["public_key_pem"].encode(),
+        bytes.fromhex(case["nonce"]),
+        bytes.fromhex(case["request_digest"]),
+    )
+    answer = keys.pack(b"SHA-256", bytes.fromhex(case["signature"]))
+    assert auth.verify_signature(stored, answer, nonce, digest, signer=HANDLE)  # any identity: the default ID
+    assert auth.verify_signature(stored, keys.pack(b"SHA256", bytes.fromhex(case["signature"])), nonce, digest)
+    assert not auth.verify_signature(stored, answer, nonce, digest[::-1], signer=HANDLE)
+    assert not auth.verify_signature(stored, keys.pack(b"SM3", bytes.fromhex(case["signature"])), nonce, digest)
+    other = keys.sm2_pem(sm2.generate_private_key().public_key())
+    assert not auth.verify_signature(other, answer, nonce, digest)
+
+
+def test_our_sha256withsm2_answers_verify_and_bind_the_key() -> None:
+    private = sm2.generate_private_key()
+    answer = auth.sign_challenge(private, NONCE, DIGEST, hash_name="SHA-256")
+    assert auth.verify_signature(keys.sm2_pem(private.public_key()), answer, NONCE, DIGEST, signer=HANDLE)
+    assert not auth.verify_signature(keys.sm2_pem(private.public_key()), answer, NONCE, DIGEST[::-1])
 
 
 def test_a_plain_r_s_signature_is_read_too() -> None:
