@@ -397,8 +397,12 @@ class TcpServer:
         """After answering a client that keeps its connection: wait for its close (CNRI's
         9.x tools) or its next request (China's SDKs: the connection is then handed over)."""
         address = str(addr[0])
-        if len(self.connections) + len(self.waiting) >= self.limits.max_connections or not self.admit(address):
+        if len(self.connections) + len(self.waiting) >= self.limits.max_connections:
             metrics.handle_dropped("tcp", "limit")
+            conn.close()
+            return
+        if not self.admit(address):
+            metrics.handle_dropped("tcp", "address_limit")
             conn.close()
             return
         if self._poller is None:

@@ -161,9 +161,11 @@ def test_a_connection_kept_after_one_cached_answer_idles_out_and_holds_its_slot(
         kept = [Connection(node.handle_port) for _ in range(2)]
         for n, conn in enumerate(kept):
             assert conn.ask(resolution("88.118/KEPT", rid=10 + n)).response_code == ResponseCode.SUCCESS
+        refused = node.metric(dropped, transport="tcp", reason="address_limit")
         with Connection(node.handle_port) as third:  # answered, then closed: 127.0.0.1's share is held
             assert third.ask(resolution("88.118/KEPT", rid=20)).response_code == ResponseCode.SUCCESS
             assert third.closed_by_peer(within=1)
+        assert node.metric(dropped, until=lambda n: n > refused, transport="tcp", reason="address_limit") > refused
         for n, conn in enumerate(kept):  # the kept ones go on: their next requests are answered in order
             conn.sock.sendall(resolution("88.118/KEPT", rid=30 + n) + resolution("88.118/NONE", rid=40 + n))
             answers = [decode_message(read_message(conn.sock)) for _ in range(2)]
