@@ -54,6 +54,7 @@ from bench.handle_vs_cnri import (
 )
 from bench.load_store import load
 from bench.resolve_baseline import ADMIN_SECRET, RESULTS, Target, machine, revision
+from tests.support.poll import wait_until
 
 PAIRS = (
     ("udp", "udp", "UDP"),
@@ -141,13 +142,11 @@ def start_floor(node_port: int, handle: str) -> tuple[int, subprocess.Popen[byte
     port = _free_port()
     cmd = [sys.executable, "-m", "bench.tcp_floor", "--port", str(port), "--answer", answer.hex()]
     proc = subprocess.Popen(cmd, start_new_session=True)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return port, proc
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("bench.tcp_floor did not listen")
+    listening = wait_until(
+        lambda: socket.create_connection(("127.0.0.1", port), timeout=1), what="bench.tcp_floor", ignoring=(OSError,)
+    )
+    listening.close()
+    return port, proc
 
 
 def run(args: argparse.Namespace, work: Path) -> int:

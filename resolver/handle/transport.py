@@ -290,38 +290,27 @@ class TcpServer:
             self.per_address[address] = held
 
     async def start(self, sock: socket.socket) -> None:
-        """Serve ``sock``'s connections. On Linux the listener and the connections waiting for
-        their client's next move are watched through an epoll of this worker's own, itself
-        watched by the loop: the listener with EPOLLEXCLUSIVE, so that a connection wakes one
-        worker, not all of them (every worker accepts from the one listener: watched directly,
-        each connection would wake them all, and all but one would find nothing); a waiting
-        connection costs two epoll_ctl calls and no loop object."""
+        """Serve ``sock``'s connections. The listener and the connections waiting for their
+        client's next move are watched through an epoll of this worker's own (Linux, as the
+        node is), itself watched by the loop: the listener with EPOLLEXCLUSIVE, so that a
+        connection wakes one worker, not all of them (every worker accepts from the one
+        listener: watched directly, each connection would wake them all, and all but one would
+        find nothing); a waiting connection costs two epoll_ctl calls and no loop object."""
         self._listener = sock
-        if hasattr(select, "epoll"):
-            self._poller = select.epoll()
-            asyncio.get_running_loop().add_reader(self._poller.fileno(), self._ready)
+        self._poller = select.epoll()
+        asyncio.get_running_loop().add_reader(self._poller.fileno(), self._ready)
         self._resume_accepting()
         self._sweeper = asyncio.create_task(self._sweep(), name="handle-tcp-sweep")
 
     def _resume_accepting(self) -> None:
-        listener = self._listener
-        if listener is None or self._accepting:
-            return
-        if self._poller is None:
-            asyncio.get_running_loop().add_reader(listener.fileno(), self._accept)
-        else:
-            self._poller.register(listener.fileno(), select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0))
-        self._accepting = True
+        if self._listener is not None and self._poller is not None and not self._accepting:
+            self._poller.register(self._listener.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+            self._accepting = True
 
     def _stop_accepting(self) -> None:
-        listener = self._listener
-        if listener is None or not self._accepting:
-            return
-        if self._poller is None:
-            asyncio.get_running_loop().remove_reader(listener.fileno())
-        else:
-            self._poller.unregister(listener.fileno())
-        self._accepting = False
+        if self._listener is not None and self._poller is not None and self._accepting:
+            self._poller.unregister(self._listener.fileno())
+            self._accepting = False
 
     def _ready(self) -> None:
         """The worker's epoll is readable: accept, or read from connections kept after their answer."""
@@ -405,10 +394,7 @@ class TcpServer:
             metrics.handle_dropped("tcp", "address_limit")
             conn.close()
             return
-        if self._poller is None:
-            self.release(address)
-            self._hand_off(conn, b"", b"")
-            return
+        assert self._poller is not None
         fd = conn.fileno()
         self.waiting[fd] = (conn, address, time.monotonic() + self.limits.idle_timeout)
         self._poller.register(fd, select.EPOLLIN)
