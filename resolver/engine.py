@@ -69,6 +69,7 @@ class ResolutionEngine:
         self.fresh: Callable[[str], Entry | None] = self._tiers.fresh
         self.remember: Callable[[Entry, Any, Any, int], None] = self._tiers.remember
         self.remember_rendered: Callable[[Entry, str, bytes], None] = self._tiers.remember_rendered
+        self.remember_answer: Callable[[Entry, bytes, bytes, float], None] = self._tiers.remember_answer
 
     @property
     def node_prefix(self) -> str:
@@ -118,7 +119,7 @@ class ResolutionEngine:
         A stale answer (the store failed; RFC 8767) comes back as an entry marked ``stale``
         whose values carry the stale reply TTL.
         """
-        entry = self._tiers.cached(handle.key)
+        entry = self._tiers.fresh(handle.key)
         if entry is not None:
             return entry
         self._delegator.admit(handle, via)

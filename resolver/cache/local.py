@@ -6,10 +6,12 @@ fails. Entries are keyed by the handle's normalised key, so every front-end and 
 spelling of a handle shares one entry: the REST API's ``GET /api/handles/{h}``, the proxy
 form, filtered and authenticated reads, and the Handle protocol. What each front-end
 sends is made from the record once, by the front-end, and memoised beside it
-(``Entry.rendered``: the one encoding asked for most, in a slot of its own; ``Entry.memo``:
-the others, by a key of the front-end's), so a cached answer costs one dict lookup and a
-memo read. What an encoding is, is the front-end's business: this tier only keeps it and
-counts its bytes.
+(``Entry.rendered``: the REST body, in a slot of its own; ``Entry.answers``: the Handle
+protocol's answers, by the request's form; ``Entry.memo``: the others, by a key of the
+front-end's), so a cached answer costs one dict lookup and a memo read. What an encoding
+is, is the front-end's business: this tier only keeps it and counts its bytes.
+
+Most entries of a large key set are cold (packed): see ``LocalCache``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import itertools
 import struct
 import zlib
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from typing import Any
 
-from protocol.errors import ProtocolViolation
+import msgpack
+
 from protocol.records import PUBLIC_READ, HandleRecord, HandleValue, decode_record, encode_record
 from registry.identity.secrets import withhold
 
@@ -32,27 +36,38 @@ VALUE_OVERHEAD = 190  # per value: the named tuple, its str and bytes
 MEMO_OVERHEAD = 120  # per memoised encoding beside the first: its key, bytes header, dict slot
 MEMO_MAX = 8  # encodings memoised per entry beside the unfiltered HTTP body
 COLD_OVERHEAD = 195  # a cold entry: dict slot, str and bytes headers, its place in the queue
-ZDICT_SAMPLES = 64  # records the deflate dictionary is made of
-# A 4 KiB dictionary and window: records pack to ~60 bytes and a deflate stream costs 24 us
-# to set up instead of 100 (measured on our machines).
+ZDICT_SAMPLES = 64  # entries the deflate dictionary is made of
+# A 4 KiB dictionary and window: an entry (record, REST body and Handle answer: ~1 KB)
+# packs to ~150 bytes and unpacks in ~2.5 us; a larger dictionary saves 5% of the bytes
+# for 40% more time, and a deflate stream costs 24 us to set up instead of 100 (measured
+# on our machines).
 ZDICT_BYTES = 4096
 ZLIB_WBITS = 12
 ZLIB_MEMLEVEL = 4
-# expires, stale_until (monotonic), ttl, generation word, slot, found
-_COLD = struct.Struct("<ddfQIH")
+# expires, stale_until (monotonic), ttl, generation word, slot, found, values in the record
+_COLD = struct.Struct("<ddfQIHH")
 
 
 class Entry:
-    """One handle's answer: the record (None: not found) and its encodings, made as asked."""
+    """One handle's answer: the record (None: not found) and its encodings, made as asked.
+
+    An entry made hot again from its cold form (``LocalCache.take_cold``) has its
+    encodings at once and its record only when something asks for it (``record``): the
+    front-ends' cached answers never do, so a cold entry answers for the cost of unpacking.
+    """
 
     __slots__ = (
+        "_blob",
+        "_public",
+        "_record",
+        "answers",
         "expires",
+        "found",
         "gen",
         "key",
         "memo",
+        "packed",
         "prefetching",
-        "public",
-        "record",
         "refresh_at",
         "rendered",
         "rendered_for",
@@ -67,18 +82,15 @@ class Entry:
     def __init__(
         self, record: HandleRecord | None, ttl: float, expires: float, stale_until: float, slot: int, gen: int
     ) -> None:
-        self.record = record
-        # What an anonymous client may see, in index order; and what the entry costs.
-        public = []
+        self._record = record
+        self._blob: bytes | None = None  # the record's stored encoding, until it is decoded
+        self._public: tuple[HandleValue, ...] | None = None
+        self.found = record is not None
         size = ENTRY_OVERHEAD
         if record is not None:
             size += len(record.handle)
             for v in record.values:
                 size += len(v.data) + len(v.type) + VALUE_OVERHEAD
-                if v.permissions & PUBLIC_READ:
-                    public.append(v)
-        # A secret is never public (the write path clears it), and is withheld even if a store says otherwise.
-        self.public: tuple[HandleValue, ...] = tuple(withhold(public))
         self.ttl = ttl  # seconds this answer was cached for
         self.expires = expires  # time.monotonic() after which it is not served fresh
         self.refresh_at = expires - ttl * 0.1  # a hit after this refreshes it in the background
@@ -88,15 +100,33 @@ class Entry:
         self.prefetching = False
         self.stale = False  # served in place of an answer the store could not give
         self.used = False  # set by each hit; new entries not hit again go first
-        self.rendered: bytes = b""  # the encoding asked most (the REST body), made for ``rendered_for``
+        self.rendered: bytes = b""  # the REST body, made for ``rendered_for`` (a spelling)
         self.rendered_for: str | None = None
-        self.memo: dict[Any, Any] | None = None  # other front-ends' encodings, by a key of theirs
+        self.answers: dict[bytes, tuple[bytes, float]] | None = None  # Handle answers: form -> (bytes, until)
+        self.memo: dict[Any, Any] | None = None  # other encodings, by a key of their front-end's
+        self.packed: bytes | None = None  # the cold form, while it still holds every encoding above
         self.key = ""  # set when cached
         self.size = size
 
     @property
-    def found(self) -> bool:
-        return self.record is not None
+    def record(self) -> HandleRecord | None:
+        if self._blob is not None:
+            self._record = decode_record(self._blob)
+            self._blob = None
+        return self._record
+
+    @property
+    def public(self) -> tuple[HandleValue, ...]:
+        """What an anonymous client may see, in index order.
+
+        A secret is never public (the write path clears it), and is withheld even if a
+        store says otherwise.
+        """
+        if self._public is None:
+            record = self.record
+            values = [] if record is None else [v for v in record.values if v.permissions & PUBLIC_READ]
+            self._public = tuple(withhold(values))
+        return self._public
 
 
 class LocalCache:
@@ -104,12 +134,16 @@ class LocalCache:
 
     Hot entries are ``Entry`` objects. ``sweep`` walks them a slice at a time: one not used
     since its last visit goes cold, packed into a single bytes object (a fixed header,
-    then the record's stored encoding deflated with a dictionary of records this worker
-    served: records of one node look alike, so they pack to a fraction). A cold entry is
-    unpacked and made hot again when it is next asked for (``take_cold``); its front-end
-    encodings are made again as they are asked for.
-    Past either bound, cold entries go first, oldest first; then hot ones, with CLOCK
-    (second chance).
+    then the record's stored encoding, the REST body and the Handle answers, deflated
+    together with a dictionary of what this worker served: answers of one node look
+    alike, so they pack to a seventh). A cold entry asked for again is unpacked into a hot
+    one with its encodings and without decoding its record (``take_cold``): an answer costs
+    about the same whether it was asked a second or an hour ago. It keeps its cold form
+    while its encodings stay the same, so packing it again costs nothing.
+
+    Past the entry bound, cold entries go first, oldest first; then hot ones, with CLOCK
+    (second chance). Past the byte bound, hot entries are packed first (CLOCK), and cold
+    ones dropped only when none is left hot.
     """
 
     def __init__(self, max_entries: int, max_bytes: int) -> None:
@@ -117,7 +151,9 @@ class LocalCache:
         self.max_bytes = max_bytes
         self.entries: OrderedDict[str, Entry] = OrderedDict()
         self.cold: dict[str, bytes] = {}
-        self._cold_order: deque[str] = deque()  # may hold keys since dropped or warmed
+        # Keys in the order they were packed; may hold keys since dropped, warmed, or packed
+        # again (such a key keeps its first place: eviction order is approximate).
+        self._cold_order: deque[str] = deque()
         self._pass: list[str] = []  # hot keys still to visit in this sweep
         self._zdict: bytes | None = None
         self.bytes = 0
@@ -141,13 +177,25 @@ class LocalCache:
         self._evict()
 
     def set_rendered(self, entry: Entry, key: str, encoded: bytes) -> None:
-        """Memoise ``entry``'s most asked encoding, made for ``key`` (a front-end's, e.g. a spelling)."""
+        """Memoise ``entry``'s REST body, made for ``key`` (a spelling)."""
         grown = len(encoded) - len(entry.rendered)
         entry.rendered, entry.rendered_for = encoded, key
-        self._grow(entry, grown)
+        self._grow(entry, grown - self._unpacked(entry))
+
+    def set_answer(self, entry: Entry, form: bytes, answer: bytes, until: float) -> None:
+        """Memoise a Handle answer of ``entry`` for requests of ``form``, to be made again after ``until``."""
+        answers = entry.answers
+        if answers is None:
+            answers = entry.answers = {}
+        elif len(answers) >= MEMO_MAX and form not in answers:
+            return  # a handle asked in many forms: the others are made each time
+        old = answers.get(form)
+        answers[form] = (answer, until)
+        grown = len(answer) - len(old[0]) if old is not None else len(form) + len(answer) + MEMO_OVERHEAD
+        self._grow(entry, grown - self._unpacked(entry))
 
     def set_memo(self, entry: Entry, key: Any, encoded: Any, size: int) -> None:
-        """Memoise another encoding of ``entry`` (``size`` bytes) under a front-end's ``key``."""
+        """Memoise another encoding of ``entry`` (``size`` bytes) under a front-end's ``key``; never packed."""
         memo = entry.memo
         if memo is None:
             memo = entry.memo = {}
@@ -155,6 +203,15 @@ class LocalCache:
             return  # a handle asked in many forms: the others are made each time
         memo[key] = encoded
         self._grow(entry, size + MEMO_OVERHEAD)
+
+    @staticmethod
+    def _unpacked(entry: Entry) -> int:
+        """Forget ``entry``'s cold form (its encodings changed); the bytes that frees."""
+        packed = entry.packed
+        if packed is None:
+            return 0
+        entry.packed = None
+        return len(packed)
 
     def _grow(self, entry: Entry, grown: int) -> None:
         entry.size += grown
@@ -177,21 +234,30 @@ class LocalCache:
         self._pass.clear()
         self.bytes = 0
 
-    def take_cold(self, key: str) -> Entry | None:
-        """The cold entry for ``key``, made hot again; None if there is none."""
+    def take_cold(self, key: str, words: Sequence[int] | None = None) -> Entry | None:
+        """The cold entry for ``key``, made hot again; None if there is none, or if its
+        generation word is no longer the one in ``words`` (the handle changed: dropped)."""
         packed = self.cold.pop(key, None)
         if packed is None:
             return None
         self.bytes -= self.cold_cost(key, packed)
-        expires, stale_until, ttl, gen, slot, found = _COLD.unpack_from(packed)
-        record = None
+        expires, stale_until, ttl, gen, slot, found, values = _COLD.unpack_from(packed)
+        if words is not None and words[slot] != gen:
+            return None
+        payload = zlib.decompressobj(ZLIB_WBITS, zdict=self._zdict or b"").decompress(packed[_COLD.size :])
+        blob, rendered, rendered_for, answers = msgpack.unpackb(payload, use_list=False)
+        entry = Entry(None, ttl, expires, stale_until, slot, gen)
+        # What it holds, counted as the payload's bytes (the record's, the encodings') and its cold form.
+        size = entry.size + len(payload) + len(packed) + values * VALUE_OVERHEAD
         if found:
-            blob = zlib.decompressobj(ZLIB_WBITS, zdict=self._zdict or b"").decompress(packed[_COLD.size :])
-            try:
-                record = decode_record(blob)
-            except ProtocolViolation:  # cannot happen unless memory is corrupt: a miss, not a crash
-                return None
-        entry = Entry(record, ttl, expires, stale_until, slot, gen)
+            entry.found = True
+            entry._blob = blob
+        entry.rendered, entry.rendered_for = rendered, rendered_for
+        if answers:
+            entry.answers = answers
+            size += len(answers) * MEMO_OVERHEAD
+        entry.packed = packed
+        entry.size = size
         self.put(key, entry)
         return entry
 
@@ -200,9 +266,7 @@ class LocalCache:
         if not self._pass:
             self._pass = list(self.entries)
             if self._zdict is None and len(self.entries) >= ZDICT_SAMPLES:
-                records = (e.record for e in self.entries.values() if e.record is not None)
-                sample = itertools.islice(records, ZDICT_SAMPLES)
-                self._zdict = b"".join(encode_record(r) for r in sample)[-ZDICT_BYTES:]
+                self._zdict = self._dictionary()
         packed = 0
         for _ in range(min(budget, len(self._pass))):
             key = self._pass.pop()
@@ -212,19 +276,25 @@ class LocalCache:
             if entry.used:
                 entry.used = False
             elif self._zdict is not None and not entry.stale and not entry.prefetching:
+                del self.entries[key]
                 self._pack(key, entry)
                 packed += 1
         return packed
 
+    def _dictionary(self, *more: Entry) -> bytes:
+        """A deflate dictionary made of what this worker's first entries hold."""
+        sample = itertools.islice(itertools.chain(more, self.entries.values()), ZDICT_SAMPLES)
+        return b"".join(_payload(e) for e in sample)[-ZDICT_BYTES:]
+
     def _pack(self, key: str, entry: Entry) -> None:
-        del self.entries[key]
+        """Keep ``entry``, just taken out of the hot entries, in its cold form."""
         self.bytes -= self.cost(key, entry)
-        header = _COLD.pack(entry.expires, entry.stale_until, entry.ttl, entry.gen, entry.slot, entry.found)
-        if entry.record is None:
-            packed = header
-        else:
+        packed = entry.packed
+        if packed is None:
+            values = len(entry.record.values) if entry.record is not None else 0
+            header = _COLD.pack(entry.expires, entry.stale_until, entry.ttl, entry.gen, entry.slot, entry.found, values)
             deflate = zlib.compressobj(6, zlib.DEFLATED, ZLIB_WBITS, ZLIB_MEMLEVEL, zdict=self._zdict or b"")
-            packed = header + deflate.compress(encode_record(entry.record)) + deflate.flush()
+            packed = header + deflate.compress(_payload(entry)) + deflate.flush()
         self.cold[key] = packed
         self._cold_order.append(key)
         self.bytes += self.cold_cost(key, packed)
@@ -233,16 +303,45 @@ class LocalCache:
 
     def _evict(self) -> None:
         entries, cold = self.entries, self.cold
-        while len(entries) + len(cold) > self.max_entries or self.bytes > self.max_bytes:
-            if cold:
-                key = self._cold_order.popleft()
-                packed = cold.pop(key, None)
-                if packed is not None:
-                    self.bytes -= self.cold_cost(key, packed)
-                continue
-            key, entry = entries.popitem(last=False)
-            if entry.used and len(entries) > 0:
-                entry.used = False
-                entries[key] = entry  # second chance: to the back of the queue
-            else:
-                self.bytes -= self.cost(key, entry)
+        while len(entries) + len(cold) > self.max_entries:
+            if not self._drop_cold():
+                self._clock(pack=False)
+        while self.bytes > self.max_bytes:
+            if entries:
+                self._clock(pack=True)
+            elif not self._drop_cold():
+                break
+
+    def _drop_cold(self) -> bool:
+        """Drop the oldest cold entry; False when there is none."""
+        while self.cold:
+            key = self._cold_order.popleft()
+            packed = self.cold.pop(key, None)
+            if packed is not None:
+                self.bytes -= self.cold_cost(key, packed)
+                return True
+        return False
+
+    def _clock(self, *, pack: bool) -> None:
+        """Give the oldest hot entry a second chance if it was used, else pack or drop it."""
+        entries = self.entries
+        key, entry = entries.popitem(last=False)
+        if entry.used and len(entries) > 0:
+            entry.used = False
+            entries[key] = entry  # second chance: to the back of the queue
+        elif pack and not entry.stale and not entry.prefetching:
+            if self._zdict is None:
+                self._zdict = self._dictionary(entry)
+            self._pack(key, entry)
+        else:
+            self.bytes -= self.cost(key, entry)
+
+
+def _payload(entry: Entry) -> bytes:
+    """What the cold form of ``entry`` deflates: its record's encoding and the front-ends' answers."""
+    blob = entry._blob
+    if blob is None and entry.found:
+        record = entry.record
+        assert record is not None
+        blob = encode_record(record)
+    return msgpack.packb((blob, entry.rendered, entry.rendered_for, entry.answers), use_bin_type=True)

@@ -137,7 +137,12 @@ class CacheTiers:
     def fresh(self, key: str) -> Entry | None:
         """The cached answer for the handle ``key`` if it may be served now (the hot path)."""
         entry = self.local.entries.get(key)
-        if entry is None or entry.gen != self.words[entry.slot]:
+        if entry is None:
+            # Packed since its last use: unpacked with its encodings, the record left packed.
+            entry = self.local.take_cold(key, self.words)
+            if entry is None:
+                return None
+        if entry.gen != self.words[entry.slot]:
             return None
         now = self._monotonic()
         if now >= entry.expires:
@@ -148,13 +153,6 @@ class CacheTiers:
         self._hits["local"] += 1
         if entry.stale:
             metrics.count("served_stale")
-        return entry
-
-    def cached(self, key: str) -> Entry | None:
-        """``fresh``, also for an entry packed into the cold tier since its last use."""
-        entry = self.fresh(key)
-        if entry is None and self.local.take_cold(key) is not None:
-            entry = self.fresh(key)
         return entry
 
     async def load(self, handle: Handle, via: Sequence[str] = ()) -> Entry:
@@ -171,8 +169,12 @@ class CacheTiers:
         self.local.set_memo(entry, key, encoded, size)
 
     def remember_rendered(self, entry: Entry, key: str, encoded: bytes) -> None:
-        """Keep the encoding of ``entry`` asked for most, made for ``key``, in its own slot."""
+        """Keep the REST body of ``entry``, made for ``key`` (a spelling), in its own slot."""
         self.local.set_rendered(entry, key, encoded)
+
+    def remember_answer(self, entry: Entry, form: bytes, answer: bytes, until: float) -> None:
+        """Keep a Handle answer of ``entry`` for requests of ``form`` until ``until`` (monotonic)."""
+        self.local.set_answer(entry, form, answer, until)
 
     def _entry(self, handle: Handle, fetched: Fetched) -> Entry:
         now = self._monotonic()

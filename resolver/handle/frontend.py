@@ -152,12 +152,12 @@ class HandleFrontend:
         except UnicodeDecodeError:
             return None
         entry = self._fresh(self._key_of(spelling))
-        if entry is None or entry.memo is None:
+        if entry is None or entry.answers is None:
             return None
-        memo = entry.memo.get(_variant(data, handle_end))
+        memo = entry.answers.get(_variant(data, handle_end))
         if memo is None or time.monotonic() > memo[1]:
             return None
-        answer: bytes = memo[0]
+        answer = memo[0]
         return answer[:4] + data[4:12] + answer[12:]
 
     # Everything else ----------------------------------------------------------------------
@@ -239,8 +239,7 @@ class HandleFrontend:
         # Memoised for ``cached``: the same request from anyone else is then answered from bytes.
         handle_end = _BODY_AT + 4 + _U32.unpack_from(data, _BODY_AT)[0]
         encoded = encode_message(reply)
-        memo = (encoded, time.monotonic() + MEMO_REFRESH)
-        self.engine.remember(entry, _variant(data, handle_end), memo, len(encoded))
+        self.engine.remember_answer(entry, _variant(data, handle_end), encoded, time.monotonic() + MEMO_REFRESH)
         return encoded
 
     def _with_site(self, handle: Handle, values: tuple[HandleValue, ...]) -> tuple[HandleValue, ...]:

@@ -150,7 +150,7 @@ class HttpFrontend:
                 body = entry.rendered if entry.rendered_for == spelling else self._unfiltered(entry, spelling)
                 # Headers copied from one prebuilt set: 1.7 µs less than setting them one by one.
                 headers = STALE_HEADERS if entry.stale else CACHED_HEADERS
-                if entry.record is not None:
+                if entry.found:
                     response = web.Response(body=body, headers=headers)
                     code = ResponseCode.SUCCESS
                 else:
@@ -170,7 +170,7 @@ class HttpFrontend:
             headers = STALE_HEADERS if entry.stale else CACHED_HEADERS
             body = self._unfiltered(entry, spelling, handle.text)
             response = web.Response(body=body, status=status_of(entry), headers=headers)
-            response["code"] = ResponseCode.SUCCESS if entry.record is not None else ResponseCode.HANDLE_NOT_FOUND
+            response["code"] = ResponseCode.SUCCESS if entry.found else ResponseCode.HANDLE_NOT_FOUND
             return response
         handle = self.service.parse(request.match_info["handle"])
         entry = await self.engine.lookup(handle, via_of(request))

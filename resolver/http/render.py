@@ -37,9 +37,9 @@ def not_found_body(handle_text: str) -> bytes:
 
 def unfiltered_body(entry: Entry, handle_text: str) -> bytes:
     """The anonymous, unfiltered answer of ``entry``: its public values, or "not found"."""
-    return not_found_body(handle_text) if entry.record is None else values_body(handle_text, entry.public)
+    return values_body(handle_text, entry.public) if entry.found else not_found_body(handle_text)
 
 
 def status_of(entry: Entry) -> int:
     """The HTTP status of the unfiltered answer: 200, or 404 for a negative one."""
-    return 404 if entry.record is None else 200
+    return 200 if entry.found else 404

@@ -142,3 +142,63 @@ def test_memoised_encodings_count_against_the_byte_bound() -> None:
     for e in list(cache.entries.values()):
         cache.set_rendered(e, e.key, b"b" * 3000)
     assert cache.bytes <= 20_000 and len(cache.entries) < 10
+
+
+def packed_all(cache: LocalCache) -> None:
+    for _ in range(2):  # one pass clears the "used" marks, the next packs what stayed unused
+        while cache.sweep(10_000) or cache._pass:
+            pass
+
+
+def test_a_cold_entry_comes_back_with_its_encodings_and_packs_again_for_free() -> None:
+    cache = LocalCache(max_entries=10_000, max_bytes=1 << 30)
+    originals = {f"88.118.1/P{n:06d}": entry(n) for n in range(100)}
+    for spelling, e in originals.items():
+        cache.put(spelling, e)
+        cache.set_rendered(e, spelling.lower(), b'{"handle":"%s"}' % spelling.encode())
+        cache.set_answer(e, b"v2.10", b"\x02\x0a answer of " + spelling.encode(), 1234.5)
+    packed_all(cache)
+    key = "88.118.1/P000042"
+    first = cache.cold[key]
+
+    back = cache.take_cold(key)
+    assert back is not None and back._record is None  # the record stays packed until asked for
+    assert (back.rendered, back.rendered_for) == (b'{"handle":"88.118.1/P000042"}', "88.118.1/p000042")
+    assert back.answers == {b"v2.10": (b"\x02\x0a answer of 88.118.1/P000042", 1234.5)}
+    assert back.record == originals[key].record and back.public == originals[key].public
+    assert cache.bytes == sum(cache.cold_cost(k, p) for k, p in cache.cold.items()) + cache.cost(key, back)
+
+    packed_all(cache)
+    assert cache.cold[key] is first  # unchanged: not deflated again
+    again = cache.take_cold(key)
+    assert again is not None
+    cache.set_answer(again, b"v2.1", b"another form", 99.0)
+    assert again.packed is None  # its cold form no longer holds every encoding
+    packed_all(cache)
+    third = cache.take_cold(key)
+    assert third is not None and third.answers is not None and set(third.answers) == {b"v2.10", b"v2.1"}
+
+
+def test_a_cold_entry_of_a_changed_handle_is_dropped_unread() -> None:
+    cache = LocalCache(max_entries=10_000, max_bytes=1 << 30)
+    for n in range(100):
+        cache.put(f"k{n}", entry(n, gen=5))
+    packed_all(cache)
+    words = [5] * 100
+    words[42] = 6  # entry(n)'s slot is n
+    assert cache.take_cold("k42", words) is None and "k42" not in cache.cold
+    assert cache.take_cold("k41", words) is not None
+
+
+def test_the_byte_bound_packs_hot_entries_before_dropping_any() -> None:
+    cache = LocalCache(max_entries=100_000, max_bytes=400 * 1000)
+    assert cache.max_bytes // LocalCache.cost("88.118.1/P000000", entry(0)) < 500  # fewer than half fit hot
+    for n in range(1000):
+        cache.put(f"88.118.1/P{n:06d}", entry(n))
+        assert cache.bytes <= cache.max_bytes
+    assert len(cache) == 1000 and len(cache.cold) > 500
+    assert cache.take_cold("88.118.1/P000003") is not None
+    small = LocalCache(max_entries=100_000, max_bytes=50_000)  # not even the cold forms fit
+    for n in range(1000):
+        small.put(f"88.118.1/P{n:06d}", entry(n))
+    assert small.bytes <= 50_000 and 0 < len(small) < 1000

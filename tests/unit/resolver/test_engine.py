@@ -376,20 +376,26 @@ async def test_the_failure_is_raised_past_the_stale_window_or_with_no_answer_to_
 async def test_an_entry_packed_into_the_cold_tier_is_answered_without_a_store_read(
     engine: ResolutionEngine, store: MemoryStore, clock: Clock
 ) -> None:
-    # The sweeper packs only once it has a deflate dictionary made of ZDICT_SAMPLES records.
+    # The sweeper packs only once it has a deflate dictionary made of ZDICT_SAMPLES entries.
     suffixes = [f"p{n}" for n in range(ZDICT_SAMPLES)]
     for suffix in suffixes:
         store.put(record(suffix))
-    await asyncio.gather(*(lookup(engine, s) for s in suffixes))
+    entries = await asyncio.gather(*(lookup(engine, s) for s in suffixes))
+    engine.remember_rendered(entries[7], "88.118/p7", b'{"handle":"88.118/p7"}')
+    engine.remember_answer(entries[7], b"form", b"\x00wire answer", 600.0)
     reads = len(store.reads)
     engine.start()
     await asyncio.sleep(0)  # the sweeper's first tick is timed from here ...
     await asyncio.sleep(2 * SWEEP_INTERVAL)  # ... so it comes before this wakes up
-    assert engine.fresh(key("p7")) is None  # not expired, yet not hot: packed
+    local = engine._tiers.local
+    assert key("p7") in local.cold and key("p7") not in local.entries  # not expired, yet not hot: packed
 
-    entry = await lookup(engine, "p7")
-    assert entry.record == record("p7") and [v.type for v in entry.public] == ["URL"]
-    assert engine.fresh(key("p7")) is entry
+    # The fast path's read: the encodings at once, the record when asked.
+    back = engine.fresh(key("p7"))
+    assert back is not None and back is not entries[7] and key("p7") in local.entries
+    assert (back.rendered, back.rendered_for) == (b'{"handle":"88.118/p7"}', "88.118/p7")
+    assert back.answers == {b"form": (b"\x00wire answer", 600.0)}
+    assert back.found and back.record == record("p7") and [v.type for v in back.public] == ["URL"]
     assert len(store.reads) == reads
 
     clock.advance(100)  # a cold entry keeps its expiry
