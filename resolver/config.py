@@ -94,7 +94,7 @@ class Config:
     redis_namespace: str = "idnode"
     redis_timeout: float = 0.05
     cache_entries: int = 1_000_000
-    cache_bytes: int = 512 * 1024 * 1024
+    cache_bytes: int = 1024 * 1024 * 1024  # 1M entries with REST and Handle answers (bench.long_tail)
     cache_min_ttl: float = 1.0
     cache_max_ttl: float = 3600.0
     cache_negative_ttl: float = 60.0

@@ -37,15 +37,19 @@ MEMO_OVERHEAD = 120  # per memoised encoding beside the first: its key, bytes he
 MEMO_MAX = 8  # encodings memoised per entry beside the unfiltered HTTP body
 COLD_OVERHEAD = 195  # a cold entry: dict slot, str and bytes headers, its place in the queue
 ZDICT_SAMPLES = 64  # entries the deflate dictionary is made of
-# A 4 KiB dictionary and window: an entry (record, REST body and Handle answer: ~1 KB)
-# packs to ~150 bytes and unpacks in ~2.5 us; a larger dictionary saves 5% of the bytes
-# for 40% more time, and a deflate stream costs 24 us to set up instead of 100 (measured
-# on our machines).
+# A 4 KiB dictionary and window: a record and its REST body (~800 bytes) deflate to ~110
+# and inflate in ~2.5 us; a larger dictionary saves 5% of the bytes for 40% more time, and
+# a deflate stream costs 24 us to set up instead of 100 (measured on our machines). Handle
+# answers are kept as sent (~300 bytes each): inflating one would double the cost of a UDP
+# answer.
 ZDICT_BYTES = 4096
 ZLIB_WBITS = 12
 ZLIB_MEMLEVEL = 4
-# expires, stale_until (monotonic), ttl, generation word, slot, found, values in the record
-_COLD = struct.Struct("<ddfQIHH")
+# expires, stale_until (monotonic), ttl, generation word, slot, found, values in the record,
+# Handle answers, bytes of the record and REST body inflated
+_COLD = struct.Struct("<ddfQIHHHI")
+# A Handle answer: made again after (monotonic), bytes of the request form, of the answer
+_ANSWER = struct.Struct("<dHI")
 
 
 class Entry:
@@ -58,8 +62,12 @@ class Entry:
 
     __slots__ = (
         "_blob",
+        "_deflated",
         "_public",
         "_record",
+        "_rendered",
+        "_rendered_for",
+        "_zdict",
         "answers",
         "expires",
         "found",
@@ -69,8 +77,6 @@ class Entry:
         "packed",
         "prefetching",
         "refresh_at",
-        "rendered",
-        "rendered_for",
         "size",
         "slot",
         "stale",
@@ -100,8 +106,11 @@ class Entry:
         self.prefetching = False
         self.stale = False  # served in place of an answer the store could not give
         self.used = False  # set by each hit; new entries not hit again go first
-        self.rendered: bytes = b""  # the REST body, made for ``rendered_for`` (a spelling)
-        self.rendered_for: str | None = None
+        self._rendered = b""  # the REST body, made for ``rendered_for`` (a spelling)
+        self._rendered_for: str | None = None
+        # A thawed entry's record and REST body, deflated with this dictionary, until asked for.
+        self._deflated: bytes | None = None
+        self._zdict = b""
         self.answers: dict[bytes, tuple[bytes, float]] | None = None  # Handle answers: form -> (bytes, until)
         self.memo: dict[Any, Any] | None = None  # other encodings, by a key of their front-end's
         self.packed: bytes | None = None  # the cold form, while it still holds every encoding above
@@ -109,7 +118,29 @@ class Entry:
         self.size = size
 
     @property
+    def rendered(self) -> bytes:
+        if self._deflated is not None:
+            self._inflate()
+        return self._rendered
+
+    @property
+    def rendered_for(self) -> str | None:
+        if self._deflated is not None:
+            self._inflate()
+        return self._rendered_for
+
+    def _inflate(self) -> None:
+        assert self._deflated is not None
+        payload = zlib.decompressobj(ZLIB_WBITS, zdict=self._zdict).decompress(self._deflated)
+        self._deflated = None
+        blob, self._rendered, self._rendered_for = msgpack.unpackb(payload)
+        if self.found:
+            self._blob = blob
+
+    @property
     def record(self) -> HandleRecord | None:
+        if self._deflated is not None:
+            self._inflate()
         if self._blob is not None:
             self._record = decode_record(self._blob)
             self._blob = None
@@ -133,13 +164,14 @@ class LocalCache:
     """Entries by normalised handle key, in two forms, within both bounds.
 
     Hot entries are ``Entry`` objects. ``sweep`` walks them a slice at a time: one not used
-    since its last visit goes cold, packed into a single bytes object (a fixed header,
-    then the record's stored encoding, the REST body and the Handle answers, deflated
-    together with a dictionary of what this worker served: answers of one node look
-    alike, so they pack to a seventh). A cold entry asked for again is unpacked into a hot
-    one with its encodings and without decoding its record (``take_cold``): an answer costs
-    about the same whether it was asked a second or an hour ago. It keeps its cold form
-    while its encodings stay the same, so packing it again costs nothing.
+    since its last visit goes cold, packed into a single bytes object: a fixed header, the
+    Handle answers as they are sent, then the record's stored encoding and the REST body
+    deflated together with a dictionary of what this worker served (records of one node
+    look alike, so they pack to a seventh). A cold entry asked for again is made hot
+    (``take_cold``) with its Handle answers at once and the rest inflated when first asked
+    for (the REST body), the record decoded only when a slow path needs it: an answer
+    costs about the same whether it was asked a second or an hour ago. A thawed entry keeps
+    its cold form while its encodings stay the same, so packing it again costs nothing.
 
     Past the entry bound, cold entries go first, oldest first; then hot ones, with CLOCK
     (second chance). Past the byte bound, hot entries are packed first (CLOCK), and cold
@@ -179,7 +211,7 @@ class LocalCache:
     def set_rendered(self, entry: Entry, key: str, encoded: bytes) -> None:
         """Memoise ``entry``'s REST body, made for ``key`` (a spelling)."""
         grown = len(encoded) - len(entry.rendered)
-        entry.rendered, entry.rendered_for = encoded, key
+        entry._rendered, entry._rendered_for = encoded, key
         self._grow(entry, grown - self._unpacked(entry))
 
     def set_answer(self, entry: Entry, form: bytes, answer: bytes, until: float) -> None:
@@ -241,24 +273,35 @@ class LocalCache:
         if packed is None:
             return None
         self.bytes -= self.cold_cost(key, packed)
-        expires, stale_until, ttl, gen, slot, found, values = _COLD.unpack_from(packed)
+        expires, stale_until, ttl, gen, slot, found, values, count, payload = _COLD.unpack_from(packed)
         if words is not None and words[slot] != gen:
             return None
-        payload = zlib.decompressobj(ZLIB_WBITS, zdict=self._zdict or b"").decompress(packed[_COLD.size :])
-        blob, rendered, rendered_for, answers = msgpack.unpackb(payload, use_list=False)
         entry = Entry(None, ttl, expires, stale_until, slot, gen)
-        # What it holds, counted as the payload's bytes (the record's, the encodings') and its cold form.
-        size = entry.size + len(payload) + len(packed) + values * VALUE_OVERHEAD
-        if found:
-            entry.found = True
-            entry._blob = blob
-        entry.rendered, entry.rendered_for = rendered, rendered_for
-        if answers:
-            entry.answers = answers
-            size += len(answers) * MEMO_OVERHEAD
+        # Counted as if the rest were inflated already: it is, as soon as anything asks.
+        size = entry.size + len(packed) + payload + values * VALUE_OVERHEAD
+        if count:
+            answers = entry.answers = {}
+            at = _COLD.size
+            for _ in range(count):
+                until, form_length, length = _ANSWER.unpack_from(packed, at)
+                at += _ANSWER.size
+                form = packed[at : at + form_length]
+                at += form_length
+                answers[form] = (packed[at : at + length], until)
+                at += length
+                size += form_length + length + MEMO_OVERHEAD
+        else:
+            at = _COLD.size
+        entry.found = bool(found)
+        entry._deflated = packed[at:]
+        entry._zdict = self._zdict or b""
         entry.packed = packed
         entry.size = size
-        self.put(key, entry)
+        entry.key = key
+        self.entries[key] = entry  # not in either form any more: put() without its drop()
+        self.bytes += len(key) + size
+        if self.bytes > self.max_bytes:
+            self._evict()
         return entry
 
     def sweep(self, budget: int) -> int:
@@ -284,22 +327,46 @@ class LocalCache:
     def _dictionary(self, *more: Entry) -> bytes:
         """A deflate dictionary made of what this worker's first entries hold."""
         sample = itertools.islice(itertools.chain(more, self.entries.values()), ZDICT_SAMPLES)
-        return b"".join(_payload(e) for e in sample)[-ZDICT_BYTES:]
+        return b"".join(_rest(e) for e in sample)[-ZDICT_BYTES:]
 
     def _pack(self, key: str, entry: Entry) -> None:
         """Keep ``entry``, just taken out of the hot entries, in its cold form."""
         self.bytes -= self.cost(key, entry)
         packed = entry.packed
         if packed is None:
-            values = len(entry.record.values) if entry.record is not None else 0
-            header = _COLD.pack(entry.expires, entry.stale_until, entry.ttl, entry.gen, entry.slot, entry.found, values)
-            deflate = zlib.compressobj(6, zlib.DEFLATED, ZLIB_WBITS, ZLIB_MEMLEVEL, zdict=self._zdict or b"")
-            packed = header + deflate.compress(_payload(entry)) + deflate.flush()
+            packed = self._packed(entry)
         self.cold[key] = packed
         self._cold_order.append(key)
         self.bytes += self.cold_cost(key, packed)
         if len(self._cold_order) > 2 * len(self.cold) + 1024:  # forget keys no longer cold
             self._cold_order = deque(k for k in self._cold_order if k in self.cold)
+
+    def _packed(self, entry: Entry) -> bytes:
+        """The cold form of ``entry``: a header, its Handle answers as they are sent, then
+        its record and REST body deflated."""
+        rest = _rest(entry)
+        deflate = zlib.compressobj(6, zlib.DEFLATED, ZLIB_WBITS, ZLIB_MEMLEVEL, zdict=self._zdict or b"")
+        deflated = deflate.compress(rest) + deflate.flush()
+        record = entry.record
+        values = 0 if record is None else len(record.values)
+        answers = entry.answers or {}
+        parts = [
+            _COLD.pack(
+                entry.expires,
+                entry.stale_until,
+                entry.ttl,
+                entry.gen,
+                entry.slot,
+                entry.found,
+                values,
+                len(answers),
+                len(rest),
+            )
+        ]
+        for form, (answer, until) in answers.items():
+            parts += (_ANSWER.pack(until, len(form), len(answer)), form, answer)
+        parts.append(deflated)
+        return b"".join(parts)
 
     def _evict(self) -> None:
         entries, cold = self.entries, self.cold
@@ -337,11 +404,13 @@ class LocalCache:
             self.bytes -= self.cost(key, entry)
 
 
-def _payload(entry: Entry) -> bytes:
-    """What the cold form of ``entry`` deflates: its record's encoding and the front-ends' answers."""
+def _rest(entry: Entry) -> bytes:
+    """What the cold form of ``entry`` deflates: its record's encoding and its REST body."""
+    rendered, rendered_for = entry.rendered, entry.rendered_for  # inflates a thawed entry's
     blob = entry._blob
     if blob is None and entry.found:
         record = entry.record
         assert record is not None
         blob = encode_record(record)
-    return msgpack.packb((blob, entry.rendered, entry.rendered_for, entry.answers), use_bin_type=True)
+    rest: bytes = msgpack.packb((blob, rendered, rendered_for), use_bin_type=True)
+    return rest
