@@ -15,6 +15,7 @@ from protocol.wire.keys import generate_dsa_key
 from protocol.wire.message import Envelope, Message, OpCode, OpFlag, ResolutionRequest, decode_message, encode_message
 from protocol.wire.sign import bound_prefix, signed_credential, verify_signed_credential
 from registry.sqlite.store import SqliteStore
+from resolver.cache.local import ZDICT_SAMPLES
 from resolver.engine import ResolutionEngine
 from resolver.handle.frontend import HandleFrontend
 from resolver.handle.transport import SourceRates
@@ -59,6 +60,34 @@ def test_only_bytes_that_are_exactly_one_message_are_answered(frontend: HandleFr
     assert frontend.cached(whole) is not None
     for read in (whole[:-1], whole + whole, whole + whole[:20], whole + b"\0"):
         assert frontend.cached(read) is None
+
+
+def test_an_answer_packed_into_the_cold_tier_is_sent_from_it_as_it_was(tmp_path: Path) -> None:
+    handles = [f"88.118/P{n}" for n in range(ZDICT_SAMPLES)]
+
+    async def run() -> None:
+        store = SqliteStore(tmp_path / "s.sqlite3")
+        await store.open()
+        for h in handles:
+            await store.create(h, HandleRecord(h, (HandleValue(1, "URL", f"https://{h}.example/".encode()),)))
+        engine = ResolutionEngine(store, node_prefix="88.118")
+        front = HandleFrontend(engine, case_sensitive=False)
+        first = {h: await front.respond(request(h), "127.0.0.1", "udp") for h in handles}
+        local = engine._tiers.local
+        for _ in range(2):  # one pass clears the "used" marks, the next packs what stayed unused
+            while local.sweep(10_000) or local._pass:
+                pass
+        assert not local.entries and len(local.cold) == len(handles)
+
+        for h in handles:
+            answer = front.cached(request(h, rid=9))
+            assert answer is not None and answer[12:] == first[h][12:]  # the same bytes, with its own ids
+            assert decode_message(answer).request_id == 9
+        thawed = local.entries[handles[7]]
+        assert thawed._deflated is not None and thawed._record is None  # neither inflated nor decoded
+        await store.close()
+
+    asyncio.run(run())
 
 
 @settings(max_examples=400, deadline=None)
