@@ -187,7 +187,7 @@ def plot(scenario: str, history: Path, out: Path, args: argparse.Namespace) -> N
     latency.legend(fontsize="small")
     fig.suptitle(f"idnode under Locust: {scenario} ({args.users} users, {args.count:,} records)")
     fig.tight_layout()
-    fig.savefig(out, dpi=80)
+    fig.savefig(out, dpi=72, pil_kwargs={"optimize": True})
     plt.close(fig)
 
 

@@ -12,7 +12,7 @@
   ``/identity/token``, reads identifiers' details (the same Zipf popularity) and registers
   single identifiers against an SNMS template it defines on the node prefix (10 : 1);
 * all of them together for a mixed load (weights 50 : 50 : 50 : 10 : 1, REST, UDP, TCP,
-  SNMS, batches).
+  SNMS, batches; ``bench.locust_run`` gives ``RegisterUser`` exactly one user instead).
 
 Every answer is checked (REST and SNMS: HTTP 200 and success in the body; Handle: response
 code 1 under the request's id): anything else is a Locust failure saying what came back.
