@@ -5,7 +5,8 @@ users against one node and writes Locust's CSVs with the full history
 (``OUT/<scenario>_stats.csv``, ``_stats_history.csv``, ``_failures.csv``,
 ``_exceptions.csv``) and its log (``OUT/<scenario>.log``); then this plots requests/s and
 p50/p99 over time from the history (``OUT/<scenario>.png``), prints a table of every
-scenario and writes it to ``OUT/summary.md``::
+scenario, with the CPU Locust, the node (when started here) and the rest of the machine
+took, and writes it to ``OUT/summary.md``::
 
     IDNODE_ADMIN_SECRET=... python -m bench.locust_run --host 127.0.0.1 --http-port 8000 \\
         --handle-port 2641 --count 1000000 --seconds 60 --users 20 --out bench/results/locust
@@ -29,21 +30,32 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import io
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from bench.handle_load_base import LoadError, loopback_target
 from bench.load_store import load
-from bench.resolve_baseline import ADMIN_SECRET, REPO, Target, machine, revision, serve_command
+from bench.resolve_baseline import (
+    ADMIN_SECRET,
+    NOISE_CORES,
+    REPO,
+    Target,
+    busy_seconds,
+    machine,
+    revision,
+    serve_command,
+)
 
 LOCUSTFILE = REPO / "bench" / "locustfile.py"
 SCENARIOS = {
@@ -70,6 +82,22 @@ class Node:
     http_port: int
     handle_port: int
     secret: str
+    cpu_seconds: Callable[[], float] | None = None  # of the node's processes, when started here
+
+
+@dataclass(frozen=True)
+class Cores:
+    """Where the machine's CPU went during one scenario, in cores: Locust, the node (when
+    started here), and everything else, which should be near zero for figures to compare."""
+
+    scenario: str
+    locust: float
+    node: float | None
+    others: float
+
+    def line(self) -> str:
+        node = "?" if self.node is None else f"{self.node:.2f}"
+        return f"| {self.scenario} | {self.locust:.2f} | {node} | {self.others:.2f} |"
 
 
 @dataclass(frozen=True)
@@ -111,17 +139,19 @@ def locust_command(node: Node, scenario: str, args: argparse.Namespace, prefix: 
     return cmd + SCENARIOS[scenario]
 
 
-def run_scenario(node: Node, scenario: str, args: argparse.Namespace) -> list[Row]:
-    """One Locust run; its rows of ``_stats.csv``. Failed requests are results, not errors:
-    only a run that wrote no statistics raises."""
+def run_scenario(node: Node, scenario: str, args: argparse.Namespace) -> tuple[list[Row], Cores]:
+    """One Locust run: its rows of ``_stats.csv`` and the CPU it took. Failed requests are
+    results, not errors: only a run that wrote no statistics raises."""
     prefix = args.out / scenario
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
     env |= {"IDNODE_BENCH_COUNT": str(args.count), "IDNODE_ADMIN_SECRET": node.secret}
     env |= {"IDNODE_BENCH_HANDLE_PORT": str(node.handle_port), "PYTHONPATH": str(REPO)}
     cmd = locust_command(node, scenario, args, prefix)
     print(f"locust_run: {scenario}: {args.users} users, {args.seconds} s ...", file=sys.stderr, flush=True)
+    before = _cpu(node)
     with open(args.out / f"{scenario}.log", "w") as log:
         returncode = bounded(cmd, env, log, args.seconds + GRACE_S)
+    cores = _cores(scenario, before, _cpu(node))
     if returncode is None:
         raise LoadError(f"{scenario}: Locust did not finish within {args.seconds + GRACE_S} s; stopped")
     stats = prefix.parent / f"{prefix.name}_stats.csv"
@@ -130,7 +160,26 @@ def run_scenario(node: Node, scenario: str, args: argparse.Namespace) -> list[Ro
     with open(stats, newline="") as f:
         rows = [Row.of(scenario, line) for line in csv.DictReader(f)]
     plot(scenario, prefix.parent / f"{prefix.name}_stats_history.csv", args.out / f"{scenario}.png", args)
-    return rows
+    return rows, cores
+
+
+Snapshot = tuple[float, float, float, float | None]
+
+
+def _cpu(node: Node) -> Snapshot:
+    """Now: the wall clock, the machine's busy CPU seconds, this process's finished children's
+    (Locust and what it forked), the node's."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    node_cpu = node.cpu_seconds() if node.cpu_seconds else None
+    return time.monotonic(), busy_seconds(), children.ru_utime + children.ru_stime, node_cpu
+
+
+def _cores(scenario: str, before: Snapshot, after: Snapshot) -> Cores:
+    wall = after[0] - before[0]
+    machine_cores = (after[1] - before[1]) / wall
+    locust = (after[2] - before[2]) / wall
+    node = None if before[3] is None or after[3] is None else (after[3] - before[3]) / wall
+    return Cores(scenario, locust, node, max(0.0, machine_cores - locust - (node or 0.0)))
 
 
 def bounded(cmd: list[str], env: dict[str, str], log: IO[str], limit: float) -> int | None:
@@ -159,6 +208,7 @@ def plot(scenario: str, history: Path, out: Path, args: argparse.Namespace) -> N
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from PIL import Image  # matplotlib's own dependency
 
     with open(history, newline="") as f:
         lines = list(csv.DictReader(f))
@@ -187,8 +237,11 @@ def plot(scenario: str, history: Path, out: Path, args: argparse.Namespace) -> N
     latency.legend(fontsize="small")
     fig.suptitle(f"idnode under Locust: {scenario} ({args.users} users, {args.count:,} records)")
     fig.tight_layout()
-    fig.savefig(out, dpi=72, pil_kwargs={"optimize": True})
+    rendered = io.BytesIO()
+    fig.savefig(rendered, format="png", dpi=80)
     plt.close(fig)
+    # 64 colours: a quarter of the bytes, so a run's plots can be kept beside its CSVs.
+    Image.open(rendered).convert("RGB").quantize(colors=64).save(out, optimize=True)
 
 
 def table(rows: list[Row]) -> list[str]:
@@ -201,6 +254,11 @@ def table(rows: list[Row]) -> list[str]:
         counts = f"{r.requests:,} | {r.failures:,} | {r.rate:,.0f}"
         out.append(f"| {r.scenario} | {r.type} | {name} | {counts} | {r.p50} | {r.p99} |")
     return out
+
+
+def cpu_table(cores: list[Cores]) -> list[str]:
+    head = ["| scenario | Locust, cores | node, cores | rest of the machine, cores |", "|---|---:|---:|---:|"]
+    return head + [c.line() for c in cores]
 
 
 @contextlib.contextmanager
@@ -219,22 +277,25 @@ def served(args: argparse.Namespace) -> Iterator[Node]:
         )
         stack.callback(target.stop)
         target.start()
-        yield Node("127.0.0.1", target.port, target.handle_port, ADMIN_SECRET)
+        yield Node("127.0.0.1", target.port, target.handle_port, ADMIN_SECRET, target.cpu_seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
+    cores: list[Cores] = []
     started = time.time()
     try:
         with served(args) as node:
             for scenario in args.scenarios:
-                rows += run_scenario(node, scenario, args)
+                scenario_rows, scenario_cores = run_scenario(node, scenario, args)
+                rows += scenario_rows
+                cores.append(scenario_cores)
     except LoadError as exc:
         print(f"locust_run: {exc}", file=sys.stderr)
         return 1
-    lines = table(rows)
+    lines = [*table(rows), "", *cpu_table(cores)]
     print("\n".join(lines))
     header = [
         f"# Locust on every front-end ({time.strftime('%Y-%m-%d %H:%M', time.localtime(started))})",
@@ -243,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"- {args.count:,} records, {args.users} users, {args.seconds} s a scenario, {args.processes} Locust process",
         f"- {machine()}; revision {revision()}",
-        "- p50/p99 in whole milliseconds, as Locust records them",
+        "- p50/p99 in whole milliseconds, as Locust records them; the node's CPU is known only with --serve",
+        f"- the rest of the machine above {NOISE_CORES} cores means other processes took CPU: the figures are low",
         "",
     ]
     (args.out / "summary.md").write_text("\n".join(header + lines) + "\n")
