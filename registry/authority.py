@@ -74,6 +74,15 @@ class Authority:
         self._records: dict[str, HandleRecord | None] = {}
         self._answers: dict[tuple[Identity, str, tuple[str, ...]], bool] = {}
 
+    @staticmethod
+    def prefix_keys(zones: list[str]) -> list[str]:
+        """The keys of the prefix handles of ``zones`` (what ``prefix_grants`` reads)."""
+        return [f"{NA_PREFIX}/{zone}" for zone in zones]
+
+    def learn(self, records: dict[str, HandleRecord | None]) -> None:
+        """Take ``records`` (None: no such handle), read by the caller, as this request's view of them."""
+        self._records.update(records)
+
     async def _get(self, key: str) -> HandleRecord | None:
         if key not in self._records:
             self._records[key] = await self._store.get(key)
@@ -119,8 +128,8 @@ class Authority:
 
     async def prefix_grants(self, zones: list[str]) -> list[vd.AdminRef]:
         refs: list[vd.AdminRef] = []
-        for zone in zones:
-            refs += admin_refs(await self._get(f"{NA_PREFIX}/{zone}"))
+        for key in self.prefix_keys(zones):
+            refs += admin_refs(await self._get(key))
         return refs
 
     async def holds(

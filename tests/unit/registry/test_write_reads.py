@@ -1,0 +1,66 @@
+"""How many trips to the store a single write makes: each costs far more than the lookup."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from protocol.errors import InsufficientPermissions
+from protocol.jsonfmt import IncomingValue
+from protocol.records import HandleRecord, HandleValue
+from registry.bootstrap import ensure_node_prefix
+from registry.identity.auth import Identity
+from registry.identity.caller import Caller
+from registry.service import RegistrationService
+from registry.sqlite.store import SqliteStore
+from tests.support.handle_admin_node import admin_value
+
+
+class CountingStore(SqliteStore):
+    """A real SQLite store that notes each read it is asked for, by the keys it names."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.trips: list[list[str]] = []
+
+    async def get(self, key: str) -> HandleRecord | None:
+        self.trips.append([key])
+        return await super().get(key)
+
+    async def get_many(self, keys: Iterable[str], *, primary: bool = False) -> dict[str, HandleRecord]:
+        wanted = list(keys)
+        self.trips.append(wanted)
+        return await super().get_many(wanted, primary=primary)
+
+
+def test_a_create_reads_its_record_and_the_prefix_handles_above_it_in_one_trip(tmp_path: Path) -> None:
+    async def run() -> None:
+        store = CountingStore(tmp_path / "s.sqlite3")
+        await store.open()
+        try:
+            await ensure_node_prefix(store, "88.118", "node-admin-secret")
+            enterprise = HandleRecord("0.NA/88.118.8", (admin_value(100, "0.NA/88.118.8", 300),))
+            await store.create("0.NA/88.118.8", enterprise)
+            service = RegistrationService(store, node_prefix="88.118")
+            caller = Caller(Identity(300, "0.NA/88.118.8"), "127.0.0.1")
+            url = IncomingValue(HandleValue(1, "URL", b"https://factory.example/p/1"), "string")
+
+            store.trips = []
+            assert await service.create(caller, service.parse("88.118.8/P1"), [url]) is True
+            assert store.trips[0] == ["88.118.8/P1", "0.NA/88.118.8", "0.NA/88.118"]
+            assert all(not set(trip) & {"0.NA/88.118.8", "0.NA/88.118", "88.118.8/P1"} for trip in store.trips[1:])
+
+            # Refused as before when the caller holds no grant there: what was read is the same.
+            stranger = Caller(Identity(300, "0.NA/88.118.9"), "127.0.0.1")
+            store.trips = []
+            with pytest.raises(InsufficientPermissions):
+                await service.create(stranger, service.parse("88.118.8/P2"), [url])
+            assert store.trips[0] == ["88.118.8/P2", "0.NA/88.118.8", "0.NA/88.118"]
+            assert await store.get("88.118.8/P2") is None
+        finally:
+            await store.close()
+
+    asyncio.run(run())
