@@ -16,6 +16,7 @@ against the prefixes' quotas inside the write's transaction (``registry.quota``)
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from protocol.codes import ResponseCode
 from protocol.errors import HandleAlreadyExists, HandleError, HandleNotFound, ValueAlreadyExists, ValuesNotFound
 from protocol.records import HandleRecord, HandleValue
 from registry.quota import QuotaPolicy, QuotaSetting, QuotaUsage
+
+MAX_GROUP = 512  # single writes committed together at most (``Store.apply``)
 
 # How long after a write reads of the written keys avoid read replicas: the replication
 # lag a node tolerates (a replica further behind serves other keys stale for longer).
@@ -135,6 +138,9 @@ class Store(ABC):
     def __init__(self) -> None:
         self._write_listeners: list[WriteListener] = []
         self.quotas: QuotaPolicy | None = None  # no quota is checked until ``use_quotas``
+        # Single writes waiting for the next group commit (``apply``), and the task that commits them.
+        self._singles: list[tuple[Write, asyncio.Future[Outcome]]] = []
+        self._committer: asyncio.Task[None] | None = None
 
     def use_quotas(self, policy: QuotaPolicy | None) -> None:
         """Check every write's creations against the quotas of ``policy`` from now on (None: none)."""
@@ -302,11 +308,45 @@ class Store(ABC):
     # Single writes ------------------------------------------------------------------
 
     async def apply(self, key: str, change: Change, audit: AuditEntry | None = None) -> HandleRecord | None:
-        """Atomically apply one change; raise its HandleError if it refuses."""
-        (outcome,) = await self.apply_many([Write(key, change, audit)])
+        """Atomically apply one change; raise its HandleError if it refuses.
+
+        Group commit: single writes arriving while a commit is under way wait for it, then
+        go together in the next ``apply_many`` (each alone in its outcome, as in a batch),
+        so concurrent writers share one transaction and one flush to disk. Each is answered
+        only once its group has committed.
+        """
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._singles.append((Write(key, change, audit), future))
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_singles(), name="store-group-commit")
+        outcome = await future
         if isinstance(outcome, HandleError):
             raise outcome
         return outcome
+
+    async def _commit_singles(self) -> None:
+        group: list[tuple[Write, asyncio.Future[Outcome]]] = []
+        try:
+            while self._singles:
+                group, self._singles = self._singles[:MAX_GROUP], self._singles[MAX_GROUP:]
+                results: Sequence[Outcome | Exception]
+                try:
+                    results = await self.apply_many([write for write, _ in group])
+                except Exception as exc:  # the whole group failed (StoreUnavailable): every writer hears it
+                    results = [exc] * len(group)
+                for (_, future), result in zip(group, results, strict=True):
+                    if future.done():  # its writer gave up waiting; the write stands or falls with the group
+                        continue
+                    if isinstance(result, Exception) and not isinstance(result, HandleError):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+                group = []
+        finally:
+            self._committer = None
+            for _, future in group:  # cancelled (the loop is closing) with a group under way
+                if not future.done():
+                    future.cancel()
 
     async def create(self, key: str, record: HandleRecord, audit: AuditEntry | None = None) -> None:
         def change(old: HandleRecord | None) -> HandleRecord:

@@ -6,17 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from protocol.codes import ResponseCode
 from protocol.errors import HandleAlreadyExists, HandleNotFound, ValueAlreadyExists, ValuesNotFound
 from protocol.records import HandleRecord, HandleValue
 from registry.postgres.store import PostgresStore
 from registry.sqlite.store import SqliteStore
-from registry.store import AuditEntry, BatchAborted, Change, Publication, Store, Write
+from registry.store import AuditEntry, BatchAborted, Change, Outcome, Publication, Store, Write
 from tests.support.pgproc import temp_database
 
 
@@ -185,3 +186,34 @@ async def test_two_postgresql_workers_racing_on_the_same_new_keys_create_each_on
         finally:
             for s in stores:
                 await s.close()
+
+
+async def test_concurrent_single_writes_commit_together_each_with_its_own_outcome(store: Store) -> None:
+    groups: list[int] = []
+    apply_many = store._apply_many
+
+    async def counted(writes: Sequence[Write], *, atomic: bool) -> list[Outcome]:
+        groups.append(len(writes))
+        return await apply_many(writes, atomic=atomic)
+
+    store._apply_many = counted  # type: ignore[method-assign]
+    await store.create("88.118/TAKEN", rec("88.118/taken", 1))
+    audit = AuditEntry(1.0, "300:0.NA/88.118", "127.0.0.1", "create", "")
+    writes = [
+        store.create(f"88.118/G{n}", rec(f"88.118/g{n}", 1), audit._replace(handle=f"88.118/g{n}")) for n in range(40)
+    ]
+    writes.append(store.create("88.118/TAKEN", rec("88.118/taken", 2), audit._replace(handle="88.118/taken")))
+    writes.append(store.create("88.118/TWICE", rec("88.118/twice", 1)))
+    writes.append(store.create("88.118/TWICE", rec("88.118/twice", 2)))
+    results = await asyncio.gather(*writes, return_exceptions=True)
+
+    assert results[:40] == [None] * 40
+    assert isinstance(results[40], HandleAlreadyExists)  # refused alone: its group committed
+    assert sorted(map(type, results[41:]), key=str) == sorted([type(None), HandleAlreadyExists], key=str)
+    assert (await store.get("88.118/TWICE")) == rec("88.118/twice", 1)  # the first in line won
+    found = await store.get_many([f"88.118/G{n}" for n in range(40)])
+    assert found == {f"88.118/G{n}": rec(f"88.118/g{n}", 1) for n in range(40)}
+    assert groups[0] == 1 and sum(groups) == 44 and len(groups) <= 3  # 43 writers, one or two commits
+    logged = await store.audit_entries(None, 0.0, 100)
+    assert sum(e.result == 1 for e in logged if e.handle.startswith("88.118/g")) == 40
+    assert [e.result for e in logged if e.handle == "88.118/taken"] == [int(ResponseCode.HANDLE_ALREADY_EXISTS)]
