@@ -4,12 +4,18 @@
 -- CONNECTIONS/RATE seconds between requests (wrk's delay(), whole milliseconds, dithered so
 -- the mean is exact): an offered load below the maximum, for latency at a given load.
 -- At the end it prints one line "wrk-json {...}" that bench/wrk.py parses.
+-- Writes: WRK_METHOD (e.g. PUT) with the body in the file WRK_BODY_FILE and the header
+-- Authorization: WRK_AUTHORIZATION, sent as JSON to each path in turn (bench/write_cost.py).
 
 local paths = {}
 local n = 0
 local i = 0
 
 local interval_ms = nil
+
+local method = os.getenv("WRK_METHOD") or "GET"
+local body = nil
+local headers = nil
 
 function init(args)
   if args[2] then
@@ -24,6 +30,12 @@ function init(args)
   end
   -- Threads start at different offsets so they do not request in lockstep.
   i = math.random(n) - 1
+  if method ~= "GET" then
+    local file = assert(io.open(os.getenv("WRK_BODY_FILE"), "rb"))
+    body = file:read("*a")
+    file:close()
+    headers = {["Content-Type"] = "application/json", ["Authorization"] = os.getenv("WRK_AUTHORIZATION")}
+  end
 end
 
 function delay()
@@ -39,7 +51,10 @@ end
 
 function request()
   i = i % n + 1
-  return wrk.format("GET", paths[i])
+  if body == nil then
+    return wrk.format("GET", paths[i])
+  end
+  return wrk.format(method, paths[i], headers, body)
 end
 
 function done(summary, latency, requests)

@@ -8,6 +8,7 @@ result).
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 from dataclasses import dataclass
@@ -72,9 +73,10 @@ def run(
     seconds: int = 15,
     timeout_s: int = 5,
     rate: float | None = None,
+    env: dict[str, str] | None = None,
 ) -> WrkRun:
     """Drive ``url`` for ``seconds`` (at most ``rate`` requests/s in all when given); wrk
-    itself is killed if it overruns by 30 s."""
+    itself is killed if it overruns by 30 s. ``env``: WRK_* variables for writes (handles.lua)."""
     cmd = [
         "wrk",
         f"-t{threads}",
@@ -91,7 +93,8 @@ def run(
     if rate is not None:
         cmd += [str(rate / threads), str(connections // threads)]
     before = _children_cpu()
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False)
+    full_env = None if env is None else {**os.environ, **env}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False, env=full_env)
     cpu = _children_cpu() - before
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
