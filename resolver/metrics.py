@@ -46,6 +46,18 @@ REDIS_BREAKER_OPEN = Gauge(
     "Workers whose Redis circuit breaker is open (Redis left alone after failures in a row).",
     multiprocess_mode="livesum",
 )
+# Set by each worker's cache sweeper; summed over the live workers (each keeps its own cache).
+CACHE_ENTRIES = Gauge(
+    "idnode_cache_entries",
+    "Entries in the workers' caches, by form (hot: ready objects; packed: answers kept in packed form).",
+    ["form"],
+    multiprocess_mode="livesum",
+)
+CACHE_BYTES = Gauge(
+    "idnode_cache_bytes",
+    "Bytes the workers' caches count against cache_bytes (each worker's bound), both forms.",
+    multiprocess_mode="livesum",
+)
 STORE_ERRORS = Counter(
     "idnode_store_errors",
     "Requests that met a store failure or timeout, answered with an error or with a stale copy.",

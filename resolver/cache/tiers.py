@@ -20,6 +20,7 @@ copy it was handed, if any.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -43,6 +44,7 @@ STALE_REPLY_TTL = 30  # RFC 8767: the TTL of a stale answer, and how long before
 SWEEP_INTERVAL = 0.1  # seconds between two slices of the cache sweep
 SWEEP_TICKS = 300  # slices per pass: an entry unused for ~30 s is packed
 SWEEP_MIN = 64
+GAUGE_TICKS = 10  # sweep ticks between two settings of the cache's gauges
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,9 +331,15 @@ class CacheTiers:
 
     async def _sweep(self) -> None:
         # A slice every tick: a pass over the hot entries takes about SWEEP_TICKS ticks.
-        while True:
+        hot, packed = metrics.CACHE_ENTRIES.labels("hot"), metrics.CACHE_ENTRIES.labels("packed")
+        for tick in itertools.count():
             await asyncio.sleep(SWEEP_INTERVAL)
-            self.local.sweep(max(SWEEP_MIN, len(self.local.entries) // SWEEP_TICKS))
+            local = self.local
+            local.sweep(max(SWEEP_MIN, len(local.entries) // SWEEP_TICKS))
+            if tick % GAUGE_TICKS == 0:
+                hot.set(len(local.entries))
+                packed.set(len(local.cold))
+                metrics.CACHE_BYTES.set(local.bytes)
 
     async def close(self) -> None:
         for task in list(self._background):

@@ -82,3 +82,17 @@ def test_the_publication_backlog_grows_while_the_top_level_node_is_away(tmp_path
     top.start(listen=f"127.0.0.1:{port}")
     wait_published(a, "88.118.7", timeout=30)
     assert a.metric("idnode_publication_backlog", until=lambda v: v == 0) == 0
+
+
+def test_the_cache_gauges_count_what_the_workers_hold(tmp_path: Path, nodes: list[Node]) -> None:
+    node = Node(tmp_path / "data", args=["--workers", "2"]).start()
+    nodes.append(node)
+    assert node.metric("idnode_cache_entries", until=lambda n: n == 0, form="hot") == 0
+    for i in range(20):
+        path = f"/api/handles/88.118/gauge-{i}"
+        assert node.put(path, record(url_value(1, f"https://g{i}.example/")), auth=ADMIN).status == 201
+        assert node.get(path).status == 200
+    # Each resolution cached by the worker that answered it (and the prefix handle the writes read).
+    assert node.metric("idnode_cache_entries", until=lambda n: n >= 20, form="hot") >= 20
+    assert node.metric("idnode_cache_entries", form="packed") == 0  # packed after ~30 s unused
+    assert node.metric("idnode_cache_bytes", until=lambda n: n > 20 * 500) > 20 * 500
