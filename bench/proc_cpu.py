@@ -71,6 +71,31 @@ def tree_cpu_seconds(pids: Iterable[int] = (), pgids: Iterable[int] = ()) -> flo
     return sum(tree_cpu_times(pids, pgids))
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (a server's workers), in pid order."""
+    return sorted(child for child, f in _all_stats().items() if int(f[1]) == pid)
+
+
+def cpu_seconds_each(pids: Iterable[int]) -> dict[int, float]:
+    """User + system CPU seconds of each process (all its threads); 0 for one that is gone."""
+    tick = os.sysconf("SC_CLK_TCK")
+    each = {}
+    for pid in pids:
+        fields = _stat_fields(pid)
+        each[pid] = 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / tick
+    return each
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident bytes of a process (VmRSS); 0 when it is gone."""
+    try:
+        text = (_PROC / str(pid) / "status").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return 0
+    line = next((ln for ln in text.splitlines() if ln.startswith("VmRSS:")), "VmRSS: 0 kB")
+    return int(line.split()[1]) * 1024
+
+
 def check_exists(pids: Iterable[int] = (), pgids: Iterable[int] = ()) -> None:
     """Raises LookupError naming a pid or process group that /proc does not know."""
     stats = _all_stats()
