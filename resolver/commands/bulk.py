@@ -253,7 +253,7 @@ class Progress:
 
 @contextlib.asynccontextmanager
 async def _opened(config: Config) -> AsyncIterator[Store]:
-    from resolver.server import default_store  # the serving stack, only once the input is good
+    from resolver.stores import default_store  # the store backends, only once the input is good
 
     store = default_store(config)
     try:
