@@ -17,7 +17,7 @@ against the prefixes' quotas inside the write's transaction (``registry.quota``)
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -289,6 +289,27 @@ class Store(ABC):
         """Upsert (key, handle, packed record) rows with their counts, registrations, outbox and
         audit (``changeset.imported``), and record ``marker`` as the import's progress, all in
         one transaction; how many rows were created. Keys must be distinct."""
+
+    async def import_pending(
+        self,
+        chunks: AsyncIterator[Sequence[tuple[str, str, bytes]]],
+        entry: AuditEntry,
+        settle: Callable[[], Awaitable[ImportMarker | None]],
+    ) -> int | None:
+        """import_rows of every chunk of ``chunks`` (later ones win a key given twice) as one
+        transaction, for rows that arrive while the rest of the input is still being checked:
+        committed with the marker ``settle()`` gives once every item has passed, or rolled back
+        (None) when it gives None or raises; nothing is visible before. How many rows were created.
+
+        This one keeps the rows until settled and writes them then; a store that can hold a
+        transaction open while it waits (PostgresStore) writes each chunk as it comes."""
+        kept: dict[str, tuple[str, str, bytes]] = {}
+        async for rows in chunks:
+            kept.update((row[0], row) for row in rows)
+        marker = await settle()
+        if marker is None:
+            return None
+        return await self.import_rows(list(kept.values()), entry, marker)
 
     @abstractmethod
     async def import_progress(self, source: str) -> int:

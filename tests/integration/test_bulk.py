@@ -27,6 +27,7 @@ from registry.identity import sealing, secrets
 from registry.postgres.store import PostgresStore
 from registry.sqlite.store import SqliteStore
 from registry.store import PrefixStats, Store
+from resolver.commands import bulk as command
 from tests.support.nodeproc import ADMIN_SECRET, Node
 from tests.support.pgproc import temp_database
 from tests.support.poll import wait_until
@@ -205,6 +206,21 @@ def test_bad_items_are_reported_by_line_and_nothing_is_written(stores: Stores, t
     assert "line 6: not JSON" in err
     assert "3 bad items; nothing was written" in err
     assert idnode("export", *where).stdout == b""
+
+
+def test_rows_copied_while_the_rest_is_checked_are_rolled_back_when_a_later_item_is_bad(
+    stores: Stores, tmp_path: Path
+) -> None:
+    where = stores.new()
+    items: list[Any] = synthetic(6000)  # ~3.5 MB: the checking pass's first blocks pass before its last one is read
+    items[-1] = {"handle": "99.7/elsewhere", "values": [{"index": 1, "type": "URL", "data": "x"}]}
+    source = write_items(tmp_path / "in.jsonl", items)
+    assert source.stat().st_size > 3 * command.CHECK_BLOCK
+    err = refused_import(source, "--chunk", "500", *where)
+    assert "line 6000: this node serves prefix 88.118; 99.7/elsewhere is not under it" in err
+    assert "1 bad items; nothing was written" in err
+    assert idnode("export", *where).stdout == b""
+    assert look(where, lambda s: s.stats(None)) == []
 
 
 def test_a_finished_import_run_again_changes_nothing(stores: Stores, tmp_path: Path) -> None:
