@@ -292,24 +292,26 @@ class Store(ABC):
 
     async def import_pending(
         self,
-        chunks: AsyncIterator[Sequence[tuple[str, str, bytes]]],
+        chunks: AsyncIterator[tuple[int, Sequence[tuple[str, str, bytes]]]],
         entry: AuditEntry,
         settle: Callable[[], Awaitable[ImportMarker | None]],
     ) -> int | None:
-        """import_rows of every chunk of ``chunks`` (later ones win a key given twice) as one
-        transaction, for rows that arrive while the rest of the input is still being checked:
-        committed with the marker ``settle()`` gives once every item has passed, or rolled back
-        (None) when it gives None or raises; nothing is visible before. How many rows were created.
+        """The (last item number, rows) chunks of an import that arrive while the rest of its input
+        is still being checked, written as import_rows writes them once ``settle()`` gives the
+        marker (every item passed); nothing is visible before, and nothing is written when it gives
+        None (None) or raises. How many rows were created.
 
-        This one keeps the rows until settled and writes them then; a store that can hold a
-        transaction open while it waits (PostgresStore) writes each chunk as it comes."""
-        kept: dict[str, tuple[str, str, bytes]] = {}
-        async for rows in chunks:
-            kept.update((row[0], row) for row in rows)
+        This one keeps the chunks until settled, then writes each in a transaction of its own; a
+        store that can hold a transaction open while it waits (PostgresStore) writes them as they
+        come, into one transaction committed once settled."""
+        kept = [chunk async for chunk in chunks]
         marker = await settle()
         if marker is None:
             return None
-        return await self.import_rows(list(kept.values()), entry, marker)
+        created = 0
+        for last, rows in kept:
+            created += await self.import_rows(rows, entry, marker._replace(items=last))
+        return created
 
     @abstractmethod
     async def import_progress(self, source: str) -> int:

@@ -300,7 +300,7 @@ class PostgresStore(Store):
 
     async def import_pending(
         self,
-        chunks: AsyncIterator[Sequence[tuple[str, str, bytes]]],
+        chunks: AsyncIterator[tuple[int, Sequence[tuple[str, str, bytes]]]],
         entry: AuditEntry,
         settle: Callable[[], Awaitable[ImportMarker | None]],
     ) -> int | None:
@@ -310,7 +310,7 @@ class PostgresStore(Store):
         keys: list[str] = []
         try:
             async with self._primary() as conn, conn.transaction():
-                async for rows in chunks:
+                async for _, rows in chunks:
                     created += await _import_chunk(conn, rows, entry)
                     keys.extend(r[0] for r in rows)
                 marker = await settle()

@@ -269,21 +269,21 @@ class _Early:
         self.closed = True
         self.queue.put_nowait(None)
 
-    async def chunks(self, chunk: int) -> AsyncIterator[list[tuple[str, str, bytes]]]:
+    async def chunks(self, chunk: int) -> AsyncIterator[tuple[int, list[tuple[str, str, bytes]]]]:
+        """(the last item number, distinct-key rows) of ``chunk`` items at a time; whole chunks only
+        (the rows of a last part one are written from the spool, in the chunks they would have had)."""
         pending: list[tuple[int, str, str, bytes]] = []
         while (block := await self.queue.get()) is not None:
             pending.extend(msgpack.Unpacker(io.BytesIO(block), raw=False, use_list=False))
             while len(pending) >= chunk:
                 yield self._take(pending[:chunk])
                 del pending[:chunk]
-        if pending:
-            yield self._take(pending)
 
-    def _take(self, items: list[tuple[int, str, str, bytes]]) -> list[tuple[str, str, bytes]]:
+    def _take(self, items: list[tuple[int, str, str, bytes]]) -> tuple[int, list[tuple[str, str, bytes]]]:
         self.last = items[-1][0]
         rows = list({key: (key, handle, blob) for _, key, handle, blob in items}.values())  # the later item wins
         self.taken += len(rows)
-        return rows
+        return self.last, rows
 
 
 # Progress ---------------------------------------------------------------------------
