@@ -294,18 +294,19 @@ class Store(ABC):
         self,
         chunks: AsyncIterator[tuple[int, Sequence[tuple[str, str, bytes]]]],
         entry: AuditEntry,
-        settle: Callable[[], Awaitable[ImportMarker | None]],
+        settle: Callable[[bool], Awaitable[ImportMarker | None]],
     ) -> int | None:
         """The (last item number, rows) chunks of an import that arrive while the rest of its input
-        is still being checked, written as import_rows writes them once ``settle()`` gives the
+        is still being checked, written as import_rows writes them once ``settle(fresh)`` gives the
         marker (every item passed); nothing is visible before, and nothing is written when it gives
-        None (None) or raises. How many rows were created.
+        None (None) or raises. ``fresh``: the store held none of the chunks' keys before (their rows
+        need no comparison with what it held). How many rows were created.
 
         This one keeps the chunks until settled, then writes each in a transaction of its own; a
         store that can hold a transaction open while it waits (PostgresStore) writes them as they
         come, into one transaction committed once settled."""
         kept = [chunk async for chunk in chunks]
-        marker = await settle()
+        marker = await settle(False)
         if marker is None:
             return None
         created = 0

@@ -302,18 +302,21 @@ class PostgresStore(Store):
         self,
         chunks: AsyncIterator[tuple[int, Sequence[tuple[str, str, bytes]]]],
         entry: AuditEntry,
-        settle: Callable[[], Awaitable[ImportMarker | None]],
+        settle: Callable[[bool], Awaitable[ImportMarker | None]],
     ) -> int | None:
         # Each chunk is copied as it comes, into a transaction held open until settle() says
-        # every item passed: PostgreSQL copies while the checking processes go on.
-        created = 0
+        # every item passed: PostgreSQL copies while the checking processes go on. A chunk
+        # copied straight into the table (no key clashed with its unique index) held no key before.
+        created, fresh = 0, True
         keys: list[str] = []
         try:
             async with self._primary() as conn, conn.transaction():
                 async for _, rows in chunks:
-                    created += await _import_chunk(conn, rows, entry)
+                    made = await _import_chunk(conn, rows, entry)
+                    created += made
+                    fresh = fresh and made == len(rows)
                     keys.extend(r[0] for r in rows)
-                marker = await settle()
+                marker = await settle(fresh)
                 if marker is None:
                     raise _Unsettled
                 await conn.execute(txn.MARK, marker.name, str(marker.items))

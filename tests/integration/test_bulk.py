@@ -381,6 +381,21 @@ def test_an_import_refuses_to_change_existing_credentials_unless_told(stores: St
     assert _node_secret_check(where, tmp_path, "attacker-secret")[0] == 201
 
 
+@pytest.mark.parametrize("line", [1, 2901], ids=["copied-while-checking", "written-after"])
+def test_credentials_are_guarded_in_rows_copied_while_the_rest_is_checked(
+    stores: Stores, tmp_path: Path, line: int
+) -> None:
+    where = stores.new()
+    look(where, lambda s: ensure_node_prefix(s, "88.118", ADMIN_SECRET))
+    items: list[Any] = synthetic(3000)  # chunks of 100: the first three are copied while the rest is checked
+    items.insert(line - 1, _identity("0.NA/88.118", "attacker-secret"))
+    err = refused_import(write_items(tmp_path / "in.jsonl", items), "--chunk", "100", *where)
+    assert f"line {line}: 0.NA/88.118 is this node's prefix handle and would change (--replace-credentials" in err
+    assert "1 items refused; nothing was written" in err
+    assert sum(p.handles for p in look(where, lambda s: s.stats(None))) == 0
+    assert _node_secret_check(where, tmp_path, "attacker-secret") == (403, 201)
+
+
 def test_an_import_limited_to_prefixes_refuses_items_outside(stores: Stores, tmp_path: Path) -> None:
     where = stores.new()
     items = [
