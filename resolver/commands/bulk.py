@@ -200,9 +200,9 @@ def check_in(
             if result.bad_count:
                 continue  # nothing will be written: keep checking, stop spooling
             result.items += count
-            spool.write(rows)
             if early is not None:
-                early.feed(rows, count)
+                early.feed(spool.tell(), rows, count)
+            spool.write(rows)
         hashing.read()  # a digest of the whole input, past a broken msgpack stream's end too
     finally:
         if early is not None:
@@ -221,9 +221,12 @@ def _pool(jobs: int) -> Iterator[Imap]:
         yield functools.partial(pool.imap, chunksize=1)
 
 
-def _spooled(spool: IO[bytes], after: int, chunk: int) -> Iterator[tuple[int, list[tuple[str, str, bytes]]]]:
-    """Chunks of spooled rows past item ``after``: (the last item number, distinct-key rows)."""
-    spool.seek(0)
+def _spooled(
+    spool: IO[bytes], after: int, chunk: int, start: int = 0
+) -> Iterator[tuple[int, list[tuple[str, str, bytes]]]]:
+    """Chunks of spooled rows past item ``after`` (read from offset ``start``, at or before it):
+    (the last item number, distinct-key rows)."""
+    spool.seek(start)
     rows: dict[str, tuple[str, str, bytes]] = {}
     last = after
     for line, key, handle, blob in msgpack.Unpacker(spool, raw=False, use_list=False, read_size=SPOOL_BYTES):
@@ -244,17 +247,18 @@ class _Early:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, budget: int) -> None:
         self.loop = loop
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
         self.left = budget
         self.closed = False
         self.last = 0  # the number of the last item the writer took
         self.taken = 0  # rows the writer took (a key given twice in a chunk once)
+        self.resume_at = 0  # where in the spool the rows after the last one taken are (or a little before)
 
-    def feed(self, rows: bytes, count: int) -> None:
-        """In the checking thread: a task's spooled rows."""
+    def feed(self, at: int, rows: bytes, count: int) -> None:
+        """In the checking thread: a task's rows, spooled at offset ``at``."""
         if not self.closed:
             self.left -= count
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, rows)
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, (at, rows))
             if self.left <= 0:
                 self.close()
 
@@ -273,11 +277,15 @@ class _Early:
         """(the last item number, distinct-key rows) of ``chunk`` items at a time; whole chunks only
         (the rows of a last part one are written from the spool, in the chunks they would have had)."""
         pending: list[tuple[int, str, str, bytes]] = []
-        while (block := await self.queue.get()) is not None:
+        while (got := await self.queue.get()) is not None:
+            at, block = got
+            if not pending:
+                self.resume_at = at  # the first row not taken is in this block
             pending.extend(msgpack.Unpacker(io.BytesIO(block), raw=False, use_list=False))
             while len(pending) >= chunk:
-                yield self._take(pending[:chunk])
-                del pending[:chunk]
+                taken, pending = pending[:chunk], pending[chunk:]
+                self.resume_at = at if pending else at + len(block)
+                yield self._take(taken)
 
     def _take(self, items: list[tuple[int, str, str, bytes]]) -> tuple[int, list[tuple[str, str, bytes]]]:
         self.last = items[-1][0]
@@ -346,9 +354,9 @@ async def _opened(config: Config) -> AsyncIterator[Store]:
         await store.close()
 
 
-def _numbered(spool: IO[bytes], after: int, chunk: int) -> Iterator[list[tuple[int, str, bytes]]]:
-    """Chunks of spooled (number, key, blob) past item ``after``."""
-    spool.seek(0)
+def _numbered(spool: IO[bytes], after: int, chunk: int, start: int = 0) -> Iterator[list[tuple[int, str, bytes]]]:
+    """Chunks of spooled (number, key, blob) past item ``after`` (read from offset ``start``)."""
+    spool.seek(start)
     rows: list[tuple[int, str, bytes]] = []
     for line, key, _, blob in msgpack.Unpacker(spool, raw=False, use_list=False, read_size=SPOOL_BYTES):
         if line > after:
@@ -360,14 +368,14 @@ def _numbered(spool: IO[bytes], after: int, chunk: int) -> Iterator[list[tuple[i
         yield rows
 
 
-async def _guard(store: Store, config: Config, spool: IO[bytes], after: int, chunk: int) -> Checked:
+async def _guard(store: Store, config: Config, spool: IO[bytes], after: int, chunk: int, start: int = 0) -> Checked:
     """The items that would change what the store holds of credentials or the node's prefix handle.
 
     One batched read of the chunk's keys per chunk (not a read per item): the rows the store does
     not hold cost an index probe each, and only those it holds are decoded and compared."""
     refused = Checked("", 0, [], 0)
     node_key = parse_handle(f"0.NA/{config.node_prefix}").key
-    for rows in _numbered(spool, after, chunk):
+    for rows in _numbered(spool, after, chunk, start):
         held = await store.get_many((key for _, key, _ in rows), primary=True)
         for line, key, blob in rows:
             reason = guard.refusal(held.get(key), blob, node_key, key)
@@ -455,11 +463,11 @@ async def _import(
         if found.refused is not None:
             return _report(found.refused, err, "items refused")
         progress.total = checked.items - _count_upto(spool, found.after)
-        after = found.after
+        after, start = found.after, 0
         if created is not None:
-            after = early.last
+            after, start = early.last, early.resume_at
             progress.add(early.taken, created)
-        for last, rows in _spooled(spool, after, options.chunk):
+        for last, rows in _spooled(spool, after, options.chunk, start):
             entry = AuditEntry(time.time(), options.identity, "cli", "import", "")
             created = await store.import_rows(rows, entry, ImportMarker(checked.digest, last))
             progress.add(len(rows), created)
@@ -481,7 +489,8 @@ async def _settle(
     if checked.digest != await found.digest:
         raise _Unreadable("it changed while it was read")
     if not options.replace_credentials:
-        refused = await _guard(store, config, spool, max(found.after, early.last if fresh else 0), options.chunk)
+        after, start = (early.last, early.resume_at) if fresh and early.last > found.after else (found.after, 0)
+        refused = await _guard(store, config, spool, after, options.chunk, start)
         if refused.bad_count:
             found.refused = refused
             return None
