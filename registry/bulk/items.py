@@ -159,12 +159,31 @@ def check_task(task: tuple[int, bytes], fmt: str, rules: Rules) -> tuple[bytes, 
     pool's pipe cost the parent a microsecond or two each, and the parent is the pool's
     bottleneck."""
     first, block = task
-    if fmt == "jsonl":
-        rows, bad = check_batch(list(enumerate(io.BytesIO(block), first)), fmt, rules)
-    else:
-        rows, bad = check_packed(first, block, rules)
     pack = msgpack.Packer(use_bin_type=True).pack
-    return b"".join([pack((line, *row)) for line, row in rows]), len(rows), bad
+    check = _check_lines if fmt == "jsonl" else check_packed
+    entries: list[bytes] = []
+    bad = check(first, block, rules, entries, pack)
+    return b"".join(entries), len(entries), bad
+
+
+Pack = Callable[[Any], bytes]
+
+
+def _check_lines(first: int, block: bytes, rules: Rules, entries: list[bytes], pack: Pack) -> list[BadItem]:
+    """The spool entries (appended to ``entries``) and refusals of a block of JSON lines: a common
+    item goes straight to its entry (~2 us an item less than through check_raw and a Row), any
+    other through check_raw."""
+    bad: list[BadItem] = []
+    fast_ok = not rules.scope  # --prefix: every row goes through the scope check of check_raw
+    for line, raw in enumerate(io.BytesIO(block), first):
+        fast = fast_json(raw, rules) if fast_ok and len(raw) <= rules.max_bytes else None
+        if fast is not None:
+            entries.append(pack((line, *fast)))
+            continue
+        rows: list[tuple[int, Row]] = []
+        _judge(line, rows, bad, check_raw, raw, "jsonl", rules)
+        entries.extend(pack((n, *row)) for n, row in rows)
+    return bad
 
 
 def check_batch(batch: list[tuple[int, bytes]], fmt: str, rules: Rules) -> tuple[list[tuple[int, Row]], list[BadItem]]:
@@ -176,12 +195,12 @@ def check_batch(batch: list[tuple[int, bytes]], fmt: str, rules: Rules) -> tuple
     return rows, bad
 
 
-def check_packed(first: int, block: bytes, rules: Rules) -> tuple[list[tuple[int, Row]], list[BadItem]]:
-    """check_batch of the items of a block of msgpack, numbered from ``first``: each item decoded
-    once, straight into the common shape's Structs where it has it (raw_items unpacks and
-    re-packs each, for check_raw to unpack again)."""
-    rows: list[tuple[int, Row]] = []
+def check_packed(first: int, block: bytes, rules: Rules, entries: list[bytes], pack: Pack) -> list[BadItem]:
+    """_check_lines of a block of msgpack, numbered from ``first``: each item decoded once,
+    straight into the common shape's Structs where it has it (raw_items unpacks and re-packs
+    each, for check_raw to unpack again)."""
     bad: list[BadItem] = []
+    fast_ok = not rules.scope
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(block), 1))
     unpacker.feed(block)
     view = memoryview(block)
@@ -196,9 +215,9 @@ def check_packed(first: int, block: bytes, rules: Rules) -> tuple[list[tuple[int
             break
         start, at = at, unpacker.tell()
         raw = view[start:at]
-        fast = fast_packed(raw, rules) if 2 * len(raw) <= rules.max_bytes else None
+        fast = fast_packed(raw, rules) if fast_ok and 2 * len(raw) <= rules.max_bytes else None
         if fast is not None:
-            _judge(line, rows, bad, _scoped, Row(*fast), rules)
+            entries.append(pack((line, *fast)))
             continue
         try:
             obj = msgpack.unpackb(raw, raw=False)
@@ -208,8 +227,10 @@ def check_packed(first: int, block: bytes, rules: Rules) -> tuple[list[tuple[int
         size = len(raw)
         if 2 * size > rules.max_bytes:  # re-packed as raw_items does (a float32 comes back as 8 bytes)
             size = len(msgpack.packb(obj, use_bin_type=True))
+        rows: list[tuple[int, Row]] = []
         _judge(line, rows, bad, check_object, obj, size, rules)
-    return rows, bad
+        entries.extend(pack((n, *row)) for n, row in rows)
+    return bad
 
 
 def check_object(obj: Any, size: int, rules: Rules) -> Row:
