@@ -242,13 +242,15 @@ def _spooled(
 
 
 class _Early:
-    """The first spooled rows, handed from the checking thread to the writer as they come: at
-    most ``budget`` of them, then (or where the input ends or turns bad) an end mark."""
+    """The first spooled rows, handed from the checking thread to the writer as they come, for
+    its first ``count`` chunks of ``chunk`` items; then (or where the input ends or turns bad) an
+    end mark."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, budget: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, chunk: int, count: int) -> None:
         self.loop = loop
         self.queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
-        self.left = budget
+        self.chunk, self.count = chunk, count
+        self.left = chunk * count
         self.closed = False
         self.last = 0  # the number of the last item the writer took
         self.taken = 0  # rows the writer took (a key given twice in a chunk once)
@@ -273,18 +275,20 @@ class _Early:
         self.closed = True
         self.queue.put_nowait(None)
 
-    async def chunks(self, chunk: int) -> AsyncIterator[tuple[int, list[tuple[str, str, bytes]]]]:
-        """(the last item number, distinct-key rows) of ``chunk`` items at a time; whole chunks only
-        (the rows of a last part one are written from the spool, in the chunks they would have had)."""
+    async def chunks(self) -> AsyncIterator[tuple[int, list[tuple[str, str, bytes]]]]:
+        """(the last item number, distinct-key rows) of each early chunk; whole chunks only (the rows
+        of a last part one are written from the spool, in the chunks they would have had)."""
         pending: list[tuple[int, str, str, bytes]] = []
-        while (got := await self.queue.get()) is not None:
+        left = self.count
+        while left and (got := await self.queue.get()) is not None:
             at, block = got
             if not pending:
                 self.resume_at = at  # the first row not taken is in this block
             pending.extend(msgpack.Unpacker(io.BytesIO(block), raw=False, use_list=False))
-            while len(pending) >= chunk:
-                taken, pending = pending[:chunk], pending[chunk:]
+            while left and len(pending) >= self.chunk:
+                taken, pending = pending[: self.chunk], pending[self.chunk :]
                 self.resume_at = at if pending else at + len(block)
+                left -= 1
                 yield self._take(taken)
 
     def _take(self, items: list[tuple[int, str, str, bytes]]) -> tuple[int, list[tuple[str, str, bytes]]]:
@@ -391,7 +395,7 @@ async def _run(
 ) -> int:
     """Check the input in a thread (driving the pool) while the store is opened and the first rows copied."""
     loop = asyncio.get_running_loop()
-    early = _Early(loop, EARLY_CHUNKS * options.chunk)
+    early = _Early(loop, options.chunk, EARLY_CHUNKS)
     digest = asyncio.ensure_future(asyncio.to_thread(_digest, stream.fileno()))  # for the progress of earlier runs
     checking = _in_thread(loop, functools.partial(check_in, imap, stream, options.fmt, rules, spool, early))
     try:
@@ -455,7 +459,7 @@ async def _import(
         entry = AuditEntry(time.time(), options.identity, "cli", "import", "")
         settle = functools.partial(_settle, store, config, options, early, spool, found)
         progress = Progress(0, err)
-        created = await store.import_pending(early.chunks(options.chunk), entry, settle)
+        created = await store.import_pending(early.chunks(), entry, settle)
         checked = found.checked
         assert checked is not None  # settle() ran, or import_pending raised
         if checked.bad_count:
