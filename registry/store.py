@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -295,6 +295,30 @@ class Store(ABC):
         """Upsert (key, handle, packed record) rows with their counts, registrations, outbox and
         audit (``changeset.imported``), and record ``marker`` as the import's progress, all in
         one transaction; how many rows were created. Keys must be distinct."""
+
+    async def import_pending(
+        self,
+        chunks: AsyncIterator[tuple[int, Sequence[tuple[str, str, bytes]]]],
+        entry: AuditEntry,
+        settle: Callable[[bool], Awaitable[ImportMarker | None]],
+    ) -> int | None:
+        """The (last item number, rows) chunks of an import that arrive while the rest of its input
+        is still being checked, written as import_rows writes them once ``settle(fresh)`` gives the
+        marker (every item passed); nothing is visible before, and nothing is written when it gives
+        None (None) or raises. ``fresh``: the store held none of the chunks' keys before (their rows
+        need no comparison with what it held). How many rows were created.
+
+        This one keeps the chunks until settled, then writes each in a transaction of its own; a
+        store that can hold a transaction open while it waits (PostgresStore) writes them as they
+        come, into one transaction committed once settled."""
+        kept = [chunk async for chunk in chunks]
+        marker = await settle(False)
+        if marker is None:
+            return None
+        created = 0
+        for last, rows in kept:
+            created += await self.import_rows(rows, entry, marker._replace(items=last))
+        return created
 
     @abstractmethod
     async def import_progress(self, source: str) -> int:

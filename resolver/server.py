@@ -21,16 +21,13 @@ from aiohttp import web
 from protocol import valuedata as vd
 from protocol.wire.message import PROTOCOL_VERSION
 from registry.bootstrap import ensure_node_prefix
-from registry.identity import secrets, tokens
+from registry.identity import tokens
 from registry.identity.auth import NODE_BRAKE_FACTOR, Authenticator
 from registry.identity.ratelimit import FailureLimiter
 from registry.identity.resealing import reseal_store
-from registry.postgres.store import PostgresStore
 from registry.service import RegistrationService
-from registry.sqlite.store import SqliteStore
-from registry.sqlite.writer import STORE_FILE
 from registry.store import Store
-from resolver import metrics
+from resolver import metrics, stores
 from resolver.cache.generations import Generations
 from resolver.cache.redis_tier import RedisTier
 from resolver.cache.tiers import CachePolicy
@@ -109,30 +106,6 @@ def raise_fd_limit(config: Config) -> None:
         )
 
 
-def load_secret_key(config: Config) -> None:
-    """Seal and open stored secrets with the node's key file, made now if there is none."""
-    secrets.use_key_file(config.secret_key_path)
-
-
-def default_store(config: Config) -> Store:
-    load_secret_key(config)  # every process that opens the store seals and opens secrets with the node's key
-    if config.postgres:
-        return PostgresStore(
-            config.store,
-            replicas=config.store_replica,
-            pool_size=config.store_pool_size,
-            partitions=config.store_partitions,
-            audit_retention_days=config.audit_retention_days,
-            timeout=max(config.store_timeout, 5.0),
-        )
-    return SqliteStore(
-        config.data_dir / STORE_FILE,
-        readers=config.store_readers,
-        min_free_bytes=config.min_free_bytes,
-        wal_max_bytes=config.wal_max_bytes,
-    )
-
-
 async def bootstrap(config: Config, admin_secret: str | None, store: Store | None = None) -> None:
     """First start: create the node's prefix handle, showing a generated admin secret once."""
     ensure_key(config.data_dir)  # the Handle server key: made once, before the workers fork
@@ -140,8 +113,8 @@ async def bootstrap(config: Config, admin_secret: str | None, store: Store | Non
         tokens.ensure_key(config.token_key_path)  # likewise the key SNMS tokens are signed with
     if not config.secret_key_path.exists():
         log.info("making the secret key %s: keep a copy apart from the store and its backups", config.secret_key_path)
-    load_secret_key(config)  # and the key stored secrets are sealed with
-    store = store or default_store(config)
+    stores.load_secret_key(config)  # and the key stored secrets are sealed with
+    store = store or stores.default_store(config)
     await store.open()
     try:
         (await reseal_store(store)).report()  # secrets in clear (or under an older key) sealed now
@@ -211,8 +184,8 @@ async def serve(
     if listeners is None:
         listeners, announce_them = open_listeners(config), True
     raise_fd_limit(config)
-    load_secret_key(config)
-    store = store or default_store(config)
+    stores.load_secret_key(config)
+    store = store or stores.default_store(config)
     shared = shared or node_shared(config)
     await store.open()
     gc.freeze()  # what start-up allocated lives for the whole process: never scan it again

@@ -9,13 +9,21 @@ returns the row the general path would return, or None for anything else (includ
 item the general path refuses), and the caller then runs the general path, which says what
 is wrong. Whatever depends only on a prefix, a type, an admin reference or a timestamp is
 checked once per distinct text.
+
+The shape is written as msgspec Structs: a JSON line or a packed item is decoded straight into
+them, its types, ranges and keys checked in C (``fast_json``, ``fast_packed``); a decoded object
+is converted to them (``fast_row``). What the Structs leave (a handle's prefix, a type's text,
+an admin reference, a timestamp) is checked here, once per distinct text. An item the Structs
+refuse is refused by the general path too, or is taken by it: the general path gives the reasons.
 """
 
 from __future__ import annotations
 
 import functools
 from operator import itemgetter
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from protocol.errors import HandleError
 from protocol.identifiers import MAX_REGISTERED_CHARS, NA_PREFIX, ascii_upper, is_at_or_under, parse_prefix
@@ -23,10 +31,8 @@ from protocol.jsonfmt import admin_from_json, parse_timestamp, type_from_json
 from protocol.records import DEFAULT_PERMISSIONS, DEFAULT_TTL, HS_SECKEY, MAX_INDEX, encode_rows
 from registry.bulk.rules import Rules
 
-_VALUE_KEYS = frozenset({"index", "type", "data", "ttl", "timestamp", "permissions"})
 _PERMISSIONS = {format(n, "04b"): n for n in range(16)}
 _CONTROL = frozenset(chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)])
-_MISSING = object()
 _by_index = itemgetter(0)
 CACHED = 4096  # distinct prefixes, types, admin references kept checked
 MAX_TIMESTAMP = 2**32 - 1  # the record format keeps 32 bits
@@ -94,37 +100,60 @@ def _admin(handle: str, index: int, permissions: str) -> bytes | None:
         return None
 
 
-def _data(data: Any) -> bytes | None:
-    if type(data) is dict:
-        fmt, inner = data.get("format"), data.get("value")
-        if fmt == "string" and type(inner) is str:
-            data = inner
-        elif fmt == "admin" and type(inner) is dict:
-            ref = inner.get("handle"), inner.get("index"), inner.get("permissions")
-            if type(ref[0]) is str and type(ref[1]) is int and type(ref[2]) is str:
-                return _admin(*ref)
-            return None
-        else:
-            return None
-    if type(data) is str:
-        return data.encode("utf-8") if data.isascii() or _utf8(data) else None
-    return None
+class _Admin(msgspec.Struct):
+    # Other keys are ignored, as admin_from_json ignores them.
+    handle: str
+    index: int
+    permissions: str
 
 
-def _value_row(item: Any, now: int) -> tuple[Any, ...] | None:
+class _String(msgspec.Struct, tag="string", tag_field="format"):
+    value: str
+
+
+class _AdminData(msgspec.Struct, tag="admin", tag_field="format"):
+    value: _Admin
+
+
+class _Value(msgspec.Struct, forbid_unknown_fields=True):
+    index: Annotated[int, msgspec.Meta(ge=1, le=MAX_INDEX)]
+    type: str
+    data: str | _String | _AdminData
+    ttl: Annotated[int, msgspec.Meta(ge=0, le=MAX_INDEX)] = DEFAULT_TTL
+    timestamp: str | None = None  # None: stamped with the import's time (any other non-string: the general path)
+    permissions: str | None = None
+
+
+class Item(msgspec.Struct):
+    """The common shape of an item (other keys, such as a resolution's ``responseCode``, ignored)."""
+
+    handle: Annotated[str, msgspec.Meta(max_length=MAX_REGISTERED_CHARS)]
+    values: Annotated[list[_Value], msgspec.Meta(min_length=1)]
+
+
+_json_item = msgspec.json.Decoder(Item).decode
+_packed_item = msgspec.msgpack.Decoder(Item).decode
+_NOT_COMMON = (msgspec.DecodeError, msgspec.ValidationError)
+
+
+def _data(data: str | _String | _AdminData) -> bytes | None:
+    if isinstance(data, _AdminData):
+        ref = data.value
+        return _admin(ref.handle, ref.index, ref.permissions)
+    text = data if isinstance(data, str) else data.value
+    return text.encode("utf-8") if text.isascii() or _utf8(text) else None
+
+
+def _value_row(value: _Value, now: int) -> tuple[Any, ...] | None:
     """A value's row as encode_record writes it, else None."""
-    if type(item) is not dict or not _VALUE_KEYS.issuperset(item):
+    if not _plain_type(value.type):
         return None
-    index, vtype = item.get("index"), item.get("type")
-    if type(index) is not int or not 1 <= index <= MAX_INDEX or type(vtype) is not str or not _plain_type(vtype):
+    data = _data(value.data)
+    given = value.permissions
+    permissions = DEFAULT_PERMISSIONS if given is None else _PERMISSIONS.get(given, -1)
+    if data is None or permissions < 0:
         return None
-    data = _data(item.get("data"))
-    ttl = item.get("ttl", DEFAULT_TTL)
-    given = item.get("permissions")
-    permissions = DEFAULT_PERMISSIONS if given is None else _PERMISSIONS.get(given, -1) if type(given) is str else -1
-    if data is None or type(ttl) is not int or not 0 <= ttl <= MAX_INDEX or permissions < 0:
-        return None
-    stamp = item.get("timestamp", _MISSING)
+    stamp = value.timestamp
     if type(stamp) is str:
         try:
             stamp_at = moment(stamp)
@@ -132,21 +161,17 @@ def _value_row(item: Any, now: int) -> tuple[Any, ...] | None:
             return None
     else:
         stamp_at = now
-    return (index, vtype, data, ttl, stamp_at, permissions, ())
+    return (value.index, value.type, data, value.ttl, stamp_at, permissions, ())
 
 
-def fast_row(obj: Any, rules: Rules) -> tuple[str, str, bytes] | None:
-    """(key, handle, blob): the row ``registry.bulk.items.row_from_item`` gives for ``obj`` if it has
-    the common shape, else None."""
-    if type(obj) is not dict:
-        return None
-    names = _handle(obj.get("handle"), rules)
-    items = obj.get("values")
-    if names is None or type(items) is not list or not items:
+def item_row(item: Item, rules: Rules) -> tuple[str, str, bytes] | None:
+    """(key, handle, blob) of a decoded common item, or None where the general path must judge."""
+    names = _handle(item.handle, rules)
+    if names is None:
         return None
     rows = []
-    for item in items:
-        row = _value_row(item, rules.now)
+    for value in item.values:
+        row = _value_row(value, rules.now)
         if row is None:
             return None
         rows.append(row)
@@ -157,3 +182,31 @@ def fast_row(obj: Any, rules: Rules) -> tuple[str, str, bytes] | None:
         rows.sort(key=_by_index)
     blob = encode_rows(names[1], rows)
     return None if len(blob) > rules.max_bytes else (names[0], names[1], blob)
+
+
+def fast_json(raw: bytes, rules: Rules) -> tuple[str, str, bytes] | None:
+    """fast_row of a JSON text, decoded straight into the Structs (no dict built)."""
+    try:
+        item = _json_item(raw)
+    except _NOT_COMMON:
+        return None
+    return item_row(item, rules)
+
+
+def fast_packed(raw: bytes | memoryview, rules: Rules) -> tuple[str, str, bytes] | None:
+    """fast_row of one packed item, decoded straight into the Structs."""
+    try:
+        item = _packed_item(raw)
+    except _NOT_COMMON:
+        return None
+    return item_row(item, rules)
+
+
+def fast_row(obj: Any, rules: Rules) -> tuple[str, str, bytes] | None:
+    """(key, handle, blob): the row ``registry.bulk.items.row_from_item`` gives for ``obj`` if it has
+    the common shape, else None."""
+    try:
+        item = msgspec.convert(obj, Item)
+    except _NOT_COMMON:
+        return None
+    return item_row(item, rules)

@@ -24,7 +24,7 @@ from protocol.errors import HandleError, InvalidValue, NotResponsible
 from protocol.identifiers import check_registrable, check_responsible, parse_handle
 from protocol.jsonfmt import value_from_json, value_to_json
 from protocol.records import HS_SECKEY, PUBLIC_READ, PUBLIC_WRITE, HandleRecord, HandleValue, encode_record
-from registry.bulk.fast import fast_row, moment
+from registry.bulk.fast import fast_json, fast_packed, fast_row, moment
 from registry.bulk.guard import scope_refusal
 from registry.bulk.rules import Rules
 from registry.identity import secrets
@@ -94,7 +94,10 @@ def _values(items: Any, now: int) -> tuple[HandleValue, ...]:
 def row_from_item(obj: Any, rules: Rules) -> Row:
     """Check one decoded item and return its row; raise HandleError saying what is wrong."""
     fast = fast_row(obj, rules)
-    row = Row(*fast) if fast is not None else general_row(obj, rules)
+    return _scoped(Row(*fast) if fast is not None else general_row(obj, rules), rules)
+
+
+def _scoped(row: Row, rules: Rules) -> Row:
     outside = scope_refusal(row.handle, rules.scope)
     if outside is not None:
         raise NotResponsible(outside)
@@ -125,6 +128,9 @@ def check_raw(raw: bytes, fmt: str, rules: Rules) -> Row | None:
     if fmt == "jsonl":
         if not raw.strip():
             return None
+        fast = fast_json(raw, rules)
+        if fast is not None:
+            return _scoped(Row(*fast), rules)
         try:
             obj = orjson.loads(raw)  # ~3x json.loads on exported items
         except orjson.JSONDecodeError:
@@ -153,12 +159,31 @@ def check_task(task: tuple[int, bytes], fmt: str, rules: Rules) -> tuple[bytes, 
     pool's pipe cost the parent a microsecond or two each, and the parent is the pool's
     bottleneck."""
     first, block = task
-    if fmt == "jsonl":
-        rows, bad = check_batch(list(enumerate(io.BytesIO(block), first)), fmt, rules)
-    else:
-        rows, bad = check_packed(first, block, rules)
     pack = msgpack.Packer(use_bin_type=True).pack
-    return b"".join([pack((line, *row)) for line, row in rows]), len(rows), bad
+    check = _check_lines if fmt == "jsonl" else check_packed
+    entries: list[bytes] = []
+    bad = check(first, block, rules, entries, pack)
+    return b"".join(entries), len(entries), bad
+
+
+Pack = Callable[[Any], bytes]
+
+
+def _check_lines(first: int, block: bytes, rules: Rules, entries: list[bytes], pack: Pack) -> list[BadItem]:
+    """The spool entries (appended to ``entries``) and refusals of a block of JSON lines: a common
+    item goes straight to its entry (~2 us an item less than through check_raw and a Row), any
+    other through check_raw."""
+    bad: list[BadItem] = []
+    fast_ok = not rules.scope  # --prefix: every row goes through the scope check of check_raw
+    for line, raw in enumerate(io.BytesIO(block), first):
+        fast = fast_json(raw, rules) if fast_ok and len(raw) <= rules.max_bytes else None
+        if fast is not None:
+            entries.append(pack((line, *fast)))
+            continue
+        rows: list[tuple[int, Row]] = []
+        _judge(line, rows, bad, check_raw, raw, "jsonl", rules)
+        entries.extend(pack((n, *row)) for n, row in rows)
+    return bad
 
 
 def check_batch(batch: list[tuple[int, bytes]], fmt: str, rules: Rules) -> tuple[list[tuple[int, Row]], list[BadItem]]:
@@ -170,27 +195,42 @@ def check_batch(batch: list[tuple[int, bytes]], fmt: str, rules: Rules) -> tuple
     return rows, bad
 
 
-def check_packed(first: int, block: bytes, rules: Rules) -> tuple[list[tuple[int, Row]], list[BadItem]]:
-    """check_batch of the items of a block of msgpack, numbered from ``first``: unpacked once
-    (raw_items unpacks and re-packs each, for check_raw to unpack again)."""
-    rows: list[tuple[int, Row]] = []
+def check_packed(first: int, block: bytes, rules: Rules, entries: list[bytes], pack: Pack) -> list[BadItem]:
+    """_check_lines of a block of msgpack, numbered from ``first``: each item decoded once,
+    straight into the common shape's Structs where it has it (raw_items unpacks and re-packs
+    each, for check_raw to unpack again)."""
     bad: list[BadItem] = []
+    fast_ok = not rules.scope
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(block), 1))
     unpacker.feed(block)
+    view = memoryview(block)
     at = 0
     for line in itertools.count(first):
         try:
-            obj = unpacker.unpack()
+            unpacker.skip()  # finds where the item ends, building no objects
         except msgpack.OutOfData:
             break
         except (ValueError, msgpack.UnpackException) as exc:
             bad.append(BadItem(line, broken(exc)))
             break
-        size, at = unpacker.tell() - at, unpacker.tell()
+        start, at = at, unpacker.tell()
+        raw = view[start:at]
+        fast = fast_packed(raw, rules) if fast_ok and 2 * len(raw) <= rules.max_bytes else None
+        if fast is not None:
+            entries.append(pack((line, *fast)))
+            continue
+        try:
+            obj = msgpack.unpackb(raw, raw=False)
+        except (ValueError, msgpack.UnpackException) as exc:  # e.g. a string that is not UTF-8
+            bad.append(BadItem(line, broken(exc)))
+            break
+        size = len(raw)
         if 2 * size > rules.max_bytes:  # re-packed as raw_items does (a float32 comes back as 8 bytes)
             size = len(msgpack.packb(obj, use_bin_type=True))
+        rows: list[tuple[int, Row]] = []
         _judge(line, rows, bad, check_object, obj, size, rules)
-    return rows, bad
+        entries.extend(pack((n, *row)) for n, row in rows)
+    return bad
 
 
 def check_object(obj: Any, size: int, rules: Rules) -> Row:

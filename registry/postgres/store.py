@@ -22,7 +22,7 @@ import logging
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import asyncpg
@@ -292,14 +292,38 @@ class PostgresStore(Store):
     # Bulk import and export ------------------------------------------------------------
 
     async def import_rows(self, rows: Sequence[tuple[str, str, bytes]], entry: AuditEntry, marker: ImportMarker) -> int:
-        records = [(k, txn.stored_handle(k, h), b) for k, h, b in rows]
         async with self._primary() as conn, conn.transaction():
-            created = await txn.copy_in(conn, records)
-            changes = changeset.imported(rows, created, entry)
-            await txn.run_tables(conn, changes)
+            created = await _import_chunk(conn, rows, entry)
             await conn.execute(txn.MARK, marker.name, str(marker.items))
         self._routing.wrote([r[0] for r in rows])
-        return len(changes.inserts)
+        return created
+
+    async def import_pending(
+        self,
+        chunks: AsyncIterator[tuple[int, Sequence[tuple[str, str, bytes]]]],
+        entry: AuditEntry,
+        settle: Callable[[bool], Awaitable[ImportMarker | None]],
+    ) -> int | None:
+        # Each chunk is copied as it comes, into a transaction held open until settle() says
+        # every item passed: PostgreSQL copies while the checking processes go on. A chunk
+        # copied straight into the table (no key clashed with its unique index) held no key before.
+        created, fresh = 0, True
+        keys: list[str] = []
+        try:
+            async with self._primary() as conn, conn.transaction():
+                async for _, rows in chunks:
+                    made = await _import_chunk(conn, rows, entry)
+                    created += made
+                    fresh = fresh and made == len(rows)
+                    keys.extend(r[0] for r in rows)
+                marker = await settle(fresh)
+                if marker is None:
+                    raise _Unsettled
+                await conn.execute(txn.MARK, marker.name, str(marker.items))
+        except _Unsettled:
+            return None
+        self._routing.wrote(keys)
+        return created
 
     async def import_progress(self, source: str) -> int:
         async with self._primary() as conn:
@@ -589,3 +613,16 @@ def _under(column: str, prefixes: Sequence[str] | None, *, first: int) -> tuple[
         a = first + 3 * n
         clauses.append(f"({column} = ${a} OR ({column} > ${a + 1} AND {column} < ${a + 2}))")
     return " OR ".join(clauses), [a for p in prefixes for a in (p, p + ".", p + "/")]
+
+
+class _Unsettled(Exception):
+    """Rolls back an import_pending transaction whose input did not settle."""
+
+
+async def _import_chunk(conn: asyncpg.Connection, rows: Sequence[tuple[str, str, bytes]], entry: AuditEntry) -> int:
+    """One chunk of an import in the caller's transaction: the rows, then the side tables; how many were created."""
+    records = [(k, txn.stored_handle(k, h), b) for k, h, b in rows]
+    created = await txn.copy_in(conn, records)
+    changes = changeset.imported(rows, created, entry)
+    await txn.run_tables(conn, changes)
+    return len(changes.inserts)

@@ -165,6 +165,7 @@ async def copy_in(conn: asyncpg.Connection, records: list[tuple[str, str | None,
     except asyncpg.UniqueViolationError:
         pass
     await conn.execute(_STAGE)
+    await conn.execute("TRUNCATE import_stage")  # an earlier chunk's rows, when one transaction takes several
     await conn.copy_records_to_table("import_stage", records=records, columns=RECORD_COLUMNS)
     created = [key for (key,) in await conn.fetch(_STAGE_INSERT)]
     await conn.execute(_STAGE_UPDATE, created)  # the staged rows go at COMMIT (ON COMMIT DELETE ROWS)

@@ -1,11 +1,14 @@
 """``idnode import`` and ``idnode export``: records in and out of the store, in bulk.
 
 Import reads its input twice. The first pass checks every item (``registry.bulk.items``, in a pool
-of processes) and spools the rows to write to a temporary file; one bad item and nothing is
-written. The second pass writes the rows in chunks, each chunk one transaction that also
-records how far the import has got under the input's SHA-256, so a run that was stopped
-(Ctrl-C, kill -9) starts again after the last committed chunk, and a finished one does
-nothing when run again.
+of processes, driven from a thread) and spools the rows to write to a temporary file; one bad
+item and nothing is written. Meanwhile the first rows that pass (EARLY_CHUNKS chunks) are
+copied into one transaction that stays open, so that PostgreSQL copies while the check goes on;
+it commits only once every item has passed (and the credentials guard has read the store), and
+rolls back otherwise. The second pass writes the rest in chunks, each chunk one transaction
+that also records how far the import has got under the input's SHA-256, so a run that was
+stopped (Ctrl-C, kill -9) starts again after the last committed chunk (from the beginning when
+stopped while checking), and a finished one does nothing when run again.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import io
 import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -43,6 +48,7 @@ PACKED_BUFFER = 64 * 1024 * 1024  # the largest packed item read (the size limit
 CHECK_BLOCK = 1024 * 1024  # bytes of JSON lines per task (~2,000 exported items)
 EXPORT_PAGE = 1000
 SPOOL_BYTES = 1024 * 1024
+EARLY_CHUNKS = 3  # chunks copied while the rest of the input is being checked, committed once it all passed
 
 
 class StoreFailed(Exception):
@@ -86,6 +92,16 @@ def _input(source: str, spool_dir: Path) -> Iterator[BinaryIO]:
         shutil.copyfileobj(sys.stdin.buffer, fh, SPOOL_BYTES)
         fh.seek(0)
         yield fh
+
+
+def _digest(fd: int) -> str:
+    """SHA-256 of the whole file behind ``fd``, read without moving its position (the check reads it too)."""
+    sha = hashlib.sha256()
+    at = 0
+    while data := os.pread(fd, SPOOL_BYTES, at):
+        sha.update(data)  # hashlib lets go of the GIL for large data
+        at += len(data)
+    return sha.hexdigest()
 
 
 class _Hashing:
@@ -160,10 +176,21 @@ def _blocks(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
 
 def check(stream: BinaryIO, fmt: str, rules: Rules, spool: IO[bytes], jobs: int) -> Checked:
     """Check every item of ``stream``; spool the rows of the good ones, numbered, in order."""
+    with _pool(jobs) as imap:
+        return check_in(imap, stream, fmt, rules, spool)
+
+
+Imap = Callable[..., Iterator[tuple[bytes, int, list[bulk.BadItem]]]]
+
+
+def check_in(
+    imap: Imap, stream: BinaryIO, fmt: str, rules: Rules, spool: IO[bytes], early: _Early | None = None
+) -> Checked:
+    """check() with the pool's ``imap``; the spooled rows are also handed to ``early`` as they come."""
     hashing: Any = _Hashing(stream)
     result = Checked("", 0, [], 0)
     work = functools.partial(bulk.check_task, fmt=fmt, rules=rules)
-    with _pool(jobs) as imap:
+    try:
         for rows, count, bad in imap(work, _tasks(hashing, fmt)):
             result.bad_count += len(bad)
             result.outside += sum(1 for item in bad if guard.OUTSIDE in item.reason)
@@ -173,14 +200,19 @@ def check(stream: BinaryIO, fmt: str, rules: Rules, spool: IO[bytes], jobs: int)
             if result.bad_count:
                 continue  # nothing will be written: keep checking, stop spooling
             result.items += count
+            if early is not None:
+                early.feed(spool.tell(), rows, count)
             spool.write(rows)
-    hashing.read()  # a digest of the whole input, past a broken msgpack stream's end too
+        hashing.read()  # a digest of the whole input, past a broken msgpack stream's end too
+    finally:
+        if early is not None:
+            early.close()
     result.digest = hashing.sha.hexdigest()
     return result
 
 
 @contextlib.contextmanager
-def _pool(jobs: int) -> Iterator[Callable[..., Iterator[tuple[bytes, int, list[bulk.BadItem]]]]]:
+def _pool(jobs: int) -> Iterator[Imap]:
     if jobs <= 1:
         yield map
         return
@@ -189,9 +221,12 @@ def _pool(jobs: int) -> Iterator[Callable[..., Iterator[tuple[bytes, int, list[b
         yield functools.partial(pool.imap, chunksize=1)
 
 
-def _spooled(spool: IO[bytes], after: int, chunk: int) -> Iterator[tuple[int, list[tuple[str, str, bytes]]]]:
-    """Chunks of spooled rows past item ``after``: (the last item number, distinct-key rows)."""
-    spool.seek(0)
+def _spooled(
+    spool: IO[bytes], after: int, chunk: int, start: int = 0
+) -> Iterator[tuple[int, list[tuple[str, str, bytes]]]]:
+    """Chunks of spooled rows past item ``after`` (read from offset ``start``, at or before it):
+    (the last item number, distinct-key rows)."""
+    spool.seek(start)
     rows: dict[str, tuple[str, str, bytes]] = {}
     last = after
     for line, key, handle, blob in msgpack.Unpacker(spool, raw=False, use_list=False, read_size=SPOOL_BYTES):
@@ -204,6 +239,63 @@ def _spooled(spool: IO[bytes], after: int, chunk: int) -> Iterator[tuple[int, li
             rows = {}
     if rows:
         yield last, list(rows.values())
+
+
+class _Early:
+    """The first spooled rows, handed from the checking thread to the writer as they come, for
+    its first ``count`` chunks of ``chunk`` items; then (or where the input ends or turns bad) an
+    end mark."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, chunk: int, count: int) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
+        self.chunk, self.count = chunk, count
+        self.left = chunk * count
+        self.closed = False
+        self.last = 0  # the number of the last item the writer took
+        self.taken = 0  # rows the writer took (a key given twice in a chunk once)
+        self.resume_at = 0  # where in the spool the rows after the last one taken are (or a little before)
+
+    def feed(self, at: int, rows: bytes, count: int) -> None:
+        """In the checking thread: a task's rows, spooled at offset ``at``."""
+        if not self.closed:
+            self.left -= count
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, (at, rows))
+            if self.left <= 0:
+                self.close()
+
+    def close(self) -> None:
+        """In the checking thread: no more rows."""
+        if not self.closed:
+            self.closed = True
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, None)
+
+    def stop(self) -> None:
+        """In the event loop: no rows wanted (an import to resume)."""
+        self.closed = True
+        self.queue.put_nowait(None)
+
+    async def chunks(self) -> AsyncIterator[tuple[int, list[tuple[str, str, bytes]]]]:
+        """(the last item number, distinct-key rows) of each early chunk; whole chunks only (the rows
+        of a last part one are written from the spool, in the chunks they would have had)."""
+        pending: list[tuple[int, str, str, bytes]] = []
+        left = self.count
+        while left and (got := await self.queue.get()) is not None:
+            at, block = got
+            if not pending:
+                self.resume_at = at  # the first row not taken is in this block
+            pending.extend(msgpack.Unpacker(io.BytesIO(block), raw=False, use_list=False))
+            while left and len(pending) >= self.chunk:
+                taken, pending = pending[: self.chunk], pending[self.chunk :]
+                self.resume_at = at if pending else at + len(block)
+                left -= 1
+                yield self._take(taken)
+
+    def _take(self, items: list[tuple[int, str, str, bytes]]) -> tuple[int, list[tuple[str, str, bytes]]]:
+        self.last = items[-1][0]
+        rows = list({key: (key, handle, blob) for _, key, handle, blob in items}.values())  # the later item wins
+        self.taken += len(rows)
+        return self.last, rows
 
 
 # Progress ---------------------------------------------------------------------------
@@ -253,7 +345,7 @@ class Progress:
 
 @contextlib.asynccontextmanager
 async def _opened(config: Config) -> AsyncIterator[Store]:
-    from resolver.server import default_store  # the serving stack, only once the input is good
+    from resolver.stores import default_store  # the store backends, only once the input is good
 
     store = default_store(config)
     try:
@@ -266,9 +358,9 @@ async def _opened(config: Config) -> AsyncIterator[Store]:
         await store.close()
 
 
-def _numbered(spool: IO[bytes], after: int, chunk: int) -> Iterator[list[tuple[int, str, bytes]]]:
-    """Chunks of spooled (number, key, blob) past item ``after``."""
-    spool.seek(0)
+def _numbered(spool: IO[bytes], after: int, chunk: int, start: int = 0) -> Iterator[list[tuple[int, str, bytes]]]:
+    """Chunks of spooled (number, key, blob) past item ``after`` (read from offset ``start``)."""
+    spool.seek(start)
     rows: list[tuple[int, str, bytes]] = []
     for line, key, _, blob in msgpack.Unpacker(spool, raw=False, use_list=False, read_size=SPOOL_BYTES):
         if line > after:
@@ -280,14 +372,14 @@ def _numbered(spool: IO[bytes], after: int, chunk: int) -> Iterator[list[tuple[i
         yield rows
 
 
-async def _guard(store: Store, config: Config, spool: IO[bytes], after: int, chunk: int) -> Checked:
+async def _guard(store: Store, config: Config, spool: IO[bytes], after: int, chunk: int, start: int = 0) -> Checked:
     """The items that would change what the store holds of credentials or the node's prefix handle.
 
     One batched read of the chunk's keys per chunk (not a read per item): the rows the store does
     not hold cost an index probe each, and only those it holds are decoded and compared."""
     refused = Checked("", 0, [], 0)
     node_key = parse_handle(f"0.NA/{config.node_prefix}").key
-    for rows in _numbered(spool, after, chunk):
+    for rows in _numbered(spool, after, chunk, start):
         held = await store.get_many((key for _, key, _ in rows), primary=True)
         for line, key, blob in rows:
             reason = guard.refusal(held.get(key), blob, node_key, key)
@@ -298,24 +390,115 @@ async def _guard(store: Store, config: Config, spool: IO[bytes], after: int, chu
     return refused
 
 
-async def _write(config: Config, options: ImportOptions, checked: Checked, spool: IO[bytes], err: IO[str]) -> int:
+async def _run(
+    config: Config, options: ImportOptions, rules: Rules, imap: Imap, stream: BinaryIO, spool: IO[bytes], err: IO[str]
+) -> int:
+    """Check the input in a thread (driving the pool) while the store is opened and the first rows copied."""
+    loop = asyncio.get_running_loop()
+    early = _Early(loop, options.chunk, EARLY_CHUNKS)
+    digest = asyncio.ensure_future(asyncio.to_thread(_digest, stream.fileno()))  # for the progress of earlier runs
+    checking = _in_thread(loop, functools.partial(check_in, imap, stream, options.fmt, rules, spool, early))
+    try:
+        return await _import(config, options, _Settled(digest=digest, checking=checking), early, spool, err)
+    except (StoreFailed, HandleError):
+        checked = await checking  # bad input is reported first, as when the store was opened only after the check
+        if checked.bad_count:
+            return _report(checked, err, "bad items")
+        raise
+
+
+def _in_thread(loop: asyncio.AbstractEventLoop, work: Callable[[], Checked]) -> asyncio.Future[Checked]:
+    """work() in a daemon thread, its outcome as a future: an interrupted import does not wait for it."""
+    future: asyncio.Future[Checked] = loop.create_future()
+
+    def settle(outcome: Checked | BaseException) -> None:
+        if future.done():
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    def run() -> None:
+        outcome: Checked | BaseException
+        try:
+            outcome = work()
+        except OSError as exc:
+            outcome = _Unreadable(exc.strerror or str(exc))
+        except Exception as exc:
+            outcome = exc
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the import was interrupted
+            loop.call_soon_threadsafe(settle, outcome)
+
+    threading.Thread(target=run, name="idnode-import-check", daemon=True).start()
+    return future
+
+
+class _Unreadable(Exception):
+    """The input could not be read."""
+
+
+@dataclass(slots=True)
+class _Settled:
+    """The check and the digest under way, and what settling the early transaction found."""
+
+    digest: asyncio.Future[str]
+    checking: asyncio.Future[Checked]
+    checked: Checked | None = None
+    refused: Checked | None = None
+    after: int = 0  # items of this input committed by earlier runs
+
+
+async def _import(
+    config: Config, options: ImportOptions, found: _Settled, early: _Early, spool: IO[bytes], err: IO[str]
+) -> int:
     async with _opened(config) as store:
-        after = 0 if options.restart else await store.import_progress(checked.digest)
-        if not options.replace_credentials:
-            refused = await _guard(store, config, spool, after, options.chunk)
-            if refused.bad_count:
-                _report(refused, err, "items refused")
-                return BAD_INPUT
-        chunks = _spooled(spool, after, options.chunk)
-        progress = Progress(checked.items - _count_upto(spool, after), err)
-        for last, rows in chunks:
+        found.after = 0 if options.restart else await store.import_progress(await found.digest)
+        if found.after:
+            early.stop()  # rows the early transaction would copy may be in already: written as before
+        entry = AuditEntry(time.time(), options.identity, "cli", "import", "")
+        settle = functools.partial(_settle, store, config, options, early, spool, found)
+        progress = Progress(0, err)
+        created = await store.import_pending(early.chunks(), entry, settle)
+        checked = found.checked
+        assert checked is not None  # settle() ran, or import_pending raised
+        if checked.bad_count:
+            return _report(checked, err, "bad items")
+        if found.refused is not None:
+            return _report(found.refused, err, "items refused")
+        progress.total = checked.items - _count_upto(spool, found.after)
+        after, start = found.after, 0
+        if created is not None:
+            after, start = early.last, early.resume_at
+            progress.add(early.taken, created)
+        for last, rows in _spooled(spool, after, options.chunk, start):
             entry = AuditEntry(time.time(), options.identity, "cli", "import", "")
             created = await store.import_rows(rows, entry, ImportMarker(checked.digest, last))
             progress.add(len(rows), created)
         if progress.tty:
             print(file=err)
-        print(progress.summary(after and _count_upto(spool, after)), file=err)
+        print(progress.summary(found.after and _count_upto(spool, found.after)), file=err)
     return OK
+
+
+async def _settle(
+    store: Store, config: Config, options: ImportOptions, early: _Early, spool: IO[bytes], found: _Settled, fresh: bool
+) -> ImportMarker | None:
+    """The early transaction's marker once every item passed and none changes credentials unasked,
+    or None to roll it back: bad items, refusals, or a run to resume. ``fresh``: the store held none
+    of the early rows' keys (the guard reads only the rows after them: one probe a row, ~4 us)."""
+    checked = found.checked = await found.checking
+    if checked.bad_count:
+        return None
+    if checked.digest != await found.digest:
+        raise _Unreadable("it changed while it was read")
+    if not options.replace_credentials:
+        after, start = (early.last, early.resume_at) if fresh and early.last > found.after else (found.after, 0)
+        refused = await _guard(store, config, spool, after, options.chunk, start)
+        if refused.bad_count:
+            found.refused = refused
+            return None
+    return None if found.after else ImportMarker(checked.digest, early.last)
 
 
 def _count_upto(spool: IO[bytes], after: int) -> int:
@@ -341,16 +524,13 @@ def run_import(config: Config, options: ImportOptions, err: IO[str] = sys.stderr
         return BAD_SETTINGS
     with tempfile.TemporaryDirectory(prefix="idnode-import-") as tmp, open(Path(tmp) / "rows", "w+b") as spool:
         try:
-            with _input(options.source, Path(tmp)) as stream:
-                checked = check(stream, options.fmt, rules, spool, options.jobs)
-        except OSError as exc:
-            print(f"idnode import: cannot read {options.source}: {exc.strerror}", file=err)
+            # The pool forks here, before the event loop and the checking thread start.
+            with _input(options.source, Path(tmp)) as stream, _pool(options.jobs) as imap:
+                return asyncio.run(_run(config, options, rules, imap, stream, spool, err))
+        except (OSError, _Unreadable) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            print(f"idnode import: cannot read {options.source}: {reason}", file=err)
             return BAD_INPUT
-        if checked.bad_count:
-            _report(checked, err, "bad items")
-            return BAD_INPUT
-        try:
-            return asyncio.run(_write(config, options, checked, spool, err))
         except (StoreFailed, HandleError) as exc:
             print(
                 f"idnode import: the store failed: {_reason(exc)}; committed chunks stay, run again to resume", file=err
@@ -365,7 +545,7 @@ def _reason(exc: Exception) -> str:
     return exc.message if isinstance(exc, HandleError) else str(exc)
 
 
-def _report(checked: Checked, err: IO[str], what: str) -> None:
+def _report(checked: Checked, err: IO[str], what: str) -> int:
     for item in checked.bad:
         print(f"line {item.line}: {item.reason}", file=err)
     more = checked.bad_count - len(checked.bad)
@@ -373,6 +553,7 @@ def _report(checked: Checked, err: IO[str], what: str) -> None:
         print(f"... and {more:,} more", file=err)
     outside = f" ({checked.outside:,} outside --prefix)" if checked.outside else ""
     print(f"idnode import: {checked.bad_count:,} {what}{outside}; nothing was written", file=err)
+    return BAD_INPUT
 
 
 # Export -----------------------------------------------------------------------------

@@ -152,7 +152,7 @@ def _data_dir_problem(config: config_mod.Config) -> str | None:
 
 
 async def _open_and_close(config: config_mod.Config) -> None:
-    from resolver.server import default_store
+    from resolver.stores import default_store
 
     store = default_store(config)
     await store.open()

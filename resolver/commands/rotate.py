@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _rotate(config: config_mod.Config, old: sealing.Keyring) -> int:
-    from resolver.server import default_store  # the serving side's store factory, loaded only now
+    from resolver.stores import default_store  # loaded only now
 
     path = config.secret_key_path
     new = sealing.Keyring.generate()

@@ -27,6 +27,7 @@ from registry.identity import sealing, secrets
 from registry.postgres.store import PostgresStore
 from registry.sqlite.store import SqliteStore
 from registry.store import PrefixStats, Store
+from resolver.commands import bulk as command
 from tests.support.nodeproc import ADMIN_SECRET, Node
 from tests.support.pgproc import temp_database
 from tests.support.poll import wait_until
@@ -207,6 +208,21 @@ def test_bad_items_are_reported_by_line_and_nothing_is_written(stores: Stores, t
     assert idnode("export", *where).stdout == b""
 
 
+def test_rows_copied_while_the_rest_is_checked_are_rolled_back_when_a_later_item_is_bad(
+    stores: Stores, tmp_path: Path
+) -> None:
+    where = stores.new()
+    items: list[Any] = synthetic(6000)  # ~3.5 MB: the checking pass's first blocks pass before its last one is read
+    items[-1] = {"handle": "99.7/elsewhere", "values": [{"index": 1, "type": "URL", "data": "x"}]}
+    source = write_items(tmp_path / "in.jsonl", items)
+    assert source.stat().st_size > 3 * command.CHECK_BLOCK
+    err = refused_import(source, "--chunk", "500", *where)
+    assert "line 6000: this node serves prefix 88.118; 99.7/elsewhere is not under it" in err
+    assert "1 bad items; nothing was written" in err
+    assert idnode("export", *where).stdout == b""
+    assert look(where, lambda s: s.stats(None)) == []
+
+
 def test_a_finished_import_run_again_changes_nothing(stores: Stores, tmp_path: Path) -> None:
     where = stores.new()
     source = write_items(tmp_path / "in.jsonl", synthetic(3000))
@@ -363,6 +379,21 @@ def test_an_import_refuses_to_change_existing_credentials_unless_told(stores: St
     forced = idnode("import", str(source), "--replace-credentials", *where)
     assert forced.returncode == 0, forced.stderr
     assert _node_secret_check(where, tmp_path, "attacker-secret")[0] == 201
+
+
+@pytest.mark.parametrize("line", [1, 2901], ids=["copied-while-checking", "written-after"])
+def test_credentials_are_guarded_in_rows_copied_while_the_rest_is_checked(
+    stores: Stores, tmp_path: Path, line: int
+) -> None:
+    where = stores.new()
+    look(where, lambda s: ensure_node_prefix(s, "88.118", ADMIN_SECRET))
+    items: list[Any] = synthetic(3000)  # chunks of 100: the first three are copied while the rest is checked
+    items.insert(line - 1, _identity("0.NA/88.118", "attacker-secret"))
+    err = refused_import(write_items(tmp_path / "in.jsonl", items), "--chunk", "100", *where)
+    assert f"line {line}: 0.NA/88.118 is this node's prefix handle and would change (--replace-credentials" in err
+    assert "1 items refused; nothing was written" in err
+    assert sum(p.handles for p in look(where, lambda s: s.stats(None))) == 0
+    assert _node_secret_check(where, tmp_path, "attacker-secret") == (403, 201)
 
 
 def test_an_import_limited_to_prefixes_refuses_items_outside(stores: Stores, tmp_path: Path) -> None:

@@ -17,14 +17,14 @@ import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 
-# Before prometheus_client is imported (by resolver.server, below), as `idnode serve` does.
+# Before prometheus_client is imported (by resolver.server, once `serve` runs), as `idnode serve` does.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="idnode-test-metrics-"))
 
 from protocol.errors import StoreUnavailable
 from protocol.records import HandleRecord
 from registry.sqlite.store import SqliteStore
 from registry.store import Outcome, Write
-from resolver import cli, server
+from resolver import cli, stores
 from resolver.config import Config
 
 
@@ -60,5 +60,5 @@ def flaky_store(config: Config) -> SqliteStore:
 
 
 if __name__ == "__main__":
-    server.default_store = flaky_store
+    stores.default_store = flaky_store
     sys.exit(cli.main())

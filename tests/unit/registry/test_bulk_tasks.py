@@ -3,6 +3,7 @@ reading (``raw_items`` + ``check_batch``) does, wherever the blocks happen to be
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from typing import Any
@@ -81,3 +82,41 @@ def test_lines_are_judged_alike_in_blocks(items: list[Any], last_newline: bool, 
         new_rows, new_bad = in_blocks(data, "jsonl")
     assert new_bad == old_bad
     assert old_bad or new_rows == old_rows
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(1, 7), min_size=1, max_size=8), st.integers(1, 10), st.integers(1, 4), st.booleans())
+def test_the_early_chunks_and_the_spool_after_them_hold_every_row_once(
+    blocks: list[int], chunk: int, count: int, repeat: bool
+) -> None:
+    """What the check hands over while it goes on (``_Early``) and what is read from the spool
+    after it (from the offset it says) are every spooled row, once, in order."""
+    loop = asyncio.new_event_loop()
+    try:
+        early = command._Early(loop, chunk, count)
+        spool, line = io.BytesIO(), 0
+        for n in blocks:
+            entries = []
+            for _ in range(n):
+                line += 1
+                key = f"K{line % 3 if repeat else line}"  # repeat: keys given again, the later item wins
+                entries.append(msgpack.packb((line, key, f"h{line}", b"r%d" % line), use_bin_type=True))
+            early.feed(spool.tell(), b"".join(entries), n)
+            spool.write(b"".join(entries))
+        early.close()
+
+        async def taken() -> list[tuple[int, list[tuple[str, str, bytes]]]]:
+            return [chunk async for chunk in early.chunks()]
+
+        chunks = loop.run_until_complete(taken())
+    finally:
+        loop.close()
+    rest = list(command._spooled(spool, early.last, chunk, early.resume_at))
+    assert len(chunks) <= count
+    assert all(len(rows) == chunk for _, rows in chunks) or repeat  # whole chunks only
+    written = [row for _, rows in [*chunks, *rest] for row in rows]
+    if not repeat:
+        assert [h for _, h, _ in written] == [f"h{n}" for n in range(1, line + 1)]
+    final = {key: handle for key, handle, _ in written}  # as the chunks are written, one after the other
+    assert final == {f"K{n % 3 if repeat else n}": f"h{n}" for n in range(1, line + 1)}
+    assert [last for last, _ in chunks] == sorted({last for last, _ in chunks})
