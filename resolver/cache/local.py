@@ -36,6 +36,7 @@ VALUE_OVERHEAD = 190  # per value: the named tuple, its str and bytes
 MEMO_OVERHEAD = 120  # per memoised encoding beside the first: its key, bytes header, dict slot
 MEMO_MAX = 8  # encodings memoised per entry beside the unfiltered HTTP body
 COLD_OVERHEAD = 195  # a cold entry: dict slot, str and bytes headers, its place in the queue
+WARMING_MAX = 200_000  # cold keys remembered as hit once, at most (then forgotten, all at once)
 ZDICT_SAMPLES = 64  # entries the deflate dictionary is made of
 # A 4 KiB dictionary and window: a record and its REST body (~800 bytes) deflate to ~110
 # and inflate in ~2.5 us; a larger dictionary saves 5% of the bytes for 40% more time, and
@@ -187,6 +188,7 @@ class LocalCache:
         # again (such a key keeps its first place: eviction order is approximate).
         self._cold_order: deque[str] = deque()
         self._pass: list[str] = []  # hot keys still to visit in this sweep
+        self._warming: set[str] = set()  # cold keys hit once since the sweep's last pass began
         self._zdict: bytes | None = None
         self.bytes = 0
 
@@ -210,12 +212,14 @@ class LocalCache:
 
     def set_rendered(self, entry: Entry, key: str, encoded: bytes) -> None:
         """Memoise ``entry``'s REST body, made for ``key`` (a spelling)."""
+        self._adopt(entry)
         grown = len(encoded) - len(entry.rendered)
         entry._rendered, entry._rendered_for = encoded, key
         self._grow(entry, grown - self._unpacked(entry))
 
     def set_answer(self, entry: Entry, form: bytes, answer: bytes, until: float) -> None:
         """Memoise a Handle answer of ``entry`` for requests of ``form``, to be made again after ``until``."""
+        self._adopt(entry)
         answers = entry.answers
         if answers is None:
             answers = entry.answers = {}
@@ -264,7 +268,31 @@ class LocalCache:
         self.cold.clear()
         self._cold_order.clear()
         self._pass.clear()
+        self._warming.clear()
         self.bytes = 0
+
+    def cold_entry(self, key: str, words: Sequence[int]) -> Entry | None:
+        """The entry for ``key`` from its cold form (None if there is none, or if its handle
+        changed: ``take_cold``).
+
+        On its first hit since the sweeper's last pass, a copy that leaves the cold form where
+        it is: a key of a large set asked uniformly costs no churn (making it hot would pack
+        another). On its next, made hot (``take_cold``); so is a copy a front-end memoises an
+        encoding beside (``set_rendered``, ``set_answer``).
+        """
+        packed = self.cold.get(key)
+        if packed is None:
+            return None
+        if key in self._warming:
+            return self.take_cold(key, words)
+        entry = self._thawed(key, packed, words)
+        if entry is None:
+            self.drop(key)
+            return None
+        if len(self._warming) >= WARMING_MAX:
+            self._warming.clear()
+        self._warming.add(key)
+        return entry
 
     def take_cold(self, key: str, words: Sequence[int] | None = None) -> Entry | None:
         """The cold entry for ``key``, made hot again; None if there is none, or if its
@@ -273,15 +301,28 @@ class LocalCache:
         if packed is None:
             return None
         self.bytes -= self.cold_cost(key, packed)
+        self._warming.discard(key)
+        entry = self._thawed(key, packed, words)
+        if entry is None:
+            return None
+        self.entries[key] = entry  # not in either form any more: put() without its drop()
+        self.bytes += len(key) + entry.size
+        if self.bytes > self.max_bytes:
+            self._evict()
+        return entry
+
+    def _thawed(self, key: str, packed: bytes, words: Sequence[int] | None) -> Entry | None:
+        """An entry made from the cold form ``packed``: its Handle answers at once, the rest
+        when first asked for; None if its generation word is no longer the one in ``words``."""
         expires, stale_until, ttl, gen, slot, found, values, count, payload = _COLD.unpack_from(packed)
         if words is not None and words[slot] != gen:
             return None
         entry = Entry(None, ttl, expires, stale_until, slot, gen)
         # Counted as if the rest were inflated already: it is, as soon as anything asks.
         size = entry.size + len(packed) + payload + values * VALUE_OVERHEAD
+        at = _COLD.size
         if count:
             answers = entry.answers = {}
-            at = _COLD.size
             for _ in range(count):
                 until, form_length, length = _ANSWER.unpack_from(packed, at)
                 at += _ANSWER.size
@@ -290,24 +331,30 @@ class LocalCache:
                 answers[form] = (packed[at : at + length], until)
                 at += length
                 size += form_length + length + MEMO_OVERHEAD
-        else:
-            at = _COLD.size
         entry.found = bool(found)
         entry._deflated = packed[at:]
         entry._zdict = self._zdict or b""
         entry.packed = packed
         entry.size = size
         entry.key = key
-        self.entries[key] = entry  # not in either form any more: put() without its drop()
-        self.bytes += len(key) + size
-        if self.bytes > self.max_bytes:
-            self._evict()
         return entry
+
+    def _adopt(self, entry: Entry) -> None:
+        """Make hot a copy ``cold_entry`` served, before a front-end adds to it (else it is lost)."""
+        key = entry.key
+        packed = entry.packed
+        if packed is None or key in self.entries or self.cold.get(key) is not packed:
+            return
+        del self.cold[key]
+        self._warming.discard(key)
+        self.bytes += self.cost(key, entry) - self.cold_cost(key, packed)
+        self.entries[key] = entry
 
     def sweep(self, budget: int) -> int:
         """Visit up to ``budget`` hot entries; pack the ones unused since the last visit."""
         if not self._pass:
             self._pass = list(self.entries)
+            self._warming.clear()
             if self._zdict is None and len(self.entries) >= ZDICT_SAMPLES:
                 self._zdict = self._dictionary()
         packed = 0

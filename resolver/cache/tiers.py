@@ -140,8 +140,8 @@ class CacheTiers:
         """The cached answer for the handle ``key`` if it may be served now (the hot path)."""
         entry = self.local.entries.get(key)
         if entry is None:
-            # Packed since its last use: unpacked with its encodings, the record left packed.
-            entry = self.local.take_cold(key, self.words)
+            # Packed since its last use: its encodings unpacked, the record left packed.
+            entry = self.local.cold_entry(key, self.words)
             if entry is None:
                 return None
         if entry.gen != self.words[entry.slot]:
@@ -197,7 +197,7 @@ class CacheTiers:
             record, gen = failed.stale.record, failed.stale.gen
             stale_until = now + failed.stale.expires_at - self._wall() + self.policy.stale_window
         else:
-            old = self.local.entries.get(handle.key)
+            old = self.local.entries.get(handle.key) or self.local.take_cold(handle.key)
             if old is None or old.gen != self.words[old.slot] or now >= old.stale_until:
                 raise failed.cause from None
             record, gen, stale_until = old.record, old.gen, old.stale_until

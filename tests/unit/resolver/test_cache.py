@@ -202,3 +202,31 @@ def test_the_byte_bound_packs_hot_entries_before_dropping_any() -> None:
     for n in range(1000):
         small.put(f"88.118.1/P{n:06d}", entry(n))
     assert small.bytes <= 50_000 and 0 < len(small) < 1000
+
+
+def test_a_cold_entry_is_served_in_place_once_then_made_hot_and_keeps_what_is_added() -> None:
+    cache = LocalCache(max_entries=10_000, max_bytes=1 << 30)
+    for n in range(100):
+        cache.put(f"k{n}", entry(n))
+    packed_all(cache)
+    words = [0] * 100
+    before = cache.bytes
+
+    first = cache.cold_entry("k5", words)
+    assert first is not None and first.record == entry(5).record
+    assert "k5" in cache.cold and "k5" not in cache.entries and cache.bytes == before  # no churn
+    second = cache.cold_entry("k5", words)
+    assert second is not None and "k5" in cache.entries and "k5" not in cache.cold
+
+    copy = cache.cold_entry("k6", words)  # served in place; then a front-end memoises beside it
+    assert copy is not None
+    cache.set_answer(copy, b"form", b"answer", 1.0)
+    assert cache.entries["k6"] is copy and "k6" not in cache.cold
+    assert cache.bytes == sum(cache.cold_cost(k, p) for k, p in cache.cold.items()) + sum(
+        cache.cost(k, e) for k, e in cache.entries.items()
+    )
+    packed_all(cache)
+    assert cache.take_cold("k6") is not None and cache.entries["k6"].answers == {b"form": (b"answer", 1.0)}
+
+    words[7] = 1  # the handle changed: its cold form is dropped unread
+    assert cache.cold_entry("k7", words) is None and "k7" not in cache.cold

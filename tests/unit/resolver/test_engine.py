@@ -392,7 +392,10 @@ async def test_an_entry_packed_into_the_cold_tier_is_answered_without_a_store_re
 
     # The fast path's read: the encodings at once, the record when asked.
     back = engine.fresh(key("p7"))
-    assert back is not None and back is not entries[7] and key("p7") in local.entries
+    assert back is not None and back is not entries[7]
+    assert key("p7") in local.cold and key("p7") not in local.entries  # served from the cold form, left there
+    again = engine.fresh(key("p7"))
+    assert again is not None and key("p7") in local.entries and key("p7") not in local.cold  # asked again: hot
     assert (back.rendered, back.rendered_for) == (b'{"handle":"88.118/p7"}', "88.118/p7")
     assert back.answers == {b"form": (b"\x00wire answer", 600.0)}
     assert back.found and back.record == record("p7") and [v.type for v in back.public] == ["URL"]

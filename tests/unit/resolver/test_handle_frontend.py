@@ -83,6 +83,8 @@ def test_an_answer_packed_into_the_cold_tier_is_sent_from_it_as_it_was(tmp_path:
             answer = front.cached(request(h, rid=9))
             assert answer is not None and answer[12:] == first[h][12:]  # the same bytes, with its own ids
             assert decode_message(answer).request_id == 9
+        assert not local.entries  # each asked once: sent from the cold form, left there
+        assert front.cached(request(handles[7], rid=10)) is not None  # asked again: made hot
         thawed = local.entries[handles[7]]
         assert thawed._deflated is not None and thawed._record is None  # neither inflated nor decoded
         await store.close()
