@@ -30,12 +30,14 @@ from registry.identity.secrets import withhold
 
 # Bytes an entry costs beyond its record's data and its memoised encodings: the Entry
 # object and its numbers, the record and value objects, the dict slot and str headers
-# (measured with tracemalloc: bench/cache_memory.py).
-ENTRY_OVERHEAD = 520
-VALUE_OVERHEAD = 190  # per value: the named tuple, its str and bytes
+# (measured with tracemalloc: bench/cache_memory.py; recalibrated for 100,000 entries of
+# bench.load_store records with a REST body and a Handle answer each: hot 2,700 bytes
+# traced, cold 914, made hot again and decoded 3,763).
+ENTRY_OVERHEAD = 700
+VALUE_OVERHEAD = 300  # per value: the named tuple, its str and bytes
 MEMO_OVERHEAD = 120  # per memoised encoding beside the first: its key, bytes header, dict slot
 MEMO_MAX = 8  # encodings memoised per entry beside the unfiltered HTTP body
-COLD_OVERHEAD = 195  # a cold entry: dict slot, str and bytes headers, its place in the queue
+COLD_OVERHEAD = 350  # a cold entry: dict slot, str and bytes headers, its place in the queue
 WARMING_MAX = 200_000  # cold keys remembered as hit once, at most (then forgotten, all at once)
 ZDICT_SAMPLES = 64  # entries the deflate dictionary is made of
 # A 4 KiB dictionary and window: a record and its REST body (~800 bytes) deflate to ~110

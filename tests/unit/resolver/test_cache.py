@@ -191,7 +191,7 @@ def test_a_cold_entry_of_a_changed_handle_is_dropped_unread() -> None:
 
 
 def test_the_byte_bound_packs_hot_entries_before_dropping_any() -> None:
-    cache = LocalCache(max_entries=100_000, max_bytes=400 * 1000)
+    cache = LocalCache(max_entries=100_000, max_bytes=600 * 1000)
     assert cache.max_bytes // LocalCache.cost("88.118.1/P000000", entry(0)) < 500  # fewer than half fit hot
     for n in range(1000):
         cache.put(f"88.118.1/P{n:06d}", entry(n))
