@@ -170,11 +170,13 @@ class LocalCache:
     since its last visit goes cold, packed into a single bytes object: a fixed header, the
     Handle answers as they are sent, then the record's stored encoding and the REST body
     deflated together with a dictionary of what this worker served (records of one node
-    look alike, so they pack to a seventh). A cold entry asked for again is made hot
-    (``take_cold``) with its Handle answers at once and the rest inflated when first asked
-    for (the REST body), the record decoded only when a slow path needs it: an answer
-    costs about the same whether it was asked a second or an hour ago. A thawed entry keeps
-    its cold form while its encodings stay the same, so packing it again costs nothing.
+    look alike, so they pack to a seventh). A cold entry's first hit since the sweeper's
+    last pass is served from a copy that leaves it packed (``cold_entry``); asked again, it
+    is made hot (``take_cold``). Either way its Handle answers come at once, the rest is
+    inflated when first asked for (the REST body), and the record is decoded only when a
+    slow path needs it: an answer costs about the same whether it was asked a second or an
+    hour ago. A thawed entry keeps its cold form while its encodings stay the same, so
+    packing it again costs nothing.
 
     Past the entry bound, cold entries go first, oldest first; then hot ones, with CLOCK
     (second chance). Past the byte bound, hot entries are packed first (CLOCK), and cold
@@ -234,6 +236,7 @@ class LocalCache:
 
     def set_memo(self, entry: Entry, key: Any, encoded: Any, size: int) -> None:
         """Memoise another encoding of ``entry`` (``size`` bytes) under a front-end's ``key``; never packed."""
+        self._adopt(entry)
         memo = entry.memo
         if memo is None:
             memo = entry.memo = {}
