@@ -368,9 +368,11 @@ class Store(ABC):
                 group = []
         finally:
             self._committer = None
-            for _, future in group:  # cancelled (the loop is closing) with a group under way
-                if not future.done():
-                    future.cancel()
+            if group:  # cancelled (the loop is closing) with a group under way: nobody commits the rest
+                waiting, self._singles = group + self._singles, []
+                for _, future in waiting:
+                    if not future.done():
+                        future.cancel()
 
     async def create(self, key: str, record: HandleRecord, audit: AuditEntry | None = None) -> None:
         def change(old: HandleRecord | None) -> HandleRecord:

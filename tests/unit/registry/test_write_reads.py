@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,9 @@ from registry.identity.auth import Identity
 from registry.identity.caller import Caller
 from registry.service import RegistrationService
 from registry.sqlite.store import SqliteStore
+from registry.store import Outcome, Write
 from tests.support.handle_admin_node import admin_value
+from tests.support.memory_store import MemoryStore
 
 
 class CountingStore(SqliteStore):
@@ -62,5 +64,27 @@ def test_a_create_reads_its_record_and_the_prefix_handles_above_it_in_one_trip(t
             assert await store.get("88.118.8/P2") is None
         finally:
             await store.close()
+
+    asyncio.run(run())
+
+
+def test_writers_waiting_for_a_group_commit_hear_it_when_the_committer_is_cancelled() -> None:
+    class Stuck(MemoryStore):
+        async def _apply_many(self, writes: Sequence[Write], *, atomic: bool) -> list[Outcome]:
+            await asyncio.Event().wait()  # a commit that never ends
+            raise AssertionError("unreachable")
+
+    async def run() -> None:
+        store = Stuck()
+        first = asyncio.create_task(store.create("88.118/A", HandleRecord("88.118/A", ())))
+        await asyncio.sleep(0.01)  # its group is under way ...
+        second = asyncio.create_task(store.create("88.118/B", HandleRecord("88.118/B", ())))
+        await asyncio.sleep(0.01)  # ... and this one waits for the next
+        assert store._committer is not None
+        store._committer.cancel()
+        for writer in (first, second):
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(writer, 1)
+        assert store._committer is None and store._singles == []
 
     asyncio.run(run())
