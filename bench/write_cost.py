@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench import wrk
+from bench.load_store import NODE_PREFIX
 from bench.resolve_baseline import ADMIN_SECRET, RESULTS, Target, busy_seconds, machine, revision, serve_command
 from tests.support.pgproc import temp_database
 
@@ -65,39 +66,28 @@ class Run:
     bad: int  # errors and answers that were not 2xx
 
 
-def authorization() -> str:
-    token = base64.b64encode(f"300%3A0.NA%2F{PREFIX}:{ADMIN_SECRET}".encode()).decode()
+def authorization(prefix: str = PREFIX) -> str:
+    """Basic credentials of 300:0.NA/<prefix> (every admin here has the node admin's secret)."""
+    token = base64.b64encode(f"300%3A0.NA%2F{prefix}:{ADMIN_SECRET}".encode()).decode()
     return f"Basic {token}"
 
 
-def request(node: Target, method: str, path: str, body: object) -> int:
-    data = json.dumps(body).encode()
-    headers = {"Content-Type": "application/json", "Authorization": authorization()}
-    req = urllib.request.Request(node.url + path, data=data, method=method, headers=headers)
+def put(node: Target, path: str, body: object, prefix: str = PREFIX) -> int:
+    """PUT ``body`` as JSON at ``path``, as the admin of ``prefix``; the HTTP status."""
+    headers = {"Content-Type": "application/json", "Authorization": authorization(prefix)}
+    req = urllib.request.Request(node.url + path, data=json.dumps(body).encode(), method="PUT", headers=headers)
     with urllib.request.urlopen(req, timeout=30) as reply:
         return int(reply.status)
 
 
 def prepare(node: Target, work: Path) -> None:
     """The enterprise prefix, its admin (the node admin's secret, for brevity), and the cached handles."""
-    node_admin = {"Authorization": "Basic " + base64.b64encode(f"300%3A0.NA%2F88.118:{ADMIN_SECRET}".encode()).decode()}
     secret = {"format": "string", "value": ADMIN_SECRET}
-    prefix_body = {
-        "values": [
-            admin_value(100, "111111111111"),
-            {"index": 300, "type": "HS_SECKEY", "data": secret, "permissions": "1100"},
-        ]
-    }
-    req = urllib.request.Request(
-        f"{node.url}/api/handles/0.NA/{PREFIX}",
-        data=json.dumps(prefix_body).encode(),
-        method="PUT",
-        headers={"Content-Type": "application/json", **node_admin},
-    )
-    with urllib.request.urlopen(req, timeout=30) as reply:
-        assert reply.status in (200, 201), reply.status
+    seckey = {"index": 300, "type": "HS_SECKEY", "data": secret, "permissions": "1100"}
+    prefix_body = {"values": [admin_value(100, "111111111111"), seckey]}
+    assert put(node, f"/api/handles/0.NA/{PREFIX}", prefix_body, NODE_PREFIX) in (200, 201)
     for n in range(HANDLES):
-        assert request(node, "PUT", f"/api/handles/{PREFIX}/CACHED-{n}", BODY) in (200, 201)
+        assert put(node, f"/api/handles/{PREFIX}/CACHED-{n}", BODY) in (200, 201)
     (work / "get.txt").write_text("".join(f"/api/handles/{PREFIX}/CACHED-{n}\n" for n in range(HANDLES)))
     (work / "body.json").write_text(json.dumps(BODY))
 

@@ -58,9 +58,10 @@ _ANSWER = struct.Struct("<dHI")
 class Entry:
     """One handle's answer: the record (None: not found) and its encodings, made as asked.
 
-    An entry made hot again from its cold form (``LocalCache.take_cold``) has its
-    encodings at once and its record only when something asks for it (``record``): the
-    front-ends' cached answers never do, so a cold entry answers for the cost of unpacking.
+    An entry made from its cold form (``LocalCache.cold_entry``, ``take_cold``) has its
+    Handle answers at once, its REST body when first asked for (``rendered``) and its record
+    only when something asks for it (``record``): the front-ends' cached answers never do,
+    so a cold entry answers for the cost of unpacking.
     """
 
     __slots__ = (
