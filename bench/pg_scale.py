@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing
 import random
@@ -35,16 +36,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench import wrk
 from bench.batch_register import bodies_from, send_all
-from bench.load_store import NODE_PREFIX, handle_for, record_for
+from bench.load_store import NODE_PREFIX, RowMaker, handle_for
 from bench.resolve_baseline import ADMIN_SECRET, RESULTS, SEED, Target, machine, revision, serve_command
-from protocol.identifiers import parse_handle
-from protocol.records import encode_record
 from registry.bootstrap import ensure_node_prefix
+from registry.identity import secrets
+from registry.identity.sealing import KEY_FILE
 from registry.postgres.store import PostgresStore
 from registry.store import AuditEntry, ImportMarker
 from tests.support.pgproc import PgServer
@@ -98,17 +100,27 @@ async def stored(url: str) -> int:
         await store.close()
 
 
+_MAKER: RowMaker | None = None
+
+
 def rows_for(first: int) -> list[tuple[str, str, bytes]]:
     """The encoded rows of records first .. first + CHUNK - 1 (made in a pool process)."""
-    rows = []
-    for i in range(first, first + CHUNK):
-        record = record_for(i)
-        rows.append((parse_handle(record.handle).key, record.handle, encode_record(record)))
-    return rows
+    global _MAKER
+    if _MAKER is None:
+        _MAKER = RowMaker()
+    return _MAKER.rows(first, first + CHUNK)
 
 
-async def load(url: str, start: int, stop: int) -> float:
+def node_dir(server_dir: Path) -> Path:
+    """The nodes' --data-dir beside the server's: its secret key seals the admin's secret."""
+    path = server_dir.with_name(server_dir.name + "-node")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+async def load(url: str, start: int, stop: int, data_dir: Path) -> float:
     """Records start..stop-1 through the bulk import path; seconds taken."""
+    secrets.use_key_file(data_dir / KEY_FILE)
     began, have = time.perf_counter(), start
     # Two processes make the rows (started before any connection exists) while this one COPYs.
     with multiprocessing.get_context("fork").Pool(2) as pool:
@@ -116,8 +128,13 @@ async def load(url: str, start: int, stop: int) -> float:
         await store.open()
         try:
             await ensure_node_prefix(store, NODE_PREFIX, ADMIN_SECRET)
-            for rows in pool.imap(rows_for, range(start, stop, CHUNK)):
-                rows = rows[: stop - start]
+            # A window of chunks in making, not imap: it makes ahead without bound, and the
+            # makers outrun the COPY (100M rows held in memory).
+            firsts = iter(range(start, stop, CHUNK))
+            window = deque(pool.apply_async(rows_for, (f,)) for f in itertools.islice(firsts, 4))
+            while window:
+                rows = window.popleft().get()[: stop - start]
+                window.extend(pool.apply_async(rows_for, (f,)) for f in itertools.islice(firsts, 1))
                 entry = AuditEntry(time.time(), "bench", "127.0.0.1", "import", rows[0][1])
                 start += len(rows)
                 await store.import_rows(rows, entry, ImportMarker(SOURCE, start))
@@ -146,13 +163,13 @@ async def analyse(url: str) -> tuple[int, int, int]:
         await conn.close()
 
 
-def node(url: str, cache: bool) -> Target:
+def node(url: str, cache: bool, data_dir: Path) -> Target:
     cmd = serve_command("--store", url)
-    cmd += ["--workers", "2", "--data-dir", tempfile.mkdtemp(prefix="idnode-scale-")]
+    cmd += ["--workers", "2", "--data-dir", str(data_dir)]
     return Target("node", "idnode serve", cmd + ([] if cache else ["--cache-entries", "1"])).start()
 
 
-def resolution(url: str, size: int, rounds: int, duration: int, cache: bool) -> tuple[float, float]:
+def resolution(url: str, size: int, rounds: int, duration: int, cache: bool, data_dir: Path) -> tuple[float, float]:
     """Median req/s and p99 ms: uncached over 100,000 handles drawn from everything stored, or
     cached over 10,000 of them (each resolved once before the runs)."""
     rng = random.Random(SEED + size)
@@ -160,7 +177,7 @@ def resolution(url: str, size: int, rounds: int, duration: int, cache: bool) -> 
     with tempfile.TemporaryDirectory() as work:
         paths = Path(work) / "paths.txt"
         paths.write_text("".join(f"/api/handles/{h}\n" for h in drawn))
-        target = node(url, cache=cache)
+        target = node(url, cache, data_dir)
         try:
             wrk.run(target.url, paths, seconds=3)  # warm the connections and the pools
             runs = [wrk.run(target.url, paths, seconds=duration) for _ in range(rounds)]
@@ -172,11 +189,11 @@ def resolution(url: str, size: int, rounds: int, duration: int, cache: bool) -> 
     return statistics.median(r.rps for r in runs), statistics.median(r.p99_ms for r in runs)
 
 
-def batches(url: str, size: int, count: int) -> tuple[float, float]:
+def batches(url: str, size: int, count: int, data_dir: Path) -> tuple[float, float]:
     # New handles: none of the load's, no other size's, none of an earlier run's (a run
     # repeating handles would measure the idempotent re-create, which writes nothing).
     payloads = bodies_from(size * 10 + int(time.time()) // 60 % 1000 * count, count, "msgpack")
-    target = node(url, cache=True)
+    target = node(url, True, data_dir)
     try:
         wall, latencies, failed = send_all(target.port, payloads, "msgpack", 2)
     finally:
@@ -203,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         for size, url in urls.items():
             subprocess.run(["psql", pg.url, "-qc", f"CREATE DATABASE {DATABASE}_{size}"], capture_output=True)
             have = asyncio.run(stored(url))
-            seconds = asyncio.run(load(url, have, size)) if have < size else 0.0
+            seconds = asyncio.run(load(url, have, size, node_dir(args.server_dir))) if have < size else 0.0
             if seconds:
                 print(f"loaded {size - have:,} records in {seconds:,.0f} s ({(size - have) / seconds:,.0f}/s)")
     if args.measure:
@@ -222,9 +239,10 @@ def measure(size: int, url: str, args: argparse.Namespace) -> SizeResult:
     if have < size:
         raise SystemExit(f"the {size:,} store holds {have:,} records: run --load first")
     table, index, rows = asyncio.run(analyse(url))
-    rps, p99 = resolution(url, size, args.rounds, args.duration, cache=False)
-    cached, _ = resolution(url, size, 1, args.duration, cache=True)
-    batch_rate, batch_p50 = batches(url, size, args.batch_count)
+    data_dir = node_dir(args.server_dir)
+    rps, p99 = resolution(url, size, args.rounds, args.duration, False, data_dir)
+    cached, _ = resolution(url, size, 1, args.duration, True, data_dir)
+    batch_rate, batch_p50 = batches(url, size, args.batch_count, data_dir)
     result = SizeResult(size, rows, table, index, rps, p99, cached, batch_rate, batch_p50)
     print(f"{size:,}: {rps:,.0f} uncached req/s (p99 {p99:.1f} ms), {cached:,.0f} cached, {batch_rate:,.0f} "
           f"identifiers/s registered, {(table + index) / rows:.0f} bytes/identifier", flush=True)  # fmt: skip
