@@ -57,6 +57,9 @@ class Keyring:
             raise ValueError(f"a keyring holds one or more keys of {KEY_BYTES} bytes")
         self.keys = list(keys)
         self._by_id = {self.key_id(k): k for k in keys}
+        # Each key's cipher, made once: deriving and keying it cost more than opening a value,
+        # which every Basic login does.
+        self._aead = {key_id: AESGCM(_derive(k, b"seal")) for key_id, k in self._by_id.items()}
         self.current = self.key_id(keys[0])
 
     @staticmethod
@@ -76,7 +79,7 @@ class Keyring:
     def seal(self, plain: bytes, context: bytes) -> str:
         """``v1.<key id>.<base64 of nonce and ciphertext>``, bound to ``context``."""
         nonce = os.urandom(NONCE_BYTES)
-        sealed = AESGCM(_derive(self._by_id[self.current], b"seal")).encrypt(nonce, plain, context)
+        sealed = self._aead[self.current].encrypt(nonce, plain, context)
         return f"v1.{self.current}.{base64.b64encode(nonce + sealed).decode()}"
 
     def open(self, sealed: str, context: bytes) -> bytes:
@@ -88,7 +91,7 @@ class Keyring:
             raise KeyMissing(key_id)
         try:
             raw = base64.b64decode(body, validate=True)
-            return AESGCM(_derive(self._by_id[key_id], b"seal")).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], context)
+            return self._aead[key_id].decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], context)
         except (binascii.Error, InvalidTag, ValueError):
             raise ValueError(f"a value sealed under key {key_id} does not open: damaged") from None
 
