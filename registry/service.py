@@ -157,6 +157,10 @@ class RegistrationService:
         """Finds the template a record names for a prefix (the nearest definition), once per request."""
         return TemplateChecker(self.store, lambda prefix: zone_chain(prefix, self.node_prefix))
 
+    def write_keys(self, handle: Handle) -> list[str]:
+        """What a write of ``handle`` plans against: its record and the prefix handles above it."""
+        return [handle.key, *Authority.prefix_keys(enclosing_zones(handle, self.node_prefix))]
+
     def planner(self, caller: Caller) -> Planner:
         return Planner(self.store, self.authority(), caller, self.node_prefix, self.template_checker())
 
@@ -192,9 +196,16 @@ class RegistrationService:
         """
         try:
             self.check_target(handle)
-            grants = planner.auth.prefix_keys(enclosing_zones(handle, self.node_prefix))
+            wanted = self.write_keys(handle)
+            grants = wanted[1:]
+            ahead = caller.read_ahead
             for _ in range(PLAN_ATTEMPTS):
-                read = await self.store.get_many([handle.key, *grants], primary=True)
+                if ahead and all(key in ahead for key in wanted):  # read with the caller's login
+                    read = {key: record for key in wanted if (record := ahead[key]) is not None}
+                else:
+                    read = await self.store.get_many(wanted, primary=True)
+                if ahead:
+                    ahead.clear()  # once: a second plan, or a second write, reads afresh
                 planner.auth.learn({key: read.get(key) for key in grants})
                 seen = read.get(handle.key)
                 plan = await plan_for(seen)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from protocol.errors import AuthenticationFailed, HandleError, InvalidValue, TooManyFailures
 from protocol.identifiers import parse_handle
@@ -114,8 +114,19 @@ class Authenticator:
 
     # Checking secrets ------------------------------------------------------------------
 
-    async def authenticate(self, user: str, secret: bytes, address: str = "") -> Identity:
-        """The identity ``user`` names, if ``secret`` is its secret; AuthenticationFailed otherwise."""
+    async def authenticate(
+        self,
+        user: str,
+        secret: bytes,
+        address: str = "",
+        *,
+        read_with: Sequence[str] = (),
+        into: dict[str, HandleRecord | None] | None = None,
+    ) -> Identity:
+        """The identity ``user`` names, if ``secret`` is its secret; AuthenticationFailed otherwise.
+
+        ``read_with``: keys read in the same trip as the identity's record, from the primary
+        (those a write is about to plan against), put in ``into`` (None for those absent)."""
         malformed: AuthenticationFailed | None = None
         try:
             identity: Identity | None = parse_identity(user, case_sensitive=self._case_sensitive)
@@ -127,7 +138,7 @@ class Authenticator:
         try:
             if malformed is not None or identity is None:
                 raise malformed or AuthenticationFailed(f"identity {user!r} is malformed")
-            return await self._check(identity, secret, address)
+            return await self._check(identity, secret, address, read_with, into)
         except AuthenticationFailed:
             await self._failed(name, address, keys)
             raise
@@ -189,8 +200,20 @@ class Authenticator:
             self._braking_logged.clear()
         await asyncio.sleep(self.brake_delay)
 
-    async def _check(self, identity: Identity, secret: bytes, address: str) -> Identity:
-        record = await self._store.get(identity.handle)
+    async def _check(
+        self,
+        identity: Identity,
+        secret: bytes,
+        address: str,
+        read_with: Sequence[str] = (),
+        into: dict[str, HandleRecord | None] | None = None,
+    ) -> Identity:
+        wanted = [identity.handle, *read_with] if into is not None else []
+        if len(wanted) > 1:
+            read = await self._store.get_many(wanted, primary=True)
+            record = read.get(identity.handle)
+        else:
+            record = await self._store.get(identity.handle)
         value = None if record is None else record.value_at(identity.index)
         # One message for every failure, so a caller cannot probe which identities exist.
         failed = AuthenticationFailed(f"authentication failed for identity {identity}")
@@ -202,6 +225,8 @@ class Authenticator:
                 raise failed
             if secrets.needs_reseal(stored):  # in clear or under an old key: sealed anew now it verified
                 await self._rehash(identity, stored, secret, address)
+            elif into is not None and len(wanted) > 1:  # a resealed identity's record is read again
+                into.update({key: read.get(key) for key in wanted})
             return identity
         if not await self._check_legacy(stored, secret):
             raise failed

@@ -6,7 +6,9 @@ The rules themselves (HS_ADMIN grants, groups, value permission bits) live in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from protocol.records import HandleRecord
 
 NODE_ADMIN_INDEX = 300
 
@@ -32,3 +34,6 @@ class Caller:
     # Handle connection logged in once (resolver.handle.login). The audit prefixes the
     # operation with it, as batch writes are logged as batch_<operation>.
     via: str = ""
+    # Records its login read beside its own identity, for the write it came to make
+    # (``RegistrationService._write``): one trip to the store for both. Taken once.
+    read_ahead: dict[str, HandleRecord | None] | None = field(default=None, compare=False)

@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 from urllib.parse import unquote
 
@@ -31,7 +31,7 @@ from protocol.errors import (
     InvalidValue,
     ProtocolViolation,
 )
-from protocol.records import MAX_INDEX, HandleValue
+from protocol.records import MAX_INDEX, HandleRecord, HandleValue
 from registry.identity.auth import Authenticator
 from registry.identity.caller import Caller
 from resolver.config import Config
@@ -419,8 +419,11 @@ async def read_body(request: web.Request) -> Any:
     return body
 
 
-async def caller_of(request: web.Request, authenticator: Authenticator) -> Caller:
-    """Who sent the request: anonymous, or the identity its Basic credentials prove."""
+async def caller_of(request: web.Request, authenticator: Authenticator, read_with: Sequence[str] = ()) -> Caller:
+    """Who sent the request: anonymous, or the identity its Basic credentials prove.
+
+    ``read_with``: the keys the request's write will plan against, read with the identity's
+    record (``Caller.read_ahead``)."""
     config = request.app[CONFIG]
     address = request.remote or ""
     header = request.headers.get("Authorization")
@@ -438,5 +441,6 @@ async def caller_of(request: web.Request, authenticator: Authenticator) -> Calle
     user, colon, secret = decoded.partition(":")
     if not colon:
         raise AuthenticationFailed("Basic credentials carry no ':' between identity and secret")
-    identity = await authenticator.authenticate(unquote(user), secret.encode(), address)
-    return Caller(identity, address)
+    read: dict[str, HandleRecord | None] = {}
+    identity = await authenticator.authenticate(unquote(user), secret.encode(), address, read_with=read_with, into=read)
+    return Caller(identity, address, read_ahead=read or None)

@@ -131,8 +131,10 @@ class HttpFrontend:
         r.finish()
         return app
 
-    async def _caller(self, request: web.Request) -> Caller:
-        return await caller_of(request, self.authenticator)
+    async def _caller(self, request: web.Request, writing: Handle | None = None) -> Caller:
+        """The request's caller; ``writing``: the handle it writes, read in the login's trip."""
+        read_with = self.service.write_keys(writing) if writing is not None else ()
+        return await caller_of(request, self.authenticator, read_with)
 
     # Handlers --------------------------------------------------------------------------
 
@@ -217,7 +219,7 @@ class HttpFrontend:
         mint = flag(request, "mintNewSuffix", False)
         handle = self.service.parse(text + "x" if mint else text)
         self.service.check_target(handle)
-        caller = await self._caller(request)
+        caller = await self._caller(request, None if mint else handle)
         require_identity(caller, handle.text)
         incoming = values_from_body(await read_body(request), self.service.now())
         if mint:
@@ -234,7 +236,7 @@ class HttpFrontend:
         check_body_type(request)  # a DELETE reads no body, but one a browser form could send is refused
         handle = self.service.parse(request.match_info["handle"])
         indexes, _ = indexes_param(request, various_ok=False)
-        caller = await self._caller(request)
+        caller = await self._caller(request, handle)
         require_identity(caller, handle.text)
         force = flag(request, "force", False)
         await self.service.delete(caller, handle, indexes or None, force=force)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from protocol.errors import InsufficientPermissions
+from protocol.errors import AuthenticationFailed, InsufficientPermissions
 from protocol.jsonfmt import IncomingValue
 from protocol.records import HandleRecord, HandleValue
 from registry.bootstrap import ensure_node_prefix
-from registry.identity.auth import Identity
+from registry.identity.auth import Authenticator, Identity
 from registry.identity.caller import Caller
 from registry.service import RegistrationService
 from registry.sqlite.store import SqliteStore
@@ -86,5 +86,45 @@ def test_writers_waiting_for_a_group_commit_hear_it_when_the_committer_is_cancel
             with pytest.raises(asyncio.CancelledError):
                 await asyncio.wait_for(writer, 1)
         assert store._committer is None and store._singles == []
+
+    asyncio.run(run())
+
+
+def test_a_basic_login_reads_what_its_write_plans_against_in_the_same_trip(tmp_path: Path) -> None:
+    async def run() -> None:
+        store = CountingStore(tmp_path / "s.sqlite3")
+        await store.open()
+        try:
+            await ensure_node_prefix(store, "88.118", "node-admin-secret")
+            service = RegistrationService(store, node_prefix="88.118")
+            authenticator = Authenticator(store)
+            handle = service.parse("88.118/P1")
+            url = IncomingValue(HandleValue(1, "URL", b"https://factory.example/p/1"), "string")
+
+            store.trips = []
+            read: dict[str, HandleRecord | None] = {}
+            keys = service.write_keys(handle)
+            identity = await authenticator.authenticate(
+                "300:0.NA/88.118", b"node-admin-secret", "127.0.0.1", read_with=keys, into=read
+            )
+            assert store.trips == [["0.NA/88.118", "88.118/P1", "0.NA/88.118"]]
+            assert read["88.118/P1"] is None and read["0.NA/88.118"] is not None
+            caller = Caller(identity, "127.0.0.1", read_ahead=read)
+            assert await service.create(caller, handle, [url]) is True
+            assert all(not set(trip) & {"0.NA/88.118", "88.118/P1"} for trip in store.trips[1:])
+            assert read == {}  # taken once
+
+            # A second write by the same caller reads for itself: what was read ahead is gone.
+            store.trips = []
+            assert await service.create(caller, service.parse("88.118/P2"), [url]) is True
+            assert store.trips[0] == ["88.118/P2", "0.NA/88.118"]
+
+            # A wrong secret reads the same, and hands nothing on.
+            refused: dict[str, HandleRecord | None] = {}
+            with pytest.raises(AuthenticationFailed):
+                await authenticator.authenticate("300:0.NA/88.118", b"wrong", "127.0.0.1", read_with=keys, into=refused)
+            assert refused == {}
+        finally:
+            await store.close()
 
     asyncio.run(run())
