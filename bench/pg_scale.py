@@ -46,6 +46,7 @@ from bench.load_store import NODE_PREFIX, RowMaker, handle_for
 from bench.resolve_baseline import ADMIN_SECRET, RESULTS, SEED, Target, machine, revision, serve_command
 from registry.bootstrap import ensure_node_prefix
 from registry.identity import secrets
+from registry.identity.resealing import reseal_store
 from registry.identity.sealing import KEY_FILE
 from registry.postgres.store import PostgresStore
 from registry.store import AuditEntry, ImportMarker
@@ -129,6 +130,8 @@ async def load(url: str, start: int, stop: int, data_dir: Path) -> float:
         store = PostgresStore(url)
         await store.open()
         try:
+            if start == 0:  # as a node's first start on an empty store: the pass that finds nothing to seal
+                await reseal_store(store)
             await ensure_node_prefix(store, NODE_PREFIX, ADMIN_SECRET)
             # A window of chunks in making, not imap: it makes ahead without bound, and the
             # makers outrun the COPY (100M rows held in memory).

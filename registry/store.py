@@ -288,6 +288,16 @@ class Store(ABC):
     async def replace_login_digests(self, rows: Sequence[tuple[str, str]], drop: Sequence[str]) -> None:
         """In one transaction, forget the names ``drop`` and keep ``rows`` (replacing any under their names)."""
 
+    # The node's own notes about the store ----------------------------------------------
+
+    @abstractmethod
+    async def note(self, name: str) -> str | None:
+        """The note kept under ``name`` (in the store's metadata table), if any."""
+
+    @abstractmethod
+    async def set_note(self, name: str, value: str) -> None:
+        """Keep ``value`` under ``name``, replacing what was there."""
+
     # Bulk import and export (registry.bulk, resolver.commands.bulk) ---------------------
 
     @abstractmethod

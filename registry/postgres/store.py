@@ -325,6 +325,20 @@ class PostgresStore(Store):
         self._routing.wrote(keys)
         return created
 
+    async def note(self, name: str) -> str | None:
+        query = "SELECT value FROM idnode_meta WHERE name = $1"
+        found = await self._read_primary(query, f"note:{name}", fetch="fetchval")
+        return None if found is None else str(found)
+
+    async def set_note(self, name: str, value: str) -> None:
+        async with self._primary() as conn:
+            await conn.execute(
+                "INSERT INTO idnode_meta (name, value) VALUES ($1, $2) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                f"note:{name}",
+                value,
+            )
+
     async def import_progress(self, source: str) -> int:
         async with self._primary() as conn:
             value = await conn.fetchval("SELECT value FROM idnode_meta WHERE name = $1", marker_name(source))

@@ -327,6 +327,20 @@ class SqliteStore(Store):
         result: int = await self._writer.submit(lambda conn: _import_job(conn, rows, entry, marker))
         return result
 
+    async def note(self, name: str) -> str | None:
+        def read(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT value FROM meta WHERE name = ?", (f"note:{name}",)).fetchone()
+            return None if row is None else str(row[0])
+
+        result: str | None = await self._read(read)
+        return result
+
+    async def set_note(self, name: str, value: str) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (f"note:{name}", value))
+
+        await self._writer.submit(work)
+
     async def import_progress(self, source: str) -> int:
         def read(conn: sqlite3.Connection) -> int:
             row = conn.execute("SELECT value FROM meta WHERE name = ?", (marker_name(source),)).fetchone()

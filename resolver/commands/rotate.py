@@ -79,7 +79,7 @@ async def _rotate(config: config_mod.Config, old: sealing.Keyring) -> int:
     store = default_store(config)
     await store.open()
     try:
-        done = await reseal_store(store)
+        done = await reseal_store(store, every_record=True)
         behind = await _left_behind(store)
     finally:
         await store.close()

@@ -119,6 +119,14 @@ async def test_publications_are_kept(store: Store) -> None:
     assert shown["http://127.0.0.2:8100"].state == "published"
 
 
+async def test_notes_are_kept_apart_from_import_markers(store: Store) -> None:
+    assert await store.note("secrets_sealed_under") is None
+    await store.set_note("secrets_sealed_under", "k1;")
+    await store.set_note("secrets_sealed_under", "k2;k1=3")
+    assert await store.note("secrets_sealed_under") == "k2;k1=3"
+    assert await store.import_progress("secrets_sealed_under") == 0  # another name space
+
+
 async def test_upgrading_to_schema_4_puts_the_prefix_handles_held_in_the_outbox(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     store = SqliteStore(path)

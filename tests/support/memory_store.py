@@ -35,6 +35,7 @@ class MemoryStore(Store):
         self.fail: HandleError | None = None  # raised by every read while set
         self._gate: asyncio.Event | None = None
         self._read_begun = asyncio.Condition()
+        self._notes: dict[str, str] = {}
 
     def put(self, record: HandleRecord) -> None:
         """Store ``record`` without telling the write listeners (a change no cache hears of)."""
@@ -166,6 +167,12 @@ class MemoryStore(Store):
 
     async def import_rows(self, rows: Sequence[tuple[str, str, bytes]], entry: AuditEntry, marker: ImportMarker) -> int:
         _not_kept()
+
+    async def note(self, name: str) -> str | None:
+        return self._notes.get(name)
+
+    async def set_note(self, name: str, value: str) -> None:
+        self._notes[name] = value
 
     async def import_progress(self, source: str) -> int:
         _not_kept()
