@@ -58,6 +58,10 @@ from registry.writes import Moved, Plan, Planner, guard
 
 MINT_ATTEMPTS = 3
 PLAN_ATTEMPTS = 5
+# A write plans against the records its login read (``Caller.read_ahead``) only while they
+# are at most this many seconds old; older, it reads them again, so a request body sent
+# slowly cannot age the grants the write is checked against.
+READ_AHEAD_AGE = 0.5
 
 # Given the record as stored now, plan the write.
 PlanFor = Callable[[HandleRecord | None], Awaitable[Plan]]
@@ -199,8 +203,9 @@ class RegistrationService:
             wanted = self.write_keys(handle)
             grants = wanted[1:]
             ahead = caller.read_ahead
+            fresh = time.monotonic() - caller.read_at <= READ_AHEAD_AGE
             for _ in range(PLAN_ATTEMPTS):
-                if ahead and all(key in ahead for key in wanted):  # read with the caller's login
+                if ahead and fresh and all(key in ahead for key in wanted):  # read with the caller's login
                     read = {key: record for key in wanted if (record := ahead[key]) is not None}
                 else:
                     read = await self.store.get_many(wanted, primary=True)

@@ -35,5 +35,8 @@ class Caller:
     # operation with it, as batch writes are logged as batch_<operation>.
     via: str = ""
     # Records its login read beside its own identity, for the write it came to make
-    # (``RegistrationService._write``): one trip to the store for both. Taken once.
+    # (``RegistrationService._write``): one trip to the store for both. Taken once, and only
+    # while fresh (``read_at``, time.monotonic()): a request body sent slowly after the login
+    # must not let a write plan against grants read long before.
     read_ahead: dict[str, HandleRecord | None] | None = field(default=None, compare=False)
+    read_at: float = field(default=0.0, compare=False)

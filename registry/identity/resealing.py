@@ -15,8 +15,7 @@ of the key that pass sealed under (``SEALED_UNDER``), and a start under the same
 skips the records; a start under another (rotated, or a different key file) reads them all
 again. The note holds the counts of values sealed under keys not held, so the warning about
 them is given at every start without a pass, and the records are read again once the file
-holds one of those keys. Login digests (a small table) are
-checked at every start.
+holds one of those keys. Login digests (a small table) are checked at every start.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ class Resealed:
     digests: int = 0  # login digests rewritten
     missing: dict[str, int] = field(default_factory=dict)  # key id -> values sealed under it, not held
     failed: int = 0  # records that changed while being resealed, left as they were
-    records_read: bool = True  # False: the store's note said every record was sealed under this keyring
+    records_read: bool = True  # False: the store's note said every record was sealed under this key
 
     def report(self) -> None:
         if self.values or self.digests:

@@ -443,4 +443,4 @@ async def caller_of(request: web.Request, authenticator: Authenticator, read_wit
         raise AuthenticationFailed("Basic credentials carry no ':' between identity and secret")
     read: dict[str, HandleRecord | None] = {}
     identity = await authenticator.authenticate(unquote(user), secret.encode(), address, read_with=read_with, into=read)
-    return Caller(identity, address, read_ahead=read or None)
+    return Caller(identity, address, read_ahead=read or None, read_at=time.monotonic())

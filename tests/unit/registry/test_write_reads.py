@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def test_a_basic_login_reads_what_its_write_plans_against_in_the_same_trip(tmp_p
             )
             assert store.trips == [["0.NA/88.118", "88.118/P1", "0.NA/88.118"]]
             assert read["88.118/P1"] is None and read["0.NA/88.118"] is not None
-            caller = Caller(identity, "127.0.0.1", read_ahead=read)
+            caller = Caller(identity, "127.0.0.1", read_ahead=read, read_at=time.monotonic())
             assert await service.create(caller, handle, [url]) is True
             assert all(not set(trip) & {"0.NA/88.118", "88.118/P1"} for trip in store.trips[1:])
             assert read == {}  # taken once
@@ -118,6 +119,18 @@ def test_a_basic_login_reads_what_its_write_plans_against_in_the_same_trip(tmp_p
             store.trips = []
             assert await service.create(caller, service.parse("88.118/P2"), [url]) is True
             assert store.trips[0] == ["88.118/P2", "0.NA/88.118"]
+
+            # Records read seconds before the write (a body sent slowly) are read again.
+            p3 = service.parse("88.118/P3")
+            early: dict[str, HandleRecord | None] = {}
+            await authenticator.authenticate(
+                "300:0.NA/88.118", b"node-admin-secret", "127.0.0.1", read_with=service.write_keys(p3), into=early
+            )
+            assert set(early) == {"0.NA/88.118", "88.118/P3"}
+            stale = Caller(identity, "127.0.0.1", read_ahead=early, read_at=time.monotonic() - 5)
+            store.trips = []
+            assert await service.create(stale, p3, [url]) is True
+            assert store.trips[0] == ["88.118/P3", "0.NA/88.118"]
 
             # A wrong secret reads the same, and hands nothing on.
             refused: dict[str, HandleRecord | None] = {}
