@@ -67,6 +67,7 @@ class ResolutionEngine:
         )
         # The hot path's calls, bound once: front-ends call them on every request.
         self.fresh: Callable[[str], Entry | None] = self._tiers.fresh
+        self.cold_answer: Callable[[str, bytes], bytes | None] = self._tiers.cold_answer
         self.remember: Callable[[Entry, Any, Any, int], None] = self._tiers.remember
         self.remember_rendered: Callable[[Entry, str, bytes], None] = self._tiers.remember_rendered
         self.remember_answer: Callable[[Entry, bytes, bytes, float], None] = self._tiers.remember_answer

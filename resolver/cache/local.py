@@ -295,10 +295,38 @@ class LocalCache:
         if entry is None:
             self.drop(key)
             return None
+        self._warm(key)
+        return entry
+
+    def cold_answer(self, key: str, form: bytes, words: Sequence[int], now: float) -> bytes | None:
+        """The Handle answer for requests of ``form`` straight from ``key``'s cold form, on its
+        first hit since the sweeper's last pass (as ``cold_entry``, without making an entry:
+        the long tail's UDP answers); None when there is none to give that way (not cold, hit
+        before, changed, expired or due a refresh, no such answer): ask ``cold_entry``."""
+        packed = self.cold.get(key)
+        if packed is None or key in self._warming:
+            return None
+        expires, _, ttl, gen, slot, _, _, count, _ = _COLD.unpack_from(packed)
+        if words[slot] != gen or now >= expires - ttl * 0.1:  # Entry.refresh_at
+            return None
+        at = _COLD.size
+        for _ in range(count):
+            until, form_length, length = _ANSWER.unpack_from(packed, at)
+            at += _ANSWER.size
+            if form_length == len(form) and packed.startswith(form, at):
+                if now > until:
+                    return None
+                self._warm(key)
+                at += form_length
+                return packed[at : at + length]
+            at += form_length + length
+        return None
+
+    def _warm(self, key: str) -> None:
+        """Note a cold key's first hit: its next makes it hot."""
         if len(self._warming) >= WARMING_MAX:
             self._warming.clear()
         self._warming.add(key)
-        return entry
 
     def take_cold(self, key: str, words: Sequence[int] | None = None) -> Entry | None:
         """The cold entry for ``key``, made hot again; None if there is none, or if its

@@ -157,6 +157,17 @@ class CacheTiers:
             metrics.count("served_stale")
         return entry
 
+    def cold_answer(self, key: str, form: bytes) -> bytes | None:
+        """A Handle answer served from a packed entry's first hit without thawing it
+        (``LocalCache.cold_answer``); None: ask ``fresh``."""
+        local = self.local
+        if key not in local.cold:  # the hot set's hits pay this lookup, nothing more
+            return None
+        answer = local.cold_answer(key, form, self.words, self._monotonic())
+        if answer is not None:
+            self._hits["local"] += 1
+        return answer
+
     async def load(self, handle: Handle, via: Sequence[str] = ()) -> Entry:
         """The answer for a handle not in this worker's cache: from Redis or the source, or stale."""
         try:

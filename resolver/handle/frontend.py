@@ -116,6 +116,7 @@ class HandleFrontend:
     ) -> None:
         self.engine = engine
         self._fresh = engine.fresh
+        self._cold_answer = engine.cold_answer
         self._key_of = engine.key_of
         self._case_sensitive = case_sensitive
         self._admin = admin
@@ -151,13 +152,16 @@ class HandleFrontend:
             spelling = data[_BODY_AT + 4 : handle_end].decode("utf-8")
         except UnicodeDecodeError:
             return None
-        entry = self._fresh(self._key_of(spelling))
-        if entry is None or entry.answers is None:
-            return None
-        memo = entry.answers.get(_variant(data, handle_end))
-        if memo is None or time.monotonic() > memo[1]:
-            return None
-        answer = memo[0]
+        key, form = self._key_of(spelling), _variant(data, handle_end)
+        answer = self._cold_answer(key, form)  # a packed entry's first hit: no entry made
+        if answer is None:
+            entry = self._fresh(key)
+            if entry is None or entry.answers is None:
+                return None
+            memo = entry.answers.get(form)
+            if memo is None or time.monotonic() > memo[1]:
+                return None
+            answer = memo[0]
         return answer[:4] + data[4:12] + answer[12:]
 
     # Everything else ----------------------------------------------------------------------

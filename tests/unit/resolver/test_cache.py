@@ -230,3 +230,31 @@ def test_a_cold_entry_is_served_in_place_once_then_made_hot_and_keeps_what_is_ad
 
     words[7] = 1  # the handle changed: its cold form is dropped unread
     assert cache.cold_entry("k7", words) is None and "k7" not in cache.cold
+
+
+def test_a_cold_answer_is_the_memoised_one_first_then_the_entry_is_made_hot() -> None:
+    cache = LocalCache(max_entries=10_000, max_bytes=1 << 30)
+    now = time.monotonic()
+    for n in range(100):
+        e = entry(n, ttl=60.0)
+        cache.put(f"k{n}", e)
+        cache.set_answer(e, b"v2.10", b"answer %d" % n, now + 30)
+        cache.set_answer(e, b"v2.1", b"old answer %d" % n, now + 30)
+    packed_all(cache)
+    words = [0] * 100
+    before = cache.bytes
+
+    assert cache.cold_answer("k5", b"v2.1", words, now) == b"old answer 5"
+    assert "k5" in cache.cold and "k5" not in cache.entries and cache.bytes == before  # no churn
+    assert cache.cold_answer("k5", b"v2.1", words, now) is None  # hit before: the full path ...
+    second = cache.cold_entry("k5", words)
+    assert second is not None and "k5" in cache.entries  # ... makes it hot, as cold_entry's second hit
+    assert second.answers is not None and second.answers[b"v2.10"][0] == b"answer 5"
+
+    assert cache.cold_answer("k6", b"v3.0", words, now) is None  # no answer of that form
+    assert cache.cold_answer("k7", b"v2.10", words, now + 31) is None  # the answer is due to be made again
+    assert cache.cold_answer("k8", b"v2.10", words, now + 55) is None  # the entry is due a refresh
+    words[9] = 1
+    assert cache.cold_answer("k9", b"v2.10", words, now) is None  # the handle changed
+    assert cache.cold_answer("k10", b"v2.10", words, now) == b"answer 10"
+    assert cache.cold_answer("missing", b"v2.10", words, now) is None
