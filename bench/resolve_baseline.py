@@ -78,6 +78,7 @@ class Target:
                 self.port = int(line.rsplit(":", 1)[1])
                 threading.Thread(target=self._drain, daemon=True).start()
                 return self
+        self.stop()  # not left running behind the error (it outlived a failed run once, idle)
         raise RuntimeError(f"{self.name} did not start within {START_TIMEOUT_S:.0f} s")
 
     def _drain(self) -> None:
