@@ -38,6 +38,7 @@ VALUE_OVERHEAD = 300  # per value: the named tuple, its str and bytes
 MEMO_OVERHEAD = 120  # per memoised encoding beside the first: its key, bytes header, dict slot
 MEMO_MAX = 8  # encodings memoised per entry beside the unfiltered HTTP body
 COLD_OVERHEAD = 350  # a cold entry: dict slot, str and bytes headers, its place in the queue
+REFRESH_AHEAD = 0.1  # share of its TTL before expiry from which a hit refreshes an entry
 WARMING_MAX = 200_000  # cold keys remembered as hit once, at most (then forgotten, all at once)
 ZDICT_SAMPLES = 64  # entries the deflate dictionary is made of
 # A 4 KiB dictionary and window: a record and its REST body (~800 bytes) deflate to ~110
@@ -103,7 +104,7 @@ class Entry:
                 size += len(v.data) + len(v.type) + VALUE_OVERHEAD
         self.ttl = ttl  # seconds this answer was cached for
         self.expires = expires  # time.monotonic() after which it is not served fresh
-        self.refresh_at = expires - ttl * 0.1  # a hit after this refreshes it in the background
+        self.refresh_at = expires - ttl * REFRESH_AHEAD  # a hit after this refreshes it in the background
         self.stale_until = stale_until  # ... nor stale (when the store fails)
         self.slot = slot
         self.gen = gen
@@ -307,7 +308,7 @@ class LocalCache:
         if packed is None or key in self._warming:
             return None
         expires, _, ttl, gen, slot, _, _, count, _ = _COLD.unpack_from(packed)
-        if words[slot] != gen or now >= expires - ttl * 0.1:  # Entry.refresh_at
+        if words[slot] != gen or now >= expires - ttl * REFRESH_AHEAD:  # past its Entry.refresh_at
             return None
         at = _COLD.size
         for _ in range(count):
