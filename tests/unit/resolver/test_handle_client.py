@@ -194,15 +194,19 @@ async def test_a_silent_server_fails_within_the_hop_timeout(server: HandleServer
 
 
 async def test_nothing_listening_fails_at_once() -> None:
-    ports = []
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    started = time.monotonic()
-    failed = await failure(HandleTarget("127.0.0.1", *ports))
-    assert time.monotonic() - started < HOP / 2  # ICMP port unreachable, then a refused connection
+    # Both ports stay held, so no other process can be given them while the test runs (a closed
+    # port once went to a server that answered). A TCP socket bound and not listening refuses
+    # connections; a UDP socket connected elsewhere takes no datagram from us, so the kernel
+    # answers with ICMP port unreachable.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+        udp.bind(("127.0.0.1", 0))
+        udp.connect(("127.0.0.1", 9))
+        tcp.bind(("127.0.0.1", 0))
+        started = time.monotonic()
+        failed = await failure(HandleTarget("127.0.0.1", udp.getsockname()[1], tcp.getsockname()[1]))
+        assert time.monotonic() - started < HOP / 2  # ICMP port unreachable, then a refused connection
     assert failed.result == "unreachable"
+    assert "UDP: ConnectionRefusedError" in failed.detail and "TCP:" in failed.detail
 
 
 # Hostile answers ------------------------------------------------------------------------------
