@@ -127,6 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--advertise", help="HOST:PORT other nodes reach this one at (default: the listener)")
     s.add_argument(
+        "--source-address", help="the local IP address queries to other nodes leave from (default: the kernel's choice)"
+    )
+    s.add_argument(
         "--delegation-allow",
         action="append",
         metavar="NETWORK",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import socket
 import tomllib
 import urllib.parse
 from collections.abc import Mapping
@@ -105,6 +106,9 @@ class Config:
     upstream_identity: str | None = None  # default 300:0.NA/<node prefix>
     upstream_secret: str | None = None
     advertise: str | None = None  # HOST:PORT other nodes reach this one at (default: the listener)
+    # The local address queries to other nodes leave from (default: the kernel's choice), as
+    # BIND's query-source: a multi-homed host, or a lab of nodes on loopback addresses of their own.
+    source_address: str | None = None
     recursion: bool | None = None  # default: on for a secondary node, off for a top-level one
     upstream_timeout: float = 2.0  # per request to another node
     resolve_timeout: float = 5.0  # for a whole delegated resolution
@@ -290,6 +294,19 @@ def host_port(text: str, name: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _check_source(address: str) -> None:
+    """An IP address of this machine, or ConfigError: a query could not leave from another."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    except ValueError:
+        raise ConfigError(f"setting 'source_address': {address!r} is not an IP address") from None
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError as exc:
+            raise ConfigError(f"setting 'source_address': this machine cannot send from {address}: {exc}") from None
+
+
 def _validate_hierarchy(config: Config) -> Config:
     if config.role not in ROLES:
         raise ConfigError(f"setting 'role': expected one of {', '.join(ROLES)}, got {config.role!r}")
@@ -308,6 +325,8 @@ def _validate_hierarchy(config: Config) -> Config:
         )
     if config.advertise is not None:
         host_port(config.advertise, "advertise")
+    if config.source_address is not None:
+        _check_source(config.source_address)
     elif upstreams and config.host in ("0.0.0.0", "::", ""):
         raise ConfigError("setting 'advertise': the node listens on every address; say which one others reach")
     for name in ("upstream_timeout", "resolve_timeout"):

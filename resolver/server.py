@@ -194,7 +194,7 @@ async def serve(
     engine: ResolutionEngine | None = None
     flusher = asyncio.create_task(_flush_metrics(), name="metrics-flush")
     background: list[asyncio.Task[None]] = []
-    publishing = HttpClient(shared.node_id, config.upstream_timeout)  # the publisher's, to the upstreams
+    publishing = HttpClient(shared.node_id, config.upstream_timeout, source_address=config.source_address)
     try:
         service = RegistrationService(
             store,

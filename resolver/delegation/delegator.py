@@ -63,6 +63,7 @@ class DelegationPolicy:
     total_timeout: float = DEFAULTS.resolve_timeout
     max_depth: int = DEFAULTS.max_delegation_depth  # nodes one query may pass through
     destinations: TargetPolicy = field(default_factory=TargetPolicy)  # where servers named by records may be
+    source_address: str | None = None  # where queries leave from; None: the kernel's choice
 
     @classmethod
     def of(cls, config: Config) -> DelegationPolicy:
@@ -73,6 +74,7 @@ class DelegationPolicy:
             total_timeout=config.resolve_timeout,
             max_depth=config.max_delegation_depth,
             destinations=TargetPolicy.from_text(config.delegation_allow),
+            source_address=config.source_address,
         )
 
 
@@ -109,8 +111,8 @@ class Delegator:
         self._monotonic = monotonic
         self._wall = wall
         self._transports: dict[str, Transport] = {
-            Target.transport: HttpClient(node_id, policy.hop_timeout, policy.destinations),
-            HandleTarget.transport: HandleClient(policy.hop_timeout, policy.destinations),
+            Target.transport: HttpClient(node_id, policy.hop_timeout, policy.destinations, policy.source_address),
+            HandleTarget.transport: HandleClient(policy.hop_timeout, policy.destinations, policy.source_address),
         }
         self.advertised: tuple[str, int] | None = None  # set once the node listens
         self._referrals = Referrals(tiers.words)

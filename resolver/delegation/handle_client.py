@@ -75,9 +75,15 @@ class _NoAnswer(Exception):
 class HandleClient:
     """Resolution over the Handle protocol; holds no connection between queries."""
 
-    def __init__(self, hop_timeout: float = DEFAULTS.upstream_timeout, policy: TargetPolicy | None = None) -> None:
+    def __init__(
+        self,
+        hop_timeout: float = DEFAULTS.upstream_timeout,
+        policy: TargetPolicy | None = None,
+        source_address: str | None = None,
+    ) -> None:
         self.hop_timeout = hop_timeout
         self.policy = policy or TargetPolicy()
+        self.local = None if source_address is None else (source_address, 0)  # where queries leave from
 
     async def close(self) -> None:
         """Nothing to close: no connection outlives a query."""
@@ -113,7 +119,7 @@ class HandleClient:
         if target.udp_port is not None:
             window = self.hop_timeout * UDP_SHARE if target.tcp_port is not None else self.hop_timeout
             try:
-                answer = await _ask_udp(address, target.udp_port, request, request_id, window)
+                answer = await _ask_udp(address, target.udp_port, request, request_id, window, self.local)
                 if answer.response_code != ResponseCode.ERROR or target.tcp_port is None:
                     return answer
                 failures.append(f"UDP: RC_ERROR {_error_text(answer)!r}")
@@ -121,7 +127,7 @@ class HandleClient:
                 failures.append(f"UDP: {exc}")
         if target.tcp_port is not None:
             try:
-                return await _ask_tcp(address, target.tcp_port, request, request_id)
+                return await _ask_tcp(address, target.tcp_port, request, request_id, self.local)
             except _NoAnswer as exc:
                 failures.append(f"TCP: {exc}")
         cause = f"{target.peer}: " + "; ".join(failures)
@@ -162,10 +168,14 @@ class _Datagrams(asyncio.DatagramProtocol):
         self.queue.put_nowait(b"")
 
 
-async def _ask_udp(address: str, port: int, request: bytes, request_id: int, window: float) -> Message:
+async def _ask_udp(
+    address: str, port: int, request: bytes, request_id: int, window: float, local: tuple[str, int] | None
+) -> Message:
     loop = asyncio.get_running_loop()
     try:
-        transport, datagrams = await loop.create_datagram_endpoint(_Datagrams, remote_addr=(address, port))
+        transport, datagrams = await loop.create_datagram_endpoint(
+            _Datagrams, remote_addr=(address, port), local_addr=local
+        )
     except OSError as exc:
         raise _NoAnswer(f"cannot send: {exc}") from None
     try:
@@ -204,9 +214,9 @@ async def _udp_answer(datagrams: _Datagrams, reassembler: Reassembler, request_i
 # TCP ----------------------------------------------------------------------------------------
 
 
-async def _ask_tcp(address: str, port: int, request: bytes, request_id: int) -> Message:
+async def _ask_tcp(address: str, port: int, request: bytes, request_id: int, local: tuple[str, int] | None) -> Message:
     try:
-        reader, writer = await asyncio.open_connection(address, port, limit=2**16)
+        reader, writer = await asyncio.open_connection(address, port, limit=2**16, local_addr=local)
     except OSError as exc:
         raise _NoAnswer(f"cannot connect: {exc.__class__.__name__}: {exc}") from None
     try:

@@ -40,16 +40,22 @@ class HttpClient:
     """HTTP to other nodes, with connections kept alive; one per process."""
 
     def __init__(
-        self, node_id: str, hop_timeout: float = DEFAULTS.upstream_timeout, policy: TargetPolicy | None = None
+        self,
+        node_id: str,
+        hop_timeout: float = DEFAULTS.upstream_timeout,
+        policy: TargetPolicy | None = None,
+        source_address: str | None = None,
     ) -> None:
         self.node_id = node_id
         self.hop_timeout = hop_timeout
         self.policy = policy or TargetPolicy()
+        self.source_address = source_address  # where connections leave from; None: the kernel's choice
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=256, limit_per_host=64, keepalive_timeout=30)
+            local = None if self.source_address is None else (self.source_address, 0)
+            connector = aiohttp.TCPConnector(limit=256, limit_per_host=64, keepalive_timeout=30, local_addr=local)
             self._session = aiohttp.ClientSession(
                 connector=connector, headers={"User-Agent": USER_AGENT}, raise_for_status=False
             )
