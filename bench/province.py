@@ -54,6 +54,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -234,7 +235,7 @@ class Province:
         for i in range(1, self.nodes + 1):
             node = self.serve(f"n{i}", f"{self.net}.{i}", f"secondary node {i}", *upstreams, env=env)
             node.prefix = f"88.{300 + i}"
-            node.cmd += ["--node-prefix", node.prefix]
+            node.cmd += ["--node-prefix", node.prefix, "--source-address", node.host]  # as a node of its own
             node.enterprises = [f"{node.prefix}.{j}" for j in range(1, self.prefixes + 1)]
             self.seconds.append(node)
         if self.postgres is not None:
@@ -292,6 +293,8 @@ class Province:
 
     def stop(self) -> None:
         each(Node.stop, [*self.seconds, *self.tops])
+        for node in [*self.tops, *self.seconds]:  # for whoever reads a failed run
+            (self.work / f"{node.name}.log").write_text("".join(node.log))
         if self.postgres is not None:
             asyncio.run(_databases(self.postgres, [n.name for n in self.seconds], create=False))
 
@@ -490,9 +493,9 @@ def propagation(province: Province, report: Report) -> None:
     times = sorted(resolved.values())
     nan = float("nan")
     report.figure(
-        f"new prefix {enterprise}: created in {created:.2f} s, published at both top-level nodes by {at_tops:.1f} s; "
-        f"resolvable at every other node after {times[-1] if times else nan:.1f} s "
-        f"(median {statistics.median(times) if times else nan:.1f} s; each node asked every 0.25 s from the start)"
+        f"new prefix {enterprise}: created in {created:.2f} s, published at both top-level nodes by {at_tops:.2f} s; "
+        f"resolvable at every other node after {times[-1] if times else nan:.2f} s "
+        f"(median {statistics.median(times) if times else nan:.2f} s; each node asked every 0.25 s from the start)"
     )
     report.check(len(resolved) == len(province.others(node)), f"new prefix resolved at {len(resolved)} other nodes")
 
@@ -519,17 +522,38 @@ class Outcome:
     handle: str
     transport: str
     ok: bool
+    answer: str = ""  # the failure: HTTP status and message, Handle response code, or the exception
+
+
+def ask(client: Node, handle: str, transport: str) -> tuple[bool, str]:
+    """Resolve ``handle`` through ``client``: whether it was answered, and how it failed if not."""
+    try:
+        if transport == "REST":
+            status, body = call(f"{client.url}/api/handles/{handle}")
+            message = body.get("message", "") if isinstance(body, dict) else ""
+            return status == 200, "" if status == 200 else f"HTTP {status} {message}"[:200]
+        code, _ = udp_resolve(client.host, HANDLE_PORT, handle)
+        return code == 1, "" if code == 1 else f"Handle response code {code}"
+    except (OSError, ValueError) as exc:
+        return False, f"{exc.__class__.__name__}: {exc}"[:200]
+
+
+def failures(outcomes: list[Outcome]) -> str:
+    """The commonest ways ``outcomes`` failed."""
+    counted = Counter(o.answer for o in outcomes if not o.ok)
+    return "; ".join(f"{n}× {answer}" for answer, n in counted.most_common(3))
 
 
 class Load:
     """Every node a client: uniform draws over the whole province, REST and UDP, in threads."""
 
-    def __init__(self, province: Province, threads: int = 4) -> None:
+    def __init__(self, province: Province, referred: set[tuple[str, str]], threads: int = 4) -> None:
         self.province = province
         self.handles = [(n, h) for n, h in province.all_handles()]
         self.outcomes: list[Outcome] = []
         self.resolved: set[tuple[str, str]] = set()  # (client, handle) answered before
-        self.referred: set[tuple[str, str]] = set()  # (client, enterprise prefix): its referral is cached
+        self.referred = set(referred)  # (client, enterprise prefix): its referral is cached there
+        self._lock = threading.Lock()  # the sets change in the load's threads
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
 
@@ -554,22 +578,23 @@ class Load:
             if holder is client:
                 continue
             transport = "UDP" if draw.random() < 0.5 else "REST"
-            try:
-                if transport == "REST":
-                    ok = call(f"{client.url}/api/handles/{handle}")[0] == 200
-                else:
-                    ok = udp_resolve(client.host, HANDLE_PORT, handle)[0] == 1
-            except (OSError, ValueError):
-                ok = False
-            self.outcomes.append(Outcome(time.monotonic(), client.name, holder.name, handle, transport, ok))
+            ok, answer = ask(client, handle, transport)
+            self.outcomes.append(Outcome(time.monotonic(), client.name, holder.name, handle, transport, ok, answer))
             if ok:
-                self.resolved.add((client.name, handle))
-                self.referred.add((client.name, handle.split("/")[0]))
+                with self._lock:
+                    self.resolved.add((client.name, handle))
+                    self.referred.add((client.name, handle.split("/")[0]))
+
+    def known(self) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        """Copies of ``resolved`` and ``referred``."""
+        with self._lock:
+            return set(self.resolved), set(self.referred)
 
     def forget(self, client: str) -> None:
         """``client`` restarted: what it had cached is gone."""
-        self.resolved = {pair for pair in self.resolved if pair[0] != client}
-        self.referred = {pair for pair in self.referred if pair[0] != client}
+        with self._lock:
+            self.resolved = {pair for pair in self.resolved if pair[0] != client}
+            self.referred = {pair for pair in self.referred if pair[0] != client}
 
     def since(self, started: float, ended: float | None = None) -> list[Outcome]:
         return [o for o in list(self.outcomes) if o.at >= started and (ended is None or o.at < ended)]
@@ -579,10 +604,29 @@ def top_requests(province: Province) -> float:
     return sum(metric_sum(t.metrics(), REQUESTS_METRIC) for t in province.tops if t.alive())
 
 
-def steady(province: Province, report: Report, load: Load, seconds: float) -> None:
-    time.sleep(seconds / 2)  # referrals and records cached by the draws so far
+def refer_everywhere(province: Province, report: Report) -> set[tuple[str, str]]:
+    """Every node resolves one identifier under every other node's prefixes: referrals cached."""
+    pairs = [(c, e) for c in province.seconds for n in province.others(c) for e in n.enterprises[: province.prefixes]]
     before, started = top_requests(province), time.monotonic()
-    time.sleep(seconds / 2)
+    answers = each(lambda pair: ask(pair[0], f"{pair[1]}/1", "REST"), pairs, 8)
+    answered = [ok for ok, _ in answers]
+    report.figure(
+        f"referrals: every node resolved one identifier under each of the {len(pairs) // len(province.seconds)} "
+        f"prefixes of the other nodes ({len(pairs):,} resolutions in {time.monotonic() - started:.1f} s; the "
+        f"top-level nodes served {top_requests(province) - before:,.0f} requests)"
+    )
+    how = Counter(answer for ok, answer in answers if not ok).most_common(3)
+    report.check(
+        all(answered),
+        f"referrals: {sum(not a for a in answered)} of {len(pairs)} first resolutions failed"
+        + "".join(f"; {n}× {answer}" for answer, n in how),
+    )
+    return {(c.name, e) for (c, e), ok in zip(pairs, answered, strict=True) if ok}
+
+
+def steady(province: Province, report: Report, load: Load, seconds: float) -> None:
+    before, started = top_requests(province), time.monotonic()
+    time.sleep(seconds)
     outcomes = load.since(started)
     per_1000 = (top_requests(province) - before) / max(1, len(outcomes)) * 1000
     failed = sum(not o.ok for o in outcomes)
@@ -591,7 +635,7 @@ def steady(province: Province, report: Report, load: Load, seconds: float) -> No
         f"{len(province.seconds)} nodes, {failed} failed; the top-level nodes served {per_1000:.1f} requests "
         f"per 1,000 resolutions"
     )
-    report.check(failed == 0, f"steady load: no resolution failed ({failed} of {len(outcomes)})")
+    report.check(failed == 0, f"steady load: no resolution failed ({failed} of {len(outcomes)}) {failures(outcomes)}")
 
 
 def top_outage(province: Province, report: Report, load: Load, seconds: float) -> None:
@@ -605,7 +649,8 @@ def top_outage(province: Province, report: Report, load: Load, seconds: float) -
     node.enterprises.append(enterprise)
     twin = province.tops[1].url
     province.wait_published([node], timeout=max(30, seconds / 2), upstream=twin)
-    answered = each(lambda o: call(f"{o.url}/api/handles/{enterprise}/1")[0] == 200, province.others(node), 16)
+    answers = each(lambda o: ask(o, f"{enterprise}/1", "REST"), province.others(node), 16)
+    answered = [ok for ok, _ in answers]
     created = time.monotonic() - started
     time.sleep(max(0.0, seconds - (time.monotonic() - started)))
     outcomes = load.since(started)
@@ -613,12 +658,13 @@ def top_outage(province: Province, report: Report, load: Load, seconds: float) -
     report.check(
         not failed,
         f"{top.name} down: {len(failed)} of {len(outcomes)} resolutions of known prefixes failed"
-        + (f" (e.g. {failed[0].handle} via {failed[0].client})" if failed else ""),
+        + (f" (e.g. {failed[0].handle} via {failed[0].client}: {failures(failed)})" if failed else ""),
     )
     report.check(
         all(answered),
         f"{top.name} down: a prefix created meanwhile resolved through the twin at {sum(answered)}/{len(answered)} "
-        f"other nodes ({created:.1f} s after the kill)",
+        f"other nodes ({created:.1f} s after the kill)"
+        + "".join(f"; {answer}" for ok, answer in answers[:1] if not ok),
     )
     restarted = time.monotonic()
     top.start()
@@ -631,7 +677,7 @@ def top_outage(province: Province, report: Report, load: Load, seconds: float) -
 
 def node_outage(province: Province, report: Report, load: Load, seconds: float) -> None:
     victim = province.seconds[len(province.seconds) // 2]
-    cached = {(c, h) for c, h in load.resolved if h.startswith(victim.prefix + ".")}
+    cached = {(c, h) for c, h in load.known()[0] if h.startswith(victim.prefix + ".")}
     started = time.monotonic()
     province.kill(victim)
     report.figure(f"fault: secondary node {victim.name} killed (kill -9) for {seconds:.0f} s")
@@ -642,13 +688,16 @@ def node_outage(province: Province, report: Report, load: Load, seconds: float) 
     cached_failed = [o for o in theirs if (o.client, o.handle) in cached and not o.ok]
     cached_asked = [o for o in theirs if (o.client, o.handle) in cached]
     report.check(
-        not others_failed, f"{victim.name} down: {len(others_failed)} resolutions of other nodes' identifiers failed"
+        not others_failed,
+        f"{victim.name} down: {len(others_failed)} resolutions of other nodes' identifiers failed "
+        + failures(others_failed),
     )
     report.check(
         not cached_failed,
         f"{victim.name} down: {len(cached_asked) - len(cached_failed)}/{len(cached_asked)} of its identifiers "
         f"already cached at the asking node resolved (fresh or stale); "
-        f"{sum(not o.ok for o in theirs if (o.client, o.handle) not in cached)} uncached ones failed (no mirror)",
+        f"{sum(not o.ok for o in theirs if (o.client, o.handle) not in cached)} uncached ones failed (no mirror) "
+        + failures(cached_failed),
     )
     restarted = time.monotonic()
     victim.start()
@@ -657,7 +706,7 @@ def node_outage(province: Province, report: Report, load: Load, seconds: float) 
 
 
 def both_tops_outage(province: Province, report: Report, load: Load, seconds: float) -> None:
-    referred = set(load.referred)
+    referred = load.known()[1]
     started = time.monotonic()
     for top in province.tops:
         province.kill(top)
@@ -671,7 +720,7 @@ def both_tops_outage(province: Province, report: Report, load: Load, seconds: fl
         not failed,
         f"both top-level nodes down: {len(failed)} of {len(known)} resolutions under prefixes whose referral the "
         f"asking node had cached failed"
-        + (f" (e.g. {failed[0].handle} via {failed[0].client})" if failed else "")
+        + (f" (e.g. {failed[0].handle} via {failed[0].client}: {failures(failed)})" if failed else "")
         + f"; {sum(not o.ok for o in unknown)} of {len(unknown)} under prefixes new to the asking node failed",
     )
     restarted = time.monotonic()
@@ -783,7 +832,8 @@ def run(args: argparse.Namespace, work: Path, report: Report) -> None:
             warm(province, report, province.seconds[0], args.warm_seconds)
         propagation(province, report)
         memory(province, report)
-        with Load(province) as load:
+        referred = refer_everywhere(province, report)
+        with Load(province, referred) as load:
             steady(province, report, load, shares["steady"])
             top_outage(province, report, load, shares["top"])
             node_outage(province, report, load, shares["node"])
