@@ -27,6 +27,7 @@ from protocol.records import HS_SITE, HandleRecord
 log = logging.getLogger("resolver.upstream")
 
 SITE_LABEL = "site"  # the metrics label of every server not configured by the operator
+HTTP_PROTOCOLS = ("HTTP", "HTTPS")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +117,7 @@ def in_order(sites: Sequence[vd.Site], handle: Handle) -> tuple[vd.Server, ...]:
 def http_target(server: vd.Server) -> Target | None:
     """``server``'s HTTP(S) query interface, or None when it has none."""
     for interface in server.interfaces:
-        if interface.query and interface.protocol in ("HTTP", "HTTPS"):
+        if interface.query and interface.protocol in HTTP_PROTOCOLS:
             host = f"[{server.address}]" if ":" in server.address else server.address
             peer = f"{host}:{interface.port}"
             return Target(f"{interface.protocol.lower()}://{peer}", peer)
@@ -159,22 +160,50 @@ def server_targets(servers: Iterable[vd.Server]) -> tuple[AnyTarget, ...]:
     return tuple(ordered)
 
 
-def site_value(index: int, host: str, port: int, protocol: str, ttl: int) -> dict[str, Any]:
-    """This node's HS_SITE, in the JSON a PUT carries: one server with one query interface."""
+def site_value(
+    index: int,
+    host: str,
+    port: int,
+    protocol: str,
+    ttl: int,
+    *,
+    handle_port: int | None = None,
+    primary: bool = True,
+) -> dict[str, Any]:
+    """One site's HS_SITE, in the JSON a PUT carries: one server at ``host`` with its query interfaces.
+
+    HTTP(S) on ``port`` first (idnode's delegation asks it), then the Handle protocol's TCP and UDP
+    on ``handle_port`` when the node listens for it (what a CNRI resolver, Handle protocol only,
+    asks). A ``primary`` site takes administration; a mirror (``primary=False``) serves queries
+    only, as its interfaces say, and clients try it after the primary sites.
+    """
+    interfaces = [{"query": True, "admin": primary, "protocol": protocol, "port": port}]
+    if handle_port is not None:
+        interfaces.append({"query": True, "admin": primary, "protocol": "TCP", "port": handle_port})
+        interfaces.append({"query": True, "admin": False, "protocol": "UDP", "port": handle_port})
     server = {
         "serverId": 1,
         "address": host,
         "publicKey": {"format": "base64", "value": ""},
-        "interfaces": [{"query": True, "admin": True, "protocol": protocol, "port": port}],
+        "interfaces": interfaces,
     }
-    site = {"version": 1, "protocolVersion": "2.10", "serialNumber": 1, "servers": [server]}
+    site = {
+        "version": 1,
+        "protocolVersion": "2.10",
+        "serialNumber": 1,
+        "primaryMask": {"isPrimary": primary, "isMultiPrimary": False},
+        "servers": [server],
+    }
     return {"index": index, "type": HS_SITE, "data": {"format": "site", "value": site}, "ttl": ttl}
 
 
 def serves(sites: Iterable[vd.Site], host: str, port: int) -> bool:
-    """True when one of ``sites`` names the server at ``host``:``port``."""
+    """True when one of ``sites`` names the node whose HTTP(S) listener is ``host``:``port``.
+
+    Only HTTP(S) interfaces count: a site lists Handle protocol ports too, and another node's
+    HTTP port may be the number of this one's Handle port."""
     return any(
-        server.address == host and any(i.port == port for i in server.interfaces)
+        server.address == host and any(i.port == port and i.protocol in HTTP_PROTOCOLS for i in server.interfaces)
         for site in sites
         for server in site.servers
     )
