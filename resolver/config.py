@@ -43,6 +43,8 @@ TOKEN_KEY_FILE = KEY_FILE  # in data_dir unless token_key_file says otherwise
 SECRET_KEY_FILE = sealing.KEY_FILE  # in data_dir unless secret_key_file says otherwise
 
 
+MAX_MIRROR_SITES = 4  # HS_SITE indexes the publisher keeps for them, after the node's own site
+
 # Failure limits keep that many times per key in memory shared by the workers (registry.identity.ratelimit).
 MAX_AUTH_LIMIT = 10_000
 
@@ -342,9 +344,11 @@ def _validate_hierarchy(config: Config) -> Config:
 def _validate_mirrors(config: Config) -> Config:
     for text in config.mirror_site:
         mirror_address(text)
+    if len(config.mirror_site) > MAX_MIRROR_SITES:
+        raise ConfigError(f"setting 'mirror_site': at most {MAX_MIRROR_SITES} mirror sites")
     if config.mirror_of is None:
         return config
-    scheme, sep, rest = config.mirror_of.partition("://")
+    scheme, sep, rest = config.mirror_of.rstrip("/").partition("://")
     if scheme not in ("http", "https") or not sep or not rest or any(c in rest for c in "/?#@ "):
         raise ConfigError(
             f"setting 'mirror_of': expected the primary site's http://HOST:PORT or https://HOST:PORT, "

@@ -34,6 +34,7 @@ from protocol.jsonfmt import format_timestamp, value_to_json
 from protocol.records import HS_SERV, HS_SITE, HandleRecord
 from registry.store import Publication, Store
 from resolver import metrics
+from resolver.config import MAX_MIRROR_SITES
 from resolver.delegation.hop import HopFailed
 from resolver.delegation.http_client import HttpClient
 from resolver.delegation.sites import Target, site_value
@@ -44,7 +45,6 @@ POLL_SECONDS = 1.0  # other processes of the node write prefix handles too: look
 RETRY_MIN_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
 SITE_INDEX = 1
-MAX_MIRROR_SITES = 4
 MIRROR_INDEXES = range(SITE_INDEX + 1, SITE_INDEX + 1 + MAX_MIRROR_SITES)  # kept for mirror sites
 SITE_TTL = 3600
 
