@@ -10,7 +10,9 @@ writes again.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -180,6 +182,24 @@ def test_the_top_level_node_refers_handle_clients_to_both_sites(sites: Sites) ->
     assert not any(i.admin for i in m.interfaces)  # a mirror takes no administration
 
 
+def test_b_fails_over_to_the_mirror_within_one_hop_timeout_while_a_hangs(sites: Sites) -> None:
+    names = [f"hung-{n}" for n in range(2)]
+    for name in names:
+        create(sites.a, name)
+    assert sites.a.proc is not None
+    os.killpg(sites.a.proc.pid, signal.SIGSTOP)  # connections are still accepted (the backlog): nothing answers
+    try:
+        for name in names:
+            started = time.monotonic()
+            reply = sites.b.get(P + name)
+            took = time.monotonic() - started
+            assert reply.status == 200, (name, reply.body)
+            assert urls(reply) == [f"https://{name}.example/"]
+            assert FAILOVER_SECONDS - 0.5 < took < FAILOVER_SECONDS + 1.5, f"{name} took {took:.2f} s"
+    finally:
+        os.killpg(sites.a.proc.pid, signal.SIGCONT)
+
+
 def test_b_fails_over_to_the_mirror_when_a_is_killed_and_a_takes_writes_again_once_back(sites: Sites) -> None:
     create(sites.a, "before-cached")
     assert sites.b.get(P + "before-cached").status == 200  # through A, which answers first
@@ -238,3 +258,37 @@ def test_the_admin_of_a_prefix_published_under_a_node_gets_both_sites(sites: Sit
     assert isinstance(answer.body, ResolutionResponse)
     flags = sorted(vd.decode_site(v.data).is_primary for v in answer.body.values)
     assert flags == [False, True]
+
+
+def test_a_mirror_dropped_from_the_primarys_settings_is_withdrawn_at_the_top_level_node(sites: Sites) -> None:
+    assert len(published_sites(sites.top)) == 2
+    sites.a.stop()
+    at = sites.a.args.index("--mirror-site")
+    sites.a.args = sites.a.args[:at] + sites.a.args[at + 2 :]
+    sites.a.start()
+    wait_until(lambda: len(published_sites(sites.top)), lambda n: n == 1, what="the mirror site to be withdrawn")
+    assert published_sites(sites.top)[0].servers[0].interfaces[0].port == sites.a.port
+
+
+def test_a_promoted_standby_is_reported_and_its_node_restarted_as_primary_takes_writes(sites: Sites) -> None:
+    create(sites.a, "last-before-loss")
+    sites.a.kill()
+    sites.primary_db.stop("immediate")  # the primary is lost, and fenced
+    assert query(sites.standby_db.url, "SELECT pg_promote()") == "t"
+    # pg_basebackup copied the synchronous settings: alone now, the new primary must not wait for a standby.
+    query(sites.standby_db.url, "ALTER SYSTEM SET synchronous_standby_names = ''")
+    query(sites.standby_db.url, "SELECT pg_reload_conf()")
+    wait_until(
+        lambda: sites.m.get("/healthz").json["store"],
+        lambda store: store.startswith("promoted"),
+        what="the mirror to notice the promotion",
+    )
+    assert any("was promoted" in line for line in sites.m.stderr_lines)
+    assert sites.m.put(P + "after-loss", record(url_value(1, "https://x.example/")), auth=ADMIN).status == 503
+
+    sites.m.stop()
+    at = sites.m.args.index("--mirror-of")
+    sites.m.args = sites.m.args[:at] + sites.m.args[at + 2 :]
+    sites.m.start(listen=f"127.0.0.1:{sites.m.port}")
+    create(sites.m, "after-loss")
+    assert urls(sites.m.get(P + "last-before-loss")) == ["https://last-before-loss.example/"]
