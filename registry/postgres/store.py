@@ -11,7 +11,7 @@ closed is replaced; what ran on it runs again when it cannot have been committed
 A mirror site's node opens its store as a ``standby``: a hot standby of the primary's database,
 which it only reads. It creates nothing (the schema must be there, replicated), runs no
 maintenance, and refuses every write itself with ``MirrorReadOnly`` rather than let the
-database refuse it; ``standby_state`` says whether the database is still in recovery, or was
+database refuse it; ``standby_status`` says whether the database is still in recovery, or was
 promoted (deploy/MIRROR.md).
 
 Reads may go to streaming replicas (``replicas``), routed by ``registry.postgres.replicas``:
