@@ -8,6 +8,10 @@ That order holds for any transport; ``server_targets`` then picks, per server, h
 its HTTP(S) interface when it has one (``Target``: another idnode), else its Handle protocol
 interfaces (``HandleTarget``: CNRI's servers, the real top-level nodes).
 
+``Unanswered`` moves servers that lately could not be reached or did not answer to the end of
+that order for a while: a primary site that hangs would otherwise cost every resolution one
+hop timeout before its mirror site is asked.
+
 Pure: no I/O, so that ``resolver.delegation.routing`` can decide with it alone.
 """
 
@@ -158,6 +162,42 @@ def server_targets(servers: Iterable[vd.Server]) -> tuple[AnyTarget, ...]:
         if target is not None and target not in ordered:
             ordered.append(target)
     return tuple(ordered)
+
+
+UNANSWERED_SECONDS = 10.0  # a server that did not answer is asked after the others for this long
+MAX_UNANSWERED = 1024  # servers remembered per worker
+
+
+class Unanswered:
+    """Servers (by ``peer``) that lately did not answer: asked after the others, not skipped.
+
+    Still asked when every other server fails too, and in its place again once it answers or
+    ``seconds`` pass. Times are monotonic seconds, given by the caller.
+    """
+
+    def __init__(self, seconds: float = UNANSWERED_SECONDS, limit: int = MAX_UNANSWERED) -> None:
+        self.seconds = seconds
+        self.limit = limit
+        self._until: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def failed(self, peer: str, now: float) -> None:
+        if peer not in self._until and len(self._until) >= self.limit:
+            del self._until[next(iter(self._until))]  # the oldest
+        self._until[peer] = now + self.seconds
+
+    def answered(self, peer: str) -> None:
+        if self._until:
+            self._until.pop(peer, None)
+
+    def ordered(self, targets: tuple[AnyTarget, ...], now: float) -> tuple[AnyTarget, ...]:
+        """``targets`` with those that did not answer lately moved to the end, each group in its order."""
+        if not self._until:
+            return targets
+        late = tuple(t for t in targets if self._until.get(t.peer, 0.0) > now)
+        return tuple(t for t in targets if t not in late) + late if late else targets
 
 
 def site_value(

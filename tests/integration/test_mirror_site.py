@@ -189,13 +189,16 @@ def test_b_fails_over_to_the_mirror_within_one_hop_timeout_while_a_hangs(sites: 
     assert sites.a.proc is not None
     os.killpg(sites.a.proc.pid, signal.SIGSTOP)  # connections are still accepted (the backlog): nothing answers
     try:
+        took = []
         for name in names:
             started = time.monotonic()
             reply = sites.b.get(P + name)
-            took = time.monotonic() - started
+            took.append(time.monotonic() - started)
             assert reply.status == 200, (name, reply.body)
             assert urls(reply) == [f"https://{name}.example/"]
-            assert FAILOVER_SECONDS - 0.5 < took < FAILOVER_SECONDS + 1.5, f"{name} took {took:.2f} s"
+        # The first waits one hop timeout for A; then A is asked after M for a while (Unanswered).
+        assert FAILOVER_SECONDS - 0.5 < took[0] < FAILOVER_SECONDS + 1.5, took
+        assert took[1] < 1.0, took
     finally:
         os.killpg(sites.a.proc.pid, signal.SIGCONT)
 

@@ -19,7 +19,16 @@ from registry.service import RegistrationService
 from resolver import config
 from resolver.config import MAX_MIRROR_SITES
 from resolver.delegation.publisher import MIRROR_INDEXES, SITE_INDEX, Publisher, SiteAddress
-from resolver.delegation.sites import HandleTarget, Target, in_order, server_targets, serves, site_value, sites_of
+from resolver.delegation.sites import (
+    HandleTarget,
+    Target,
+    Unanswered,
+    in_order,
+    server_targets,
+    serves,
+    site_value,
+    sites_of,
+)
 from tests.support.memory_store import MemoryStore
 
 
@@ -166,3 +175,22 @@ def test_a_mirror_service_refuses_every_write_before_reading_anything() -> None:
         await service.charge_resolution(caller)  # a resolution is not refused: nothing is counted
 
     asyncio.run(attempts())  # MemoryStore keeps no audit log: a refusal logged would raise NotImplementedError
+
+
+def test_a_server_that_did_not_answer_is_asked_last_for_a_while_not_skipped() -> None:
+    a, m, c = (Target(f"http://10.0.0.{n}:8000", f"10.0.0.{n}:8000") for n in (1, 2, 3))
+    unanswered = Unanswered(seconds=10.0)
+    assert unanswered.ordered((a, m, c), 0.0) == (a, m, c)
+    unanswered.failed(a.peer, 100.0)
+    assert unanswered.ordered((a, m, c), 105.0) == (m, c, a)  # still asked, after the others
+    assert unanswered.ordered((a, m, c), 110.0) == (a, m, c)  # its time is up: first again
+    unanswered.failed(a.peer, 200.0)
+    unanswered.answered(a.peer)
+    assert unanswered.ordered((a, m, c), 201.0) == (a, m, c)  # it answered (asked last): first again
+
+
+def test_the_servers_that_did_not_answer_are_bounded() -> None:
+    unanswered = Unanswered(limit=2)
+    for n in range(5):
+        unanswered.failed(f"10.0.0.{n}:8000", 0.0)
+    assert len(unanswered) == 2
