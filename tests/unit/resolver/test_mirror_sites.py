@@ -194,3 +194,15 @@ def test_the_servers_that_did_not_answer_are_bounded() -> None:
     for n in range(5):
         unanswered.failed(f"10.0.0.{n}:8000", 0.0)
     assert len(unanswered) == 2
+
+
+def test_a_mirror_shows_itself_as_a_site_that_is_not_primary_and_takes_no_administration() -> None:
+    from resolver.server import node_site  # the serving stack: imported only by this test
+
+    primary = node_site(config.load(env={}), ("10.0.0.1", 2641))
+    mirror = node_site(
+        config.load(env={"IDNODE_MIRROR_OF": "http://10.0.0.1:8000", "IDNODE_STORE": "postgresql://u@h/db"}),
+        ("10.0.0.2", 2641),
+    )  # GET_SITE_INFO's answer
+    assert primary.is_primary and any(i.admin for i in primary.servers[0].interfaces)
+    assert not mirror.is_primary and not any(i.admin for i in mirror.servers[0].interfaces)
