@@ -89,6 +89,20 @@ class StoreUnavailable(HandleError):
     code = ResponseCode.SERVER_TOO_BUSY
 
 
+class MirrorReadOnly(HandleError):
+    """A write sent to a mirror site, which serves resolution only from a replica of its primary's store.
+
+    Over the Handle protocol it is what CNRI's server answers an administrative request on a
+    server that is not primary (301, "Not a primary server"): CNRI's clients send administration
+    to a primary site. Over HTTP it is 503: not the request's fault (a 400 would tell the client
+    never to send it again), and the write succeeds at the primary site, or here once this site
+    is promoted; a client or balancer that retries elsewhere on 503 finds the primary.
+    """
+
+    code = ResponseCode.SERVER_NOT_RESPONSIBLE
+    http_status = 503
+
+
 class UpstreamFailed(HandleError):
     """A node this one delegated to failed, timed out or answered what it may not (bailiwick)."""
 

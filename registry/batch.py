@@ -141,6 +141,7 @@ class BatchRunner:
 
     async def run_items(self, atomic: bool, items: list[BatchItem]) -> list[ItemResult]:
         """Plan and write parsed items (those with an ``error`` already fail alone)."""
+        self.service.check_writable()  # a mirror site refuses the whole batch, not each item
         for item in items:
             if item.error is None and item.incoming is not None:
                 try:

@@ -7,6 +7,10 @@ reached the store is logged here; one refused or done by the store is logged the
 the same transaction as the change. The store checks the writes against the prefixes'
 quotas (``registry.quota``); the service charges authenticated resolutions to theirs and
 lets the node admin set them.
+
+A mirror site's service (``read_only``) refuses every write with ``MirrorReadOnly`` before
+anything is read or checked, keeps no audit of refusals and counts no resolution against a
+quota: its store is a replica it cannot write (deploy/MIRROR.md).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from protocol.errors import (
     HandleNotFound,
     InsufficientPermissions,
     InvalidValue,
+    MirrorReadOnly,
     QuotaExceeded,
     StoreUnavailable,
 )
@@ -91,8 +96,11 @@ class RegistrationService:
         clock: Callable[[], float] = time.time,
         quota_defaults: quota.Limits = quota.UNLIMITED,
         quota_refused: QuotaRefused = _uncounted,
+        read_only: str | None = None,
     ) -> None:
+        """``read_only``: this is a mirror site's service; the message every write is refused with."""
         self.store = store
+        self.read_only = read_only
         self.node_prefix = parse_prefix(node_prefix)
         self.case_sensitive = case_sensitive
         self.node_admin = Identity(NODE_ADMIN_INDEX, prefix_handle(self.node_prefix).key)
@@ -113,8 +121,14 @@ class RegistrationService:
     def check_responsible(self, handle: Handle) -> None:
         check_responsible(handle.zone, self.node_prefix, handle.text, handle=handle.text)
 
+    def check_writable(self) -> None:
+        """MirrorReadOnly on a mirror site, which takes no write whatever it is."""
+        if self.read_only is not None:
+            raise MirrorReadOnly(self.read_only)
+
     def check_target(self, handle: Handle) -> None:
         """Refuse early (before a body is read) what no body or credential could make acceptable."""
+        self.check_writable()
         self.check_responsible(handle)
         check_registrable(handle)
 
@@ -150,7 +164,7 @@ class RegistrationService:
         """Remember, for each secret sent in clear, the SHA-256 SNMS's dated login proves it by
         (``registry.identity.tokens``): the stored SHA-1 cannot give it. Called once the write is done."""
         for value, fmt in incoming:
-            if value.type.upper() == HS_SECKEY and fmt != "hash" and value.data:
+            if self.read_only is None and value.type.upper() == HS_SECKEY and fmt != "hash" and value.data:
                 await self.store.put_login_digest(*secrets.seal_digest(value.data))
 
     def authority(self) -> Authority:
@@ -187,6 +201,8 @@ class RegistrationService:
         return AuditEntry(self.clock(), identity, caller.address, operation, handle)
 
     async def log_refusal(self, caller: Caller, operation: str, handle: str, exc: HandleError) -> None:
+        if self.read_only is not None:  # a mirror's store is a replica: the primary keeps the audit log
+            return
         entry = self.audit_entry(caller, operation, handle)
         await self.store.append_audit([entry._replace(result=int(exc.code), message=exc.message)])
 
@@ -344,8 +360,15 @@ class RegistrationService:
         return prefix, await self.store.count_handles(prefix)
 
     async def write_problem(self) -> str | None:
-        """Why the node cannot take writes now (a full disk, a failing store), or None."""
+        """Why the node cannot take writes now (a full disk, a failing store), or None.
+
+        On a mirror site: why it cannot serve its replica, or None; ``standby_status`` then says
+        whether the replica is still a standby or was promoted."""
         return await self.store.write_problem()
+
+    @property
+    def standby_status(self) -> str:
+        return self.store.standby_status
 
     async def homed_prefixes(self) -> list[str]:
         """Prefixes this node serves: its own and every prefix handle held under it."""
@@ -361,6 +384,7 @@ class RegistrationService:
 
     async def put_template(self, caller: Caller, prefix_text: str, name: str, body: object) -> bool:
         """Define (or redefine) one version of a template; True when that version is new."""
+        self.check_writable()
         prefix = parse_prefix(prefix_text)
         shown = f"template {prefix}/{name}"
         try:
@@ -374,6 +398,7 @@ class RegistrationService:
         return await self.store.put_template(stored, audit)
 
     async def delete_template(self, caller: Caller, prefix_text: str, name: str, version: str | None) -> int:
+        self.check_writable()
         prefix = parse_prefix(prefix_text)
         shown = f"template {prefix}/{name}"
         try:
@@ -431,7 +456,7 @@ class RegistrationService:
         DailyQuotaExceeded (nothing counted but the refusal) once it is used up. Anonymous
         resolutions have no identity to count against: they cost nothing here."""
         identity = caller.identity
-        if identity is None:
+        if identity is None or self.read_only is not None:  # a mirror cannot count: its store is a replica
             return
         prefix = quota.identity_prefix(identity.handle)
         if not self.quotas.governs(prefix):
@@ -470,6 +495,7 @@ class RegistrationService:
 
     async def set_quota(self, caller: Caller, prefix_text: str, changes: dict[str, int | None]) -> quota.QuotaSetting:
         """Change a prefix's own quotas (a None puts the node's default back); the node admin's alone."""
+        self.check_writable()
         prefix = parse_prefix(prefix_text)
         shown = prefix_handle(prefix).text
         try:

@@ -141,6 +141,8 @@ class Store(ABC):
         # Single writes waiting for the next group commit (``apply``), and the task that commits them.
         self._singles: list[tuple[Write, asyncio.Future[Outcome]]] = []
         self._committer: asyncio.Task[None] | None = None
+        # A mirror site's store (a PostgreSQL hot standby): how it stood when ``write_problem`` last looked.
+        self.standby_status = ""
 
     def use_quotas(self, policy: QuotaPolicy | None) -> None:
         """Check every write's creations against the quotas of ``policy`` from now on (None: none)."""

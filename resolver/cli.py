@@ -130,6 +130,18 @@ def _parser() -> argparse.ArgumentParser:
         "--source-address", help="the local IP address queries to other nodes leave from (default: the kernel's choice)"
     )
     s.add_argument(
+        "--mirror-of",
+        metavar="URL",
+        help="run as a mirror site of the primary at http(s)://HOST:PORT: --store names a hot standby of its "
+        "database; resolution only, every write refused (deploy/MIRROR.md)",
+    )
+    s.add_argument(
+        "--mirror-site",
+        action="append",
+        metavar="HOST:HTTP_PORT[/HANDLE_PORT]",
+        help="a mirror site of this node, published after it in HS_SITE (repeatable; deploy/MIRROR.md)",
+    )
+    s.add_argument(
         "--delegation-allow",
         action="append",
         metavar="NETWORK",

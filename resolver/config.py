@@ -44,6 +44,8 @@ TOKEN_KEY_FILE = KEY_FILE  # in data_dir unless token_key_file says otherwise
 SECRET_KEY_FILE = sealing.KEY_FILE  # in data_dir unless secret_key_file says otherwise
 
 
+MAX_MIRROR_SITES = 4  # HS_SITE indexes the publisher keeps for them, after the node's own site
+
 # Failure limits keep that many times per key in memory shared by the workers (registry.identity.ratelimit).
 MAX_AUTH_LIMIT = 10_000
 
@@ -109,6 +111,11 @@ class Config:
     # The local address queries to other nodes leave from (default: the kernel's choice), as
     # BIND's query-source: a multi-homed host, or a lab of nodes on loopback addresses of their own.
     source_address: str | None = None
+    # Mirror sites (deploy/MIRROR.md). On a mirror: the primary site's URL, http(s)://HOST:PORT; the
+    # node then serves resolution from `store`, a hot standby, and refuses every write. On a primary:
+    # each mirror's HOST:HTTP_PORT[/HANDLE_PORT], published as a second site of the node's prefixes.
+    mirror_of: str | None = None
+    mirror_site: tuple[str, ...] = ()
     recursion: bool | None = None  # default: on for a secondary node, off for a top-level one
     upstream_timeout: float = 2.0  # per request to another node
     resolve_timeout: float = 5.0  # for a whole delegated resolution
@@ -149,6 +156,16 @@ class Config:
             self.quota_registrations_per_day,
             self.quota_resolutions_per_day,
             self.quota_prefixes,
+        )
+
+    @property
+    def mirror_refusal(self) -> str | None:
+        """What a mirror site answers every write (None: this node takes writes)."""
+        if self.mirror_of is None:
+            return None
+        return (
+            f"this node is a mirror site of prefix {self.node_prefix}: read-only, it serves resolution from a "
+            f"replica of the primary site's store; send writes to the primary site at {self.mirror_of}"
         )
 
     @property
@@ -318,6 +335,7 @@ def _validate_hierarchy(config: Config) -> Config:
         upstreams.append(url.rstrip("/"))
     if config.role == "top-level" and upstreams:
         raise ConfigError("setting 'upstream': a top-level node has no upstream")
+    config = _validate_mirrors(config)
     if upstreams and not config.upstream_secret:
         raise ConfigError(
             "setting 'upstream_secret' (IDNODE_UPSTREAM_SECRET) is required with 'upstream': "
@@ -340,6 +358,42 @@ def _validate_hierarchy(config: Config) -> Config:
     return replace(
         config, upstream=tuple(upstreams), recursion=recursion, upstream_identity=identity, delegation_allow=allow
     )
+
+
+def _validate_mirrors(config: Config) -> Config:
+    for text in config.mirror_site:
+        mirror_address(text)
+    if len(config.mirror_site) > MAX_MIRROR_SITES:
+        raise ConfigError(f"setting 'mirror_site': at most {MAX_MIRROR_SITES} mirror sites")
+    if config.mirror_of is None:
+        return config
+    scheme, sep, rest = config.mirror_of.rstrip("/").partition("://")
+    if scheme not in ("http", "https") or not sep or not rest or any(c in rest for c in "/?#@ "):
+        raise ConfigError(
+            f"setting 'mirror_of': expected the primary site's http://HOST:PORT or https://HOST:PORT, "
+            f"got {config.mirror_of!r}"
+        )
+    if not config.postgres:
+        raise ConfigError("setting 'mirror_of': a mirror reads a PostgreSQL hot standby (setting 'store')")
+    if config.store_replica:
+        raise ConfigError("setting 'store_replica': a mirror reads only its own store, the hot standby")
+    if config.mirror_site:
+        raise ConfigError("setting 'mirror_site': the primary publishes its mirrors, not a mirror ('mirror_of')")
+    if config.role != "secondary":
+        raise ConfigError("setting 'mirror_of': only a secondary node has mirror sites")
+    return replace(config, mirror_of=config.mirror_of.rstrip("/"))
+
+
+def mirror_address(text: str) -> tuple[str, int, int | None]:
+    """A ``mirror_site`` entry, HOST:HTTP_PORT[/HANDLE_PORT]: the mirror's address, its HTTP port
+    and its Handle protocol port (TCP and UDP; None when it serves no Handle protocol)."""
+    address, slash, handle = text.partition("/")
+    host, port = host_port(address, "mirror_site")
+    if not slash:
+        return host, port, None
+    if not handle.isascii() or not handle.isdigit() or not 0 < int(handle) <= 65535:
+        raise ConfigError(f"setting 'mirror_site': expected HOST:HTTP_PORT[/HANDLE_PORT], got {text!r}")
+    return host, port, int(handle)
 
 
 def _network(text: str, name: str) -> str:

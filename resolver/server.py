@@ -19,22 +19,24 @@ from typing import Protocol
 from aiohttp import web
 
 from protocol import valuedata as vd
+from protocol.identifiers import prefix_handle
 from protocol.wire.message import PROTOCOL_VERSION
 from registry.bootstrap import ensure_node_prefix
-from registry.identity import tokens
+from registry.identity import secrets, tokens
 from registry.identity.auth import NODE_BRAKE_FACTOR, Authenticator
 from registry.identity.ratelimit import FailureLimiter
-from registry.identity.resealing import reseal_store
+from registry.identity.resealing import SEALED_UNDER, reseal_store
+from registry.identity.sealing import SecretKeyError
 from registry.service import RegistrationService
 from registry.store import Store
 from resolver import metrics, stores
 from resolver.cache.generations import Generations
 from resolver.cache.redis_tier import RedisTier
 from resolver.cache.tiers import CachePolicy
-from resolver.config import Config, host_port
+from resolver.config import Config, host_port, mirror_address
 from resolver.delegation.delegator import DelegationPolicy
 from resolver.delegation.http_client import HttpClient
-from resolver.delegation.publisher import Publisher, publication_report
+from resolver.delegation.publisher import Publisher, SiteAddress, publication_report
 from resolver.engine import ResolutionEngine
 from resolver.handle.admin import HandleAdmin
 from resolver.handle.frontend import HandleFrontend
@@ -107,10 +109,15 @@ def raise_fd_limit(config: Config) -> None:
 
 
 async def bootstrap(config: Config, admin_secret: str | None, store: Store | None = None) -> None:
-    """First start: create the node's prefix handle, showing a generated admin secret once."""
+    """First start: create the node's prefix handle, showing a generated admin secret once.
+
+    A mirror site's node writes nothing to its store (a hot standby): it checks it instead."""
     ensure_key(config.data_dir)  # the Handle server key: made once, before the workers fork
     if config.snms:
         tokens.ensure_key(config.token_key_path)  # likewise the key SNMS tokens are signed with
+    if config.mirror_of is not None:
+        await check_mirror(config, store)
+        return
     if not config.secret_key_path.exists():
         log.info("making the secret key %s: keep a copy apart from the store and its backups", config.secret_key_path)
     stores.load_secret_key(config)  # and the key stored secrets are sealed with
@@ -123,6 +130,34 @@ async def bootstrap(config: Config, admin_secret: str | None, store: Store | Non
             _announce_secret(config, generated)
     finally:
         await store.close()
+
+
+async def check_mirror(config: Config, store: Store | None = None) -> None:
+    """A mirror site's start: its store opens read-only (the schema is there, replicated), and it
+    holds the primary's secret key and node prefix; nothing is written."""
+    if not config.secret_key_path.exists():  # a new key could open none of the secrets the primary sealed
+        raise SecretKeyError(
+            f"setting 'secret_key_file': {config.secret_key_path} does not exist; a mirror site verifies "
+            "logins with the secrets its primary sealed: copy the primary node's secret key file there"
+        )
+    stores.load_secret_key(config)
+    store = store or stores.default_store(config)
+    await store.open()
+    try:
+        if await store.get(prefix_handle(config.node_prefix).key) is None:
+            log.warning(
+                "mirror site: the store holds no %s yet; has the standby replayed the primary's first start?",
+                prefix_handle(config.node_prefix).text,
+            )
+        noted = await store.note(SEALED_UNDER)
+        if noted is not None and not noted.startswith(f"{secrets.keyring().current};"):
+            log.warning(
+                "mirror site: the primary sealed the stored secrets under another key than secret_key_file's "
+                "current one: logins will fail here until the primary node's secret key file is copied"
+            )
+    finally:
+        await store.close()
+    log.info("mirror site of %s for prefix %s: serving resolution only", config.mirror_of, config.node_prefix)
 
 
 @dataclass(frozen=True)
@@ -150,12 +185,15 @@ def node_site(config: Config, bound: tuple[str, int], public_key: bytes = b"") -
     """This node's HS_SITE as the Handle protocol shows it (GET_SITE_INFO): its TCP and UDP interfaces.
 
     The address is the Handle listener's, or the advertised host when it listens on every address.
+    A mirror site's is not primary and takes no administration.
     """
     host, port = bound
     if host in ("0.0.0.0", "::", "") and config.advertise is not None:
         host = host_port(config.advertise, "advertise")[0]
-    interfaces = (vd.Interface("TCP", port, query=True, admin=True), vd.Interface("UDP", port, query=True))
-    return vd.Site(servers=(vd.Server(1, host, public_key, interfaces),), protocol_version=PROTOCOL_VERSION)
+    primary = config.mirror_of is None
+    interfaces = (vd.Interface("TCP", port, query=True, admin=primary), vd.Interface("UDP", port, query=True))
+    server = vd.Server(1, host, public_key, interfaces)
+    return vd.Site(servers=(server,), protocol_version=PROTOCOL_VERSION, is_primary=primary)
 
 
 def advertised(config: Config, bound: tuple[str, int]) -> tuple[str, int]:
@@ -202,6 +240,7 @@ async def serve(
             case_sensitive=config.case_sensitive,
             quota_defaults=config.quota_defaults,
             quota_refused=metrics.quota_refused,
+            read_only=config.mirror_refusal,
         )
         local: list[ResolutionEngine] = []
         if config.redis is not None:
@@ -260,7 +299,7 @@ async def serve(
             started.advertised = advertised(config, bound)
             if listeners.handle_address is not None:
                 handle.site = node_site(config, listeners.handle_address, public_key_bytes(server_key))
-            if publish and config.upstream:
+            if publish and config.upstream and config.mirror_of is None:  # a mirror's primary publishes it
                 publisher = Publisher(
                     store,
                     publishing,
@@ -270,6 +309,8 @@ async def serve(
                     secret=config.upstream_secret or "",
                     address=started.advertised,
                     protocol="HTTPS" if config.tls else "HTTP",
+                    handle_port=None if listeners.handle_address is None else listeners.handle_address[1],
+                    mirrors=tuple(SiteAddress(*mirror_address(text)) for text in config.mirror_site),
                 )
                 store.add_write_listener(publisher.prefix_changed)
                 background.append(asyncio.create_task(publisher.run(), name="publisher"))

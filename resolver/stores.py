@@ -30,6 +30,7 @@ def default_store(config: Config) -> Store:
             partitions=config.store_partitions,
             audit_retention_days=config.audit_retention_days,
             timeout=max(config.store_timeout, 5.0),
+            standby=config.mirror_refusal,
         )
     return SqliteStore(
         config.data_dir / STORE_FILE,

@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from protocol.errors import AuthenticationFailed, HandleError, InvalidValue, TooManyFailures
+from protocol.errors import AuthenticationFailed, HandleError, InvalidValue, MirrorReadOnly, TooManyFailures
 from protocol.identifiers import parse_handle
 from protocol.records import HS_SECKEY, MAX_INDEX, HandleRecord, HandleValue
 from registry.identity import secrets
@@ -106,7 +106,10 @@ class Authenticator:
         """Keep the SHA-256 of ``secret``, just seen in clear, for the dated login, unless known already."""
         name, sealed = secrets.seal_digest(secret)
         if await self._store.login_digest(name) is None:
-            await self._store.put_login_digest(name, sealed)
+            try:
+                await self._store.put_login_digest(name, sealed)
+            except MirrorReadOnly:  # a mirror site's store is a replica: its primary learns it at a login there
+                return
 
     async def check_answer(self, answer: Answer) -> Identity | None:
         """The identity a Handle protocol challenge answer proves (``registry.identity.answers``)."""

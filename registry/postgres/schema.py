@@ -28,6 +28,8 @@ import time
 
 import asyncpg
 
+from protocol.errors import StoreUnavailable
+
 log = logging.getLogger("registry.postgres")
 
 SCHEMA_VERSION = 2  # 2: the quota tables
@@ -181,6 +183,27 @@ async def migrate(conn: asyncpg.Connection, partitions_wanted: int) -> None:
             "ON CONFLICT (name) DO UPDATE SET value = excluded.value "
             "WHERE idnode_meta.value::int < excluded.value::int",  # an older node sharing it must not lower it
             str(SCHEMA_VERSION),
+        )
+
+
+class SchemaMissing(StoreUnavailable):
+    """A read-only node (a mirror site's) found no idnode schema, or an older one, in its database."""
+
+
+async def check(conn: asyncpg.Connection, shown: str) -> None:
+    """What a mirror site's node checks instead of migrating: the schema is there, and not older
+    than this code's (a standby cannot be migrated; its primary's node does that)."""
+    exists = await conn.fetchval("SELECT to_regclass('idnode_meta') IS NOT NULL")
+    version = await conn.fetchval("SELECT value FROM idnode_meta WHERE name = 'schema_version'") if exists else None
+    if version is None:
+        raise SchemaMissing(
+            f"{shown} holds no idnode schema: a mirror site reads a hot standby of a database its primary "
+            "node has already set up (start the primary node first, then let the standby replay)"
+        )
+    if int(version) < SCHEMA_VERSION:
+        raise SchemaMissing(
+            f"{shown} holds idnode schema version {version}; this node needs {SCHEMA_VERSION}: upgrade the "
+            "primary node first (it migrates the database), then let the standby replay"
         )
 
 

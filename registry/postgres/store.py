@@ -8,6 +8,12 @@ them; a record created meanwhile by someone else makes the insert find a conflic
 the whole transaction runs again against what is stored now. A connection the server
 closed is replaced; what ran on it runs again when it cannot have been committed.
 
+A mirror site's node opens its store as a ``standby``: a hot standby of the primary's database,
+which it only reads. It creates nothing (the schema must be there, replicated), runs no
+maintenance, and refuses every write itself with ``MirrorReadOnly`` rather than let the
+database refuse it; ``standby_status`` says whether the database is still in recovery, or was
+promoted (deploy/MIRROR.md).
+
 Reads may go to streaming replicas (``replicas``), routed by ``registry.postgres.replicas``:
 a worker reads what it wrote itself from the primary for a while, since a replica may not
 have replayed it yet; a record a replica lacks is looked for on the primary (another
@@ -27,7 +33,7 @@ from typing import Any
 
 import asyncpg
 
-from protocol.errors import StoreUnavailable
+from protocol.errors import MirrorReadOnly, StoreUnavailable
 from protocol.records import HandleRecord, decode_record
 from registry import changeset, quota
 from registry.postgres import schema
@@ -97,8 +103,11 @@ class PostgresStore(Store):
         partitions: int = 64,
         audit_retention_days: int = 0,
         timeout: float = 5.0,
+        standby: str | None = None,
     ) -> None:
+        """``standby``: open the database read-only, as a mirror site's; the refusal every write gets."""
         super().__init__()
+        self.standby = standby
         self.url = url
         self.replica_urls = tuple(replicas)
         self.pool_size = pool_size
@@ -111,6 +120,7 @@ class PostgresStore(Store):
         self._maintenance: asyncio.Task[None] | None = None
         self._probed = -PROBE_INTERVAL_SECONDS
         self._problem: str | None = None
+        self._promoted = False
 
     # Connections ----------------------------------------------------------------------
 
@@ -132,8 +142,19 @@ class PostgresStore(Store):
 
     async def open(self) -> None:
         self._pool = await self._connect(self.url)
+        if self.standby is not None:
+            try:
+                async with self._primary() as conn:
+                    await schema.check(conn, redact_url(self.url))
+                    self.standby_status = await self._standby_state(conn)
+                    log.info("store %s opened read-only (mirror site): %s", redact_url(self.url), self.standby_status)
+            except BaseException:
+                await self.close()
+                raise
+            return
         try:
             async with self._primary() as conn:
+                await _refuse_standby(conn, self.url)
                 await schema.migrate(conn, self.partitions)
                 await schema.maintain(conn, self.audit_retention_days)
             # Replicas only spare the primary: one that is down (rebuilt, restarting) must not
@@ -228,6 +249,8 @@ class PostgresStore(Store):
         if now - self._probed < PROBE_INTERVAL_SECONDS:
             return self._problem
         self._probed = now
+        if self.standby is not None:
+            return await self._standby_problem()
         try:
             async with self._primary() as conn:
                 await conn.execute(
@@ -241,6 +264,36 @@ class PostgresStore(Store):
         except StoreUnavailable as exc:
             self._problem = exc.message
         return self._problem
+
+    # A mirror site's standby -----------------------------------------------------------
+
+    async def _standby_state(self, conn: asyncpg.Connection) -> str:
+        if await conn.fetchval("SELECT pg_is_in_recovery()"):
+            self._promoted = False
+            return "a hot standby, replaying the primary's changes"
+        if not self._promoted:
+            log.warning(
+                "store %s is no longer in recovery: the standby was promoted. This node still refuses "
+                "writes as a mirror; restart it without 'mirror_of' to take writes as the primary site "
+                "(deploy/MIRROR.md)",
+                redact_url(self.url),
+            )
+        self._promoted = True
+        return "promoted: no longer a standby (restart this node without 'mirror_of' to take writes)"
+
+    async def _standby_problem(self) -> str | None:
+        """None while the standby answers reads (the node is healthy as a mirror), else why not."""
+        try:
+            async with self._primary() as conn:
+                self.standby_status = await self._standby_state(conn)
+            self._problem = None
+        except StoreUnavailable as exc:
+            self._problem = exc.message
+        return self._problem
+
+    def _read_only(self) -> None:
+        if self.standby is not None:
+            raise MirrorReadOnly(self.standby)
 
     # Records --------------------------------------------------------------------------
 
@@ -265,6 +318,7 @@ class PostgresStore(Store):
         return found
 
     async def _apply_many(self, writes: Sequence[Write], *, atomic: bool) -> list[Outcome]:
+        self._read_only()
         if not writes:
             return []
         keys = sorted({w.key for w in writes})
@@ -292,6 +346,7 @@ class PostgresStore(Store):
     # Bulk import and export ------------------------------------------------------------
 
     async def import_rows(self, rows: Sequence[tuple[str, str, bytes]], entry: AuditEntry, marker: ImportMarker) -> int:
+        self._read_only()
         async with self._primary() as conn, conn.transaction():
             created = await _import_chunk(conn, rows, entry)
             await conn.execute(txn.MARK, marker.name, str(marker.items))
@@ -304,6 +359,7 @@ class PostgresStore(Store):
         entry: AuditEntry,
         settle: Callable[[bool], Awaitable[ImportMarker | None]],
     ) -> int | None:
+        self._read_only()
         # Each chunk is copied as it comes, into a transaction held open until settle() says
         # every item passed: PostgreSQL copies while the checking processes go on. A chunk
         # copied straight into the table (no key clashed with its unique index) held no key before.
@@ -331,6 +387,7 @@ class PostgresStore(Store):
         return None if found is None else str(found)
 
     async def set_note(self, name: str, value: str) -> None:
+        self._read_only()
         async with self._primary() as conn:
             await conn.execute(
                 "INSERT INTO idnode_meta (name, value) VALUES ($1, $2) "
@@ -361,6 +418,7 @@ class PostgresStore(Store):
         return {p: s for p, s in rows}
 
     async def touch_prefix(self, prefix: str) -> None:
+        self._read_only()
         async with self._primary() as conn, conn.transaction():
             await txn.bump(conn, [prefix])
 
@@ -372,6 +430,7 @@ class PostgresStore(Store):
         return [Publication(*row) for row in rows]
 
     async def record_publication(self, publication: Publication) -> None:
+        self._read_only()
         p = publication
         async with self._primary() as conn:
             await conn.execute(
@@ -389,6 +448,7 @@ class PostgresStore(Store):
             )
 
     async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        self._read_only()
         async with self._primary() as conn:
             await txn.audit(conn, changeset.audit_rows([(e, None) for e in entries]))
 
@@ -475,6 +535,7 @@ class PostgresStore(Store):
             return await txn.settings(conn, prefixes)
 
     async def set_quota(self, prefix: str, setting: quota.QuotaSetting, audit: AuditEntry) -> None:
+        self._read_only()
         async with self._primary() as conn, conn.transaction():
             if setting.empty:
                 await conn.execute("DELETE FROM quotas WHERE prefix = $1", prefix)
@@ -490,6 +551,7 @@ class PostgresStore(Store):
             await txn.audit(conn, changeset.audit_rows([(audit, None)]))
 
     async def charge_resolution(self, identity: str, prefix: str, limit: int, day: str) -> bool:
+        self._read_only()
         # One row per identity and day: the upsert's row lock makes concurrent charges count one
         # after another, and its WHERE refuses the one past the limit.
         async with self._primary() as conn, conn.transaction():
@@ -537,6 +599,7 @@ class PostgresStore(Store):
     # Templates ------------------------------------------------------------------------
 
     async def put_template(self, template: StoredTemplate, audit: AuditEntry) -> bool:
+        self._read_only()
         t = template
         async with self._primary() as conn, conn.transaction():
             inserted = await conn.fetchval(
@@ -569,6 +632,7 @@ class PostgresStore(Store):
         return [StoredTemplate(*row) for row in rows]
 
     async def delete_template(self, prefix: str, name: str, version: str | None, audit: AuditEntry) -> int:
+        self._read_only()
         async with self._primary() as conn, conn.transaction():
             if version is None:
                 status = await conn.execute("DELETE FROM templates WHERE prefix = $1 AND name = $2", prefix, name)
@@ -584,6 +648,7 @@ class PostgresStore(Store):
         return None if found is None else str(found)
 
     async def put_login_digest(self, seckey: str, digest: str) -> None:
+        self._read_only()
         async with self._primary() as conn:
             await conn.execute(
                 "INSERT INTO login_digests (seckey, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING", seckey, digest
@@ -595,6 +660,7 @@ class PostgresStore(Store):
         return [(str(r[0]), str(r[1])) for r in rows]
 
     async def replace_login_digests(self, rows: Sequence[tuple[str, str]], drop: Sequence[str]) -> None:
+        self._read_only()
         async with self._primary() as conn, conn.transaction():
             await conn.execute("DELETE FROM login_digests WHERE seckey = ANY($1::text[])", list(drop))
             await conn.executemany(
@@ -602,6 +668,15 @@ class PostgresStore(Store):
                 "ON CONFLICT (seckey) DO UPDATE SET digest = EXCLUDED.digest",
                 list(rows),
             )
+
+
+async def _refuse_standby(conn: asyncpg.Connection, url: str) -> None:
+    """A node that writes cannot run on a hot standby: say so plainly before a CREATE fails."""
+    if await conn.fetchval("SELECT pg_is_in_recovery()"):
+        raise StoreUnavailable(
+            f"{redact_url(url)} is a hot standby (in recovery), which takes no writes: point 'store' at the "
+            "primary database, or run this node as a mirror site of it ('mirror_of', deploy/MIRROR.md)"
+        )
 
 
 def _lookup(keys: list[str]) -> tuple[str, str | list[str]]:

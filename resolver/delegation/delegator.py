@@ -47,7 +47,7 @@ from resolver.delegation.routing import (
     held_here,
     referral_of,
 )
-from resolver.delegation.sites import AnyTarget, HandleTarget, Target, server_targets
+from resolver.delegation.sites import AnyTarget, HandleTarget, Target, Unanswered, server_targets
 from resolver.delegation.target_policy import TargetPolicy
 
 log = logging.getLogger("resolver.engine")
@@ -116,6 +116,7 @@ class Delegator:
         }
         self.advertised: tuple[str, int] | None = None  # set once the node listens
         self._referrals = Referrals(tiers.words)
+        self._unanswered = Unanswered()  # servers asked last for a while: a hung primary site, say
         self._here: ThisNode | None = None
         self._events = metrics.RECORDER.events
 
@@ -229,8 +230,9 @@ class Delegator:
         return self.policy.upstreams if route.upstream else server_targets(route.servers)
 
     async def _ask(self, handle: Handle, route: Route, via: Sequence[str]) -> HandleRecord | None:
-        """Ask the servers ``route`` designates, in turn, until one answers."""
-        targets = self._targets(route)
+        """Ask the servers ``route`` designates, in turn, until one answers; those that did not
+        answer lately last (``Unanswered``), so that a hung server costs one timeout, not one per query."""
+        targets = self._unanswered.ordered(self._targets(route), self._monotonic())
         if not targets:
             raise UpstreamFailed(
                 f"no server of prefix {route.zone} has a query interface this node speaks (HTTP, HTTPS, UDP or "
@@ -245,6 +247,8 @@ class Delegator:
                 record = await transport.resolve(target, handle, via, case_sensitive=self._case_sensitive)
             except HopFailed as exc:
                 metrics.DELEGATIONS.labels(exc.result).inc()
+                if exc.result == "unreachable":
+                    self._unanswered.failed(target.peer, self._monotonic())
                 if handle.is_prefix_handle and exc.code == ResponseCode.SERVER_NOT_RESPONSIBLE:
                     return None  # the top-level node knows nothing of this prefix
                 log.info("delegation of %s: %s", handle.text, exc.detail)
@@ -252,6 +256,7 @@ class Delegator:
                 loop = loop or exc.result == "loop"
                 continue
             metrics.DELEGATIONS.labels("answered" if record is not None else "not_found").inc()
+            self._unanswered.answered(target.peer)
             return record
         shown = "; ".join(failures)
         if loop:

@@ -11,8 +11,13 @@ now, so repeating one is harmless and a later change supersedes an earlier one t
 Failures are retried with exponential back-off, also across restarts: the outbox is durable.
 
 The node's own prefix is republished on every start, so that a changed address reaches the
-top-level node. Only its site value is written there: the rest of that record is the
+top-level node. Only its site values are written there: the rest of that record is the
 top-level admin's grant. Runs in one process of the node (``resolver.server``).
+
+This node's site is the primary one, at ``SITE_INDEX``; each of its mirror sites (``mirror_site``,
+deploy/MIRROR.md) follows as a site that is not primary, at ``MIRROR_INDEXES``, so that a
+resolver tries this node first and a mirror when it does not answer. A mirror site dropped from
+the configuration is withdrawn from the node prefix's record at the top-level node too.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from protocol.basic_auth import basic_credentials
 from protocol.errors import HandleError
@@ -29,6 +34,7 @@ from protocol.jsonfmt import format_timestamp, value_to_json
 from protocol.records import HS_SERV, HS_SITE, HandleRecord
 from registry.store import Publication, Store
 from resolver import metrics
+from resolver.config import MAX_MIRROR_SITES
 from resolver.delegation.hop import HopFailed
 from resolver.delegation.http_client import HttpClient
 from resolver.delegation.sites import Target, site_value
@@ -39,7 +45,16 @@ POLL_SECONDS = 1.0  # other processes of the node write prefix handles too: look
 RETRY_MIN_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
 SITE_INDEX = 1
+MIRROR_INDEXES = range(SITE_INDEX + 1, SITE_INDEX + 1 + MAX_MIRROR_SITES)  # kept for mirror sites
 SITE_TTL = 3600
+
+
+class SiteAddress(NamedTuple):
+    """Where one site's server is: its address, HTTP(S) port and Handle protocol port (None: no Handle)."""
+
+    host: str
+    port: int
+    handle_port: int | None = None
 
 
 class Publisher:
@@ -54,6 +69,8 @@ class Publisher:
         secret: str,
         address: tuple[str, int],
         protocol: str = "HTTP",
+        handle_port: int | None = None,
+        mirrors: tuple[SiteAddress, ...] = (),
     ) -> None:
         self.store = store
         self.client = client
@@ -62,6 +79,10 @@ class Publisher:
         self._authorization = basic_credentials(identity, secret)
         self.address = address
         self.protocol = protocol
+        self.handle_port = handle_port
+        if len(mirrors) > MAX_MIRROR_SITES:
+            raise ValueError(f"at most {MAX_MIRROR_SITES} mirror sites")
+        self.mirrors = mirrors
         self.wake = asyncio.Event()
         self._by_url = {u.url: u for u in upstreams}
         self._seen = 0  # the highest outbox sequence number read
@@ -125,8 +146,30 @@ class Publisher:
         sites = [value_to_json(v) for v in record.values if v.type_matches(HS_SITE + ".") or v.type_matches(HS_SERV)]
         if sites:
             return sites
+        return self.site_values()
+
+    def site_values(self) -> list[dict[str, Any]]:
+        """This node's site (primary) and its mirrors' (not primary), as HS_SITE values."""
         host, port = self.address
-        return [site_value(SITE_INDEX, host, port, self.protocol, SITE_TTL)]
+        values = [site_value(SITE_INDEX, host, port, self.protocol, SITE_TTL, handle_port=self.handle_port)]
+        for index, mirror in zip(MIRROR_INDEXES, self.mirrors, strict=False):
+            values.append(
+                site_value(index, mirror.host, mirror.port, self.protocol, SITE_TTL,
+                           handle_port=mirror.handle_port, primary=False)
+            )  # fmt: skip
+        return values
+
+    async def _withdraw_mirrors(self, upstream: Target, name: str, kept: set[int]) -> None:
+        """Remove from the node prefix's record at ``upstream`` the mirror sites no longer configured."""
+        record = await self.client.resolve(upstream, prefix_handle(self.node_prefix), ())
+        stale = [
+            v.index
+            for v in (record.values if record is not None else ())
+            if v.index in MIRROR_INDEXES and v.index not in kept and v.type_matches(HS_SITE + ".")
+        ]
+        if stale:
+            query = "?" + "&".join(f"index={i}" for i in stale)
+            await self.client.write("DELETE", upstream, name, self._authorization, query=query)
 
     async def _publish(self, prefix: str, seq: int, upstream: Target) -> None:
         key = (prefix, upstream.url)
@@ -142,6 +185,8 @@ class Publisher:
                 if prefix == self.node_prefix:  # the rest of that record is the top-level admin's grant
                     query = "?" + "&".join(f"index={v['index']}" for v in values)
                 await self.client.write("PUT", upstream, name, self._authorization, query=query, body=values)
+                if prefix == self.node_prefix:
+                    await self._withdraw_mirrors(upstream, name, {v["index"] for v in values})
                 state = "published"
             attempts, error = 0, ""
             self._retry_at.pop(key, None)

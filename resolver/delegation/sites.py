@@ -8,6 +8,10 @@ That order holds for any transport; ``server_targets`` then picks, per server, h
 its HTTP(S) interface when it has one (``Target``: another idnode), else its Handle protocol
 interfaces (``HandleTarget``: CNRI's servers, the real top-level nodes).
 
+``Unanswered`` moves servers that lately could not be reached or did not answer to the end of
+that order for a while: a primary site that hangs would otherwise cost every resolution one
+hop timeout before its mirror site is asked.
+
 Pure: no I/O, so that ``resolver.delegation.routing`` can decide with it alone.
 """
 
@@ -27,6 +31,7 @@ from protocol.records import HS_SITE, HandleRecord
 log = logging.getLogger("resolver.upstream")
 
 SITE_LABEL = "site"  # the metrics label of every server not configured by the operator
+HTTP_PROTOCOLS = ("HTTP", "HTTPS")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +121,7 @@ def in_order(sites: Sequence[vd.Site], handle: Handle) -> tuple[vd.Server, ...]:
 def http_target(server: vd.Server) -> Target | None:
     """``server``'s HTTP(S) query interface, or None when it has none."""
     for interface in server.interfaces:
-        if interface.query and interface.protocol in ("HTTP", "HTTPS"):
+        if interface.query and interface.protocol in HTTP_PROTOCOLS:
             host = f"[{server.address}]" if ":" in server.address else server.address
             peer = f"{host}:{interface.port}"
             return Target(f"{interface.protocol.lower()}://{peer}", peer)
@@ -159,22 +164,86 @@ def server_targets(servers: Iterable[vd.Server]) -> tuple[AnyTarget, ...]:
     return tuple(ordered)
 
 
-def site_value(index: int, host: str, port: int, protocol: str, ttl: int) -> dict[str, Any]:
-    """This node's HS_SITE, in the JSON a PUT carries: one server with one query interface."""
+UNANSWERED_SECONDS = 10.0  # a server that did not answer is asked after the others for this long
+MAX_UNANSWERED = 1024  # servers remembered per worker
+
+
+class Unanswered:
+    """Servers (by ``peer``) that lately did not answer: asked after the others, not skipped.
+
+    Still asked when every other server fails too, and in its place again once it answers or
+    ``seconds`` pass. Times are monotonic seconds, given by the caller.
+    """
+
+    def __init__(self, seconds: float = UNANSWERED_SECONDS, limit: int = MAX_UNANSWERED) -> None:
+        self.seconds = seconds
+        self.limit = limit
+        self._until: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def failed(self, peer: str, now: float) -> None:
+        if peer not in self._until and len(self._until) >= self.limit:
+            del self._until[next(iter(self._until))]  # the oldest
+        self._until[peer] = now + self.seconds
+
+    def answered(self, peer: str) -> None:
+        if self._until:
+            self._until.pop(peer, None)
+
+    def ordered(self, targets: tuple[AnyTarget, ...], now: float) -> tuple[AnyTarget, ...]:
+        """``targets`` with those that did not answer lately moved to the end, each group in its order."""
+        if not self._until:
+            return targets
+        late = tuple(t for t in targets if self._until.get(t.peer, 0.0) > now)
+        return tuple(t for t in targets if t not in late) + late if late else targets
+
+
+def site_value(
+    index: int,
+    host: str,
+    port: int,
+    protocol: str,
+    ttl: int,
+    *,
+    handle_port: int | None = None,
+    primary: bool = True,
+) -> dict[str, Any]:
+    """One site's HS_SITE, in the JSON a PUT carries: one server at ``host`` with its query interfaces.
+
+    HTTP(S) on ``port`` first (idnode's delegation asks it), then the Handle protocol's TCP and UDP
+    on ``handle_port`` when the node listens for it (what a CNRI resolver, Handle protocol only,
+    asks). A ``primary`` site takes administration; a mirror (``primary=False``) serves queries
+    only, as its interfaces say, and clients try it after the primary sites.
+    """
+    interfaces = [{"query": True, "admin": primary, "protocol": protocol, "port": port}]
+    if handle_port is not None:
+        interfaces.append({"query": True, "admin": primary, "protocol": "TCP", "port": handle_port})
+        interfaces.append({"query": True, "admin": False, "protocol": "UDP", "port": handle_port})
     server = {
         "serverId": 1,
         "address": host,
         "publicKey": {"format": "base64", "value": ""},
-        "interfaces": [{"query": True, "admin": True, "protocol": protocol, "port": port}],
+        "interfaces": interfaces,
     }
-    site = {"version": 1, "protocolVersion": "2.10", "serialNumber": 1, "servers": [server]}
+    site = {
+        "version": 1,
+        "protocolVersion": "2.10",
+        "serialNumber": 1,
+        "primaryMask": {"isPrimary": primary, "isMultiPrimary": False},
+        "servers": [server],
+    }
     return {"index": index, "type": HS_SITE, "data": {"format": "site", "value": site}, "ttl": ttl}
 
 
 def serves(sites: Iterable[vd.Site], host: str, port: int) -> bool:
-    """True when one of ``sites`` names the server at ``host``:``port``."""
+    """True when one of ``sites`` names the node whose HTTP(S) listener is ``host``:``port``.
+
+    Only HTTP(S) interfaces count: a site lists Handle protocol ports too, and another node's
+    HTTP port may be the number of this one's Handle port."""
     return any(
-        server.address == host and any(i.port == port for i in server.interfaces)
+        server.address == host and any(i.port == port and i.protocol in HTTP_PROTOCOLS for i in server.interfaces)
         for site in sites
         for server in site.servers
     )

@@ -29,6 +29,7 @@ from protocol.errors import (
     AuthenticationNeeded,
     HandleError,
     InvalidValue,
+    MirrorReadOnly,
     ProtocolViolation,
 )
 from protocol.records import MAX_INDEX, HandleRecord, HandleValue
@@ -109,6 +110,11 @@ def http_exception(request: web.Request, exc: web.HTTPException) -> web.Response
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Routes a mirror site serves whatever their method: logins, which read (a POST for the secret's
+# sake), and what no route took (answered 404 or 405 as anywhere).
+READING_ROUTES = frozenset({"snms_login", "snms_login_v1", "unknown"})
+
 
 class Refusals(Protocol):
     """How an API words each kind of failure; ``edged`` decides which kind it is.
@@ -147,16 +153,23 @@ HANDLE_NET = HandleNetRefusals()
 
 
 def edged(op: str, handler: Handler, refusals: Refusals = HANDLE_NET) -> Handler:
-    """``handler`` with the edge every route shares: errors become ``refusals``' answers, CORS, metrics.
+    """``handler`` with the edge every route shares: errors become ``refusals``' answers, CORS, metrics;
+    on a mirror site, every request that may write is refused here (``MirrorReadOnly``).
 
     A wrapper per route rather than an aiohttp middleware: aiohttp runs a middleware
     through two more coroutine layers per request, which measured 15% of the throughput
     of a cached resolution (bench/RESULTS.md).
     """
 
+    may_write = op not in READING_ROUTES
+
     async def edge(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         try:
+            if may_write and request.method not in READ_METHODS:
+                refusal = request.app[CONFIG].mirror_refusal
+                if refusal is not None:  # a mirror site: refused before any credential or body is read
+                    raise MirrorReadOnly(refusal)
             response = await handler(request)
         except HandleError as exc:
             error_answered(exc)

@@ -287,11 +287,15 @@ class HttpFrontend:
     async def healthz(self, request: web.Request) -> web.Response:
         # "ok" means the node can take writes too: a load balancer or operator watching this
         # must learn that the disk is full while cached resolutions still succeed.
+        # A mirror site's "ok" means it serves resolution from its replica (it takes no writes).
         problem = await self.service.write_problem()
         if problem is not None:
             body = {"responseCode": int(ResponseCode.SERVER_TOO_BUSY), "status": "failing", "message": problem}
             return render(request, body, 503)
-        return render(request, {"responseCode": 1, "status": "ok"}, 200)
+        body = {"responseCode": 1, "status": "ok"}
+        if self.config.mirror_of is not None:
+            body |= {"mirrorOf": self.config.mirror_of, "store": self.service.standby_status}
+        return render(request, body, 200)
 
     async def metrics(self, request: web.Request) -> web.Response:
         metrics.RECORDER.flush()  # this worker's counts; the others flush twice a second

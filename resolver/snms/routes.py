@@ -3,10 +3,10 @@
 Token login (``/identity/token``, ``/identity/token/v1``), identifiers (``/identityv2/data``
 and its batch forms) and data templates (``/snms/api/v5/template``, and v3's three). Every
 answer is SNMS's envelope ``{"message", "status", "data"}`` with HTTP 200, as SNMS answers,
-except an internal failure (-4: 500, or 503 while the store is unavailable) and a login
-refused for too many failures (429 with Retry-After). The writes go through the same
-registration service, permissions, templates and audit as the REST API and the Handle
-protocol; the request shapes and their checks are in ``resolver.snms.format``.
+except an internal failure (-4: 500, or 503 while the store is unavailable), a login
+refused for too many failures (429 with Retry-After) and a write sent to a mirror site
+(-2: 503). The writes go through the same registration service, permissions, templates and
+audit as the REST API and the Handle protocol; the request shapes and their checks are in ``resolver.snms.format``.
 
 Logins are ``resolver.snms.logins``; each request's bearer token is checked here, reading the
 identity's record through the engine's cache.
@@ -27,6 +27,7 @@ from protocol.errors import (
     HandleError,
     HandleNotFound,
     InvalidValue,
+    MirrorReadOnly,
     ProtocolViolation,
     TooManyFailures,
 )
@@ -46,6 +47,8 @@ from resolver.snms.logins import TokenLogins
 NOT_LOGGED_IN = "未登录：请求缺少 Authorization: Bearer <token>，请先调用 /identity/token 登录 (not logged in)"
 NOT_BEARER = "未登录：Authorization 必须是 Bearer <token> (the Authorization header must be Bearer <token>)"
 REVOKED = "token已失效：身份的密钥已更改或身份已删除，请重新登录 (the identity's secret changed since login)"
+
+MIRROR_READ_ONLY = "本节点是镜像站点，只读，请向主站点写入"
 
 SnmsHandler = Callable[[web.Request], Awaitable[web.Response]]
 
@@ -75,6 +78,8 @@ class SnmsRefusals:
         if isinstance(exc, TooManyFailures):
             message = f"登录失败次数过多，请{exc.retry_after}秒后重试 ({exc.message})"
             return envelope(snms.FAILED, message, None, 429, exc.code)
+        if isinstance(exc, MirrorReadOnly):  # 503 as over REST: the write succeeds at the primary site
+            return envelope(snms.FAILED, f"{MIRROR_READ_ONLY}：{exc.message}", None, 503, exc.code)
         status, message = snms.refusal(exc)
         http_status = 200 if status != snms.INTERNAL else (503 if exc.code == ResponseCode.SERVER_TOO_BUSY else 500)
         return envelope(status, message, None, http_status, exc.code)
