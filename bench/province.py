@@ -46,6 +46,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -209,9 +210,12 @@ class Province:
     work: Path
     net: str = "127.0.1"
     postgres: str | None = None
+    mirrored: bool = True  # the victim of the node fault has a mirror site on a PostgreSQL standby
     tops: list[Node] = field(default_factory=list)
     seconds: list[Node] = field(default_factory=list)
+    mirror: Node | None = None
     traffic: Traffic = field(init=False)
+    servers: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # the mirrored node's PostgreSQL
 
     def __post_init__(self) -> None:
         self.traffic = Traffic(self)
@@ -221,7 +225,7 @@ class Province:
         command = [str(idnode)] if idnode.exists() else [sys.executable, "-m", "resolver.cli"]
         listen = ["--listen", f"{host}:{HTTP_PORT}", "--handle-listen", f"{host}:{HANDLE_PORT}", "--workers", "1"]
         store = ["--data-dir", str(self.work / name)]
-        if self.postgres is not None and name.startswith("n"):
+        if self.postgres is not None and name.startswith("n") and "--store" not in args:
             store = ["--store", f"{self.postgres.rstrip('/').rpartition('/')[0]}/province_{name}"]
         return Node(name, label, [*command, "serve", *listen, *store, *args], host=host, env=env or {})
 
@@ -240,12 +244,52 @@ class Province:
             self.seconds.append(node)
         if self.postgres is not None:
             asyncio.run(_databases(self.postgres, [n.name for n in self.seconds], create=True))
+        standby = self.mirror_databases() if self.mirrored else None
         each(Node.start, self.tops)
         for top in self.tops:
             each(functools.partial(self.grant, top), [n.prefix for n in self.seconds])
         each(Node.start, self.seconds)
+        if standby is not None:
+            self.start_mirror(standby)
         each(self.populate, self.seconds)
         self.wait_published(self.seconds, timeout=120)
+
+    @property
+    def victim(self) -> Node:
+        """The secondary node the node fault kills: the one with the mirror site."""
+        return self.seconds[len(self.seconds) // 2]
+
+    def mirror_databases(self) -> str:
+        """A PostgreSQL server of the victim's own and a synchronous hot standby of it: the standby's URL.
+
+        ``remote_apply``: a write the victim acknowledged has been replayed on the standby, so the
+        mirror serves it (deploy/MIRROR.md: without synchronous replication the last ones can be lost)."""
+        from tests.support.pgproc import own_server  # PostgreSQL's binaries, run as its user
+
+        primary = self.servers.enter_context(
+            own_server(synchronous_standby_names="'*'", synchronous_commit="remote_apply")
+        )
+        standby = primary.replica(primary.directory.parent / "standby")
+        self.servers.callback(standby.remove)
+        standby.start()
+        standby.wait_ready()
+        victim = self.victim
+        store = victim.cmd.index("--store") if "--store" in victim.cmd else victim.cmd.index("--data-dir")
+        victim.cmd[store : store + 2] = ["--data-dir", str(self.work / victim.name), "--store", primary.url]
+        victim.cmd += ["--mirror-site", f"{self.net}.253:{HTTP_PORT}/{HANDLE_PORT}"]
+        victim.env["IDNODE_SECRET_KEY_FILE"] = str(self.work / "victim-secret-key")
+        return standby.url
+
+    def start_mirror(self, standby: str) -> None:
+        """The victim's mirror site: an idnode in mirror mode on the standby, with the victim's secret key."""
+        victim = self.victim
+        key = self.work / "mirror-secret-key"
+        shutil.copy(self.work / "victim-secret-key", key)  # as an operator copies it (deploy/MIRROR.md)
+        mirror = self.serve("mirror", f"{self.net}.253", f"mirror site of {victim.name}", "--store", standby)
+        mirror.cmd += ["--mirror-of", victim.url, "--node-prefix", victim.prefix]
+        mirror.env["IDNODE_SECRET_KEY_FILE"] = str(key)
+        mirror.start()
+        self.mirror = mirror
 
     def grant(self, top: Node, prefix: str) -> None:
         secret = {"index": 300, "type": "HS_SECKEY", "data": {"format": "string", "value": ADMIN_SECRET}}
@@ -291,10 +335,14 @@ class Province:
         self.traffic.sample()
         node.kill()
 
+    def everyone(self) -> list[Node]:
+        return [*self.tops, *self.seconds, *([self.mirror] if self.mirror else [])]
+
     def stop(self) -> None:
-        each(Node.stop, [*self.seconds, *self.tops])
-        for node in [*self.tops, *self.seconds]:  # for whoever reads a failed run
+        each(Node.stop, self.everyone())
+        for node in self.everyone():  # for whoever reads a failed run
             (self.work / f"{node.name}.log").write_text("".join(node.log))
+        self.servers.close()
         if self.postgres is not None:
             asyncio.run(_databases(self.postgres, [n.name for n in self.seconds], create=False))
 
@@ -523,6 +571,7 @@ class Outcome:
     transport: str
     ok: bool
     answer: str = ""  # the failure: HTTP status and message, Handle response code, or the exception
+    seconds: float = 0.0  # how long the answer took
 
 
 def ask(client: Node, handle: str, transport: str) -> tuple[bool, str]:
@@ -578,8 +627,10 @@ class Load:
             if holder is client:
                 continue
             transport = "UDP" if draw.random() < 0.5 else "REST"
+            asked = time.monotonic()
             ok, answer = ask(client, handle, transport)
-            self.outcomes.append(Outcome(time.monotonic(), client.name, holder.name, handle, transport, ok, answer))
+            now = time.monotonic()
+            self.outcomes.append(Outcome(now, client.name, holder.name, handle, transport, ok, answer, now - asked))
             if ok:
                 with self._lock:
                     self.resolved.add((client.name, handle))
@@ -675,18 +726,81 @@ def top_outage(province: Province, report: Report, load: Load, seconds: float) -
     )
 
 
+class Writer:
+    """Single registrations at ``node``, one after another in a thread; what it acknowledged is kept."""
+
+    def __init__(self, node: Node, enterprise: str) -> None:
+        self.node, self.enterprise = node, enterprise
+        self.acknowledged: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        user = f"300:0.NA/{self.node.prefix}"
+        k = 0
+        while not self._stop.is_set():
+            k += 1
+            handle = f"{self.enterprise}/written-{k}"
+            try:
+                status, _ = call(f"{self.node.url}/api/handles/{handle}", "PUT", [url_value(self.enterprise, k)], user)
+            except OSError:
+                time.sleep(0.05)  # the node is down: nothing acknowledged
+                continue
+            if status == 201:
+                self.acknowledged.append(handle)
+
+
 def node_outage(province: Province, report: Report, load: Load, seconds: float) -> None:
-    victim = province.seconds[len(province.seconds) // 2]
+    victim, mirror = province.victim, province.mirror
     cached = {(c, h) for c, h in load.known()[0] if h.startswith(victim.prefix + ".")}
-    started = time.monotonic()
-    province.kill(victim)
-    report.figure(f"fault: secondary node {victim.name} killed (kill -9) for {seconds:.0f} s")
-    time.sleep(seconds)
+    with Writer(victim, victim.enterprises[0]) as writer:
+        time.sleep(1.0)
+        started = time.monotonic()
+        province.kill(victim)
+    report.figure(
+        f"fault: secondary node {victim.name} killed (kill -9) for {seconds:.0f} s, "
+        f"{len(writer.acknowledged)} single writes acknowledged just before"
+        + (f"; its mirror site {mirror.host} serves on" if mirror else " (no mirror site)")
+    )
+    if mirror is not None:
+        lost = [h for h in writer.acknowledged if call(f"{mirror.url}/api/handles/{h}")[0] != 200]
+        report.check(
+            bool(writer.acknowledged) and not lost,
+            f"{victim.name} down: {len(lost)} of the {len(writer.acknowledged)} writes it acknowledged before the kill "
+            f"missing at its mirror",
+        )
+        status, body = call(f"{mirror.url}/api/handles/{victim.enterprises[0]}/refused", "PUT",
+                            [url_value(victim.enterprises[0], 0)], f"300:0.NA/{victim.prefix}")  # fmt: skip
+        message = (body or {}).get("message", "") if isinstance(body, dict) else ""
+        report.check(
+            status == 503 and victim.url.removeprefix("http://") in message,
+            f"{victim.name}'s mirror refuses a write: HTTP {status} {message[:120]}",
+        )
+        # Never asked anywhere: through every other node, only the mirror can answer them.
+        fresh = writer.acknowledged[-len(province.others(victim)) :]
+        pairs = list(zip(province.others(victim), fresh, strict=False))  # fewer when fewer were written
+        asked = each(lambda pair: timed(lambda: ask(pair[0], pair[1], "REST")), pairs, 16)
+        slowest = max((took for (_ok, _answer), took in asked), default=0.0)
+        report.check(
+            all(ok for (ok, _answer), _took in asked),
+            f"{victim.name} down: {sum(ok for (ok, _), _t in asked)}/{len(asked)} identifiers written just before the "
+            f"kill resolved through other nodes from its mirror, the slowest in {slowest:.2f} s",
+        )
+    time.sleep(max(0.0, seconds - (time.monotonic() - started)))
     outcomes = load.since(started)
     others_failed = [o for o in outcomes if not o.ok and o.holder != victim.name and o.client != victim.name]
-    theirs = [o for o in outcomes if o.holder == victim.name]
+    theirs = [o for o in outcomes if o.holder == victim.name and o.client != victim.name]
     cached_failed = [o for o in theirs if (o.client, o.handle) in cached and not o.ok]
     cached_asked = [o for o in theirs if (o.client, o.handle) in cached]
+    uncached = [o for o in theirs if (o.client, o.handle) not in cached]
     report.check(
         not others_failed,
         f"{victim.name} down: {len(others_failed)} resolutions of other nodes' identifiers failed "
@@ -695,14 +809,35 @@ def node_outage(province: Province, report: Report, load: Load, seconds: float) 
     report.check(
         not cached_failed,
         f"{victim.name} down: {len(cached_asked) - len(cached_failed)}/{len(cached_asked)} of its identifiers "
-        f"already cached at the asking node resolved (fresh or stale); "
-        f"{sum(not o.ok for o in theirs if (o.client, o.handle) not in cached)} uncached ones failed (no mirror) "
-        + failures(cached_failed),
+        f"already cached at the asking node resolved (fresh or stale) " + failures(cached_failed),
     )
+    if mirror is not None:
+        failed = [o for o in uncached if not o.ok]
+        slow = sorted(o.seconds for o in uncached)
+        report.check(
+            not failed,
+            f"{victim.name} down: {len(uncached) - len(failed)}/{len(uncached)} of its identifiers not cached at the "
+            f"asking node resolved from its mirror (p50 {statistics.median(slow) if slow else 0:.3f} s, "
+            f"max {max(slow, default=0):.2f} s) " + failures(failed),
+        )
+    else:
+        report.figure(f"{victim.name} down: {sum(not o.ok for o in uncached)}/{len(uncached)} uncached ones failed")
     restarted = time.monotonic()
     victim.start()
     load.forget(victim.name)
-    report.figure(f"{victim.name} back: serving {time.monotonic() - restarted:.1f} s after the restart")
+    status, _ = call(f"{victim.url}/api/handles/{victim.enterprises[0]}/after-restart", "PUT",
+                     [url_value(victim.enterprises[0], 0)], f"300:0.NA/{victim.prefix}")  # fmt: skip
+    report.check(
+        status == 201,
+        f"{victim.name} back: serving {time.monotonic() - restarted:.1f} s after the restart, "
+        f"writes taken (HTTP {status})",
+    )
+
+
+def timed(job: Callable[[], T]) -> tuple[T, float]:
+    started = time.monotonic()
+    result = job()
+    return result, time.monotonic() - started
 
 
 def both_tops_outage(province: Province, report: Report, load: Load, seconds: float) -> None:
@@ -814,7 +949,7 @@ def picture(province: Province, traffic: Traffic, path: Path, title: str) -> Non
 
 
 def run(args: argparse.Namespace, work: Path, report: Report) -> None:
-    province = Province(args.nodes, args.prefixes, args.identifiers, work, args.net, args.postgres)
+    province = Province(args.nodes, args.prefixes, args.identifiers, work, args.net, args.postgres, args.mirror)
     shares = {name: args.seconds * share for name, share in PHASES.items()}
     started = time.monotonic()
     try:
@@ -860,6 +995,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warm-seconds", type=int, default=5, help="per warm round (0: skip the warm figures)")
     p.add_argument("--net", default="127.0.1", help="the loopback /24 the nodes take addresses in")
     p.add_argument("--postgres", help="postgresql://USER@HOST:PORT/DB: every node's store there, a database each")
+    p.add_argument("--no-mirror", dest="mirror", action="store_false", help="no mirror site for the node fault")
     p.add_argument("--work", type=Path, help="data directories (default: a temporary directory)")
     p.add_argument("--out", type=Path, default=RESULTS, help="where the summary and the picture go")
     p.add_argument("--no-picture", dest="picture", action="store_false", help="no PNG (needs matplotlib)")
