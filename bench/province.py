@@ -92,6 +92,7 @@ class Node(Target):
     host: str = "127.0.0.1"
     prefix: str = ""  # its node prefix
     enterprises: list[str] = field(default_factory=list)
+    serving: bool = False  # started and listening, not killed since
 
     @property
     def url(self) -> str:
@@ -103,6 +104,7 @@ class Node(Target):
 
     def kill(self) -> None:
         """``kill -9``, as a crash: the process and any workers it started."""
+        self.serving = False
         if self.proc is not None and self.proc.poll() is None:
             for pid in [*self._children(), self.proc.pid]:
                 with contextlib.suppress(ProcessLookupError):
@@ -120,6 +122,13 @@ class Node(Target):
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> Node:
+        """Started, and marked serving only once it listens: clients are not sent to a node starting up."""
+        self.serving = False
+        super().start()
+        self.serving = True
+        return self
 
     def rss_mib(self) -> float:
         """Resident memory of the process and its children (workers)."""
@@ -339,6 +348,9 @@ class Province:
         return [*self.tops, *self.seconds, *([self.mirror] if self.mirror else [])]
 
     def stop(self) -> None:
+        for node in self.everyone():  # the counters, for whoever reads a failed run
+            with contextlib.suppress(OSError):
+                (self.work / f"{node.name}.metrics").write_text(node.metrics() if node.alive() else "")
         each(Node.stop, self.everyone())
         for node in self.everyone():  # for whoever reads a failed run
             (self.work / f"{node.name}.log").write_text("".join(node.log))
@@ -564,7 +576,7 @@ def memory(province: Province, report: Report) -> dict[str, float]:
 
 @dataclass
 class Outcome:
-    at: float
+    at: float  # when it was asked: a fault's window holds what was asked during it
     client: str
     holder: str
     handle: str
@@ -589,7 +601,7 @@ def ask(client: Node, handle: str, transport: str) -> tuple[bool, str]:
 
 def failures(outcomes: list[Outcome]) -> str:
     """The commonest ways ``outcomes`` failed."""
-    counted = Counter(o.answer for o in outcomes if not o.ok)
+    counted = Counter(f"{o.transport} {o.answer}" for o in outcomes if not o.ok)
     return "; ".join(f"{n}× {answer}" for answer, n in counted.most_common(3))
 
 
@@ -621,7 +633,7 @@ class Load:
         clients = self.province.seconds
         while not self._stop.is_set():
             client = draw.choice(clients)
-            if not client.alive():
+            if not client.serving:
                 continue
             holder, handle = draw.choice(self.handles)
             if holder is client:
@@ -629,8 +641,8 @@ class Load:
             transport = "UDP" if draw.random() < 0.5 else "REST"
             asked = time.monotonic()
             ok, answer = ask(client, handle, transport)
-            now = time.monotonic()
-            self.outcomes.append(Outcome(now, client.name, holder.name, handle, transport, ok, answer, now - asked))
+            took = time.monotonic() - asked
+            self.outcomes.append(Outcome(asked, client.name, holder.name, handle, transport, ok, answer, took))
             if ok:
                 with self._lock:
                     self.resolved.add((client.name, handle))
@@ -794,8 +806,10 @@ def node_outage(province: Province, report: Report, load: Load, seconds: float) 
             f"{victim.name} down: {sum(ok for (ok, _), _t in asked)}/{len(asked)} identifiers written just before the "
             f"kill resolved through other nodes from its mirror, the slowest in {slowest:.2f} s",
         )
-    time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+    time.sleep(max(0.0, seconds - (time.monotonic() - started), CLIENT_TIMEOUT))
     outcomes = load.since(started)
+    in_flight = [o for o in load.since(started - CLIENT_TIMEOUT, started) if o.client == victim.name and not o.ok]
+    report.figure(f"{victim.name} down: {len(in_flight)} requests in flight through it when it was killed were lost")
     others_failed = [o for o in outcomes if not o.ok and o.holder != victim.name and o.client != victim.name]
     theirs = [o for o in outcomes if o.holder == victim.name and o.client != victim.name]
     cached_failed = [o for o in theirs if (o.client, o.handle) in cached and not o.ok]
