@@ -343,10 +343,10 @@ def _validate_hierarchy(config: Config) -> Config:
         )
     if config.advertise is not None:
         host_port(config.advertise, "advertise")
-    if config.source_address is not None:
-        _check_source(config.source_address)
     elif upstreams and config.host in ("0.0.0.0", "::", ""):
         raise ConfigError("setting 'advertise': the node listens on every address; say which one others reach")
+    if config.source_address is not None:
+        _check_source(config.source_address)
     for name in ("upstream_timeout", "resolve_timeout"):
         if not 0 < getattr(config, name) <= 300:
             raise ConfigError(f"setting {name!r}: must be between 0 and 300 seconds")

@@ -96,3 +96,15 @@ def test_a_source_address_must_be_one_of_this_machine() -> None:
         config.load(env={}, flags={"source_address": "node-a"})
     with pytest.raises(config.ConfigError, match=re.escape("'source_address': this machine cannot send from 192.0.2")):
         config.load(env={"IDNODE_SOURCE_ADDRESS": "192.0.2.1"})
+
+
+@pytest.mark.parametrize("source", [None, "127.0.0.2"])
+def test_a_node_on_every_address_with_advertise_is_accepted_with_or_without_a_source(source: str | None) -> None:
+    # source_address is checked beside advertise, not in its place: a node listening on every
+    # address that says where others reach it must start, whatever its source address.
+    flags = {"listen": "0.0.0.0:8000", "advertise": "127.0.0.1:8000", "upstream": ["http://127.0.0.1:8100"],
+             "upstream_secret": "s", "source_address": source}  # fmt: skip
+    loaded = config.load(env={}, flags={k: v for k, v in flags.items() if v is not None})
+    assert loaded.advertise == "127.0.0.1:8000" and loaded.source_address == source
+    with pytest.raises(config.ConfigError, match="'advertise': the node listens on every address"):
+        config.load(env={}, flags={k: v for k, v in flags.items() if v is not None and k != "advertise"})
