@@ -70,6 +70,7 @@ from protocol.records import HandleRecord
 from protocol.wire.bodies import ResolutionResponse
 from protocol.wire.message import decode_message
 from resolver.delegation.sites import handle_target, http_target, sites_of
+from tests.support.nodeproc import child_pids
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -106,19 +107,10 @@ class Node(Target):
         """``kill -9``, as a crash: the process and any workers it started."""
         self.serving = False
         if self.proc is not None and self.proc.poll() is None:
-            for pid in [*self._children(), self.proc.pid]:
+            for pid in [*child_pids(self.proc.pid), self.proc.pid]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             self.proc.wait(10)
-
-    def _children(self) -> list[int]:
-        assert self.proc is not None
-        found = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError):
-                if stat.read_text().rpartition(")")[2].split()[1] == str(self.proc.pid):
-                    found.append(int(stat.parent.name))
-        return found
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -134,14 +126,9 @@ class Node(Target):
         """Resident memory of the process and its children (workers)."""
         assert self.proc is not None
         total = 0
-        for status in Path("/proc").glob("[0-9]*/status"):
-            try:
-                text = status.read_text()
-            except OSError:
-                continue
-            ppid = re.search(r"^PPid:\s+(\d+)", text, re.MULTILINE)
-            if status.parent.name == str(self.proc.pid) or (ppid and ppid.group(1) == str(self.proc.pid)):
-                rss = re.search(r"^VmRSS:\s+(\d+) kB", text, re.MULTILINE)
+        for pid in [self.proc.pid, *child_pids(self.proc.pid)]:
+            with contextlib.suppress(OSError):
+                rss = re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
                 total += int(rss.group(1)) if rss else 0
         return total / 1024
 
@@ -568,7 +555,7 @@ def propagation(province: Province, report: Report) -> None:
     report.check(len(resolved) == len(province.others(node)), f"new prefix resolved at {len(resolved)} other nodes")
 
 
-def memory(province: Province, report: Report) -> dict[str, float]:
+def memory(province: Province, report: Report) -> None:
     rss = {n.name: n.rss_mib() for n in [*province.tops, *province.seconds]}
     node_rss = [rss[n.name] for n in province.seconds]
     report.figure(
@@ -576,7 +563,6 @@ def memory(province: Province, report: Report) -> dict[str, float]:
         f"{sum(node_rss) / 1024:.1f} GiB for {len(node_rss)}; top-level nodes "
         + ", ".join(f"{t.name} {rss[t.name]:.0f} MiB" for t in province.tops)
     )
-    return rss
 
 
 # Steady load and faults -------------------------------------------------------------------
